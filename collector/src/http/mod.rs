@@ -1,0 +1,154 @@
+//! The collector's HTTP server (hyper 1.x): routing, connection handling, graceful shutdown.
+//! hyper lives only in this module.
+
+mod event;
+pub mod response;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use self::response::Body;
+use crate::config::Config;
+use crate::ingest::{BeaconLimits, Sites};
+use crate::sink::Queue;
+use crate::telemetry;
+
+/// What request handlers share.
+pub struct State {
+    pub config: Arc<Config>,
+    pub limits: BeaconLimits,
+    pub sites: Sites,
+    pub queue: Queue,
+    pub readiness: Arc<Readiness>,
+}
+
+/// Whether this collector should receive traffic: schema in place, ClickHouse answering, and
+/// not shutting down.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    pub migrated: AtomicBool,
+    pub shutting_down: AtomicBool,
+    /// Used by `/ready` to ask ClickHouse whether it answers.
+    pub clickhouse: Option<clickhouse::Client>,
+}
+
+impl Readiness {
+    pub fn new(clickhouse: Option<clickhouse::Client>) -> Self {
+        Self {
+            clickhouse,
+            ..Self::default()
+        }
+    }
+
+    async fn check(&self) -> Result<(), &'static str> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err("shutting down");
+        }
+        if !self.migrated.load(Ordering::SeqCst) {
+            return Err("schema migrations have not been applied yet");
+        }
+        if let Some(client) = &self.clickhouse {
+            let ping = client.query("SELECT 1").fetch_one::<u8>();
+            match tokio::time::timeout(Duration::from_secs(2), ping).await {
+                Ok(Ok(_)) => {}
+                _ => return Err("ClickHouse does not answer"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Answers one request.
+pub async fn route<B>(state: &State, request: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let path = request.uri().path();
+    match path {
+        "/api/event" => event::handle(state, request).await,
+        "/health" | "/ready" | "/metrics" if request.method() != Method::GET => {
+            response::method_not_allowed("GET")
+        }
+        "/health" => response::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        "/ready" => match state.readiness.check().await {
+            Ok(()) => response::json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
+            Err(reason) => response::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"status": "not ready", "reason": reason}),
+            ),
+        },
+        "/metrics" => {
+            metrics::gauge!("glimpse_queue_depth").set(state.queue.depth() as f64);
+            response::text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                telemetry::render_metrics(),
+            )
+        }
+        _ => response::error(StatusCode::NOT_FOUND, "no such endpoint", None),
+    }
+}
+
+/// Serves HTTP/1.1 on `listener` until `shutdown` resolves, then stops accepting and lets
+/// in-flight requests finish for at most `drain_timeout`.
+pub async fn run(
+    state: Arc<State>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    drain_timeout: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // A client that dribbles its headers (slowloris) is cut off.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _peer)) => stream,
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let service = service_fn(move |request| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(route(&state, request).await) }
+                });
+                let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(drain_timeout) => {
+            tracing::warn!("in-flight requests did not finish before the shutdown deadline");
+        }
+    }
+}

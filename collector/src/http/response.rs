@@ -1,0 +1,93 @@
+//! Building responses: JSON errors with a reason, CORS headers for beacon endpoints.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+pub type Body = Full<Bytes>;
+
+/// A JSON response `{"error": reason, "field": field?}` with `status`.
+pub fn error(status: StatusCode, reason: &str, field: Option<&str>) -> Response<Body> {
+    let mut body = serde_json::json!({ "error": reason });
+    if let Some(field) = field {
+        body["field"] = field.into();
+    }
+    json(status, &body)
+}
+
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+pub fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Beacons come from every site's pages, so any origin may send them. No credentials: Glimpse
+/// sets no cookies on beacon requests.
+pub fn with_cors(mut response: Response<Body>) -> Response<Body> {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
+/// The answer to a CORS preflight for a beacon endpoint.
+pub fn preflight() -> Response<Body> {
+    let mut response = with_cors(Response::new(Full::new(Bytes::new())));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    response
+}
+
+/// `405` naming the methods that would work.
+pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("method not allowed; use {allow}"),
+        None,
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// `503` telling the client when to try again.
+pub fn unavailable(reason: &str, retry_after_secs: u32) -> Response<Body> {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, reason, None);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
+}

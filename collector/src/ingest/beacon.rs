@@ -1,0 +1,484 @@
+//! Plausible's event protocol: the JSON body of `POST /api/event`, parsed and validated into a
+//! typed [`Beacon`]. Unknown fields are ignored (trackers add fields over time); known fields of
+//! the wrong type or over a limit are an error naming the field.
+
+use serde_json::{Map, Value};
+use url::Url;
+
+/// Size limits on beacon fields, from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeaconLimits {
+    pub max_url_length: usize,
+    pub max_event_name_length: usize,
+    pub max_props: usize,
+    pub max_prop_key_length: usize,
+    pub max_prop_value_length: usize,
+}
+
+impl BeaconLimits {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            max_url_length: config.max_url_length,
+            max_event_name_length: config.max_event_name_length,
+            max_props: config.max_props,
+            max_prop_key_length: config.max_prop_key_length,
+            max_prop_value_length: config.max_prop_value_length,
+        }
+    }
+}
+
+impl Default for BeaconLimits {
+    fn default() -> Self {
+        Self::from_config(&crate::config::Config::default())
+    }
+}
+
+/// A syntactically valid beacon. Nothing here has been checked against sites or privacy rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Beacon {
+    /// `n`: `pageview`, `engagement`, or a custom event name.
+    pub name: String,
+    /// `u`: the page URL, absolute http(s).
+    pub url: Url,
+    /// `d`: one or more site domains (Plausible allows a comma-separated list).
+    pub domains: Vec<String>,
+    /// `r`: the referrer URL, if any. Kept as text: browsers send odd referrers.
+    pub referrer: Option<String>,
+    /// `w`: screen width in CSS pixels.
+    pub screen_width: Option<u16>,
+    /// `h`: the site uses hash-based routing, so the fragment is part of the page path.
+    pub hash_mode: bool,
+    /// `p`: custom properties, values turned into strings.
+    pub props: Vec<(String, String)>,
+    /// `i`: whether the event came from a user interaction (Plausible's `interactive`).
+    pub interactive: bool,
+    /// `sd`: max scroll depth in percent (engagement events).
+    pub scroll_depth: Option<u8>,
+    /// `e`: engaged time in milliseconds (engagement events).
+    pub engagement_ms: Option<u32>,
+}
+
+/// Why a beacon body was refused; always names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct BeaconError {
+    /// The offending field (`n`, `u`, `p.plan`, …), or `body` for the body as a whole.
+    pub field: String,
+    pub reason: String,
+}
+
+impl BeaconError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Longest engagement we believe: a day. Longer values are clock or tracker bugs.
+const MAX_ENGAGEMENT_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Parses a beacon body (UTF-8 JSON object) and validates every known field.
+pub fn parse(body: &[u8], limits: &BeaconLimits) -> Result<Beacon, BeaconError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| BeaconError::new("body", "body is not valid UTF-8"))?;
+    if text.trim().is_empty() {
+        return Err(BeaconError::new("body", "body is empty"));
+    }
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| BeaconError::new("body", format!("body is not valid JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(BeaconError::new("body", "body must be a JSON object"));
+    };
+
+    let name = required_str(&obj, "n")?;
+    if name.is_empty() {
+        return Err(BeaconError::new("n", "event name must not be empty"));
+    }
+    if name.chars().count() > limits.max_event_name_length {
+        return Err(BeaconError::new(
+            "n",
+            format!(
+                "event name is longer than {} characters",
+                limits.max_event_name_length
+            ),
+        ));
+    }
+
+    let url_text = required_str(&obj, "u")?;
+    check_length("u", url_text, limits.max_url_length)?;
+    let url = Url::parse(url_text)
+        .map_err(|e| BeaconError::new("u", format!("page URL is not a valid URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(BeaconError::new(
+            "u",
+            "page URL must be an absolute http(s) URL with a host",
+        ));
+    }
+
+    let domain_text = required_str(&obj, "d")?;
+    let mut domains: Vec<String> = Vec::new();
+    for domain in domain_text
+        .split(',')
+        .map(|d| d.trim().to_ascii_lowercase())
+    {
+        if !domain.is_empty() && !domains.contains(&domain) {
+            domains.push(domain);
+        }
+    }
+    if domains.is_empty() {
+        return Err(BeaconError::new("d", "site domain must not be empty"));
+    }
+
+    let referrer = match obj.get("r") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(r)) => {
+            check_length("r", r, limits.max_url_length)?;
+            (!r.is_empty()).then(|| r.clone())
+        }
+        Some(_) => return Err(BeaconError::new("r", "referrer must be a string or null")),
+    };
+
+    let screen_width = optional_uint(&obj, "w", u16::MAX as u64)?.map(|w| w as u16);
+    let hash_mode = optional_flag(&obj, "h")?.unwrap_or(false);
+    let interactive = optional_flag(&obj, "i")?.unwrap_or(true);
+    let scroll_depth = optional_uint(&obj, "sd", 100)?.map(|v| v as u8);
+    let engagement_ms = optional_uint(&obj, "e", MAX_ENGAGEMENT_MS)?.map(|v| v as u32);
+    let props = parse_props(obj.get("p"), limits)?;
+
+    Ok(Beacon {
+        name: name.to_string(),
+        url,
+        domains,
+        referrer,
+        screen_width,
+        hash_mode,
+        props,
+        interactive,
+        scroll_depth,
+        engagement_ms,
+    })
+}
+
+fn required_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, BeaconError> {
+    match obj.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(BeaconError::new(field, "field is required")),
+        Some(_) => Err(BeaconError::new(field, "must be a string")),
+    }
+}
+
+fn check_length(field: &str, value: &str, max: usize) -> Result<(), BeaconError> {
+    if value.chars().count() > max {
+        return Err(BeaconError::new(
+            field,
+            format!("longer than {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A non-negative whole number up to `max`. Accepts `12.0` (JavaScript has no integers).
+fn optional_uint(
+    obj: &Map<String, Value>,
+    field: &str,
+    max: u64,
+) -> Result<Option<u64>, BeaconError> {
+    let err = || BeaconError::new(field, format!("must be a whole number from 0 to {max}"));
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => {
+            let v = match (n.as_u64(), n.as_f64()) {
+                (Some(v), _) => v,
+                (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 && f <= max as f64 => f as u64,
+                _ => return Err(err()),
+            };
+            if v > max {
+                return Err(err());
+            }
+            Ok(Some(v))
+        }
+        Some(_) => Err(err()),
+    }
+}
+
+/// A boolean; Plausible's trackers have sent `1`/`0` too.
+fn optional_flag(obj: &Map<String, Value>, field: &str) -> Result<Option<bool>, BeaconError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
+        Some(_) => Err(BeaconError::new(field, "must be true, false, 0 or 1")),
+    }
+}
+
+/// `p` is an object of scalar values, or a JSON string holding one (older trackers).
+fn parse_props(
+    value: Option<&Value>,
+    limits: &BeaconLimits,
+) -> Result<Vec<(String, String)>, BeaconError> {
+    let parsed;
+    let obj = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Object(obj)) => obj,
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(Vec::new()),
+        Some(Value::String(s)) => {
+            parsed = serde_json::from_str::<Value>(s)
+                .map_err(|_| BeaconError::new("p", "properties string is not valid JSON"))?;
+            match &parsed {
+                Value::Object(obj) => obj,
+                Value::Null => return Ok(Vec::new()),
+                _ => return Err(BeaconError::new("p", "properties must be a JSON object")),
+            }
+        }
+        Some(_) => return Err(BeaconError::new("p", "properties must be a JSON object")),
+    };
+    if obj.len() > limits.max_props {
+        return Err(BeaconError::new(
+            "p",
+            format!("more than {} properties", limits.max_props),
+        ));
+    }
+    let mut props = Vec::with_capacity(obj.len());
+    for (key, value) in obj {
+        let field = format!("p.{key}");
+        if key.is_empty() {
+            return Err(BeaconError::new("p", "property names must not be empty"));
+        }
+        check_length(&field, key, limits.max_prop_key_length)?;
+        let value = match value {
+            // Plausible drops null-valued properties rather than storing "null".
+            Value::Null => continue,
+            Value::String(s) => s.clone(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            Value::Array(_) | Value::Object(_) => {
+                return Err(BeaconError::new(
+                    field,
+                    "property values must be strings, numbers or booleans",
+                ))
+            }
+        };
+        if value.is_empty() {
+            continue;
+        }
+        check_length(&field, &value, limits.max_prop_value_length)?;
+        props.push((key.clone(), value));
+    }
+    Ok(props)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(body: &str) -> Beacon {
+        parse(body.as_bytes(), &BeaconLimits::default()).unwrap()
+    }
+
+    fn err(body: &str) -> BeaconError {
+        parse(body.as_bytes(), &BeaconLimits::default()).unwrap_err()
+    }
+
+    const MINIMAL: &str = r#"{"n":"pageview","u":"https://example.com/a","d":"example.com"}"#;
+
+    #[test]
+    fn minimal_pageview() {
+        let b = ok(MINIMAL);
+        assert_eq!(b.name, "pageview");
+        assert_eq!(b.url.as_str(), "https://example.com/a");
+        assert_eq!(b.domains, ["example.com"]);
+        assert_eq!(b.referrer, None);
+        assert_eq!(b.screen_width, None);
+        assert!(!b.hash_mode);
+        assert!(b.interactive);
+        assert!(b.props.is_empty());
+    }
+
+    #[test]
+    fn every_field() {
+        let b = ok(
+            r#"{"n":"Signup","u":"https://example.com/#/x","d":"Example.com, other.org,example.com",
+            "r":"https://google.com/","w":1440,"h":1,"i":false,"sd":55,"e":12000,
+            "p":{"plan":"pro","seats":3,"trial":true,"gone":null},"m":"ignored"}"#,
+        );
+        assert_eq!(b.name, "Signup");
+        assert_eq!(b.domains, ["example.com", "other.org"]);
+        assert_eq!(b.referrer.as_deref(), Some("https://google.com/"));
+        assert_eq!(b.screen_width, Some(1440));
+        assert!(b.hash_mode);
+        assert!(!b.interactive);
+        assert_eq!(b.scroll_depth, Some(55));
+        assert_eq!(b.engagement_ms, Some(12000));
+        let mut props = b.props.clone();
+        props.sort();
+        assert_eq!(
+            props,
+            [
+                ("plan".to_string(), "pro".to_string()),
+                ("seats".to_string(), "3".to_string()),
+                ("trial".to_string(), "true".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn props_as_json_string() {
+        let b = ok(
+            r#"{"n":"x","u":"https://e.com/","d":"e.com","p":"{\"a\":\"b\"}","r":null,"w":null}"#,
+        );
+        assert_eq!(b.props, [("a".to_string(), "b".to_string())]);
+        assert_eq!(
+            ok(r#"{"n":"x","u":"https://e.com/","d":"e.com","p":""}"#).props,
+            []
+        );
+    }
+
+    #[test]
+    fn whole_floats_are_accepted() {
+        assert_eq!(
+            ok(r#"{"n":"x","u":"https://e.com/","d":"e.com","w":390.0}"#).screen_width,
+            Some(390)
+        );
+    }
+
+    #[test]
+    fn body_errors() {
+        assert_eq!(err("").field, "body");
+        assert_eq!(err("   ").field, "body");
+        assert_eq!(err("{").field, "body");
+        assert_eq!(err("[1]").field, "body");
+        assert_eq!(err("null").field, "body");
+        let e = parse(b"{\"n\":\"\xff\"}", &BeaconLimits::default()).unwrap_err();
+        assert_eq!(e.field, "body");
+        assert!(e.reason.contains("UTF-8"));
+    }
+
+    #[test]
+    fn field_errors_name_the_field() {
+        let cases = [
+            (r#"{"u":"https://e.com/","d":"e.com"}"#, "n"),
+            (r#"{"n":"","u":"https://e.com/","d":"e.com"}"#, "n"),
+            (r#"{"n":5,"u":"https://e.com/","d":"e.com"}"#, "n"),
+            (r#"{"n":"x","d":"e.com"}"#, "u"),
+            (r#"{"n":"x","u":"not a url","d":"e.com"}"#, "u"),
+            (r#"{"n":"x","u":"ftp://e.com/","d":"e.com"}"#, "u"),
+            (r#"{"n":"x","u":"javascript:alert(1)","d":"e.com"}"#, "u"),
+            (r#"{"n":"x","u":"https://e.com/"}"#, "d"),
+            (r#"{"n":"x","u":"https://e.com/","d":" , "}"#, "d"),
+            (r#"{"n":"x","u":"https://e.com/","d":["e.com"]}"#, "d"),
+            (r#"{"n":"x","u":"https://e.com/","d":"e.com","r":7}"#, "r"),
+            (r#"{"n":"x","u":"https://e.com/","d":"e.com","w":-1}"#, "w"),
+            (
+                r#"{"n":"x","u":"https://e.com/","d":"e.com","w":70000}"#,
+                "w",
+            ),
+            (r#"{"n":"x","u":"https://e.com/","d":"e.com","w":1.5}"#, "w"),
+            (
+                r#"{"n":"x","u":"https://e.com/","d":"e.com","w":"100"}"#,
+                "w",
+            ),
+            (
+                r#"{"n":"x","u":"https://e.com/","d":"e.com","h":"yes"}"#,
+                "h",
+            ),
+            (r#"{"n":"x","u":"https://e.com/","d":"e.com","i":2}"#, "i"),
+            (
+                r#"{"n":"x","u":"https://e.com/","d":"e.com","sd":101}"#,
+                "sd",
+            ),
+            (r#"{"n":"x","u":"https://e.com/","d":"e.com","e":-5}"#, "e"),
+            (
+                r#"{"n":"x","u":"https://e.com/","d":"e.com","e":1e15}"#,
+                "e",
+            ),
+            (r#"{"n":"x","u":"https://e.com/","d":"e.com","p":[1]}"#, "p"),
+            (
+                r#"{"n":"x","u":"https://e.com/","d":"e.com","p":"[1]"}"#,
+                "p",
+            ),
+            (
+                r#"{"n":"x","u":"https://e.com/","d":"e.com","p":"{bad"}"#,
+                "p",
+            ),
+            (
+                r#"{"n":"x","u":"https://e.com/","d":"e.com","p":{"":"v"}}"#,
+                "p",
+            ),
+            (
+                r#"{"n":"x","u":"https://e.com/","d":"e.com","p":{"k":{"a":1}}}"#,
+                "p.k",
+            ),
+            (
+                r#"{"n":"x","u":"https://e.com/","d":"e.com","p":{"k":[1]}}"#,
+                "p.k",
+            ),
+        ];
+        for (body, field) in cases {
+            assert_eq!(err(body).field, field, "{body}");
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let limits = BeaconLimits {
+            max_url_length: 30,
+            max_event_name_length: 5,
+            max_props: 2,
+            max_prop_key_length: 3,
+            max_prop_value_length: 4,
+        };
+        let check = |body: &str| parse(body.as_bytes(), &limits);
+        assert!(check(r#"{"n":"abcde","u":"https://e.com/","d":"e.com"}"#).is_ok());
+        assert_eq!(
+            check(r#"{"n":"abcdef","u":"https://e.com/","d":"e.com"}"#)
+                .unwrap_err()
+                .field,
+            "n"
+        );
+        let long_url = format!(
+            r#"{{"n":"x","u":"https://e.com/{}","d":"e.com"}}"#,
+            "a".repeat(20)
+        );
+        assert_eq!(check(&long_url).unwrap_err().field, "u");
+        let long_ref = format!(
+            r#"{{"n":"x","u":"https://e.com/","d":"e.com","r":"{}"}}"#,
+            "a".repeat(31)
+        );
+        assert_eq!(check(&long_ref).unwrap_err().field, "r");
+        assert_eq!(
+            check(r#"{"n":"x","u":"https://e.com/","d":"e.com","p":{"a":"1","b":"2","c":"3"}}"#)
+                .unwrap_err()
+                .field,
+            "p"
+        );
+        assert_eq!(
+            check(r#"{"n":"x","u":"https://e.com/","d":"e.com","p":{"abcd":"1"}}"#)
+                .unwrap_err()
+                .field,
+            "p.abcd"
+        );
+        assert_eq!(
+            check(r#"{"n":"x","u":"https://e.com/","d":"e.com","p":{"a":"12345"}}"#)
+                .unwrap_err()
+                .field,
+            "p.a"
+        );
+        // Limits count characters, not bytes.
+        assert!(check(r#"{"n":"ééééé","u":"https://e.com/","d":"e.com"}"#).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(err(&deep).field, "body");
+        let deep_props = format!(
+            r#"{{"n":"x","u":"https://e.com/","d":"e.com","p":{{"k":{}1{}}}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert_eq!(err(&deep_props).field, "body");
+    }
+}

@@ -1,0 +1,159 @@
+//! Glimpse's collector: accepts beacons over HTTP, turns them into privacy-preserving event
+//! rows, and writes them to ClickHouse in batches.
+//!
+//! Folders say where things happen: `http` (hyper server and endpoints), `ingest` (the pure
+//! beacon → row pipeline), `sink` (queue, writer, ClickHouse), `schema` (tables and
+//! migrations), `local_clickhouse` (the ClickHouse Glimpse starts when none is configured).
+
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod local_clickhouse;
+pub mod schema;
+pub mod sink;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+use http::{Readiness, State};
+use ingest::{BeaconLimits, Sites};
+use sink::{ClickHouseSink, Sink, WriterConfig, WriterControl};
+
+/// What the collector did, once it has shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeReport {
+    pub rows_written: u64,
+    /// Rows accepted but not written before the shutdown deadline (logged as errors).
+    pub rows_lost: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("no ClickHouse URL: set clickhouse_url (GLIMPSE_CLICKHOUSE_URL)")]
+    NoClickHouse,
+}
+
+/// Runs the collector on `listener` until `shutdown` resolves, then stops accepting, finishes
+/// in-flight requests, writes every queued row and returns, all within
+/// `config.shutdown_timeout_secs`.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ServeReport, ServeError> {
+    let url = config
+        .clickhouse_url
+        .clone()
+        .ok_or(ServeError::NoClickHouse)?;
+    let client = sink::connect(&config, &url);
+    let readiness = Arc::new(Readiness::new(Some(client.clone())));
+    let stop_migrating = CancellationToken::new();
+    tokio::spawn(migrate_until_done(
+        client.clone(),
+        config.clickhouse_database.clone(),
+        readiness.clone(),
+        stop_migrating.clone(),
+    ));
+    let sink = ClickHouseSink::new(client, &config.clickhouse_database);
+    let report = serve_with_sink(config, listener, shutdown, sink, readiness).await;
+    stop_migrating.cancel();
+    Ok(report)
+}
+
+/// [`serve`] with any sink, for tests of the HTTP layer.
+pub async fn serve_with_sink<S: Sink>(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    sink: S,
+    readiness: Arc<Readiness>,
+) -> ServeReport {
+    telemetry::install();
+    let config = Arc::new(config);
+    let (queue, rx) = sink::queue(config.queue_capacity);
+    let control = WriterControl::default();
+    let mut writer = sink::spawn_writer(
+        sink,
+        rx,
+        WriterConfig::from_config(&config),
+        control.clone(),
+    );
+    let state = Arc::new(State {
+        limits: BeaconLimits::from_config(&config),
+        sites: Sites::new(&config.sites),
+        queue,
+        readiness: readiness.clone(),
+        config: config.clone(),
+    });
+    if state.sites.is_empty() {
+        tracing::warn!("no sites configured: every beacon will be refused (set GLIMPSE_SITES)");
+    }
+
+    let timeout = config.shutdown_timeout();
+    let stopping = async {
+        shutdown.await;
+        readiness.shutting_down.store(true, Ordering::SeqCst);
+        tracing::info!("shutting down: no new connections");
+    };
+    let started_stopping = tokio::sync::OnceCell::new();
+    let stopping = async {
+        stopping.await;
+        let _ = started_stopping.set(tokio::time::Instant::now());
+    };
+    http::run(state.clone(), listener, stopping, timeout).await;
+    drop(state);
+
+    let deadline = *started_stopping
+        .get()
+        .unwrap_or(&tokio::time::Instant::now())
+        + timeout;
+    control.close.cancel();
+    let report = match tokio::time::timeout_at(deadline, &mut writer).await {
+        Ok(report) => report,
+        Err(_) => {
+            control.abandon.cancel();
+            writer.await
+        }
+    }
+    .unwrap_or_default();
+    tracing::info!(
+        rows_written = report.rows_written,
+        rows_lost = report.rows_lost,
+        "collector stopped"
+    );
+    ServeReport {
+        rows_written: report.rows_written,
+        rows_lost: report.rows_lost,
+    }
+}
+
+/// Applies migrations, retrying while ClickHouse is unreachable, then marks the collector ready.
+async fn migrate_until_done(
+    client: clickhouse::Client,
+    database: String,
+    readiness: Arc<Readiness>,
+    stop: CancellationToken,
+) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match schema::migrate(&client, &database).await {
+            Ok(_) => {
+                readiness.migrated.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(error) => tracing::warn!(%error, "migrations not applied yet; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}

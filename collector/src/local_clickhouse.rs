@@ -1,0 +1,283 @@
+//! A ClickHouse server that Glimpse starts itself, as a child process, when no
+//! `clickhouse_url` is configured: its own generated config, loopback only, data under
+//! Glimpse's data directory. Tests use the same code to get a real server.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+/// Where Debian puts the server; not on every user's PATH.
+const EXTRA_BIN_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/usr/local/bin"];
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalClickHouseError {
+    #[error(
+        "`{0}` was not found. Install ClickHouse (on Debian: `apt-get install clickhouse-server`) \
+         or point Glimpse at a running one with GLIMPSE_CLICKHOUSE_URL"
+    )]
+    NotInstalled(String),
+    #[error("cannot prepare ClickHouse's directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ClickHouse exited during start-up ({status}); its log {log} ends with:\n{tail}")]
+    Exited {
+        status: std::process::ExitStatus,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("ClickHouse did not answer within {0:?}; see {1}")]
+    Timeout(Duration, PathBuf),
+}
+
+/// A running ClickHouse child process. Dropping it kills the process; [`stop`](Self::stop)
+/// shuts it down cleanly.
+#[derive(Debug)]
+pub struct LocalClickHouse {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl LocalClickHouse {
+    /// Starts `clickhouse-server` (or `bin`) with its data in `dir` and waits until it answers.
+    pub async fn start(dir: &Path, bin: &str) -> Result<Self, LocalClickHouseError> {
+        let bin = find_binary(bin).ok_or_else(|| LocalClickHouseError::NotInstalled(bin.into()))?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LocalClickHouseError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let dir = dir.canonicalize().map_err(io(dir))?;
+        for sub in ["data", "tmp", "user_files", "format_schemas"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(io(&dir.join(sub)))?;
+        }
+        stop_stale_server(&dir).await;
+
+        let http_port = free_port().map_err(io(&dir))?;
+        let tcp_port = free_port().map_err(io(&dir))?;
+        let config_path = dir.join("config.xml");
+        std::fs::write(&config_path, server_config(&dir, http_port, tcp_port))
+            .map_err(io(&config_path))?;
+        std::fs::write(dir.join("users.xml"), USERS_XML).map_err(io(&dir))?;
+
+        let log_path = dir.join("server.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(&log_path))?;
+        let log_err = log.try_clone().map_err(io(&log_path))?;
+        let child = Command::new(&bin)
+            .arg(format!("--config-file={}", config_path.display()))
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(io(&bin))?;
+        if let Some(pid) = child.id() {
+            let _ = std::fs::write(dir.join("server.pid"), pid.to_string());
+        }
+        let url = format!("http://127.0.0.1:{http_port}");
+        let mut server = Self { child, url, dir };
+        server.wait_until_ready(&log_path).await?;
+        tracing::info!(url = %server.url, dir = %server.dir.display(), "local ClickHouse started");
+        Ok(server)
+    }
+
+    /// ClickHouse's HTTP URL on loopback.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The directory holding its config, data and log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    async fn wait_until_ready(&mut self, log: &Path) -> Result<(), LocalClickHouseError> {
+        let client = clickhouse::Client::default()
+            .with_url(&self.url)
+            .with_validation(false);
+        let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(LocalClickHouseError::Exited {
+                    status,
+                    log: log.into(),
+                    tail: tail(log, 20),
+                });
+            }
+            let ping = client.query("SELECT 1").fetch_one::<u8>();
+            if let Ok(Ok(1)) = tokio::time::timeout(Duration::from_secs(2), ping).await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(LocalClickHouseError::Timeout(STARTUP_TIMEOUT, log.into()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Asks the server to stop (SIGTERM) and waits; kills it if it takes too long.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+                Ok(_) => tracing::info!("local ClickHouse stopped"),
+                Err(_) => {
+                    tracing::warn!("local ClickHouse did not stop in time; killing it");
+                    let _ = self.child.kill().await;
+                }
+            }
+        }
+        let _ = std::fs::remove_file(self.dir.join("server.pid"));
+    }
+}
+
+/// A server left running by a Glimpse that was killed holds the data directory's lock; stop it.
+async fn stop_stale_server(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string(dir.join("server.pid")) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return;
+    };
+    let config = dir.join("config.xml");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let ours = String::from_utf8_lossy(&cmdline).contains(&*config.to_string_lossy());
+    if !ours {
+        return;
+    }
+    tracing::warn!(
+        pid,
+        "stopping a ClickHouse left running by an earlier Glimpse"
+    );
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    for _ in 0..300 {
+        if kill(Pid::from_raw(pid), None).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
+
+fn find_binary(bin: &str) -> Option<PathBuf> {
+    if bin.contains('/') {
+        let path = PathBuf::from(bin);
+        return path.is_file().then_some(path);
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .chain(EXTRA_BIN_DIRS.iter().map(PathBuf::from))
+        .map(|dir| dir.join(bin))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A port the kernel says is free now. Another process could take it before ClickHouse binds
+/// it; then ClickHouse exits and the error says so.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Works on 18.16 and on current versions: only long-standing settings. The query log is off
+/// so that ClickHouse keeps no second copy of what Glimpse sends.
+fn server_config(dir: &Path, http_port: u16, tcp_port: u16) -> String {
+    let d = dir.display();
+    let mut xml = String::new();
+    let _ = write!(
+        xml,
+        r#"<?xml version="1.0"?>
+<yandex>
+    <logger><level>warning</level><console>1</console></logger>
+    <listen_host>127.0.0.1</listen_host>
+    <http_port>{http_port}</http_port>
+    <tcp_port>{tcp_port}</tcp_port>
+    <path>{d}/data/</path>
+    <tmp_path>{d}/tmp/</tmp_path>
+    <user_files_path>{d}/user_files/</user_files_path>
+    <format_schema_path>{d}/format_schemas/</format_schema_path>
+    <users_config>{d}/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <mark_cache_size>268435456</mark_cache_size>
+    <max_concurrent_queries>100</max_concurrent_queries>
+</yandex>
+"#
+    );
+    xml
+}
+
+const USERS_XML: &str = r#"<?xml version="1.0"?>
+<yandex>
+    <profiles>
+        <default>
+            <log_queries>0</log_queries>
+        </default>
+    </profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <quotas>
+        <default>
+            <interval>
+                <duration>3600</duration>
+                <queries>0</queries>
+                <errors>0</errors>
+                <result_rows>0</result_rows>
+                <read_rows>0</read_rows>
+                <execution_time>0</execution_time>
+            </interval>
+        </default>
+    </quotas>
+</yandex>
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binary_says_how_to_install() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let err = rt
+            .block_on(LocalClickHouse::start(
+                dir.path(),
+                "no-such-clickhouse-binary",
+            ))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("apt-get install clickhouse-server"), "{err}");
+        assert!(err.contains("GLIMPSE_CLICKHOUSE_URL"), "{err}");
+    }
+}

@@ -1,0 +1,205 @@
+//! Versioned, idempotent migrations. Each migration's statements may run more than once (two
+//! collectors starting together both apply them), so every statement is `IF NOT EXISTS` or
+//! otherwise repeatable; `schema_migrations` records what has been applied.
+
+use std::collections::HashSet;
+
+use super::{Flavor, ServerVersion};
+
+/// One schema change, in the order applied.
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    /// The statements for a server flavor and database name.
+    pub statements: fn(Flavor, &str) -> Vec<String>,
+}
+
+/// Every migration, oldest first. Append; never edit one that has shipped.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "create events",
+    statements: create_events,
+}];
+
+fn create_events(flavor: Flavor, db: &str) -> Vec<String> {
+    let lc = flavor.low_cardinality_string();
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {db}.events (
+    site {lc},
+    timestamp DateTime,
+    name {lc},
+    hostname {lc},
+    pathname String,
+    referrer String,
+    referrer_source {lc},
+    utm_source {lc},
+    utm_medium {lc},
+    utm_campaign {lc},
+    utm_term String,
+    utm_content String,
+    visitor_id UInt64,
+    session_id UInt64,
+    browser {lc},
+    browser_version {lc},
+    os {lc},
+    os_version {lc},
+    device {lc},
+    country {lc},
+    region {lc},
+    city {lc},
+    screen_width UInt16,
+    ip_prefix String,
+    interactive UInt8,
+    scroll_depth UInt8,
+    engagement_ms UInt32,
+    prop_keys Array(String),
+    prop_values Array(String)
+) ENGINE = MergeTree()
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (site, toDate(timestamp), name, visitor_id, timestamp)"
+    )]
+}
+
+/// The statements that create the database and the bookkeeping table.
+fn bootstrap_statements(db: &str) -> Vec<String> {
+    vec![
+        format!("CREATE DATABASE IF NOT EXISTS {db}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.schema_migrations \
+             (version UInt32, name String, applied_at DateTime) \
+             ENGINE = MergeTree() ORDER BY version"
+        ),
+    ]
+}
+
+/// Every statement a fresh install runs, in order: for checking the DDL on other servers.
+pub fn migration_statements(flavor: Flavor, db: &str) -> Vec<String> {
+    let mut all = bootstrap_statements(db);
+    for m in MIGRATIONS {
+        all.extend((m.statements)(flavor, db));
+    }
+    all
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("cannot ask ClickHouse for its version: {0}")]
+    Version(#[source] clickhouse::error::Error),
+    #[error("ClickHouse reported a version Glimpse cannot read: {0:?}")]
+    UnknownVersion(String),
+    #[error("migration {version} ({name}) failed: {source}")]
+    Statement {
+        version: u32,
+        name: &'static str,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    #[error("cannot read or record applied migrations: {0}")]
+    Bookkeeping(#[source] clickhouse::error::Error),
+}
+
+/// Asks the server for its version.
+pub async fn server_version(
+    client: &clickhouse::Client,
+) -> Result<(ServerVersion, String), MigrationError> {
+    let text: String = client
+        .query("SELECT version()")
+        .fetch_one()
+        .await
+        .map_err(MigrationError::Version)?;
+    let version =
+        ServerVersion::parse(&text).ok_or_else(|| MigrationError::UnknownVersion(text.clone()))?;
+    Ok((version, text))
+}
+
+/// Brings database `db` up to the latest schema. `client` must not be bound to `db` (it may not
+/// exist yet). Returns the server's flavor.
+pub async fn migrate(client: &clickhouse::Client, db: &str) -> Result<Flavor, MigrationError> {
+    let (version, text) = server_version(client).await?;
+    let flavor = version.flavor();
+    tracing::info!(server_version = %text, ?flavor, "ClickHouse version detected");
+
+    for statement in bootstrap_statements(db) {
+        client
+            .query(&statement)
+            .execute()
+            .await
+            .map_err(|source| MigrationError::Statement {
+                version: 0,
+                name: "bootstrap",
+                source,
+            })?;
+    }
+    let applied: HashSet<u32> = client
+        .query(&format!("SELECT version FROM {db}.schema_migrations"))
+        .fetch_all::<u32>()
+        .await
+        .map_err(MigrationError::Bookkeeping)?
+        .into_iter()
+        .collect();
+
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        tracing::info!(version = m.version, name = m.name, "applying migration");
+        for statement in (m.statements)(flavor, db) {
+            client.query(&statement).execute().await.map_err(|source| {
+                MigrationError::Statement {
+                    version: m.version,
+                    name: m.name,
+                    source,
+                }
+            })?;
+        }
+        client
+            .query(&format!(
+                "INSERT INTO {db}.schema_migrations (version, name, applied_at) \
+                 VALUES (?, ?, now())"
+            ))
+            .bind(m.version)
+            .bind(m.name)
+            .execute()
+            .await
+            .map_err(MigrationError::Bookkeeping)?;
+    }
+    Ok(flavor)
+}
+
+/// The newest migration version, which a fully migrated database has applied.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_increase() {
+        let versions: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+        assert_eq!(latest_version(), *versions.last().unwrap());
+    }
+
+    #[test]
+    fn flavors_differ_only_where_they_must() {
+        let legacy = migration_statements(Flavor::Legacy, "glimpse").join("\n");
+        let modern = migration_statements(Flavor::Modern, "glimpse").join("\n");
+        assert!(!legacy.contains("LowCardinality"));
+        assert!(modern.contains("LowCardinality(String)"));
+        assert_eq!(
+            legacy,
+            modern.replace("LowCardinality(String)", "String"),
+            "legacy DDL should be the modern DDL minus LowCardinality"
+        );
+    }
+
+    #[test]
+    fn every_row_field_is_a_column() {
+        let ddl = migration_statements(Flavor::Modern, "glimpse").join("\n");
+        for field in <super::super::EventRow as clickhouse::Row>::COLUMN_NAMES {
+            assert!(
+                ddl.contains(&format!("\n    {field} ")),
+                "no column {field}"
+            );
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The one place Glimpse's ClickHouse schema lives: the row types, the versioned migrations and
+//! the differences between ClickHouse versions.
+
+mod flavor;
+mod migrations;
+
+pub use flavor::{Flavor, ServerVersion};
+pub use migrations::{
+    latest_version, migrate, migration_statements, server_version, MigrationError, MIGRATIONS,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the events table inside the Glimpse database.
+pub const EVENTS_TABLE: &str = "events";
+
+/// One stored event: a page view, an engagement report or a custom event.
+///
+/// No column holds a raw IP address or user agent: `ip_prefix` is only the truncated network
+/// and is empty unless the operator turns it on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clickhouse::Row)]
+pub struct EventRow {
+    /// The site's domain, as configured.
+    pub site: String,
+    /// When the collector received the event, seconds since the Unix epoch (UTC).
+    pub timestamp: u32,
+    /// `pageview`, `engagement` or a custom event name.
+    pub name: String,
+    /// The page's host name, lower case, without `www.`.
+    pub hostname: String,
+    /// The page's path (with the `#fragment` in hash-routing mode), percent-decoded.
+    pub pathname: String,
+    /// The referrer reduced to host and path: no query string, no fragment.
+    pub referrer: String,
+    /// Where the visit came from: a campaign's `utm_source`, else the referrer's host.
+    pub referrer_source: String,
+    pub utm_source: String,
+    pub utm_medium: String,
+    pub utm_campaign: String,
+    pub utm_term: String,
+    pub utm_content: String,
+    /// Pseudonymous daily visitor id (keyed hash with a salt that rotates daily).
+    pub visitor_id: u64,
+    /// Visit id: the same visitor's events with gaps under 30 minutes.
+    pub session_id: u64,
+    pub browser: String,
+    pub browser_version: String,
+    pub os: String,
+    pub os_version: String,
+    /// `desktop`, `mobile`, `tablet` or `other`.
+    pub device: String,
+    /// ISO 3166-1 alpha-2 country code, empty when unknown.
+    pub country: String,
+    /// ISO 3166-2 subdivision code, empty when unknown.
+    pub region: String,
+    pub city: String,
+    /// Screen width in CSS pixels; 0 when the tracker did not say.
+    pub screen_width: u16,
+    /// Truncated client network (e.g. `81.2.69.0/24`) when the operator stores it; else empty.
+    pub ip_prefix: String,
+    /// 1 when the event came from a user interaction.
+    pub interactive: u8,
+    /// Max scroll depth in percent, for `engagement` events.
+    pub scroll_depth: u8,
+    /// Engaged time in milliseconds, for `engagement` events.
+    pub engagement_ms: u32,
+    /// Custom property names; `prop_values` holds the value at the same index.
+    pub prop_keys: Vec<String>,
+    pub prop_values: Vec<String>,
+}

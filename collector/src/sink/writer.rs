@@ -1,0 +1,279 @@
+//! The one task that drains the queue into the sink in batches: a batch is flushed when it
+//! holds `max_rows` rows or its oldest row has waited `max_delay`. Failed writes are retried
+//! with backoff, never dropped while the process may still succeed.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::Sink;
+use crate::schema::EventRow;
+
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub max_rows: usize,
+    pub max_delay: Duration,
+    /// First retry delay after a failed write; doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl WriterConfig {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            max_rows: config.batch_max_rows,
+            max_delay: config.batch_max_delay(),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How the owner steers the writer through shutdown.
+#[derive(Debug, Clone, Default)]
+pub struct WriterControl {
+    /// Stop taking new rows, write what is queued, then finish.
+    pub close: CancellationToken,
+    /// Give up retrying: the shutdown deadline has passed. Unwritten rows are logged as lost.
+    pub abandon: CancellationToken,
+}
+
+/// What the writer did, returned when it finishes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterReport {
+    pub rows_written: u64,
+    pub rows_lost: u64,
+}
+
+pub fn spawn_writer<S: Sink>(
+    sink: S,
+    rx: mpsc::Receiver<EventRow>,
+    config: WriterConfig,
+    control: WriterControl,
+) -> JoinHandle<WriterReport> {
+    tokio::spawn(run(sink, rx, config, control))
+}
+
+async fn run<S: Sink>(
+    sink: S,
+    mut rx: mpsc::Receiver<EventRow>,
+    config: WriterConfig,
+    control: WriterControl,
+) -> WriterReport {
+    let mut report = WriterReport::default();
+    let mut batch: Vec<EventRow> = Vec::with_capacity(config.max_rows);
+    let mut closing = false;
+    loop {
+        // Wait for the first row of a batch.
+        tokio::select! {
+            received = rx.recv_many(&mut batch, config.max_rows) => {
+                if received == 0 {
+                    break; // closed and drained
+                }
+            }
+            _ = control.close.cancelled(), if !closing => {
+                closing = true;
+                rx.close(); // handlers now get "closed"; queued rows are still received
+                continue;
+            }
+        }
+        // Fill it until it is full or old enough.
+        let deadline = Instant::now() + config.max_delay;
+        while batch.len() < config.max_rows {
+            let room = config.max_rows - batch.len();
+            tokio::select! {
+                biased;
+                _ = sleep_until(deadline), if !closing => break,
+                received = rx.recv_many(&mut batch, room) => {
+                    if received == 0 {
+                        break;
+                    }
+                }
+                _ = control.close.cancelled(), if !closing => {
+                    closing = true;
+                    rx.close();
+                }
+            }
+        }
+        metrics::gauge!("glimpse_queue_depth").set(rx.len() as f64);
+        if write_with_retry(&sink, &batch, &config, &control).await {
+            report.rows_written += batch.len() as u64;
+        } else {
+            report.rows_lost += batch.len() as u64;
+        }
+        batch.clear();
+    }
+    metrics::gauge!("glimpse_queue_depth").set(0.0);
+    if report.rows_lost > 0 {
+        tracing::error!(
+            rows = report.rows_lost,
+            "rows were not written before shutdown"
+        );
+    }
+    report
+}
+
+/// Writes one batch, retrying with exponential backoff until it succeeds or `abandon` fires.
+async fn write_with_retry<S: Sink>(
+    sink: &S,
+    batch: &[EventRow],
+    config: &WriterConfig,
+    control: &WriterControl,
+) -> bool {
+    let mut backoff = config.initial_backoff;
+    loop {
+        let started = std::time::Instant::now();
+        match sink.write(batch).await {
+            Ok(()) => {
+                metrics::histogram!("glimpse_insert_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!("glimpse_batches_total").increment(1);
+                metrics::counter!("glimpse_rows_written_total").increment(batch.len() as u64);
+                tracing::debug!(rows = batch.len(), "batch written");
+                return true;
+            }
+            Err(error) => {
+                metrics::counter!("glimpse_insert_errors_total").increment(1);
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "batch write failed");
+            }
+        }
+        tokio::select! {
+            _ = sleep(backoff) => {}
+            _ = control.abandon.cancelled() => {
+                metrics::counter!("glimpse_rows_lost_total").increment(batch.len() as u64);
+                return false;
+            }
+        }
+        backoff = (backoff * 2).min(config.max_backoff);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::sink::{queue, MemorySink};
+
+    fn config(max_rows: usize, max_delay_ms: u64) -> WriterConfig {
+        WriterConfig {
+            max_rows,
+            max_delay: Duration::from_millis(max_delay_ms),
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(100),
+        }
+    }
+
+    fn row(i: u32) -> EventRow {
+        EventRow {
+            timestamp: i,
+            ..EventRow::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flushes_full_batches_at_once() {
+        let sink = MemorySink::default();
+        let (q, rx) = queue(100);
+        let control = WriterControl::default();
+        let writer = spawn_writer(sink.clone(), rx, config(10, 60_000), control.clone());
+        q.try_push((0..25).map(row).collect()).unwrap();
+        // Two full batches go out without waiting for the delay; 5 rows wait.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(*sink.batches.lock().unwrap(), [10, 10]);
+        control.close.cancel();
+        let report = writer.await.unwrap();
+        assert_eq!(*sink.batches.lock().unwrap(), [10, 10, 5]);
+        assert_eq!(report.rows_written, 25);
+        let stored: Vec<u32> = sink
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.timestamp)
+            .collect();
+        assert_eq!(stored, (0..25).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flushes_partial_batches_after_the_delay() {
+        let sink = MemorySink::default();
+        let (q, rx) = queue(100);
+        let control = WriterControl::default();
+        let _writer = spawn_writer(sink.clone(), rx, config(1000, 500), control.clone());
+        q.try_push(vec![row(1), row(2)]).unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(sink.batches.lock().unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(*sink.batches.lock().unwrap(), [2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_until_the_sink_recovers() {
+        let sink = MemorySink::default();
+        sink.failing.store(true, Ordering::SeqCst);
+        let (q, rx) = queue(100);
+        let control = WriterControl::default();
+        let writer = spawn_writer(sink.clone(), rx, config(10, 10), control.clone());
+        q.try_push((0..3).map(row).collect()).unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(sink.rows.lock().unwrap().is_empty());
+        sink.failing.store(false, Ordering::SeqCst);
+        control.close.cancel();
+        let report = writer.await.unwrap();
+        assert_eq!(report.rows_written, 3);
+        assert_eq!(sink.rows.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_refuses_new_rows_but_writes_queued_ones() {
+        let sink = MemorySink::default();
+        sink.failing.store(true, Ordering::SeqCst);
+        let (q, rx) = queue(100);
+        let control = WriterControl::default();
+        let writer = spawn_writer(sink.clone(), rx, config(2, 10), control.clone());
+        q.try_push((0..5).map(row).collect()).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        control.close.cancel();
+        // Close is seen between writes: once the sink recovers, new rows are refused...
+        sink.failing.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            q.try_push(vec![row(9)]),
+            Err(crate::sink::QueueError::Closed)
+        );
+        // ...and every row queued before the close is written.
+        let report = writer.await.unwrap();
+        assert_eq!(
+            report,
+            WriterReport {
+                rows_written: 5,
+                rows_lost: 0
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn abandon_reports_lost_rows() {
+        let sink = MemorySink::default();
+        sink.failing.store(true, Ordering::SeqCst);
+        let (q, rx) = queue(100);
+        let control = WriterControl::default();
+        let writer = spawn_writer(sink.clone(), rx, config(10, 10), control.clone());
+        q.try_push((0..4).map(row).collect()).unwrap();
+        control.close.cancel();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        control.abandon.cancel();
+        let report = writer.await.unwrap();
+        assert_eq!(
+            report,
+            WriterReport {
+                rows_written: 0,
+                rows_lost: 4
+            }
+        );
+    }
+}

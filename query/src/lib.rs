@@ -1,0 +1,81 @@
+//! Glimpse's query service: the HTTP API analysts and the dashboard read numbers from.
+//!
+//! For now it serves health and readiness; the stats API and dashboard arrive with their issue.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use glimpse_collector::config::Config;
+use glimpse_collector::schema;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("no ClickHouse URL: set clickhouse_url (GLIMPSE_CLICKHOUSE_URL)")]
+    NoClickHouse,
+    #[error("query service failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+struct AppState {
+    client: clickhouse::Client,
+    database: String,
+}
+
+/// Serves the query API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), QueryError> {
+    let url = config
+        .clickhouse_url
+        .as_deref()
+        .ok_or(QueryError::NoClickHouse)?;
+    let state = Arc::new(AppState {
+        client: glimpse_collector::sink::connect(&config, url),
+        database: config.clickhouse_database.clone(),
+    });
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/ready", get(ready))
+        .with_state(state)
+}
+
+/// Ready when ClickHouse answers and the schema is at the version this build expects.
+async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    let query = state
+        .client
+        .query(&format!(
+            "SELECT max(version) FROM {}.schema_migrations",
+            state.database
+        ))
+        .fetch_one::<u32>();
+    match tokio::time::timeout(Duration::from_secs(2), query).await {
+        Ok(Ok(version)) if version >= schema::latest_version() => {
+            (StatusCode::OK, Json(json!({"status": "ready"})))
+        }
+        Ok(Ok(_)) => not_ready("schema migrations have not been applied yet"),
+        _ => not_ready("ClickHouse does not answer or the schema is missing"),
+    }
+}
+
+fn not_ready(reason: &str) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"status": "not ready", "reason": reason})),
+    )
+}

@@ -1,0 +1,49 @@
+//! `glimpse`: the command line over the collector and query service.
+
+mod app;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Glimpse: privacy-preserving, self-hosted web analytics.
+///
+/// Configuration comes from a TOML file (--config or GLIMPSE_CONFIG) overlaid by GLIMPSE_*
+/// environment variables; see glimpse.example.toml for every setting. Without
+/// GLIMPSE_CLICKHOUSE_URL, Glimpse starts its own ClickHouse under GLIMPSE_DATA_DIR.
+#[derive(Debug, Parser)]
+#[command(name = "glimpse", version)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short, global = true, env = "GLIMPSE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: app::Command,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    app::init_tracing();
+    let config = match glimpse_collector::Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("glimpse: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("glimpse: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("glimpse: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
