@@ -1,0 +1,409 @@
+//! The collector's HTTP behaviour, served in-process on a real socket with an in-memory sink:
+//! statuses, CORS, limits, health endpoints and graceful shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glimpse_collector::config::{Config, SiteConfig};
+use glimpse_collector::http::Readiness;
+use glimpse_collector::sink::MemorySink;
+use glimpse_collector::{serve_with_sink, ServeReport};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+struct Server {
+    base: String,
+    sink: MemorySink,
+    readiness: Arc<Readiness>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<ServeReport>,
+    client: reqwest::Client,
+}
+
+impl Server {
+    async fn start(configure: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config {
+            sites: vec![SiteConfig {
+                domain: "example.com".into(),
+            }],
+            batch_max_delay_ms: 20,
+            ..Config::default()
+        };
+        configure(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let sink = MemorySink::default();
+        let readiness = Arc::new(Readiness::new(None));
+        readiness.migrated.store(true, Ordering::SeqCst);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve_with_sink(
+            config,
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+            sink.clone(),
+            readiness.clone(),
+        ));
+        Self {
+            base,
+            sink,
+            readiness,
+            stop: Some(stop),
+            task,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn post(&self, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> Reply {
+        let mut request = self
+            .client
+            .post(format!("{}/api/event", self.base))
+            .body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        Reply::from(request.send().await.unwrap()).await
+    }
+
+    async fn event(&self, body: &str) -> Reply {
+        self.post(Some("text/plain;charset=UTF-8"), body.to_string())
+            .await
+    }
+
+    async fn stop(mut self) -> (ServeReport, MemorySink) {
+        let _ = self.stop.take().unwrap().send(());
+        let report = self.task.await.unwrap();
+        (report, self.sink)
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    async fn from(response: reqwest::Response) -> Self {
+        Self {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+const PAGEVIEW: &str = r#"{"n":"pageview","u":"https://example.com/a","d":"example.com","w":1024}"#;
+
+#[tokio::test]
+async fn accepted_beacon_is_202_with_cors_and_reaches_the_sink() {
+    let server = Server::start(|_| {}).await;
+    let reply = server.event(PAGEVIEW).await;
+    assert_eq!(reply.status, 202);
+    assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+    let json = server
+        .post(Some("application/json"), PAGEVIEW.to_string())
+        .await;
+    assert_eq!(json.status, 202);
+    let no_type = server.post(None, PAGEVIEW.to_string()).await;
+    assert_eq!(no_type.status, 202);
+    let (report, sink) = server.stop().await;
+    assert_eq!(report.rows_written, 3);
+    let rows = sink.rows.lock().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0].site, "example.com");
+    assert_eq!(rows[0].pathname, "/a");
+    assert_eq!(rows[0].screen_width, 1024);
+}
+
+#[tokio::test]
+async fn preflight_allows_any_origin() {
+    let server = Server::start(|_| {}).await;
+    let response = server
+        .client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/event", server.base),
+        )
+        .header("origin", "https://example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    let reply = Reply::from(response).await;
+    assert_eq!(reply.status, 204);
+    assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        reply.header("access-control-allow-methods"),
+        Some("POST, OPTIONS")
+    );
+    assert_eq!(
+        reply.header("access-control-allow-headers"),
+        Some("Content-Type")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_beacons_get_400_naming_the_field_and_store_nothing() {
+    let server = Server::start(|_| {}).await;
+    let cases = [
+        ("{not json", "body"),
+        ("[]", "body"),
+        (r#"{"u":"https://example.com/","d":"example.com"}"#, "n"),
+        (r#"{"n":"pageview","u":"nope","d":"example.com"}"#, "u"),
+        (r#"{"n":"pageview","u":"https://example.com/"}"#, "d"),
+        (
+            r#"{"n":"pageview","u":"https://example.com/","d":"example.com","w":"wide"}"#,
+            "w",
+        ),
+        (
+            r#"{"n":"x","u":"https://example.com/","d":"example.com","p":{"a":{"b":1}}}"#,
+            "p.a",
+        ),
+    ];
+    for (body, field) in cases {
+        let reply = server.event(body).await;
+        assert_eq!(reply.status, 400, "{body}");
+        assert_eq!(reply.json()["field"], field, "{body}");
+        assert!(reply.json()["error"].as_str().unwrap().len() > 3);
+        assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+    }
+    let invalid_utf8 = server
+        .post(Some("text/plain"), vec![b'{', 0xff, 0xfe, b'}'])
+        .await;
+    assert_eq!(invalid_utf8.status, 400);
+    let (report, sink) = server.stop().await;
+    assert_eq!(report.rows_written, 0);
+    assert!(sink.rows.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_site_is_refused_and_counted() {
+    let server = Server::start(|_| {}).await;
+    let before = metric(
+        &server,
+        "glimpse_events_dropped_total{reason=\"unknown_site\"}",
+    )
+    .await;
+    let reply = server
+        .event(r#"{"n":"pageview","u":"https://evil.test/","d":"evil.test"}"#)
+        .await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.json()["field"], "d");
+    let after = metric(
+        &server,
+        "glimpse_events_dropped_total{reason=\"unknown_site\"}",
+    )
+    .await;
+    assert!(after >= before + 1.0, "{before} -> {after}");
+    let (_, sink) = server.stop().await;
+    assert!(sink.rows.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn limits_answer_413_and_415() {
+    let server = Server::start(|c| c.max_body_bytes = 200).await;
+    let big = format!(
+        r#"{{"n":"pageview","u":"https://example.com/{}","d":"example.com"}}"#,
+        "a".repeat(300)
+    );
+    assert_eq!(server.event(&big).await.status, 413);
+    // Without Content-Length (chunked), the limit still holds.
+    assert_eq!(raw_chunked_post(&server.base, big.as_bytes()).await, 413);
+    // A chunked body under the limit is fine.
+    assert_eq!(
+        raw_chunked_post(&server.base, PAGEVIEW.as_bytes()).await,
+        202
+    );
+
+    let form = server
+        .post(
+            Some("application/x-www-form-urlencoded"),
+            PAGEVIEW.to_string(),
+        )
+        .await;
+    assert_eq!(form.status, 415);
+    assert!(form.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("text/plain"));
+    let (_, sink) = server.stop().await;
+    // Only the small chunked beacon was stored.
+    assert_eq!(sink.rows.lock().unwrap().len(), 1);
+}
+
+/// Sends a chunked POST by hand (no Content-Length) and returns the status code.
+async fn raw_chunked_post(base: &str, body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = b"POST /api/event HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
+        Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        .to_vec();
+    for chunk in body.chunks(64) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    // The server may answer 413 and close before reading everything; ignore write errors.
+    let _ = stream.write_all(&request).await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn wrong_method_is_405_with_allow() {
+    let server = Server::start(|_| {}).await;
+    let response = server
+        .client
+        .get(format!("{}/api/event", server.base))
+        .send()
+        .await
+        .unwrap();
+    let reply = Reply::from(response).await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(reply.header("allow"), Some("POST, OPTIONS"));
+    let response = server
+        .client
+        .post(format!("{}/health", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    let response = server
+        .client
+        .get(format!("{}/nope", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn full_queue_answers_503_with_retry_after() {
+    let server = Server::start(|c| {
+        c.queue_capacity = 2;
+        c.batch_max_rows = 1;
+    })
+    .await;
+    server.sink.failing.store(true, Ordering::SeqCst);
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let reply = server.event(PAGEVIEW).await;
+        if reply.status == 503 {
+            assert_eq!(reply.header("retry-after"), Some("1"));
+        }
+        statuses.push(reply.status);
+    }
+    assert!(statuses.contains(&503), "{statuses:?}");
+    let accepted = statuses.iter().filter(|s| **s == 202).count();
+    assert!(
+        (2..=3).contains(&accepted),
+        "queue of 2 (+1 batch in the writer): {statuses:?}"
+    );
+    server.sink.failing.store(false, Ordering::SeqCst);
+    let (report, sink) = server.stop().await;
+    // Every 202 was written; no 503 was.
+    assert_eq!(report.rows_written as usize, accepted);
+    assert_eq!(sink.rows.lock().unwrap().len(), accepted);
+}
+
+#[tokio::test]
+async fn health_ready_and_metrics() {
+    let server = Server::start(|_| {}).await;
+    let get = |path: &str| {
+        let request = server.client.get(format!("{}{path}", server.base));
+        async move { Reply::from(request.send().await.unwrap()).await }
+    };
+    assert_eq!(get("/health").await.status, 200);
+    assert_eq!(get("/ready").await.status, 200);
+    server.readiness.migrated.store(false, Ordering::SeqCst);
+    let not_ready = get("/ready").await;
+    assert_eq!(not_ready.status, 503);
+    assert!(not_ready.json()["reason"]
+        .as_str()
+        .unwrap()
+        .contains("migrations"));
+    server.readiness.migrated.store(true, Ordering::SeqCst);
+
+    assert_eq!(server.event(PAGEVIEW).await.status, 202);
+    assert_eq!(server.event("{").await.status, 400);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let metrics = get("/metrics").await;
+    assert_eq!(metrics.status, 200);
+    for name in [
+        "glimpse_events_accepted_total",
+        "glimpse_events_rejected_total{reason=\"invalid\"}",
+        "glimpse_queue_depth",
+        "glimpse_batches_total",
+        "glimpse_rows_written_total",
+        "glimpse_insert_duration_seconds_bucket",
+    ] {
+        assert!(
+            metrics.body.contains(name),
+            "no {name} in\n{}",
+            metrics.body
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_writes_everything_accepted() {
+    let server = Server::start(|c| {
+        c.batch_max_rows = 10_000;
+        c.batch_max_delay_ms = 60_000;
+    })
+    .await;
+    let mut accepted = 0;
+    for _ in 0..50 {
+        if server.event(PAGEVIEW).await.status == 202 {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, 50);
+    // Nothing flushed yet (huge batch, long delay); shutdown must flush it.
+    assert!(server.sink.rows.lock().unwrap().is_empty());
+    let base = server.base.clone();
+    let (report, sink) = server.stop().await;
+    assert_eq!(report.rows_written, 50);
+    assert_eq!(sink.rows.lock().unwrap().len(), 50);
+    // The listener is closed.
+    assert!(reqwest::get(format!("{base}/health")).await.is_err());
+}
+
+async fn metric(server: &Server, name: &str) -> f64 {
+    let body = server
+        .client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    body.lines()
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,93 @@
+//! Shared by the end-to-end tests: a real ClickHouse (the same code `glimpse serve` uses to
+//! start one), free ports, and small HTTP helpers.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::time::Duration;
+
+use glimpse_collector::local_clickhouse::LocalClickHouse;
+use glimpse_collector::Config;
+
+/// A ClickHouse server of its own for one test, deleted afterwards.
+pub struct TestClickHouse {
+    pub server: LocalClickHouse,
+    pub client: clickhouse::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TestClickHouse {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = LocalClickHouse::start(&dir.path().join("clickhouse"), "clickhouse-server")
+            .await
+            .expect("starting clickhouse-server (run the README's test command to install it)");
+        let client = clickhouse::Client::default()
+            .with_url(server.url())
+            .with_validation(false);
+        Self {
+            server,
+            client,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url().to_string()
+    }
+
+    /// A collector configuration pointed at this server, accepting `example.com`.
+    pub fn config(&self) -> Config {
+        Config {
+            clickhouse_url: Some(self.url()),
+            sites: vec![glimpse_collector::config::SiteConfig {
+                domain: "example.com".into(),
+            }],
+            batch_max_delay_ms: 200,
+            ..Config::default()
+        }
+    }
+
+    pub async fn count(&self, sql: &str) -> u64 {
+        self.client
+            .query(sql)
+            .fetch_one::<u64>()
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Whether a table exists, for tests that expect it to be empty or absent.
+    pub async fn events_rows(&self) -> u64 {
+        let exists = self
+            .count(
+                "SELECT count() FROM system.tables WHERE database = 'glimpse' AND name = 'events'",
+            )
+            .await;
+        if exists == 0 {
+            return 0;
+        }
+        self.count("SELECT count() FROM glimpse.events").await
+    }
+}
+
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Polls `url` until it answers 200 or `timeout` passes.
+pub async fn wait_for_200(client: &reqwest::Client, url: &str, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(response) = client.get(url).send().await {
+            if response.status() == 200 {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} did not answer 200 within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
