@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh Debian machine: installs what is missing (ClickHouse, a Python
-# venv with chdb for current-ClickHouse checks), then the whole workspace's tests. The tests
+# venv with chdb for current-ClickHouse checks, public user-agent corpora from npm), then the
+# whole workspace's tests. The tests
 # start their own ClickHouse servers on loopback with temporary data directories.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_base
 ensure_apt python3-venv
-if ! .venv/bin/python -c 'import chdb' >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import chdb" >/dev/null 2>&1; then
     echo "==> creating .venv with chdb-core (current ClickHouse, in-process)"
     python3 -m venv .venv
     .venv/bin/pip install --quiet --upgrade pip
-    .venv/bin/pip install --quiet chdb-core
+    .venv/bin/pip install --quiet chdb-core==26.9.0
 fi
 export GLIMPSE_TEST_PYTHON="$PWD/.venv/bin/python"
+# Public user-agent corpora for the bot filter's recall / false-positive test.
+if ! grep -qs "\"version\": \"1.60.0\"" .test-data/node_modules/crawler-user-agents/package.json || ! grep -qs "\"version\": \"2.1.138\"" .test-data/node_modules/top-user-agents/package.json; then
+    echo "==> installing user-agent corpora (npm: crawler-user-agents, top-user-agents)"
+    command -v npm >/dev/null 2>&1 || ensure_apt nodejs npm
+    mkdir -p .test-data
+    (cd .test-data && npm install --no-save --no-audit --no-fund --silent crawler-user-agents@1.60.0 top-user-agents@2.1.138)
+fi
+export GLIMPSE_TEST_UA_DATA="$PWD/.test-data"
 cargo test --workspace --locked "$@"

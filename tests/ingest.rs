@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{free_addr, wait_for_200, TestClickHouse};
+use common::{browser_client, free_addr, wait_for_200, TestClickHouse};
 use glimpse_collector::schema::EventRow;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -31,7 +31,7 @@ async fn ten_thousand_beacons_from_32_clients_become_exactly_ten_thousand_rows()
     let server = tokio::spawn(glimpse_collector::serve(ch.config(), listener, async {
         let _ = stopped.await;
     }));
-    let client = reqwest::Client::new();
+    let client = browser_client();
     wait_for_200(&client, &format!("{base}/ready"), Duration::from_secs(30)).await;
 
     let client = Arc::new(client);
@@ -128,7 +128,7 @@ async fn malformed_oversized_and_unknown_site_beacons_store_nothing() {
     let server = tokio::spawn(glimpse_collector::serve(config, listener, async {
         let _ = stopped.await;
     }));
-    let client = reqwest::Client::new();
+    let client = browser_client();
     wait_for_200(&client, &format!("{base}/ready"), Duration::from_secs(30)).await;
 
     let oversized = format!(
@@ -193,6 +193,7 @@ async fn sigterm_mid_load_keeps_every_accepted_event() {
         .env("GLIMPSE_CLICKHOUSE_URL", ch.url())
         .env("GLIMPSE_COLLECTOR_ADDR", addr.to_string())
         .env("GLIMPSE_SITES", "example.com")
+        .env("GLIMPSE_DATA_DIR", ch.data_dir())
         // Large batches and a long delay: most accepted events are still queued at SIGTERM.
         .env("GLIMPSE_BATCH_MAX_ROWS", "100000")
         .env("GLIMPSE_BATCH_MAX_DELAY_MS", "60000")
@@ -201,7 +202,7 @@ async fn sigterm_mid_load_keeps_every_accepted_event() {
         .spawn()
         .expect("spawn glimpse");
     let base = format!("http://{addr}");
-    let client = Arc::new(reqwest::Client::new());
+    let client = Arc::new(browser_client());
     wait_for_200(&client, &format!("{base}/ready"), Duration::from_secs(30)).await;
 
     let mut tasks = Vec::new();
@@ -320,7 +321,7 @@ async fn serve_starts_its_own_clickhouse_and_stops_it() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = browser_client();
     wait_for_200(
         &client,
         &format!("http://{collector}/ready"),

@@ -54,6 +54,32 @@ pub struct Config {
     pub max_prop_value_length: usize,
     /// How long a graceful shutdown may take before in-flight work is abandoned, in seconds.
     pub shutdown_timeout_secs: u64,
+    /// Proxies whose `Forwarded`/`X-Forwarded-For`/`X-Real-IP` headers are believed (CIDRs or
+    /// addresses). Empty (the default): the socket peer is the client.
+    #[serde(deserialize_with = "deserialize_list")]
+    pub trusted_proxies: Vec<String>,
+    /// A MaxMind GeoLite2/GeoIP2 or DB-IP Lite City or Country database (`.mmdb`). Unset:
+    /// no places are recorded.
+    pub geoip_db: Option<PathBuf>,
+    /// Store the client's truncated network (e.g. `81.2.69.0/24`). Off by default: no part of
+    /// the address is stored.
+    pub store_ip_prefix: bool,
+    /// Bits of an IPv4 address kept when `store_ip_prefix` is on. Default 24; "the first half
+    /// of your IP" is 16.
+    pub ipv4_prefix_length: u8,
+    /// Bits of an IPv6 address kept when `store_ip_prefix` is on. Default 48.
+    pub ipv6_prefix_length: u8,
+    /// Drop events from browsers sending `DNT: 1`. Default true.
+    pub honor_dnt: bool,
+    /// Drop events from browsers sending `Sec-GPC: 1` (Global Privacy Control). Default true.
+    pub honor_gpc: bool,
+    /// Drop events from visitors who opted out on `/opt-out`. Default true.
+    pub honor_opt_out_cookie: bool,
+    /// Where the daily visitor-id salts live. Several collectors must share it (a shared
+    /// volume). Default `<data_dir>/salts`.
+    pub salt_dir: Option<PathBuf>,
+    /// Parsed user agents kept in memory. Default 10000.
+    pub user_agent_cache_size: usize,
 }
 
 impl Default for Config {
@@ -78,16 +104,53 @@ impl Default for Config {
             max_prop_key_length: 300,
             max_prop_value_length: 2000,
             shutdown_timeout_secs: 30,
+            trusted_proxies: Vec::new(),
+            geoip_db: None,
+            store_ip_prefix: false,
+            ipv4_prefix_length: 24,
+            ipv6_prefix_length: 48,
+            honor_dnt: true,
+            honor_gpc: true,
+            honor_opt_out_cookie: true,
+            salt_dir: None,
+            user_agent_cache_size: 10_000,
         }
     }
 }
 
 /// One site whose traffic Glimpse records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
     /// The site's domain as the tracker sends it in `d`, e.g. `example.com`.
     pub domain: String,
+    /// Page host names whose events count (`www.` is ignored). Empty: any host.
+    #[serde(default)]
+    pub allowed_hostnames: Vec<String>,
+    /// Also accept subdomains of the allowed host names. Default true.
+    #[serde(default = "yes")]
+    pub allow_subdomains: bool,
+    /// Client networks (CIDRs or addresses) whose events are dropped, e.g. your office.
+    #[serde(default)]
+    pub exclude_ips: Vec<String>,
+    /// Page paths whose events are dropped; `*` matches anything, e.g. `/admin/*`.
+    #[serde(default)]
+    pub exclude_paths: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl SiteConfig {
+    /// A site with default rules.
+    pub fn new(domain: impl Into<String>) -> Self {
+        Self {
+            domain: domain.into(),
+            allow_subdomains: true,
+            ..Self::default()
+        }
+    }
 }
 
 /// A configuration that cannot be used; the message names the setting.
@@ -191,6 +254,17 @@ impl Config {
                 ));
             }
         }
+        crate::ingest::client_ip::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|r| ConfigError::invalid("trusted_proxies", r))?;
+        crate::ingest::ip_prefix::validate_prefixes(
+            self.ipv4_prefix_length,
+            self.ipv6_prefix_length,
+        )
+        .map_err(|r| ConfigError::invalid("ipv4_prefix_length", r))?;
+        for site in &self.sites {
+            crate::ingest::sites::SiteRules::new(site)
+                .map_err(|r| ConfigError::invalid("sites", format!("site {}: {r}", site.domain)))?;
+        }
         let positive = [
             ("batch_max_rows", self.batch_max_rows as u64),
             ("batch_max_delay_ms", self.batch_max_delay_ms),
@@ -215,6 +289,13 @@ impl Config {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// Where the visitor-id salts live.
+    pub fn salt_dir(&self) -> PathBuf {
+        self.salt_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("salts"))
     }
 }
 
@@ -259,6 +340,25 @@ fn validate_domain(domain: &str) -> Result<(), String> {
     }
 }
 
+/// A list, or a comma-separated string (the environment).
+fn deserialize_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Csv(String),
+        Items(Vec<String>),
+    }
+    Ok(match List::deserialize(d)? {
+        List::Csv(csv) => csv
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        List::Items(items) => items,
+    })
+}
+
 /// `sites` may be a comma-separated string (the environment), a list of domains, or a list
 /// of tables (`[[sites]]` with `domain = …`).
 fn deserialize_sites<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SiteConfig>, D::Error> {
@@ -279,14 +379,12 @@ fn deserialize_sites<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SiteConfig>,
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|domain| SiteConfig {
-                domain: domain.to_string(),
-            })
+            .map(SiteConfig::new)
             .collect(),
         Sites::List(entries) => entries
             .into_iter()
             .map(|e| match e {
-                Entry::Domain(domain) => SiteConfig { domain },
+                Entry::Domain(domain) => SiteConfig::new(domain),
                 Entry::Table(site) => site,
             })
             .collect(),

@@ -23,7 +23,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 use http::{Readiness, State};
-use ingest::{BeaconLimits, Sites};
+use ingest::client_ip::TrustedProxies;
+use ingest::pipeline::Enrichers;
+use ingest::pseudonym::SaltStore;
+use ingest::sessions::Sessions;
+use ingest::BeaconLimits;
 use sink::{ClickHouseSink, Sink, WriterConfig, WriterControl};
 
 /// What the collector did, once it has shut down.
@@ -38,6 +42,12 @@ pub struct ServeReport {
 pub enum ServeError {
     #[error("no ClickHouse URL: set clickhouse_url (GLIMPSE_CLICKHOUSE_URL)")]
     NoClickHouse,
+    #[error("{0}")]
+    GeoIp(#[from] ingest::geo::GeoError),
+    #[error("visitor-id salts: {0}")]
+    Salts(#[from] ingest::pseudonym::SaltError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
 }
 
 /// Runs the collector on `listener` until `shutdown` resolves, then stops accepting, finishes
@@ -54,28 +64,63 @@ pub async fn serve(
         .ok_or(ServeError::NoClickHouse)?;
     let client = sink::connect(&config, &url);
     let readiness = Arc::new(Readiness::new(Some(client.clone())));
-    let stop_migrating = CancellationToken::new();
+    let background = CancellationToken::new();
     tokio::spawn(migrate_until_done(
         client.clone(),
         config.clickhouse_database.clone(),
         readiness.clone(),
-        stop_migrating.clone(),
+        background.clone(),
+    ));
+    let drops = Arc::new(sink::DropCounts::default());
+    let flusher = tokio::spawn(sink::drops::flush_periodically(
+        client.clone().with_database(&config.clickhouse_database),
+        drops.clone(),
+        Duration::from_secs(10),
+        background.clone(),
     ));
     let sink = ClickHouseSink::new(client, &config.clickhouse_database);
-    let report = serve_with_sink(config, listener, shutdown, sink, readiness).await;
-    stop_migrating.cancel();
-    Ok(report)
+    let report = serve_with_sink(config, listener, shutdown, sink, readiness, drops).await;
+    background.cancel();
+    let _ = flusher.await;
+    report
 }
 
-/// [`serve`] with any sink, for tests of the HTTP layer.
+/// [`serve`] with any sink, for tests of the HTTP layer. `drops` receives the filtered-traffic
+/// counts; the caller decides where they go.
 pub async fn serve_with_sink<S: Sink>(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     sink: S,
     readiness: Arc<Readiness>,
-) -> ServeReport {
+    drops: Arc<sink::DropCounts>,
+) -> Result<ServeReport, ServeError> {
     telemetry::install();
+    let geo = match &config.geoip_db {
+        Some(path) => {
+            let geo = ingest::geo::GeoIp::open(path)?;
+            tracing::info!(path = %path.display(), kind = geo.database_type(), "GeoIP database loaded");
+            Some(geo)
+        }
+        None => {
+            tracing::warn!(
+                "no GeoIP database (geoip_db): countries, regions and cities stay empty"
+            );
+            None
+        }
+    };
+    let enrichers = Enrichers::from_config(&config, geo).map_err(ServeError::Config)?;
+    let trusted_proxies =
+        TrustedProxies::parse(&config.trusted_proxies).map_err(ServeError::Config)?;
+    let now = http::unix_now();
+    let salts = SaltStore::open(
+        &config.salt_dir(),
+        ingest::pseudonym::day_of(u64::from(now)),
+    )?;
+    if enrichers.sites.is_empty() {
+        tracing::warn!("no sites configured: every beacon will be refused (set GLIMPSE_SITES)");
+    }
+
     let config = Arc::new(config);
     let (queue, rx) = sink::queue(config.queue_capacity);
     let control = WriterControl::default();
@@ -87,27 +132,27 @@ pub async fn serve_with_sink<S: Sink>(
     );
     let state = Arc::new(State {
         limits: BeaconLimits::from_config(&config),
-        sites: Sites::new(&config.sites),
+        enrichers,
+        trusted_proxies,
+        salts,
+        sessions: Sessions::new(),
+        drops,
         queue,
         readiness: readiness.clone(),
         config: config.clone(),
     });
-    if state.sites.is_empty() {
-        tracing::warn!("no sites configured: every beacon will be refused (set GLIMPSE_SITES)");
-    }
+    let expiry = tokio::spawn(expire_visits(state.clone()));
 
     let timeout = config.shutdown_timeout();
+    let started_stopping = tokio::sync::OnceCell::new();
     let stopping = async {
         shutdown.await;
         readiness.shutting_down.store(true, Ordering::SeqCst);
         tracing::info!("shutting down: no new connections");
-    };
-    let started_stopping = tokio::sync::OnceCell::new();
-    let stopping = async {
-        stopping.await;
         let _ = started_stopping.set(tokio::time::Instant::now());
     };
     http::run(state.clone(), listener, stopping, timeout).await;
+    expiry.abort();
     drop(state);
 
     let deadline = *started_stopping
@@ -128,9 +173,18 @@ pub async fn serve_with_sink<S: Sink>(
         rows_lost = report.rows_lost,
         "collector stopped"
     );
-    ServeReport {
+    Ok(ServeReport {
         rows_written: report.rows_written,
         rows_lost: report.rows_lost,
+    })
+}
+
+/// Forgets idle visits once a minute, so memory follows the number of active visitors.
+async fn expire_visits(state: Arc<State>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let open = state.sessions.expire(http::unix_now());
+        metrics::gauge!("glimpse_open_visits").set(open as f64);
     }
 }
 

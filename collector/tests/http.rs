@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use glimpse_collector::config::{Config, SiteConfig};
 use glimpse_collector::http::Readiness;
-use glimpse_collector::sink::MemorySink;
+use glimpse_collector::sink::{DropCounts, MemorySink};
 use glimpse_collector::{serve_with_sink, ServeReport};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -16,19 +16,21 @@ use tokio::task::JoinHandle;
 struct Server {
     base: String,
     sink: MemorySink,
+    drops: Arc<DropCounts>,
+    _data: tempfile::TempDir,
     readiness: Arc<Readiness>,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<ServeReport>,
+    task: JoinHandle<Result<ServeReport, glimpse_collector::ServeError>>,
     client: reqwest::Client,
 }
 
 impl Server {
     async fn start(configure: impl FnOnce(&mut Config)) -> Self {
+        let data = tempfile::tempdir().unwrap();
         let mut config = Config {
-            sites: vec![SiteConfig {
-                domain: "example.com".into(),
-            }],
+            sites: vec![SiteConfig::new("example.com")],
             batch_max_delay_ms: 20,
+            data_dir: data.path().to_path_buf(),
             ..Config::default()
         };
         configure(&mut config);
@@ -38,6 +40,7 @@ impl Server {
         let readiness = Arc::new(Readiness::new(None));
         readiness.migrated.store(true, Ordering::SeqCst);
         let (stop, stopped) = oneshot::channel::<()>();
+        let drops = Arc::new(DropCounts::default());
         let task = tokio::spawn(serve_with_sink(
             config,
             listener,
@@ -46,10 +49,13 @@ impl Server {
             },
             sink.clone(),
             readiness.clone(),
+            drops.clone(),
         ));
         Self {
             base,
             sink,
+            drops,
+            _data: data,
             readiness,
             stop: Some(stop),
             task,
@@ -61,6 +67,7 @@ impl Server {
         let mut request = self
             .client
             .post(format!("{}/api/event", self.base))
+            .header("user-agent", FIREFOX)
             .body(body);
         if let Some(ct) = content_type {
             request = request.header("content-type", ct);
@@ -75,7 +82,7 @@ impl Server {
 
     async fn stop(mut self) -> (ServeReport, MemorySink) {
         let _ = self.stop.take().unwrap().send(());
-        let report = self.task.await.unwrap();
+        let report = self.task.await.unwrap().unwrap();
         (report, self.sink)
     }
 }
@@ -103,6 +110,8 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 
 const PAGEVIEW: &str = r#"{"n":"pageview","u":"https://example.com/a","d":"example.com","w":1024}"#;
 
@@ -250,9 +259,11 @@ async fn raw_chunked_post(base: &str, body: &[u8]) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = base.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request = b"POST /api/event HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
-        Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-        .to_vec();
+    let mut request = format!(
+        "POST /api/event HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
+         User-Agent: {FIREFOX}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
     for chunk in body.chunks(64) {
         request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
         request.extend_from_slice(chunk);
@@ -406,4 +417,124 @@ async fn metric(server: &Server, name: &str) -> f64 {
         .find_map(|line| line.strip_prefix(name))
         .and_then(|rest| rest.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn opted_out_visitors_and_bots_get_202_and_are_only_counted() {
+    let server = Server::start(|_| {}).await;
+    let send = |headers: Vec<(&'static str, &'static str)>| {
+        let mut request = server
+            .client
+            .post(format!("{}/api/event", server.base))
+            .header("content-type", "text/plain")
+            .body(PAGEVIEW);
+        for (k, v) in headers {
+            request = request.header(k, v);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let firefox = ("user-agent", FIREFOX);
+    assert_eq!(send(vec![firefox, ("dnt", "1")]).await, 202);
+    assert_eq!(send(vec![firefox, ("sec-gpc", "1")]).await, 202);
+    assert_eq!(
+        send(vec![firefox, ("cookie", "glimpse_opt_out=1")]).await,
+        202
+    );
+    assert_eq!(
+        send(vec![(
+            "user-agent",
+            "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)"
+        )])
+        .await,
+        202
+    );
+    assert_eq!(send(vec![("user-agent", "curl/8.5.0")]).await, 202);
+    assert_eq!(send(vec![]).await, 202, "no user agent at all");
+    assert_eq!(send(vec![firefox]).await, 202);
+    let mut counts: Vec<(String, String, u64)> = server
+        .drops
+        .take()
+        .into_iter()
+        .map(|r| (r.site, r.reason, r.count))
+        .collect();
+    counts.sort();
+    let site = "example.com".to_string();
+    assert_eq!(
+        counts,
+        [
+            (site.clone(), "bot".to_string(), 3),
+            (site.clone(), "dnt".to_string(), 1),
+            (site.clone(), "gpc".to_string(), 1),
+            (site, "opt_out".to_string(), 1),
+        ]
+    );
+    let (report, sink) = server.stop().await;
+    assert_eq!(
+        report.rows_written, 1,
+        "only the ordinary visitor is stored"
+    );
+    assert_eq!(sink.rows.lock().unwrap()[0].browser, "Firefox");
+}
+
+#[tokio::test]
+async fn opt_out_page_works_without_javascript() {
+    let server = Server::start(|_| {}).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = client
+        .get(format!("{}/opt-out", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(r#"<form method="post" action="/opt-out">"#),
+        "{html}"
+    );
+    assert!(html.contains("does not store your IP address"));
+
+    let opted = client
+        .post(format!("{}/opt-out", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opted.status().as_u16(), 303);
+    assert_eq!(opted.headers()["location"], "/opt-out");
+    let cookie = opted.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("glimpse_opt_out=1;"), "{cookie}");
+    assert!(
+        cookie.contains("Max-Age=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+
+    let page = client
+        .get(format!("{}/opt-out", server.base))
+        .header("cookie", "glimpse_opt_out=1")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("You have opted out"));
+    assert!(page.contains(r#"action="/opt-in""#));
+
+    let back = client
+        .post(format!("{}/opt-in", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status().as_u16(), 303);
+    let cleared = back.headers()["set-cookie"].to_str().unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let wrong = client
+        .delete(format!("{}/opt-out", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 405);
+    server.stop().await;
 }

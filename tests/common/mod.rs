@@ -38,10 +38,9 @@ impl TestClickHouse {
     pub fn config(&self) -> Config {
         Config {
             clickhouse_url: Some(self.url()),
-            sites: vec![glimpse_collector::config::SiteConfig {
-                domain: "example.com".into(),
-            }],
+            sites: vec![glimpse_collector::config::SiteConfig::new("example.com")],
             batch_max_delay_ms: 200,
+            data_dir: self._dir.path().join("glimpse"),
             ..Config::default()
         }
     }
@@ -65,6 +64,24 @@ impl TestClickHouse {
             return 0;
         }
         self.count("SELECT count() FROM glimpse.events").await
+    }
+}
+
+/// A real browser's user agent: requests without one are dropped as bots.
+pub const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+
+/// An HTTP client that looks like a browser.
+pub fn browser_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(FIREFOX)
+        .build()
+        .unwrap()
+}
+
+/// The directory a test's Glimpse state goes in (beside its ClickHouse).
+impl TestClickHouse {
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("glimpse")
     }
 }
 

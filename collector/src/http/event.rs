@@ -1,5 +1,6 @@
 //! `POST /api/event`: Plausible's event protocol.
 
+use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -8,17 +9,19 @@ use http_body_util::{BodyExt, Limited};
 
 use super::response::{self, Body};
 use super::State;
+use crate::ingest::client_ip::client_ip;
+use crate::ingest::optout::PrivacySignals;
 use crate::ingest::{self, RequestFacts};
 use crate::sink::QueueError;
 
-pub async fn handle<B>(state: &State, request: Request<B>) -> Response<Body>
+pub async fn handle<B>(state: &State, peer: SocketAddr, request: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let response = match *request.method() {
         Method::OPTIONS => return response::preflight(),
-        Method::POST => ingest(state, request).await,
+        Method::POST => ingest(state, peer, request).await,
         _ => {
             reject("method_not_allowed");
             response::method_not_allowed("POST, OPTIONS")
@@ -27,7 +30,7 @@ where
     response::with_cors(response)
 }
 
-async fn ingest<B>(state: &State, request: Request<B>) -> Response<Body>
+async fn ingest<B>(state: &State, peer: SocketAddr, request: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -59,6 +62,15 @@ where
     if declared.is_some_and(|len| len > max as u64) {
         return too_large();
     }
+    // Request facts are read now; the address and user agent stay in this function's memory.
+    let headers = request.headers();
+    let ip = client_ip(peer.ip(), headers, &state.trusted_proxies);
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let signals = PrivacySignals::from_headers(headers);
+
     let body = match Limited::new(request.into_body(), max).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
@@ -67,7 +79,6 @@ where
             return response::error(StatusCode::BAD_REQUEST, "could not read the body", None);
         }
     };
-
     let beacon = match ingest::beacon::parse(&body, &state.limits) {
         Ok(beacon) => beacon,
         Err(e) => {
@@ -75,21 +86,62 @@ where
             return response::error(StatusCode::BAD_REQUEST, &e.reason, Some(&e.field));
         }
     };
-    let facts = RequestFacts {
-        received_at: unix_now(),
-    };
-    let rows = match ingest::process(&beacon, &facts, &state.sites) {
-        Ok(rows) => rows,
-        Err(reason) => {
-            metrics::counter!("glimpse_events_dropped_total", "reason" => reason.label())
-                .increment(1);
-            return response::error(StatusCode::FORBIDDEN, &reason.to_string(), Some("d"));
+
+    let now = unix_now();
+    let salts = match state.salts.salts_at(u64::from(now)) {
+        Ok(salts) => salts,
+        Err(error) => {
+            tracing::error!(%error, "visitor-id salts unavailable");
+            reject("salts_unavailable");
+            return response::unavailable("the collector cannot compute visitor ids", 5);
         }
     };
+    let facts = RequestFacts {
+        received_at: now,
+        client_ip: ip,
+        user_agent: &user_agent,
+        signals,
+    };
+    let processed = match ingest::process(&beacon, &facts, &state.enrichers, &salts) {
+        Ok(processed) => processed,
+        Err(dropped) => {
+            let label = dropped.reason.label();
+            metrics::counter!("glimpse_events_dropped_total", "reason" => label).increment(1);
+            if let Some(site) = &dropped.site {
+                state.drops.record(site, now, label);
+            }
+            return if dropped.reason.is_silent() {
+                accepted()
+            } else {
+                response::error(
+                    StatusCode::FORBIDDEN,
+                    &dropped.reason.to_string(),
+                    Some("d"),
+                )
+            };
+        }
+    };
+    let may_start_visit = beacon.name != "engagement";
+    let rows = processed
+        .into_iter()
+        .map(|p| {
+            let mut row = p.row;
+            let ids = state.sessions.assign(
+                &row.site,
+                row.visitor_id,
+                p.previous_visitor_id,
+                now,
+                may_start_visit,
+            );
+            row.visitor_id = ids.visitor_id;
+            row.session_id = ids.session_id;
+            row
+        })
+        .collect();
     match state.queue.try_push(rows) {
         Ok(()) => {
             metrics::counter!("glimpse_events_accepted_total").increment(1);
-            response::text(StatusCode::ACCEPTED, "text/plain", "ok")
+            accepted()
         }
         Err(QueueError::Full) => {
             reject("queue_full");
@@ -100,6 +152,10 @@ where
             response::unavailable("the collector is shutting down; retry later", 5)
         }
     }
+}
+
+fn accepted() -> Response<Body> {
+    response::text(StatusCode::ACCEPTED, "text/plain", "ok")
 }
 
 fn acceptable_content_type(value: &[u8]) -> bool {
@@ -114,7 +170,7 @@ fn reject(reason: &'static str) {
     metrics::counter!("glimpse_events_rejected_total", "reason" => reason).increment(1);
 }
 
-fn unix_now() -> u32 {
+pub fn unix_now() -> u32 {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -2,10 +2,13 @@
 //! hyper lives only in this module.
 
 mod event;
+pub use event::unix_now;
+mod optout;
 pub mod response;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,15 +22,23 @@ use tokio::net::TcpListener;
 
 use self::response::Body;
 use crate::config::Config;
-use crate::ingest::{BeaconLimits, Sites};
-use crate::sink::Queue;
+use crate::ingest::client_ip::TrustedProxies;
+use crate::ingest::pipeline::Enrichers;
+use crate::ingest::pseudonym::SaltStore;
+use crate::ingest::sessions::Sessions;
+use crate::ingest::BeaconLimits;
+use crate::sink::{DropCounts, Queue};
 use crate::telemetry;
 
 /// What request handlers share.
 pub struct State {
     pub config: Arc<Config>,
     pub limits: BeaconLimits,
-    pub sites: Sites,
+    pub enrichers: Enrichers,
+    pub trusted_proxies: TrustedProxies,
+    pub salts: SaltStore,
+    pub sessions: Sessions,
+    pub drops: Arc<DropCounts>,
     pub queue: Queue,
     pub readiness: Arc<Readiness>,
 }
@@ -69,14 +80,15 @@ impl Readiness {
 }
 
 /// Answers one request.
-pub async fn route<B>(state: &State, request: Request<B>) -> Response<Body>
+pub async fn route<B>(state: &State, peer: SocketAddr, request: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let path = request.uri().path();
     match path {
-        "/api/event" => event::handle(state, request).await,
+        "/api/event" => event::handle(state, peer, request).await,
+        "/opt-out" | "/opt-in" => optout::handle(&request),
         "/health" | "/ready" | "/metrics" if request.method() != Method::GET => {
             response::method_not_allowed("GET")
         }
@@ -119,8 +131,8 @@ pub async fn run(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _peer)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(error) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(%error, "accept failed");
@@ -132,7 +144,7 @@ pub async fn run(
                 let state = state.clone();
                 let service = service_fn(move |request| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(route(&state, request).await) }
+                    async move { Ok::<_, Infallible>(route(&state, peer, request).await) }
                 });
                 let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {

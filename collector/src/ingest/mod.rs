@@ -1,8 +1,20 @@
-//! From a beacon body to event rows: parsing, then the pure pipeline.
+//! From a beacon body to event rows: parsing, then the pure pipeline, one module per concern:
+//! `client_ip` (who the client is), `optout` (DNT, GPC, cookie), `sites` (site rules),
+//! `useragent` and `bots`, `geo` (GeoIP), `ip_prefix` (truncation), `referrer` (sources,
+//! campaigns, spam), `pseudonym` (daily salts, visitor ids), `sessions` (visits).
 
 pub mod beacon;
+pub mod bots;
+pub mod client_ip;
+pub mod geo;
+pub mod ip_prefix;
+pub mod optout;
 pub mod pipeline;
+pub mod pseudonym;
+pub mod referrer;
+pub mod sessions;
 pub mod sites;
+pub mod useragent;
 
 pub use beacon::{Beacon, BeaconError, BeaconLimits};
 pub use pipeline::{process, DropReason, RequestFacts};

@@ -1,79 +1,230 @@
 //! The pure beacon → row transformation: no I/O, no clock, no HTTP types. Everything it needs
-//! about the request arrives in [`RequestFacts`].
+//! about the request arrives in [`RequestFacts`], everything configured in [`Enrichers`], and
+//! the day's salts in [`DailySalts`]. Cheap checks run first (site, opt-out, site rules), then
+//! bots, then the enrichment (user agent, place, visitor id).
+//!
+//! The raw address and user agent are used here, in memory, and never leave: the row holds
+//! only derived values (browser, country, keyed hash, optional truncated prefix).
+
+use std::net::IpAddr;
 
 use percent_encoding::percent_decode_str;
 use url::Url;
 
 use super::beacon::Beacon;
+use super::bots::{BotDetector, BotReason};
+use super::geo::GeoIp;
+use super::ip_prefix;
+use super::optout::{self, OptOutPolicy, PrivacySignals};
+use super::pseudonym::DailySalts;
+use super::referrer::{self, Campaign};
 use super::sites::Sites;
+use super::useragent::{refine_device, UserAgentParser};
+use crate::config::Config;
 use crate::schema::EventRow;
 
 /// What the HTTP layer knows about the request, beyond its body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestFacts {
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
     /// When the request arrived, seconds since the Unix epoch (UTC).
     pub received_at: u32,
+    /// The client's address (after trusted-proxy resolution). Never stored as is.
+    pub client_ip: IpAddr,
+    /// The raw `User-Agent`. Never stored as is.
+    pub user_agent: &'a str,
+    pub signals: PrivacySignals,
 }
 
 /// Why a valid beacon produced no row. Each reason is counted, never stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum DropReason {
     #[error("no configured site matches the beacon's domain")]
     UnknownSite,
+    #[error("the visitor sent Do Not Track")]
+    DoNotTrack,
+    #[error("the visitor sent Global Privacy Control")]
+    GlobalPrivacyControl,
+    #[error("the visitor opted out")]
+    OptOutCookie,
+    #[error("the page's host name is not allowed for the site")]
+    HostnameNotAllowed,
+    #[error("the client network is excluded for the site")]
+    ExcludedIp,
+    #[error("the page path is excluded for the site")]
+    ExcludedPath,
+    #[error("the client is a bot ({0:?})")]
+    Bot(BotReason),
+    #[error("the referrer is a known spammer")]
+    ReferrerSpam,
 }
 
 impl DropReason {
-    /// A stable, low-cardinality label for metrics.
+    /// A stable, low-cardinality label for metrics and the filtered-traffic counts.
     pub fn label(self) -> &'static str {
         match self {
             DropReason::UnknownSite => "unknown_site",
+            DropReason::DoNotTrack => "dnt",
+            DropReason::GlobalPrivacyControl => "gpc",
+            DropReason::OptOutCookie => "opt_out",
+            DropReason::HostnameNotAllowed => "hostname_not_allowed",
+            DropReason::ExcludedIp => "excluded_ip",
+            DropReason::ExcludedPath => "excluded_path",
+            DropReason::Bot(_) => "bot",
+            DropReason::ReferrerSpam => "referrer_spam",
         }
+    }
+
+    /// The label back from its text (for counts read back after a failed write).
+    pub fn label_from_str(text: &str) -> &'static str {
+        const ALL: &[&str] = &[
+            "unknown_site",
+            "dnt",
+            "gpc",
+            "opt_out",
+            "hostname_not_allowed",
+            "excluded_ip",
+            "excluded_path",
+            "bot",
+            "referrer_spam",
+        ];
+        ALL.iter().find(|l| **l == text).copied().unwrap_or("other")
+    }
+
+    /// Whether the client should learn that the event was not recorded. Opt-outs and bots get
+    /// the same `202` as everyone else: no signal to the page, nothing for a bot to adapt to.
+    pub fn is_silent(self) -> bool {
+        !matches!(self, DropReason::UnknownSite)
     }
 }
 
+/// A dropped event, with the site it was for when known (for per-site counts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    pub reason: DropReason,
+    pub site: Option<String>,
+}
+
+/// What the pipeline needs beyond the request, built once from the configuration.
+pub struct Enrichers {
+    pub sites: Sites,
+    pub opt_out: OptOutPolicy,
+    pub user_agents: UserAgentParser,
+    pub bots: BotDetector,
+    pub geo: Option<GeoIp>,
+    /// `Some((v4 bits, v6 bits))` when the operator stores the truncated network.
+    pub ip_prefix: Option<(u8, u8)>,
+}
+
+impl Enrichers {
+    /// Everything but the GeoIP database, which the caller opens (it is I/O and may fail).
+    pub fn from_config(config: &Config, geo: Option<GeoIp>) -> Result<Self, String> {
+        Ok(Self {
+            sites: Sites::new(&config.sites)?,
+            opt_out: OptOutPolicy {
+                honor_dnt: config.honor_dnt,
+                honor_gpc: config.honor_gpc,
+                honor_cookie: config.honor_opt_out_cookie,
+            },
+            user_agents: UserAgentParser::new(config.user_agent_cache_size),
+            bots: BotDetector::new(),
+            geo,
+            ip_prefix: config
+                .store_ip_prefix
+                .then_some((config.ipv4_prefix_length, config.ipv6_prefix_length)),
+        })
+    }
+}
+
+/// A row to store, with the id the visitor had under yesterday's salt (to continue a visit
+/// across midnight; not stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Processed {
+    pub row: EventRow,
+    pub previous_visitor_id: Option<u64>,
+}
+
 /// Turns a beacon into one row per configured site it names (Plausible lets one page report to
-/// several sites), or says why it must be dropped.
+/// several sites), or says why it must be dropped. `session_id` is left 0: visits are assigned
+/// afterwards, from state (see `sessions`).
 pub fn process(
     beacon: &Beacon,
-    facts: &RequestFacts,
-    sites: &Sites,
-) -> Result<Vec<EventRow>, DropReason> {
-    let known: Vec<&str> = beacon
+    facts: &RequestFacts<'_>,
+    enrichers: &Enrichers,
+    salts: &DailySalts,
+) -> Result<Vec<Processed>, Dropped> {
+    let sites: Vec<_> = beacon
         .domains
         .iter()
-        .filter_map(|d| sites.get(d))
-        .map(|s| s.domain.as_str())
+        .filter_map(|d| enrichers.sites.get(d))
         .collect();
-    if known.is_empty() {
-        return Err(DropReason::UnknownSite);
+    let Some(first_site) = sites.first() else {
+        return Err(Dropped {
+            reason: DropReason::UnknownSite,
+            site: None,
+        });
+    };
+    let drop = |reason| Dropped {
+        reason,
+        site: Some(first_site.domain.clone()),
+    };
+    if let Some(reason) = optout::check(&enrichers.opt_out, &facts.signals) {
+        return Err(drop(reason));
     }
 
-    let hostname = normalize_host(beacon.url.host_str().unwrap_or_default());
+    let hostname = referrer::normalize_host(beacon.url.host_str().unwrap_or_default());
     let pathname = page_path(&beacon.url, beacon.hash_mode);
+    // Per-site rules: a site that excludes the event is skipped; if all do, it is dropped.
+    let mut excluded = None;
+    let sites: Vec<_> = sites
+        .into_iter()
+        .filter(|site| {
+            let reason = if !site.allows_hostname(&hostname) {
+                Some(DropReason::HostnameNotAllowed)
+            } else if site.excludes_ip(facts.client_ip) {
+                Some(DropReason::ExcludedIp)
+            } else if site.excludes_path(&pathname) {
+                Some(DropReason::ExcludedPath)
+            } else {
+                None
+            };
+            excluded = excluded.or(reason);
+            reason.is_none()
+        })
+        .collect();
+    if sites.is_empty() {
+        return Err(drop(excluded.unwrap_or(DropReason::UnknownSite)));
+    }
+
+    let agent = enrichers.user_agents.parse(facts.user_agent);
+    if let Some(reason) = enrichers.bots.classify(facts.user_agent, &agent) {
+        return Err(drop(DropReason::Bot(reason)));
+    }
+    let source = referrer::classify(beacon.referrer.as_deref(), &hostname)
+        .map_err(|_| drop(DropReason::ReferrerSpam))?;
     let campaign = Campaign::from_url(&beacon.url);
-    let referrer = beacon
-        .referrer
-        .as_deref()
-        .and_then(|r| Url::parse(r).ok())
-        .filter(|r| matches!(r.scheme(), "http" | "https"))
-        .filter(|r| normalize_host(r.host_str().unwrap_or_default()) != hostname);
-    let referrer_text = referrer
-        .as_ref()
-        .map(referrer_without_query)
-        .unwrap_or_default();
-    let referrer_host = referrer
-        .as_ref()
-        .map(|r| normalize_host(r.host_str().unwrap_or_default()))
-        .unwrap_or_default();
+    let (referrer_text, referrer_source) = match source {
+        Some(r) => (r.referrer, r.source),
+        None => (String::new(), String::new()),
+    };
+    // A campaign's own source wins over the referrer's: it is what the site owner tagged.
     let referrer_source = if campaign.source.is_empty() {
-        referrer_host
+        referrer_source
     } else {
         campaign.source.clone()
     };
+    let place = enrichers
+        .geo
+        .as_ref()
+        .map(|geo| geo.lookup(facts.client_ip))
+        .unwrap_or_default();
+    let ip_prefix = enrichers
+        .ip_prefix
+        .map(|(v4, v6)| ip_prefix::truncate(facts.client_ip, v4, v6).to_string())
+        .unwrap_or_default();
 
     let is_engagement = beacon.name == "engagement";
     let (prop_keys, prop_values) = beacon.props.iter().cloned().unzip();
-    let row = EventRow {
+    let template = EventRow {
         site: String::new(),
         timestamp: facts.received_at,
         name: beacon.name.clone(),
@@ -86,7 +237,20 @@ pub fn process(
         utm_campaign: campaign.campaign,
         utm_term: campaign.term,
         utm_content: campaign.content,
+        visitor_id: 0,
+        session_id: 0,
+        browser: agent.browser.clone(),
+        browser_version: agent.browser_version.clone(),
+        os: agent.os.clone(),
+        os_version: agent.os_version.clone(),
+        device: refine_device(agent.device, beacon.screen_width)
+            .as_str()
+            .to_string(),
+        country: place.country,
+        region: place.region,
+        city: place.city,
         screen_width: beacon.screen_width.unwrap_or(0),
+        ip_prefix,
         interactive: u8::from(beacon.interactive),
         scroll_depth: if is_engagement {
             beacon.scroll_depth.unwrap_or(0)
@@ -100,24 +264,22 @@ pub fn process(
         },
         prop_keys,
         prop_values,
-        ..EventRow::default()
     };
-    Ok(known
+    Ok(sites
         .into_iter()
-        .map(|site| EventRow {
-            site: site.to_string(),
-            ..row.clone()
+        .map(|site| Processed {
+            row: EventRow {
+                site: site.domain.clone(),
+                visitor_id: salts.visitor_id(&site.domain, facts.client_ip, facts.user_agent),
+                ..template.clone()
+            },
+            previous_visitor_id: salts.previous_visitor_id(
+                &site.domain,
+                facts.client_ip,
+                facts.user_agent,
+            ),
         })
         .collect())
-}
-
-/// Lower-case host without a leading `www.`, so `www.example.com` and `example.com` count as one.
-fn normalize_host(host: &str) -> String {
-    let host = host.to_ascii_lowercase();
-    match host.strip_prefix("www.") {
-        Some(rest) => rest.to_string(),
-        None => host,
-    }
 }
 
 /// The path to store: percent-decoded for people to read; with the fragment in hash mode.
@@ -137,85 +299,78 @@ fn decode(text: &str) -> String {
     percent_decode_str(text).decode_utf8_lossy().into_owned()
 }
 
-/// `host/path` of a referrer, without query or fragment.
-fn referrer_without_query(url: &Url) -> String {
-    let host = normalize_host(url.host_str().unwrap_or_default());
-    let path = decode(url.path());
-    if path == "/" {
-        host
-    } else {
-        format!("{host}{path}")
-    }
-}
-
-/// Campaign parameters from the page URL. `ref` and `source` stand in for `utm_source`.
-#[derive(Debug, Default)]
-struct Campaign {
-    source: String,
-    medium: String,
-    campaign: String,
-    term: String,
-    content: String,
-}
-
-impl Campaign {
-    fn from_url(url: &Url) -> Self {
-        let mut c = Campaign::default();
-        let mut fallback_source = String::new();
-        for (key, value) in url.query_pairs() {
-            let value = value.trim().chars().take(256).collect::<String>();
-            match key.as_ref() {
-                "utm_source" => c.source = value,
-                "utm_medium" => c.medium = value,
-                "utm_campaign" => c.campaign = value,
-                "utm_term" => c.term = value,
-                "utm_content" => c.content = value,
-                "ref" | "source" if fallback_source.is_empty() => fallback_source = value,
-                _ => {}
-            }
-        }
-        if c.source.is_empty() {
-            c.source = fallback_source;
-        }
-        c
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::SiteConfig;
     use crate::ingest::beacon::{parse, BeaconLimits};
 
-    fn sites() -> Sites {
-        Sites::new(&[
-            SiteConfig {
-                domain: "example.com".into(),
-            },
-            SiteConfig {
-                domain: "other.org".into(),
-            },
-        ])
+    const FIREFOX: &str =
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0";
+    const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
+
+    fn config() -> Config {
+        let mut other = SiteConfig::new("other.org");
+        other.exclude_paths = vec!["/private/*".into()];
+        let mut strict = SiteConfig::new("strict.net");
+        strict.allowed_hostnames = vec!["strict.net".into()];
+        strict.exclude_ips = vec!["203.0.113.0/24".into()];
+        Config {
+            sites: vec![SiteConfig::new("example.com"), other, strict],
+            ..Config::default()
+        }
     }
 
-    fn run(body: &str) -> Result<Vec<EventRow>, DropReason> {
-        let beacon = parse(body.as_bytes(), &BeaconLimits::default()).unwrap();
-        process(
-            &beacon,
-            &RequestFacts {
-                received_at: 1_700_000_000,
-            },
-            &sites(),
-        )
+    fn geo() -> GeoIp {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/data/geoip/GeoIP2-City-Test.mmdb"
+        );
+        GeoIp::open(std::path::Path::new(path)).unwrap()
+    }
+
+    struct Run {
+        enrichers: Enrichers,
+        salts: DailySalts,
+    }
+
+    impl Run {
+        fn new(config: Config, geo: Option<GeoIp>) -> Self {
+            Self {
+                enrichers: Enrichers::from_config(&config, geo).unwrap(),
+                salts: DailySalts::ephemeral(19_000),
+            }
+        }
+
+        fn go(&self, body: &str, facts: RequestFacts<'_>) -> Result<Vec<EventRow>, Dropped> {
+            let beacon = parse(body.as_bytes(), &BeaconLimits::default()).unwrap();
+            process(&beacon, &facts, &self.enrichers, &self.salts)
+                .map(|v| v.into_iter().map(|p| p.row).collect())
+        }
+
+        fn one(&self, body: &str) -> EventRow {
+            self.go(body, facts()).unwrap().remove(0)
+        }
+    }
+
+    fn facts() -> RequestFacts<'static> {
+        RequestFacts {
+            received_at: 1_700_000_000,
+            client_ip: "81.2.69.142".parse().unwrap(),
+            user_agent: FIREFOX,
+            signals: PrivacySignals::default(),
+        }
+    }
+
+    fn reason(result: Result<Vec<EventRow>, Dropped>) -> DropReason {
+        result.unwrap_err().reason
     }
 
     #[test]
-    fn pageview_becomes_a_row() {
-        let rows = run(r#"{"n":"pageview","u":"https://WWW.Example.com/blog/caf%C3%A9?email=a@b.c&utm_source=news&utm_medium=email&utm_campaign=launch#top",
-            "d":"example.com","r":"https://www.google.com/search?q=secret","w":1280}"#)
-        .unwrap();
-        assert_eq!(rows.len(), 1);
-        let row = &rows[0];
+    fn pageview_becomes_an_enriched_row() {
+        let run = Run::new(config(), Some(geo()));
+        let row = run.one(r#"{"n":"pageview","u":"https://WWW.Example.com/blog/caf%C3%A9?email=a@b.c&utm_source=news&utm_medium=email&utm_campaign=launch#top",
+            "d":"example.com","r":"https://www.google.com/search?q=secret","w":1280}"#);
         assert_eq!(row.site, "example.com");
         assert_eq!(row.timestamp, 1_700_000_000);
         assert_eq!(row.name, "pageview");
@@ -223,97 +378,206 @@ mod tests {
         assert_eq!(row.pathname, "/blog/café");
         assert_eq!(row.referrer, "google.com/search");
         assert_eq!(row.referrer_source, "news");
-        assert_eq!(row.utm_source, "news");
-        assert_eq!(row.utm_medium, "email");
-        assert_eq!(row.utm_campaign, "launch");
+        assert_eq!(
+            (
+                row.utm_source.as_str(),
+                row.utm_medium.as_str(),
+                row.utm_campaign.as_str()
+            ),
+            ("news", "email", "launch")
+        );
         assert_eq!(row.screen_width, 1280);
-        assert_eq!(row.interactive, 1);
-        assert_eq!(row.ip_prefix, "");
-        // The query string is nowhere in the row.
-        assert!(!format!("{row:?}").contains("a@b.c"));
-        assert!(!format!("{row:?}").contains("secret"));
+        assert_eq!(row.browser, "Firefox");
+        assert_eq!(row.browser_version, "128");
+        assert_eq!(row.os, "Windows");
+        assert_eq!(row.device, "desktop");
+        assert_eq!((row.country.as_str(), row.city.as_str()), ("GB", "London"));
+        assert_ne!(row.visitor_id, 0);
+        assert_eq!(
+            row.ip_prefix, "",
+            "no prefix unless the operator turns it on"
+        );
+        let text = format!("{row:?}");
+        for secret in ["a@b.c", "secret", "81.2.69.142", "Gecko/20100101"] {
+            assert!(!text.contains(secret), "{secret} leaked into {text}");
+        }
     }
 
     #[test]
-    fn referrer_host_is_the_source_without_campaign() {
-        let row = &run(
-            r#"{"n":"pageview","u":"https://example.com/","d":"example.com","r":"https://news.ycombinator.com/"}"#,
-        )
-        .unwrap()[0];
-        assert_eq!(row.referrer, "news.ycombinator.com");
-        assert_eq!(row.referrer_source, "news.ycombinator.com");
-        let row = &run(
-            r#"{"n":"pageview","u":"https://example.com/?ref=producthunt","d":"example.com"}"#,
-        )
-        .unwrap()[0];
-        assert_eq!(row.referrer_source, "producthunt");
+    fn referrer_names_the_source_without_a_campaign() {
+        let run = Run::new(config(), None);
+        let row = run.one(r#"{"n":"pageview","u":"https://example.com/","d":"example.com","r":"https://news.ycombinator.com/item?id=1"}"#);
+        assert_eq!(row.referrer, "news.ycombinator.com/item");
+        assert_eq!(row.referrer_source, "Hacker News");
+        let row = run.one(r#"{"n":"pageview","u":"https://example.com/b","d":"example.com","r":"https://www.example.com/a"}"#);
+        assert_eq!(
+            (row.referrer.as_str(), row.referrer_source.as_str()),
+            ("", "")
+        );
     }
 
     #[test]
-    fn self_referrals_and_odd_referrers_are_dropped() {
-        let row = &run(
-            r#"{"n":"pageview","u":"https://example.com/b","d":"example.com","r":"https://www.example.com/a"}"#,
-        )
-        .unwrap()[0];
-        assert_eq!(row.referrer, "");
-        assert_eq!(row.referrer_source, "");
-        let row = &run(
-            r#"{"n":"pageview","u":"https://example.com/b","d":"example.com","r":"android-app://com.x"}"#,
-        )
-        .unwrap()[0];
-        assert_eq!(row.referrer, "");
+    fn ip_prefix_only_when_enabled() {
+        let mut c = config();
+        c.store_ip_prefix = true;
+        c.ipv4_prefix_length = 16;
+        let row = Run::new(c, None)
+            .one(r#"{"n":"pageview","u":"https://example.com/","d":"example.com"}"#);
+        assert_eq!(row.ip_prefix, "81.2.0.0/16");
+    }
+
+    #[test]
+    fn screen_width_refines_the_device() {
+        let run = Run::new(config(), None);
+        let mut f = facts();
+        f.user_agent = IPHONE;
+        let rows = run
+            .go(
+                r#"{"n":"pageview","u":"https://example.com/","d":"example.com","w":390}"#,
+                f,
+            )
+            .unwrap();
+        assert_eq!(rows[0].device, "mobile");
+        assert_eq!(rows[0].os, "iOS");
     }
 
     #[test]
     fn hash_mode_keeps_the_fragment() {
+        let run = Run::new(config(), None);
         let body = |h: bool| {
             format!(
                 r#"{{"n":"pageview","u":"https://example.com/app#/settings","d":"example.com","h":{h}}}"#
             )
         };
-        assert_eq!(run(&body(true)).unwrap()[0].pathname, "/app#/settings");
-        assert_eq!(run(&body(false)).unwrap()[0].pathname, "/app");
+        assert_eq!(run.one(&body(true)).pathname, "/app#/settings");
+        assert_eq!(run.one(&body(false)).pathname, "/app");
     }
 
     #[test]
-    fn custom_event_props_are_parallel_arrays() {
-        let row = &run(
-            r#"{"n":"Signup","u":"https://example.com/","d":"example.com","p":{"plan":"pro","seats":2}}"#,
-        )
-        .unwrap()[0];
-        assert_eq!(row.name, "Signup");
+    fn props_and_engagement() {
+        let run = Run::new(config(), None);
+        let row = run.one(r#"{"n":"Signup","u":"https://example.com/","d":"example.com","p":{"plan":"pro","seats":2},"sd":50}"#);
         assert_eq!(row.prop_keys, ["plan", "seats"]);
         assert_eq!(row.prop_values, ["pro", "2"]);
-    }
-
-    #[test]
-    fn engagement_fields_only_on_engagement_events() {
-        let row = &run(
+        assert_eq!(
+            row.scroll_depth, 0,
+            "scroll depth only on engagement events"
+        );
+        let row = run.one(
             r#"{"n":"engagement","u":"https://example.com/","d":"example.com","sd":80,"e":5000}"#,
-        )
-        .unwrap()[0];
+        );
         assert_eq!((row.scroll_depth, row.engagement_ms), (80, 5000));
-        let row = &run(
-            r#"{"n":"pageview","u":"https://example.com/","d":"example.com","sd":80,"e":5000}"#,
-        )
-        .unwrap()[0];
-        assert_eq!((row.scroll_depth, row.engagement_ms), (0, 0));
     }
 
     #[test]
-    fn one_row_per_known_site() {
-        let rows =
-            run(r#"{"n":"pageview","u":"https://example.com/","d":"example.com,unknown.net,other.org"}"#)
-                .unwrap();
+    fn one_row_per_known_site_each_with_its_own_visitor_id() {
+        let run = Run::new(config(), None);
+        let rows = run
+            .go(r#"{"n":"pageview","u":"https://example.com/","d":"example.com,unknown.net,other.org"}"#, facts())
+            .unwrap();
         let sites: Vec<_> = rows.iter().map(|r| r.site.as_str()).collect();
         assert_eq!(sites, ["example.com", "other.org"]);
+        assert_ne!(rows[0].visitor_id, rows[1].visitor_id);
     }
 
     #[test]
-    fn unknown_site_is_dropped() {
+    fn visitor_id_is_stable_for_one_visitor_and_differs_between_visitors() {
+        let run = Run::new(config(), None);
+        let body = r#"{"n":"pageview","u":"https://example.com/","d":"example.com"}"#;
+        let a = run.go(body, facts()).unwrap()[0].visitor_id;
+        assert_eq!(a, run.go(body, facts()).unwrap()[0].visitor_id);
+        let mut other = facts();
+        other.client_ip = "81.2.69.143".parse().unwrap();
+        assert_ne!(a, run.go(body, other).unwrap()[0].visitor_id);
+    }
+
+    #[test]
+    fn drops_with_reasons() {
+        let run = Run::new(config(), None);
+        let page = r#"{"n":"pageview","u":"https://example.com/","d":"example.com"}"#;
         assert_eq!(
-            run(r#"{"n":"pageview","u":"https://example.com/","d":"unknown.net"}"#),
-            Err(DropReason::UnknownSite)
+            reason(run.go(
+                r#"{"n":"pageview","u":"https://x.test/","d":"x.test"}"#,
+                facts()
+            )),
+            DropReason::UnknownSite
         );
+        for (signals, expected) in [
+            (
+                PrivacySignals {
+                    do_not_track: true,
+                    ..Default::default()
+                },
+                DropReason::DoNotTrack,
+            ),
+            (
+                PrivacySignals {
+                    global_privacy_control: true,
+                    ..Default::default()
+                },
+                DropReason::GlobalPrivacyControl,
+            ),
+            (
+                PrivacySignals {
+                    opt_out_cookie: true,
+                    ..Default::default()
+                },
+                DropReason::OptOutCookie,
+            ),
+        ] {
+            let mut f = facts();
+            f.signals = signals;
+            let dropped = run.go(page, f).unwrap_err();
+            assert_eq!(dropped.reason, expected);
+            assert_eq!(dropped.site.as_deref(), Some("example.com"));
+        }
+        let mut bot = facts();
+        bot.user_agent = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+        assert!(matches!(reason(run.go(page, bot)), DropReason::Bot(_)));
+        let mut empty = facts();
+        empty.user_agent = "";
+        assert!(matches!(reason(run.go(page, empty)), DropReason::Bot(_)));
+        assert_eq!(
+            reason(run.go(r#"{"n":"pageview","u":"https://example.com/","d":"example.com","r":"https://semalt.com/"}"#, facts())),
+            DropReason::ReferrerSpam
+        );
+        assert_eq!(
+            reason(run.go(
+                r#"{"n":"pageview","u":"https://other.org/private/x","d":"other.org"}"#,
+                facts()
+            )),
+            DropReason::ExcludedPath
+        );
+        assert_eq!(
+            reason(run.go(
+                r#"{"n":"pageview","u":"https://evil.test/","d":"strict.net"}"#,
+                facts()
+            )),
+            DropReason::HostnameNotAllowed
+        );
+        let mut office = facts();
+        office.client_ip = "203.0.113.9".parse().unwrap();
+        assert_eq!(
+            reason(run.go(
+                r#"{"n":"pageview","u":"https://strict.net/","d":"strict.net"}"#,
+                office
+            )),
+            DropReason::ExcludedIp
+        );
+    }
+
+    #[test]
+    fn honouring_can_be_switched_off() {
+        let mut c = config();
+        c.honor_dnt = false;
+        let run = Run::new(c, None);
+        let mut f = facts();
+        f.signals.do_not_track = true;
+        assert!(run
+            .go(
+                r#"{"n":"pageview","u":"https://example.com/","d":"example.com"}"#,
+                f
+            )
+            .is_ok());
     }
 }

@@ -15,11 +15,34 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first. Append; never edit one that has shipped.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "create events",
-    statements: create_events,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "create events",
+        statements: create_events,
+    },
+    Migration {
+        version: 2,
+        name: "create dropped_events",
+        statements: create_dropped_events,
+    },
+];
+
+/// Filtered-traffic counts per site, day and reason; rows with one key are summed by merges,
+/// so readers use `sum(count)`.
+fn create_dropped_events(flavor: Flavor, db: &str) -> Vec<String> {
+    let lc = flavor.low_cardinality_string();
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {db}.dropped_events (
+    site {lc},
+    date Date,
+    reason {lc},
+    count UInt64
+) ENGINE = SummingMergeTree()
+PARTITION BY toYYYYMM(date)
+ORDER BY (site, date, reason)"
+    )]
+}
 
 fn create_events(flavor: Flavor, db: &str) -> Vec<String> {
     let lc = flavor.low_cardinality_string();

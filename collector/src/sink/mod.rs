@@ -1,10 +1,12 @@
 //! Where accepted rows go: a bounded queue drained by one writer task into a [`Sink`].
 
 mod clickhouse;
+pub mod drops;
 mod queue;
 mod writer;
 
 pub use self::clickhouse::{connect, ClickHouseSink};
+pub use drops::DropCounts;
 pub use queue::{queue, Queue, QueueError};
 pub use writer::{spawn_writer, WriterConfig, WriterControl, WriterReport};
 
