@@ -82,6 +82,7 @@ fn sample_rows() -> Vec<EventRow> {
             engagement_ms: u32::MAX,
             prop_keys: vec!["plan".into(), "émoji".into()],
             prop_values: vec!["pro".into(), "🎉 Ελληνικά".into()],
+            batch_id: u64::MAX - 1,
         },
         // Every string empty, every number zero, both arrays empty.
         EventRow {

@@ -80,6 +80,19 @@ pub struct Config {
     pub salt_dir: Option<PathBuf>,
     /// Parsed user agents kept in memory. Default 10000.
     pub user_agent_cache_size: usize,
+    /// Write accepted events to a disk spool before answering `202`, so that no accepted event
+    /// is lost to a crash or a ClickHouse outage. Default true.
+    pub spool: bool,
+    /// The spool's disk budget in bytes; past it beacons get `503`. Default 1 GiB.
+    pub spool_max_bytes: u64,
+    /// When spooled events are forced to disk: `always` (before the `202`; group commit),
+    /// `interval` (every `spool_fsync_interval_ms`), or `never` (when a segment is sealed).
+    pub spool_fsync: String,
+    /// With `spool_fsync = "interval"`: milliseconds between syncs. Default 10.
+    pub spool_fsync_interval_ms: u64,
+    /// Rows per second shipped while a backlog drains after an outage (0: no cap).
+    /// Default 50000.
+    pub spool_drain_rows_per_sec: u64,
 }
 
 impl Default for Config {
@@ -114,6 +127,11 @@ impl Default for Config {
             honor_opt_out_cookie: true,
             salt_dir: None,
             user_agent_cache_size: 10_000,
+            spool: true,
+            spool_max_bytes: 1024 * 1024 * 1024,
+            spool_fsync: "always".into(),
+            spool_fsync_interval_ms: 10,
+            spool_drain_rows_per_sec: 50_000,
         }
     }
 }
@@ -265,6 +283,7 @@ impl Config {
             crate::ingest::sites::SiteRules::new(site)
                 .map_err(|r| ConfigError::invalid("sites", format!("site {}: {r}", site.domain)))?;
         }
+        self.spool_fsync_policy()?;
         let positive = [
             ("batch_max_rows", self.batch_max_rows as u64),
             ("batch_max_delay_ms", self.batch_max_delay_ms),
@@ -289,6 +308,35 @@ impl Config {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// The spool's fsync policy.
+    pub fn spool_fsync_policy(&self) -> Result<crate::sink::spool::FsyncPolicy, ConfigError> {
+        use crate::sink::spool::FsyncPolicy;
+        match self.spool_fsync.as_str() {
+            "always" => Ok(FsyncPolicy::Always),
+            "interval" => Ok(FsyncPolicy::Interval(Duration::from_millis(
+                self.spool_fsync_interval_ms.max(1),
+            ))),
+            "never" => Ok(FsyncPolicy::Never),
+            _ => Err(ConfigError::invalid(
+                "spool_fsync",
+                "must be always, interval or never",
+            )),
+        }
+    }
+
+    /// The spool's settings (directory `<data_dir>/spool`).
+    pub fn spool_config(&self) -> Result<crate::sink::spool::SpoolConfig, ConfigError> {
+        Ok(crate::sink::spool::SpoolConfig {
+            dir: self.data_dir.join("spool"),
+            max_bytes: self.spool_max_bytes,
+            fsync: self.spool_fsync_policy()?,
+            segment_max_rows: self.batch_max_rows,
+            segment_max_age: self.batch_max_delay(),
+            queue_capacity: self.queue_capacity,
+            drain_rows_per_sec: self.spool_drain_rows_per_sec,
+        })
     }
 
     /// Where the visitor-id salts live.

@@ -28,14 +28,17 @@ use ingest::pipeline::Enrichers;
 use ingest::pseudonym::SaltStore;
 use ingest::sessions::Sessions;
 use ingest::BeaconLimits;
-use sink::{ClickHouseSink, Sink, WriterConfig, WriterControl};
+use sink::{ClickHouseSink, Ingest, Sink, WriterConfig, WriterControl};
 
 /// What the collector did, once it has shut down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeReport {
     pub rows_written: u64,
-    /// Rows accepted but not written before the shutdown deadline (logged as errors).
+    /// Rows accepted but not written before the shutdown deadline (logged as errors). Always 0
+    /// with the spool, which keeps them on disk instead.
     pub rows_lost: u64,
+    /// Rows still in the spool at shutdown (ClickHouse unreachable); shipped at the next start.
+    pub rows_left_in_spool: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,8 @@ pub enum ServeError {
     Salts(#[from] ingest::pseudonym::SaltError),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("{0}")]
+    Spool(#[from] sink::spool::SpoolError),
 }
 
 /// Runs the collector on `listener` until `shutdown` resolves, then stops accepting, finishes
@@ -65,10 +70,12 @@ pub async fn serve(
     let client = sink::connect(&config, &url);
     let readiness = Arc::new(Readiness::new(Some(client.clone())));
     let background = CancellationToken::new();
+    let flavor = Arc::new(std::sync::OnceLock::new());
     tokio::spawn(migrate_until_done(
         client.clone(),
         config.clickhouse_database.clone(),
         readiness.clone(),
+        flavor.clone(),
         background.clone(),
     ));
     let drops = Arc::new(sink::DropCounts::default());
@@ -78,7 +85,7 @@ pub async fn serve(
         Duration::from_secs(10),
         background.clone(),
     ));
-    let sink = ClickHouseSink::new(client, &config.clickhouse_database);
+    let sink = ClickHouseSink::new(client, &config.clickhouse_database, flavor);
     let report = serve_with_sink(config, listener, shutdown, sink, readiness, drops).await;
     background.cancel();
     let _ = flusher.await;
@@ -122,14 +129,23 @@ pub async fn serve_with_sink<S: Sink>(
     }
 
     let config = Arc::new(config);
-    let (queue, rx) = sink::queue(config.queue_capacity);
     let control = WriterControl::default();
-    let mut writer = sink::spawn_writer(
-        sink,
-        rx,
-        WriterConfig::from_config(&config),
-        control.clone(),
-    );
+    let (ingest, buffer) = if config.spool {
+        let spool_config = config
+            .spool_config()
+            .map_err(|e| ServeError::Config(e.to_string()))?;
+        let (spool, tasks) = sink::spool::open(spool_config, sink, control.clone())?;
+        (Ingest::Spool(spool), Buffer::Spool(tasks))
+    } else {
+        let (queue, rx) = sink::queue(config.queue_capacity);
+        let writer = sink::spawn_writer(
+            sink,
+            rx,
+            WriterConfig::from_config(&config),
+            control.clone(),
+        );
+        (Ingest::Memory(queue), Buffer::Memory(writer))
+    };
     let state = Arc::new(State {
         limits: BeaconLimits::from_config(&config),
         enrichers,
@@ -137,7 +153,7 @@ pub async fn serve_with_sink<S: Sink>(
         salts,
         sessions: Sessions::new(),
         drops,
-        queue,
+        ingest,
         readiness: readiness.clone(),
         config: config.clone(),
     });
@@ -153,6 +169,8 @@ pub async fn serve_with_sink<S: Sink>(
     };
     http::run(state.clone(), listener, stopping, timeout).await;
     expiry.abort();
+    // The last handle on the queue or spool goes with the state: the writer or the spool's
+    // appender now sees the end of the input.
     drop(state);
 
     let deadline = *started_stopping
@@ -160,23 +178,45 @@ pub async fn serve_with_sink<S: Sink>(
         .unwrap_or(&tokio::time::Instant::now())
         + timeout;
     control.close.cancel();
-    let report = match tokio::time::timeout_at(deadline, &mut writer).await {
-        Ok(report) => report,
-        Err(_) => {
+    let abandon_at_deadline = {
+        let control = control.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
             control.abandon.cancel();
-            writer.await
+        })
+    };
+    let report = match buffer {
+        Buffer::Memory(writer) => {
+            let r = writer.await.unwrap_or_default();
+            ServeReport {
+                rows_written: r.rows_written,
+                rows_lost: r.rows_lost,
+                rows_left_in_spool: 0,
+            }
         }
-    }
-    .unwrap_or_default();
+        Buffer::Spool(tasks) => {
+            let r = tasks.finish().await;
+            ServeReport {
+                rows_written: r.rows_written,
+                rows_lost: 0,
+                rows_left_in_spool: r.rows_left,
+            }
+        }
+    };
+    abandon_at_deadline.abort();
     tracing::info!(
         rows_written = report.rows_written,
         rows_lost = report.rows_lost,
+        rows_left_in_spool = report.rows_left_in_spool,
         "collector stopped"
     );
-    Ok(ServeReport {
-        rows_written: report.rows_written,
-        rows_lost: report.rows_lost,
-    })
+    Ok(report)
+}
+
+/// What holds accepted rows until ClickHouse has them.
+enum Buffer {
+    Memory(tokio::task::JoinHandle<sink::WriterReport>),
+    Spool(sink::spool::SpoolTasks),
 }
 
 /// Forgets idle visits once a minute, so memory follows the number of active visitors.
@@ -193,12 +233,14 @@ async fn migrate_until_done(
     client: clickhouse::Client,
     database: String,
     readiness: Arc<Readiness>,
+    flavor: Arc<std::sync::OnceLock<schema::Flavor>>,
     stop: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(200);
     loop {
         match schema::migrate(&client, &database).await {
-            Ok(_) => {
+            Ok(detected) => {
+                let _ = flavor.set(detected);
                 readiness.migrated.store(true, Ordering::SeqCst);
                 return;
             }

@@ -46,11 +46,39 @@ pub struct LocalClickHouse {
     child: Child,
     url: String,
     dir: PathBuf,
+    bin: PathBuf,
+    ports: (u16, u16),
 }
 
 impl LocalClickHouse {
     /// Starts `clickhouse-server` (or `bin`) with its data in `dir` and waits until it answers.
     pub async fn start(dir: &Path, bin: &str) -> Result<Self, LocalClickHouseError> {
+        Self::start_on(dir, bin, None).await
+    }
+
+    /// Starts a server that was stopped, on the same directory and ports (its URL is unchanged).
+    pub async fn restart(self) -> Result<Self, LocalClickHouseError> {
+        let (dir, bin, ports) = (self.dir.clone(), self.bin.clone(), self.ports);
+        self.stop().await;
+        Self::start_on(&dir, &bin.to_string_lossy(), Some(ports)).await
+    }
+
+    /// Stops the server and returns what [`start_again`](Self::start_again) needs.
+    pub async fn stop_for_restart(self) -> StoppedClickHouse {
+        let stopped = StoppedClickHouse {
+            dir: self.dir.clone(),
+            bin: self.bin.clone(),
+            ports: self.ports,
+        };
+        self.stop().await;
+        stopped
+    }
+
+    async fn start_on(
+        dir: &Path,
+        bin: &str,
+        ports: Option<(u16, u16)>,
+    ) -> Result<Self, LocalClickHouseError> {
         let bin = find_binary(bin).ok_or_else(|| LocalClickHouseError::NotInstalled(bin.into()))?;
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -63,8 +91,13 @@ impl LocalClickHouse {
         }
         stop_stale_server(&dir).await;
 
-        let http_port = free_port().map_err(io(&dir))?;
-        let tcp_port = free_port().map_err(io(&dir))?;
+        let (http_port, tcp_port) = match ports {
+            Some(ports) => ports,
+            None => (
+                free_port().map_err(io(&dir))?,
+                free_port().map_err(io(&dir))?,
+            ),
+        };
         let config_path = dir.join("config.xml");
         std::fs::write(&config_path, server_config(&dir, http_port, tcp_port))
             .map_err(io(&config_path))?;
@@ -90,7 +123,13 @@ impl LocalClickHouse {
             let _ = std::fs::write(dir.join("server.pid"), pid.to_string());
         }
         let url = format!("http://127.0.0.1:{http_port}");
-        let mut server = Self { child, url, dir };
+        let mut server = Self {
+            child,
+            url,
+            dir,
+            bin,
+            ports: (http_port, tcp_port),
+        };
         server.wait_until_ready(&log_path).await?;
         tracing::info!(url = %server.url, dir = %server.dir.display(), "local ClickHouse started");
         Ok(server)
@@ -143,6 +182,20 @@ impl LocalClickHouse {
             }
         }
         let _ = std::fs::remove_file(self.dir.join("server.pid"));
+    }
+}
+
+/// A stopped server's directory and ports, to start it again at the same URL.
+#[derive(Debug, Clone)]
+pub struct StoppedClickHouse {
+    dir: PathBuf,
+    bin: PathBuf,
+    ports: (u16, u16),
+}
+
+impl StoppedClickHouse {
+    pub async fn start_again(self) -> Result<LocalClickHouse, LocalClickHouseError> {
+        LocalClickHouse::start_on(&self.dir, &self.bin.to_string_lossy(), Some(self.ports)).await
     }
 }
 

@@ -313,6 +313,7 @@ async fn wrong_method_is_405_with_allow() {
 #[tokio::test]
 async fn full_queue_answers_503_with_retry_after() {
     let server = Server::start(|c| {
+        c.spool = false;
         c.queue_capacity = 2;
         c.batch_max_rows = 1;
     })
@@ -341,7 +342,7 @@ async fn full_queue_answers_503_with_retry_after() {
 
 #[tokio::test]
 async fn health_ready_and_metrics() {
-    let server = Server::start(|_| {}).await;
+    let server = Server::start(|c| c.spool = false).await;
     let get = |path: &str| {
         let request = server.client.get(format!("{}{path}", server.base));
         async move { Reply::from(request.send().await.unwrap()).await }
@@ -536,5 +537,80 @@ async fn opt_out_page_works_without_javascript() {
         .await
         .unwrap();
     assert_eq!(wrong.status().as_u16(), 405);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn spool_budget_answers_503_then_recovers() {
+    let server = Server::start(|c| {
+        c.spool_max_bytes = 3000;
+        c.batch_max_rows = 1;
+        c.batch_max_delay_ms = 10;
+    })
+    .await;
+    server.sink.failing.store(true, Ordering::SeqCst);
+    let mut accepted = 0;
+    let mut refused = None;
+    for _ in 0..100 {
+        let reply = server.event(PAGEVIEW).await;
+        match reply.status {
+            202 => accepted += 1,
+            503 => {
+                refused = Some(reply);
+                break;
+            }
+            other => panic!("status {other}"),
+        }
+    }
+    let refused = refused.expect("the spool budget is enforced");
+    assert_eq!(refused.header("retry-after"), Some("30"));
+    assert!(refused.json()["error"].as_str().unwrap().contains("spool"));
+    assert!(accepted > 0);
+    let ready = server
+        .client
+        .get(format!("{}/ready", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503, "a full spool is not ready");
+
+    // ClickHouse (here: the sink) comes back: the spool drains and beacons are accepted again.
+    server.sink.failing.store(false, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if server.event(PAGEVIEW).await.status == 202 {
+            accepted += 1;
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the spool never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (report, sink) = server.stop().await;
+    assert_eq!(report.rows_written, accepted);
+    let rows = sink.rows.lock().unwrap();
+    assert_eq!(rows.len() as u64, accepted, "every 202 stored once");
+    assert!(
+        rows.iter().all(|r| r.batch_id != 0),
+        "spooled rows carry their batch id"
+    );
+}
+
+#[tokio::test]
+async fn with_the_spool_ready_does_not_need_clickhouse() {
+    let server = Server::start(|_| {}).await;
+    server.readiness.migrated.store(false, Ordering::SeqCst);
+    let ready = server
+        .client
+        .get(format!("{}/ready", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["migrated"], false);
+    assert!(body["buffer"]["spool_bytes"].is_u64(), "{body}");
     server.stop().await;
 }

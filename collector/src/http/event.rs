@@ -12,7 +12,6 @@ use super::State;
 use crate::ingest::client_ip::client_ip;
 use crate::ingest::optout::PrivacySignals;
 use crate::ingest::{self, RequestFacts};
-use crate::sink::QueueError;
 
 pub async fn handle<B>(state: &State, peer: SocketAddr, request: Request<B>) -> Response<Body>
 where
@@ -138,18 +137,14 @@ where
             row
         })
         .collect();
-    match state.queue.try_push(rows) {
+    match state.ingest.submit(rows).await {
         Ok(()) => {
             metrics::counter!("glimpse_events_accepted_total").increment(1);
             accepted()
         }
-        Err(QueueError::Full) => {
-            reject("queue_full");
-            response::unavailable("the collector is overloaded; retry later", 1)
-        }
-        Err(QueueError::Closed) => {
-            reject("shutting_down");
-            response::unavailable("the collector is shutting down; retry later", 5)
+        Err(error) => {
+            reject(error.label());
+            response::unavailable(&error.to_string(), error.retry_after_secs())
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::ingest::pipeline::Enrichers;
 use crate::ingest::pseudonym::SaltStore;
 use crate::ingest::sessions::Sessions;
 use crate::ingest::BeaconLimits;
-use crate::sink::{DropCounts, Queue};
+use crate::sink::{DropCounts, Ingest};
 use crate::telemetry;
 
 /// What request handlers share.
@@ -39,7 +39,7 @@ pub struct State {
     pub salts: SaltStore,
     pub sessions: Sessions,
     pub drops: Arc<DropCounts>,
-    pub queue: Queue,
+    pub ingest: Ingest,
     pub readiness: Arc<Readiness>,
 }
 
@@ -61,21 +61,45 @@ impl Readiness {
         }
     }
 
-    async fn check(&self) -> Result<(), &'static str> {
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return Err("shutting down");
-        }
-        if !self.migrated.load(Ordering::SeqCst) {
-            return Err("schema migrations have not been applied yet");
-        }
-        if let Some(client) = &self.clickhouse {
-            let ping = client.query("SELECT 1").fetch_one::<u8>();
-            match tokio::time::timeout(Duration::from_secs(2), ping).await {
-                Ok(Ok(_)) => {}
-                _ => return Err("ClickHouse does not answer"),
+    /// Ready when events can be accepted: not shutting down, and either the spool has room
+    /// (it accepts while ClickHouse is away) or, without a spool, ClickHouse answers and the
+    /// schema is in place. The body says which parts are up.
+    async fn check(&self, ingest: &Ingest) -> (bool, serde_json::Value) {
+        let clickhouse_up = match &self.clickhouse {
+            Some(client) => {
+                let ping = client.query("SELECT 1").fetch_one::<u8>();
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(2), ping).await,
+                    Ok(Ok(_))
+                )
             }
+            None => true,
+        };
+        let migrated = self.migrated.load(Ordering::SeqCst);
+        let shutting_down = self.shutting_down.load(Ordering::SeqCst);
+        let (ready, reason) = if shutting_down {
+            (false, Some("shutting down"))
+        } else if !ingest.has_room() {
+            (false, Some("the spool or queue is full"))
+        } else if matches!(ingest, Ingest::Spool(_)) {
+            (true, None)
+        } else if !migrated {
+            (false, Some("schema migrations have not been applied yet"))
+        } else if !clickhouse_up {
+            (false, Some("ClickHouse does not answer"))
+        } else {
+            (true, None)
+        };
+        let mut body = serde_json::json!({
+            "status": if ready { "ready" } else { "not ready" },
+            "clickhouse": if clickhouse_up { "up" } else { "down" },
+            "migrated": migrated,
+            "buffer": ingest.describe(),
+        });
+        if let Some(reason) = reason {
+            body["reason"] = reason.into();
         }
-        Ok(())
+        (ready, body)
     }
 }
 
@@ -93,15 +117,19 @@ where
             response::method_not_allowed("GET")
         }
         "/health" => response::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
-        "/ready" => match state.readiness.check().await {
-            Ok(()) => response::json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
-            Err(reason) => response::json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({"status": "not ready", "reason": reason}),
-            ),
-        },
+        "/ready" => {
+            let (ready, body) = state.readiness.check(&state.ingest).await;
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            response::json(status, &body)
+        }
         "/metrics" => {
-            metrics::gauge!("glimpse_queue_depth").set(state.queue.depth() as f64);
+            if let Ingest::Memory(queue) = &state.ingest {
+                metrics::gauge!("glimpse_queue_depth").set(queue.depth() as f64);
+            }
             response::text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",

@@ -264,6 +264,7 @@ pub fn process(
         },
         prop_keys,
         prop_values,
+        batch_id: 0,
     };
     Ok(sites
         .into_iter()

@@ -55,6 +55,16 @@ impl Flavor {
             Flavor::Modern => "LowCardinality(String)",
         }
     }
+
+    /// Settings of the events table. Current versions deduplicate a re-sent insert with the
+    /// same `insert_deduplication_token` on plain MergeTree only with this window; 18.16 has
+    /// neither (the spool checks `batch_id` before re-sending instead).
+    pub fn events_table_settings(self) -> &'static str {
+        match self {
+            Flavor::Legacy => "",
+            Flavor::Modern => "\nSETTINGS non_replicated_deduplication_window = 1000",
+        }
+    }
 }
 
 #[cfg(test)]

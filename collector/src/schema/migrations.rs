@@ -46,6 +46,7 @@ ORDER BY (site, date, reason)"
 
 fn create_events(flavor: Flavor, db: &str) -> Vec<String> {
     let lc = flavor.low_cardinality_string();
+    let settings = flavor.events_table_settings();
     vec![format!(
         "CREATE TABLE IF NOT EXISTS {db}.events (
     site {lc},
@@ -76,10 +77,11 @@ fn create_events(flavor: Flavor, db: &str) -> Vec<String> {
     scroll_depth UInt8,
     engagement_ms UInt32,
     prop_keys Array(String),
-    prop_values Array(String)
+    prop_values Array(String),
+    batch_id UInt64
 ) ENGINE = MergeTree()
 PARTITION BY toYYYYMM(timestamp)
-ORDER BY (site, toDate(timestamp), name, visitor_id, timestamp)"
+ORDER BY (site, toDate(timestamp), name, visitor_id, timestamp){settings}"
     )]
 }
 
@@ -210,8 +212,10 @@ mod tests {
         assert!(modern.contains("LowCardinality(String)"));
         assert_eq!(
             legacy,
-            modern.replace("LowCardinality(String)", "String"),
-            "legacy DDL should be the modern DDL minus LowCardinality"
+            modern
+                .replace("LowCardinality(String)", "String")
+                .replace(Flavor::Modern.events_table_settings(), ""),
+            "legacy DDL should be the modern DDL minus LowCardinality and table settings"
         );
     }
 

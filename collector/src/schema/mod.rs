@@ -67,4 +67,7 @@ pub struct EventRow {
     /// Custom property names; `prop_values` holds the value at the same index.
     pub prop_keys: Vec<String>,
     pub prop_values: Vec<String>,
+    /// The spool segment (insert batch) the row came in; lets a re-sent batch be recognised.
+    /// 0 for rows written without the spool.
+    pub batch_id: u64,
 }

@@ -1,8 +1,10 @@
 //! The ClickHouse sink: one `INSERT … FORMAT RowBinary` per batch.
 
+use std::sync::{Arc, OnceLock};
+
 use super::{Sink, SinkError};
 use crate::config::Config;
-use crate::schema::{EventRow, EVENTS_TABLE};
+use crate::schema::{EventRow, Flavor, EVENTS_TABLE};
 
 /// A client for the configured ClickHouse, not bound to a database (migrations create it).
 ///
@@ -20,18 +22,21 @@ pub fn connect(config: &Config, url: &str) -> clickhouse::Client {
 #[derive(Clone)]
 pub struct ClickHouseSink {
     client: clickhouse::Client,
+    /// The server's flavor once migrations have detected it (decides deduplication tokens).
+    flavor: Arc<OnceLock<Flavor>>,
 }
 
 impl ClickHouseSink {
-    pub fn new(client: clickhouse::Client, database: &str) -> Self {
+    pub fn new(client: clickhouse::Client, database: &str, flavor: Arc<OnceLock<Flavor>>) -> Self {
         Self {
             client: client.with_database(database),
+            flavor,
         }
     }
 }
 
-impl Sink for ClickHouseSink {
-    async fn write(&self, rows: &[EventRow]) -> Result<(), SinkError> {
+impl ClickHouseSink {
+    async fn insert(&self, rows: &[EventRow], token: Option<u64>) -> Result<(), SinkError> {
         let fail = |e: clickhouse::error::Error| SinkError {
             rows: rows.len(),
             source: Box::new(e),
@@ -43,9 +48,36 @@ impl Sink for ClickHouseSink {
             .insert::<EventRow>(EVENTS_TABLE)
             .await
             .map_err(fail)?;
+        if let (Some(token), Some(Flavor::Modern)) = (token, self.flavor.get()) {
+            insert = insert.with_setting("insert_deduplication_token", token.to_string());
+        }
         for row in rows {
             insert.write(row).await.map_err(fail)?;
         }
         insert.end().await.map_err(fail)
+    }
+}
+
+impl Sink for ClickHouseSink {
+    async fn write(&self, rows: &[EventRow]) -> Result<(), SinkError> {
+        self.insert(rows, None).await
+    }
+
+    async fn write_batch(&self, batch_id: u64, rows: &[EventRow]) -> Result<(), SinkError> {
+        self.insert(rows, Some(batch_id)).await
+    }
+
+    async fn stored_rows(&self, batch_id: u64) -> Result<u64, SinkError> {
+        self.client
+            .query(&format!(
+                "SELECT count() FROM {EVENTS_TABLE} WHERE batch_id = ?"
+            ))
+            .bind(batch_id)
+            .fetch_one::<u64>()
+            .await
+            .map_err(|e| SinkError {
+                rows: 0,
+                source: Box::new(e),
+            })
     }
 }

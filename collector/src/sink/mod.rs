@@ -3,6 +3,7 @@
 mod clickhouse;
 pub mod drops;
 mod queue;
+pub mod spool;
 mod writer;
 
 pub use self::clickhouse::{connect, ClickHouseSink};
@@ -14,17 +15,119 @@ use std::future::Future;
 
 use crate::schema::EventRow;
 
+/// Where a handler puts an accepted beacon's rows: the in-memory queue, or the disk spool.
+#[derive(Clone)]
+pub enum Ingest {
+    Memory(Queue),
+    Spool(spool::Spool),
+}
+
+/// Why rows could not be accepted; each maps to a `503`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    #[error("the collector is overloaded; retry later")]
+    Overloaded,
+    #[error("the spool is full while ClickHouse catches up; retry later")]
+    SpoolFull,
+    #[error("the collector is shutting down; retry later")]
+    ShuttingDown,
+    #[error("the event could not be stored; retry later")]
+    Failed,
+}
+
+impl IngestError {
+    pub fn label(self) -> &'static str {
+        match self {
+            IngestError::Overloaded => "queue_full",
+            IngestError::SpoolFull => "spool_full",
+            IngestError::ShuttingDown => "shutting_down",
+            IngestError::Failed => "spool_write_failed",
+        }
+    }
+
+    /// Seconds a client should wait before retrying.
+    pub fn retry_after_secs(self) -> u32 {
+        match self {
+            IngestError::Overloaded => 1,
+            IngestError::SpoolFull => 30,
+            IngestError::ShuttingDown | IngestError::Failed => 5,
+        }
+    }
+}
+
+impl Ingest {
+    /// Accepts rows: queued in memory, or durable in the spool, when this returns `Ok`.
+    pub async fn submit(&self, rows: Vec<EventRow>) -> Result<(), IngestError> {
+        match self {
+            Ingest::Memory(queue) => queue.try_push(rows).map_err(|e| match e {
+                QueueError::Full => IngestError::Overloaded,
+                QueueError::Closed => IngestError::ShuttingDown,
+            }),
+            Ingest::Spool(spool) => spool.append(rows).await.map_err(|e| match e {
+                spool::SpoolError::Full => IngestError::SpoolFull,
+                spool::SpoolError::Busy => IngestError::Overloaded,
+                spool::SpoolError::Closed => IngestError::ShuttingDown,
+                other => {
+                    tracing::error!(error = %other, "spool write failed");
+                    IngestError::Failed
+                }
+            }),
+        }
+    }
+
+    /// Whether new events can be accepted now (for `/ready`).
+    pub fn has_room(&self) -> bool {
+        match self {
+            Ingest::Memory(queue) => queue.depth() < queue.capacity(),
+            Ingest::Spool(spool) => !spool.is_full(),
+        }
+    }
+
+    /// A short description of the buffer for `/ready`.
+    pub fn describe(&self) -> serde_json::Value {
+        match self {
+            Ingest::Memory(queue) => serde_json::json!({"queue_depth": queue.depth()}),
+            Ingest::Spool(spool) => serde_json::json!({"spool_bytes": spool.bytes()}),
+        }
+    }
+}
+
 /// Somewhere batches of rows are written. A write either stores the whole batch or fails.
 pub trait Sink: Send + Sync + 'static {
     fn write(&self, rows: &[EventRow]) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Writes a batch whose rows carry `batch_id`, asking the store to drop it if it has seen
+    /// the same batch before (where the store can).
+    fn write_batch(
+        &self,
+        batch_id: u64,
+        rows: &[EventRow],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        let _ = batch_id;
+        self.write(rows)
+    }
+
+    /// How many rows of batch `batch_id` the store holds.
+    fn stored_rows(&self, batch_id: u64) -> impl Future<Output = Result<u64, SinkError>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("writing {rows} rows failed: {source}")]
+#[error("{}: {source}", self.describe())]
 pub struct SinkError {
+    /// Rows of the failed write; 0 for a failed question (e.g. `stored_rows`).
     pub rows: usize,
     #[source]
     pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl SinkError {
+    fn describe(&self) -> String {
+        if self.rows == 0 {
+            "asking the store failed".to_string()
+        } else {
+            format!("writing {} rows failed", self.rows)
+        }
+    }
 }
 
 /// An in-memory sink for tests of the HTTP layer and the writer.
@@ -48,5 +151,16 @@ impl Sink for MemorySink {
         self.batches.lock().unwrap().push(rows.len());
         self.rows.lock().unwrap().extend_from_slice(rows);
         Ok(())
+    }
+
+    async fn stored_rows(&self, batch_id: u64) -> Result<u64, SinkError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(SinkError {
+                rows: 0,
+                source: "memory sink set to fail".into(),
+            });
+        }
+        let rows = self.rows.lock().unwrap();
+        Ok(rows.iter().filter(|r| r.batch_id == batch_id).count() as u64)
     }
 }

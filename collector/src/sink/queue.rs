@@ -41,6 +41,10 @@ impl Queue {
         Ok(())
     }
 
+    pub fn capacity(&self) -> usize {
+        self.tx.max_capacity()
+    }
+
     /// Rows waiting for the writer.
     pub fn depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()

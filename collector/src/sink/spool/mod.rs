@@ -1,0 +1,469 @@
+//! The disk spool: every accepted event is appended to a checksummed segment log before its
+//! `202` (group commit), and shipped to ClickHouse from there; a segment is deleted only after
+//! ClickHouse acknowledged all of it. A crash, a ClickHouse outage or a shutdown deadline leaves
+//! accepted events on disk, and the next start ships them first.
+//!
+//! - `segment`: the file format (checksummed records, torn-tail detection).
+//! - `appender`: one OS thread that owns the open segment: appends, fsyncs per policy, acks,
+//!   seals segments (one segment = one insert batch, within one UTC day).
+//! - `shipper`: one task that inserts sealed segments in order, exactly once (see there).
+//!
+//! The spool holds processed rows only: no raw IP address or user agent ever reaches it.
+
+mod appender;
+pub mod segment;
+mod shipper;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use shipper::ShipReport;
+
+use super::{Sink, WriterControl};
+use crate::schema::EventRow;
+
+/// When appended records are forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before the `202`: a group of concurrent beacons shares one fsync. Survives power loss.
+    Always,
+    /// At most this long after the `202`. A power loss can lose that window; a crash of
+    /// Glimpse alone loses nothing (the data is in the OS's page cache).
+    Interval(Duration),
+    /// Only when a segment is sealed. A crash of Glimpse loses nothing; a power loss can lose
+    /// the open segment.
+    Never,
+}
+
+/// How the spool behaves, from the configuration.
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    /// Disk budget: past it, beacons get `503` until the shipper catches up.
+    pub max_bytes: u64,
+    pub fsync: FsyncPolicy,
+    /// A segment is sealed (becomes an insert batch) at this many rows...
+    pub segment_max_rows: usize,
+    /// ...or this age.
+    pub segment_max_age: Duration,
+    /// Appends waiting for the appender thread; past it, `503`.
+    pub queue_capacity: usize,
+    /// Cap on rows per second shipped while a backlog drains, so catching up after an outage
+    /// does not crowd out live traffic. 0: no cap.
+    pub drain_rows_per_sec: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the spool is over its disk budget (spool_max_bytes)")]
+    Full,
+    #[error("the spool is busy")]
+    Busy,
+    #[error("the spool is closed")]
+    Closed,
+    #[error("writing to the spool failed: {0}")]
+    Write(String),
+}
+
+/// One append: a beacon's rows, encoded, and who to tell once it is durable.
+struct Append {
+    record: Vec<u8>,
+    rows: usize,
+    day: u32,
+    ack: oneshot::Sender<Result<(), String>>,
+}
+
+/// The handlers' end of the spool. Cheap to clone.
+#[derive(Clone)]
+pub struct Spool {
+    tx: std::sync::mpsc::SyncSender<Append>,
+    bytes: Arc<AtomicU64>,
+    max_bytes: u64,
+}
+
+impl Spool {
+    /// Appends a beacon's rows; returns once they are as durable as the fsync policy says.
+    pub async fn append(&self, rows: Vec<EventRow>) -> Result<(), SpoolError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if self.is_full() {
+            return Err(SpoolError::Full);
+        }
+        let (ack, acked) = oneshot::channel();
+        let append = Append {
+            record: segment::encode_record(&rows),
+            day: rows[0].timestamp / 86_400,
+            rows: rows.len(),
+            ack,
+        };
+        self.tx.try_send(append).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => SpoolError::Busy,
+            std::sync::mpsc::TrySendError::Disconnected(_) => SpoolError::Closed,
+        })?;
+        match acked.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SpoolError::Write(e)),
+            Err(_) => Err(SpoolError::Closed),
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.bytes.load(Ordering::Relaxed) >= self.max_bytes
+    }
+
+    /// Bytes of segments on disk.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// The spool's background workers; [`SpoolTasks::finish`] waits for them.
+pub struct SpoolTasks {
+    dir: PathBuf,
+    appender: std::thread::JoinHandle<()>,
+    shipper: JoinHandle<ShipReport>,
+}
+
+impl SpoolTasks {
+    /// Waits for the appender to seal the open segment (it stops once every [`Spool`] handle
+    /// is dropped) and the shipper to ship what it can before `control.abandon` fires.
+    pub async fn finish(self) -> ShipReport {
+        let appender = self.appender;
+        let _ = tokio::task::spawn_blocking(move || appender.join()).await;
+        let mut report = self.shipper.await.unwrap_or_default();
+        // Whatever is still on disk now is what the next start ships.
+        let (segments, rows) = count_left(&self.dir);
+        report.segments_left = segments;
+        report.rows_left = rows;
+        if rows > 0 {
+            tracing::warn!(
+                segments,
+                rows,
+                "ClickHouse unreachable at shutdown: events stay in the spool for the next start"
+            );
+        }
+        report
+    }
+}
+
+/// Segments and rows in the spool directory.
+fn count_left(dir: &Path) -> (u64, u64) {
+    let (mut segments, mut rows) = (0, 0);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        if let Some((seq, sealed)) = segment::parse_name(&name.to_string_lossy()) {
+            if let Ok(contents) = segment::read(&segment::path(dir, seq, sealed)) {
+                segments += 1;
+                rows += contents.rows.len() as u64;
+            }
+        }
+    }
+    (segments, rows)
+}
+
+/// Opens the spool in `config.dir`: recovers what an earlier run left (keeping the valid
+/// prefix of damaged segments), then starts the appender and the shipper, which ships the
+/// recovered segments first.
+pub fn open<S: Sink>(
+    config: SpoolConfig,
+    sink: S,
+    control: WriterControl,
+) -> Result<(Spool, SpoolTasks), SpoolError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SpoolError::Io { path, source }
+    };
+    std::fs::create_dir_all(&config.dir).map_err(io(&config.dir))?;
+    let recovered = recover(&config.dir).map_err(io(&config.dir))?;
+    let bytes = Arc::new(AtomicU64::new(recovered.bytes));
+    if !recovered.segments.is_empty() {
+        tracing::info!(
+            segments = recovered.segments.len(),
+            bytes = recovered.bytes,
+            "spool: unshipped segments from an earlier run will be shipped first"
+        );
+    }
+    let (sealed_tx, sealed_rx) = mpsc::unbounded_channel();
+    let (tx, rx) = std::sync::mpsc::sync_channel(config.queue_capacity);
+    let appender = appender::spawn(&config, recovered.next_seq, rx, sealed_tx, bytes.clone())
+        .map_err(io(&config.dir))?;
+    let shipper = tokio::spawn(shipper::run(
+        config.dir.clone(),
+        sink,
+        recovered.segments,
+        sealed_rx,
+        bytes.clone(),
+        config.drain_rows_per_sec,
+        control,
+    ));
+    Ok((
+        Spool {
+            tx,
+            bytes,
+            max_bytes: config.max_bytes,
+        },
+        SpoolTasks {
+            dir: config.dir.clone(),
+            appender,
+            shipper,
+        },
+    ))
+}
+
+struct Recovered {
+    /// Sealed segment numbers to ship, oldest first.
+    segments: Vec<u64>,
+    next_seq: u64,
+    bytes: u64,
+}
+
+/// Seals segments an earlier run left open (truncating a torn tail to its valid prefix) and
+/// lists every segment still to ship.
+fn recover(dir: &Path) -> std::io::Result<Recovered> {
+    let mut found: Vec<(u64, bool)> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some(parsed) = segment::parse_name(&name.to_string_lossy()) {
+            found.push(parsed);
+        }
+    }
+    found.sort_unstable();
+    let mut segments = Vec::new();
+    let mut bytes = 0;
+    let mut next_seq = 0;
+    for (seq, sealed) in found {
+        next_seq = next_seq.max(seq + 1);
+        let path = segment::path(dir, seq, sealed);
+        match segment::read(&path) {
+            Ok(contents) => {
+                if contents.damaged_bytes > 0 {
+                    tracing::error!(
+                        segment = %path.display(),
+                        kept_rows = contents.rows.len(),
+                        damaged_bytes = contents.damaged_bytes,
+                        "spool segment has a torn or corrupt tail; keeping its valid prefix"
+                    );
+                    metrics::counter!("glimpse_spool_damaged_bytes_total")
+                        .increment(contents.damaged_bytes);
+                    let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+                    file.set_len(contents.valid_len)?;
+                    file.sync_all()?;
+                }
+                if contents.rows.is_empty() {
+                    std::fs::remove_file(&path)?;
+                    continue;
+                }
+                let sealed_path = segment::path(dir, seq, true);
+                if !sealed {
+                    std::fs::rename(&path, &sealed_path)?;
+                }
+                bytes += std::fs::metadata(&sealed_path)?.len();
+                segments.push(seq);
+            }
+            Err(error) => {
+                // A segment whose header is unreadable holds nothing we can trust; keep the
+                // file aside for a person to look at rather than deleting it.
+                tracing::error!(%error, "unreadable spool segment set aside");
+                std::fs::rename(&path, path.with_extension("damaged"))?;
+            }
+        }
+    }
+    appender::sync_dir(dir);
+    Ok(Recovered {
+        segments,
+        next_seq,
+        bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::sink::MemorySink;
+
+    fn config(dir: &Path) -> SpoolConfig {
+        SpoolConfig {
+            dir: dir.to_path_buf(),
+            max_bytes: 1 << 30,
+            fsync: FsyncPolicy::Always,
+            segment_max_rows: 3,
+            segment_max_age: Duration::from_millis(50),
+            queue_capacity: 100,
+            drain_rows_per_sec: 0,
+        }
+    }
+
+    fn row(i: u32) -> EventRow {
+        EventRow {
+            site: "example.com".into(),
+            timestamp: 1_700_000_000 + i,
+            pathname: format!("/p/{i}"),
+            ..EventRow::default()
+        }
+    }
+
+    fn segment_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    async fn stop(spool: Spool, tasks: SpoolTasks) -> ShipReport {
+        drop(spool);
+        tasks.finish().await
+    }
+
+    #[tokio::test]
+    async fn appended_rows_are_shipped_in_batches_and_segments_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = MemorySink::default();
+        let (spool, tasks) =
+            open(config(dir.path()), sink.clone(), WriterControl::default()).unwrap();
+        for i in 0..7 {
+            spool.append(vec![row(i)]).await.unwrap();
+        }
+        let report = stop(spool, tasks).await;
+        assert_eq!(report.rows_written, 7);
+        let rows = sink.rows.lock().unwrap();
+        let paths: Vec<_> = rows.iter().map(|r| r.pathname.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["/p/0", "/p/1", "/p/2", "/p/3", "/p/4", "/p/5", "/p/6"]
+        );
+        assert_eq!(
+            *sink.batches.lock().unwrap(),
+            [3, 3, 1],
+            "one batch per segment"
+        );
+        let ids: std::collections::HashSet<u64> = rows.iter().map(|r| r.batch_id).collect();
+        assert_eq!(ids.len(), 3);
+        assert!(!ids.contains(&0));
+        assert!(
+            segment_files(dir.path()).is_empty(),
+            "shipped segments are deleted"
+        );
+    }
+
+    #[tokio::test]
+    async fn unshipped_segments_survive_and_ship_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let down = MemorySink::default();
+        down.failing.store(true, Ordering::SeqCst);
+        let control = WriterControl::default();
+        let (spool, tasks) = open(config(dir.path()), down.clone(), control.clone()).unwrap();
+        for i in 0..5 {
+            spool.append(vec![row(i)]).await.unwrap();
+        }
+        drop(spool);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        control.abandon.cancel();
+        let report = tasks.finish().await;
+        assert_eq!(report.rows_written, 0);
+        assert_eq!(report.rows_left, 5);
+        assert_eq!(segment_files(dir.path()).len(), 2);
+
+        let up = MemorySink::default();
+        let (spool, tasks) =
+            open(config(dir.path()), up.clone(), WriterControl::default()).unwrap();
+        let report = stop(spool, tasks).await;
+        assert_eq!(report.rows_written, 5);
+        assert_eq!(up.rows.lock().unwrap().len(), 5);
+        assert!(segment_files(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_already_landed_is_not_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        // A crash after ClickHouse stored the batch but before the segment was deleted.
+        let path = segment::path(dir.path(), 4, true);
+        let mut file = segment::create(&path, 777).unwrap();
+        file.write_all(&segment::encode_record(&[row(1), row(2)]))
+            .unwrap();
+        drop(file);
+        let sink = MemorySink::default();
+        sink.rows
+            .lock()
+            .unwrap()
+            .extend([row(1), row(2)].map(|r| EventRow { batch_id: 777, ..r }));
+        let (spool, tasks) =
+            open(config(dir.path()), sink.clone(), WriterControl::default()).unwrap();
+        let report = stop(spool, tasks).await;
+        assert_eq!(sink.rows.lock().unwrap().len(), 2, "no duplicates");
+        assert_eq!(report.rows_written, 2);
+        assert!(segment_files(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_torn_open_segment_is_recovered_to_its_valid_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment::path(dir.path(), 9, false);
+        let mut file = segment::create(&path, 55).unwrap();
+        file.write_all(&segment::encode_record(&[row(1)])).unwrap();
+        file.write_all(&segment::encode_record(&[row(2)])).unwrap();
+        let torn = segment::encode_record(&[row(3)]);
+        file.write_all(&torn[..torn.len() / 2]).unwrap();
+        drop(file);
+        std::fs::write(dir.path().join("00000000000000000010.seg"), b"garbage").unwrap();
+
+        let sink = MemorySink::default();
+        let (spool, tasks) =
+            open(config(dir.path()), sink.clone(), WriterControl::default()).unwrap();
+        // New appends go to a segment numbered after the recovered ones.
+        spool.append(vec![row(4)]).await.unwrap();
+        let report = stop(spool, tasks).await;
+        let paths: Vec<String> = sink
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.pathname.clone())
+            .collect();
+        assert_eq!(paths, ["/p/1", "/p/2", "/p/4"]);
+        assert_eq!(report.rows_written, 3);
+        assert_eq!(segment_files(dir.path()), ["00000000000000000010.damaged"]);
+    }
+
+    #[tokio::test]
+    async fn over_budget_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let down = MemorySink::default();
+        down.failing.store(true, Ordering::SeqCst);
+        let mut c = config(dir.path());
+        c.max_bytes = 400;
+        let control = WriterControl::default();
+        let (spool, tasks) = open(c, down, control.clone()).unwrap();
+        let mut refused = false;
+        for i in 0..50 {
+            match spool.append(vec![row(i)]).await {
+                Ok(()) => {}
+                Err(SpoolError::Full) => {
+                    refused = true;
+                    break;
+                }
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert!(refused);
+        assert!(spool.bytes() >= 400);
+        control.abandon.cancel();
+        stop(spool, tasks).await;
+    }
+}

@@ -1,0 +1,162 @@
+//! The shipper: inserts sealed segments into ClickHouse in order, one segment per insert, and
+//! deletes a segment only after the insert succeeded.
+//!
+//! Exactly once: every row carries its segment's random `batch_id`. A segment's first insert
+//! is sent as is (with `insert_deduplication_token` = batch id on current ClickHouse). Any
+//! further attempt — a retry after an error whose outcome is unknown, or a replay after a
+//! crash — first asks ClickHouse how many rows of that batch it has: all of them means the
+//! earlier attempt landed, so the segment is just deleted; none means it is sent again. A batch
+//! is one block within one partition (segments never span a UTC day), so ClickHouse stores
+//! all of it or none of it, and the count is never partial. This works on 18.16, which has no
+//! deduplication for plain MergeTree tables.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::segment;
+use crate::sink::{Sink, WriterControl};
+
+/// What the shipper did, once it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShipReport {
+    pub rows_written: u64,
+    /// Segments left on disk at shutdown (ClickHouse unreachable until the deadline); they are
+    /// shipped at the next start.
+    pub segments_left: u64,
+    pub rows_left: u64,
+}
+
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// Short enough that ingest resumes within seconds of ClickHouse coming back.
+const MAX_BACKOFF: Duration = Duration::from_secs(3);
+
+pub(super) async fn run<S: Sink>(
+    dir: PathBuf,
+    sink: S,
+    recovered: Vec<u64>,
+    mut sealed: UnboundedReceiver<u64>,
+    bytes: Arc<AtomicU64>,
+    drain_rows_per_sec: u64,
+    control: WriterControl,
+) -> ShipReport {
+    let mut report = ShipReport::default();
+    // (segment, whether an earlier attempt may have landed)
+    let mut pending: VecDeque<(u64, bool)> = recovered.into_iter().map(|s| (s, true)).collect();
+    let mut open = true;
+    loop {
+        while let Ok(seq) = sealed.try_recv() {
+            pending.push_back((seq, false));
+        }
+        metrics::gauge!("glimpse_spool_segments_pending").set(pending.len() as f64);
+        let Some(&(seq, maybe_sent)) = pending.front() else {
+            if !open {
+                break;
+            }
+            match sealed.recv().await {
+                Some(seq) => pending.push_back((seq, false)),
+                None => open = false,
+            }
+            continue;
+        };
+        let path = segment::path(&dir, seq, true);
+        let read_path = path.clone();
+        let contents = match tokio::task::spawn_blocking(move || segment::read(&read_path)).await {
+            Ok(Ok(contents)) => contents,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "spool segment unreadable; set aside");
+                let _ = std::fs::rename(&path, path.with_extension("damaged"));
+                pending.pop_front();
+                continue;
+            }
+            Err(_) => break,
+        };
+        let mut rows = contents.rows;
+        for row in &mut rows {
+            row.batch_id = contents.batch_id;
+        }
+        let started = Instant::now();
+        if !ship(&sink, contents.batch_id, &rows, maybe_sent, &control).await {
+            // Abandoned at the shutdown deadline: everything pending stays on disk (the
+            // caller counts what is left).
+            return report;
+        }
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if let Err(error) = std::fs::remove_file(&path) {
+            tracing::error!(%error, segment = %path.display(), "cannot delete a shipped spool segment");
+        }
+        bytes.fetch_sub(size.min(bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+        metrics::gauge!("glimpse_spool_bytes").set(bytes.load(Ordering::Relaxed) as f64);
+        report.rows_written += rows.len() as u64;
+        pending.pop_front();
+        // While a backlog drains, pace inserts so live traffic keeps ClickHouse's attention.
+        if drain_rows_per_sec > 0 && pending.len() > 1 {
+            let budget = Duration::from_secs_f64(rows.len() as f64 / drain_rows_per_sec as f64);
+            if let Some(rest) = budget.checked_sub(started.elapsed()) {
+                tokio::select! {
+                    _ = tokio::time::sleep(rest) => {}
+                    _ = control.abandon.cancelled() => {}
+                }
+            }
+        }
+    }
+    report
+}
+
+/// Inserts one segment exactly once; false if abandoned before it could.
+async fn ship<S: Sink>(
+    sink: &S,
+    batch_id: u64,
+    rows: &[crate::schema::EventRow],
+    mut maybe_sent: bool,
+    control: &WriterControl,
+) -> bool {
+    let mut backoff = INITIAL_BACKOFF;
+    loop {
+        let attempt = async {
+            if maybe_sent {
+                let stored = sink.stored_rows(batch_id).await?;
+                if stored >= rows.len() as u64 {
+                    tracing::info!(
+                        batch_id,
+                        rows = rows.len(),
+                        "batch already in ClickHouse; not sending it again"
+                    );
+                    return Ok(());
+                }
+                if stored > 0 {
+                    // Cannot happen for single-partition batches; say so loudly if it does.
+                    tracing::error!(batch_id, stored, rows = rows.len(), "batch partly stored; sending it again would duplicate, keeping what is there");
+                    return Ok(());
+                }
+            }
+            let started = Instant::now();
+            sink.write_batch(batch_id, rows).await?;
+            metrics::histogram!("glimpse_insert_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            Ok::<(), crate::sink::SinkError>(())
+        };
+        match attempt.await {
+            Ok(()) => {
+                metrics::counter!("glimpse_batches_total").increment(1);
+                metrics::counter!("glimpse_rows_written_total").increment(rows.len() as u64);
+                return true;
+            }
+            Err(error) => {
+                // The insert may or may not have landed: check before the next attempt.
+                maybe_sent = true;
+                metrics::counter!("glimpse_insert_errors_total").increment(1);
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "spool: batch not shipped yet");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = control.abandon.cancelled() => return false,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
