@@ -93,6 +93,18 @@ pub struct Config {
     /// Rows per second shipped while a backlog drains after an outage (0: no cap).
     /// Default 50000.
     pub spool_drain_rows_per_sec: u64,
+    /// A client must send its request headers within this many seconds, and its body within
+    /// as many again (slowloris protection). Default 10.
+    pub request_timeout_secs: u64,
+    /// Most open client connections; more wait in the kernel's accept queue. Default 10000.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes; at least 8192. Default 16384.
+    pub max_header_bytes: usize,
+    /// Beacons per second allowed from one client address (token bucket, in memory only);
+    /// over it, `429` + `Retry-After`. 0 (default): no limit.
+    pub rate_limit_per_ip: u32,
+    /// Burst allowed above `rate_limit_per_ip`. Default 20.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for Config {
@@ -132,6 +144,11 @@ impl Default for Config {
             spool_fsync: "always".into(),
             spool_fsync_interval_ms: 10,
             spool_drain_rows_per_sec: 50_000,
+            request_timeout_secs: 10,
+            max_connections: 10_000,
+            max_header_bytes: 16 * 1024,
+            rate_limit_per_ip: 0,
+            rate_limit_burst: 20,
         }
     }
 }
@@ -293,7 +310,15 @@ impl Config {
             ("max_event_name_length", self.max_event_name_length as u64),
             ("max_prop_key_length", self.max_prop_key_length as u64),
             ("max_prop_value_length", self.max_prop_value_length as u64),
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("max_connections", self.max_connections as u64),
         ];
+        if self.max_header_bytes < 8192 {
+            return Err(ConfigError::invalid(
+                "max_header_bytes",
+                "must be at least 8192",
+            ));
+        }
         for (key, value) in positive {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be greater than 0"));

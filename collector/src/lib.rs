@@ -154,6 +154,10 @@ pub async fn serve_with_sink<S: Sink>(
         sessions: Sessions::new(),
         drops,
         ingest,
+        rate_limiter: http::rate_limit::RateLimiter::new(
+            config.rate_limit_per_ip,
+            config.rate_limit_burst,
+        ),
         readiness: readiness.clone(),
         config: config.clone(),
     });
@@ -219,12 +223,16 @@ enum Buffer {
     Spool(sink::spool::SpoolTasks),
 }
 
-/// Forgets idle visits once a minute, so memory follows the number of active visitors.
+/// Forgets idle visits (and rate-limit state) once a minute, so memory follows the number of
+/// active visitors.
 async fn expire_visits(state: Arc<State>) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
         let open = state.sessions.expire(http::unix_now());
         metrics::gauge!("glimpse_open_visits").set(open as f64);
+        if let Some(limiter) = &state.rate_limiter {
+            limiter.forget_idle();
+        }
     }
 }
 

@@ -614,3 +614,112 @@ async fn with_the_spool_ready_does_not_need_clickhouse() {
     assert!(body["buffer"]["spool_bytes"].is_u64(), "{body}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn rate_limit_per_client_answers_429() {
+    let server = Server::start(|c| {
+        c.rate_limit_per_ip = 1;
+        c.rate_limit_burst = 3;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..6 {
+        let reply = server.event(PAGEVIEW).await;
+        if reply.status == 429 {
+            retry_after = reply.header("retry-after").map(String::from);
+            assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+        }
+        statuses.push(reply.status);
+    }
+    assert_eq!(&statuses[..3], [202, 202, 202], "{statuses:?}");
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    let (report, _) = server.stop().await;
+    let accepted = statuses.iter().filter(|s| **s == 202).count() as u64;
+    assert_eq!(report.rows_written, accepted);
+}
+
+#[tokio::test]
+async fn slow_bodies_and_slow_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(|c| c.request_timeout_secs = 1).await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+
+    // Headers complete, body promised but never sent: 408 after the timeout.
+    let mut slow_body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow_body
+        .write_all(
+            format!(
+                "POST /api/event HTTP/1.1\r\nHost: x\r\nUser-Agent: {FIREFOX}\r\n\
+                 Content-Type: text/plain\r\nContent-Length: 500\r\n\r\n{{\"n\":"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let started = std::time::Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow_body.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    // Headers dribbled and never finished: the connection is closed.
+    let mut slow_head = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow_head
+        .write_all(b"POST /api/event HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(5), slow_head.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the server closed the connection");
+    let (report, _) = server.stop().await;
+    assert_eq!(report.rows_written, 0, "nothing half-written");
+}
+
+#[tokio::test]
+async fn connection_limit_makes_new_clients_wait() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start(|c| c.max_connections = 1).await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    // One idle connection takes the only slot.
+    let mut hog = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = Box::pin(server.event(PAGEVIEW));
+    let mut waiting = waiting;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut waiting)
+            .await
+            .is_err(),
+        "a second client is not served while the slot is taken"
+    );
+    hog.shutdown().await.unwrap();
+    drop(hog);
+    let reply = tokio::time::timeout(Duration::from_secs(15), &mut waiting)
+        .await
+        .expect("served once the slot is free");
+    assert_eq!(reply.status, 202);
+    drop(waiting);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused() {
+    let server = Server::start(|c| c.max_header_bytes = 8192).await;
+    let response = server
+        .client
+        .post(format!("{}/api/event", server.base))
+        .header("user-agent", FIREFOX)
+        .header("x-padding", "a".repeat(20_000))
+        .body(PAGEVIEW)
+        .send()
+        .await;
+    // hyper answers 431, or closes the connection when the head is far over the limit.
+    if let Ok(r) = response {
+        assert_eq!(r.status().as_u16(), 431);
+    }
+    let (report, _) = server.stop().await;
+    assert_eq!(report.rows_written, 0);
+}

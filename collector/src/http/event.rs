@@ -1,7 +1,7 @@
 //! `POST /api/event`: Plausible's event protocol.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -69,13 +69,37 @@ where
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
     let signals = PrivacySignals::from_headers(headers);
+    if let Some(limiter) = &state.rate_limiter {
+        if let Err(wait) = limiter.check(ip) {
+            reject("rate_limited");
+            let mut r = response::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many events from this client; slow down",
+                None,
+            );
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
+            return r;
+        }
+    }
 
-    let body = match Limited::new(request.into_body(), max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(_) => {
+    let body_timeout = Duration::from_secs(state.config.request_timeout_secs);
+    let read = Limited::new(request.into_body(), max).collect();
+    let body = match tokio::time::timeout(body_timeout, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(_)) => {
             reject("body_unreadable");
             return response::error(StatusCode::BAD_REQUEST, "could not read the body", None);
+        }
+        Err(_) => {
+            reject("body_timeout");
+            return response::error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time",
+                None,
+            );
         }
     };
     let beacon = match ingest::beacon::parse(&body, &state.limits) {

@@ -4,6 +4,7 @@
 mod event;
 pub use event::unix_now;
 mod optout;
+pub mod rate_limit;
 pub mod response;
 
 use std::convert::Infallible;
@@ -40,6 +41,8 @@ pub struct State {
     pub sessions: Sessions,
     pub drops: Arc<DropCounts>,
     pub ingest: Ingest,
+    /// Per-client beacon rate limit, when configured.
+    pub rate_limiter: Option<rate_limit::RateLimiter>,
     pub readiness: Arc<Readiness>,
 }
 
@@ -149,14 +152,25 @@ pub async fn run(
     drain_timeout: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    let config = state.config.clone();
     let mut builder = hyper::server::conn::http1::Builder::new();
-    // A client that dribbles its headers (slowloris) is cut off.
+    // A client that dribbles its headers (slowloris) is cut off; huge heads are refused.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
+        .header_read_timeout(Duration::from_secs(config.request_timeout_secs))
+        .max_buf_size(config.max_header_bytes.max(8192))
         .keep_alive(true);
+    // Each connection holds a permit: at the limit, new clients wait in the accept queue.
+    let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -175,10 +189,13 @@ pub async fn run(
                     async move { Ok::<_, Infallible>(route(&state, peer, request).await) }
                 });
                 let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                metrics::gauge!("glimpse_open_connections").increment(1.0);
                 tokio::spawn(async move {
                     if let Err(error) = connection.await {
                         tracing::debug!(%error, "connection ended with an error");
                     }
+                    metrics::gauge!("glimpse_open_connections").decrement(1.0);
+                    drop(permit);
                 });
             }
             _ = &mut shutdown => break,

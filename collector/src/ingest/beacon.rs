@@ -481,4 +481,83 @@ mod tests {
         );
         assert_eq!(err(&deep_props).field, "body");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// JSON values of any shape, a few levels deep.
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(|f| serde_json::json!(f)),
+                ".{0,40}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                    prop::collection::hash_map(".{0,8}", inner, 0..6)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse(&bytes, &BeaconLimits::default());
+            }
+
+            #[test]
+            fn known_fields_of_any_type_are_parsed_or_refused_by_name(
+                fields in prop::collection::hash_map(
+                    prop::sample::select(vec!["n", "u", "d", "r", "w", "h", "p", "i", "sd", "e", "x"]),
+                    json(),
+                    0..11,
+                )
+            ) {
+                let body = serde_json::Value::Object(
+                    fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                )
+                .to_string();
+                match parse(body.as_bytes(), &BeaconLimits::default()) {
+                    Ok(b) => {
+                        prop_assert!(!b.name.is_empty() && b.name.chars().count() <= 120);
+                        prop_assert!(matches!(b.url.scheme(), "http" | "https"));
+                        prop_assert!(!b.domains.is_empty());
+                        prop_assert!(b.props.len() <= 30);
+                        prop_assert!(b.scroll_depth.is_none_or(|d| d <= 100));
+                    }
+                    Err(e) => {
+                        let known = ["body", "n", "u", "d", "r", "w", "h", "p", "i", "sd", "e"];
+                        prop_assert!(
+                            known.contains(&e.field.as_str()) || e.field.starts_with("p."),
+                            "unexpected field {}", e.field
+                        );
+                        prop_assert!(!e.reason.is_empty());
+                    }
+                }
+            }
+
+            #[test]
+            fn valid_beacons_round_trip(
+                path in "/[a-z0-9/_-]{0,40}",
+                width in any::<u16>(),
+                props in prop::collection::btree_map("[a-z]{1,10}", "[ -~]{1,20}", 0..10),
+            ) {
+                let body = serde_json::json!({
+                    "n": "pageview", "u": format!("https://example.com{path}"),
+                    "d": "example.com", "w": width, "p": props,
+                })
+                .to_string();
+                let b = parse(body.as_bytes(), &BeaconLimits::default()).unwrap();
+                prop_assert_eq!(b.screen_width, Some(width));
+                prop_assert_eq!(b.props.len(), props.len());
+            }
+        }
+    }
 }

@@ -581,4 +581,62 @@ mod tests {
             )
             .is_ok());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// Whatever the request looks like, the pipeline answers with rows or a reason, and
+            /// a stored row never holds the client's address or user agent.
+            #[test]
+            fn never_panics_and_never_leaks(
+                ip in any::<[u8; 16]>(),
+                v4 in any::<bool>(),
+                user_agent in "[ -~]{0,200}",
+                path in "/[ -~]{0,60}",
+                referrer in prop::option::of("[ -~]{0,80}"),
+                width in prop::option::of(any::<u16>()),
+                dnt in any::<bool>(),
+            ) {
+                static RUN: std::sync::OnceLock<Run> = std::sync::OnceLock::new();
+                let run = RUN.get_or_init(|| Run::new(config(), Some(geo())));
+                let client_ip: IpAddr = if v4 {
+                    std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).into()
+                } else {
+                    std::net::Ipv6Addr::from(ip).into()
+                };
+                let mut body = serde_json::json!({
+                    "n": "pageview", "u": format!("https://example.com{path}"), "d": "example.com",
+                });
+                if let Some(r) = &referrer { body["r"] = r.clone().into(); }
+                if let Some(w) = width { body["w"] = w.into(); }
+                let Ok(beacon) = parse(body.to_string().as_bytes(), &BeaconLimits::default()) else {
+                    return Ok(());
+                };
+                let facts = RequestFacts {
+                    received_at: 1_700_000_000,
+                    client_ip,
+                    user_agent: &user_agent,
+                    signals: PrivacySignals { do_not_track: dnt, ..Default::default() },
+                };
+                match process(&beacon, &facts, &run.enrichers, &run.salts) {
+                    Ok(rows) => {
+                        prop_assert!(!dnt, "DNT is honoured");
+                        for p in rows {
+                            let text = format!("{:?}", p.row);
+                            prop_assert!(!text.contains(&client_ip.to_string()));
+                            if user_agent.len() > 12 {
+                                prop_assert!(!text.contains(&user_agent));
+                            }
+                            prop_assert_eq!(p.row.ip_prefix.as_str(), "");
+                        }
+                    }
+                    Err(dropped) => prop_assert!(dropped.site.is_some()),
+                }
+            }
+        }
+    }
 }
