@@ -186,6 +186,9 @@ const MAX_LEN: usize = 1000;
 
 /// Classifies user agents as bots. Build once: it compiles its pattern lists.
 pub struct BotDetector {
+    /// Verdicts by user agent: the same few hundred make most traffic, and the patterns cost
+    /// microseconds. Bounded; never persisted.
+    verdicts: Option<quick_cache::sync::Cache<String, Option<BotReason>>>,
     headless: Bots,
     automation: Bots,
     known: Bots,
@@ -204,6 +207,7 @@ impl BotDetector {
     /// Compiles the pattern lists (a few milliseconds).
     pub fn new() -> Self {
         BotDetector {
+            verdicts: None,
             headless: Bots::new(HEADLESS),
             automation: Bots::new(AUTOMATION),
             known: Bots::default(),
@@ -213,9 +217,29 @@ impl BotDetector {
         }
     }
 
+    /// Like [`new`](Self::new), remembering the verdicts for up to `capacity` user agents.
+    pub fn with_cache(capacity: usize) -> Self {
+        Self {
+            verdicts: Some(quick_cache::sync::Cache::new(capacity.max(1))),
+            ..Self::new()
+        }
+    }
+
     /// Why `user_agent` is a bot, or `None` for a person's browser. `parsed` is the
     /// [`UserAgentParser`](super::useragent::UserAgentParser)'s result for the same string.
     pub fn classify(&self, user_agent: &str, parsed: &UserAgentInfo) -> Option<BotReason> {
+        let Some(verdicts) = self.verdicts.as_ref().filter(|_| user_agent.len() <= 1024) else {
+            return self.decide(user_agent, parsed);
+        };
+        if let Some(verdict) = verdicts.get(user_agent) {
+            return verdict;
+        }
+        let verdict = self.decide(user_agent, parsed);
+        verdicts.insert(user_agent.to_string(), verdict);
+        verdict
+    }
+
+    fn decide(&self, user_agent: &str, parsed: &UserAgentInfo) -> Option<BotReason> {
         let ua = user_agent.trim();
         if ua.is_empty() {
             return Some(BotReason::EmptyUserAgent);
@@ -263,6 +287,28 @@ mod tests {
 
     fn classify(detector: &BotDetector, parser: &UserAgentParser, ua: &str) -> Option<BotReason> {
         detector.classify(ua, &parser.parse(ua))
+    }
+
+    #[test]
+    fn cached_verdicts_equal_fresh_ones() {
+        let fresh = BotDetector::new();
+        let cached = BotDetector::with_cache(2);
+        let parser = UserAgentParser::new(100);
+        let uas = [
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+            "curl/8.5.0",
+            "",
+        ];
+        for _ in 0..3 {
+            for ua in uas {
+                assert_eq!(
+                    classify(&cached, &parser, ua),
+                    classify(&fresh, &parser, ua),
+                    "{ua}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -126,7 +126,7 @@ impl Enrichers {
                 honor_cookie: config.honor_opt_out_cookie,
             },
             user_agents: UserAgentParser::new(config.user_agent_cache_size),
-            bots: BotDetector::new(),
+            bots: BotDetector::with_cache(config.user_agent_cache_size),
             geo,
             ip_prefix: config
                 .store_ip_prefix

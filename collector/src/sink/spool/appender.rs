@@ -22,9 +22,21 @@ const MAX_GROUP: usize = 4096;
 struct OpenSegment {
     seq: u64,
     file: File,
+    /// Records of the current group not yet written: one `write` per group, not per event.
+    pending: Vec<u8>,
     rows: usize,
     day: u32,
     opened: Instant,
+}
+
+impl OpenSegment {
+    fn write_pending(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            self.file.write_all(&self.pending)?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
 }
 
 struct Appender {
@@ -104,21 +116,32 @@ impl Appender {
     fn write_group(&mut self, group: Vec<Append>) {
         let mut written = Vec::with_capacity(group.len());
         for append in group {
-            let result = self.write_one(&append);
+            let result = self.add_record(&append);
             written.push((append.ack, result));
         }
         // Durability before acknowledgement, per policy.
-        let synced = match self.fsync {
+        let flushed = self.write_pending();
+        let synced = flushed.and_then(|()| match self.fsync {
             FsyncPolicy::Always => self.sync(),
             _ => Ok(()),
-        };
-        for (ack, result) in written {
-            let result = result.and_then(|()| synced.as_ref().map(|_| ()).map_err(Clone::clone));
-            let _ = ack.send(result);
+        });
+        // One failure fails the whole group: a record acknowledged before a failed write or
+        // seal in the same group may not be on disk.
+        let failure = written
+            .iter()
+            .find_map(|(_, r)| r.clone().err())
+            .or(synced.err());
+        for (ack, _) in written {
+            let _ = ack.send(match &failure {
+                Some(error) => Err(error.clone()),
+                None => Ok(()),
+            });
         }
     }
 
-    fn write_one(&mut self, append: &Append) -> Result<(), String> {
+    /// Adds a record to the open segment's pending bytes (sealing the segment first when the
+    /// record belongs in a new one).
+    fn add_record(&mut self, append: &Append) -> Result<(), String> {
         let needs_new = match &self.open {
             Some(open) => open.day != append.day || open.rows >= self.max_rows,
             None => true,
@@ -128,15 +151,22 @@ impl Appender {
             self.open_segment(append.day).map_err(|e| e.to_string())?;
         }
         let open = self.open.as_mut().ok_or("no open segment")?;
-        open.file
-            .write_all(&append.record)
-            .map_err(|e| format!("appending to spool segment {}: {e}", open.seq))?;
+        open.pending.extend_from_slice(&append.record);
         open.rows += append.rows;
         self.dirty = true;
         self.bytes
             .fetch_add(append.record.len() as u64, Ordering::Relaxed);
         metrics::gauge!("glimpse_spool_bytes").set(self.bytes.load(Ordering::Relaxed) as f64);
         Ok(())
+    }
+
+    fn write_pending(&mut self) -> Result<(), String> {
+        match self.open.as_mut() {
+            Some(open) => open
+                .write_pending()
+                .map_err(|e| format!("appending to spool segment {}: {e}", open.seq)),
+            None => Ok(()),
+        }
     }
 
     fn housekeeping(&mut self) {
@@ -181,6 +211,7 @@ impl Appender {
         self.open = Some(OpenSegment {
             seq,
             file,
+            pending: Vec::new(),
             rows: 0,
             day,
             opened: Instant::now(),
@@ -190,9 +221,10 @@ impl Appender {
 
     /// Makes the open segment durable, renames it `.seg` and hands it to the shipper.
     fn seal(&mut self) -> std::io::Result<()> {
-        let Some(open) = self.open.take() else {
+        let Some(mut open) = self.open.take() else {
             return Ok(());
         };
+        open.write_pending()?;
         open.file.sync_all()?;
         self.dirty = false;
         let from = segment::path(&self.dir, open.seq, false);
