@@ -105,6 +105,16 @@ pub struct Config {
     pub rate_limit_per_ip: u32,
     /// Burst allowed above `rate_limit_per_ip`. Default 20.
     pub rate_limit_burst: u32,
+    /// Minimum group size k of the stats API: breakdown rows with fewer than k visitors are
+    /// merged into one `(other)` row. 0 (default): off.
+    pub min_group_size: u64,
+    /// Path the tracker script is served at; its variants sit beside it
+    /// (`/js/script.outbound-links.js`). Pick a neutral name to get past ad blockers.
+    /// Default `/js/script.js`.
+    pub script_path: String,
+    /// Path of the beacon endpoint; the served tracker posts here by default.
+    /// Default `/api/event`.
+    pub event_path: String,
 }
 
 impl Default for Config {
@@ -149,6 +159,9 @@ impl Default for Config {
             max_header_bytes: 16 * 1024,
             rate_limit_per_ip: 0,
             rate_limit_burst: 20,
+            min_group_size: 0,
+            script_path: "/js/script.js".into(),
+            event_path: "/api/event".into(),
         }
     }
 }
@@ -159,6 +172,14 @@ impl Default for Config {
 pub struct SiteConfig {
     /// The site's domain as the tracker sends it in `d`, e.g. `example.com`.
     pub domain: String,
+    /// IANA time zone in which the stats API buckets days and hours and reads "today",
+    /// e.g. `Europe/Berlin`. Default `UTC`.
+    #[serde(default = "utc")]
+    pub timezone: String,
+    /// A secret that gives read-only access to this site's stats without an API key
+    /// (`?auth=TOKEN`), for a public share link. Unset (default): no share link.
+    #[serde(default)]
+    pub share_token: Option<String>,
     /// Page host names whose events count (`www.` is ignored). Empty: any host.
     #[serde(default)]
     pub allowed_hostnames: Vec<String>,
@@ -177,12 +198,17 @@ fn yes() -> bool {
     true
 }
 
+fn utc() -> String {
+    "UTC".into()
+}
+
 impl SiteConfig {
     /// A site with default rules.
     pub fn new(domain: impl Into<String>) -> Self {
         Self {
             domain: domain.into(),
             allow_subdomains: true,
+            timezone: utc(),
             ..Self::default()
         }
     }
@@ -282,6 +308,17 @@ impl Config {
         let mut seen = HashSet::new();
         for site in &self.sites {
             validate_domain(&site.domain).map_err(|r| ConfigError::invalid("sites", r))?;
+            validate_timezone(&site.timezone)
+                .map_err(|r| ConfigError::invalid("sites", format!("site {}: {r}", site.domain)))?;
+            if site.share_token.as_ref().is_some_and(|t| t.len() < 16) {
+                return Err(ConfigError::invalid(
+                    "sites",
+                    format!(
+                        "site {}: share_token must be at least 16 characters",
+                        site.domain
+                    ),
+                ));
+            }
             if !seen.insert(site.domain.as_str()) {
                 return Err(ConfigError::invalid(
                     "sites",
@@ -301,6 +338,7 @@ impl Config {
                 .map_err(|r| ConfigError::invalid("sites", format!("site {}: {r}", site.domain)))?;
         }
         self.spool_fsync_policy()?;
+        validate_paths(&self.script_path, &self.event_path)?;
         let positive = [
             ("batch_max_rows", self.batch_max_rows as u64),
             ("batch_max_delay_ms", self.batch_max_delay_ms),
@@ -411,6 +449,38 @@ fn validate_domain(domain: &str) -> Result<(), String> {
             "{domain:?} is not a site domain: use the bare lower-case host name, e.g. example.com"
         ))
     }
+}
+
+/// An IANA time zone name that the bundled time zone database knows, e.g. `Europe/Berlin`.
+pub fn validate_timezone(name: &str) -> Result<(), String> {
+    jiff::tz::TimeZone::get(name).map(|_| ()).map_err(|_| {
+        format!("timezone {name:?} is not an IANA time zone name such as Europe/Berlin")
+    })
+}
+
+/// The tracker's script and beacon paths: absolute, distinct, clear of the other endpoints.
+fn validate_paths(script: &str, event: &str) -> Result<(), ConfigError> {
+    const TAKEN: [&str; 5] = ["/health", "/ready", "/metrics", "/opt-out", "/opt-in"];
+    for (key, path) in [("script_path", script), ("event_path", event)] {
+        let plain =
+            path.starts_with('/') && !path.contains(['?', '#', ' ']) && !TAKEN.contains(&path);
+        if !plain {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{path:?} must start with / (no ? or #), and no other endpoint use it"),
+            ));
+        }
+    }
+    if !script.ends_with(".js") || script.len() < 5 {
+        return Err(ConfigError::invalid("script_path", "must end with .js"));
+    }
+    if crate::http::script::variant_of(event, script).is_some() {
+        return Err(ConfigError::invalid(
+            "event_path",
+            "must differ from script_path and its variants",
+        ));
+    }
+    Ok(())
 }
 
 /// A list, or a comma-separated string (the environment).
@@ -540,6 +610,18 @@ mod tests {
             assert!(err.contains("twice"), "{err}");
             let err = load_err(jail, "GLIMPSE_CLICKHOUSE_URL", "ftp://x");
             assert!(err.contains("clickhouse_url"), "{err}");
+            jail.clear_env();
+            jail.create_file(
+                "tz.toml",
+                "[[sites]]\ndomain = \"a.com\"\ntimezone = \"Mars/Olympus\"\n",
+            )?;
+            let err = Config::load(Some(Path::new("tz.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("timezone") && err.contains("Mars/Olympus"),
+                "{err}"
+            );
             let err = load_err(jail, "GLIMPSE_CLICKHOUSE_DATABASE", "x;drop");
             assert!(err.contains("clickhouse_database"), "{err}");
             Ok(())
@@ -554,6 +636,29 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("colector_addr"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tracker_paths_are_checked() {
+        Jail::expect_with(|jail| {
+            jail.set_env("GLIMPSE_SCRIPT_PATH", "/s/a.js");
+            jail.set_env("GLIMPSE_EVENT_PATH", "/s/e");
+            let c = Config::load(None).unwrap();
+            assert_eq!(
+                (c.script_path.as_str(), c.event_path.as_str()),
+                ("/s/a.js", "/s/e")
+            );
+            for (var, value) in [
+                ("GLIMPSE_SCRIPT_PATH", "s.js"),
+                ("GLIMPSE_SCRIPT_PATH", "/s/a"),
+                ("GLIMPSE_EVENT_PATH", "/health"),
+                ("GLIMPSE_EVENT_PATH", "/js/script.engagement.js"),
+            ] {
+                let err = load_err(jail, var, value);
+                assert!(err.contains(&var[8..].to_lowercase()), "{err}");
+            }
             Ok(())
         });
     }

@@ -6,6 +6,7 @@ pub use event::unix_now;
 mod optout;
 pub mod rate_limit;
 pub mod response;
+pub mod script;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -113,8 +114,14 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let path = request.uri().path();
+    let config = &state.config;
+    if path == config.event_path {
+        return event::handle(state, peer, request).await;
+    }
+    if let Some(variant) = script::variant_of(path, &config.script_path) {
+        return script::handle(&config.event_path, variant, &request);
+    }
     match path {
-        "/api/event" => event::handle(state, peer, request).await,
         "/opt-out" | "/opt-in" => optout::handle(&request),
         "/health" | "/ready" | "/metrics" if request.method() != Method::GET => {
             response::method_not_allowed("GET")
@@ -153,6 +160,8 @@ pub async fn run(
 ) {
     let graceful = GracefulShutdown::new();
     let config = state.config.clone();
+    // Compress the tracker now rather than on the first visitor's request.
+    script::scripts(&config.event_path);
     let mut builder = hyper::server::conn::http1::Builder::new();
     // A client that dribbles its headers (slowloris) is cut off; huge heads are refused.
     builder

@@ -41,6 +41,30 @@ fn redirect_with_cookie(cookie: &str) -> Response<Body> {
     r
 }
 
+/// Progressive enhancement for a page served on the site's own origin (first-party proxying):
+/// the choice is mirrored in `localStorage.glimpse_ignore`, which the tracker on that origin
+/// reads, so it sends nothing at all. A switch set there without the cookie shows as opted out.
+/// The forms work the same without it.
+const SYNC_LOCAL_STORAGE: &str = r#"<script>
+(function () {
+  try {
+    var s = localStorage, f = document.forms[0], out = f.getAttribute("action") == "/opt-in";
+    if (out) s.glimpse_ignore = "true";
+    else if (s.glimpse_ignore == "true") {
+      out = true;
+      f.setAttribute("action", "/opt-in");
+      f.querySelector("button").textContent = "Opt back in";
+      document.getElementById("status").textContent =
+        "You have opted out on this site: this browser's visits are not recorded.";
+    }
+    f.addEventListener("submit", function () {
+      if (out) s.removeItem("glimpse_ignore");
+      else s.glimpse_ignore = "true";
+    });
+  } catch (e) {}
+})();
+</script>"#;
+
 fn page(opted_out: bool) -> Response<Body> {
     let (status, button) = if opted_out {
         (
@@ -72,6 +96,7 @@ on different days cannot be linked to each other or to you.</p>
 {button}
 <p><small>Opting out sets one cookie, <code>{OPT_OUT_COOKIE}</code>, on this analytics server,
 whose only meaning is "do not count me". Clearing your cookies undoes it.</small></p>
+{SYNC_LOCAL_STORAGE}
 </body></html>
 "#
     );
