@@ -25,6 +25,50 @@ pub enum Command {
         #[arg(long, default_value = "modern", value_parser = ["legacy", "modern"])]
         flavor: String,
     },
+    /// Stats API keys: create (printed once, stored hashed), list, revoke.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Sites the stats API answers for, beside the configured ones.
+    #[command(subcommand)]
+    Site(SiteCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a key for one site (or every site) and print it; it cannot be shown again.
+    Create {
+        /// The site the key reads.
+        #[arg(
+            long,
+            required_unless_present = "all_sites",
+            conflicts_with = "all_sites"
+        )]
+        site: Option<String>,
+        /// An operator key that reads every site.
+        #[arg(long)]
+        all_sites: bool,
+        /// A note to recognise the key by in `glimpse key list`.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List keys (ids, sites, names; never the keys).
+    List,
+    /// Revoke a key by the id `glimpse key list` shows.
+    Revoke { key_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Add a site (or change its time zone). The collector accepts beacons only for configured
+    /// sites (`sites`), so configure it there too.
+    Add {
+        domain: String,
+        /// IANA time zone for days, hours and "today" in the stats API.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+    },
+    /// List the sites the stats API answers for.
+    List,
 }
 
 /// Logs go to stderr; `GLIMPSE_LOG` (or `RUST_LOG`) sets the filter, default `info`.
@@ -118,7 +162,73 @@ async fn run_services(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Schema { .. } => unreachable!("handled before connecting"),
+        Command::Key(command) => admin_key(command, &config).await,
+        Command::Site(command) => admin_site(command, &config).await,
     }
+}
+
+async fn admin_key(command: KeyCommand, config: &Config) -> anyhow::Result<()> {
+    use glimpse_query::auth;
+    // The schema brought up to date first: the keys and sites tables are migrations.
+    let url = config.clickhouse_url.as_deref().unwrap_or_default();
+    let client = glimpse_collector::sink::connect(config, url);
+    schema::migrate(&client, &config.clickhouse_database).await?;
+    let db = &config.clickhouse_database;
+    match command {
+        KeyCommand::Create {
+            site,
+            all_sites,
+            name,
+        } => {
+            let site = if all_sites {
+                auth::ALL_SITES.to_string()
+            } else {
+                site.unwrap_or_default()
+            };
+            let (key, id) = auth::create_key(&client, db, config, &site, &name).await?;
+            eprintln!("key {id} for {site} created; it is shown only this once:");
+            println!("{key}");
+        }
+        KeyCommand::List => {
+            println!("{:<14} {:<30} {:<8} name", "key_id", "site", "state");
+            for k in auth::list_keys(&client, db).await? {
+                let state = if k.revoked == 1 { "revoked" } else { "active" };
+                println!("{:<14} {:<30} {:<8} {}", k.key_id, k.site, state, k.name);
+            }
+        }
+        KeyCommand::Revoke { key_id } => match auth::revoke_key(&client, db, &key_id).await? {
+            0 => anyhow::bail!("no key has the id {key_id:?} (see `glimpse key list`)"),
+            _ => println!("key {key_id} revoked"),
+        },
+    }
+    Ok(())
+}
+
+async fn admin_site(command: SiteCommand, config: &Config) -> anyhow::Result<()> {
+    use glimpse_query::auth;
+    // The schema brought up to date first: the keys and sites tables are migrations.
+    let url = config.clickhouse_url.as_deref().unwrap_or_default();
+    let client = glimpse_collector::sink::connect(config, url);
+    schema::migrate(&client, &config.clickhouse_database).await?;
+    let db = &config.clickhouse_database;
+    match command {
+        SiteCommand::Add { domain, timezone } => {
+            auth::add_site(&client, db, &domain, &timezone).await?;
+            println!("site {domain} ({timezone}) added for the stats API");
+            if !config.sites.iter().any(|s| s.domain == domain) {
+                eprintln!(
+                    "note: the collector accepts beacons only for configured sites; \
+                     add {domain} to `sites` (GLIMPSE_SITES) too"
+                );
+            }
+        }
+        SiteCommand::List => {
+            for site in auth::sites(&client, db, config).await?.values() {
+                println!("{:<30} {}", site.domain, site.timezone);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn bind(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<TcpListener> {

@@ -1,6 +1,18 @@
 //! Glimpse's query service: the HTTP API analysts and the dashboard read numbers from.
 //!
-//! For now it serves health and readiness; the stats API and dashboard arrive with their issue.
+//! The stats API is compatible with Plausible's Stats API v1 (`/api/v1/stats/…`): `params`
+//! parses a request into typed values, `period` resolves it in the site's time zone, `sql`
+//! builds the statement from whitelisted identifiers and bound values, `auth` checks the API
+//! key, `api` answers JSON or CSV.
+
+mod api;
+pub mod auth;
+pub mod error;
+pub mod params;
+pub mod period;
+pub mod sql;
+
+pub use api::statements_for;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +38,7 @@ pub enum QueryError {
 struct AppState {
     client: clickhouse::Client,
     database: String,
+    config: Config,
 }
 
 /// Serves the query API on `listener` until `shutdown` resolves.
@@ -41,6 +54,7 @@ pub async fn serve(
     let state = Arc::new(AppState {
         client: glimpse_collector::sink::connect(&config, url),
         database: config.clickhouse_database.clone(),
+        config: config.clone(),
     });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
@@ -52,6 +66,14 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
+        .route("/api/v1/stats/aggregate", get(api::aggregate))
+        .route("/api/v1/stats/timeseries", get(api::timeseries))
+        .route("/api/v1/stats/breakdown", get(api::breakdown))
+        .route(
+            "/api/v1/stats/realtime/visitors",
+            get(api::realtime_visitors),
+        )
+        .route("/api/v1/stats/filtered", get(api::filtered))
         .with_state(state)
 }
 

@@ -2,6 +2,8 @@
 //! start one), free ports, and small HTTP helpers.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod stats_matrix;
+
 use std::time::Duration;
 
 use glimpse_collector::local_clickhouse::LocalClickHouse;

@@ -26,7 +26,47 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create dropped_events",
         statements: create_dropped_events,
     },
+    Migration {
+        version: 10,
+        name: "create api_keys",
+        statements: create_api_keys,
+    },
+    Migration {
+        version: 11,
+        name: "create sites",
+        statements: create_sites,
+    },
 ];
+
+/// Stats API keys, stored only as BLAKE3 hashes of the random keys. Append-only: revoking a
+/// key inserts a row with `revoked = 1`, and readers take `max(revoked)` per key.
+/// `site = '*'` is an operator key for every site.
+fn create_api_keys(_flavor: Flavor, db: &str) -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {db}.api_keys (
+    key_hash String,
+    key_id String,
+    site String,
+    name String,
+    created_at DateTime,
+    revoked UInt8
+) ENGINE = MergeTree()
+ORDER BY (key_hash, created_at)"
+    )]
+}
+
+/// Sites added with `glimpse site add`, merged by the query service with the configured
+/// ones (the configuration wins). The newest row per domain counts.
+fn create_sites(_flavor: Flavor, db: &str) -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {db}.sites (
+    domain String,
+    timezone String,
+    created_at DateTime
+) ENGINE = MergeTree()
+ORDER BY (domain, created_at)"
+    )]
+}
 
 /// Filtered-traffic counts per site, day and reason; rows with one key are summed by merges,
 /// so readers use `sum(count)`.

@@ -1,0 +1,446 @@
+//! The stats API handlers (Plausible's Stats API v1 shapes): authorize, parse, run the SQL,
+//! turn rows into metrics, answer JSON or CSV.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde_json::{json, Map, Value};
+
+use crate::auth::{self, Site, ALL_SITES};
+use crate::error::ApiError;
+use crate::params::{self, Endpoint, Format, Metric, Property, StatsParams};
+use crate::period::{self, Range};
+use crate::sql::{self, Group, Sql, StatsQuery, StatsRow};
+use crate::AppState;
+
+type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+/// How long one ClickHouse query may take before the answer is a 503.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Who asked, for which site: checked before anything else is looked at.
+async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<(Site, TimeZone), ApiError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or(ApiError::Unauthorized(
+                    "the Authorization header must be `Bearer <API key>`",
+                ))
+        })
+        .transpose()?;
+    let share = query.get("auth").map(String::as_str);
+    if bearer.is_none() && share.is_none() {
+        return Err(ApiError::Unauthorized(
+            "missing API key: send `Authorization: Bearer <API key>`",
+        ));
+    }
+    let site_id = params::parse_site_id(query.get("site_id").map(String::as_str))?;
+    let sites = with_timeout(auth::sites(&state.client, &state.database, &state.config)).await?;
+
+    let site = if let Some(key) = bearer {
+        let allowed = with_timeout(auth::key_site(&state.client, &state.database, key))
+            .await?
+            .ok_or(ApiError::Unauthorized("invalid or revoked API key"))?;
+        let site = sites
+            .get(&site_id)
+            .ok_or_else(|| ApiError::UnknownSite(site_id.clone()))?;
+        if allowed != ALL_SITES && allowed != site_id {
+            return Err(ApiError::Forbidden(site_id));
+        }
+        site
+    } else {
+        let token = share.unwrap_or_default();
+        match sites.get(&site_id) {
+            Some(site)
+                if site
+                    .share_token
+                    .as_deref()
+                    .is_some_and(|t| auth::same_secret(t, token)) =>
+            {
+                site
+            }
+            _ => return Err(ApiError::Unauthorized("invalid share link")),
+        }
+    };
+    let tz = TimeZone::get(&site.timezone).map_err(|_| {
+        ApiError::Unavailable(format!(
+            "site {} has an unknown time zone {:?}",
+            site.domain, site.timezone
+        ))
+    })?;
+    Ok((site.clone(), tz))
+}
+
+async fn with_timeout<T, E: Into<ApiError>>(
+    future: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(QUERY_TIMEOUT, future).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(ApiError::Unavailable(format!(
+            "the query took longer than {QUERY_TIMEOUT:?}"
+        ))),
+    }
+}
+
+fn query_map(params: Params) -> Result<HashMap<String, String>, ApiError> {
+    params
+        .map(|Query(map)| map)
+        .map_err(|e| ApiError::bad("query", format!("cannot read the query string: {e}")))
+}
+
+/// A parsed, authorized request with its resolved time range.
+pub(crate) struct Request {
+    pub site: Site,
+    pub tz: TimeZone,
+    pub params: StatsParams,
+    pub range: Range,
+}
+
+async fn prepare(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Params,
+    endpoint: Endpoint,
+) -> Result<Request, ApiError> {
+    let query = query_map(query)?;
+    let (site, tz) = authorize(state, headers, &query).await?;
+    let params = params::parse(endpoint, &query)?;
+    let range = period::resolve(params.period, params.date, &tz, Timestamp::now())?;
+    Ok(Request {
+        site,
+        tz,
+        params,
+        range,
+    })
+}
+
+/// The SQL for a request over `range` (the request's or the comparison's).
+fn stats_sql(
+    database: &str,
+    min_group_size: u64,
+    request: &Request,
+    range: &Range,
+    endpoint: Endpoint,
+) -> Sql {
+    let p = &request.params;
+    let group = match endpoint {
+        Endpoint::Aggregate => Group::Total,
+        Endpoint::Timeseries => Group::Bucket(p.interval),
+        Endpoint::Breakdown => Group::Property(
+            p.property
+                .clone()
+                .unwrap_or(Property::Event(params::EventProperty::Page)),
+        ),
+    };
+    let breakdown = endpoint == Endpoint::Breakdown;
+    sql::stats(&StatsQuery {
+        database,
+        site: &request.site.domain,
+        timezone: request.tz.iana_name().unwrap_or("UTC"),
+        start: range.start,
+        end: range.end,
+        group,
+        filters: &p.filters,
+        min_group_size: if breakdown { min_group_size } else { 0 },
+        sort: breakdown.then_some(p.sort),
+        page: breakdown.then_some((p.limit, (p.page - 1) * p.limit)),
+    })
+}
+
+/// The final SQL text of every statement a stats request runs (with `compare`, also the
+/// previous period's), values inlined by the `clickhouse` crate's escaping: for checking the
+/// generated SQL on other ClickHouse versions. `now` stands for the current time.
+pub fn statements_for(
+    endpoint: Endpoint,
+    query: &HashMap<String, String>,
+    site: &Site,
+    database: &str,
+    min_group_size: u64,
+    now: Timestamp,
+) -> Result<Vec<String>, ApiError> {
+    let tz = TimeZone::get(&site.timezone)
+        .map_err(|_| ApiError::bad("site_id", "the site's time zone is unknown"))?;
+    let params = params::parse(endpoint, query)?;
+    let range = period::resolve(params.period, params.date, &tz, now)?;
+    let request = Request {
+        site: site.clone(),
+        tz,
+        params,
+        range,
+    };
+    let mut statements = vec![stats_sql(
+        database,
+        min_group_size,
+        &request,
+        &request.range,
+        endpoint,
+    )];
+    if request.params.compare {
+        let range = period::previous(request.params.period, &request.range, &request.tz)?;
+        statements.push(stats_sql(
+            database,
+            min_group_size,
+            &request,
+            &range,
+            endpoint,
+        ));
+    }
+    if endpoint == Endpoint::Aggregate {
+        let (first, last) = (
+            request.range.first.to_string(),
+            request.range.last.to_string(),
+        );
+        statements.push(sql::dropped(database, &site.domain, &first, &last));
+        let now = now.as_second();
+        statements.push(sql::current_visitors(
+            database,
+            &site.domain,
+            now - 300,
+            now + 1,
+        ));
+    }
+    Ok(statements.iter().map(Sql::final_text).collect())
+}
+
+async fn fetch(state: &AppState, sql: &Sql) -> Result<Vec<StatsRow>, ApiError> {
+    with_timeout(sql.query(&state.client).fetch_all::<StatsRow>()).await
+}
+
+/// A metric's value from the row's sums, rounded as Plausible rounds it.
+pub fn metric_value(row: &StatsRow, metric: Metric) -> Value {
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    match metric {
+        Metric::Visitors => json!(row.visitors),
+        Metric::Visits => json!(row.visits),
+        Metric::Pageviews => json!(row.pageviews),
+        Metric::Events => json!(row.events),
+        Metric::ViewsPerVisit => {
+            json!((ratio(row.visit_pageviews, row.visits) * 100.0).round() / 100.0)
+        }
+        Metric::BounceRate => json!((ratio(row.bounces, row.visits) * 100.0).round() as u64),
+        Metric::VisitDuration => json!(ratio(row.duration, row.visits).round() as u64),
+        Metric::TimeOnPage => {
+            json!((ratio(row.engaged_ms, row.engaged_pages) / 1000.0).round() as u64)
+        }
+        Metric::ScrollDepth => json!(ratio(row.scroll_sum, row.engaged_pages).round() as u64),
+    }
+}
+
+/// Percent change (points for rates), as Plausible reports it.
+fn change(metric: Metric, now: &Value, before: &Value) -> Value {
+    let (a, b) = (now.as_f64().unwrap_or(0.0), before.as_f64().unwrap_or(0.0));
+    if metric.is_rate() {
+        return json!((a - b).round() as i64);
+    }
+    if b == 0.0 {
+        return json!(if a > 0.0 { 100 } else { 0 });
+    }
+    json!(((a - b) / b * 100.0).round() as i64)
+}
+
+pub(crate) async fn aggregate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let request = prepare(&state, &headers, query, Endpoint::Aggregate).await?;
+    let sql = stats_sql(
+        &state.database,
+        0,
+        &request,
+        &request.range,
+        Endpoint::Aggregate,
+    );
+    let row = fetch(&state, &sql).await?.pop().unwrap_or_default();
+    let previous = if request.params.compare {
+        let range = period::previous(request.params.period, &request.range, &request.tz)?;
+        let sql = stats_sql(&state.database, 0, &request, &range, Endpoint::Aggregate);
+        Some(fetch(&state, &sql).await?.pop().unwrap_or_default())
+    } else {
+        None
+    };
+    let mut results = Map::new();
+    for &metric in &request.params.metrics {
+        let value = metric_value(&row, metric);
+        let mut entry = json!({ "value": value });
+        if let Some(previous) = &previous {
+            let before = metric_value(previous, metric);
+            entry["change"] = change(metric, &value, &before);
+            entry["comparison_value"] = before;
+        }
+        results.insert(metric.name().into(), entry);
+    }
+    Ok(Json(json!({ "results": results })).into_response())
+}
+
+pub(crate) async fn timeseries(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let request = prepare(&state, &headers, query, Endpoint::Timeseries).await?;
+    let labels = period::bucket_labels(&request.range, request.params.interval, &request.tz)?;
+    let sql = stats_sql(
+        &state.database,
+        0,
+        &request,
+        &request.range,
+        Endpoint::Timeseries,
+    );
+    let rows: HashMap<String, StatsRow> = fetch(&state, &sql)
+        .await?
+        .into_iter()
+        .map(|r| (r.key.clone(), r))
+        .collect();
+    let empty = StatsRow::default();
+    let table: Vec<(String, &StatsRow)> = labels
+        .into_iter()
+        .map(|label| {
+            let row = rows.get(&label).unwrap_or(&empty);
+            (label, row)
+        })
+        .collect();
+    Ok(respond(&request.params, "date", &table))
+}
+
+pub(crate) async fn breakdown(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let request = prepare(&state, &headers, query, Endpoint::Breakdown).await?;
+    let sql = stats_sql(
+        &state.database,
+        state.config.min_group_size,
+        &request,
+        &request.range,
+        Endpoint::Breakdown,
+    );
+    let rows = fetch(&state, &sql).await?;
+    let key = request
+        .params
+        .property
+        .as_ref()
+        .map_or("page", Property::result_key);
+    let table: Vec<(String, &StatsRow)> = rows.iter().map(|r| (r.key.clone(), r)).collect();
+    Ok(respond(&request.params, key, &table))
+}
+
+/// JSON `{"results": [{key: …, metric: …}]}` or CSV with a header line.
+fn respond(params: &StatsParams, key: &str, table: &[(String, &StatsRow)]) -> Response {
+    match params.format {
+        Format::Json => {
+            let results: Vec<Value> = table
+                .iter()
+                .map(|(label, row)| {
+                    let mut entry = Map::new();
+                    entry.insert(key.into(), json!(label));
+                    for &m in &params.metrics {
+                        entry.insert(m.name().into(), metric_value(row, m));
+                    }
+                    Value::Object(entry)
+                })
+                .collect();
+            Json(json!({ "results": results })).into_response()
+        }
+        Format::Csv => {
+            let mut csv = String::new();
+            let header: Vec<&str> = std::iter::once(key)
+                .chain(params.metrics.iter().map(|m| m.name()))
+                .collect();
+            push_csv_line(&mut csv, header.iter().map(|h| h.to_string()));
+            for (label, row) in table {
+                let cells = std::iter::once(label.clone()).chain(
+                    params
+                        .metrics
+                        .iter()
+                        .map(|&m| metric_value(row, m).to_string()),
+                );
+                push_csv_line(&mut csv, cells);
+            }
+            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response()
+        }
+    }
+}
+
+/// RFC 4180 quoting; a cell that a spreadsheet would run as a formula gets a leading `'`.
+fn push_csv_line(out: &mut String, cells: impl Iterator<Item = String>) {
+    for (i, cell) in cells.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let cell = if cell.starts_with(['=', '+', '-', '@']) && cell.parse::<f64>().is_err() {
+            format!("'{cell}")
+        } else {
+            cell
+        };
+        if cell.contains([',', '"', '\n', '\r']) {
+            out.push('"');
+            out.push_str(&cell.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(&cell);
+        }
+    }
+    out.push_str("\r\n");
+}
+
+/// `GET /api/v1/stats/realtime/visitors`: visitors of the last 5 minutes, a bare number.
+pub(crate) async fn realtime_visitors(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let query = query_map(query)?;
+    let (site, _) = authorize(&state, &headers, &query).await?;
+    let now = Timestamp::now().as_second();
+    let sql = sql::current_visitors(&state.database, &site.domain, now - 5 * 60, now + 1);
+    let visitors: u64 = with_timeout(sql.query(&state.client).fetch_one::<u64>()).await?;
+    Ok(Json(json!(visitors)).into_response())
+}
+
+/// `GET /api/v1/stats/filtered`: traffic that was not counted (bots, opt-outs, spam, site
+/// rules), per reason, over the period's dates.
+pub(crate) async fn filtered(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let request = prepare(&state, &headers, query, Endpoint::Aggregate).await?;
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Reason {
+        reason: String,
+        count: u64,
+    }
+    // Counts are kept per UTC day: the period's local dates are read as those days.
+    let (first, last) = (request.range.first, request.range.last);
+    let sql = sql::dropped(
+        &state.database,
+        &request.site.domain,
+        &first.to_string(),
+        &last.to_string(),
+    );
+    let rows: Vec<Reason> = with_timeout(sql.query(&state.client).fetch_all()).await?;
+    let total: u64 = rows.iter().map(|r| r.count).sum();
+    let results: Vec<Value> = rows
+        .iter()
+        .map(|r| json!({ "reason": r.reason, "count": r.count }))
+        .collect();
+    Ok(Json(json!({ "results": results, "total": total })).into_response())
+}

@@ -1,0 +1,238 @@
+//! API keys and sites: who may read which site's stats.
+//!
+//! A key is 32 random bytes from the OS (`glimpse_` + 64 hex digits), shown once when created;
+//! ClickHouse stores only its BLAKE3 hash, a short `key_id` (the hash's first 12 hex digits)
+//! to list and revoke it by, the site (`*` for an operator key that reads every site) and a
+//! name. Revoking appends a row with `revoked = 1`. Sites come from the configuration and from
+//! `glimpse site add` (table `sites`); the configuration wins.
+
+use std::collections::BTreeMap;
+
+use glimpse_collector::config::{validate_timezone, Config};
+use serde::Deserialize;
+
+/// Prefix of every key, so that a leaked one is recognisable (e.g. by secret scanners).
+const KEY_PREFIX: &str = "glimpse_";
+/// The `site` of a key that reads every site.
+pub const ALL_SITES: &str = "*";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("ClickHouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("the operating system has no randomness to make a key: {0}")]
+    Random(String),
+    #[error("site {0:?} is neither configured nor added with `glimpse site add`")]
+    UnknownSite(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The stored form of a key.
+pub fn hash_key(key: &str) -> String {
+    blake3::hash(key.as_bytes()).to_hex().to_string()
+}
+
+fn new_key() -> Result<String, KeyError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| KeyError::Random(e.to_string()))?;
+    let mut key = String::from(KEY_PREFIX);
+    for b in bytes {
+        key.push_str(&format!("{b:02x}"));
+    }
+    Ok(key)
+}
+
+/// A site the stats API answers for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub domain: String,
+    pub timezone: String,
+    pub share_token: Option<String>,
+}
+
+/// Every site: the configured ones, then those added with `glimpse site add`.
+pub async fn sites(
+    client: &clickhouse::Client,
+    database: &str,
+    config: &Config,
+) -> Result<BTreeMap<String, Site>, clickhouse::error::Error> {
+    #[derive(clickhouse::Row, Deserialize)]
+    struct Stored {
+        domain: String,
+        timezone: String,
+    }
+    let stored: Vec<Stored> = client
+        .query(&format!(
+            "SELECT domain, argMax(timezone, created_at) FROM {database}.sites GROUP BY domain"
+        ))
+        .fetch_all()
+        .await?;
+    let mut sites = BTreeMap::new();
+    for s in stored {
+        sites.insert(
+            s.domain.clone(),
+            Site {
+                domain: s.domain,
+                timezone: s.timezone,
+                share_token: None,
+            },
+        );
+    }
+    for s in &config.sites {
+        sites.insert(
+            s.domain.clone(),
+            Site {
+                domain: s.domain.clone(),
+                timezone: s.timezone.clone(),
+                share_token: s.share_token.clone(),
+            },
+        );
+    }
+    Ok(sites)
+}
+
+/// Adds a site (or changes its time zone). The collector does not read this table yet: list
+/// the site in the configuration too for its beacons to be accepted.
+pub async fn add_site(
+    client: &clickhouse::Client,
+    database: &str,
+    domain: &str,
+    timezone: &str,
+) -> Result<(), KeyError> {
+    crate::params::parse_site_id(Some(domain)).map_err(|_| {
+        KeyError::Invalid(format!(
+            "{domain:?} is not a site domain: use the bare lower-case host name, e.g. example.com"
+        ))
+    })?;
+    validate_timezone(timezone).map_err(KeyError::Invalid)?;
+    client
+        .query(&format!(
+            "INSERT INTO {database}.sites (domain, timezone, created_at) VALUES (?, ?, now())"
+        ))
+        .bind(domain)
+        .bind(timezone)
+        .execute()
+        .await?;
+    Ok(())
+}
+
+/// A new key for `site` (or [`ALL_SITES`]); returns the key, which is not stored, and its id.
+pub async fn create_key(
+    client: &clickhouse::Client,
+    database: &str,
+    config: &Config,
+    site: &str,
+    name: &str,
+) -> Result<(String, String), KeyError> {
+    if site != ALL_SITES && !sites(client, database, config).await?.contains_key(site) {
+        return Err(KeyError::UnknownSite(site.into()));
+    }
+    let key = new_key()?;
+    let hash = hash_key(&key);
+    let key_id = hash[..12].to_string();
+    client
+        .query(&format!(
+            "INSERT INTO {database}.api_keys (key_hash, key_id, site, name, created_at, revoked) \
+             VALUES (?, ?, ?, ?, now(), 0)"
+        ))
+        .bind(&hash)
+        .bind(&key_id)
+        .bind(site)
+        .bind(name)
+        .execute()
+        .await?;
+    Ok((key, key_id))
+}
+
+/// One key as listed (never the key itself).
+#[derive(Debug, Clone, clickhouse::Row, Deserialize)]
+pub struct KeyInfo {
+    pub key_id: String,
+    pub site: String,
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: u32,
+    pub revoked: u8,
+}
+
+pub async fn list_keys(
+    client: &clickhouse::Client,
+    database: &str,
+) -> Result<Vec<KeyInfo>, KeyError> {
+    Ok(client
+        .query(&format!(
+            "SELECT any(key_id), any(site), any(name), toUInt32(min(created_at)), max(revoked) \
+             FROM {database}.api_keys GROUP BY key_hash ORDER BY min(created_at)"
+        ))
+        .fetch_all()
+        .await?)
+}
+
+/// Revokes the key(s) with this id; returns how many there were.
+pub async fn revoke_key(
+    client: &clickhouse::Client,
+    database: &str,
+    key_id: &str,
+) -> Result<usize, KeyError> {
+    #[derive(clickhouse::Row, Deserialize)]
+    struct Found {
+        key_hash: String,
+        site: String,
+        name: String,
+    }
+    let found: Vec<Found> = client
+        .query(&format!(
+            "SELECT key_hash, any(site), any(name) FROM {database}.api_keys \
+             WHERE key_id = ? GROUP BY key_hash"
+        ))
+        .bind(key_id)
+        .fetch_all()
+        .await?;
+    for key in &found {
+        client
+            .query(&format!(
+                "INSERT INTO {database}.api_keys (key_hash, key_id, site, name, created_at, revoked) \
+                 VALUES (?, ?, ?, ?, now(), 1)"
+            ))
+            .bind(&key.key_hash)
+            .bind(key_id)
+            .bind(&key.site)
+            .bind(&key.name)
+            .execute()
+            .await?;
+    }
+    Ok(found.len())
+}
+
+/// The site a valid, unrevoked key reads (or [`ALL_SITES`]); `None` for an unknown or revoked
+/// key.
+pub async fn key_site(
+    client: &clickhouse::Client,
+    database: &str,
+    key: &str,
+) -> Result<Option<String>, clickhouse::error::Error> {
+    #[derive(clickhouse::Row, Deserialize)]
+    struct Found {
+        site: String,
+        revoked: u8,
+    }
+    if !key.starts_with(KEY_PREFIX) || key.len() > 200 {
+        return Ok(None);
+    }
+    let found: Option<Found> = client
+        .query(&format!(
+            "SELECT any(site), max(revoked) FROM {database}.api_keys WHERE key_hash = ?"
+        ))
+        .bind(hash_key(key))
+        .fetch_optional()
+        .await?;
+    Ok(found
+        .filter(|f| f.revoked == 0 && !f.site.is_empty())
+        .map(|f| f.site))
+}
+
+/// Compares secrets in time independent of where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    blake3::hash(a.as_bytes()) == blake3::hash(b.as_bytes())
+}

@@ -1,0 +1,154 @@
+//! A broad matrix of stats requests and the exact SQL the query service runs for each, for
+//! checking the generated statements on ClickHouse 18.16 (`tests/stats_api.rs`) and on current
+//! ClickHouse via chdb (`tests/stats_sql_compat.rs`).
+
+use std::collections::{BTreeSet, HashMap};
+
+use glimpse_query::auth::Site;
+use glimpse_query::params::Endpoint;
+
+const METRICS: &str = "visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration,events,time_on_page,scroll_depth";
+
+const PROPERTIES: [&str; 22] = [
+    "event:page",
+    "event:name",
+    "event:hostname",
+    "event:props:plan",
+    "event:props:it's \\ `odd`",
+    "visit:entry_page",
+    "visit:exit_page",
+    "visit:source",
+    "visit:referrer",
+    "visit:utm_source",
+    "visit:utm_medium",
+    "visit:utm_campaign",
+    "visit:utm_term",
+    "visit:utm_content",
+    "visit:country",
+    "visit:region",
+    "visit:city",
+    "visit:device",
+    "visit:browser",
+    "visit:browser_version",
+    "visit:os",
+    "visit:os_version",
+];
+
+const FILTERS: [&str; 8] = [
+    "",
+    "event:page==/a|/b",
+    "event:page!=/a;visit:country==DE|FR",
+    "event:name==Signup;event:props:plan~pro",
+    "visit:source~oo|x'y;visit:entry_page!=/",
+    "visit:utm_campaign==spring;visit:device==mobile;visit:os~And",
+    "event:hostname==example.com;visit:city!=Paris|Berlin",
+    "visit:exit_page==/docs;visit:browser_version==131;visit:referrer~google",
+];
+
+/// Every distinct statement for the matrix, for a site in `timezone`.
+pub fn statements(database: &str, timezone: &str) -> Vec<String> {
+    let site = Site {
+        domain: "example.com".into(),
+        timezone: timezone.into(),
+        share_token: None,
+    };
+    let now = "2026-03-29T12:00:00Z".parse().unwrap();
+    let mut out = BTreeSet::new();
+    let mut add = |endpoint: Endpoint, pairs: &[(&str, &str)], k: u64| {
+        let query: HashMap<String, String> = pairs
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let sql = glimpse_query::statements_for(endpoint, &query, &site, database, k, now)
+            .unwrap_or_else(|e| panic!("{pairs:?}: {e}"));
+        out.extend(sql);
+    };
+    let periods: [&[(&str, &str)]; 8] = [
+        &[("period", "realtime")],
+        &[("period", "day"), ("date", "2026-03-29")],
+        &[("period", "7d")],
+        &[("period", "30d")],
+        &[("period", "month")],
+        &[("period", "6mo")],
+        &[("period", "12mo")],
+        &[("period", "custom"), ("date", "2026-03-01,2026-03-31")],
+    ];
+    for period in periods {
+        let mut q = vec![("site_id", "example.com"), ("metrics", METRICS)];
+        q.extend_from_slice(period);
+        add(Endpoint::Aggregate, &q, 0);
+        let mut compare = q.clone();
+        compare.push(("compare", "previous_period"));
+        add(Endpoint::Aggregate, &compare, 0);
+        add(Endpoint::Timeseries, &q, 0);
+    }
+    for interval in ["hour", "date", "week", "month"] {
+        for filters in FILTERS {
+            add(
+                Endpoint::Timeseries,
+                &[
+                    ("site_id", "example.com"),
+                    ("period", "custom"),
+                    ("date", "2026-03-20,2026-03-31"),
+                    ("interval", interval),
+                    ("metrics", METRICS),
+                    ("filters", filters),
+                ],
+                0,
+            );
+        }
+    }
+    for property in PROPERTIES {
+        let metrics = if property == "event:name" {
+            "visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration,events"
+        } else {
+            METRICS
+        };
+        for filters in FILTERS {
+            for k in [0, 5] {
+                add(
+                    Endpoint::Breakdown,
+                    &[
+                        ("site_id", "example.com"),
+                        ("period", "7d"),
+                        ("property", property),
+                        ("metrics", metrics),
+                        ("filters", filters),
+                        ("limit", "10"),
+                        ("page", "2"),
+                    ],
+                    k,
+                );
+            }
+        }
+        for sort in metrics
+            .split(',')
+            .chain([property.rsplit(':').next().unwrap()])
+        {
+            add(
+                Endpoint::Breakdown,
+                &[
+                    ("site_id", "example.com"),
+                    ("property", property),
+                    ("metrics", metrics),
+                    ("sort", &format!("{sort}:asc")),
+                ],
+                0,
+            );
+        }
+        for op in ["==", "!=", "~"] {
+            let filter = format!("{property}{op}x|y'z");
+            add(
+                Endpoint::Aggregate,
+                &[
+                    ("site_id", "example.com"),
+                    ("metrics", METRICS),
+                    ("filters", &filter),
+                ],
+                0,
+            );
+        }
+    }
+    out.into_iter().collect()
+}

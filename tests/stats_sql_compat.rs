@@ -1,0 +1,69 @@
+//! Proves that every SQL statement the stats API generates runs on current ClickHouse (26.x),
+//! using the in-process engine chdb driven by `tests/chdb/queries.py`. The same statements run
+//! on ClickHouse 18.16 in `tests/stats_api.rs`.
+//!
+//! The statements are the exact text the `clickhouse` crate sends (bound values inlined by the
+//! crate's own escaping), for a broad matrix of requests (`tests/common/stats_matrix.rs`).
+//! Needs a Python with chdb: `GLIMPSE_TEST_PYTHON` (else `python3`). Without chdb the test
+//! fails; it never passes silently.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use glimpse_collector::schema::{migration_statements, Flavor};
+
+fn python() -> PathBuf {
+    let python = std::env::var_os("GLIMPSE_TEST_PYTHON")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "python3".into());
+    PathBuf::from(python)
+}
+
+#[test]
+fn every_stats_statement_runs_on_current_clickhouse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = python();
+    let mut statements = Vec::new();
+    for tz in ["UTC", "Europe/Berlin", "America/St_Johns"] {
+        statements.extend(common::stats_matrix::statements("glimpse", tz));
+    }
+    assert!(statements.len() > 1000, "{}", statements.len());
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str, value: &Vec<String>| {
+        std::fs::write(dir.path().join(name), serde_json::to_vec(value).unwrap())
+            .expect("write json");
+    };
+    write(
+        "schema.json",
+        &migration_statements(Flavor::Modern, "glimpse"),
+    );
+    write("statements.json", &statements);
+
+    let script = root.join("tests/chdb/queries.py");
+    let output = Command::new(&python)
+        .current_dir(root)
+        .arg(&script)
+        .arg(dir.path())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (set GLIMPSE_TEST_PYTHON to a Python with chdb, as \
+                 scripts/test.sh does): {e}",
+                python.display()
+            )
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    print!("{stdout}");
+    eprint!("{stderr}");
+    assert!(
+        output.status.success(),
+        "{} failed ({}); a Python without chdb exits 3 — run scripts/test.sh, which sets \
+         GLIMPSE_TEST_PYTHON:\n{stderr}",
+        script.display(),
+        output.status
+    );
+}
