@@ -32,18 +32,7 @@ async fn authorize(
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<(Site, TimeZone), ApiError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim)
-                .ok_or(ApiError::Unauthorized(
-                    "the Authorization header must be `Bearer <API key>`",
-                ))
-        })
-        .transpose()?;
+    let bearer = bearer(headers)?;
     let share = query.get("auth").map(String::as_str);
     if bearer.is_none() && share.is_none() {
         return Err(ApiError::Unauthorized(
@@ -85,6 +74,22 @@ async fn authorize(
         ))
     })?;
     Ok((site.clone(), tz))
+}
+
+/// The API key of `Authorization: Bearer KEY`, if the header is there.
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or(ApiError::Unauthorized(
+                    "the Authorization header must be `Bearer <API key>`",
+                ))
+        })
+        .transpose()
 }
 
 async fn with_timeout<T, E: Into<ApiError>>(
@@ -201,12 +206,19 @@ pub fn statements_for(
             endpoint,
         ));
     }
+    // `filtered` and `props` take an aggregate's parameters: their statements are checked here.
     if endpoint == Endpoint::Aggregate {
         let (first, last) = (
             request.range.first.to_string(),
             request.range.last.to_string(),
         );
         statements.push(sql::dropped(database, &site.domain, &first, &last));
+        statements.push(sql::prop_names(
+            database,
+            &site.domain,
+            request.range.start,
+            request.range.end,
+        ));
         let now = now.as_second();
         statements.push(sql::current_visitors(
             database,
@@ -443,4 +455,51 @@ pub(crate) async fn filtered(
         .map(|r| json!({ "reason": r.reason, "count": r.count }))
         .collect();
     Ok(Json(json!({ "results": results, "total": total })).into_response())
+}
+
+/// `GET /api/v1/sites`: the sites the presented key may read (a share token with `site_id`:
+/// that one site), `{"results": [{"domain": …, "timezone": …}]}`, for the dashboard's site
+/// picker.
+pub(crate) async fn sites(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let query = query_map(query)?;
+    let visible: Vec<Site> = match bearer(&headers)? {
+        Some(key) => {
+            let allowed = with_timeout(auth::key_site(&state.client, &state.database, key))
+                .await?
+                .ok_or(ApiError::Unauthorized("invalid or revoked API key"))?;
+            with_timeout(auth::sites(&state.client, &state.database, &state.config))
+                .await?
+                .into_values()
+                .filter(|s| allowed == ALL_SITES || s.domain == allowed)
+                .collect()
+        }
+        None => vec![authorize(&state, &headers, &query).await?.0],
+    };
+    let results: Vec<Value> = visible
+        .iter()
+        .map(|s| json!({ "domain": s.domain, "timezone": s.timezone }))
+        .collect();
+    Ok(Json(json!({ "results": results })).into_response())
+}
+
+/// `GET /api/v1/stats/props`: the custom property names used in the period, most used first,
+/// `{"results": ["plan", …]}`, for the dashboard's property breakdowns.
+pub(crate) async fn prop_names(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let request = prepare(&state, &headers, query, Endpoint::Aggregate).await?;
+    let sql = sql::prop_names(
+        &state.database,
+        &request.site.domain,
+        request.range.start,
+        request.range.end,
+    );
+    let names: Vec<String> = with_timeout(sql.query(&state.client).fetch_all()).await?;
+    Ok(Json(json!({ "results": names })).into_response())
 }

@@ -3,10 +3,11 @@
 //! The stats API is compatible with Plausible's Stats API v1 (`/api/v1/stats/…`): `params`
 //! parses a request into typed values, `period` resolves it in the site's time zone, `sql`
 //! builds the statement from whitelisted identifiers and bound values, `auth` checks the API
-//! key, `api` answers JSON or CSV.
+//! key, `api` answers JSON or CSV, `dashboard` serves the page at `/`.
 
 mod api;
 pub mod auth;
+mod dashboard;
 pub mod error;
 pub mod params;
 pub mod period;
@@ -74,6 +75,10 @@ fn router(state: Arc<AppState>) -> Router {
             get(api::realtime_visitors),
         )
         .route("/api/v1/stats/filtered", get(api::filtered))
+        .route("/api/v1/stats/props", get(api::prop_names))
+        .route("/api/v1/sites", get(api::sites))
+        .route("/", get(dashboard::index))
+        .route("/assets/{name}", get(dashboard::asset))
         .with_state(state)
 }
 

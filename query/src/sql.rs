@@ -463,6 +463,23 @@ pub fn current_visitors(database: &str, site: &str, start: i64, end: i64) -> Sql
     sql
 }
 
+/// The custom property names used in `[start, end)`, most used first (at most 100): for the
+/// dashboard's property breakdowns.
+pub fn prop_names(database: &str, site: &str, start: i64, end: i64) -> Sql {
+    let mut sql = Sql::default();
+    let _ = write!(
+        sql.template,
+        "SELECT name FROM (SELECT arrayJoin(prop_keys) AS name FROM {database}.events WHERE site = "
+    );
+    sql.bind_str(site)
+        .push(" AND timestamp >= toDateTime(")
+        .bind_int(start)
+        .push(") AND timestamp < toDateTime(")
+        .bind_int(end)
+        .push(")) GROUP BY name ORDER BY count() DESC, name LIMIT 100");
+    sql
+}
+
 /// Filtered traffic per reason between two dates (inclusive, `YYYY-MM-DD`).
 pub fn dropped(database: &str, site: &str, first: &str, last: &str) -> Sql {
     let mut sql = Sql::default();

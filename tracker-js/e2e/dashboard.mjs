@@ -1,0 +1,215 @@
+// End-to-end driver for tests/dashboard.rs: real headless Chromium (puppeteer-core over
+// Debian's chromium) opens the query service's dashboard, signs in with an API key, clicks
+// breakdown rows, goes back, reloads, and opens a share link at phone width. It reports what
+// the page showed as one JSON line of facts; the Rust test compares them with the stats API.
+//
+//   BASE=http://127.0.0.1:PORT KEY=glimpse_… SITE=example.com SHARE=TOKEN \
+//   VIEW='period=7d&date=2026-03-31' SHOTS=../target CHROMIUM=/usr/bin/chromium \
+//   node e2e/dashboard.mjs
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import puppeteer from 'puppeteer-core'
+
+const { BASE: base, KEY: key, SITE: site, SHARE: share, VIEW: view = '', SHOTS: shots = '.' } = process.env
+const chromium = process.env.CHROMIUM || '/usr/bin/chromium'
+if (!base || !key || !site || !share) throw new Error('set BASE, KEY, SITE and SHARE')
+const USER_AGENT =
+  'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36'
+
+const log = (...a) => console.error('[dashboard]', ...a)
+const facts = { errors: [], api_requests: 0, api_requests_without_auth: 0, api_requests_with_cookie: 0 }
+function check(ok, message) {
+  if (!ok) throw new Error(`check failed: ${message}`)
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'glimpse-chromium-'))
+async function launch() {
+  return puppeteer.launch({
+    executablePath: chromium,
+    headless: true,
+    userDataDir: dir,
+    protocolTimeout: 30_000,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--window-size=1366,900',
+      `--user-agent=${USER_AGENT}`,
+    ],
+    defaultViewport: null,
+  })
+}
+
+/** A page whose console errors, page errors (CSP violations among them) and API requests are recorded. */
+async function open(b, name) {
+  const page = await b.newPage()
+  page.on('console', (m) => {
+    if (m.type() === 'error') facts.errors.push(`${name}: console: ${m.text()}`)
+  })
+  page.on('pageerror', (e) => facts.errors.push(`${name}: ${e.message}`))
+  page.on('requestfailed', (r) => facts.errors.push(`${name}: request failed: ${r.url()} ${r.failure()?.errorText}`))
+  page.on('request', (r) => {
+    if (!r.url().startsWith(`${base}/api/`)) return
+    facts.api_requests++
+    const h = r.headers()
+    if (!h.authorization && !new URL(r.url()).searchParams.get('auth')) facts.api_requests_without_auth++
+    if (h.cookie) facts.api_requests_with_cookie++
+  })
+  return page
+}
+
+/** Waits until the dashboard has rendered everything for the current URL. */
+async function ready(page, what) {
+  try {
+    await page.waitForSelector('body[data-state=ready]', { timeout: 20_000 })
+  } catch (e) {
+    const state = await page.evaluate(() => [document.body.dataset.state, document.getElementById('error').textContent])
+    throw new Error(`${what}: the dashboard did not become ready (state ${state[0]}: ${state[1]})`)
+  }
+}
+
+/** The headline tiles: metric → {value (exact, from data-value), text (as shown), change}. */
+const headline = (page) =>
+  page.$$eval('.metric', (tiles) =>
+    Object.fromEntries(
+      tiles.map((t) => [
+        t.dataset.metric,
+        {
+          value: t.dataset.value,
+          text: t.querySelector('.metric-value').textContent,
+          change: t.querySelector('.metric-change')?.dataset.change ?? null,
+        },
+      ]),
+    ),
+  )
+const filtersOf = (page) => page.evaluate(() => new URL(location.href).searchParams.get('filters'))
+
+/** Clicks the first row of a card; returns the property and value it filters by. */
+async function clickFirstRow(page, card) {
+  const row = await page.$(`[data-card="${card}"] li.row`)
+  check(row, `the ${card} card has no rows`)
+  const clicked = await row.evaluate((r) => ({ property: r.dataset.property, value: r.dataset.value }))
+  await page.click(`[data-card="${card}"] li.row button.row-name`)
+  return clicked
+}
+
+async function desktop(b) {
+  const page = await open(b, 'desktop')
+  await page.goto(`${base}/?site=${encodeURIComponent(site)}&${view}`)
+  await page.waitForSelector('body[data-state=login]', { timeout: 10_000 })
+  await page.type('#key', key)
+  await page.click('#login button[type=submit]')
+  await ready(page, 'after signing in')
+  facts.before = await headline(page)
+  facts.sites = await page.$$eval('#site option', (o) => o.map((x) => x.value))
+  facts.rows = await page.$$eval('[data-card]', (cards) =>
+    Object.fromEntries(cards.map((c) => [c.dataset.card, [...c.querySelectorAll('li.row')].map((r) => r.dataset.value)])),
+  )
+  facts.chart_points = await page.$$eval('#chart rect.hit', (r) => r.length)
+  facts.chart_labels = await page.$$eval('#chart text.axis', (t) => t.map((x) => x.textContent))
+  facts.filtered_note = await page.$eval('#filtered', (e) => e.textContent)
+  facts.storage = await page.evaluate(() => ({
+    session: Object.keys(sessionStorage),
+    local: Object.keys(localStorage),
+    cookie: document.cookie,
+  }))
+  facts.cookies = (await page.cookies()).length
+  // The key as entered must not be anywhere in the URL.
+  check(!page.url().includes(key), 'the API key is in the URL')
+  await page.mouse.move(0, 0) // no hover highlight in the picture
+  await page.screenshot({ path: join(shots, 'dashboard.png'), fullPage: true })
+
+  // Click a source: the URL carries the filter and every number is the filtered one.
+  facts.click1 = await clickFirstRow(page, 'Sources')
+  await ready(page, 'after the first click')
+  facts.url_after1 = page.url()
+  facts.filters_after1 = await filtersOf(page)
+  facts.after1 = await headline(page)
+  facts.chips_after1 = await page.$$eval('.chip', (c) => c.map((x) => x.dataset.filter))
+
+  // And a page: both filters.
+  facts.click2 = await clickFirstRow(page, 'Pages')
+  await ready(page, 'after the second click')
+  facts.filters_after2 = await filtersOf(page)
+  facts.after2 = await headline(page)
+  await page.mouse.move(0, 0)
+  await page.screenshot({ path: join(shots, 'dashboard-filtered.png'), fullPage: true })
+
+  // Back: the page filter is gone again.
+  await page.goBack()
+  await ready(page, 'after going back')
+  facts.filters_after_back = await filtersOf(page)
+  facts.after_back = await headline(page)
+
+  // Removing the remaining filter's chip: back to the unfiltered numbers.
+  await page.click('.chip-remove')
+  await ready(page, 'after removing the filter')
+  facts.filters_after_remove = await filtersOf(page)
+  facts.after_remove = await headline(page)
+
+  // A reload in the same tab keeps the key (sessionStorage): no sign-in form.
+  await page.reload()
+  await ready(page, 'after a reload')
+  facts.after_reload = await headline(page)
+
+  // The period picker: one day in hours, then the last 30 minutes (no comparison there).
+  await page.select('#period', 'day')
+  await ready(page, 'after picking a day')
+  facts.day_period = await page.evaluate(() => new URL(location.href).searchParams.get('period'))
+  facts.day_points = await page.$$eval('#chart rect.hit', (r) => r.length)
+  facts.day = await headline(page)
+  await page.select('#period', 'realtime')
+  await ready(page, 'after picking the last 30 minutes')
+  facts.realtime_points = await page.$$eval('#chart rect.hit', (r) => r.length)
+  await page.close()
+}
+
+async function mobile(b) {
+  // A new tab has no session: a share link needs no key.
+  const page = await open(b, 'mobile')
+  await page.setViewport({ width: 390, height: 844, deviceScaleFactor: 2, isMobile: true, hasTouch: true })
+  await page.goto(`${base}/?site=${encodeURIComponent(site)}&auth=${encodeURIComponent(share)}&${view}`)
+  await ready(page, 'the share link at phone width')
+  facts.share = await headline(page)
+  facts.share_sites = await page.$$eval('#site option', (o) => o.map((x) => x.value))
+  facts.share_forget_hidden = await page.$eval('#forget', (e) => e.hidden)
+  facts.mobile_overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
+  await page.screenshot({ path: join(shots, 'dashboard-mobile.png'), fullPage: true })
+  await page.close()
+
+  // A wrong token is an error shown on the page, not a sign-in form.
+  const bad = await open(b, 'bad-share')
+  await bad.goto(`${base}/?site=${encodeURIComponent(site)}&auth=wrong-token&${view}`)
+  await bad.waitForSelector('body[data-state=error]', { timeout: 10_000 })
+  facts.bad_share_error = await bad.$eval('#error', (e) => e.textContent)
+  await bad.close()
+  // That 401 is expected: it is the only console error allowed.
+  facts.errors = facts.errors.filter((e) => !(e.startsWith('bad-share: console:') && e.includes('401')))
+}
+
+let exit = 0
+const watchdog = setTimeout(() => {
+  log('timed out after 120 s')
+  process.exit(3)
+}, 120_000)
+let b
+try {
+  b = await launch()
+  facts.chromium = await b.version()
+  await desktop(b)
+  await mobile(b)
+  console.log(JSON.stringify(facts))
+} catch (e) {
+  log(e.stack || String(e))
+  exit = 1
+} finally {
+  if (b) await b.close().catch(() => {})
+  rmSync(dir, { recursive: true, force: true })
+  clearTimeout(watchdog)
+}
+process.exit(exit)
