@@ -23,9 +23,10 @@ if ! grep -qs "\"version\": \"1.60.0\"" .test-data/node_modules/crawler-user-age
     (cd .test-data && npm install --no-save --no-audit --no-fund --silent crawler-user-agents@1.60.0 top-user-agents@2.1.138)
 fi
 export GLIMPSE_TEST_UA_DATA="$PWD/.test-data"
-# The tracker: a real browser for tests/tracker.rs, its npm packages (pinned in
-# tracker-js/package-lock.json), its unit tests, and a check that the dist/ the binary embeds
-# is a fresh build of its source.
+# The tracker and dashboard: a real browser for tests/tracker.rs and tests/dashboard.rs,
+# tracker-js's npm packages (puppeteer-core drives both; pinned in
+# tracker-js/package-lock.json), the tracker's unit tests, and a check that the dist/ the
+# binary embeds is a fresh build of its source.
 ensure_apt chromium chromium-driver
 command -v npm >/dev/null 2>&1 || ensure_apt nodejs npm
 lock_sum=$(sha256sum tracker-js/package-lock.json | cut -d' ' -f1)

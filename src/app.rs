@@ -31,6 +31,54 @@ pub enum Command {
     /// Sites the stats API answers for, beside the configured ones.
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Print the privacy statement for a site, generated from this configuration.
+    PrivacyStatement {
+        /// The site's domain.
+        #[arg(long)]
+        site: String,
+    },
+    /// Data retention (`retention_days` per site).
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+    /// Export a site's events (streamed) as JSON Lines or CSV.
+    Export {
+        #[arg(long)]
+        site: String,
+        /// First day (YYYY-MM-DD, UTC), inclusive.
+        #[arg(long)]
+        from: jiff::civil::Date,
+        /// Last day (YYYY-MM-DD, UTC), inclusive.
+        #[arg(long)]
+        to: jiff::civil::Date,
+        /// `jsonl` or `csv`.
+        #[arg(long, default_value = "jsonl")]
+        format: glimpse_collector::admin::export::Format,
+        /// Output file; default standard output.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Import events exported by `glimpse export` (JSON Lines or CSV).
+    Import {
+        /// `jsonl` or `csv`.
+        #[arg(long, default_value = "jsonl")]
+        format: glimpse_collector::admin::export::Format,
+        /// The file to read; `-` for standard input.
+        file: std::path::PathBuf,
+    },
+    /// Erase one visitor's rows (a request received by e-mail, quoting the pseudonymous id
+    /// the visitor's /privacy/my-data page shows).
+    Erase {
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        visitor_id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Delete every event older than its site's retention now, and wait until it is gone.
+    Apply,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +131,18 @@ pub fn init_tracing() {
 }
 
 pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
+    if let Command::PrivacyStatement { site } = &command {
+        let site = config
+            .sites
+            .iter()
+            .find(|s| &s.domain == site)
+            .with_context(|| format!("no configured site {site:?} (see `sites`)"))?;
+        println!(
+            "{}",
+            glimpse_collector::privacy_statement::text(&config, site)
+        );
+        return Ok(());
+    }
     if let Command::Schema { flavor } = &command {
         let flavor = if flavor == "legacy" {
             Flavor::Legacy
@@ -162,9 +222,143 @@ async fn run_services(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Schema { .. } => unreachable!("handled before connecting"),
+        Command::PrivacyStatement { .. } => unreachable!("handled before connecting"),
+        Command::Retention(RetentionCommand::Apply) => retention_apply(&config).await,
+        Command::Erase { site, visitor_id } => erase_visitor(&config, &site, visitor_id).await,
+        Command::Export {
+            site,
+            from,
+            to,
+            format,
+            output,
+        } => export(&config, &site, from, to, format, output).await,
+        Command::Import { format, file } => import(&config, format, &file).await,
         Command::Key(command) => admin_key(command, &config).await,
         Command::Site(command) => admin_site(command, &config).await,
     }
+}
+
+async fn retention_apply(config: &Config) -> anyhow::Result<()> {
+    use glimpse_collector::admin::{retention, wait_until_zero};
+    let url = config.clickhouse_url.as_deref().unwrap_or_default();
+    let client = glimpse_collector::sink::connect(config, url);
+    let db = &config.clickhouse_database;
+    schema::migrate(&client, db).await?;
+    let now = glimpse_collector::http::unix_now();
+    let report = retention::apply(&client, db, &config.sites, now).await?;
+    for partition in &report.partitions_dropped {
+        println!("dropped partition {partition}");
+    }
+    for (site, rows) in &report.rows_scheduled {
+        let cut = retention::cutoff(
+            config
+                .sites
+                .iter()
+                .find(|s| &s.domain == site)
+                .map_or(retention::DEFAULT_RETENTION_DAYS, |s| s.retention_days),
+            now,
+        );
+        let sql = format!(
+            "SELECT count() FROM {db}.events WHERE site = ? AND timestamp < toDateTime({cut})"
+        );
+        let done =
+            wait_until_zero(&client, &sql, &[site], std::time::Duration::from_secs(120)).await?;
+        println!(
+            "{site}: {rows} expired events {}",
+            if done {
+                "deleted"
+            } else {
+                "scheduled for deletion (still in progress)"
+            }
+        );
+    }
+    if report.partitions_dropped.is_empty() && report.rows_scheduled.is_empty() {
+        println!("nothing past its retention");
+    }
+    Ok(())
+}
+
+async fn export(
+    config: &Config,
+    site: &str,
+    from: jiff::civil::Date,
+    to: jiff::civil::Date,
+    format: glimpse_collector::admin::export::Format,
+    output: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let day_start = |d: jiff::civil::Date| -> anyhow::Result<u32> {
+        let secs = d.to_zoned(jiff::tz::TimeZone::UTC)?.timestamp().as_second();
+        u32::try_from(secs).context("date outside 1970..2106")
+    };
+    let (from, to) = (day_start(from)?, day_start(to)? + 86_400);
+    anyhow::ensure!(from < to, "--from must not be after --to");
+    let url = config.clickhouse_url.as_deref().unwrap_or_default();
+    let client = glimpse_collector::sink::connect(config, url);
+    let mut out: Box<dyn std::io::Write> = match &output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let rows = glimpse_collector::admin::export::export(
+        &client,
+        &config.clickhouse_database,
+        site,
+        from,
+        to,
+        format,
+        &mut out,
+    )
+    .await?;
+    eprintln!("exported {rows} events of {site}");
+    Ok(())
+}
+
+async fn import(
+    config: &Config,
+    format: glimpse_collector::admin::export::Format,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let url = config.clickhouse_url.as_deref().unwrap_or_default();
+    let client = glimpse_collector::sink::connect(config, url);
+    schema::migrate(&client, &config.clickhouse_database).await?;
+    let input: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+        ))
+    };
+    let rows = glimpse_collector::admin::export::import(
+        &client,
+        &config.clickhouse_database,
+        input,
+        format,
+        config.batch_max_rows,
+    )
+    .await?;
+    println!("imported {rows} events");
+    Ok(())
+}
+
+async fn erase_visitor(config: &Config, site: &str, visitor_id: u64) -> anyhow::Result<()> {
+    use glimpse_collector::admin::{erase, wait_until_zero};
+    let url = config.clickhouse_url.as_deref().unwrap_or_default();
+    let client = glimpse_collector::sink::connect(config, url);
+    let db = &config.clickhouse_database;
+    let rows = erase::visitor(&client, db, site, visitor_id).await?;
+    let sql =
+        format!("SELECT count() FROM {db}.events WHERE site = ? AND visitor_id = {visitor_id}");
+    let done = wait_until_zero(&client, &sql, &[site], std::time::Duration::from_secs(120)).await?;
+    println!(
+        "{rows} events of visitor {visitor_id} on {site} {}",
+        if done {
+            "erased"
+        } else {
+            "scheduled for erasure (still in progress)"
+        }
+    );
+    Ok(())
 }
 
 async fn admin_key(command: KeyCommand, config: &Config) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@
 
 mod load;
 mod process;
+mod query;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -47,6 +48,15 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// The query benchmark: the dashboard's queries through the stats API at growing sizes.
+    Query {
+        /// Stored events at which to measure (cumulative).
+        #[arg(long, value_delimiter = ',', default_value = "100000,1000000,10000000")]
+        sizes: Vec<u64>,
+        /// Runs of each query per size.
+        #[arg(long, default_value_t = 20)]
+        repeats: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +69,7 @@ fn main() -> anyhow::Result<()> {
             duration,
             concurrency,
         } => runtime.block_on(ingest(glimpse, Duration::from_secs(duration), concurrency)),
+        Command::Query { sizes, repeats } => runtime.block_on(query::run(&sizes, repeats)),
     }
 }
 

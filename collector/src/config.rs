@@ -4,7 +4,7 @@
 //! Every key of the file has an environment variable of the same name in upper case with the
 //! `GLIMPSE_` prefix (`collector_addr` ⇄ `GLIMPSE_COLLECTOR_ADDR`). The environment wins.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -115,6 +115,23 @@ pub struct Config {
     /// Path of the beacon endpoint; the served tracker posts here by default.
     /// Default `/api/event`.
     pub event_path: String,
+    /// The collector's public address (e.g. `https://stats.example.com`), used for the links in
+    /// the privacy statement and pages. Unset: links are relative to the collector.
+    pub public_url: Option<String>,
+    /// Where the data is kept, in words, for the privacy statement (e.g. "on our own server in
+    /// Frankfurt, Germany"). Unset: the statement says "on servers we operate".
+    pub data_location: Option<String>,
+    /// Who visitors can write to about their data, for the privacy statement (an e-mail
+    /// address or URL). Unset: not mentioned.
+    pub privacy_contact: Option<String>,
+    /// Umami website ids mapped to sites, for Umami's tracker (`POST /api/send`):
+    /// `{ "<uuid>" = "example.com" }`. In the environment: `uuid=domain,uuid=domain`.
+    #[serde(deserialize_with = "deserialize_id_map")]
+    pub umami_websites: BTreeMap<String, String>,
+    /// Matomo `idsite`s mapped to sites, for Matomo's tracker (`/matomo.php`, `/piwik.php`):
+    /// `{ 1 = "example.com" }`. In the environment: `idsite=domain,idsite=domain`.
+    #[serde(deserialize_with = "deserialize_id_map")]
+    pub matomo_sites: BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -162,6 +179,11 @@ impl Default for Config {
             min_group_size: 0,
             script_path: "/js/script.js".into(),
             event_path: "/api/event".into(),
+            public_url: None,
+            data_location: None,
+            privacy_contact: None,
+            umami_websites: BTreeMap::new(),
+            matomo_sites: BTreeMap::new(),
         }
     }
 }
@@ -192,6 +214,13 @@ pub struct SiteConfig {
     /// Page paths whose events are dropped; `*` matches anything, e.g. `/admin/*`.
     #[serde(default)]
     pub exclude_paths: Vec<String>,
+    /// Days events are kept; older ones are deleted by the retention job. Default 180.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_retention_days() -> u32 {
+    180
 }
 
 fn yes() -> bool {
@@ -209,6 +238,7 @@ impl SiteConfig {
             domain: domain.into(),
             allow_subdomains: true,
             timezone: utc(),
+            retention_days: default_retention_days(),
             ..Self::default()
         }
     }
@@ -339,6 +369,22 @@ impl Config {
         }
         self.spool_fsync_policy()?;
         validate_paths(&self.script_path, &self.event_path)?;
+        self.validate_tracker_ids()?;
+        if let Some(url) = &self.public_url {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| ConfigError::invalid("public_url", e.to_string()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid("public_url", "must be an http(s) URL"));
+            }
+        }
+        for site in &self.sites {
+            if site.retention_days == 0 {
+                return Err(ConfigError::invalid(
+                    "sites",
+                    format!("site {}: retention_days must be at least 1", site.domain),
+                ));
+            }
+        }
         let positive = [
             ("batch_max_rows", self.batch_max_rows as u64),
             ("batch_max_delay_ms", self.batch_max_delay_ms),
@@ -460,7 +506,16 @@ pub fn validate_timezone(name: &str) -> Result<(), String> {
 
 /// The tracker's script and beacon paths: absolute, distinct, clear of the other endpoints.
 fn validate_paths(script: &str, event: &str) -> Result<(), ConfigError> {
-    const TAKEN: [&str; 5] = ["/health", "/ready", "/metrics", "/opt-out", "/opt-in"];
+    const TAKEN: [&str; 8] = [
+        "/health",
+        "/ready",
+        "/metrics",
+        "/opt-out",
+        "/opt-in",
+        "/privacy",
+        "/privacy/my-data",
+        "/privacy/erase",
+    ];
     for (key, path) in [("script_path", script), ("event_path", event)] {
         let plain =
             path.starts_with('/') && !path.contains(['?', '#', ' ']) && !TAKEN.contains(&path);
@@ -481,6 +536,89 @@ fn validate_paths(script: &str, event: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+impl Config {
+    /// Every Umami website id is a UUID and every Matomo `idsite` a number, each naming a
+    /// configured site; other trackers' endpoints are not the Plausible event path.
+    fn validate_tracker_ids(&self) -> Result<(), ConfigError> {
+        let configured = |domain: &str| self.sites.iter().any(|s| s.domain == domain);
+        for (id, domain) in &self.umami_websites {
+            let uuid = id.len() == 36
+                && id.char_indices().all(|(i, c)| match i {
+                    8 | 13 | 18 | 23 => c == '-',
+                    _ => c.is_ascii_hexdigit(),
+                });
+            if !uuid {
+                return Err(ConfigError::invalid(
+                    "umami_websites",
+                    format!("{id:?} is not an Umami website id (a UUID)"),
+                ));
+            }
+            if !configured(domain) {
+                return Err(ConfigError::invalid(
+                    "umami_websites",
+                    format!("website {id} maps to {domain:?}, which is not in `sites`"),
+                ));
+            }
+        }
+        for (id, domain) in &self.matomo_sites {
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ConfigError::invalid(
+                    "matomo_sites",
+                    format!("{id:?} is not a Matomo idsite (a number)"),
+                ));
+            }
+            if !configured(domain) {
+                return Err(ConfigError::invalid(
+                    "matomo_sites",
+                    format!("idsite {id} maps to {domain:?}, which is not in `sites`"),
+                ));
+            }
+        }
+        const OTHER_TRACKERS: [&str; 4] = ["/api/send", "/matomo.php", "/piwik.php", "/pixel.gif"];
+        if OTHER_TRACKERS.contains(&self.event_path.as_str()) {
+            return Err(ConfigError::invalid(
+                "event_path",
+                "is the endpoint of another tracker (Umami, Matomo, the pixel)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Tracker site ids → site domains: a table, a list of `id=domain`, or a comma-separated
+/// string of them (the environment). Ids are trimmed and lower-cased (UUIDs come in both cases).
+fn deserialize_id_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Map {
+        Csv(String),
+        List(Vec<String>),
+        Table(BTreeMap<String, String>),
+    }
+    let pair = |item: &str| -> Result<(String, String), D::Error> {
+        let (id, domain) = item
+            .split_once('=')
+            .ok_or_else(|| serde::de::Error::custom(format!("{item:?} is not id=domain")))?;
+        Ok((id.trim().to_string(), domain.trim().to_string()))
+    };
+    let pairs: Vec<(String, String)> = match Map::deserialize(d)? {
+        Map::Csv(csv) => csv
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(pair)
+            .collect::<Result<_, _>>()?,
+        Map::List(items) => items.iter().map(|i| pair(i)).collect::<Result<_, _>>()?,
+        Map::Table(table) => table.into_iter().collect(),
+    };
+    Ok(pairs
+        .into_iter()
+        .map(|(id, domain)| (id.trim().to_ascii_lowercase(), domain.trim().to_string()))
+        .collect())
 }
 
 /// A list, or a comma-separated string (the environment).
@@ -658,6 +796,46 @@ mod tests {
             ] {
                 let err = load_err(jail, var, value);
                 assert!(err.contains(&var[8..].to_lowercase()), "{err}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tracker_ids_map_to_configured_sites() {
+        Jail::expect_with(|jail| {
+            let uuid = "3F1C1A4E-7D2B-4C55-9A0E-2B7F5C8D9E01";
+            jail.set_env("GLIMPSE_SITES", "a.com,b.org");
+            jail.set_env("GLIMPSE_UMAMI_WEBSITES", format!("{uuid}=a.com"));
+            jail.set_env("GLIMPSE_MATOMO_SITES", "1=a.com, 2 = b.org");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.umami_websites[&uuid.to_lowercase()], "a.com");
+            assert_eq!(c.matomo_sites["2"], "b.org");
+            jail.create_file(
+                "t.toml",
+                &format!(
+                    "sites = [\"a.com\"]\n[umami_websites]\n\"{uuid}\" = \"a.com\"\n[matomo_sites]\n7 = \"a.com\"\n"
+                ),
+            )?;
+            jail.clear_env();
+            let c = Config::load(Some(Path::new("t.toml"))).unwrap();
+            assert_eq!(c.matomo_sites["7"], "a.com");
+            assert_eq!(c.umami_websites.len(), 1);
+            for (var, value, key) in [
+                ("GLIMPSE_MATOMO_SITES", "1=c.net", "matomo_sites"),
+                ("GLIMPSE_MATOMO_SITES", "one=a.com", "matomo_sites"),
+                ("GLIMPSE_MATOMO_SITES", "1", "matomo_sites"),
+                (
+                    "GLIMPSE_UMAMI_WEBSITES",
+                    "not-a-uuid=a.com",
+                    "umami_websites",
+                ),
+            ] {
+                jail.clear_env();
+                jail.set_env("GLIMPSE_SITES", "a.com");
+                jail.set_env(var, value);
+                let err = Config::load(None).unwrap_err().to_string();
+                assert!(err.contains(key), "{value}: {err}");
             }
             Ok(())
         });

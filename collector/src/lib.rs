@@ -5,10 +5,12 @@
 //! beacon → row pipeline), `sink` (queue, writer, ClickHouse), `schema` (tables and
 //! migrations), `local_clickhouse` (the ClickHouse Glimpse starts when none is configured).
 
+pub mod admin;
 pub mod config;
 pub mod http;
 pub mod ingest;
 pub mod local_clickhouse;
+pub mod privacy_statement;
 pub mod schema;
 pub mod sink;
 pub mod telemetry;
@@ -85,6 +87,12 @@ pub async fn serve(
         Duration::from_secs(10),
         background.clone(),
     ));
+    tokio::spawn(retention_periodically(
+        client.clone(),
+        config.clickhouse_database.clone(),
+        config.sites.clone(),
+        background.clone(),
+    ));
     let sink = ClickHouseSink::new(client, &config.clickhouse_database, flavor);
     let report = serve_with_sink(config, listener, shutdown, sink, readiness, drops).await;
     background.cancel();
@@ -154,6 +162,7 @@ pub async fn serve_with_sink<S: Sink>(
         sessions: Sessions::new(),
         drops,
         ingest,
+        privacy_limiter: http::rate_limit::RateLimiter::per_minute(10, 5),
         rate_limiter: http::rate_limit::RateLimiter::new(
             config.rate_limit_per_ip,
             config.rate_limit_burst,
@@ -232,6 +241,33 @@ async fn expire_visits(state: Arc<State>) {
         metrics::gauge!("glimpse_open_visits").set(open as f64);
         if let Some(limiter) = &state.rate_limiter {
             limiter.forget_idle();
+        }
+        state.privacy_limiter.forget_idle();
+    }
+}
+
+/// Applies retention a minute after start and every six hours after that. Several collectors
+/// doing the same is harmless: a second run finds nothing left to delete.
+async fn retention_periodically(
+    client: clickhouse::Client,
+    database: String,
+    sites: Vec<config::SiteConfig>,
+    stop: CancellationToken,
+) {
+    let mut wait = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+        wait = Duration::from_secs(6 * 60 * 60);
+        match admin::retention::apply(&client, &database, &sites, http::unix_now()).await {
+            Ok(report) => tracing::info!(
+                partitions_dropped = ?report.partitions_dropped,
+                rows_scheduled = ?report.rows_scheduled,
+                "retention applied"
+            ),
+            Err(error) => tracing::warn!(%error, "retention not applied; will retry"),
         }
     }
 }

@@ -723,3 +723,33 @@ async fn oversized_headers_are_refused() {
     let (report, _) = server.stop().await;
     assert_eq!(report.rows_written, 0);
 }
+
+#[tokio::test]
+async fn privacy_page_states_the_configuration() {
+    let server = Server::start(|c| {
+        c.store_ip_prefix = true;
+        c.ipv4_prefix_length = 16;
+    })
+    .await;
+    let get = |path: &str| server.client.get(format!("{}{path}", server.base)).send();
+    let page = get("/privacy").await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Analytics on example.com"), "{html}");
+    assert!(html.contains("first 16 of the 32 bits"));
+    assert!(html.contains("180 days"));
+    assert_eq!(
+        get("/privacy?site=nope.test")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    // Without ClickHouse (this in-memory server), the visitor-data pages say so.
+    assert_eq!(
+        get("/privacy/my-data").await.unwrap().status().as_u16(),
+        503
+    );
+    server.stop().await;
+}

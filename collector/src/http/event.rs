@@ -1,17 +1,18 @@
-//! `POST /api/event`: Plausible's event protocol.
+//! `POST /api/event`: Plausible's event protocol, and the path every protocol shares from a
+//! [`Beacon`] to the spool ([`record`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use super::response::{self, Body};
 use super::State;
 use crate::ingest::client_ip::client_ip;
 use crate::ingest::optout::PrivacySignals;
-use crate::ingest::{self, RequestFacts};
+use crate::ingest::{self, Beacon, DropReason, RequestFacts};
 
 pub async fn handle<B>(state: &State, peer: SocketAddr, request: Request<B>) -> Response<Body>
 where
@@ -44,6 +45,117 @@ where
             );
         }
     }
+    let (parts, body) = request.into_parts();
+    let client = match Client::admit(state, peer, &parts.headers) {
+        Ok(client) => client,
+        Err(refused) => return refused,
+    };
+    let body = match read_body(state, &parts.headers, body).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    let beacon = match ingest::beacon::parse(&body, &state.limits) {
+        Ok(beacon) => beacon,
+        Err(e) => {
+            reject("invalid");
+            return response::error(StatusCode::BAD_REQUEST, &e.reason, Some(&e.field));
+        }
+    };
+    match record(state, &beacon, &client, Protocol::Plausible).await {
+        Outcome::Accepted => accepted(),
+        Outcome::Refused(reason) => {
+            response::error(StatusCode::FORBIDDEN, &reason.to_string(), Some("d"))
+        }
+        Outcome::Unavailable(response) => response,
+    }
+}
+
+/// The protocol an event arrived in: the `protocol` label of
+/// `glimpse_events_accepted_total` and `glimpse_events_ignored_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Protocol {
+    Plausible,
+    Umami,
+    Matomo,
+    Pixel,
+}
+
+impl Protocol {
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::Plausible => "plausible",
+            Protocol::Umami => "umami",
+            Protocol::Matomo => "matomo",
+            Protocol::Pixel => "pixel",
+        }
+    }
+
+    /// Counts a request the protocol defines but Glimpse does not record.
+    pub(super) fn ignored(self, reason: &'static str) {
+        metrics::counter!(
+            "glimpse_events_ignored_total",
+            "protocol" => self.label(),
+            "reason" => reason
+        )
+        .increment(1);
+    }
+}
+
+/// What the collector believes about the client: the connection (through trusted proxies) and
+/// its headers. Never a payload's fields: a page cannot claim another address or browser.
+pub(super) struct Client {
+    ip: IpAddr,
+    user_agent: String,
+    signals: PrivacySignals,
+}
+
+impl Client {
+    /// Reads the client from the request, or refuses it (`429`) over the rate limit. The
+    /// address and user agent stay in memory, for the pipeline only.
+    // The error is the response to send, built only on the refusal path: no point boxing it.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn admit(
+        state: &State,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+    ) -> Result<Self, Response<Body>> {
+        let ip = client_ip(peer.ip(), headers, &state.trusted_proxies);
+        if let Some(limiter) = &state.rate_limiter {
+            if let Err(wait) = limiter.check(ip) {
+                reject("rate_limited");
+                let mut r = response::error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many events from this client; slow down",
+                    None,
+                );
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
+                return Err(r);
+            }
+        }
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            ip,
+            user_agent,
+            signals: PrivacySignals::from_headers(headers),
+        })
+    }
+}
+
+/// Reads a body of at most `max_body_bytes` within `request_timeout_secs`.
+pub(super) async fn read_body<B>(
+    state: &State,
+    headers: &HeaderMap,
+    body: B,
+) -> Result<Bytes, Response<Body>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let max = state.config.max_body_bytes;
     let too_large = || {
         reject("body_too_large");
@@ -53,79 +165,74 @@ where
             None,
         )
     };
-    let declared = request
-        .headers()
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max as u64) {
-        return too_large();
+        return Err(too_large());
     }
-    // Request facts are read now; the address and user agent stay in this function's memory.
-    let headers = request.headers();
-    let ip = client_ip(peer.ip(), headers, &state.trusted_proxies);
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default();
-    let signals = PrivacySignals::from_headers(headers);
-    if let Some(limiter) = &state.rate_limiter {
-        if let Err(wait) = limiter.check(ip) {
-            reject("rate_limited");
-            let mut r = response::error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many events from this client; slow down",
-                None,
-            );
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
-            return r;
-        }
-    }
-
     let body_timeout = Duration::from_secs(state.config.request_timeout_secs);
-    let read = Limited::new(request.into_body(), max).collect();
-    let body = match tokio::time::timeout(body_timeout, read).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+    let read = Limited::new(body, max).collect();
+    match tokio::time::timeout(body_timeout, read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Ok(Err(_)) => {
             reject("body_unreadable");
-            return response::error(StatusCode::BAD_REQUEST, "could not read the body", None);
+            Err(response::error(
+                StatusCode::BAD_REQUEST,
+                "could not read the body",
+                None,
+            ))
         }
         Err(_) => {
             reject("body_timeout");
-            return response::error(
+            Err(response::error(
                 StatusCode::REQUEST_TIMEOUT,
                 "the body did not arrive in time",
                 None,
-            );
+            ))
         }
-    };
-    let beacon = match ingest::beacon::parse(&body, &state.limits) {
-        Ok(beacon) => beacon,
-        Err(e) => {
-            reject("invalid");
-            return response::error(StatusCode::BAD_REQUEST, &e.reason, Some(&e.field));
-        }
-    };
+    }
+}
 
+/// What became of one event.
+pub(super) enum Outcome {
+    /// Durable in the spool (or queued), or filtered and only counted: the client cannot tell.
+    Accepted,
+    /// Refused for a reason the client may learn (no configured site): counted, not stored.
+    Refused(DropReason),
+    /// Not accepted now: the `503` to send.
+    Unavailable(Response<Body>),
+}
+
+/// The path every protocol shares, from a valid beacon to the spool: the pure pipeline
+/// (opt-outs, site rules, bots, salts), visits, then the spool or queue.
+pub(super) async fn record(
+    state: &State,
+    beacon: &Beacon,
+    client: &Client,
+    protocol: Protocol,
+) -> Outcome {
     let now = unix_now();
     let salts = match state.salts.salts_at(u64::from(now)) {
         Ok(salts) => salts,
         Err(error) => {
             tracing::error!(%error, "visitor-id salts unavailable");
             reject("salts_unavailable");
-            return response::unavailable("the collector cannot compute visitor ids", 5);
+            return Outcome::Unavailable(response::unavailable(
+                "the collector cannot compute visitor ids",
+                5,
+            ));
         }
     };
     let facts = RequestFacts {
         received_at: now,
-        client_ip: ip,
-        user_agent: &user_agent,
-        signals,
+        client_ip: client.ip,
+        user_agent: &client.user_agent,
+        signals: client.signals,
     };
-    let processed = match ingest::process(&beacon, &facts, &state.enrichers, &salts) {
+    let processed = match ingest::process(beacon, &facts, &state.enrichers, &salts) {
         Ok(processed) => processed,
         Err(dropped) => {
             let label = dropped.reason.label();
@@ -134,13 +241,9 @@ where
                 state.drops.record(site, now, label);
             }
             return if dropped.reason.is_silent() {
-                accepted()
+                Outcome::Accepted
             } else {
-                response::error(
-                    StatusCode::FORBIDDEN,
-                    &dropped.reason.to_string(),
-                    Some("d"),
-                )
+                Outcome::Refused(dropped.reason)
             };
         }
     };
@@ -163,30 +266,44 @@ where
         .collect();
     match state.ingest.submit(rows).await {
         Ok(()) => {
-            metrics::counter!("glimpse_events_accepted_total").increment(1);
-            accepted()
+            metrics::counter!("glimpse_events_accepted_total", "protocol" => protocol.label())
+                .increment(1);
+            Outcome::Accepted
         }
         Err(error) => {
             reject(error.label());
-            response::unavailable(&error.to_string(), error.retry_after_secs())
+            Outcome::Unavailable(response::unavailable(
+                &error.to_string(),
+                error.retry_after_secs(),
+            ))
         }
     }
+}
+
+/// Counts a request refused before the pipeline, by a low-cardinality reason.
+pub(super) fn reject(reason: &'static str) {
+    metrics::counter!("glimpse_events_rejected_total", "reason" => reason).increment(1);
+}
+
+/// Counts an event for a site id or domain no configured site matches, like the pipeline does.
+pub(super) fn unknown_site() {
+    metrics::counter!(
+        "glimpse_events_dropped_total",
+        "reason" => DropReason::UnknownSite.label()
+    )
+    .increment(1);
 }
 
 fn accepted() -> Response<Body> {
     response::text(StatusCode::ACCEPTED, "text/plain", "ok")
 }
 
-fn acceptable_content_type(value: &[u8]) -> bool {
+pub(super) fn acceptable_content_type(value: &[u8]) -> bool {
     let Ok(value) = std::str::from_utf8(value) else {
         return false;
     };
     let essence = value.split(';').next().unwrap_or("").trim();
     essence.eq_ignore_ascii_case("text/plain") || essence.eq_ignore_ascii_case("application/json")
-}
-
-fn reject(reason: &'static str) {
-    metrics::counter!("glimpse_events_rejected_total", "reason" => reason).increment(1);
 }
 
 pub fn unix_now() -> u32 {

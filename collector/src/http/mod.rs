@@ -2,11 +2,15 @@
 //! hyper lives only in this module.
 
 mod event;
+mod matomo;
 pub use event::unix_now;
 mod optout;
+mod pixel;
+mod privacy;
 pub mod rate_limit;
 pub mod response;
 pub mod script;
+mod umami;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -44,6 +48,8 @@ pub struct State {
     pub ingest: Ingest,
     /// Per-client beacon rate limit, when configured.
     pub rate_limiter: Option<rate_limit::RateLimiter>,
+    /// Per-client limit on the visitor data pages (each one queries ClickHouse).
+    pub privacy_limiter: rate_limit::RateLimiter,
     pub readiness: Arc<Readiness>,
 }
 
@@ -123,6 +129,12 @@ where
     }
     match path {
         "/opt-out" | "/opt-in" => optout::handle(&request),
+        // Other trackers' protocols, mapped into the same pipeline (`ingest::protocols`).
+        "/api/send" => umami::handle(state, peer, request).await,
+        "/matomo.php" | "/piwik.php" => matomo::handle(state, peer, request).await,
+        "/pixel.gif" => pixel::handle(state, peer, &request).await,
+        "/privacy" => privacy::statement(state, &request),
+        "/privacy/my-data" | "/privacy/erase" => privacy::my_data(state, peer, request).await,
         "/health" | "/ready" | "/metrics" if request.method() != Method::GET => {
             response::method_not_allowed("GET")
         }

@@ -25,6 +25,16 @@ impl RateLimiter {
         })
     }
 
+    /// `per_minute` requests a minute with bursts of `burst`, for rare, costly requests.
+    pub fn per_minute(per_minute: u32, burst: u32) -> Self {
+        let rate = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        Self {
+            limiter: Governor::keyed(Quota::per_minute(rate).allow_burst(burst)),
+            clock: DefaultClock::default(),
+        }
+    }
+
     /// `Err(wait)` when the client is over its rate.
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         self.limiter

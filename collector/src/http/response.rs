@@ -91,3 +91,20 @@ pub fn unavailable(reason: &str, retry_after_secs: u32) -> Response<Body> {
         .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
     response
 }
+
+/// The 1×1 transparent GIF that Matomo answers image requests with (43 bytes).
+pub const PIXEL_GIF: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// `status` with the 1×1 GIF, never cached (each load is a page view).
+pub fn gif(status: StatusCode) -> Response<Body> {
+    let mut response = text(status, "image/gif", Bytes::from_static(PIXEL_GIF));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, max-age=0"),
+    );
+    response
+}

@@ -1,7 +1,8 @@
 //! From a beacon body to event rows: parsing, then the pure pipeline, one module per concern:
 //! `client_ip` (who the client is), `optout` (DNT, GPC, cookie), `sites` (site rules),
 //! `useragent` and `bots`, `geo` (GeoIP), `ip_prefix` (truncation), `referrer` (sources,
-//! campaigns, spam), `pseudonym` (daily salts, visitor ids), `sessions` (visits).
+//! campaigns, spam), `pseudonym` (daily salts, visitor ids), `sessions` (visits). `protocols`
+//! maps other trackers' requests (Umami, Matomo, the pixel) into the same beacon.
 
 pub mod beacon;
 pub mod bots;
@@ -10,6 +11,7 @@ pub mod geo;
 pub mod ip_prefix;
 pub mod optout;
 pub mod pipeline;
+pub mod protocols;
 pub mod pseudonym;
 pub mod referrer;
 pub mod sessions;

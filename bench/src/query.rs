@@ -1,0 +1,236 @@
+//! The query benchmark: realistic events (power-law pages and sources, many visitors and
+//! visits, 90 days, 3 sites) written straight into ClickHouse in large batches, then every
+//! dashboard query timed through the stats API, p50/p95 over repeated runs, at growing data
+//! sizes (the scaling curve).
+
+use std::time::{Duration, Instant};
+
+use glimpse_collector::config::{Config, SiteConfig};
+use glimpse_collector::schema::EventRow;
+
+const SITES: [&str; 3] = ["example.com", "shop.example", "blog.example"];
+const DAYS: u32 = 90;
+
+/// A deterministic generator (xorshift): the same data every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A power-law pick in 0..n: low indices much more likely (Zipf-like).
+    fn zipf(&mut self, n: usize) -> usize {
+        let u = (self.next() % 1_000_000) as f64 / 1_000_000.0;
+        ((n as f64).powf(u) - 1.0) as usize % n
+    }
+}
+
+const SOURCES: [&str; 12] = [
+    "",
+    "Google",
+    "",
+    "DuckDuckGo",
+    "Hacker News",
+    "Reddit",
+    "GitHub",
+    "Bing",
+    "X (Twitter)",
+    "newsletter",
+    "LinkedIn",
+    "Facebook",
+];
+const COUNTRIES: [&str; 10] = ["US", "DE", "GB", "FR", "IN", "BR", "JP", "NL", "CA", "SE"];
+const BROWSERS: [&str; 5] = ["Chrome", "Safari", "Firefox", "Edge", "Samsung Internet"];
+const DEVICES: [&str; 3] = ["desktop", "mobile", "tablet"];
+
+/// Visits whose events are written, `count` events in total, ending now.
+fn generate(rng: &mut Rng, count: u64, now: u32, out: &mut Vec<EventRow>) {
+    let start = now - DAYS * 86_400;
+    let mut written = 0;
+    while written < count {
+        let site = SITES[rng.zipf(SITES.len())];
+        let visitor = rng.next() % 2_000_000;
+        let session = rng.next();
+        let mut t = start + (rng.next() % u64::from(DAYS * 86_400)) as u32;
+        let pages = 1 + rng.zipf(8);
+        let source = SOURCES[rng.zipf(SOURCES.len())];
+        let country = COUNTRIES[rng.zipf(COUNTRIES.len())];
+        let browser = BROWSERS[rng.zipf(BROWSERS.len())];
+        let device = DEVICES[rng.zipf(DEVICES.len())];
+        for p in 0..pages {
+            let page = rng.zipf(500);
+            out.push(EventRow {
+                site: site.into(),
+                timestamp: t.min(now - 1),
+                name: if p > 0 && rng.next() % 25 == 0 {
+                    "Signup"
+                } else {
+                    "pageview"
+                }
+                .into(),
+                hostname: site.into(),
+                pathname: format!("/page/{page}"),
+                referrer_source: if p == 0 { source } else { "" }.into(),
+                visitor_id: visitor,
+                session_id: session,
+                browser: browser.into(),
+                browser_version: "131".into(),
+                os: "Linux".into(),
+                device: device.into(),
+                country: country.into(),
+                screen_width: 1280,
+                interactive: 1,
+                ..EventRow::default()
+            });
+            t += 5 + (rng.next() % 120) as u32;
+            written += 1;
+            if written >= count {
+                break;
+            }
+        }
+    }
+}
+
+async fn insert(client: &clickhouse::Client, rows: &[EventRow]) -> anyhow::Result<()> {
+    let client = client.clone().with_database("glimpse");
+    for chunk in rows.chunks(500_000) {
+        let mut insert = client.insert::<EventRow>("events").await?;
+        for row in chunk {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+    }
+    Ok(())
+}
+
+/// Results at one data size: stored events, insert seconds, (p50, p95) ms per query.
+type SizeResult = (u64, f64, Vec<(f64, f64)>);
+
+/// The dashboard's queries, as stats API paths (site and key added per call).
+const QUERIES: &[(&str, &str)] = &[
+    ("aggregate + compare", "aggregate?period=30d&metrics=visitors,visits,pageviews,bounce_rate,visit_duration&compare=previous_period"),
+    ("timeseries 30d", "timeseries?period=30d&metrics=visitors,pageviews"),
+    ("breakdown page", "breakdown?period=30d&property=event:page&metrics=visitors,pageviews&limit=10"),
+    ("breakdown entry page", "breakdown?period=30d&property=visit:entry_page&metrics=visitors,bounce_rate&limit=10"),
+    ("breakdown exit page", "breakdown?period=30d&property=visit:exit_page&metrics=visitors&limit=10"),
+    ("breakdown source", "breakdown?period=30d&property=visit:source&metrics=visitors,visits&limit=10"),
+    ("breakdown country", "breakdown?period=30d&property=visit:country&metrics=visitors&limit=10"),
+    ("breakdown device", "breakdown?period=30d&property=visit:device&metrics=visitors&limit=10"),
+    ("breakdown browser", "breakdown?period=30d&property=visit:browser&metrics=visitors&limit=10"),
+    ("filtered: country DE, pages", "breakdown?period=30d&property=event:page&metrics=visitors&filters=visit:country%3D%3DDE&limit=10"),
+];
+
+pub async fn run(sizes: &[u64], repeats: usize) -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    let clickhouse = glimpse_collector::local_clickhouse::LocalClickHouse::start(
+        &work.path().join("clickhouse"),
+        "clickhouse-server",
+    )
+    .await?;
+    let client = clickhouse::Client::default()
+        .with_url(clickhouse.url())
+        .with_validation(false);
+    glimpse_collector::schema::migrate(&client, "glimpse").await?;
+    let config = Config {
+        clickhouse_url: Some(clickhouse.url().to_string()),
+        sites: SITES.iter().map(|s| SiteConfig::new(*s)).collect(),
+        ..Config::default()
+    };
+    let (key, _) =
+        glimpse_query::auth::create_key(&client, "glimpse", &config, "*", "bench").await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}/api/v1/stats", listener.local_addr()?);
+    let server = tokio::spawn(glimpse_query::serve(
+        config,
+        listener,
+        std::future::pending::<()>(),
+    ));
+
+    let now = glimpse_collector::http::unix_now();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut stored = 0u64;
+    let mut table: Vec<SizeResult> = Vec::new();
+    for &size in sizes {
+        let mut rows = Vec::with_capacity((size - stored) as usize);
+        generate(&mut rng, size - stored, now, &mut rows);
+        let started = Instant::now();
+        insert(&client, &rows).await?;
+        let insert_secs = started.elapsed().as_secs_f64();
+        stored = size;
+        drop(rows);
+        let _ = client
+            .query("OPTIMIZE TABLE glimpse.events")
+            .execute()
+            .await;
+        let mut timings = Vec::new();
+        for (_, path) in QUERIES {
+            let mut samples = Vec::with_capacity(repeats);
+            for _ in 0..repeats {
+                let url = format!("{base}/{path}&site_id=example.com");
+                let t = Instant::now();
+                let status = http_get(&url, &key).await?;
+                samples.push(t.elapsed());
+                anyhow::ensure!(status == 200, "{url} answered {status}");
+            }
+            timings.push(percentiles(&mut samples));
+        }
+        println!(
+            "{size} events: inserted in {insert_secs:.1} s ({:.0} ns/event)",
+            insert_secs * 1e9 / (size as f64 - table.last().map_or(0.0, |t| t.0 as f64))
+        );
+        table.push((size, insert_secs, timings));
+    }
+    server.abort();
+    clickhouse.stop().await;
+
+    println!();
+    let header: Vec<String> = table
+        .iter()
+        .map(|(n, _, _)| format!("{} events p50 / p95 ms", human(*n)))
+        .collect();
+    println!("| query | {} |", header.join(" | "));
+    println!("| --- |{}", " ---: |".repeat(table.len()));
+    for (i, (name, _)) in QUERIES.iter().enumerate() {
+        let cells: Vec<String> = table
+            .iter()
+            .map(|(_, _, t)| format!("{:.0} / {:.0}", t[i].0, t[i].1))
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+    Ok(())
+}
+
+fn human(n: u64) -> String {
+    if n >= 1_000_000 {
+        format!("{} M", n / 1_000_000)
+    } else {
+        format!("{} k", n / 1000)
+    }
+}
+
+fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    (at(0.5), at(0.95))
+}
+
+async fn http_get(url: &str, key: &str) -> anyhow::Result<u16> {
+    use http_body_util::{BodyExt, Empty};
+    let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let request = hyper::Request::get(url)
+        .header("authorization", format!("Bearer {key}"))
+        .body(Empty::new())?;
+    let response = client.request(request).await?;
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await;
+    Ok(status)
+}

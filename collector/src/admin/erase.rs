@@ -1,0 +1,30 @@
+//! Erasure on request by the operator (`glimpse erase --site S --visitor-id ID`), for requests
+//! that arrive by e-mail with the id the visitor's `/privacy/my-data` page showed.
+
+/// Schedules deletion of every row of `visitor_id` on `site`; returns how many there were.
+pub async fn visitor(
+    client: &clickhouse::Client,
+    db: &str,
+    site: &str,
+    visitor_id: u64,
+) -> Result<u64, clickhouse::error::Error> {
+    let n: u64 = client
+        .query(&format!(
+            "SELECT count() FROM {db}.events WHERE site = ? AND visitor_id = ?"
+        ))
+        .bind(site)
+        .bind(visitor_id)
+        .fetch_one()
+        .await?;
+    if n > 0 {
+        client
+            .query(&format!(
+                "ALTER TABLE {db}.events DELETE WHERE site = ? AND visitor_id = ?"
+            ))
+            .bind(site)
+            .bind(visitor_id)
+            .execute()
+            .await?;
+    }
+    Ok(n)
+}

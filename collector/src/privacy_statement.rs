@@ -1,0 +1,220 @@
+//! The privacy disclosure, generated from the live configuration, so an operator's policy says
+//! exactly what this installation does: what is collected, what happens to the IP address, how
+//! long data is kept, which signals are honoured, where data lives, and visitors' rights.
+//! Shown by `glimpse privacy-statement --site S` and on the collector's `/privacy` page.
+
+use crate::config::{Config, SiteConfig};
+
+/// The statement for `site`, as paragraphs of plain text (no markup).
+pub fn paragraphs(config: &Config, site: &SiteConfig) -> Vec<String> {
+    let link = |path: &str| match &config.public_url {
+        Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+        None => path.to_string(),
+    };
+    let mut out = Vec::new();
+    out.push(format!(
+        "We count visits to {} with Glimpse, a self-hosted web analytics tool, to learn which \
+         pages are read and how visitors find them. It sets no cookies to recognise you, builds \
+         no profile of you, and does not follow you across websites or from one day to the next.",
+        site.domain
+    ));
+
+    let place = if config.geoip_db.is_some() {
+        "the country, region and city your IP address belongs to (looked up in memory and then \
+         discarded)"
+    } else {
+        "no location information"
+    };
+    out.push(format!(
+        "For each page view or event we record: the time; the page address without its query \
+         string; the site you came from, reduced to its address without query string; campaign \
+         tags in the link you followed (utm_source, utm_medium, utm_campaign, utm_term, \
+         utm_content); your browser and its major version, operating system and version, device \
+         type (desktop, mobile or tablet) and screen width; {place}; and the names and \
+         properties of events the site defines (such as a sign-up)."
+    ));
+
+    let ip = if config.store_ip_prefix {
+        format!(
+            "We store only the first {v4} of the 32 bits of an IPv4 address{v4_words} (and the \
+             first {v6} of the 128 bits of an IPv6 address); the rest of your address is never \
+             stored.",
+            v4 = config.ipv4_prefix_length,
+            v4_words = match config.ipv4_prefix_length {
+                8 => " (its first quarter)",
+                16 => " (its first half)",
+                24 => " (its first three quarters)",
+                _ => "",
+            },
+            v6 = config.ipv6_prefix_length,
+        )
+    } else {
+        "We do not store your IP address, not even in part.".to_string()
+    };
+    out.push(format!(
+        "{ip} Your browser's full identification string (user agent) is not stored either. To \
+         count how many different people visit, a pseudonymous code is computed from your IP \
+         address and user agent with a secret key that is replaced every day at midnight UTC \
+         and destroyed after at most 48 hours; after that, nobody — including us — can link \
+         your visits on different days to each other or to you."
+    ));
+
+    out.push(format!(
+        "Records are deleted automatically {} days after they were made. Aggregated counts of \
+         visits we did not record (for example from bots or from visitors who opted out) are \
+         kept for the same time and contain nothing about the visitor.",
+        site.retention_days
+    ));
+
+    let mut honoured = Vec::new();
+    let mut ignored = Vec::new();
+    for (on, name) in [
+        (config.honor_dnt, "the Do Not Track setting of your browser"),
+        (config.honor_gpc, "Global Privacy Control"),
+    ] {
+        if on {
+            honoured.push(name.to_string());
+        } else {
+            ignored.push(name);
+        }
+    }
+    if config.honor_opt_out_cookie {
+        honoured.push(format!("an opt-out you set at {}", link("/opt-out")));
+    } else {
+        ignored.push("the opt-out page");
+    }
+    if !honoured.is_empty() {
+        out.push(format!(
+            "Nothing is recorded about visits from browsers that send {}.",
+            join_or(&honoured)
+        ));
+    }
+    if !ignored.is_empty() {
+        out.push(format!(
+            "This installation does not act on {}.",
+            join_or(&ignored.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        ));
+    }
+
+    out.push(format!(
+        "The data is kept {} and is not shared with or sold to anyone.",
+        config
+            .data_location
+            .as_deref()
+            .unwrap_or("on servers we operate ourselves")
+    ));
+
+    let mut rights = format!(
+        "You can see what was recorded about your visits today and yesterday (the only days on \
+         which your visits can be linked at all), download it, and have it erased, from the \
+         browser you used, at {}. Older records cannot be attributed to you, by design.",
+        link("/privacy/my-data")
+    );
+    if let Some(contact) = &config.privacy_contact {
+        rights.push_str(&format!(" Questions and requests: {contact}."));
+    }
+    out.push(rights);
+    out
+}
+
+/// The statement as one plain-text block.
+pub fn text(config: &Config, site: &SiteConfig) -> String {
+    paragraphs(config, site).join("\n\n")
+}
+
+/// The statement as an HTML page (every value escaped).
+pub fn html(config: &Config, site: &SiteConfig) -> String {
+    let body: String = paragraphs(config, site)
+        .iter()
+        .map(|p| format!("<p>{}</p>\n", html_escape::encode_text(p)))
+        .collect();
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Analytics and your privacy</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:42rem;margin:2rem auto;\
+         padding:0 1rem;line-height:1.55}}</style></head>\n<body>\n<h1>Analytics on {}</h1>\n{body}</body></html>\n",
+        html_escape::encode_text(&site.domain)
+    )
+}
+
+fn join_or(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (Config, SiteConfig) {
+        let site = SiteConfig::new("example.com");
+        let config = Config {
+            sites: vec![site.clone()],
+            ..Config::default()
+        };
+        (config, site)
+    }
+
+    #[test]
+    fn defaults_promise_what_the_defaults_do() {
+        let (config, site) = setup();
+        let t = text(&config, &site);
+        assert!(t.contains("We do not store your IP address, not even in part."));
+        assert!(t.contains("deleted automatically 180 days"));
+        assert!(t.contains("no location information"));
+        assert!(t.contains("Do Not Track"));
+        assert!(t.contains("Global Privacy Control"));
+        assert!(t.contains("an opt-out you set at /opt-out"));
+        assert!(t.contains("/privacy/my-data"));
+        assert!(t.contains("on servers we operate ourselves"));
+        assert!(!t.contains("does not act on"));
+    }
+
+    #[test]
+    fn every_setting_is_reflected() {
+        let (mut config, mut site) = setup();
+        config.store_ip_prefix = true;
+        config.ipv4_prefix_length = 16;
+        config.ipv6_prefix_length = 48;
+        config.geoip_db = Some("/x.mmdb".into());
+        config.honor_dnt = false;
+        config.public_url = Some("https://stats.example.com/".into());
+        config.data_location = Some("in Frankfurt, Germany".into());
+        config.privacy_contact = Some("privacy@example.com".into());
+        site.retention_days = 30;
+        let t = text(&config, &site);
+        assert!(
+            t.contains("first 16 of the 32 bits of an IPv4 address (its first half)"),
+            "{t}"
+        );
+        assert!(t.contains("first 48 of the 128 bits"));
+        assert!(t.contains("country, region and city"));
+        assert!(t.contains("deleted automatically 30 days"));
+        assert!(t.contains("does not act on the Do Not Track setting"));
+        assert!(!t.contains("browsers that send the Do Not Track"));
+        assert!(t.contains("https://stats.example.com/opt-out"));
+        assert!(t.contains("https://stats.example.com/privacy/my-data"));
+        assert!(t.contains("kept in Frankfurt, Germany"));
+        assert!(t.contains("privacy@example.com"));
+
+        config.ipv4_prefix_length = 24;
+        assert!(text(&config, &site).contains("(its first three quarters)"));
+        config.honor_gpc = false;
+        config.honor_opt_out_cookie = false;
+        let t = text(&config, &site);
+        assert!(t.contains("does not act on the Do Not Track setting of your browser, Global Privacy Control or the opt-out page"), "{t}");
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        let (mut config, site) = setup();
+        config.data_location = Some("<script>alert(1)</script>".into());
+        let page = html(&config, &site);
+        assert!(!page.contains("<script>alert"));
+        assert!(page.contains("&lt;script&gt;"));
+    }
+}
