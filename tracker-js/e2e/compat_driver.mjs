@@ -11,7 +11,7 @@ import http from 'node:http'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import puppeteer from 'puppeteer-core'
+import { check, launchChromium } from './chromium.mjs'
 
 const env = (name) => {
   if (!process.env[name]) throw new Error(`set ${name}`)
@@ -25,15 +25,10 @@ const umamiWebsite = env('UMAMI_WEBSITE')
 const matomoSite = env('MATOMO_SITE')
 const pixelSite = env('PIXEL_SITE')
 // The same desktop browser as e2e/driver.mjs: the collector drops HeadlessChrome as a bot.
-const USER_AGENT =
-  'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36'
 
 const log = (...a) => console.error('[compat-e2e]', ...a)
 const facts = {}
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-function check(ok, message) {
-  if (!ok) throw new Error(`check failed: ${message}`)
-}
 
 // --- Test pages ---------------------------------------------------------------------------
 const served = []
@@ -94,24 +89,7 @@ const dirs = []
 async function browser() {
   const dir = mkdtempSync(join(tmpdir(), 'glimpse-chromium-'))
   dirs.push(dir)
-  return puppeteer.launch({
-    executablePath: chromium,
-    headless: true,
-    userDataDir: dir,
-    protocolTimeout: 30_000,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--window-size=1366,900',
-      `--user-agent=${USER_AGENT}`,
-    ],
-    defaultViewport: null,
-  })
+  return launchChromium(dir, chromium)
 }
 
 /** A new page whose requests to `path` on the collector (not preflights) are kept. */

@@ -9,40 +9,18 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import puppeteer from 'puppeteer-core'
+import { check, launchChromium } from './chromium.mjs'
 
 const { BASE: base, KEY: key, SITE: site, SHARE: share, VIEW: view = '', SHOTS: shots = '.' } = process.env
 const chromium = process.env.CHROMIUM || '/usr/bin/chromium'
 if (!base || !key || !site || !share) throw new Error('set BASE, KEY, SITE and SHARE')
-const USER_AGENT =
-  'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36'
 
 const log = (...a) => console.error('[dashboard]', ...a)
 const facts = { errors: [], api_requests: 0, api_requests_without_auth: 0, api_requests_with_cookie: 0 }
-function check(ok, message) {
-  if (!ok) throw new Error(`check failed: ${message}`)
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'glimpse-chromium-'))
 async function launch() {
-  return puppeteer.launch({
-    executablePath: chromium,
-    headless: true,
-    userDataDir: dir,
-    protocolTimeout: 30_000,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--window-size=1366,900',
-      `--user-agent=${USER_AGENT}`,
-    ],
-    defaultViewport: null,
-  })
+  return launchChromium(dir, chromium)
 }
 
 /** A page whose console errors, page errors (CSP violations among them) and API requests are recorded. */

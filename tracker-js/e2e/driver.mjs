@@ -9,23 +9,17 @@ import http from 'node:http'
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import puppeteer from 'puppeteer-core'
+import { check, launchChromium } from './chromium.mjs'
 
 const collector = process.env.COLLECTOR
 const chromium = process.env.CHROMIUM || '/usr/bin/chromium'
 const eventPath = process.env.EVENT_PATH || '/api/event'
 if (!collector) throw new Error('set COLLECTOR to the collector base URL')
-// A normal desktop browser: the collector drops HeadlessChrome as a bot, rightly.
-const USER_AGENT =
-  'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36'
 const plausibleJs = readFileSync(new URL('../node_modules/@plausible-analytics/tracker/plausible.js', import.meta.url))
 
 const log = (...a) => console.error('[e2e]', ...a)
 const facts = {}
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
-function check(ok, message) {
-  if (!ok) throw new Error(`check failed: ${message}`)
-}
 
 // --- Test pages ---------------------------------------------------------------------------
 const served = [] // paths requested from the page server
@@ -139,24 +133,7 @@ async function browser({ dnt = false } = {}) {
     mkdirSync(join(dir, 'Default'))
     writeFileSync(join(dir, 'Default', 'Preferences'), JSON.stringify({ enable_do_not_track: true }))
   }
-  return puppeteer.launch({
-    executablePath: chromium,
-    headless: true,
-    userDataDir: dir,
-    protocolTimeout: 30_000,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--window-size=1366,900',
-      `--user-agent=${USER_AGENT}`,
-    ],
-    defaultViewport: null,
-  })
+  return launchChromium(dir, chromium)
 }
 
 /** A new page whose requests to the collector's event path are counted. */
