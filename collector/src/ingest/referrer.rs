@@ -178,7 +178,7 @@ const KNOWN_LABELS: &[(&str, &str)] = &[
 
 /// Matomo's community list of referrer spammers (public domain), compiled in.
 static SPAM_HOSTS: LazyLock<HashSet<String>> = LazyLock::new(|| {
-    include_str!("data/referrer_spam.txt")
+    include_str!("lists/referrer_spam.txt")
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
