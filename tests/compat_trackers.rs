@@ -8,19 +8,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
+use common::browser::{props, require_browser, run_driver};
 use common::{browser_client, wait_for_200, TestClickHouse};
 use glimpse_collector::config::SiteConfig;
 use glimpse_collector::schema::EventRow;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const UMAMI_JS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/trackers/umami/script.min.js"
@@ -34,28 +32,9 @@ const UMAMI_SITE: &str = "umami.example.com";
 const MATOMO_SITE: &str = "matomo.example.com";
 const PIXEL_SITE: &str = "pixel.example.com";
 
-fn tracker_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tracker-js")
-}
-
-/// Fails (never skips) when the browser, node, the driver's npm packages or the trackers are
-/// missing.
-fn require_browser() {
-    let fix = "run scripts/test.sh, which installs chromium, chromium-driver and tracker-js's npm packages (npm ci)";
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "Chromium is not installed at {CHROMIUM}: {fix}"
-    );
-    let manifest = tracker_dir().join("node_modules/puppeteer-core/package.json");
-    assert!(
-        manifest.exists(),
-        "npm package puppeteer-core is missing from tracker-js/node_modules: {fix}"
-    );
-    let node = std::process::Command::new("node").arg("--version").output();
-    assert!(
-        node.is_ok_and(|o| o.status.success()),
-        "node is not installed: {fix}"
-    );
+/// Fails (never skips) when the browser, node, puppeteer-core or the real trackers are missing.
+fn require_trackers() {
+    require_browser(&[]);
     for tracker in [UMAMI_JS, MATOMO_JS] {
         assert!(
             Path::new(tracker).exists(),
@@ -77,44 +56,15 @@ fn config(ch: &TestClickHouse) -> glimpse_collector::Config {
 
 /// Runs the browser driver against `collector` and returns the facts it reports.
 async fn drive_chromium(collector: &str) -> Value {
-    let mut child = tokio::process::Command::new("node")
-        .arg("e2e/compat_driver.mjs")
-        .current_dir(tracker_dir())
-        .env("COLLECTOR", collector)
-        .env("CHROMIUM", CHROMIUM)
-        .env("UMAMI_JS", UMAMI_JS)
-        .env("MATOMO_JS", MATOMO_JS)
-        .env("UMAMI_WEBSITE", UMAMI_WEBSITE)
-        .env("MATOMO_SITE", "1")
-        .env("PIXEL_SITE", PIXEL_SITE)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting node e2e/compat_driver.mjs");
-    let mut stdout = child.stdout.take().unwrap();
-    let run = async {
-        let mut out = String::new();
-        stdout.read_to_string(&mut out).await.unwrap();
-        (child.wait().await.unwrap(), out)
-    };
-    let (status, out) = tokio::time::timeout(Duration::from_secs(180), run)
-        .await
-        .expect("the Chromium driver did not finish within 180 s");
-    assert!(
-        status.success(),
-        "the Chromium driver failed ({status}); its log is above"
-    );
-    let line = out.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("driver output {out:?}: {e}"))
-}
-
-fn props(row: &EventRow) -> BTreeMap<&str, &str> {
-    row.prop_keys
-        .iter()
-        .map(String::as_str)
-        .zip(row.prop_values.iter().map(String::as_str))
-        .collect()
+    let env = [
+        ("COLLECTOR", collector),
+        ("UMAMI_JS", UMAMI_JS),
+        ("MATOMO_JS", MATOMO_JS),
+        ("UMAMI_WEBSITE", UMAMI_WEBSITE),
+        ("MATOMO_SITE", "1"),
+        ("PIXEL_SITE", PIXEL_SITE),
+    ];
+    run_driver("compat_driver.mjs", &env, Duration::from_secs(180)).await
 }
 
 type Counts = BTreeMap<(String, String, String), usize>;
@@ -127,7 +77,7 @@ fn expected(rows: &[(&str, &str, &str, usize)]) -> Counts {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_umami_and_matomo_trackers_and_the_pixel_record_the_right_rows() {
-    require_browser();
+    require_trackers();
     let ch = TestClickHouse::start().await;
     let config = config(&ch);
 

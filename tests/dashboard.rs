@@ -10,19 +10,17 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::browser::{require_browser, run_driver};
 use common::TestClickHouse;
 use glimpse_collector::config::SiteConfig;
 use glimpse_collector::schema::EventRow;
 use glimpse_collector::Config;
 use serde_json::{json, Value};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const SITE: &str = "example.com";
 const OTHER: &str = "other.org";
 const SHARE_TOKEN: &str = "dashboard-share-0123456789";
@@ -32,25 +30,6 @@ const HEADLINE: &str = "visitors,visits,pageviews,views_per_visit,bounce_rate,vi
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Fails (never skips) when the browser or the driver's npm packages are missing.
-fn require_browser() {
-    let fix = "run scripts/test.sh, which installs chromium and tracker-js's npm packages (npm ci)";
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "Chromium is not installed at {CHROMIUM}: {fix}"
-    );
-    let manifest = root().join("tracker-js/node_modules/puppeteer-core/package.json");
-    assert!(
-        manifest.exists(),
-        "npm package puppeteer-core is missing from tracker-js/node_modules: {fix}"
-    );
-    let node = std::process::Command::new("node").arg("--version").output();
-    assert!(
-        node.is_ok_and(|o| o.status.success()),
-        "node is not installed: {fix}"
-    );
 }
 
 /// A small deterministic generator (64-bit LCG), so the fixture is the same on every run.
@@ -287,41 +266,21 @@ async fn drive_chromium(s: &Service, shots: &Path) -> Value {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("&");
-    let mut child = tokio::process::Command::new("node")
-        .arg("e2e/dashboard.mjs")
-        .current_dir(root().join("tracker-js"))
-        .env("BASE", &s.base)
-        .env("KEY", &s.key)
-        .env("SITE", SITE)
-        .env("SHARE", SHARE_TOKEN)
-        .env("VIEW", view)
-        .env("SHOTS", shots)
-        .env("CHROMIUM", CHROMIUM)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting node e2e/dashboard.mjs");
-    let mut stdout = child.stdout.take().unwrap();
-    let run = async {
-        let mut out = String::new();
-        stdout.read_to_string(&mut out).await.unwrap();
-        (child.wait().await.unwrap(), out)
-    };
-    let (status, out) = tokio::time::timeout(Duration::from_secs(150), run)
-        .await
-        .expect("the Chromium driver did not finish within 150 s");
-    assert!(
-        status.success(),
-        "the dashboard driver failed ({status}); its log is above"
-    );
-    let line = out.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("driver output {out:?}: {e}"))
+    let shots = shots.to_string_lossy();
+    let env = [
+        ("BASE", s.base.as_str()),
+        ("KEY", s.key.as_str()),
+        ("SITE", SITE),
+        ("SHARE", SHARE_TOKEN),
+        ("VIEW", view.as_str()),
+        ("SHOTS", shots.as_ref()),
+    ];
+    run_driver("dashboard.mjs", &env, Duration::from_secs(150)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_real_chromium_shows_the_apis_numbers() {
-    require_browser();
+    require_browser(&[]);
     let s = start().await;
     let shots: PathBuf = root().join("target");
     std::fs::create_dir_all(&shots).unwrap();

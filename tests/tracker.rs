@@ -9,46 +9,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::browser::{props, require_browser, run_driver};
 use common::{browser_client, wait_for_200, TestClickHouse};
 use glimpse_collector::http::script;
 use glimpse_collector::schema::EventRow;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn tracker_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tracker-js")
-}
-
-/// Fails (never skips) when the browser or the driver's npm packages are missing.
-fn require_browser() {
-    let fix = "run scripts/test.sh, which installs chromium, chromium-driver and tracker-js's npm packages (npm ci)";
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "Chromium is not installed at {CHROMIUM}: {fix}"
-    );
-    for package in ["puppeteer-core", "@plausible-analytics/tracker"] {
-        let manifest = tracker_dir()
-            .join("node_modules")
-            .join(package)
-            .join("package.json");
-        assert!(
-            manifest.exists(),
-            "npm package {package} is missing from tracker-js/node_modules: {fix}"
-        );
-    }
-    let node = std::process::Command::new("node").arg("--version").output();
-    assert!(
-        node.is_ok_and(|o| o.status.success()),
-        "node is not installed: {fix}"
-    );
-}
 
 struct Collector {
     base: String,
@@ -86,44 +54,17 @@ impl Collector {
 
 /// Runs the browser driver against `collector` and returns the facts it reports.
 async fn drive_chromium(collector: &str) -> serde_json::Value {
-    let mut child = tokio::process::Command::new("node")
-        .arg("e2e/driver.mjs")
-        .current_dir(tracker_dir())
-        .env("COLLECTOR", collector)
-        .env("CHROMIUM", CHROMIUM)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting node e2e/driver.mjs");
-    let mut stdout = child.stdout.take().unwrap();
-    let run = async {
-        let mut out = String::new();
-        stdout.read_to_string(&mut out).await.unwrap();
-        (child.wait().await.unwrap(), out)
-    };
-    let (status, out) = tokio::time::timeout(Duration::from_secs(180), run)
-        .await
-        .expect("the Chromium driver did not finish within 180 s");
-    assert!(
-        status.success(),
-        "the Chromium driver failed ({status}); its log is above"
-    );
-    let line = out.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("driver output {out:?}: {e}"))
-}
-
-fn props(row: &EventRow) -> BTreeMap<&str, &str> {
-    row.prop_keys
-        .iter()
-        .map(String::as_str)
-        .zip(row.prop_values.iter().map(String::as_str))
-        .collect()
+    run_driver(
+        "driver.mjs",
+        &[("COLLECTOR", collector)],
+        Duration::from_secs(180),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracker_in_real_chromium_records_exactly_the_right_rows() {
-    require_browser();
+    require_browser(&["@plausible-analytics/tracker"]);
     let ch = TestClickHouse::start().await;
     let collector = start_collector(ch.config()).await;
 
