@@ -45,6 +45,9 @@ impl Lcg {
     }
 }
 
+/// The goals of `SITE`: a custom event and two page goals.
+const GOALS: [&str; 3] = ["Signup", "Visit /pricing", "Visit /blog/*"];
+
 /// Two weeks (2026-03-18..31 UTC) of visits to two sites: pages, sources, campaigns, places,
 /// devices, and a custom event with a property.
 fn fixture() -> Vec<EventRow> {
@@ -124,6 +127,8 @@ fn fixture() -> Vec<EventRow> {
             }
         }
     }
+    // The visit columns, as the collector stamps them on rows it receives.
+    glimpse_collector::ingest::sessions::stamp_visits(&mut rows);
     rows
 }
 
@@ -165,6 +170,7 @@ async fn start() -> Service {
         sites: vec![
             SiteConfig {
                 share_token: Some(SHARE_TOKEN.into()),
+                goals: GOALS.map(String::from).to_vec(),
                 ..SiteConfig::new(SITE)
             },
             SiteConfig::new(OTHER),
@@ -323,6 +329,34 @@ async fn dashboard_in_real_chromium_shows_the_apis_numbers() {
         );
     }
     assert_eq!(facts["rows"]["Custom events"], json!(["Signup"]));
+
+    // Goals: the card shows the API's goal breakdown, visitors and conversion rate per goal.
+    let mut params = vec![
+        ("site_id", SITE),
+        ("property", "event:goal"),
+        ("metrics", "visitors,conversion_rate"),
+        ("limit", "10"),
+    ];
+    params.extend_from_slice(&VIEW);
+    let (status, body) = s
+        .get(Some(&s.key), "/api/v1/stats/breakdown", &params)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let api_goals: Vec<Value> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            // As JavaScript prints the number: 20, not 20.0.
+            let rate = r["conversion_rate"].as_f64().unwrap();
+            json!({
+                "value": r["goal"],
+                "cells": [r["visitors"].to_string(), format!("{rate}%")],
+            })
+        })
+        .collect();
+    assert_eq!(api_goals.len(), GOALS.len(), "{body}");
+    assert_eq!(facts["goals"], json!(api_goals));
     let mut plans = facts["rows"]["Event properties"]
         .as_array()
         .unwrap()
@@ -495,6 +529,8 @@ async fn page_assets_sites_and_props_are_served_safely() {
         (200, vec![SITE.into(), OTHER.into()])
     );
     assert_eq!(body["results"][0]["timezone"], "UTC");
+    assert_eq!(body["results"][0]["goals"], json!(GOALS));
+    assert_eq!(body["results"][1]["goals"], json!([]));
     let (status, body) = s.get(Some(&s.site_key), sites, &[]).await;
     assert_eq!((status, domains(&body)), (200, vec![SITE.into()]));
     let share = [("site_id", SITE), ("auth", SHARE_TOKEN)];

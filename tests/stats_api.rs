@@ -6,11 +6,12 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use common::TestClickHouse;
 use glimpse_collector::config::SiteConfig;
+use glimpse_collector::ingest::sessions::stamp_visits;
 use glimpse_collector::schema::EventRow;
 use glimpse_collector::Config;
 use jiff::civil::Date;
@@ -150,19 +151,26 @@ fn fixture() -> Vec<EventRow> {
             }
         }
     }
+    // The visit columns, as the collector stamps them on rows it receives.
+    stamp_visits(&mut rows);
     rows
 }
 
 // ---------------------------------------------------------------------------------------------
 // Expected numbers, computed from the fixture in plain Rust
 
-/// A visit's properties, from its events (engagement excluded).
-struct Visit {
+/// A visit, from all its events (of any period): properties, start and figures computed
+/// directly from the events, not from the visit columns the collector stamps.
+struct Visit<'a> {
     visitor: u64,
     props: HashMap<&'static str, String>,
+    /// The first event's time (engagement reports excluded).
+    start: i64,
     pageviews: u64,
     bounce: bool,
     duration: i64,
+    /// Every row of the visit, engagement reports included.
+    rows: Vec<&'a EventRow>,
 }
 
 fn or_none(s: &str, none: &str) -> String {
@@ -173,22 +181,24 @@ fn or_none(s: &str, none: &str) -> String {
     }
 }
 
-fn visits(events: &[&EventRow]) -> HashMap<u64, Visit> {
+fn visits<'a>(events: &[&'a EventRow]) -> HashMap<u64, Visit<'a>> {
     let mut by_session: BTreeMap<u64, Vec<&EventRow>> = BTreeMap::new();
-    for e in events.iter().filter(|e| e.name != "engagement") {
+    for e in events {
         by_session.entry(e.session_id).or_default().push(e);
     }
     by_session
         .into_iter()
-        .map(|(id, mut evs)| {
-            evs.sort_by_key(|e| e.timestamp);
+        .map(|(id, mut rows)| {
+            rows.sort_by_key(|e| e.timestamp);
+            let evs: Vec<&EventRow> = rows
+                .iter()
+                .copied()
+                .filter(|e| e.name != "engagement")
+                .collect();
             let first = evs[0];
             let pvs: Vec<&&EventRow> = evs.iter().filter(|e| e.name == "pageview").collect();
             let mut props = HashMap::new();
-            props.insert(
-                "entry_page",
-                or_none(pvs.first().map_or("", |e| &e.pathname), "(none)"),
-            );
+            props.insert("entry_page", or_none(&first.pathname, "(none)"));
             props.insert(
                 "exit_page",
                 or_none(pvs.last().map_or("", |e| &e.pathname), "(none)"),
@@ -219,13 +229,45 @@ fn visits(events: &[&EventRow]) -> HashMap<u64, Visit> {
             let visit = Visit {
                 visitor: first.visitor_id,
                 props,
+                start: first.timestamp as i64,
                 pageviews: pvs.len() as u64,
                 bounce: pvs.len() <= 1 && interactive_events == 0,
                 duration: evs.last().unwrap().timestamp as i64 - first.timestamp as i64,
+                rows,
             };
             (id, visit)
         })
         .collect()
+}
+
+/// The goals configured for `SITE`: overlapping on purpose (`/blog/a` reaches two).
+const GOALS: [&str; 4] = ["Signup", "Visit /pricing", "Visit /blog/*", "Visit /*"];
+
+/// The goals an event reached, in configuration order.
+fn goals_of(e: &EventRow) -> Vec<String> {
+    GOALS
+        .iter()
+        .filter(|goal| match goal.strip_prefix("Visit ") {
+            Some(pattern) => {
+                e.name == "pageview"
+                    && match pattern.strip_suffix('*') {
+                        Some(prefix) => e.pathname.starts_with(prefix),
+                        None => e.pathname == pattern,
+                    }
+            }
+            None => e.name == **goal,
+        })
+        .map(|g| g.to_string())
+        .collect()
+}
+
+/// The values an event has for a property: one, or for `event:goal` each goal it reached.
+fn event_values(e: &EventRow, property: &str) -> Vec<String> {
+    if property == "event:goal" {
+        goals_of(e)
+    } else {
+        vec![event_value(e, property)]
+    }
 }
 
 fn event_value(e: &EventRow, property: &str) -> String {
@@ -326,8 +368,11 @@ impl Sums {
 
 const ALL_METRICS: &str = "visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration,events,time_on_page,scroll_depth";
 
-/// Per key: the visits that had a matching event, their events' counts, and their pages'
-/// engagement.
+/// Per key: event figures from the period's events (visitors, page views, events, engagement
+/// reports), and visit figures from the visits that started in the period (visits, their page
+/// views, bounces, durations). Visit filters select visits (and so their events); event
+/// filters select events, and visits that have a matching event. The exit page is known per
+/// visit, so its breakdown and filter take the period's visits.
 fn expected(
     fixture: &[EventRow],
     site: &str,
@@ -336,15 +381,14 @@ fn expected(
     key: Key,
     min_group_size: usize,
 ) -> BTreeMap<String, Sums> {
-    let in_range: Vec<&EventRow> = fixture
-        .iter()
-        .filter(|e| e.site == site && (start..end).contains(&(e.timestamp as i64)))
-        .collect();
-    let visits = visits(&in_range);
+    let site_rows: Vec<&EventRow> = fixture.iter().filter(|e| e.site == site).collect();
+    let visits = visits(&site_rows);
+    let in_period = |v: &Visit| (start..end).contains(&v.start);
     let visit_ok = |v: &Visit| {
         filters
             .iter()
             .all(|f| match f.property.strip_prefix("visit:") {
+                Some("exit_page") => in_period(v) && f.matches(&v.props["exit_page"]),
                 Some(p) => f.matches(&v.props[p]),
                 None => true,
             })
@@ -357,74 +401,121 @@ fn expected(
             if f.property == "event:name" && e.name == "engagement" {
                 return true;
             }
+            if f.property == "event:goal" {
+                let reached = goals_of(e);
+                return match f.op {
+                    "!=" => !reached.iter().any(|g| f.values.contains(&g.as_str())),
+                    _ => reached.iter().any(|g| f.matches(g)),
+                };
+            }
             f.matches(&event_value(e, f.property))
         })
     };
-    // (visit, key) → events; (visit, key, page) → engagement.
-    let mut groups: BTreeMap<(u64, String), Vec<&EventRow>> = BTreeMap::new();
-    for e in in_range.iter().filter(|e| event_ok(e)) {
-        let Some(visit) = visits.get(&e.session_id) else {
-            continue;
-        };
-        if !visit_ok(visit) {
+    let event_filtered = filters.iter().any(|f| !f.property.starts_with("visit:"));
+    let matching =
+        |v: &Visit| !event_filtered || v.rows.iter().any(|e| e.name != "engagement" && event_ok(e));
+    let exit_breakdown = matches!(key, Key::Property("visit:exit_page"));
+
+    // Event figures.
+    let mut event_sums: BTreeMap<String, Sums> = BTreeMap::new();
+    if !exit_breakdown {
+        for e in &site_rows {
+            let visit = &visits[&e.session_id];
+            if !(start..end).contains(&(e.timestamp as i64)) || !event_ok(e) || !visit_ok(visit) {
+                continue;
+            }
+            let keys = match &key {
+                Key::Total => vec![String::new()],
+                Key::Bucket(f) => vec![f(e.timestamp)],
+                Key::Property(p) => match p.strip_prefix("visit:") {
+                    Some(vp) => vec![visit.props[vp].clone()],
+                    None => event_values(e, p),
+                },
+            };
+            for k in keys {
+                let sums = event_sums.entry(k).or_default();
+                if e.name == "engagement" {
+                    sums.engaged_pages += 1;
+                    sums.engaged_ms += e.engagement_ms as u64;
+                    sums.scroll_sum += e.scroll_depth as u64;
+                } else {
+                    sums.visitors.insert(e.visitor_id);
+                    sums.events += 1;
+                    sums.pageviews += u64::from(e.name == "pageview");
+                }
+            }
+        }
+        // Keys with only engagement reports have no event figures.
+        event_sums.retain(|_, s| s.events > 0);
+    }
+
+    // Visit figures, and every figure of the exit page breakdown.
+    let mut out = event_sums;
+    for visit in visits.values() {
+        if !in_period(visit) || !visit_ok(visit) {
             continue;
         }
-        let k = match &key {
-            Key::Total => String::new(),
-            Key::Bucket(f) => f(e.timestamp),
+        let keys: BTreeSet<String> = match &key {
+            Key::Total => [String::new()].into(),
+            Key::Bucket(f) => [f(visit.start as u32)].into(),
             Key::Property(p) => match p.strip_prefix("visit:") {
-                Some(vp) => visit.props[vp].clone(),
-                None => event_value(e, p),
+                Some(vp) => [visit.props[vp].clone()].into(),
+                None => visit
+                    .rows
+                    .iter()
+                    .filter(|e| e.name != "engagement" && event_ok(e))
+                    .flat_map(|e| event_values(e, p))
+                    .collect(),
             },
         };
-        groups.entry((e.session_id, k)).or_default().push(e);
-    }
-    groups.retain(|_, evs| evs.iter().any(|e| e.name != "engagement"));
-
-    let mut big_keys = None;
-    if min_group_size > 0 {
-        let mut visitors: BTreeMap<&str, HashSet<u64>> = BTreeMap::new();
-        for (session, k) in groups.keys() {
-            visitors
-                .entry(k)
-                .or_default()
-                .insert(visits[session].visitor);
+        if keys.is_empty() || !matching(visit) {
+            continue;
         }
-        big_keys = Some(
-            visitors
-                .into_iter()
-                .filter(|(_, v)| v.len() >= min_group_size)
-                .map(|(k, _)| k.to_string())
-                .collect::<HashSet<_>>(),
-        );
+        for k in keys {
+            let sums = out.entry(k).or_default();
+            sums.visits += 1;
+            sums.visit_pageviews += visit.pageviews;
+            sums.bounces += u64::from(visit.bounce);
+            sums.duration += visit.duration;
+            if exit_breakdown {
+                sums.visitors.insert(visit.visitor);
+                sums.pageviews += visit.pageviews;
+                for e in &visit.rows {
+                    if e.name == "engagement" {
+                        sums.engaged_pages += 1;
+                        sums.engaged_ms += e.engagement_ms as u64;
+                        sums.scroll_sum += e.scroll_depth as u64;
+                    } else {
+                        sums.events += 1;
+                    }
+                }
+            }
+        }
     }
 
-    let mut out: BTreeMap<String, Sums> = BTreeMap::new();
-    for ((session, k), evs) in &groups {
-        let k = match &big_keys {
-            Some(big) if !big.contains(k) => "(other)".to_string(),
-            _ => k.clone(),
+    if min_group_size == 0 {
+        return out;
+    }
+    let mut merged: BTreeMap<String, Sums> = BTreeMap::new();
+    for (k, sums) in out {
+        let k = if sums.visitors.len() >= min_group_size {
+            k
+        } else {
+            "(other)".to_string()
         };
-        let visit = &visits[session];
-        let sums = out.entry(k).or_default();
-        sums.visitors.insert(visit.visitor);
-        sums.visits += 1;
-        sums.pageviews += evs.iter().filter(|e| e.name == "pageview").count() as u64;
-        sums.events += evs.iter().filter(|e| e.name != "engagement").count() as u64;
-        sums.visit_pageviews += visit.pageviews;
-        sums.bounces += visit.bounce as u64;
-        sums.duration += visit.duration;
-        let mut pages: BTreeMap<&str, (u64, u8)> = BTreeMap::new();
-        for e in evs.iter().filter(|e| e.name == "engagement") {
-            let entry = pages.entry(&e.pathname).or_default();
-            entry.0 += e.engagement_ms as u64;
-            entry.1 = entry.1.max(e.scroll_depth);
-        }
-        sums.engaged_pages += pages.len() as u64;
-        sums.engaged_ms += pages.values().map(|p| p.0).sum::<u64>();
-        sums.scroll_sum += pages.values().map(|p| p.1 as u64).sum::<u64>();
+        let m = merged.entry(k).or_default();
+        m.visitors.extend(sums.visitors);
+        m.visits += sums.visits;
+        m.pageviews += sums.pageviews;
+        m.events += sums.events;
+        m.visit_pageviews += sums.visit_pageviews;
+        m.bounces += sums.bounces;
+        m.duration += sums.duration;
+        m.engaged_pages += sums.engaged_pages;
+        m.engaged_ms += sums.engaged_ms;
+        m.scroll_sum += sums.scroll_sum;
     }
-    out
+    merged
 }
 
 /// Breakdown order: visitors descending, then the key.
@@ -491,6 +582,7 @@ fn config(ch: &TestClickHouse, min_group_size: u64) -> Config {
         sites: vec![
             SiteConfig {
                 share_token: Some(SHARE_TOKEN.into()),
+                goals: GOALS.map(String::from).to_vec(),
                 ..site(SITE, "UTC")
             },
             site(BERLIN, "Europe/Berlin"),
@@ -623,6 +715,7 @@ async fn stats_api_answers_match_the_fixture() {
     csv(&s).await;
     k_suppression(&s).await;
     pagination_and_sort(&s).await;
+    goals(&s).await;
     realtime_and_filtered_traffic(&s).await;
     auth_errors(&s).await;
     injection_attempts(&s).await;
@@ -885,6 +978,8 @@ async fn breakdowns(s: &Service) {
             ALL_METRICS
         };
         let n = check_breakdown(s, property, &[], metrics).await;
+        // Without visit metrics the statement reads no visits: the same event figures.
+        check_breakdown(s, property, &[], "visitors,pageviews,events").await;
         println!("breakdown {property}: {n} rows, all metrics equal");
     }
 }
@@ -907,9 +1002,19 @@ async fn filters(s: &Service) {
             Filter::new("visit:entry_page", "==", &["/"]),
             Filter::new("visit:browser", "!=", &["Safari"]),
         ],
+        vec![Filter::new("visit:exit_page", "==", &["/docs", "/pricing"])],
+        vec![
+            Filter::new("visit:exit_page", "!=", &["/"]),
+            Filter::new("event:name", "==", &["Signup"]),
+        ],
     ];
     for filters in cases {
-        for property in ["event:page", "visit:source", "visit:country"] {
+        for property in [
+            "event:page",
+            "visit:source",
+            "visit:country",
+            "visit:exit_page",
+        ] {
             check_breakdown(s, property, &filters, ALL_METRICS).await;
         }
         // And the aggregate under the same filters.
@@ -1111,6 +1216,122 @@ async fn k_suppression(s: &Service) {
         merged > 0 && kept > 0,
         "the fixture should exercise both: {merged} {kept}"
     );
+}
+
+/// Goals: the `event:goal` breakdown (a page view can reach two), goal filters, and
+/// conversion rates against the visitors of the same filters without the goal.
+async fn goals(s: &Service) {
+    let range = day_range("UTC", "2026-03-24", "2026-03-31");
+    let metrics = "visitors,events,visits,bounce_rate,conversion_rate";
+    let rate = |visitors: usize, total: usize| {
+        json!((visitors as f64 / total as f64 * 1000.0).round() / 10.0)
+    };
+    for filters in [
+        vec![],
+        vec![Filter::new("visit:country", "==", &["DE", "FR"])],
+        vec![Filter::new("event:goal", "!=", &["Visit /*"])],
+        vec![Filter::new("event:goal", "~", &["Sign", "blog"])],
+    ] {
+        let text = Filter::query(&filters);
+        let mut q = vec![
+            ("site_id", SITE),
+            ("property", "event:goal"),
+            ("metrics", metrics),
+        ];
+        q.extend_from_slice(&WEEK);
+        if !filters.is_empty() {
+            q.push(("filters", &text));
+        }
+        let got = s.json("/api/v1/stats/breakdown", &q).await;
+        let want = expected(
+            &s.fixture,
+            SITE,
+            range,
+            &filters,
+            Key::Property("event:goal"),
+            0,
+        );
+        let others: Vec<Filter> = filters
+            .iter()
+            .filter(|f| f.property != "event:goal")
+            .cloned()
+            .collect();
+        let total = expected(&s.fixture, SITE, range, &others, Key::Total, 0)[""]
+            .visitors
+            .len();
+        let want = sorted(&want);
+        let results = got["results"].as_array().unwrap();
+        let keys: Vec<&str> = results
+            .iter()
+            .map(|r| r["goal"].as_str().unwrap())
+            .collect();
+        let want_keys: Vec<&str> = want.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, want_keys, "goals {text}");
+        if filters.is_empty() {
+            assert_eq!(want_keys.len(), GOALS.len(), "every goal was reached");
+        }
+        for (row, (k, sums)) in results.iter().zip(&want) {
+            check_row(
+                &format!("goal {k} {text}"),
+                row,
+                sums,
+                "visitors,events,visits,bounce_rate",
+            );
+            assert_eq!(
+                row["conversion_rate"],
+                rate(sums.visitors.len(), total),
+                "goal {k} {text}"
+            );
+        }
+        println!("goals {text}: {results:?}");
+    }
+
+    // A goal filter on the aggregate, with the comparison's own denominator.
+    let mut q = vec![
+        ("site_id", SITE),
+        ("metrics", "visitors,events,conversion_rate"),
+        ("filters", "event:goal==Signup|Visit /pricing"),
+    ];
+    q.extend_from_slice(&WEEK);
+    let got = s.json("/api/v1/stats/aggregate", &q).await;
+    let filters = [Filter::new(
+        "event:goal",
+        "==",
+        &["Signup", "Visit /pricing"],
+    )];
+    let want = expected(&s.fixture, SITE, range, &filters, Key::Total, 0);
+    let total = expected(&s.fixture, SITE, range, &[], Key::Total, 0)[""]
+        .visitors
+        .len();
+    let converted = want[""].visitors.len();
+    assert!(converted > 0 && converted < total, "{converted} of {total}");
+    assert_eq!(got["results"]["visitors"]["value"], json!(converted));
+    assert_eq!(got["results"]["events"]["value"], json!(want[""].events));
+    assert_eq!(
+        got["results"]["conversion_rate"]["value"],
+        rate(converted, total)
+    );
+
+    // Mistakes are 400s that say what is wrong.
+    for (params, says) in [
+        (
+            vec![("metrics", "visitors,conversion_rate")],
+            "conversion_rate needs property=event:goal or an event:goal filter",
+        ),
+        (
+            vec![("filters", "event:goal==Sign up")],
+            "\"Sign up\" is not one of the site's goals (Signup, Visit /pricing, Visit /blog/*, Visit /*)",
+        ),
+    ] {
+        let mut q = vec![("site_id", SITE)];
+        q.extend(params);
+        let (status, body) = s
+            .get_with(&s.base, Some(&s.key), "/api/v1/stats/aggregate", &q)
+            .await;
+        assert_eq!(status, 400, "{body}");
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert!(error["error"].as_str().unwrap().contains(says), "{body}");
+    }
 }
 
 async fn pagination_and_sort(s: &Service) {

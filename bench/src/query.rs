@@ -61,6 +61,7 @@ fn generate(rng: &mut Rng, count: u64, now: u32, out: &mut Vec<EventRow>) {
         let country = COUNTRIES[rng.zipf(COUNTRIES.len())];
         let browser = BROWSERS[rng.zipf(BROWSERS.len())];
         let device = DEVICES[rng.zipf(DEVICES.len())];
+        let visit_rows = out.len();
         for p in 0..pages {
             let page = rng.zipf(500);
             out.push(EventRow {
@@ -92,6 +93,8 @@ fn generate(rng: &mut Rng, count: u64, now: u32, out: &mut Vec<EventRow>) {
                 break;
             }
         }
+        // The visit columns, as the collector stamps them.
+        glimpse_collector::ingest::sessions::stamp_visits(&mut out[visit_rows..]);
     }
 }
 

@@ -217,6 +217,11 @@ pub struct SiteConfig {
     /// Days events are kept; older ones are deleted by the retention job. Default 180.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// Conversions the stats API reports (`event:goal`, `conversion_rate`): a custom event's
+    /// name (`"Signup"`) or `"Visit /path"` for page views, `*` matching any characters
+    /// (`"Visit /blog/*"`). Default none.
+    #[serde(default)]
+    pub goals: Vec<String>,
 }
 
 fn default_retention_days() -> u32 {
@@ -378,6 +383,9 @@ impl Config {
             }
         }
         for site in &self.sites {
+            crate::goals::parse_goals(&site.goals).map_err(|reason| {
+                ConfigError::invalid("sites", format!("site {}: {reason}", site.domain))
+            })?;
             if site.retention_days == 0 {
                 return Err(ConfigError::invalid(
                     "sites",

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod goals;
 pub mod http;
 pub mod ingest;
 pub mod local_clickhouse;

@@ -24,6 +24,7 @@ const CARDS = [
   { title: 'Locations', tabs: [['visit:country', 'Countries'], ['visit:region', 'Regions'], ['visit:city', 'Cities']] },
   { title: 'Devices', tabs: [['visit:device', 'Devices'], ['visit:browser', 'Browsers'], ['visit:os', 'Operating systems']] },
   { title: 'Custom events', tabs: [['event:name', 'Events']], events: true },
+  { title: 'Goals', tabs: [['event:goal', 'Goals']], goals: true },
   { title: 'Event properties', props: true, tabs: [] },
 ]
 const PROPERTY_LABELS = {
@@ -31,7 +32,7 @@ const PROPERTY_LABELS = {
   utm_campaign: 'Campaign', utm_source: 'UTM source', utm_medium: 'UTM medium', utm_term: 'UTM term',
   utm_content: 'UTM content', country: 'Country', region: 'Region', city: 'City', device: 'Device',
   browser: 'Browser', browser_version: 'Browser version', os: 'OS', os_version: 'OS version', name: 'Event',
-  hostname: 'Hostname',
+  hostname: 'Hostname', goal: 'Goal',
 }
 const REASONS = { bot: 'bots', opt_out: 'opt-outs', dnt: 'Do Not Track', gpc: 'Global Privacy Control', spam: 'referrer spam' }
 const NOT_EVENTS = new Set(['pageview', 'engagement'])
@@ -320,7 +321,7 @@ function renderRows(list, property, rows, metric) {
       ? el('button', { type: 'button', class: 'row-name', title: `Filter by ${propertyLabel(property)}: ${value}`, text: displayValue(property, value), onclick: () => addFilter(property, value) })
       : el('span', { class: 'row-name', text: displayValue(property, value) })
     const cells = [el('span', { class: 'row-value', text: formatNumber(r.visitors) })]
-    if (metric) cells.push(el('span', { class: 'row-value', text: formatNumber(r[metric]) }))
+    if (metric) cells.push(el('span', { class: 'row-value', text: metric === 'conversion_rate' ? `${r[metric]}%` : formatNumber(r[metric]) }))
     list.append(el('li', { class: metric ? 'row wide' : 'row', 'data-property': property, 'data-value': value }, bar, name, ...cells))
   }
 }
@@ -356,11 +357,16 @@ async function loadCard(card, index, seq) {
     return
   }
   const property = tabs[active][0]
-  const metric = card.events || card.props ? 'events' : null
-  card.head.lastChild.textContent = metric ? 'Events' : ''
+  if (card.goals && !(siteGoals[state.site] || []).length) {
+    renderRows(card.list, property, [], null)
+    card.list.firstChild.textContent = 'No goals set for this site (goals in its [[sites]] configuration)'
+    return
+  }
+  const metric = card.goals ? 'conversion_rate' : card.events || card.props ? 'events' : null
+  card.head.lastChild.textContent = card.goals ? 'CR' : metric ? 'Events' : ''
   card.head.classList.toggle('wide', !!metric)
   const limit = card.events || card.props ? 20 : 10
-  const body = await api('/api/v1/stats/breakdown', { property, metrics: metric ? 'visitors,events' : 'visitors', limit })
+  const body = await api('/api/v1/stats/breakdown', { property, metrics: metric ? `visitors,${metric}` : 'visitors', limit })
   if (seq !== loadSeq) return
   let rows = body.results
   if (card.events) rows = rows.filter((r) => !NOT_EVENTS.has(r.name))
@@ -393,6 +399,8 @@ function renderFiltered(body) {
 // --- Loading --------------------------------------------------------------------------------
 let loadSeq = 0
 let sites = []
+/** Each site's goal names, from /api/v1/sites: the Goals card asks only where there are some. */
+let siteGoals = {}
 
 function show(view) {
   $('login').hidden = view !== 'login'
@@ -416,6 +424,7 @@ function fail(e) {
 async function loadSites() {
   const body = await api('/api/v1/sites', state.auth ? { site_id: state.site } : {}, { scoped: false })
   sites = body.results.map((s) => s.domain)
+  siteGoals = Object.fromEntries(body.results.map((s) => [s.domain, s.goals || []]))
   const picker = $('site')
   picker.replaceChildren(...sites.map((d) => el('option', { value: d, text: d })))
   if (!sites.includes(state.site)) {

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::{self, Site, ALL_SITES};
 use crate::error::ApiError;
-use crate::params::{self, Endpoint, Format, Metric, Property, StatsParams};
+use crate::params::{self, Endpoint, Filter, FilterOp, Format, Metric, Property, StatsParams};
 use crate::period::{self, Range};
 use crate::sql::{self, Group, Sql, StatsQuery, StatsRow};
 use crate::AppState;
@@ -126,12 +126,85 @@ async fn prepare(
     let query = query_map(query)?;
     let (site, tz) = authorize(state, headers, &query).await?;
     let params = params::parse(endpoint, &query)?;
+    check_goals(&site, &params)?;
     let range = period::resolve(params.period, params.date, &tz, Timestamp::now())?;
     Ok(Request {
         site,
         tz,
         params,
         range,
+    })
+}
+
+/// Goal filters must name the site's goals: a typo would otherwise read as zero conversions.
+fn check_goals(site: &Site, params: &StatsParams) -> Result<(), ApiError> {
+    for f in &params.filters {
+        if f.property != Property::Event(params::EventProperty::Goal) || f.op == FilterOp::Contains
+        {
+            continue;
+        }
+        if let Some(unknown) = f
+            .values
+            .iter()
+            .find(|v| !site.goals.iter().any(|g| &g.name == *v))
+        {
+            let known: Vec<&str> = site.goals.iter().map(|g| g.name.as_str()).collect();
+            return Err(ApiError::bad(
+                "filters",
+                format!(
+                    "{unknown:?} is not one of the site's goals ({})",
+                    if known.is_empty() {
+                        "none configured".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Visitors of `range` by `group` with the request's filters but its goal filters: the
+/// denominators of `conversion_rate`. Empty when the request does not ask for it.
+async fn goal_totals(
+    state: &AppState,
+    request: &Request,
+    range: &Range,
+    group: Group,
+) -> Result<HashMap<String, u64>, ApiError> {
+    if !request.params.metrics.contains(&Metric::ConversionRate) {
+        return Ok(HashMap::new());
+    }
+    let sql = goal_totals_sql(&state.database, request, range, group);
+    Ok(fetch(state, &sql)
+        .await?
+        .into_iter()
+        .map(|r| (r.key, r.visitors))
+        .collect())
+}
+
+fn goal_totals_sql(database: &str, request: &Request, range: &Range, group: Group) -> Sql {
+    let filters: Vec<Filter> = request
+        .params
+        .filters
+        .iter()
+        .filter(|f| f.property != Property::Event(params::EventProperty::Goal))
+        .cloned()
+        .collect();
+    sql::stats(&StatsQuery {
+        database,
+        site: &request.site.domain,
+        timezone: request.tz.iana_name().unwrap_or("UTC"),
+        start: range.start,
+        end: range.end,
+        group,
+        filters: &filters,
+        min_group_size: 0,
+        sort: None,
+        metrics: &[Metric::Visitors],
+        goals: &request.site.goals,
+        page: None,
     })
 }
 
@@ -164,6 +237,8 @@ fn stats_sql(
         filters: &p.filters,
         min_group_size: if breakdown { min_group_size } else { 0 },
         sort: breakdown.then_some(p.sort),
+        metrics: &p.metrics,
+        goals: &request.site.goals,
         page: breakdown.then_some((p.limit, (p.page - 1) * p.limit)),
     })
 }
@@ -182,6 +257,7 @@ pub fn statements_for(
     let tz = TimeZone::get(&site.timezone)
         .map_err(|_| ApiError::bad("site_id", "the site's time zone is unknown"))?;
     let params = params::parse(endpoint, query)?;
+    check_goals(site, &params)?;
     let range = period::resolve(params.period, params.date, &tz, now)?;
     let request = Request {
         site: site.clone(),
@@ -196,6 +272,18 @@ pub fn statements_for(
         &request.range,
         endpoint,
     )];
+    let totals_group = match endpoint {
+        Endpoint::Timeseries => Group::Bucket(request.params.interval),
+        _ => Group::Total,
+    };
+    if request.params.metrics.contains(&Metric::ConversionRate) {
+        statements.push(goal_totals_sql(
+            database,
+            &request,
+            &request.range,
+            totals_group.clone(),
+        ));
+    }
     if request.params.compare {
         let range = period::previous(request.params.period, &request.range, &request.tz)?;
         statements.push(stats_sql(
@@ -205,6 +293,9 @@ pub fn statements_for(
             &range,
             endpoint,
         ));
+        if request.params.metrics.contains(&Metric::ConversionRate) {
+            statements.push(goal_totals_sql(database, &request, &range, totals_group));
+        }
     }
     // `filtered` and `props` take an aggregate's parameters: their statements are checked here.
     if endpoint == Endpoint::Aggregate {
@@ -234,8 +325,9 @@ async fn fetch(state: &AppState, sql: &Sql) -> Result<Vec<StatsRow>, ApiError> {
     with_timeout(sql.query(&state.client).fetch_all::<StatsRow>()).await
 }
 
-/// A metric's value from the row's sums, rounded as Plausible rounds it.
-pub fn metric_value(row: &StatsRow, metric: Metric) -> Value {
+/// A metric's value from the row's sums, rounded as Plausible rounds it. `total_visitors` is
+/// the denominator of `conversion_rate`.
+pub fn metric_value(row: &StatsRow, metric: Metric, total_visitors: u64) -> Value {
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     match metric {
         Metric::Visitors => json!(row.visitors),
@@ -251,6 +343,9 @@ pub fn metric_value(row: &StatsRow, metric: Metric) -> Value {
             json!((ratio(row.engaged_ms, row.engaged_pages) / 1000.0).round() as u64)
         }
         Metric::ScrollDepth => json!(ratio(row.scroll_sum, row.engaged_pages).round() as u64),
+        Metric::ConversionRate => {
+            json!((ratio(row.visitors, total_visitors) * 1000.0).round() / 10.0)
+        }
     }
 }
 
@@ -279,20 +374,50 @@ pub(crate) async fn aggregate(
         &request.range,
         Endpoint::Aggregate,
     );
-    let row = fetch(&state, &sql).await?.pop().unwrap_or_default();
-    let previous = if request.params.compare {
+    // The two periods are independent statements: ClickHouse runs them side by side.
+    let previous_sql = if request.params.compare {
         let range = period::previous(request.params.period, &request.range, &request.tz)?;
-        let sql = stats_sql(&state.database, 0, &request, &range, Endpoint::Aggregate);
-        Some(fetch(&state, &sql).await?.pop().unwrap_or_default())
+        Some(stats_sql(
+            &state.database,
+            0,
+            &request,
+            &range,
+            Endpoint::Aggregate,
+        ))
     } else {
         None
     };
+    let (rows, previous_rows) = tokio::try_join!(fetch(&state, &sql), async {
+        match &previous_sql {
+            Some(sql) => fetch(&state, sql).await.map(Some),
+            None => Ok(None),
+        }
+    })?;
+    let row = rows.into_iter().next().unwrap_or_default();
+    let previous = previous_rows.map(|rows| rows.into_iter().next().unwrap_or_default());
+    let total = goal_totals(&state, &request, &request.range, Group::Total)
+        .await?
+        .remove("")
+        .unwrap_or(0);
+    let previous_total = match (
+        &previous_sql,
+        request.params.metrics.contains(&Metric::ConversionRate),
+    ) {
+        (Some(_), true) => {
+            let range = period::previous(request.params.period, &request.range, &request.tz)?;
+            goal_totals(&state, &request, &range, Group::Total)
+                .await?
+                .remove("")
+                .unwrap_or(0)
+        }
+        _ => 0,
+    };
     let mut results = Map::new();
     for &metric in &request.params.metrics {
-        let value = metric_value(&row, metric);
+        let value = metric_value(&row, metric, total);
         let mut entry = json!({ "value": value });
         if let Some(previous) = &previous {
-            let before = metric_value(previous, metric);
+            let before = metric_value(previous, metric, previous_total);
             entry["change"] = change(metric, &value, &before);
             entry["comparison_value"] = before;
         }
@@ -320,12 +445,20 @@ pub(crate) async fn timeseries(
         .into_iter()
         .map(|r| (r.key.clone(), r))
         .collect();
+    let totals = goal_totals(
+        &state,
+        &request,
+        &request.range,
+        Group::Bucket(request.params.interval),
+    )
+    .await?;
     let empty = StatsRow::default();
-    let table: Vec<(String, &StatsRow)> = labels
+    let table: Vec<(String, &StatsRow, u64)> = labels
         .into_iter()
         .map(|label| {
             let row = rows.get(&label).unwrap_or(&empty);
-            (label, row)
+            let total = totals.get(&label).copied().unwrap_or(0);
+            (label, row, total)
         })
         .collect();
     Ok(respond(&request.params, "date", &table))
@@ -350,21 +483,27 @@ pub(crate) async fn breakdown(
         .property
         .as_ref()
         .map_or("page", Property::result_key);
-    let table: Vec<(String, &StatsRow)> = rows.iter().map(|r| (r.key.clone(), r)).collect();
+    let total = goal_totals(&state, &request, &request.range, Group::Total)
+        .await?
+        .remove("")
+        .unwrap_or(0);
+    let table: Vec<(String, &StatsRow, u64)> =
+        rows.iter().map(|r| (r.key.clone(), r, total)).collect();
     Ok(respond(&request.params, key, &table))
 }
 
-/// JSON `{"results": [{key: …, metric: …}]}` or CSV with a header line.
-fn respond(params: &StatsParams, key: &str, table: &[(String, &StatsRow)]) -> Response {
+/// JSON `{"results": [{key: …, metric: …}]}` or CSV with a header line. Each row comes with
+/// its `conversion_rate` denominator.
+fn respond(params: &StatsParams, key: &str, table: &[(String, &StatsRow, u64)]) -> Response {
     match params.format {
         Format::Json => {
             let results: Vec<Value> = table
                 .iter()
-                .map(|(label, row)| {
+                .map(|(label, row, total)| {
                     let mut entry = Map::new();
                     entry.insert(key.into(), json!(label));
                     for &m in &params.metrics {
-                        entry.insert(m.name().into(), metric_value(row, m));
+                        entry.insert(m.name().into(), metric_value(row, m, *total));
                     }
                     Value::Object(entry)
                 })
@@ -377,12 +516,12 @@ fn respond(params: &StatsParams, key: &str, table: &[(String, &StatsRow)]) -> Re
                 .chain(params.metrics.iter().map(|m| m.name()))
                 .collect();
             push_csv_line(&mut csv, header.iter().map(|h| h.to_string()));
-            for (label, row) in table {
+            for (label, row, total) in table {
                 let cells = std::iter::once(label.clone()).chain(
                     params
                         .metrics
                         .iter()
-                        .map(|&m| metric_value(row, m).to_string()),
+                        .map(|&m| metric_value(row, m, *total).to_string()),
                 );
                 push_csv_line(&mut csv, cells);
             }
@@ -481,7 +620,10 @@ pub(crate) async fn sites(
     };
     let results: Vec<Value> = visible
         .iter()
-        .map(|s| json!({ "domain": s.domain, "timezone": s.timezone }))
+        .map(|s| {
+            let goals: Vec<&str> = s.goals.iter().map(|g| g.name.as_str()).collect();
+            json!({ "domain": s.domain, "timezone": s.timezone, "goals": goals })
+        })
         .collect();
     Ok(Json(json!({ "results": results })).into_response())
 }

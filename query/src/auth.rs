@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use glimpse_collector::config::{validate_timezone, Config};
+use glimpse_collector::goals::{parse_goals, Goal};
 use serde::Deserialize;
 
 /// Prefix of every key, so that a leaked one is recognisable (e.g. by secret scanners).
@@ -49,6 +50,8 @@ pub struct Site {
     pub domain: String,
     pub timezone: String,
     pub share_token: Option<String>,
+    /// The conversions `event:goal` reports (configured sites only).
+    pub goals: Vec<Goal>,
 }
 
 /// Every site: the configured ones, then those added with `glimpse site add`.
@@ -76,6 +79,7 @@ pub async fn sites(
                 domain: s.domain,
                 timezone: s.timezone,
                 share_token: None,
+                goals: Vec::new(),
             },
         );
     }
@@ -86,6 +90,8 @@ pub async fn sites(
                 domain: s.domain.clone(),
                 timezone: s.timezone.clone(),
                 share_token: s.share_token.clone(),
+                // Checked when the configuration was loaded.
+                goals: parse_goals(&s.goals).unwrap_or_default(),
             },
         );
     }

@@ -52,10 +52,13 @@ pub enum Metric {
     Events,
     TimeOnPage,
     ScrollDepth,
+    /// Visitors who reached a goal, in percent of all visitors (with a goal filter or the
+    /// `event:goal` breakdown).
+    ConversionRate,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 9] = [
+    pub const ALL: [Metric; 10] = [
         Metric::Visitors,
         Metric::Visits,
         Metric::Pageviews,
@@ -65,6 +68,7 @@ impl Metric {
         Metric::Events,
         Metric::TimeOnPage,
         Metric::ScrollDepth,
+        Metric::ConversionRate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +82,7 @@ impl Metric {
             Metric::Events => "events",
             Metric::TimeOnPage => "time_on_page",
             Metric::ScrollDepth => "scroll_depth",
+            Metric::ConversionRate => "conversion_rate",
         }
     }
 
@@ -87,7 +92,7 @@ impl Metric {
 
     /// Metrics whose comparison is a difference in points rather than a change in percent.
     pub fn is_rate(self) -> bool {
-        matches!(self, Metric::BounceRate)
+        matches!(self, Metric::BounceRate | Metric::ConversionRate)
     }
 }
 
@@ -97,6 +102,8 @@ pub enum EventProperty {
     Page,
     Name,
     Hostname,
+    /// The site's goals the event reached (see `glimpse_collector::goals`).
+    Goal,
     /// A custom property, by name.
     Prop(String),
 }
@@ -197,6 +204,7 @@ impl Property {
             "event:page" => Property::Event(EventProperty::Page),
             "event:name" => Property::Event(EventProperty::Name),
             "event:hostname" => Property::Event(EventProperty::Hostname),
+            "event:goal" => Property::Event(EventProperty::Goal),
             _ => match text
                 .strip_prefix("visit:")
                 .and_then(|name| VisitProperty::ALL.into_iter().find(|p| p.name() == name))
@@ -207,7 +215,7 @@ impl Property {
                         param,
                         format!(
                             "unknown property {:?}; use event:page, event:name, event:hostname, \
-                             event:props:NAME or visit:{}",
+                             event:goal, event:props:NAME or visit:{}",
                             truncate(text),
                             VisitProperty::ALL.map(|p| p.name()).join("|")
                         ),
@@ -224,6 +232,7 @@ impl Property {
             Property::Event(EventProperty::Page) => "page",
             Property::Event(EventProperty::Name) => "name",
             Property::Event(EventProperty::Hostname) => "hostname",
+            Property::Event(EventProperty::Goal) => "goal",
             Property::Event(EventProperty::Prop(name)) => name,
             Property::Visit(p) => p.name(),
         }
@@ -395,14 +404,21 @@ pub fn parse(endpoint: Endpoint, query: &HashMap<String, String>) -> Result<Stat
         (_, None) => None,
         (_, Some(_)) => return Err(ApiError::bad("property", "only breakdowns take a property")),
     };
-    if property == Some(Property::Event(EventProperty::Name)) {
+    let per_event = [
+        Property::Event(EventProperty::Name),
+        Property::Event(EventProperty::Goal),
+    ];
+    if property.as_ref().is_some_and(|p| per_event.contains(p)) {
         if let Some(m) = metrics
             .iter()
             .find(|m| matches!(m, Metric::TimeOnPage | Metric::ScrollDepth))
         {
             return Err(ApiError::bad(
                 "metrics",
-                format!("{} is measured per page, not per event name", m.name()),
+                format!(
+                    "{} is measured per page, not per event name or goal",
+                    m.name()
+                ),
             ));
         }
     }
@@ -411,6 +427,16 @@ pub fn parse(endpoint: Endpoint, query: &HashMap<String, String>) -> Result<Stat
         None | Some("") => Vec::new(),
         Some(text) => parse_filters(text)?,
     };
+    let about_goals = property == Some(Property::Event(EventProperty::Goal))
+        || filters
+            .iter()
+            .any(|f| f.property == Property::Event(EventProperty::Goal));
+    if metrics.contains(&Metric::ConversionRate) && !about_goals {
+        return Err(ApiError::bad(
+            "metrics",
+            "conversion_rate needs property=event:goal or an event:goal filter",
+        ));
+    }
 
     let compare = match get("compare") {
         None | Some("") => false,

@@ -6,29 +6,32 @@
 //! `WITH FILL`, no `toStartOfInterval`; time zones only as the explicit argument of
 //! `toDate`/`toMonday`/`toStartOfMonth`/`formatDateTime`, which 18.16 honours.
 //!
-//! One statement answers aggregate, timeseries and breakdown alike:
+//! **No grouping by visit.** The collector stamps every row with its visit's properties, start
+//! and additive deltas (`ingest::sessions` in the collector), so one statement reads a period in
+//! at most two passes over its rows, whatever the traffic:
 //!
 //! ```text
-//! SELECT <key>, uniqExact(visitor), count() AS visits, sums…
-//! FROM (  -- l: one row per (visit, key) with that visit's matching events' counts
-//!         SELECT session_id, lkey, … FROM (one row per (visit, key, page)) GROUP BY …
-//!      ) AS l
-//! ANY INNER JOIN
-//!      (  -- r: one row per visit in the range: entry/exit page, source, place, device…,
-//!         --    bounce and duration; visit filters are its HAVING
-//!      ) AS r USING session_id
-//! GROUP BY key
+//! SELECT key, visitors, pageviews, … visits, bounces, duration
+//! FROM (  -- e: events in the period, grouped by key: visitors, page views, events, engagement
+//!      ) AS e
+//! ALL FULL OUTER JOIN
+//!      (  -- v: rows of the visits that started in the period, grouped by key: the sums of
+//!         --    visit_entry, visit_bounce, visit_duration and page views; only when a visit
+//!         --    metric is asked for
+//!      ) AS v USING key
 //! ```
 //!
-//! Event filters narrow `l` (so `pageviews` counts only matching page views, while bounce rate
-//! and duration describe the whole visits that had one), visit filters narrow `r`.
+//! Visit filters are row conditions (every row carries its visit's properties); event filters
+//! narrow `e` directly and `v` to the visits that have a matching event. Two questions still
+//! group by visit, over the visits of the period only: the exit page (a visit's last page view,
+//! known only at its end) and visit metrics broken down by an event property.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use crate::params::{EventProperty, Filter, FilterOp, Interval, Property, SortKey, VisitProperty};
 use crate::params::{Metric, Sort};
 use crate::period::{HOUR_FORMAT, MINUTE_FORMAT};
+use glimpse_collector::goals::{Goal, GoalKind};
 
 /// A value bound to a `?` of the template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +111,10 @@ pub struct StatsQuery<'a> {
     /// Breakdown rows with fewer visitors merge into `(other)`; 0 is off.
     pub min_group_size: u64,
     pub sort: Option<Sort>,
+    /// The metrics asked for: visit figures are computed only when one needs them.
+    pub metrics: &'a [Metric],
+    /// The site's goals, for `event:goal`.
+    pub goals: &'a [Goal],
     /// `(limit, offset)`.
     pub page: Option<(u64, u64)>,
 }
@@ -132,43 +139,49 @@ pub struct StatsRow {
     pub scroll_sum: u64,
 }
 
-/// `StatsRow`'s columns after `key`: name and aggregate over the joined visits.
-const AGGREGATES: [(&str, &str); 10] = [
-    ("visitors", "uniqExact(l_visitor)"),
-    ("visits", "count()"),
-    ("pageviews", "sum(m_pageviews)"),
-    ("events", "sum(m_events)"),
-    ("visit_pageviews", "sum(s_pageviews)"),
-    ("bounces", "sum(s_bounce)"),
-    ("duration", "sum(s_duration)"),
-    ("engaged_pages", "sum(m_engaged_pages)"),
-    ("engaged_ms", "sum(m_engaged_ms)"),
-    ("scroll_sum", "sum(m_scroll)"),
-];
+/// Longest a visit lasts (the collector starts a new one after): how far after a period's end
+/// the rows of a visit that started in it can reach.
+const MAX_VISIT_SECS: i64 = glimpse_collector::ingest::sessions::MAX_VISIT_SECS as i64;
 
-/// The aggregate over a visit's events (engagement excluded) that gives a visit property.
-fn visit_expression(p: VisitProperty) -> String {
-    let first = |column: &str| format!("argMin({column}, timestamp)");
-    let raw = match p {
-        VisitProperty::EntryPage => "argMinIf(pathname, timestamp, name = 'pageview')".into(),
-        VisitProperty::ExitPage => "argMaxIf(pathname, timestamp, name = 'pageview')".into(),
-        VisitProperty::Source => first("referrer_source"),
-        VisitProperty::Referrer => first("referrer"),
-        VisitProperty::UtmSource => first("utm_source"),
-        VisitProperty::UtmMedium => first("utm_medium"),
-        VisitProperty::UtmCampaign => first("utm_campaign"),
-        VisitProperty::UtmTerm => first("utm_term"),
-        VisitProperty::UtmContent => first("utm_content"),
-        VisitProperty::Country => first("country"),
-        VisitProperty::Region => first("region"),
-        VisitProperty::City => first("city"),
-        VisitProperty::Device => first("device"),
-        VisitProperty::Browser => first("browser"),
-        VisitProperty::BrowserVersion => first("browser_version"),
-        VisitProperty::Os => first("os"),
-        VisitProperty::OsVersion => first("os_version"),
-    };
-    // Plausible names a visit without source "Direct / None"; other empty values are "(none)".
+/// Whether answering `metric` needs the visits of the period (not only its events).
+fn is_visit_metric(metric: Metric) -> bool {
+    matches!(
+        metric,
+        Metric::Visits | Metric::ViewsPerVisit | Metric::BounceRate | Metric::VisitDuration
+    )
+}
+
+/// The stored column holding a visit property, stamped on every row of the visit; `None` for
+/// the exit page, which only a visit's last page view knows.
+fn visit_column(p: VisitProperty) -> Option<&'static str> {
+    Some(match p {
+        VisitProperty::EntryPage => "entry_page",
+        VisitProperty::ExitPage => return None,
+        VisitProperty::Source => "visit_referrer_source",
+        VisitProperty::Referrer => "visit_referrer",
+        VisitProperty::UtmSource => "visit_utm_source",
+        VisitProperty::UtmMedium => "visit_utm_medium",
+        VisitProperty::UtmCampaign => "visit_utm_campaign",
+        VisitProperty::UtmTerm => "visit_utm_term",
+        VisitProperty::UtmContent => "visit_utm_content",
+        VisitProperty::Country => "country",
+        VisitProperty::Region => "region",
+        VisitProperty::City => "city",
+        VisitProperty::Device => "device",
+        VisitProperty::Browser => "browser",
+        VisitProperty::BrowserVersion => "browser_version",
+        VisitProperty::Os => "os",
+        VisitProperty::OsVersion => "os_version",
+    })
+}
+
+/// The aggregate, over a visit's rows, that gives its exit page.
+const EXIT_PAGE: &str = "argMaxIf(pathname, timestamp, name = 'pageview')";
+
+/// A visit property's value as reported: empty values named as Plausible names them
+/// ("Direct / None" for a visit without source or referrer, else "(none)").
+fn visit_value(p: VisitProperty) -> String {
+    let raw = visit_column(p).unwrap_or(EXIT_PAGE);
     let empty = if matches!(p, VisitProperty::Source | VisitProperty::Referrer) {
         "Direct / None"
     } else {
@@ -177,13 +190,57 @@ fn visit_expression(p: VisitProperty) -> String {
     format!("if(empty({raw}), '{empty}', {raw})")
 }
 
-fn visit_alias(p: VisitProperty) -> String {
-    format!("s_{}", p.name())
+/// Whether an event reached `goal`.
+fn goal_condition(sql: &mut Sql, goal: &Goal) {
+    match &goal.kind {
+        GoalKind::Event(name) => {
+            sql.push("name = ").bind_str(name);
+        }
+        GoalKind::Page(_) => {
+            let regex = goal.path_regex().unwrap_or_default();
+            sql.push("(name = 'pageview' AND match(pathname, ")
+                .bind_str(&regex)
+                .push("))");
+        }
+    }
 }
 
-/// The expression for an event property, over one event's columns.
-fn event_expression(sql: &mut Sql, p: &EventProperty) {
+/// Whether an event reached one of `goals`; `0` for none.
+fn any_goal_condition(sql: &mut Sql, goals: &[&Goal]) {
+    if goals.is_empty() {
+        sql.push("0");
+        return;
+    }
+    sql.push("(");
+    for (i, goal) in goals.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        goal_condition(sql, goal);
+    }
+    sql.push(")");
+}
+
+/// The expression for an event property, over one event's columns. For goals, the event's
+/// row is repeated once per goal it reached (`arrayJoin`), and events that reached none drop
+/// out.
+fn event_expression(sql: &mut Sql, p: &EventProperty, goals: &[Goal]) {
     match p {
+        EventProperty::Goal => {
+            sql.push("arrayJoin(arrayFilter(g -> g != '', [");
+            if goals.is_empty() {
+                sql.push("''");
+            }
+            for (i, goal) in goals.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("if(");
+                goal_condition(sql, goal);
+                sql.push(", ").bind_str(&goal.name).push(", '')");
+            }
+            sql.push("]))");
+        }
         EventProperty::Page => {
             sql.push("pathname");
         }
@@ -237,38 +294,132 @@ fn condition(sql: &mut Sql, filter: &Filter, write_expr: &dyn Fn(&mut Sql)) {
     }
 }
 
-fn time_range(sql: &mut Sql, q: &StatsQuery) {
+/// `site = ? AND` rows with `from <= timestamp < to`, with the day bounds spelled out so that
+/// ClickHouse 18.16 narrows the scan by the table's `toDate(timestamp)` key, which it does not
+/// derive from a `timestamp` range alone (the server's time zone, like the key's).
+fn rows_between(sql: &mut Sql, site: &str, from: i64, to: i64) {
     sql.push("site = ")
-        .bind_str(q.site)
-        .push(" AND timestamp >= toDateTime(")
-        .bind_int(q.start)
+        .bind_str(site)
+        .push(" AND toDate(timestamp) >= toDate(toDateTime(")
+        .bind_int(from)
+        .push(")) AND toDate(timestamp) <= toDate(toDateTime(")
+        .bind_int(to - 1)
+        .push(")) AND timestamp >= toDateTime(")
+        .bind_int(from)
         .push(") AND timestamp < toDateTime(")
+        .bind_int(to)
+        .push(")");
+}
+
+/// The events of the period.
+fn event_rows(sql: &mut Sql, q: &StatsQuery) {
+    rows_between(sql, q.site, q.start, q.end);
+}
+
+/// Every row of the visits that started in the period, including those after its end.
+fn visit_rows(sql: &mut Sql, q: &StatsQuery) {
+    rows_between(sql, q.site, q.start, q.end + MAX_VISIT_SECS);
+    sql.push(" AND visit_start >= toDateTime(")
+        .bind_int(q.start)
+        .push(") AND visit_start < toDateTime(")
         .bind_int(q.end)
         .push(")");
 }
 
-/// The bucket label of an event's timestamp in the site's time zone.
-fn bucket_expression(sql: &mut Sql, interval: Interval, timezone: &str) {
-    match interval {
-        Interval::Minute => {
+/// ` AND …` for each visit filter: a row condition on the stamped properties, or for the exit
+/// page, membership of the visits whose last page view matches.
+fn visit_conditions(sql: &mut Sql, q: &StatsQuery) {
+    for f in q.filters {
+        let Property::Visit(p) = &f.property else {
+            continue;
+        };
+        sql.push(" AND ");
+        if visit_column(*p).is_some() {
+            let value = visit_value(*p);
+            condition(sql, f, &|s: &mut Sql| {
+                s.push(&value);
+            });
+        } else {
             let _ = write!(
                 sql.template,
-                "formatDateTime(timestamp, '{MINUTE_FORMAT}', "
+                "session_id IN (SELECT session_id FROM {}.events WHERE ",
+                q.database
             );
-        }
-        Interval::Hour => {
-            let _ = write!(sql.template, "formatDateTime(timestamp, '{HOUR_FORMAT}', ");
-        }
-        Interval::Date => {
-            sql.push("toString(toDate(timestamp, ");
-        }
-        Interval::Week => {
-            sql.push("toString(toMonday(timestamp, ");
-        }
-        Interval::Month => {
-            sql.push("toString(toStartOfMonth(timestamp, ");
+            visit_rows(sql, q);
+            sql.push(" GROUP BY session_id HAVING ");
+            let value = visit_value(*p);
+            condition(sql, f, &|s: &mut Sql| {
+                s.push(&value);
+            });
+            sql.push(")");
         }
     }
+}
+
+/// ` AND …` for each event filter, as a row condition.
+fn event_conditions(sql: &mut Sql, q: &StatsQuery) {
+    for f in q.filters {
+        let Property::Event(p) = &f.property else {
+            continue;
+        };
+        sql.push(" AND ");
+        if *p == EventProperty::Goal {
+            // The goals named (or, for `~`, whose names contain a value); unknown names were
+            // refused before.
+            let chosen: Vec<&Goal> = q
+                .goals
+                .iter()
+                .filter(|g| match f.op {
+                    FilterOp::Is | FilterOp::IsNot => f.values.contains(&g.name),
+                    FilterOp::Contains => f.values.iter().any(|v| g.name.contains(v.as_str())),
+                })
+                .collect();
+            if f.op == FilterOp::IsNot {
+                sql.push("NOT ");
+            }
+            any_goal_condition(sql, &chosen);
+        } else if *p == EventProperty::Name {
+            // Engagement reports belong to their page view, whatever its name filter says, so
+            // that time on page and scroll depth survive; they are not counted as events.
+            sql.push("(name = 'engagement' OR ");
+            condition(sql, f, &|s: &mut Sql| event_expression(s, p, q.goals));
+            sql.push(")");
+        } else {
+            condition(sql, f, &|s: &mut Sql| event_expression(s, p, q.goals));
+        }
+    }
+}
+
+fn has_event_filters(q: &StatsQuery) -> bool {
+    q.filters
+        .iter()
+        .any(|f| matches!(f.property, Property::Event(_)))
+}
+
+/// With event filters, ` AND session_id IN (visits of the period with a matching event)`.
+fn matching_visits(sql: &mut Sql, q: &StatsQuery) {
+    if !has_event_filters(q) {
+        return;
+    }
+    let _ = write!(
+        sql.template,
+        " AND session_id IN (SELECT session_id FROM {}.events WHERE name != 'engagement' AND ",
+        q.database
+    );
+    visit_rows(sql, q);
+    event_conditions(sql, q);
+    sql.push(")");
+}
+
+/// The bucket label of `column` (a DateTime) in the site's time zone.
+fn bucket_expression(sql: &mut Sql, interval: Interval, column: &str, timezone: &str) {
+    let _ = match interval {
+        Interval::Minute => write!(sql.template, "formatDateTime({column}, '{MINUTE_FORMAT}', "),
+        Interval::Hour => write!(sql.template, "formatDateTime({column}, '{HOUR_FORMAT}', "),
+        Interval::Date => write!(sql.template, "toString(toDate({column}, "),
+        Interval::Week => write!(sql.template, "toString(toMonday({column}, "),
+        Interval::Month => write!(sql.template, "toString(toStartOfMonth({column}, "),
+    };
     sql.bind_str(timezone);
     sql.push(if matches!(interval, Interval::Minute | Interval::Hour) {
         ")"
@@ -277,104 +428,154 @@ fn bucket_expression(sql: &mut Sql, interval: Interval, timezone: &str) {
     });
 }
 
-/// `FROM l ANY INNER JOIN r USING session_id`, the source of every stats statement.
-fn from_visits(sql: &mut Sql, q: &StatsQuery) {
-    let db = q.database;
-    // Visit properties the statement needs: the breakdown's and the filters'.
-    let mut visit_props = BTreeSet::new();
-    if let Group::Property(Property::Visit(p)) = &q.group {
-        visit_props.insert(*p);
-    }
-    for f in q.filters {
-        if let Property::Visit(p) = &f.property {
-            visit_props.insert(*p);
-        }
-    }
-
-    // l: (visit, key, page) → (visit, key).
-    sql.push("FROM (SELECT session_id, lkey, any(i_visitor) AS l_visitor, ");
-    sql.push(
-        "sum(i_pageviews) AS m_pageviews, sum(i_events) AS m_events, \
-         sum(i_engaged) AS m_engaged_pages, sum(i_ms) AS m_engaged_ms, sum(i_scroll) AS m_scroll \
-         FROM (SELECT session_id, ",
-    );
+/// The key of an event row (for `e`) or of a visit (for `v`, where buckets are the visit's
+/// start).
+fn key_expression(sql: &mut Sql, q: &StatsQuery, of_visit: bool) {
     match &q.group {
-        Group::Bucket(interval) => bucket_expression(sql, *interval, q.timezone),
-        Group::Property(Property::Event(p)) => event_expression(sql, p),
-        Group::Total | Group::Property(Property::Visit(_)) => {
+        Group::Total => {
             sql.push("''");
         }
-    }
-    sql.push(
-        " AS lkey, pathname AS i_page, any(visitor_id) AS i_visitor, \
-         countIf(name = 'pageview') AS i_pageviews, countIf(name != 'engagement') AS i_events, \
-         toUInt64(countIf(name = 'engagement') > 0) AS i_engaged, \
-         sumIf(engagement_ms, name = 'engagement') AS i_ms, \
-         maxIf(scroll_depth, name = 'engagement') AS i_scroll ",
-    );
-    let _ = write!(sql.template, "FROM {db}.events WHERE ");
-    time_range(sql, q);
-    for f in q.filters {
-        let Property::Event(p) = &f.property else {
-            continue;
-        };
-        sql.push(" AND ");
-        if *p == EventProperty::Name {
-            // Engagement reports belong to their page view, whatever its name filter says, so
-            // that time on page and scroll depth survive; they are not counted as events.
-            sql.push("(name = 'engagement' OR ");
-            condition(sql, f, &|s: &mut Sql| event_expression(s, p));
-            sql.push(")");
-        } else {
-            condition(sql, f, &|s: &mut Sql| event_expression(s, p));
+        Group::Bucket(interval) => {
+            let column = if of_visit { "visit_start" } else { "timestamp" };
+            bucket_expression(sql, *interval, column, q.timezone);
+        }
+        Group::Property(Property::Event(p)) => event_expression(sql, p, q.goals),
+        Group::Property(Property::Visit(p)) => {
+            sql.push(&visit_value(*p));
         }
     }
-    sql.push(
-        " GROUP BY session_id, lkey, i_page) \
-         GROUP BY session_id, lkey HAVING m_events > 0) AS l ",
-    );
-
-    // r: one row per visit.
-    sql.push("ANY INNER JOIN (SELECT session_id, ");
-    for p in &visit_props {
-        let _ = write!(
-            sql.template,
-            "{} AS {}, ",
-            visit_expression(*p),
-            visit_alias(*p)
-        );
-    }
-    sql.push(
-        "countIf(name = 'pageview') AS s_pageviews, \
-         (countIf(name = 'pageview') <= 1 AND countIf(name != 'pageview' AND interactive = 1) = 0) \
-         AS s_bounce, \
-         toUInt32(max(timestamp)) - toUInt32(min(timestamp)) AS s_duration ",
-    );
-    let _ = write!(sql.template, "FROM {db}.events WHERE ");
-    time_range(sql, q);
-    sql.push(" AND name != 'engagement' GROUP BY session_id");
-    let mut first = true;
-    for f in q.filters {
-        let Property::Visit(p) = &f.property else {
-            continue;
-        };
-        sql.push(if first { " HAVING " } else { " AND " });
-        first = false;
-        let alias = visit_alias(*p);
-        condition(sql, f, &|s: &mut Sql| {
-            s.push(&alias);
-        });
-    }
-    sql.push(") AS r USING session_id");
 }
 
-/// The key column before `(other)` merging.
-fn raw_key(group: &Group) -> String {
-    match group {
-        Group::Property(Property::Visit(p)) => visit_alias(*p),
-        Group::Total => "''".into(),
-        _ => "lkey".into(),
+/// The `StatsRow` columns after `visitors`, each with the column of a pass it comes from: `e`
+/// fills the event ones, `v` the visit ones.
+const SUMS: [(&str, &str); 9] = [
+    ("visits", "v_visits"),
+    ("pageviews", "e_pageviews"),
+    ("events", "e_events"),
+    ("visit_pageviews", "v_visit_pageviews"),
+    ("bounces", "v_bounces"),
+    ("duration", "v_duration"),
+    ("engaged_pages", "e_engaged_pages"),
+    ("engaged_ms", "e_engaged_ms"),
+    ("scroll_sum", "e_scroll_sum"),
+];
+
+/// `e`: the period's events by key. Visitors are counted over page views and custom events;
+/// `e_state` carries them as mergeable `uniq` states for `(other)` rows.
+fn events_pass(sql: &mut Sql, q: &StatsQuery) {
+    sql.push("SELECT ");
+    key_expression(sql, q, false);
+    sql.push(
+        " AS key, uniqIf(visitor_id, name != 'engagement') AS e_visitors, \
+         uniqStateIf(visitor_id, name != 'engagement') AS e_state, \
+         countIf(name = 'pageview') AS e_pageviews, countIf(name != 'engagement') AS e_events, \
+         countIf(name = 'engagement') AS e_engaged_pages, \
+         sumIf(engagement_ms, name = 'engagement') AS e_engaged_ms, \
+         sumIf(scroll_depth, name = 'engagement') AS e_scroll_sum ",
+    );
+    let _ = write!(sql.template, "FROM {}.events WHERE ", q.database);
+    event_rows(sql, q);
+    visit_conditions(sql, q);
+    event_conditions(sql, q);
+    sql.push(" GROUP BY key HAVING e_events > 0");
+}
+
+/// `v`: the visits that started in the period, by key.
+fn visits_pass(sql: &mut Sql, q: &StatsQuery) {
+    let db = q.database;
+    if let Group::Property(Property::Event(p)) = &q.group {
+        // A visit counts once for each key among its matching events.
+        sql.push(
+            "SELECT key, count() AS v_visits, sum(s_pageviews) AS v_visit_pageviews, \
+             sum(s_bounce) AS v_bounces, sum(s_duration) AS v_duration FROM (SELECT session_id, ",
+        );
+        event_expression(sql, p, q.goals);
+        let _ = write!(
+            sql.template,
+            " AS key FROM {db}.events WHERE name != 'engagement' AND "
+        );
+        visit_rows(sql, q);
+        visit_conditions(sql, q);
+        event_conditions(sql, q);
+        sql.push(
+            " GROUP BY session_id, key) AS l ALL INNER JOIN (SELECT session_id, \
+                  countIf(name = 'pageview') AS s_pageviews, sum(visit_bounce) AS s_bounce, \
+                  sum(visit_duration) AS s_duration ",
+        );
+        let _ = write!(sql.template, "FROM {db}.events WHERE ");
+        visit_rows(sql, q);
+        visit_conditions(sql, q);
+        sql.push(" GROUP BY session_id) AS r USING session_id GROUP BY key");
+        return;
     }
+    sql.push("SELECT ");
+    key_expression(sql, q, true);
+    sql.push(
+        " AS key, sum(visit_entry) AS v_visits, countIf(name = 'pageview') AS v_visit_pageviews, \
+         sum(visit_bounce) AS v_bounces, sum(visit_duration) AS v_duration ",
+    );
+    let _ = write!(sql.template, "FROM {db}.events WHERE ");
+    visit_rows(sql, q);
+    visit_conditions(sql, q);
+    matching_visits(sql, q);
+    sql.push(" GROUP BY key");
+}
+
+/// The exit page breakdown: every figure from the period's visits, grouped by visit first.
+fn exit_page_pass(sql: &mut Sql, q: &StatsQuery) {
+    let _ = write!(
+        sql.template,
+        "SELECT x_exit AS key, uniq(x_visitor) AS e_visitors, uniqState(x_visitor) AS e_state, \
+         sum(x_pageviews) AS e_pageviews, sum(x_events) AS e_events, \
+         sum(x_engaged_pages) AS e_engaged_pages, sum(x_engaged_ms) AS e_engaged_ms, \
+         sum(x_scroll) AS e_scroll_sum, count() AS v_visits, \
+         sum(x_pageviews) AS v_visit_pageviews, sum(x_bounce) AS v_bounces, \
+         sum(x_duration) AS v_duration \
+         FROM (SELECT session_id, any(visitor_id) AS x_visitor, {} AS x_exit, \
+         countIf(name = 'pageview') AS x_pageviews, countIf(name != 'engagement') AS x_events, \
+         countIf(name = 'engagement') AS x_engaged_pages, \
+         sumIf(engagement_ms, name = 'engagement') AS x_engaged_ms, \
+         sumIf(scroll_depth, name = 'engagement') AS x_scroll, \
+         sum(visit_bounce) AS x_bounce, sum(visit_duration) AS x_duration, \
+         sum(visit_entry) AS x_entry FROM {}.events WHERE ",
+        visit_value(VisitProperty::ExitPage),
+        q.database
+    );
+    visit_rows(sql, q);
+    visit_conditions(sql, q);
+    matching_visits(sql, q);
+    sql.push(" GROUP BY session_id HAVING x_entry > 0) GROUP BY key");
+}
+
+/// The statement's source: one row per key with `key`, `e_visitors`, `e_state` and the
+/// columns of `SUMS`.
+fn source(sql: &mut Sql, q: &StatsQuery) {
+    if q.group == Group::Property(Property::Visit(VisitProperty::ExitPage)) {
+        sql.push("(");
+        exit_page_pass(sql, q);
+        sql.push(")");
+        return;
+    }
+    sql.push("(SELECT key, e_visitors, e_state");
+    for (_, column) in SUMS {
+        let _ = write!(sql.template, ", {column}");
+    }
+    sql.push(" FROM (");
+    events_pass(sql, q);
+    sql.push(") AS e ALL FULL OUTER JOIN (");
+    let needs_visits = q.metrics.iter().copied().any(is_visit_metric)
+        || matches!(q.sort, Some(Sort { key: SortKey::Metric(m), .. }) if is_visit_metric(m));
+    if needs_visits {
+        visits_pass(sql, q);
+    } else {
+        // Nothing asks for visit figures: an empty `v` of the right shape costs nothing.
+        sql.push("SELECT '' AS key");
+        for (_, column) in SUMS.iter().filter(|(_, c)| c.starts_with("v_")) {
+            let _ = write!(sql.template, ", toUInt64(0) AS {column}");
+        }
+        sql.push(" LIMIT 0");
+    }
+    sql.push(") AS v USING key)");
 }
 
 /// What ORDER BY sorts on for a sort key: whitelisted expressions over the output columns.
@@ -391,6 +592,8 @@ fn sort_expression(key: SortKey) -> &'static str {
             Metric::VisitDuration => "duration / greatest(visits, 1)",
             Metric::TimeOnPage => "engaged_ms / greatest(engaged_pages, 1)",
             Metric::ScrollDepth => "scroll_sum / greatest(engaged_pages, 1)",
+            // Every row's rate has the same denominator.
+            Metric::ConversionRate => "visitors",
         },
     }
 }
@@ -398,38 +601,32 @@ fn sort_expression(key: SortKey) -> &'static str {
 /// The statement for one stats question; its rows are [`StatsRow`]s.
 pub fn stats(q: &StatsQuery) -> Sql {
     let mut sql = Sql::default();
-    let raw = raw_key(&q.group);
     let k = q.min_group_size;
     if k > 0 && matches!(q.group, Group::Property(_)) {
         // Keys with at least k visitors keep their name; the rest merge into one "(other)"
-        // row. Visitors are merged as uniqExact states, so a visitor in two small groups counts
-        // once. (18.16 cannot run an `IN (subquery)` over this join, and this needs one pass.)
-        sql.push("SELECT if(k_visitors >= ")
+        // row, whose visitors are merged `uniq` states (a visitor in two small groups counts
+        // once).
+        sql.push("SELECT if(e_visitors >= ")
             .bind_int(k.min(i64::MAX as u64) as i64)
-            .push(", k_key, '(other)') AS key, toUInt64(uniqExactMerge(k_state)) AS visitors");
-        for (name, _) in &AGGREGATES[1..] {
-            let _ = write!(sql.template, ", toUInt64(sum(k_{name})) AS {name}");
+            .push(", s_key, '(other)') AS key, toUInt64(uniqMerge(e_state)) AS visitors");
+        for (name, column) in SUMS {
+            let _ = write!(sql.template, ", toUInt64(sum({column})) AS {name}");
         }
-        let _ = write!(
-            sql.template,
-            " FROM (SELECT {raw} AS k_key, uniqExactState(l_visitor) AS k_state, \
-             uniqExact(l_visitor) AS k_visitors"
-        );
-        for (name, aggregate) in &AGGREGATES[1..] {
-            let _ = write!(sql.template, ", {aggregate} AS k_{name}");
+        sql.push(" FROM (SELECT key AS s_key, e_visitors, e_state");
+        for (_, column) in SUMS {
+            let _ = write!(sql.template, ", {column}");
         }
-        sql.push(" ");
-        from_visits(&mut sql, q);
-        sql.push(" GROUP BY k_key)");
+        sql.push(" FROM ");
+        source(&mut sql, q);
+        sql.push(") GROUP BY key");
     } else {
-        let _ = write!(sql.template, "SELECT {raw} AS key");
-        for (name, aggregate) in AGGREGATES {
-            let _ = write!(sql.template, ", toUInt64({aggregate}) AS {name}");
+        sql.push("SELECT key, toUInt64(e_visitors) AS visitors");
+        for (name, column) in SUMS {
+            let _ = write!(sql.template, ", toUInt64(greatest({column}, 0)) AS {name}");
         }
-        sql.push(" ");
-        from_visits(&mut sql, q);
+        sql.push(" FROM ");
+        source(&mut sql, q);
     }
-    sql.push(" GROUP BY key");
     if let Some(sort) = q.sort {
         let direction = if sort.descending { "DESC" } else { "ASC" };
         let _ = write!(
@@ -521,6 +718,8 @@ mod tests {
             filters: &filters,
             min_group_size: 3,
             sort: None,
+            metrics: &Metric::ALL,
+            goals: &[],
             page: Some((10, 0)),
         };
         let sql = stats(&q);

@@ -96,11 +96,12 @@ def main():
         query(sess, f"USE {database}")
         query(sess, f"{match.group(1)} FROM INFILE {sql_string(batch)} {match.group(2)}")
 
-        # DateTime goes back out as Unix seconds, compared with the u32 written; it is also
-        # rendered in UTC and checked against Python's reading of those seconds.
-        # (Aliasing the expression as `timestamp` would shadow the column for later uses.)
+        # DateTime columns go back out as Unix seconds, compared with the u32 written;
+        # `timestamp` is also rendered in UTC and checked against Python's reading of those
+        # seconds. (Aliasing an expression as its column would shadow the column for later
+        # uses.)
         select = ", ".join(
-            "toUnixTimestamp(timestamp) AS timestamp_unix" if c == "timestamp" else f"`{c}`"
+            f"toUnixTimestamp(`{c}`) AS `{c}_unix`" if types[c].startswith("DateTime") else f"`{c}`"
             for c in columns
         )
         actual = json_rows(
@@ -118,8 +119,9 @@ def main():
     rendered = {}
     for row in actual:
         text = row.pop("timestamp_utc")
-        if "timestamp_unix" in row:
-            row["timestamp"] = row.pop("timestamp_unix")
+        for column in [c for c in row if c.endswith("_unix")]:
+            row[column[: -len("_unix")]] = row.pop(column)
+        if "timestamp" in row:
             rendered[row["timestamp"]] = text
 
     problems = []

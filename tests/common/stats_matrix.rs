@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use glimpse_collector::goals::parse_goals;
 use glimpse_query::auth::Site;
 use glimpse_query::params::Endpoint;
 
@@ -34,6 +35,9 @@ const PROPERTIES: [&str; 22] = [
     "visit:os_version",
 ];
 
+/// The matrix site's goals.
+pub const GOALS: [&str; 3] = ["Signup", "Visit /a", "Visit /blog/*"];
+
 const FILTERS: [&str; 8] = [
     "",
     "event:page==/a|/b",
@@ -51,6 +55,7 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
         domain: "example.com".into(),
         timezone: timezone.into(),
         share_token: None,
+        goals: parse_goals(&GOALS.map(String::from)).unwrap(),
     };
     let now = "2026-03-29T12:00:00Z".parse().unwrap();
     let mut out = BTreeSet::new();
@@ -137,6 +142,16 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
                 0,
             );
         }
+        // Without visit metrics the statement reads no visits.
+        add(
+            Endpoint::Breakdown,
+            &[
+                ("site_id", "example.com"),
+                ("property", property),
+                ("metrics", "visitors,pageviews,events"),
+            ],
+            0,
+        );
         for op in ["==", "!=", "~"] {
             let filter = format!("{property}{op}x|y'z");
             add(
@@ -148,6 +163,49 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
                 ],
                 0,
             );
+        }
+    }
+    // Goals: the breakdown, goal filters, conversion rates (with their denominators).
+    let goal_metrics = "visitors,events,conversion_rate,visits,bounce_rate";
+    for filters in [
+        "",
+        "visit:country==DE",
+        "event:goal!=Visit /a",
+        "event:goal~Sign|blog",
+        "event:page==/a;visit:source~oo",
+    ] {
+        for k in [0, 5] {
+            add(
+                Endpoint::Breakdown,
+                &[
+                    ("site_id", "example.com"),
+                    ("period", "7d"),
+                    ("property", "event:goal"),
+                    ("metrics", goal_metrics),
+                    ("filters", filters),
+                ],
+                k,
+            );
+        }
+    }
+    for filters in [
+        "event:goal==Signup",
+        "event:goal==Visit /a|Visit /blog/*;visit:device==mobile",
+    ] {
+        let q = [
+            ("site_id", "example.com"),
+            ("period", "7d"),
+            ("metrics", goal_metrics),
+            ("filters", filters),
+        ];
+        let mut compare = q.to_vec();
+        compare.push(("compare", "previous_period"));
+        add(Endpoint::Aggregate, &compare, 0);
+        add(Endpoint::Timeseries, &q, 0);
+        for property in ["event:page", "visit:source", "visit:exit_page"] {
+            let mut breakdown = q.to_vec();
+            breakdown.push(("property", property));
+            add(Endpoint::Breakdown, &breakdown, 0);
         }
     }
     out.into_iter().collect()

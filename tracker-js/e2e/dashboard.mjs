@@ -88,6 +88,9 @@ async function desktop(b) {
   facts.rows = await page.$$eval('[data-card]', (cards) =>
     Object.fromEntries(cards.map((c) => [c.dataset.card, [...c.querySelectorAll('li.row')].map((r) => r.dataset.value)])),
   )
+  facts.goals = await page.$$eval('[data-card="Goals"] li.row', (rows) =>
+    rows.map((r) => ({ value: r.dataset.value, cells: [...r.querySelectorAll('.row-value')].map((c) => c.textContent) })),
+  )
   facts.chart_points = await page.$$eval('#chart rect.hit', (r) => r.length)
   facts.chart_labels = await page.$$eval('#chart text.axis', (t) => t.map((x) => x.textContent))
   facts.filtered_note = await page.$eval('#filtered', (e) => e.textContent)

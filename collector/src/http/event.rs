@@ -247,20 +247,11 @@ pub(super) async fn record(
             };
         }
     };
-    let may_start_visit = beacon.name != "engagement";
     let rows = processed
         .into_iter()
         .map(|p| {
             let mut row = p.row;
-            let ids = state.sessions.assign(
-                &row.site,
-                row.visitor_id,
-                p.previous_visitor_id,
-                now,
-                may_start_visit,
-            );
-            row.visitor_id = ids.visitor_id;
-            row.session_id = ids.session_id;
+            state.sessions.assign(&mut row, p.previous_visitor_id);
             row
         })
         .collect();

@@ -264,7 +264,8 @@ pub fn process(
         },
         prop_keys,
         prop_values,
-        batch_id: 0,
+        // The visit columns (entry page, start, deltas) come from the visit state afterwards.
+        ..EventRow::default()
     };
     Ok(sites
         .into_iter()

@@ -6,17 +6,212 @@
 //! collector (hash on the client address, e.g. nginx `hash $remote_addr consistent`): visitor
 //! ids agree across collectors (shared salts), but a visit split across collectors would count
 //! as several visits. A restart ends open visits the same way.
+//!
+//! **Why every row carries its visit.** Counting visits, bounces and durations from raw events
+//! means grouping a period's events by visit at query time, which grows with traffic (seconds
+//! at 10 M events). Instead each row is stamped here with what the query service needs to read
+//! visits in one pass without grouping:
+//! - the visit's properties, all the visit's first event's: entry page, referrer, source and
+//!   campaign in `visit_*` columns beside the event's own, place, device, browser and OS in
+//!   the event's columns; so a visit filter or breakdown selects whole visits;
+//! - `visit_start`, so a visit is counted in the period (and bucket) it started in;
+//! - additive deltas whose sum over a visit's rows is the visit's figure: `visit_entry` (1 on
+//!   the first event: sums to visits), `visit_bounce` (+1 when the visit becomes a bounce, -1
+//!   when it stops being one: sums to 0 or 1), `visit_duration` (seconds since the visit's
+//!   previous event: sums to last minus first event).
+//!
+//! A visit lasts at most [`MAX_VISIT_SECS`], so the query service knows how far after a
+//! period's end a visit that started in it can still have rows.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::schema::EventRow;
 
 /// Idle time after which the next event starts a new visit.
 pub const VISIT_TIMEOUT_SECS: u32 = 30 * 60;
 
-#[derive(Debug, Clone, Copy)]
-struct Visit {
+/// Longest a visit lasts: an event this long after a visit's start begins a new visit.
+pub const MAX_VISIT_SECS: u32 = 24 * 60 * 60;
+
+/// The name of engagement reports, which belong to a visit but neither start it nor count in
+/// its page views, bounce or duration.
+const ENGAGEMENT: &str = "engagement";
+
+/// A visit's properties: its first event's, stamped on every row of the visit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct VisitProps {
+    entry_page: String,
+    referrer: String,
+    referrer_source: String,
+    utm_source: String,
+    utm_medium: String,
+    utm_campaign: String,
+    utm_term: String,
+    utm_content: String,
+    country: String,
+    region: String,
+    city: String,
+    device: String,
+    browser: String,
+    browser_version: String,
+    os: String,
+    os_version: String,
+}
+
+impl VisitProps {
+    fn of(row: &EventRow) -> Self {
+        VisitProps {
+            entry_page: row.pathname.clone(),
+            referrer: row.referrer.clone(),
+            referrer_source: row.referrer_source.clone(),
+            utm_source: row.utm_source.clone(),
+            utm_medium: row.utm_medium.clone(),
+            utm_campaign: row.utm_campaign.clone(),
+            utm_term: row.utm_term.clone(),
+            utm_content: row.utm_content.clone(),
+            country: row.country.clone(),
+            region: row.region.clone(),
+            city: row.city.clone(),
+            device: row.device.clone(),
+            browser: row.browser.clone(),
+            browser_version: row.browser_version.clone(),
+            os: row.os.clone(),
+            os_version: row.os_version.clone(),
+        }
+    }
+
+    fn stamp(&self, row: &mut EventRow) {
+        let copy = |to: &mut String, from: &String| {
+            if to != from {
+                to.clone_from(from);
+            }
+        };
+        copy(&mut row.entry_page, &self.entry_page);
+        copy(&mut row.visit_referrer, &self.referrer);
+        copy(&mut row.visit_referrer_source, &self.referrer_source);
+        copy(&mut row.visit_utm_source, &self.utm_source);
+        copy(&mut row.visit_utm_medium, &self.utm_medium);
+        copy(&mut row.visit_utm_campaign, &self.utm_campaign);
+        copy(&mut row.visit_utm_term, &self.utm_term);
+        copy(&mut row.visit_utm_content, &self.utm_content);
+        // Place, device, browser and OS come from the address and user agent, which the
+        // visitor id hashes: the same for the whole visit but for a resized window's device
+        // class; the visit's first event's values keep visit filters to whole visits.
+        copy(&mut row.country, &self.country);
+        copy(&mut row.region, &self.region);
+        copy(&mut row.city, &self.city);
+        copy(&mut row.device, &self.device);
+        copy(&mut row.browser, &self.browser);
+        copy(&mut row.browser_version, &self.browser_version);
+        copy(&mut row.os, &self.os);
+        copy(&mut row.os_version, &self.os_version);
+    }
+}
+
+/// One visit's state: what the next event needs to compute its row's visit columns.
+#[derive(Debug, Clone)]
+pub struct Visit {
     session_id: u64,
+    visitor_id: u64,
+    start: u32,
+    /// Last event of any kind: the idle timeout runs from here.
     last_seen: u32,
+    /// Last event that counts for the duration (not an engagement report).
+    last_counted: u32,
+    pageviews: u32,
+    /// An interactive custom event happened: the visit is no bounce.
+    interacted: bool,
+    props: Arc<VisitProps>,
+}
+
+impl Visit {
+    /// Starts a visit with `row`, its first event, and stamps the row.
+    pub fn start(session_id: u64, row: &mut EventRow) -> Visit {
+        let mut visit = Visit {
+            session_id,
+            visitor_id: row.visitor_id,
+            start: row.timestamp,
+            last_seen: row.timestamp,
+            last_counted: row.timestamp,
+            pageviews: 0,
+            interacted: false,
+            props: Arc::new(VisitProps::of(row)),
+        };
+        visit.count(row, true);
+        visit
+    }
+
+    /// Adds `row`, a later event of the visit, and stamps it.
+    pub fn add(&mut self, row: &mut EventRow) {
+        self.last_seen = self.last_seen.max(row.timestamp);
+        self.count(row, false);
+    }
+
+    fn is_bounce(&self) -> bool {
+        self.pageviews <= 1 && !self.interacted
+    }
+
+    fn count(&mut self, row: &mut EventRow, first: bool) {
+        let (mut bounce_delta, mut duration_delta) = (0i8, 0u32);
+        if row.name != ENGAGEMENT {
+            let was_bounce = !first && self.is_bounce();
+            if row.name == "pageview" {
+                self.pageviews += 1;
+            } else if row.interactive == 1 {
+                self.interacted = true;
+            }
+            bounce_delta = i8::from(self.is_bounce()) - i8::from(was_bounce);
+            let at = row.timestamp.max(self.last_counted);
+            duration_delta = at - self.last_counted;
+            self.last_counted = at;
+        }
+        self.props.stamp(row);
+        row.visitor_id = self.visitor_id;
+        row.session_id = self.session_id;
+        row.visit_start = self.start;
+        row.visit_entry = u8::from(first);
+        row.visit_bounce = bounce_delta;
+        row.visit_duration = duration_delta;
+    }
+
+    /// Whether an event at `at` continues this visit.
+    fn continues_at(&self, at: u32) -> bool {
+        at.saturating_sub(self.last_seen) < VISIT_TIMEOUT_SECS
+            && at.saturating_sub(self.start) < MAX_VISIT_SECS
+    }
+}
+
+/// Stamps an event that belongs to no visit (an engagement report whose visit is unknown):
+/// a visit of its own that is never counted.
+fn stamp_lone(session_id: u64, row: &mut EventRow) {
+    row.session_id = session_id;
+    row.entry_page.clear();
+    row.visit_start = row.timestamp;
+    row.visit_entry = 0;
+    row.visit_bounce = 0;
+    row.visit_duration = 0;
+}
+
+/// Computes the visit columns of rows whose `session_id`s are already known, as the collector
+/// would have stamped them: for rows that reach ClickHouse another way (imports of other
+/// tools' data, test fixtures, benchmark data). Each session's rows are taken in time order;
+/// a session's first event that is not an engagement report starts its visit.
+pub fn stamp_visits(rows: &mut [EventRow]) {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| (rows[i].session_id, rows[i].timestamp));
+    let mut open: Option<Visit> = None;
+    for i in order {
+        let row = &mut rows[i];
+        match &mut open {
+            Some(visit) if visit.session_id == row.session_id => visit.add(row),
+            _ if row.name == ENGAGEMENT => {
+                open = None;
+                stamp_lone(row.session_id, row);
+            }
+            _ => open = Some(Visit::start(row.session_id, row)),
+        }
+    }
 }
 
 /// Open visits. Cheap to share behind an `Arc`.
@@ -25,63 +220,40 @@ pub struct Sessions {
     open: Mutex<HashMap<(String, u64), Visit>>,
 }
 
-/// The ids to store for an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Assigned {
-    pub visitor_id: u64,
-    pub session_id: u64,
-}
-
 impl Sessions {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Continues the visitor's open visit or starts one. `previous_visitor_id` is the id the
-    /// visitor had under yesterday's salt: a visit open under it continues across midnight,
-    /// keeping yesterday's id until it ends. `may_start` is false for events that do not begin
-    /// visits on their own (engagement reports).
-    pub fn assign(
-        &self,
-        site: &str,
-        visitor_id: u64,
-        previous_visitor_id: Option<u64>,
-        at: u32,
-        may_start: bool,
-    ) -> Assigned {
+    /// Puts `row` (its site, visitor id and time) into the visitor's open visit or starts one,
+    /// and stamps the row's visit columns. `previous_visitor_id` is the id the visitor had
+    /// under yesterday's salt: a visit open under it continues across midnight, keeping
+    /// yesterday's id until it ends. Engagement reports do not begin visits on their own.
+    pub fn assign(&self, row: &mut EventRow, previous_visitor_id: Option<u64>) {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let candidates = [Some(visitor_id), previous_visitor_id];
+        let candidates = [Some(row.visitor_id), previous_visitor_id];
         for id in candidates.into_iter().flatten() {
-            if let Some(visit) = open.get_mut(&(site.to_string(), id)) {
-                if at.saturating_sub(visit.last_seen) < VISIT_TIMEOUT_SECS {
-                    visit.last_seen = visit.last_seen.max(at);
-                    return Assigned {
-                        visitor_id: id,
-                        session_id: visit.session_id,
-                    };
+            let key = (row.site.clone(), id);
+            if let Some(visit) = open.get_mut(&key) {
+                if visit.continues_at(row.timestamp) {
+                    visit.add(row);
+                    return;
                 }
             }
         }
         let session_id = new_session_id();
-        if may_start {
-            open.insert(
-                (site.to_string(), visitor_id),
-                Visit {
-                    session_id,
-                    last_seen: at,
-                },
-            );
+        if row.name == ENGAGEMENT {
+            stamp_lone(session_id, row);
+            return;
         }
-        Assigned {
-            visitor_id,
-            session_id,
-        }
+        let visit = Visit::start(session_id, row);
+        open.insert((row.site.clone(), row.visitor_id), visit);
     }
 
     /// Forgets visits idle for longer than the timeout; returns how many remain.
     pub fn expire(&self, now: u32) -> usize {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.retain(|_, v| now.saturating_sub(v.last_seen) < VISIT_TIMEOUT_SECS);
+        open.retain(|_, v| v.continues_at(now));
         open.len()
     }
 }
@@ -95,52 +267,204 @@ fn new_session_id() -> u64 {
 mod tests {
     use super::*;
 
+    fn event(site: &str, visitor: u64, at: u32, name: &str, page: &str) -> EventRow {
+        EventRow {
+            site: site.into(),
+            visitor_id: visitor,
+            timestamp: at,
+            name: name.into(),
+            pathname: page.into(),
+            interactive: 1,
+            ..EventRow::default()
+        }
+    }
+
+    fn assign(s: &Sessions, mut row: EventRow, previous: Option<u64>) -> EventRow {
+        s.assign(&mut row, previous);
+        row
+    }
+
     #[test]
     fn gaps_under_30_minutes_continue_the_visit() {
         let s = Sessions::new();
-        let a = s.assign("e.com", 7, None, 1000, true);
-        let b = s.assign("e.com", 7, None, 1000 + 29 * 60, true);
-        assert_eq!(a, b);
-        let c = s.assign("e.com", 7, None, 1000 + 29 * 60 + 30 * 60, true);
+        let a = assign(&s, event("e.com", 7, 1000, "pageview", "/"), None);
+        let b = assign(&s, event("e.com", 7, 1000 + 29 * 60, "pageview", "/"), None);
+        assert_eq!(a.session_id, b.session_id);
+        let c = assign(&s, event("e.com", 7, 1000 + 59 * 60, "pageview", "/"), None);
         assert_eq!(c.visitor_id, 7);
         assert_ne!(c.session_id, a.session_id);
+        assert_eq!((a.visit_entry, b.visit_entry, c.visit_entry), (1, 0, 1));
+    }
+
+    #[test]
+    fn a_visit_lasts_at_most_a_day() {
+        let s = Sessions::new();
+        let first = assign(&s, event("e.com", 7, 0, "pageview", "/"), None);
+        let mut at = 0;
+        let mut last = first.clone();
+        while at + 20 * 60 < MAX_VISIT_SECS {
+            at += 20 * 60;
+            last = assign(&s, event("e.com", 7, at, "pageview", "/"), None);
+        }
+        assert_eq!(last.session_id, first.session_id);
+        let next = assign(&s, event("e.com", 7, at + 20 * 60, "pageview", "/"), None);
+        assert_ne!(next.session_id, first.session_id);
+        assert_eq!(next.visit_start, at + 20 * 60);
     }
 
     #[test]
     fn visitors_and_sites_are_separate() {
         let s = Sessions::new();
-        let a = s.assign("e.com", 7, None, 0, true);
-        assert_ne!(a.session_id, s.assign("e.com", 8, None, 1, true).session_id);
-        assert_ne!(a.session_id, s.assign("o.com", 7, None, 1, true).session_id);
+        let a = assign(&s, event("e.com", 7, 0, "pageview", "/"), None);
+        let b = assign(&s, event("e.com", 8, 1, "pageview", "/"), None);
+        let c = assign(&s, event("o.com", 7, 1, "pageview", "/"), None);
+        assert_ne!(a.session_id, b.session_id);
+        assert_ne!(a.session_id, c.session_id);
     }
 
     #[test]
     fn visits_continue_across_midnight_under_yesterdays_id() {
         let s = Sessions::new();
-        let before = s.assign("e.com", 111, None, 86_400 - 60, true);
+        let before = assign(&s, event("e.com", 111, 86_400 - 60, "pageview", "/"), None);
         // After midnight the visitor hashes to 222 today, 111 under yesterday's salt.
-        let after = s.assign("e.com", 222, Some(111), 86_400 + 60, true);
-        assert_eq!(after, before);
+        let after = assign(
+            &s,
+            event("e.com", 222, 86_400 + 60, "pageview", "/"),
+            Some(111),
+        );
+        assert_eq!(
+            (after.session_id, after.visitor_id),
+            (before.session_id, 111)
+        );
+        assert_eq!(after.visit_start, 86_400 - 60);
         // A visitor with no open visit yesterday gets today's id.
-        let fresh = s.assign("e.com", 333, Some(444), 86_400 + 60, true);
+        let fresh = assign(
+            &s,
+            event("e.com", 333, 86_400 + 60, "pageview", "/"),
+            Some(444),
+        );
         assert_eq!(fresh.visitor_id, 333);
     }
 
     #[test]
     fn engagement_does_not_start_visits() {
         let s = Sessions::new();
-        let lone = s.assign("e.com", 9, None, 0, false);
-        let next = s.assign("e.com", 9, None, 10, true);
+        let lone = assign(&s, event("e.com", 9, 0, "engagement", "/"), None);
+        assert_eq!((lone.visit_entry, lone.visit_bounce), (0, 0));
+        let next = assign(&s, event("e.com", 9, 10, "pageview", "/"), None);
         assert_ne!(lone.session_id, next.session_id);
-        assert_eq!(s.assign("e.com", 9, None, 20, false), next);
+        let report = assign(&s, event("e.com", 9, 20, "engagement", "/"), None);
+        assert_eq!(report.session_id, next.session_id);
+        assert_eq!((report.visit_bounce, report.visit_duration), (0, 0));
     }
 
     #[test]
     fn expiry_forgets_idle_visits() {
         let s = Sessions::new();
-        s.assign("e.com", 1, None, 0, true);
-        s.assign("e.com", 2, None, 1000, true);
+        assign(&s, event("e.com", 1, 0, "pageview", "/"), None);
+        assign(&s, event("e.com", 2, 1000, "pageview", "/"), None);
         assert_eq!(s.expire(VISIT_TIMEOUT_SECS + 500), 1);
         assert_eq!(s.expire(VISIT_TIMEOUT_SECS * 3), 0);
+    }
+
+    /// The deltas of a visit's rows, in order.
+    fn deltas(rows: &[EventRow]) -> Vec<(u8, i8, u32)> {
+        rows.iter()
+            .map(|r| (r.visit_entry, r.visit_bounce, r.visit_duration))
+            .collect()
+    }
+
+    #[test]
+    fn deltas_sum_to_visits_bounces_and_duration() {
+        let s = Sessions::new();
+        let mut custom = event("e.com", 5, 100, "Signup", "/b");
+        custom.interactive = 0;
+        let rows = vec![
+            assign(&s, event("e.com", 5, 0, "pageview", "/a"), None),
+            assign(&s, event("e.com", 5, 30, "engagement", "/a"), None),
+            // A non-interactive custom event leaves the bounce standing.
+            assign(&s, custom, None),
+            assign(&s, event("e.com", 5, 160, "pageview", "/b"), None),
+            assign(&s, event("e.com", 5, 200, "pageview", "/c"), None),
+        ];
+        assert_eq!(
+            deltas(&rows),
+            [(1, 1, 0), (0, 0, 0), (0, 0, 100), (0, -1, 60), (0, 0, 40)]
+        );
+        let sum_bounce: i32 = rows.iter().map(|r| i32::from(r.visit_bounce)).sum();
+        let sum_duration: u32 = rows.iter().map(|r| r.visit_duration).sum();
+        assert_eq!((sum_bounce, sum_duration), (0, 200));
+
+        // An interactive custom event ends a bounce too.
+        let t = Sessions::new();
+        let rows = vec![
+            assign(&t, event("e.com", 6, 0, "pageview", "/a"), None),
+            assign(&t, event("e.com", 6, 5, "Signup", "/a"), None),
+        ];
+        assert_eq!(deltas(&rows), [(1, 1, 0), (0, -1, 5)]);
+    }
+
+    #[test]
+    fn every_row_carries_the_visits_properties() {
+        let s = Sessions::new();
+        let mut first = event("e.com", 5, 0, "pageview", "/landing");
+        first.referrer_source = "Google".into();
+        first.utm_campaign = "spring".into();
+        first.device = "mobile".into();
+        first.country = "DE".into();
+        let mut second = event("e.com", 5, 10, "pageview", "/pricing");
+        second.referrer_source = "example.com".into();
+        second.device = "tablet".into();
+        assign(&s, first, None);
+        let second = assign(&s, second, None);
+        assert_eq!(second.entry_page, "/landing");
+        assert_eq!(second.pathname, "/pricing");
+        assert_eq!(
+            (
+                second.visit_referrer_source.as_str(),
+                second.visit_utm_campaign.as_str(),
+                second.device.as_str(),
+                second.country.as_str()
+            ),
+            ("Google", "spring", "mobile", "DE")
+        );
+        // The event's own referrer and campaign stay as they came.
+        assert_eq!(
+            (
+                second.referrer_source.as_str(),
+                second.utm_campaign.as_str()
+            ),
+            ("example.com", "")
+        );
+        assert_eq!(second.visit_start, 0);
+    }
+
+    #[test]
+    fn stamping_stored_rows_agrees_with_the_collector() {
+        let s = Sessions::new();
+        let mut live = Vec::new();
+        let script = [
+            (1, 0, "pageview", "/"),
+            (2, 5, "pageview", "/x"),
+            (1, 20, "engagement", "/"),
+            (1, 40, "pageview", "/docs"),
+            (2, 4000, "pageview", "/y"),
+            (1, 90, "Signup", "/docs"),
+        ];
+        for (visitor, at, name, page) in script {
+            live.push(assign(&s, event("e.com", visitor, at, name, page), None));
+        }
+        let mut stored: Vec<EventRow> = live
+            .iter()
+            .map(|r| {
+                let mut raw = event("e.com", r.visitor_id, r.timestamp, &r.name, &r.pathname);
+                raw.session_id = r.session_id;
+                raw
+            })
+            .collect();
+        stored.reverse();
+        stamp_visits(&mut stored);
+        stored.reverse();
+        assert_eq!(stored, live);
     }
 }

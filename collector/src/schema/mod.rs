@@ -19,6 +19,7 @@ pub const EVENTS_TABLE: &str = "events";
 /// No column holds a raw IP address or user agent: `ip_prefix` is only the truncated network
 /// and is empty unless the operator turns it on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clickhouse::Row)]
+#[serde(default)]
 pub struct EventRow {
     /// The site's domain, as configured.
     pub site: String,
@@ -30,6 +31,10 @@ pub struct EventRow {
     pub hostname: String,
     /// The page's path (with the `#fragment` in hash-routing mode), percent-decoded.
     pub pathname: String,
+    /// The visit's first page. This and the other visit properties (the `visit_` referrer,
+    /// source and campaign; place, device, browser, OS) are the visit's first event's, on
+    /// every row of the visit (see `ingest::sessions`).
+    pub entry_page: String,
     /// The referrer reduced to host and path: no query string, no fragment.
     pub referrer: String,
     /// Where the visit came from: a campaign's `utm_source`, else the referrer's host.
@@ -39,10 +44,26 @@ pub struct EventRow {
     pub utm_campaign: String,
     pub utm_term: String,
     pub utm_content: String,
+    /// The visit's referrer, source and campaign (its first event's).
+    pub visit_referrer: String,
+    pub visit_referrer_source: String,
+    pub visit_utm_source: String,
+    pub visit_utm_medium: String,
+    pub visit_utm_campaign: String,
+    pub visit_utm_term: String,
+    pub visit_utm_content: String,
     /// Pseudonymous daily visitor id (keyed hash with a salt that rotates daily).
     pub visitor_id: u64,
     /// Visit id: the same visitor's events with gaps under 30 minutes.
     pub session_id: u64,
+    /// When the visit started: a visit counts in the period it started in.
+    pub visit_start: u32,
+    /// 1 on the visit's first event: sums to the number of visits.
+    pub visit_entry: u8,
+    /// +1 when the visit becomes a bounce, -1 when it stops being one: sums to 0 or 1 a visit.
+    pub visit_bounce: i8,
+    /// Seconds since the visit's previous event: sums to the visit's duration.
+    pub visit_duration: u32,
     pub browser: String,
     pub browser_version: String,
     pub os: String,
