@@ -454,3 +454,68 @@ impl Load {
         (accepted, retry_after)
     }
 }
+
+/// An insert of a batch that is still running inside ClickHouse (its collector was killed
+/// after sending it) must not read as "not stored": the count waits for it, and a re-send
+/// while it runs is refused by its query id. Without both, the replay after a `kill -9`
+/// could store the batch twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_insert_still_running_is_waited_for() {
+    use glimpse_collector::sink::{ClickHouseSink, Sink};
+
+    let world = World::new().await;
+    let client = world.client();
+    glimpse_collector::schema::migrate(&client, "glimpse")
+        .await
+        .unwrap();
+    let batch_id = 0x5EED_u64;
+    let query_id = format!("glimpse-batch-{batch_id:016x}");
+    // The orphan: an insert of the batch that takes 2 s inside ClickHouse.
+    let orphan = {
+        let client = client.clone().with_setting("query_id", query_id.clone());
+        tokio::spawn(async move {
+            client
+                .query(&format!(
+                    "INSERT INTO glimpse.events (site, timestamp, pathname, batch_id) \
+                     SELECT 'example.com', now(), '/orphan', toUInt64({batch_id}) \
+                     FROM system.one WHERE sleep(2) = 0"
+                ))
+                .execute()
+                .await
+        })
+    };
+    // Until it shows in the process list.
+    let started = std::time::Instant::now();
+    loop {
+        let running: u64 = client
+            .query("SELECT count() FROM system.processes WHERE query_id = ?")
+            .bind(&query_id)
+            .fetch_one()
+            .await
+            .unwrap();
+        if running > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the orphan never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let flavor = std::sync::Arc::new(std::sync::OnceLock::new());
+    let sink = ClickHouseSink::new(client.clone(), "glimpse", flavor);
+    // A re-send while the orphan runs is refused...
+    let row = glimpse_collector::schema::EventRow {
+        site: "example.com".into(),
+        pathname: "/again".into(),
+        batch_id,
+        ..Default::default()
+    };
+    assert!(sink.write_batch(batch_id, &[row]).await.is_err());
+    // ...and the count waits for the orphan: 1, not 0.
+    assert_eq!(sink.stored_rows(batch_id).await.unwrap(), 1);
+    orphan.await.unwrap().unwrap();
+    let stored = world.stored().await;
+    assert_eq!(stored, ["/orphan"]);
+}

@@ -84,11 +84,22 @@ pub fn beacon(i: u64) -> String {
 
 /// Runs `concurrency` clients against `url` for `duration`. With `rate` (requests/s in total),
 /// each client paces itself; without, each sends as fast as answers come.
+/// The client address request `i` claims (`X-Forwarded-For`) out of `clients` distinct ones,
+/// in the benchmarking range 198.18.0.0/15: only a header value, the traffic goes to loopback.
+pub fn client_address(i: u64, clients: u32) -> String {
+    let n = (i % u64::from(clients.max(1))) as u32;
+    format!("198.{}.{}.{}", 18 + (n >> 16 & 1), n >> 8 & 255, n & 255)
+}
+
+/// Runs `concurrency` clients against `url` for `duration`, as `clients` distinct visitor
+/// addresses (so the collector holds that many open visits). With `rate` (requests/s in
+/// total), each client paces itself; without, each sends as fast as answers come.
 pub async fn run(
     url: &str,
     concurrency: usize,
     duration: Duration,
     rate: Option<f64>,
+    clients: u32,
 ) -> LoadResult {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency)
@@ -119,6 +130,7 @@ pub async fn run(
                             "user-agent",
                             USER_AGENTS[(i % USER_AGENTS.len() as u64) as usize],
                         )
+                        .header("x-forwarded-for", client_address(i, clients))
                         .body(Full::new(
                             bodies[(i % bodies.len() as u64) as usize].clone(),
                         ))

@@ -47,6 +47,10 @@ enum Command {
         /// Concurrent keep-alive connections.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// Distinct visitor addresses the load claims (X-Forwarded-For from 198.18.0.0/15,
+        /// loopback trusted as the proxy): the collector holds about that many open visits.
+        #[arg(long, default_value_t = 10_000)]
+        clients: u32,
     },
     /// The query benchmark: the dashboard's queries through the stats API at growing sizes.
     Query {
@@ -68,7 +72,13 @@ fn main() -> anyhow::Result<()> {
             glimpse,
             duration,
             concurrency,
-        } => runtime.block_on(ingest(glimpse, Duration::from_secs(duration), concurrency)),
+            clients,
+        } => runtime.block_on(ingest(
+            glimpse,
+            Duration::from_secs(duration),
+            concurrency,
+            clients,
+        )),
         Command::Query { sizes, repeats } => runtime.block_on(query::run(&sizes, repeats)),
     }
 }
@@ -107,14 +117,20 @@ struct Measured {
     lag_secs: Option<f64>,
 }
 
-async fn ingest(glimpse: PathBuf, duration: Duration, concurrency: usize) -> anyhow::Result<()> {
+async fn ingest(
+    glimpse: PathBuf,
+    duration: Duration,
+    concurrency: usize,
+    clients: u32,
+) -> anyhow::Result<()> {
     let glimpse = glimpse
         .canonicalize()
         .with_context(|| format!("{} (build it: cargo build --release)", glimpse.display()))?;
     let me = std::env::current_exe()?;
     let work = tempfile::tempdir()?;
     println!(
-        "machine: {} cores, {}; load: {concurrency} keep-alive connections, {} s per max run",
+        "machine: {} cores, {}; load: {concurrency} keep-alive connections, {clients} visitor \
+         addresses, {} s per max run",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
@@ -129,13 +145,14 @@ async fn ingest(glimpse: PathBuf, duration: Duration, concurrency: usize) -> any
     process::wait_listening(addr).await?;
     let url = format!("http://{addr}/api/event");
     let cpu0 = bare.cpu_seconds();
-    let max = load::run(&url, concurrency, duration, None).await;
+    let max = load::run(&url, concurrency, duration, None, clients).await;
     let cpu = (bare.cpu_seconds() - cpu0) / max.seconds * 100.0;
     let half = load::run(
         &url,
         concurrency,
         Duration::from_secs(10),
         Some(max.rate() / 2.0),
+        clients,
     )
     .await;
     results.push(Measured {
@@ -183,13 +200,15 @@ async fn ingest(glimpse: PathBuf, duration: Duration, concurrency: usize) -> any
                 ("GLIMPSE_SPOOL", spool),
                 ("GLIMPSE_SPOOL_FSYNC", fsync),
                 ("GLIMPSE_LOG", "warn"),
+                // The load claims its visitors' addresses the way a reverse proxy would.
+                ("GLIMPSE_TRUSTED_PROXIES", "127.0.0.1"),
             ],
         )?;
         process::wait_ready(addr).await?;
         let url = format!("http://{addr}/api/event");
         let before = count(&ch).await;
         let cpu0 = child.cpu_seconds();
-        let max = load::run(&url, concurrency, duration, None).await;
+        let max = load::run(&url, concurrency, duration, None, clients).await;
         let cpu = (child.cpu_seconds() - cpu0) / max.seconds * 100.0;
         let load_end = Instant::now();
         // Rows landed and lag: until ClickHouse has every accepted event of this run.
@@ -208,9 +227,17 @@ async fn ingest(glimpse: PathBuf, duration: Duration, concurrency: usize) -> any
             concurrency,
             Duration::from_secs(10),
             Some(max.rate() / 2.0),
+            clients,
         )
         .await;
-        let rate_10k = load::run(&url, concurrency, Duration::from_secs(10), Some(10_000.0)).await;
+        let rate_10k = load::run(
+            &url,
+            concurrency,
+            Duration::from_secs(10),
+            Some(10_000.0),
+            clients,
+        )
+        .await;
         let at_10k = Some((rate_10k.rate(), child.rss_now_mib()));
         results.push(Measured {
             name: name.into(),

@@ -460,24 +460,152 @@ const SUMS: [(&str, &str); 9] = [
     ("scroll_sum", "e_scroll_sum"),
 ];
 
+/// What a statement computes beyond visitors, page views and events, from the metrics (and
+/// sort) asked for: each costs aggregation work on every row.
+#[derive(Debug, Clone, Copy)]
+struct Needs {
+    /// Visit figures (visits, bounces, durations, their page views).
+    visits: bool,
+    /// Engagement reports (time on page, scroll depth).
+    engagement: bool,
+    /// Mergeable visitor states, for `(other)` rows.
+    states: bool,
+}
+
+impl Needs {
+    fn of(q: &StatsQuery) -> Needs {
+        let sorted_by = match q.sort {
+            Some(Sort {
+                key: SortKey::Metric(m),
+                ..
+            }) => Some(m),
+            _ => None,
+        };
+        let asked = |f: fn(Metric) -> bool| q.metrics.iter().copied().chain(sorted_by).any(f);
+        Needs {
+            visits: asked(is_visit_metric),
+            engagement: asked(|m| matches!(m, Metric::TimeOnPage | Metric::ScrollDepth)),
+            states: q.min_group_size > 0 && matches!(q.group, Group::Property(_)),
+        }
+    }
+}
+
 /// `e`: the period's events by key. Visitors are counted over page views and custom events;
 /// `e_state` carries them as mergeable `uniq` states for `(other)` rows.
-fn events_pass(sql: &mut Sql, q: &StatsQuery) {
+fn events_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     sql.push("SELECT ");
     key_expression(sql, q, false);
-    sql.push(
-        " AS key, uniqIf(visitor_id, name != 'engagement') AS e_visitors, \
-         uniqStateIf(visitor_id, name != 'engagement') AS e_state, \
-         countIf(name = 'pageview') AS e_pageviews, countIf(name != 'engagement') AS e_events, \
-         countIf(name = 'engagement') AS e_engaged_pages, \
-         sumIf(engagement_ms, name = 'engagement') AS e_engaged_ms, \
-         sumIf(scroll_depth, name = 'engagement') AS e_scroll_sum ",
-    );
+    if needs.engagement {
+        sql.push(" AS key, uniqIf(visitor_id, name != 'engagement') AS e_visitors, ");
+        if needs.states {
+            sql.push("uniqStateIf(visitor_id, name != 'engagement') AS e_state, ");
+        }
+        sql.push(
+            "countIf(name = 'pageview') AS e_pageviews, countIf(name != 'engagement') AS e_events, \
+             countIf(name = 'engagement') AS e_engaged_pages, \
+             sumIf(engagement_ms, name = 'engagement') AS e_engaged_ms, \
+             sumIf(scroll_depth, name = 'engagement') AS e_scroll_sum ",
+        );
+    } else {
+        // Without engagement metrics the reports are left out of the scan altogether.
+        sql.push(" AS key, uniq(visitor_id) AS e_visitors, ");
+        if needs.states {
+            sql.push("uniqState(visitor_id) AS e_state, ");
+        }
+        sql.push(
+            "countIf(name = 'pageview') AS e_pageviews, count() AS e_events, \
+             toUInt64(0) AS e_engaged_pages, toUInt64(0) AS e_engaged_ms, \
+             toUInt64(0) AS e_scroll_sum ",
+        );
+    }
     let _ = write!(sql.template, "FROM {}.events WHERE ", q.database);
     event_rows(sql, q);
+    if !needs.engagement {
+        sql.push(" AND name != 'engagement'");
+    }
     visit_conditions(sql, q);
     event_conditions(sql, q);
     sql.push(" GROUP BY key HAVING e_events > 0");
+}
+
+/// `e` and `v` in one pass, for a key that events and visits share (the total, or a visit
+/// property stamped on every row) when no event filter narrows the visits: the rows from the
+/// period's start to a visit's longest reach after its end, each aggregate taking its own.
+fn events_and_visits_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
+    let in_period = |sql: &mut Sql| {
+        sql.push("timestamp < toDateTime(")
+            .bind_int(q.end)
+            .push(")");
+    };
+    let of_events = |sql: &mut Sql| {
+        in_period(sql);
+        sql.push(" AND name != 'engagement'");
+    };
+    let of_visits = |sql: &mut Sql| {
+        sql.push("visit_start >= toDateTime(")
+            .bind_int(q.start)
+            .push(") AND visit_start < toDateTime(")
+            .bind_int(q.end)
+            .push(")");
+    };
+    sql.push("SELECT ");
+    key_expression(sql, q, false);
+    sql.push(" AS key, uniqIf(visitor_id, ");
+    of_events(sql);
+    sql.push(") AS e_visitors, ");
+    if needs.states {
+        sql.push("uniqStateIf(visitor_id, ");
+        of_events(sql);
+        sql.push(") AS e_state, ");
+    }
+    sql.push("countIf(");
+    of_events(sql);
+    sql.push(" AND name = 'pageview') AS e_pageviews, countIf(");
+    of_events(sql);
+    sql.push(") AS e_events, ");
+    if needs.engagement {
+        // As in `events_pass`, a key's engagement counts only beside its events.
+        sql.push("if(e_events > 0, countIf(");
+        in_period(sql);
+        sql.push(" AND name = 'engagement'), 0) AS e_engaged_pages, if(e_events > 0, sumIf(engagement_ms, ");
+        in_period(sql);
+        sql.push(
+            " AND name = 'engagement'), 0) AS e_engaged_ms, if(e_events > 0, sumIf(scroll_depth, ",
+        );
+        in_period(sql);
+        sql.push(" AND name = 'engagement'), 0) AS e_scroll_sum, ");
+    } else {
+        sql.push(
+            "toUInt64(0) AS e_engaged_pages, toUInt64(0) AS e_engaged_ms, \
+             toUInt64(0) AS e_scroll_sum, ",
+        );
+    }
+    sql.push("sumIf(visit_entry, ");
+    of_visits(sql);
+    sql.push(") AS v_visits, countIf(");
+    of_visits(sql);
+    sql.push(" AND name = 'pageview') AS v_visit_pageviews, sumIf(visit_bounce, ");
+    of_visits(sql);
+    sql.push(") AS v_bounces, sumIf(visit_duration, ");
+    of_visits(sql);
+    sql.push(") AS v_duration, countIf(");
+    of_visits(sql);
+    let _ = write!(
+        sql.template,
+        ") AS v_rows FROM {}.events WHERE ",
+        q.database
+    );
+    rows_between(sql, q.site, q.start, q.end + MAX_VISIT_SECS);
+    sql.push(" AND (");
+    in_period(sql);
+    sql.push(" OR ");
+    of_visits(sql);
+    sql.push(")");
+    if !needs.engagement {
+        sql.push(" AND name != 'engagement'");
+    }
+    visit_conditions(sql, q);
+    sql.push(" GROUP BY key HAVING e_events > 0 OR v_rows > 0");
 }
 
 /// `v`: the visits that started in the period, by key.
@@ -522,10 +650,10 @@ fn visits_pass(sql: &mut Sql, q: &StatsQuery) {
 }
 
 /// The exit page breakdown: every figure from the period's visits, grouped by visit first.
-fn exit_page_pass(sql: &mut Sql, q: &StatsQuery) {
+fn exit_page_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     let _ = write!(
         sql.template,
-        "SELECT x_exit AS key, uniq(x_visitor) AS e_visitors, uniqState(x_visitor) AS e_state, \
+        "SELECT x_exit AS key, uniq(x_visitor) AS e_visitors, {}\
          sum(x_pageviews) AS e_pageviews, sum(x_events) AS e_events, \
          sum(x_engaged_pages) AS e_engaged_pages, sum(x_engaged_ms) AS e_engaged_ms, \
          sum(x_scroll) AS e_scroll_sum, count() AS v_visits, \
@@ -538,6 +666,11 @@ fn exit_page_pass(sql: &mut Sql, q: &StatsQuery) {
          sumIf(scroll_depth, name = 'engagement') AS x_scroll, \
          sum(visit_bounce) AS x_bounce, sum(visit_duration) AS x_duration, \
          sum(visit_entry) AS x_entry FROM {}.events WHERE ",
+        if needs.states {
+            "uniqState(x_visitor) AS e_state, "
+        } else {
+            ""
+        },
         visit_value(VisitProperty::ExitPage),
         q.database
     );
@@ -547,34 +680,47 @@ fn exit_page_pass(sql: &mut Sql, q: &StatsQuery) {
     sql.push(" GROUP BY session_id HAVING x_entry > 0) GROUP BY key");
 }
 
-/// The statement's source: one row per key with `key`, `e_visitors`, `e_state` and the
-/// columns of `SUMS`.
-fn source(sql: &mut Sql, q: &StatsQuery) {
+/// The statement's source: one row per key with `key`, `e_visitors`, `e_state` (with
+/// `(other)` rows) and the columns of `SUMS`.
+fn source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     if q.group == Group::Property(Property::Visit(VisitProperty::ExitPage)) {
         sql.push("(");
-        exit_page_pass(sql, q);
+        exit_page_pass(sql, q, needs);
         sql.push(")");
         return;
     }
-    sql.push("(SELECT key, e_visitors, e_state");
+    let shared_key = matches!(q.group, Group::Total | Group::Property(Property::Visit(_)));
+    if needs.visits && shared_key && !has_event_filters(q) {
+        sql.push("(");
+        events_and_visits_pass(sql, q, needs);
+        sql.push(")");
+        return;
+    }
+    sql.push("(SELECT key, e_visitors");
+    if needs.states {
+        sql.push(", e_state");
+    }
+    if !needs.visits {
+        // Nothing asks for visit figures: `e` alone, with zeros for them.
+        for (_, column) in SUMS {
+            if column.starts_with("v_") {
+                let _ = write!(sql.template, ", toUInt64(0) AS {column}");
+            } else {
+                let _ = write!(sql.template, ", {column}");
+            }
+        }
+        sql.push(" FROM (");
+        events_pass(sql, q, needs);
+        sql.push("))");
+        return;
+    }
     for (_, column) in SUMS {
         let _ = write!(sql.template, ", {column}");
     }
     sql.push(" FROM (");
-    events_pass(sql, q);
+    events_pass(sql, q, needs);
     sql.push(") AS e ALL FULL OUTER JOIN (");
-    let needs_visits = q.metrics.iter().copied().any(is_visit_metric)
-        || matches!(q.sort, Some(Sort { key: SortKey::Metric(m), .. }) if is_visit_metric(m));
-    if needs_visits {
-        visits_pass(sql, q);
-    } else {
-        // Nothing asks for visit figures: an empty `v` of the right shape costs nothing.
-        sql.push("SELECT '' AS key");
-        for (_, column) in SUMS.iter().filter(|(_, c)| c.starts_with("v_")) {
-            let _ = write!(sql.template, ", toUInt64(0) AS {column}");
-        }
-        sql.push(" LIMIT 0");
-    }
+    visits_pass(sql, q);
     sql.push(") AS v USING key)");
 }
 
@@ -602,7 +748,8 @@ fn sort_expression(key: SortKey) -> &'static str {
 pub fn stats(q: &StatsQuery) -> Sql {
     let mut sql = Sql::default();
     let k = q.min_group_size;
-    if k > 0 && matches!(q.group, Group::Property(_)) {
+    let needs = Needs::of(q);
+    if needs.states {
         // Keys with at least k visitors keep their name; the rest merge into one "(other)"
         // row, whose visitors are merged `uniq` states (a visitor in two small groups counts
         // once).
@@ -617,7 +764,7 @@ pub fn stats(q: &StatsQuery) -> Sql {
             let _ = write!(sql.template, ", {column}");
         }
         sql.push(" FROM ");
-        source(&mut sql, q);
+        source(&mut sql, q, needs);
         sql.push(") GROUP BY key");
     } else {
         sql.push("SELECT key, toUInt64(e_visitors) AS visitors");
@@ -625,7 +772,7 @@ pub fn stats(q: &StatsQuery) -> Sql {
             let _ = write!(sql.template, ", toUInt64(greatest({column}, 0)) AS {name}");
         }
         sql.push(" FROM ");
-        source(&mut sql, q);
+        source(&mut sql, q, needs);
     }
     if let Some(sort) = q.sort {
         let direction = if sort.descending { "DESC" } else { "ASC" };

@@ -24,7 +24,7 @@
 //! period's end a visit that started in it can still have rows.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use crate::schema::EventRow;
 
@@ -38,74 +38,93 @@ pub const MAX_VISIT_SECS: u32 = 24 * 60 * 60;
 /// its page views, bounce or duration.
 const ENGAGEMENT: &str = "engagement";
 
-/// A visit's properties: its first event's, stamped on every row of the visit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// How many visit properties there are (see [`VisitProps::targets`]).
+const PROPS: usize = 16;
+
+/// A visit's properties: its first event's, stamped on every row of the visit. Open visits
+/// are held for 30 minutes, so they are packed into one allocation (the texts one after the
+/// other, and where each ends) rather than sixteen strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct VisitProps {
-    entry_page: String,
-    referrer: String,
-    referrer_source: String,
-    utm_source: String,
-    utm_medium: String,
-    utm_campaign: String,
-    utm_term: String,
-    utm_content: String,
-    country: String,
-    region: String,
-    city: String,
-    device: String,
-    browser: String,
-    browser_version: String,
-    os: String,
-    os_version: String,
+    text: Box<str>,
+    ends: [u32; PROPS],
 }
 
 impl VisitProps {
+    /// The first event's values, in the order of [`VisitProps::targets`].
     fn of(row: &EventRow) -> Self {
+        let values: [&str; PROPS] = [
+            &row.pathname,
+            &row.referrer,
+            &row.referrer_source,
+            &row.utm_source,
+            &row.utm_medium,
+            &row.utm_campaign,
+            &row.utm_term,
+            &row.utm_content,
+            &row.country,
+            &row.region,
+            &row.city,
+            &row.device,
+            &row.browser,
+            &row.browser_version,
+            &row.os,
+            &row.os_version,
+        ];
+        let mut text = String::with_capacity(values.iter().map(|v| v.len()).sum());
+        let mut ends = [0u32; PROPS];
+        for (end, value) in ends.iter_mut().zip(values) {
+            text.push_str(value);
+            // Row fields are bounded by the collector's limits, far below 4 GiB.
+            *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        }
         VisitProps {
-            entry_page: row.pathname.clone(),
-            referrer: row.referrer.clone(),
-            referrer_source: row.referrer_source.clone(),
-            utm_source: row.utm_source.clone(),
-            utm_medium: row.utm_medium.clone(),
-            utm_campaign: row.utm_campaign.clone(),
-            utm_term: row.utm_term.clone(),
-            utm_content: row.utm_content.clone(),
-            country: row.country.clone(),
-            region: row.region.clone(),
-            city: row.city.clone(),
-            device: row.device.clone(),
-            browser: row.browser.clone(),
-            browser_version: row.browser_version.clone(),
-            os: row.os.clone(),
-            os_version: row.os_version.clone(),
+            text: text.into_boxed_str(),
+            ends,
         }
     }
 
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text
+            .get(start..self.ends[i] as usize)
+            .unwrap_or_default()
+    }
+
+    /// The row's columns that carry the visit's properties. Place, device, browser and OS
+    /// come from the address and user agent, which the visitor id hashes: the same for the
+    /// whole visit (but for a resized window's device class), so they take the event's own
+    /// columns; the entry page, referrer, source and campaign have `visit_` columns beside the
+    /// event's own.
+    fn targets(row: &mut EventRow) -> [&mut String; PROPS] {
+        [
+            &mut row.entry_page,
+            &mut row.visit_referrer,
+            &mut row.visit_referrer_source,
+            &mut row.visit_utm_source,
+            &mut row.visit_utm_medium,
+            &mut row.visit_utm_campaign,
+            &mut row.visit_utm_term,
+            &mut row.visit_utm_content,
+            &mut row.country,
+            &mut row.region,
+            &mut row.city,
+            &mut row.device,
+            &mut row.browser,
+            &mut row.browser_version,
+            &mut row.os,
+            &mut row.os_version,
+        ]
+    }
+
     fn stamp(&self, row: &mut EventRow) {
-        let copy = |to: &mut String, from: &String| {
-            if to != from {
-                to.clone_from(from);
+        for (i, target) in Self::targets(row).into_iter().enumerate() {
+            let value = self.get(i);
+            if target != value {
+                target.clear();
+                target.push_str(value);
             }
-        };
-        copy(&mut row.entry_page, &self.entry_page);
-        copy(&mut row.visit_referrer, &self.referrer);
-        copy(&mut row.visit_referrer_source, &self.referrer_source);
-        copy(&mut row.visit_utm_source, &self.utm_source);
-        copy(&mut row.visit_utm_medium, &self.utm_medium);
-        copy(&mut row.visit_utm_campaign, &self.utm_campaign);
-        copy(&mut row.visit_utm_term, &self.utm_term);
-        copy(&mut row.visit_utm_content, &self.utm_content);
-        // Place, device, browser and OS come from the address and user agent, which the
-        // visitor id hashes: the same for the whole visit but for a resized window's device
-        // class; the visit's first event's values keep visit filters to whole visits.
-        copy(&mut row.country, &self.country);
-        copy(&mut row.region, &self.region);
-        copy(&mut row.city, &self.city);
-        copy(&mut row.device, &self.device);
-        copy(&mut row.browser, &self.browser);
-        copy(&mut row.browser_version, &self.browser_version);
-        copy(&mut row.os, &self.os);
-        copy(&mut row.os_version, &self.os_version);
+        }
     }
 }
 
@@ -122,7 +141,7 @@ pub struct Visit {
     pageviews: u32,
     /// An interactive custom event happened: the visit is no bounce.
     interacted: bool,
-    props: Arc<VisitProps>,
+    props: VisitProps,
 }
 
 impl Visit {
@@ -136,7 +155,7 @@ impl Visit {
             last_counted: row.timestamp,
             pageviews: 0,
             interacted: false,
-            props: Arc::new(VisitProps::of(row)),
+            props: VisitProps::of(row),
         };
         visit.count(row, true);
         visit
@@ -437,6 +456,32 @@ mod tests {
             ("example.com", "")
         );
         assert_eq!(second.visit_start, 0);
+    }
+
+    #[test]
+    fn an_open_visit_is_small() {
+        // Held for 30 minutes per visitor: the struct plus one allocation for its texts.
+        assert!(
+            std::mem::size_of::<Visit>() <= 128,
+            "{}",
+            std::mem::size_of::<Visit>()
+        );
+        let mut row = event("e.com", 1, 0, "pageview", "/landing");
+        row.country = "DE".into();
+        row.device = "mobile".into();
+        let props = VisitProps::of(&row);
+        assert_eq!(&*props.text, "/landingDEmobile");
+        let mut later = event("e.com", 1, 5, "pageview", "/next");
+        props.stamp(&mut later);
+        assert_eq!(
+            (
+                later.entry_page.as_str(),
+                later.country.as_str(),
+                later.device.as_str()
+            ),
+            ("/landing", "DE", "mobile")
+        );
+        assert_eq!(later.visit_referrer, "");
     }
 
     #[test]

@@ -26,6 +26,15 @@ pub struct ClickHouseSink {
     flavor: Arc<OnceLock<Flavor>>,
 }
 
+/// How long `stored_rows` waits for a running insert of the batch to finish; past it the
+/// count is taken anyway (and a re-send with the same query id is refused while it runs).
+const RUNNING_INSERT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The query id of a batch's inserts.
+fn batch_query_id(batch_id: u64) -> String {
+    format!("glimpse-batch-{batch_id:016x}")
+}
+
 impl ClickHouseSink {
     pub fn new(client: clickhouse::Client, database: &str, flavor: Arc<OnceLock<Flavor>>) -> Self {
         Self {
@@ -42,9 +51,16 @@ impl ClickHouseSink {
             source: Box::new(e),
         };
         // A whole batch is one block (far below max_insert_block_size), so ClickHouse
-        // stores all of it or none of it.
-        let mut insert = self
-            .client
+        // stores all of it or none of it. Its query id names the batch: ClickHouse refuses a
+        // second query with the id of one still running, and `stored_rows` waits for it.
+        let client = match token {
+            Some(batch_id) => self
+                .client
+                .clone()
+                .with_setting("query_id", batch_query_id(batch_id)),
+            None => self.client.clone(),
+        };
+        let mut insert = client
             .insert::<EventRow>(EVENTS_TABLE)
             .await
             .map_err(fail)?;
@@ -68,6 +84,27 @@ impl Sink for ClickHouseSink {
     }
 
     async fn stored_rows(&self, batch_id: u64) -> Result<u64, SinkError> {
+        let fail = |e: clickhouse::error::Error| SinkError {
+            rows: 0,
+            source: Box::new(e),
+        };
+        // An insert of this batch by a process that died (or an attempt whose answer was
+        // lost) can still be running in ClickHouse and land after a count of 0: wait until
+        // none is, so the count is final.
+        let deadline = tokio::time::Instant::now() + RUNNING_INSERT_WAIT;
+        loop {
+            let running = self
+                .client
+                .query("SELECT count() FROM system.processes WHERE query_id = ?")
+                .bind(batch_query_id(batch_id))
+                .fetch_one::<u64>()
+                .await
+                .map_err(fail)?;
+            if running == 0 || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         self.client
             .query(&format!(
                 "SELECT count() FROM {EVENTS_TABLE} WHERE batch_id = ?"
@@ -75,9 +112,6 @@ impl Sink for ClickHouseSink {
             .bind(batch_id)
             .fetch_one::<u64>()
             .await
-            .map_err(|e| SinkError {
-                rows: 0,
-                source: Box::new(e),
-            })
+            .map_err(fail)
     }
 }

@@ -7,8 +7,11 @@
 //! crash — first asks ClickHouse how many rows of that batch it has: all of them means the
 //! earlier attempt landed, so the segment is just deleted; none means it is sent again. A batch
 //! is one block within one partition (segments never span a UTC day), so ClickHouse stores
-//! all of it or none of it, and the count is never partial. This works on 18.16, which has no
-//! deduplication for plain MergeTree tables.
+//! all of it or none of it, and the count is never partial. An insert of a process killed
+//! mid-request can still be running inside ClickHouse and land after a count of 0: inserts
+//! carry the batch as their query id, the count waits until no query with it is running, and
+//! ClickHouse refuses a second query with the id of a running one. This works on 18.16, which
+//! has no deduplication for plain MergeTree tables.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
