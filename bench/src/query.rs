@@ -181,6 +181,21 @@ pub async fn run(sizes: &[u64], repeats: usize) -> anyhow::Result<()> {
             }
             timings.push(percentiles(&mut samples));
         }
+        // The floor, measured in the same run: ClickHouse counting the period's rows of the
+        // site, straight (no API), the least any of the queries above must do.
+        let mut samples = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            let t = Instant::now();
+            client
+                .query(
+                    "SELECT count() FROM glimpse.events WHERE site = 'example.com' \
+                     AND timestamp >= now() - INTERVAL 30 DAY",
+                )
+                .fetch_one::<u64>()
+                .await?;
+            samples.push(t.elapsed());
+        }
+        timings.push(percentiles(&mut samples));
         println!(
             "{size} events: inserted in {insert_secs:.1} s ({:.0} ns/event)",
             insert_secs * 1e9 / (size as f64 - table.last().map_or(0.0, |t| t.0 as f64))
@@ -197,7 +212,11 @@ pub async fn run(sizes: &[u64], repeats: usize) -> anyhow::Result<()> {
         .collect();
     println!("| query | {} |", header.join(" | "));
     println!("| --- |{}", " ---: |".repeat(table.len()));
-    for (i, (name, _)) in QUERIES.iter().enumerate() {
+    let names = QUERIES
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(["floor: count() of the period's rows, straight to ClickHouse"]);
+    for (i, name) in names.enumerate() {
         let cells: Vec<String> = table
             .iter()
             .map(|(_, _, t)| format!("{:.0} / {:.0}", t[i].0, t[i].1))
