@@ -192,20 +192,39 @@ fn goal_totals_sql(database: &str, request: &Request, range: &Range, group: Grou
         .filter(|f| f.property != Property::Event(params::EventProperty::Goal))
         .cloned()
         .collect();
-    sql::stats(&StatsQuery {
+    sql::stats(&question(
+        database,
+        request,
+        range,
+        group,
+        &filters,
+        &[Metric::Visitors],
+    ))
+}
+
+/// What every statement of a request shares; no `(other)` rows, sort or page.
+fn question<'a>(
+    database: &'a str,
+    request: &'a Request,
+    range: &Range,
+    group: Group,
+    filters: &'a [Filter],
+    metrics: &'a [Metric],
+) -> StatsQuery<'a> {
+    StatsQuery {
         database,
         site: &request.site.domain,
         timezone: request.tz.iana_name().unwrap_or("UTC"),
         start: range.start,
         end: range.end,
         group,
-        filters: &filters,
+        filters,
         min_group_size: 0,
         sort: None,
-        metrics: &[Metric::Visitors],
+        metrics,
         goals: &request.site.goals,
         page: None,
-    })
+    }
 }
 
 /// The SQL for a request over `range` (the request's or the comparison's).
@@ -228,18 +247,10 @@ fn stats_sql(
     };
     let breakdown = endpoint == Endpoint::Breakdown;
     sql::stats(&StatsQuery {
-        database,
-        site: &request.site.domain,
-        timezone: request.tz.iana_name().unwrap_or("UTC"),
-        start: range.start,
-        end: range.end,
-        group,
-        filters: &p.filters,
         min_group_size: if breakdown { min_group_size } else { 0 },
         sort: breakdown.then_some(p.sort),
-        metrics: &p.metrics,
-        goals: &request.site.goals,
         page: breakdown.then_some((p.limit, (p.page - 1) * p.limit)),
+        ..question(database, request, range, group, &p.filters, &p.metrics)
     })
 }
 
