@@ -184,6 +184,15 @@ async fn goal_totals(
         .collect())
 }
 
+/// The visitors of `range` with the request's filters but its goal filters (0 when the request
+/// does not ask for `conversion_rate`).
+async fn goal_total(state: &AppState, request: &Request, range: &Range) -> Result<u64, ApiError> {
+    Ok(goal_totals(state, request, range, Group::Total)
+        .await?
+        .remove("")
+        .unwrap_or(0))
+}
+
 fn goal_totals_sql(database: &str, request: &Request, range: &Range, group: Group) -> Sql {
     let filters: Vec<Filter> = request
         .params
@@ -386,18 +395,18 @@ pub(crate) async fn aggregate(
         Endpoint::Aggregate,
     );
     // The two periods are independent statements: ClickHouse runs them side by side.
-    let previous_sql = if request.params.compare {
-        let range = period::previous(request.params.period, &request.range, &request.tz)?;
-        Some(stats_sql(
-            &state.database,
-            0,
-            &request,
-            &range,
-            Endpoint::Aggregate,
-        ))
+    let previous_range = if request.params.compare {
+        Some(period::previous(
+            request.params.period,
+            &request.range,
+            &request.tz,
+        )?)
     } else {
         None
     };
+    let previous_sql = previous_range
+        .as_ref()
+        .map(|range| stats_sql(&state.database, 0, &request, range, Endpoint::Aggregate));
     let (rows, previous_rows) = tokio::try_join!(fetch(&state, &sql), async {
         match &previous_sql {
             Some(sql) => fetch(&state, sql).await.map(Some),
@@ -406,22 +415,10 @@ pub(crate) async fn aggregate(
     })?;
     let row = rows.into_iter().next().unwrap_or_default();
     let previous = previous_rows.map(|rows| rows.into_iter().next().unwrap_or_default());
-    let total = goal_totals(&state, &request, &request.range, Group::Total)
-        .await?
-        .remove("")
-        .unwrap_or(0);
-    let previous_total = match (
-        &previous_sql,
-        request.params.metrics.contains(&Metric::ConversionRate),
-    ) {
-        (Some(_), true) => {
-            let range = period::previous(request.params.period, &request.range, &request.tz)?;
-            goal_totals(&state, &request, &range, Group::Total)
-                .await?
-                .remove("")
-                .unwrap_or(0)
-        }
-        _ => 0,
+    let total = goal_total(&state, &request, &request.range).await?;
+    let previous_total = match &previous_range {
+        Some(range) => goal_total(&state, &request, range).await?,
+        None => 0,
     };
     let mut results = Map::new();
     for &metric in &request.params.metrics {
@@ -494,10 +491,7 @@ pub(crate) async fn breakdown(
         .property
         .as_ref()
         .map_or("page", Property::result_key);
-    let total = goal_totals(&state, &request, &request.range, Group::Total)
-        .await?
-        .remove("")
-        .unwrap_or(0);
+    let total = goal_total(&state, &request, &request.range).await?;
     let table: Vec<(String, &StatsRow, u64)> =
         rows.iter().map(|r| (r.key.clone(), r, total)).collect();
     Ok(respond(&request.params, key, &table))

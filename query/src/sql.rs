@@ -319,7 +319,13 @@ fn event_rows(sql: &mut Sql, q: &StatsQuery) {
 /// Every row of the visits that started in the period, including those after its end.
 fn visit_rows(sql: &mut Sql, q: &StatsQuery) {
     rows_between(sql, q.site, q.start, q.end + MAX_VISIT_SECS);
-    sql.push(" AND visit_start >= toDateTime(")
+    sql.push(" AND ");
+    started_in_period(sql, q);
+}
+
+/// Whether a row's visit started in the period.
+fn started_in_period(sql: &mut Sql, q: &StatsQuery) {
+    sql.push("visit_start >= toDateTime(")
         .bind_int(q.start)
         .push(") AND visit_start < toDateTime(")
         .bind_int(q.end)
@@ -541,13 +547,7 @@ fn events_and_visits_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
         in_period(sql);
         sql.push(" AND name != 'engagement'");
     };
-    let of_visits = |sql: &mut Sql| {
-        sql.push("visit_start >= toDateTime(")
-            .bind_int(q.start)
-            .push(") AND visit_start < toDateTime(")
-            .bind_int(q.end)
-            .push(")");
-    };
+    let of_visits = |sql: &mut Sql| started_in_period(sql, q);
     sql.push("SELECT ");
     key_expression(sql, q, false);
     sql.push(" AS key, uniqIf(visitor_id, ");
@@ -627,8 +627,8 @@ fn visits_pass(sql: &mut Sql, q: &StatsQuery) {
         event_conditions(sql, q);
         sql.push(
             " GROUP BY session_id, key) AS l ALL INNER JOIN (SELECT session_id, \
-                  countIf(name = 'pageview') AS s_pageviews, sum(visit_bounce) AS s_bounce, \
-                  sum(visit_duration) AS s_duration ",
+             countIf(name = 'pageview') AS s_pageviews, sum(visit_bounce) AS s_bounce, \
+             sum(visit_duration) AS s_duration ",
         );
         let _ = write!(sql.template, "FROM {db}.events WHERE ");
         visit_rows(sql, q);
