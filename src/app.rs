@@ -57,12 +57,20 @@ pub enum Command {
         #[arg(long)]
         output: Option<std::path::PathBuf>,
     },
-    /// Import events exported by `glimpse export` (JSON Lines or CSV).
+    /// Import events exported by `glimpse export` (JSON Lines or CSV), or the daily
+    /// aggregates of Plausible's CSV export (`--format plausible --site S`).
     Import {
-        /// `jsonl` or `csv`.
+        /// `jsonl` or `csv` (as `glimpse export` writes them), or `plausible`.
         #[arg(long, default_value = "jsonl")]
-        format: glimpse_collector::admin::export::Format,
-        /// The file to read; `-` for standard input.
+        format: ImportFormat,
+        /// With `--format plausible`: the site the export is of (its files do not say).
+        #[arg(long, required_if_eq("format", "plausible"))]
+        site: Option<String>,
+        /// With `--format plausible`: replace the site's earlier imported aggregates.
+        #[arg(long)]
+        replace: bool,
+        /// The file to read; `-` for standard input. With `--format plausible`: the ZIP
+        /// Plausible offers for download, a folder of its CSVs, or one of them.
         file: std::path::PathBuf,
     },
     /// Erase one visitor's rows (a request received by e-mail, quoting the pseudonymous id
@@ -73,6 +81,17 @@ pub enum Command {
         #[arg(long)]
         visitor_id: u64,
     },
+}
+
+/// What `glimpse import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFormat {
+    /// Events as JSON Lines (`glimpse export --format jsonl`).
+    Jsonl,
+    /// Events as CSV (`glimpse export --format csv`).
+    Csv,
+    /// Plausible's CSV export (daily aggregates).
+    Plausible,
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,7 +251,19 @@ async fn run_services(command: Command, config: Config) -> anyhow::Result<()> {
             format,
             output,
         } => export(&config, &site, from, to, format, output).await,
-        Command::Import { format, file } => import(&config, format, &file).await,
+        Command::Import {
+            format: ImportFormat::Plausible,
+            site,
+            replace,
+            file,
+        } => import_plausible(&config, site.as_deref().unwrap_or_default(), replace, &file).await,
+        Command::Import { format, file, .. } => {
+            let format = match format {
+                ImportFormat::Csv => glimpse_collector::admin::export::Format::Csv,
+                _ => glimpse_collector::admin::export::Format::JsonLines,
+            };
+            import(&config, format, &file).await
+        }
         Command::Key(command) => admin_key(command, &config).await,
         Command::Site(command) => admin_site(command, &config).await,
     }
@@ -272,7 +303,13 @@ async fn retention_apply(config: &Config) -> anyhow::Result<()> {
             }
         );
     }
-    if report.partitions_dropped.is_empty() && report.rows_scheduled.is_empty() {
+    for (site, rows) in &report.imported_rows_scheduled {
+        println!("{site}: {rows} expired imported daily rows scheduled for deletion");
+    }
+    if report.partitions_dropped.is_empty()
+        && report.rows_scheduled.is_empty()
+        && report.imported_rows_scheduled.is_empty()
+    {
         println!("nothing past its retention");
     }
     Ok(())
@@ -338,6 +375,48 @@ async fn import(
     )
     .await?;
     println!("imported {rows} events");
+    Ok(())
+}
+
+async fn import_plausible(
+    config: &Config,
+    site: &str,
+    replace: bool,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use glimpse_collector::admin::plausible_import;
+    let url = config.clickhouse_url.as_deref().unwrap_or_default();
+    let client = glimpse_collector::sink::connect(config, url);
+    let db = &config.clickhouse_database;
+    schema::migrate(&client, db).await?;
+    // The export's days are the site's days: its time zone decides which of them Glimpse's
+    // own data already covers.
+    let sites = glimpse_query::auth::sites(&client, db, config).await?;
+    let known = sites.get(site).with_context(|| {
+        format!(
+            "{site} is not a site: configure it (`sites`) or add it with `glimpse site add` first"
+        )
+    })?;
+    let timezone = jiff::tz::TimeZone::get(&known.timezone)
+        .with_context(|| format!("site {site} has an unknown time zone {:?}", known.timezone))?;
+    let import_id = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or_default();
+    let (files, skipped) = plausible_import::read_export(path, site, import_id)?;
+    for name in &skipped {
+        eprintln!("skipped {name}: not a table Glimpse imports");
+    }
+    let report = plausible_import::import(&client, db, site, &timezone, files, replace).await?;
+    if report.replaced_rows > 0 {
+        println!("replaced {} earlier imported rows", report.replaced_rows);
+    }
+    for (kind, rows) in &report.rows {
+        println!("imported {rows} rows of {kind}");
+    }
+    if let Some(day) = report.own_data_from {
+        println!(
+            "left out {} rows on or after {day}, the first day of Glimpse's own data for {site}",
+            report.skipped_rows
+        );
+    }
     Ok(())
 }
 

@@ -266,6 +266,7 @@ async fn retention_periodically(
             Ok(report) => tracing::info!(
                 partitions_dropped = ?report.partitions_dropped,
                 rows_scheduled = ?report.rows_scheduled,
+                imported_rows_scheduled = ?report.imported_rows_scheduled,
                 "retention applied"
             ),
             Err(error) => tracing::warn!(%error, "retention not applied; will retry"),

@@ -137,6 +137,7 @@ async function api(path, params = {}, { scoped = true } = {}) {
     q.set('period', state.period)
     if (state.date && state.period !== 'realtime') q.set('date', state.date) // realtime is now
     if (state.filters.length) q.set('filters', state.filters.join(';'))
+    if (siteImports[state.site]) q.set('with_imported', 'true')
   }
   for (const [k, v] of Object.entries(params)) q.set(k, v)
   if (state.auth) q.set('auth', state.auth)
@@ -396,11 +397,23 @@ function renderFiltered(body) {
   box.textContent = `Not counted: ${integer.format(body.total)} requests filtered out (${parts.join(', ')}).`
 }
 
+function renderImported(aggregate) {
+  const range = siteImports[state.site]
+  const box = $('imported')
+  box.hidden = !range
+  if (!range) return
+  box.textContent = aggregate.warning
+    ? `Imported data (${range.from} to ${range.to}) is not included in this view: it holds daily totals per single property, so filters and hours cannot apply to it.`
+    : `Includes data imported from Plausible for ${range.from} to ${range.to}.`
+}
+
 // --- Loading --------------------------------------------------------------------------------
 let loadSeq = 0
 let sites = []
 /** Each site's goal names, from /api/v1/sites: the Goals card asks only where there are some. */
 let siteGoals = {}
+/** Each site's imported days ({from, to}) or null: where there are some, every figure includes them. */
+let siteImports = {}
 
 function show(view) {
   $('login').hidden = view !== 'login'
@@ -425,6 +438,7 @@ async function loadSites() {
   const body = await api('/api/v1/sites', state.auth ? { site_id: state.site } : {}, { scoped: false })
   sites = body.results.map((s) => s.domain)
   siteGoals = Object.fromEntries(body.results.map((s) => [s.domain, s.goals || []]))
+  siteImports = Object.fromEntries(body.results.map((s) => [s.domain, s.imported || null]))
   const picker = $('site')
   picker.replaceChildren(...sites.map((d) => el('option', { value: d, text: d })))
   if (!sites.includes(state.site)) {
@@ -467,6 +481,7 @@ async function load() {
     renderMetrics(aggregate.results)
     renderChart(series.results, iv)
     renderFiltered(filtered)
+    renderImported(aggregate)
     $('live').textContent = live == null ? '' : `${integer.format(live)} current visitor${live === 1 ? '' : 's'}`
     document.title = `${state.site} · Glimpse`
     document.body.dataset.state = 'ready'

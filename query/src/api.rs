@@ -115,6 +115,50 @@ pub(crate) struct Request {
     pub tz: TimeZone,
     pub params: StatsParams,
     pub range: Range,
+    /// Whether the site's imported aggregates are added (asked for, and able to answer).
+    pub imported: bool,
+}
+
+impl Request {
+    fn new(
+        site: Site,
+        tz: TimeZone,
+        params: StatsParams,
+        range: Range,
+        endpoint: Endpoint,
+    ) -> Self {
+        let imported = params.with_imported
+            && sql::imported_answers(&group_of(endpoint, &params), &params.filters);
+        Request {
+            site,
+            tz,
+            params,
+            range,
+            imported,
+        }
+    }
+
+    /// Plausible's `warning` when imported data was asked for but cannot answer the question.
+    fn imported_warning(&self) -> Option<&'static str> {
+        (self.params.with_imported && !self.imported).then_some(
+            "Imported stats are not included in the results: they are daily totals per single \
+             property, so they cannot answer filtered questions, hourly intervals, or \
+             breakdowns by city, host name, custom properties or goals.",
+        )
+    }
+}
+
+/// How a request's rows are grouped.
+fn group_of(endpoint: Endpoint, p: &StatsParams) -> Group {
+    match endpoint {
+        Endpoint::Aggregate => Group::Total,
+        Endpoint::Timeseries => Group::Bucket(p.interval),
+        Endpoint::Breakdown => Group::Property(
+            p.property
+                .clone()
+                .unwrap_or(Property::Event(params::EventProperty::Page)),
+        ),
+    }
 }
 
 async fn prepare(
@@ -128,12 +172,7 @@ async fn prepare(
     let params = params::parse(endpoint, &query)?;
     check_goals(&site, &params)?;
     let range = period::resolve(params.period, params.date, &tz, Timestamp::now())?;
-    Ok(Request {
-        site,
-        tz,
-        params,
-        range,
-    })
+    Ok(Request::new(site, tz, params, range, endpoint))
 }
 
 /// Goal filters must name the site's goals: a typo would otherwise read as zero conversions.
@@ -233,6 +272,7 @@ fn question<'a>(
         metrics,
         goals: &request.site.goals,
         page: None,
+        imported: request.imported,
     }
 }
 
@@ -245,15 +285,7 @@ fn stats_sql(
     endpoint: Endpoint,
 ) -> Sql {
     let p = &request.params;
-    let group = match endpoint {
-        Endpoint::Aggregate => Group::Total,
-        Endpoint::Timeseries => Group::Bucket(p.interval),
-        Endpoint::Breakdown => Group::Property(
-            p.property
-                .clone()
-                .unwrap_or(Property::Event(params::EventProperty::Page)),
-        ),
-    };
+    let group = group_of(endpoint, p);
     let breakdown = endpoint == Endpoint::Breakdown;
     sql::stats(&StatsQuery {
         min_group_size: if breakdown { min_group_size } else { 0 },
@@ -279,12 +311,7 @@ pub fn statements_for(
     let params = params::parse(endpoint, query)?;
     check_goals(site, &params)?;
     let range = period::resolve(params.period, params.date, &tz, now)?;
-    let request = Request {
-        site: site.clone(),
-        tz,
-        params,
-        range,
-    };
+    let request = Request::new(site.clone(), tz, params, range, endpoint);
     let mut statements = vec![stats_sql(
         database,
         min_group_size,
@@ -324,6 +351,7 @@ pub fn statements_for(
             request.range.last.to_string(),
         );
         statements.push(sql::dropped(database, &site.domain, &first, &last));
+        statements.push(sql::imported_ranges(database));
         statements.push(sql::prop_names(
             database,
             &site.domain,
@@ -431,7 +459,11 @@ pub(crate) async fn aggregate(
         }
         results.insert(metric.name().into(), entry);
     }
-    Ok(Json(json!({ "results": results })).into_response())
+    let mut body = json!({ "results": results });
+    if let Some(warning) = request.imported_warning() {
+        body["warning"] = json!(warning);
+    }
+    Ok(Json(body).into_response())
 }
 
 pub(crate) async fn timeseries(
@@ -469,7 +501,7 @@ pub(crate) async fn timeseries(
             (label, row, total)
         })
         .collect();
-    Ok(respond(&request.params, "date", &table))
+    Ok(respond(&request, "date", &table))
 }
 
 pub(crate) async fn breakdown(
@@ -494,12 +526,13 @@ pub(crate) async fn breakdown(
     let total = goal_total(&state, &request, &request.range).await?;
     let table: Vec<(String, &StatsRow, u64)> =
         rows.iter().map(|r| (r.key.clone(), r, total)).collect();
-    Ok(respond(&request.params, key, &table))
+    Ok(respond(&request, key, &table))
 }
 
 /// JSON `{"results": [{key: …, metric: …}]}` or CSV with a header line. Each row comes with
 /// its `conversion_rate` denominator.
-fn respond(params: &StatsParams, key: &str, table: &[(String, &StatsRow, u64)]) -> Response {
+fn respond(request: &Request, key: &str, table: &[(String, &StatsRow, u64)]) -> Response {
+    let params = &request.params;
     match params.format {
         Format::Json => {
             let results: Vec<Value> = table
@@ -513,7 +546,11 @@ fn respond(params: &StatsParams, key: &str, table: &[(String, &StatsRow, u64)]) 
                     Value::Object(entry)
                 })
                 .collect();
-            Json(json!({ "results": results })).into_response()
+            let mut body = json!({ "results": results });
+            if let Some(warning) = request.imported_warning() {
+                body["warning"] = json!(warning);
+            }
+            Json(body).into_response()
         }
         Format::Csv => {
             let mut csv = String::new();
@@ -602,8 +639,8 @@ pub(crate) async fn filtered(
 }
 
 /// `GET /api/v1/sites`: the sites the presented key may read (a share token with `site_id`:
-/// that one site), `{"results": [{"domain": …, "timezone": …}]}`, for the dashboard's site
-/// picker.
+/// that one site), `{"results": [{"domain": …, "timezone": …, "goals": […], "imported":
+/// {"from": …, "to": …} or null}]}`, for the dashboard's site picker.
 pub(crate) async fn sites(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -623,11 +660,24 @@ pub(crate) async fn sites(
         }
         None => vec![authorize(&state, &headers, &query).await?.0],
     };
+    // Which days have imported aggregates (`with_imported=true` adds them).
+    let imported: HashMap<String, (String, String)> = with_timeout(
+        sql::imported_ranges(&state.database)
+            .query(&state.client)
+            .fetch_all::<(String, String, String)>(),
+    )
+    .await?
+    .into_iter()
+    .map(|(site, first, last)| (site, (first, last)))
+    .collect();
     let results: Vec<Value> = visible
         .iter()
         .map(|s| {
             let goals: Vec<&str> = s.goals.iter().map(|g| g.name.as_str()).collect();
-            json!({ "domain": s.domain, "timezone": s.timezone, "goals": goals })
+            let imported = imported
+                .get(&s.domain)
+                .map(|(first, last)| json!({ "from": first, "to": last }));
+            json!({ "domain": s.domain, "timezone": s.timezone, "goals": goals, "imported": imported })
         })
         .collect();
     Ok(Json(json!({ "results": results })).into_response())

@@ -289,6 +289,9 @@ pub struct StatsParams {
     pub property: Option<Property>,
     pub filters: Vec<Filter>,
     pub compare: bool,
+    /// `with_imported=true`: add the site's imported aggregates (Plausible's export) where
+    /// they can answer the question. Default false, as in Plausible's API v1.
+    pub with_imported: bool,
     pub limit: u64,
     pub page: u64,
     pub sort: Sort,
@@ -300,7 +303,7 @@ pub const MAX_LIMIT: u64 = 1000;
 const MAX_PAGE: u64 = 100_000;
 
 /// Parses the query string of a stats request. Unknown parameters are ignored, as Plausible
-/// does (clients send e.g. `with_imported`).
+/// does.
 pub fn parse(endpoint: Endpoint, query: &HashMap<String, String>) -> Result<StatsParams, ApiError> {
     let get = |name: &str| query.get(name).map(String::as_str);
     let site_id = parse_site_id(get("site_id"))?;
@@ -438,6 +441,16 @@ pub fn parse(endpoint: Endpoint, query: &HashMap<String, String>) -> Result<Stat
         ));
     }
 
+    let with_imported = match get("with_imported") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "with_imported",
+                format!("{:?} is not true or false", truncate(other)),
+            ))
+        }
+    };
     let compare = match get("compare") {
         None | Some("") => false,
         Some("previous_period") => true,
@@ -519,6 +532,7 @@ pub fn parse(endpoint: Endpoint, query: &HashMap<String, String>) -> Result<Stat
         property,
         filters,
         compare,
+        with_imported,
         limit,
         page,
         sort,

@@ -117,6 +117,9 @@ pub struct StatsQuery<'a> {
     pub goals: &'a [Goal],
     /// `(limit, offset)`.
     pub page: Option<(u64, u64)>,
+    /// Add the site's imported daily aggregates; only where [`imported_answers`] says they
+    /// can answer the question (the caller checks).
+    pub imported: bool,
 }
 
 /// The columns every stats statement returns, from which all metrics are computed.
@@ -680,9 +683,164 @@ fn exit_page_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     sql.push(" GROUP BY session_id HAVING x_entry > 0) GROUP BY key");
 }
 
+/// The imported aggregates that answer a question: the export's table (`kind`) and the key
+/// over its columns, written like the live key (`visit_value`'s names for empty values).
+/// `None` where the export has nothing for it: filtered questions (its rows are per one
+/// dimension, so they cannot be narrowed by another), hours and minutes (its rows are days),
+/// and the properties it does not export (city, host name, custom properties, goals).
+fn imported_table(group: &Group, filters: &[Filter]) -> Option<(&'static [&'static str], String)> {
+    if !filters.is_empty() {
+        return None;
+    }
+    let visit = |kind: &'static [&'static str], column: &str, empty: &str| {
+        Some((kind, format!("if(empty({column}), '{empty}', {column})")))
+    };
+    match group {
+        Group::Total => Some((&["visitors"], "''".to_string())),
+        Group::Bucket(Interval::Date) => Some((&["visitors"], "toString(date)".to_string())),
+        Group::Bucket(Interval::Week) => {
+            Some((&["visitors"], "toString(toMonday(date))".to_string()))
+        }
+        Group::Bucket(Interval::Month) => {
+            Some((&["visitors"], "toString(toStartOfMonth(date))".to_string()))
+        }
+        Group::Bucket(Interval::Hour | Interval::Minute) => None,
+        Group::Property(Property::Event(EventProperty::Page)) => {
+            Some((&["pages"], "page".to_string()))
+        }
+        // Custom events, and page views as the `pageview` event.
+        Group::Property(Property::Event(EventProperty::Name)) => Some((
+            &["custom_events", "visitors"],
+            "if(kind = 'visitors', 'pageview', name)".to_string(),
+        )),
+        Group::Property(Property::Event(_)) => None,
+        Group::Property(Property::Visit(p)) => match p {
+            VisitProperty::EntryPage => visit(&["entry_pages"], "entry_page", "(none)"),
+            VisitProperty::ExitPage => visit(&["exit_pages"], "exit_page", "(none)"),
+            VisitProperty::Source => visit(&["sources"], "source", "Direct / None"),
+            VisitProperty::Referrer => visit(&["sources"], "referrer", "Direct / None"),
+            VisitProperty::UtmSource => visit(&["sources"], "utm_source", "(none)"),
+            VisitProperty::UtmMedium => visit(&["sources"], "utm_medium", "(none)"),
+            VisitProperty::UtmCampaign => visit(&["sources"], "utm_campaign", "(none)"),
+            VisitProperty::UtmTerm => visit(&["sources"], "utm_term", "(none)"),
+            VisitProperty::UtmContent => visit(&["sources"], "utm_content", "(none)"),
+            VisitProperty::Country => visit(&["locations"], "country", "(none)"),
+            VisitProperty::Region => visit(&["locations"], "region", "(none)"),
+            VisitProperty::City => None,
+            VisitProperty::Device => visit(&["devices"], "device", "(none)"),
+            VisitProperty::Browser => visit(&["browsers"], "browser", "(none)"),
+            VisitProperty::BrowserVersion => visit(&["browsers"], "browser_version", "(none)"),
+            VisitProperty::Os => visit(&["operating_systems"], "os", "(none)"),
+            VisitProperty::OsVersion => visit(&["operating_systems"], "os_version", "(none)"),
+        },
+    }
+}
+
+/// Whether imported aggregates can be added to the answer of a question grouped by `group`
+/// with `filters` (see [`imported_table`]).
+pub fn imported_answers(group: &Group, filters: &[Filter]) -> bool {
+    imported_table(group, filters).is_some()
+}
+
+/// `i`: the imported aggregates of the period's days by key. A table contributes only the
+/// figures it has in full: visit figures (visits, their page views, bounces, durations) come
+/// from the tables that export all four, so that rates are never diluted; the pages and
+/// custom events tables add visitors and counts only. Engagement (time on page, scroll depth)
+/// is not imported.
+fn imported_pass(sql: &mut Sql, q: &StatsQuery) {
+    let Some((kinds, key)) = imported_table(&q.group, q.filters) else {
+        return;
+    };
+    let visit_figures = !kinds.contains(&"pages") && !kinds.contains(&"custom_events");
+    let _ = write!(
+        sql.template,
+        "SELECT {key} AS key, sum(visitors) AS i_visitors,          sum(if(kind = 'custom_events', 0, pageviews)) AS i_pageviews,          sum(if(kind = 'custom_events', events, pageviews)) AS i_events, "
+    );
+    if visit_figures {
+        sql.push(
+            "sum(visits) AS i_visits, sum(pageviews) AS i_visit_pageviews,              sum(bounces) AS i_bounces, sum(visit_duration) AS i_duration ",
+        );
+    } else {
+        sql.push(
+            "toUInt64(0) AS i_visits, toUInt64(0) AS i_visit_pageviews,              toUInt64(0) AS i_bounces, toUInt64(0) AS i_duration ",
+        );
+    }
+    let _ = write!(
+        sql.template,
+        "FROM {}.imported_daily WHERE site = ",
+        q.database
+    );
+    sql.bind_str(q.site).push(" AND kind IN (");
+    for (i, kind) in kinds.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind_str(kind);
+    }
+    // The site's days that lie in the period.
+    sql.push(") AND date >= toDate(toDateTime(")
+        .bind_int(q.start)
+        .push("), ")
+        .bind_str(q.timezone)
+        .push(") AND date < toDate(toDateTime(")
+        .bind_int(q.end)
+        .push("), ")
+        .bind_str(q.timezone)
+        .push(") GROUP BY key");
+}
+
+/// The imported column added to each `SUMS` column, if any.
+fn imported_column(column: &str) -> Option<&'static str> {
+    Some(match column {
+        "v_visits" => "i_visits",
+        "e_pageviews" => "i_pageviews",
+        "e_events" => "i_events",
+        "v_visit_pageviews" => "i_visit_pageviews",
+        "v_bounces" => "i_bounces",
+        "v_duration" => "i_duration",
+        _ => return None,
+    })
+}
+
 /// The statement's source: one row per key with `key`, `e_visitors`, `e_state` (with
-/// `(other)` rows) and the columns of `SUMS`.
+/// `(other)` rows) and the columns of `SUMS`; with imports, the live figures plus the
+/// imported ones (and `i_visitors`, for `(other)` rows).
 fn source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
+    if !q.imported || !imported_answers(&q.group, q.filters) {
+        live_source(sql, q, needs);
+        return;
+    }
+    // The live columns renamed (`l_…`), so that the sums can take the usual names.
+    sql.push("(SELECT key, l_visitors + i_visitors AS e_visitors, i_visitors");
+    if needs.states {
+        sql.push(", l_state AS e_state");
+    }
+    for (_, column) in SUMS {
+        match imported_column(column) {
+            Some(imported) => {
+                let _ = write!(sql.template, ", l_{column} + {imported} AS {column}");
+            }
+            None => {
+                let _ = write!(sql.template, ", l_{column} AS {column}");
+            }
+        }
+    }
+    sql.push(" FROM (SELECT key, e_visitors AS l_visitors");
+    if needs.states {
+        sql.push(", e_state AS l_state");
+    }
+    for (_, column) in SUMS {
+        let _ = write!(sql.template, ", {column} AS l_{column}");
+    }
+    sql.push(" FROM ");
+    live_source(sql, q, needs);
+    sql.push(") AS l ALL FULL OUTER JOIN (");
+    imported_pass(sql, q);
+    sql.push(") AS i USING key)");
+}
+
+/// The live source: `source` without imports.
+fn live_source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     if q.group == Group::Property(Property::Visit(VisitProperty::ExitPage)) {
         sql.push("(");
         exit_page_pass(sql, q, needs);
@@ -753,13 +911,22 @@ pub fn stats(q: &StatsQuery) -> Sql {
         // Keys with at least k visitors keep their name; the rest merge into one "(other)"
         // row, whose visitors are merged `uniq` states (a visitor in two small groups counts
         // once).
+        // Imported visitors have no states: they add up.
+        let imported = q.imported && imported_answers(&q.group, q.filters);
         sql.push("SELECT if(e_visitors >= ")
             .bind_int(k.min(i64::MAX as u64) as i64)
-            .push(", s_key, '(other)') AS key, toUInt64(uniqMerge(e_state)) AS visitors");
+            .push(if imported {
+                ", s_key, '(other)') AS key, toUInt64(uniqMerge(e_state) + sum(i_visitors)) AS visitors"
+            } else {
+                ", s_key, '(other)') AS key, toUInt64(uniqMerge(e_state)) AS visitors"
+            });
         for (name, column) in SUMS {
             let _ = write!(sql.template, ", toUInt64(sum({column})) AS {name}");
         }
         sql.push(" FROM (SELECT key AS s_key, e_visitors, e_state");
+        if imported {
+            sql.push(", i_visitors");
+        }
         for (_, column) in SUMS {
             let _ = write!(sql.template, ", {column}");
         }
@@ -824,6 +991,17 @@ pub fn prop_names(database: &str, site: &str, start: i64, end: i64) -> Sql {
     sql
 }
 
+/// Each site's imported days, `(site, first, last)` (`YYYY-MM-DD`), for the dashboard.
+pub fn imported_ranges(database: &str) -> Sql {
+    let mut sql = Sql::default();
+    let _ = write!(
+        sql.template,
+        "SELECT site, toString(min(date)), toString(max(date)) FROM {database}.imported_daily \
+         GROUP BY site"
+    );
+    sql
+}
+
 /// Filtered traffic per reason between two dates (inclusive, `YYYY-MM-DD`).
 pub fn dropped(database: &str, site: &str, first: &str, last: &str) -> Sql {
     let mut sql = Sql::default();
@@ -868,6 +1046,7 @@ mod tests {
             metrics: &Metric::ALL,
             goals: &[],
             page: Some((10, 0)),
+            imported: false,
         };
         let sql = stats(&q);
         assert!(!sql.template.contains("DROP"), "{}", sql.template);

@@ -38,6 +38,22 @@ EVENTS = """INSERT INTO glimpse.events
  '', '', '', '', 2, 22, 'Chrome', '131', 'Android', 'mobile', 'FR', 'Paris', 1, 0, 0, ['plan'], ['pro'])
 """
 
+IMPORTED = """INSERT INTO glimpse.imported_daily
+(site, import_id, date, kind, page, entry_page, exit_page, source, utm_source, country, region,
+ device, browser, browser_version, os, os_version, name, visitors, visits, pageviews, bounces,
+ visit_duration, events) VALUES
+('example.com', 1, '2026-03-10', 'visitors', '', '', '', '', '', '', '', '', '', '', '', '', '', 10, 12, 30, 5, 600, 0),
+('example.com', 1, '2026-03-10', 'sources', '', '', '', 'Google', 'google', '', '', '', '', '', '', '', '', 4, 5, 9, 2, 200, 0),
+('example.com', 1, '2026-03-10', 'pages', '/a', '', '', '', '', '', '', '', '', '', '', '', '', 6, 7, 20, 0, 0, 0),
+('example.com', 1, '2026-03-10', 'entry_pages', '', '/a', '', '', '', '', '', '', '', '', '', '', '', 6, 7, 20, 3, 300, 0),
+('example.com', 1, '2026-03-10', 'exit_pages', '', '', '/b', '', '', '', '', '', '', '', '', '', '', 6, 7, 20, 3, 300, 0),
+('example.com', 1, '2026-03-10', 'locations', '', '', '', '', '', 'DE', 'DE-BE', '', '', '', '', '', '', 3, 3, 6, 1, 90, 0),
+('example.com', 1, '2026-03-10', 'devices', '', '', '', '', '', '', '', 'mobile', '', '', '', '', '', 3, 3, 6, 1, 90, 0),
+('example.com', 1, '2026-03-10', 'browsers', '', '', '', '', '', '', '', '', 'Firefox', '128', '', '', '', 3, 3, 6, 1, 90, 0),
+('example.com', 1, '2026-03-10', 'operating_systems', '', '', '', '', '', '', '', '', '', '', 'Linux', '', '', 3, 3, 6, 1, 90, 0),
+('example.com', 1, '2026-03-10', 'custom_events', '', '', '', '', '', '', '', '', '', '', '', '', 'Signup', 2, 0, 0, 0, 0, 3)
+"""
+
 DROPPED = """INSERT INTO glimpse.dropped_events (site, date, reason, count) VALUES
 ('example.com', '2026-03-28', 'bot', 3)"""
 
@@ -59,6 +75,7 @@ def main():
             sess.query(statement)
         sess.query(EVENTS)
         sess.query(DROPPED)
+        sess.query(IMPORTED)
         rows = 0
         for i, statement in enumerate(statements):
             try:

@@ -208,5 +208,35 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
             add(Endpoint::Breakdown, &breakdown, 0);
         }
     }
+    // Imported aggregates (`with_imported=true`): every question they answer, and a filtered
+    // one they do not.
+    let imported = [
+        ("site_id", "example.com"),
+        ("period", "custom"),
+        ("date", "2026-03-01,2026-03-31"),
+        ("with_imported", "true"),
+    ];
+    let mut q = imported.to_vec();
+    q.extend([("metrics", METRICS), ("compare", "previous_period")]);
+    add(Endpoint::Aggregate, &q, 0);
+    for interval in ["hour", "date", "week", "month"] {
+        let mut q = imported.to_vec();
+        q.extend([("metrics", METRICS), ("interval", interval)]);
+        add(Endpoint::Timeseries, &q, 0);
+    }
+    for property in PROPERTIES {
+        for filters in ["", "visit:country==DE"] {
+            for k in [0, 5] {
+                let mut q = imported.to_vec();
+                q.extend([
+                    ("metrics", "visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration,events"),
+                    ("property", property),
+                    ("filters", filters),
+                    ("sort", "visitors:desc"),
+                ]);
+                add(Endpoint::Breakdown, &q, k);
+            }
+        }
+    }
     out.into_iter().collect()
 }

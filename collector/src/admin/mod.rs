@@ -3,6 +3,7 @@
 
 pub mod erase;
 pub mod export;
+pub mod plausible_import;
 pub mod retention;
 pub mod visitor_data;
 

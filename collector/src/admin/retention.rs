@@ -1,7 +1,8 @@
 //! Retention: events older than their site's `retention_days` are deleted, on every ClickHouse
 //! version. Whole monthly partitions in which every site's data has expired are dropped (cheap,
 //! immediate); the rest is deleted row-wise per site (`ALTER TABLE … DELETE`, a mutation that
-//! ClickHouse applies in the background). The filtered-traffic counts follow the same rule.
+//! ClickHouse applies in the background). The filtered-traffic counts and imported daily
+//! aggregates follow the same rule.
 //! Runs daily inside the collector and on demand with `glimpse retention apply`.
 
 use std::collections::HashMap;
@@ -9,6 +10,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use crate::config::SiteConfig;
+use crate::schema::IMPORTED_TABLE;
 
 /// Retention for data of a site no longer configured.
 pub const DEFAULT_RETENTION_DAYS: u32 = 180;
@@ -20,6 +22,9 @@ pub struct RetentionReport {
     pub partitions_dropped: Vec<u32>,
     /// Sites whose older rows were scheduled for deletion, with the number of rows.
     pub rows_scheduled: Vec<(String, u64)>,
+    /// Sites whose older imported daily aggregates were scheduled for deletion, with the
+    /// number of rows.
+    pub imported_rows_scheduled: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Deserialize, clickhouse::Row)]
@@ -85,6 +90,11 @@ pub async fn apply(
 
     // Row-wise deletes for what remains past each site's cutoff.
     let mut site_names: Vec<String> = rows.iter().map(|r| r.site.clone()).collect();
+    let imported_sites: Vec<String> = client
+        .query(&format!("SELECT DISTINCT site FROM {db}.{IMPORTED_TABLE}"))
+        .fetch_all()
+        .await?;
+    site_names.extend(imported_sites);
     site_names.sort();
     site_names.dedup();
     for site in site_names {
@@ -108,23 +118,31 @@ pub async fn apply(
                 .await?;
             report.rows_scheduled.push((site.clone(), old));
         }
-        let old_counts: u64 = client
-            .query(&format!(
-                "SELECT count() FROM {db}.dropped_events WHERE site = ? AND date < toDate(toDateTime(?))"
-            ))
-            .bind(&site)
-            .bind(cut)
-            .fetch_one()
-            .await?;
-        if old_counts > 0 {
-            client
+        // Daily tables: the filtered-traffic counts and imported aggregates.
+        for table in ["dropped_events", IMPORTED_TABLE] {
+            let old_days: u64 = client
                 .query(&format!(
-                    "ALTER TABLE {db}.dropped_events DELETE WHERE site = ? AND date < toDate(toDateTime(?))"
+                    "SELECT count() FROM {db}.{table} WHERE site = ? AND date < toDate(toDateTime(?))"
                 ))
                 .bind(&site)
                 .bind(cut)
-                .execute()
+                .fetch_one()
                 .await?;
+            if old_days > 0 {
+                client
+                    .query(&format!(
+                        "ALTER TABLE {db}.{table} DELETE WHERE site = ? AND date < toDate(toDateTime(?))"
+                    ))
+                    .bind(&site)
+                    .bind(cut)
+                    .execute()
+                    .await?;
+                if table == IMPORTED_TABLE {
+                    report
+                        .imported_rows_scheduled
+                        .push((site.clone(), old_days));
+                }
+            }
         }
     }
     Ok(report)

@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create sites",
         statements: create_sites,
     },
+    Migration {
+        version: 12,
+        name: "create imported_daily",
+        statements: create_imported_daily,
+    },
 ];
 
 /// Stats API keys, stored only as BLAKE3 hashes of the random keys. Append-only: revoking a
@@ -65,6 +70,49 @@ fn create_sites(_flavor: Flavor, db: &str) -> Vec<String> {
     created_at DateTime
 ) ENGINE = MergeTree()
 ORDER BY (domain, created_at)"
+    )]
+}
+
+/// Daily aggregates imported from another analytics product (Plausible's CSV export): one row
+/// per site, day, table of the export (`kind`) and that table's dimension values. The stats
+/// API adds them to its own figures when asked (`with_imported=true`). No visitor data: the
+/// export holds only counts.
+fn create_imported_daily(flavor: Flavor, db: &str) -> Vec<String> {
+    let lc = flavor.low_cardinality_string();
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {db}.imported_daily (
+    site {lc},
+    import_id UInt64,
+    date Date,
+    kind {lc},
+    hostname String,
+    page String,
+    entry_page String,
+    exit_page String,
+    source String,
+    referrer String,
+    utm_source String,
+    utm_medium String,
+    utm_campaign String,
+    utm_term String,
+    utm_content String,
+    country {lc},
+    region {lc},
+    device {lc},
+    browser {lc},
+    browser_version {lc},
+    os {lc},
+    os_version {lc},
+    name String,
+    visitors UInt64,
+    visits UInt64,
+    pageviews UInt64,
+    bounces UInt64,
+    visit_duration UInt64,
+    events UInt64
+) ENGINE = MergeTree()
+PARTITION BY toYYYYMM(date)
+ORDER BY (site, kind, date)"
     )]
 }
 
@@ -274,7 +322,9 @@ mod tests {
     #[test]
     fn every_row_field_is_a_column() {
         let ddl = migration_statements(Flavor::Modern, "glimpse").join("\n");
-        for field in <super::super::EventRow as clickhouse::Row>::COLUMN_NAMES {
+        let events = <super::super::EventRow as clickhouse::Row>::COLUMN_NAMES;
+        let imported = <super::super::ImportedRow as clickhouse::Row>::COLUMN_NAMES;
+        for field in events.iter().chain(imported) {
             assert!(
                 ddl.contains(&format!("\n    {field} ")),
                 "no column {field}"

@@ -92,3 +92,49 @@ pub struct EventRow {
     /// 0 for rows written without the spool.
     pub batch_id: u64,
 }
+
+/// Name of the table of imported daily aggregates.
+pub const IMPORTED_TABLE: &str = "imported_daily";
+
+/// One imported daily aggregate (see `admin::plausible_import`). The dimension columns that
+/// `kind` does not use are empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clickhouse::Row)]
+#[serde(default)]
+pub struct ImportedRow {
+    pub site: String,
+    /// Which import wrote the row (its start time, Unix milliseconds).
+    pub import_id: u64,
+    /// The day, in the site's time zone, as days since 1970-01-01.
+    pub date: u16,
+    /// The export's table: `visitors`, `sources`, `pages`, `entry_pages`, `exit_pages`,
+    /// `locations`, `devices`, `browsers`, `operating_systems` or `custom_events`.
+    pub kind: String,
+    pub hostname: String,
+    pub page: String,
+    pub entry_page: String,
+    pub exit_page: String,
+    pub source: String,
+    pub referrer: String,
+    pub utm_source: String,
+    pub utm_medium: String,
+    pub utm_campaign: String,
+    pub utm_term: String,
+    pub utm_content: String,
+    pub country: String,
+    pub region: String,
+    pub device: String,
+    pub browser: String,
+    pub browser_version: String,
+    pub os: String,
+    pub os_version: String,
+    /// A custom event's name (`custom_events`).
+    pub name: String,
+    pub visitors: u64,
+    pub visits: u64,
+    pub pageviews: u64,
+    pub bounces: u64,
+    /// Sum of visit durations, seconds.
+    pub visit_duration: u64,
+    /// Custom events (`custom_events`).
+    pub events: u64,
+}
