@@ -12,7 +12,9 @@
 //! Only `Flavor::Modern` is checked here. The `Flavor::Legacy` DDL exists for ClickHouse 18.16
 //! and is not required to run on 26.x, so it is deliberately skipped.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -208,14 +210,6 @@ fn insert_columns(query: &str) -> Vec<String> {
         .collect()
 }
 
-/// The interpreter that runs `check.py`, resolved against the package root.
-fn python() -> PathBuf {
-    let python = std::env::var_os("GLIMPSE_TEST_PYTHON")
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "python3".into());
-    PathBuf::from(python)
-}
-
 const HOW_TO_FIX: &str = "run the README's test command, `scripts/test.sh`, which creates \
      .venv with chdb-core and exports GLIMPSE_TEST_PYTHON=$PWD/.venv/bin/python before \
      `cargo test` (or do those two steps by hand)";
@@ -254,7 +248,7 @@ fn write_json(path: &Path, value: &impl serde::Serialize) {
 #[test]
 fn modern_schema_and_row_binary_insert_run_on_current_clickhouse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = python();
+    let python = common::test_python();
     require_chdb(&python, root);
 
     let statements = migration_statements(Flavor::Modern, DATABASE);

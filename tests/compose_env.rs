@@ -39,13 +39,6 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn python() -> PathBuf {
-    let python = std::env::var_os("GLIMPSE_TEST_PYTHON")
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "python3".into());
-    PathBuf::from(python)
-}
-
 const HOW_TO_FIX: &str = "run the README's test command, `scripts/test.sh`, which creates \
      .venv with chdb-core and compose-spec and exports GLIMPSE_TEST_PYTHON=$PWD/.venv/bin/python \
      before `cargo test` (or do those two steps by hand)";
@@ -53,7 +46,7 @@ const HOW_TO_FIX: &str = "run the README's test command, `scripts/test.sh`, whic
 /// Runs a script of tests/docker/ with the test Python; panics with its output unless it
 /// exits 0.
 fn run_python(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
-    let python = python();
+    let python = common::test_python();
     let mut command = std::process::Command::new(&python);
     // Only the variables given: the script reads Compose variables from its environment, and
     // the developer's own (say GLIMPSE_LOG) must not leak into "what Compose would do".

@@ -980,6 +980,14 @@ async fn breakdowns(s: &Service) {
         let n = check_breakdown(s, property, &[], metrics).await;
         // Without visit metrics the statement reads no visits: the same event figures.
         check_breakdown(s, property, &[], "visitors,pageviews,events").await;
+        // Visit metrics without engagement ones: the reports are left out of the scan.
+        check_breakdown(
+            s,
+            property,
+            &[],
+            "visitors,visits,bounce_rate,visit_duration,views_per_visit",
+        )
+        .await;
         println!("breakdown {property}: {n} rows, all metrics equal");
     }
 }

@@ -9,22 +9,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use glimpse_collector::schema::{migration_statements, Flavor};
 
-fn python() -> PathBuf {
-    let python = std::env::var_os("GLIMPSE_TEST_PYTHON")
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "python3".into());
-    PathBuf::from(python)
-}
-
 #[test]
 fn every_stats_statement_runs_on_current_clickhouse() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = python();
+    let python = common::test_python();
     let mut statements = Vec::new();
     for tz in ["UTC", "Europe/Berlin", "America/St_Johns"] {
         statements.extend(common::stats_matrix::statements("glimpse", tz));

@@ -60,6 +60,10 @@ enum Command {
         /// Runs of each query per size.
         #[arg(long, default_value_t = 20)]
         repeats: usize,
+        /// Also time the same statements on current ClickHouse, in-process through chdb, with
+        /// this Python (one that has `chdb-core`, e.g. `.venv/bin/python`).
+        #[arg(long)]
+        chdb: Option<PathBuf>,
     },
 }
 
@@ -79,7 +83,11 @@ fn main() -> anyhow::Result<()> {
             concurrency,
             clients,
         )),
-        Command::Query { sizes, repeats } => runtime.block_on(query::run(&sizes, repeats)),
+        Command::Query {
+            sizes,
+            repeats,
+            chdb,
+        } => runtime.block_on(query::run(&sizes, repeats, chdb.as_deref())),
     }
 }
 

@@ -113,6 +113,9 @@ async fn insert(client: &clickhouse::Client, rows: &[EventRow]) -> anyhow::Resul
 /// Results at one data size: stored events, insert seconds, (p50, p95) ms per query.
 type SizeResult = (u64, f64, Vec<(f64, f64)>);
 
+/// Results at one data size on chdb: stored events, ClickHouse version, (p50, p95) ms per query.
+type ChdbResult = (u64, String, Vec<(f64, f64)>);
+
 /// The dashboard's queries, as stats API paths (site and key added per call).
 const QUERIES: &[(&str, &str)] = &[
     ("aggregate + compare", "aggregate?period=30d&metrics=visitors,visits,pageviews,bounce_rate,visit_duration&compare=previous_period"),
@@ -127,7 +130,11 @@ const QUERIES: &[(&str, &str)] = &[
     ("filtered: country DE, pages", "breakdown?period=30d&property=event:page&metrics=visitors&filters=visit:country%3D%3DDE&limit=10"),
 ];
 
-pub async fn run(sizes: &[u64], repeats: usize) -> anyhow::Result<()> {
+pub async fn run(
+    sizes: &[u64],
+    repeats: usize,
+    chdb: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let clickhouse = glimpse_collector::local_clickhouse::LocalClickHouse::start(
         &work.path().join("clickhouse"),
@@ -157,6 +164,7 @@ pub async fn run(sizes: &[u64], repeats: usize) -> anyhow::Result<()> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut stored = 0u64;
     let mut table: Vec<SizeResult> = Vec::new();
+    let mut chdb_table: Vec<ChdbResult> = Vec::new();
     for &size in sizes {
         let mut rows = Vec::with_capacity((size - stored) as usize);
         generate(&mut rng, size - stored, now, &mut rows);
@@ -196,6 +204,12 @@ pub async fn run(sizes: &[u64], repeats: usize) -> anyhow::Result<()> {
             samples.push(t.elapsed());
         }
         timings.push(percentiles(&mut samples));
+        if let Some(python) = chdb {
+            let (version, figures) =
+                time_on_chdb(python, &client, work.path(), now, repeats).await?;
+            println!("{size} events on ClickHouse {version} (chdb): measured");
+            chdb_table.push((size, version, figures));
+        }
         println!(
             "{size} events: inserted in {insert_secs:.1} s ({:.0} ns/event)",
             insert_secs * 1e9 / (size as f64 - table.last().map_or(0.0, |t| t.0 as f64))
@@ -223,7 +237,119 @@ pub async fn run(sizes: &[u64], repeats: usize) -> anyhow::Result<()> {
             .collect();
         println!("| {name} | {} |", cells.join(" | "));
     }
+    if let Some((_, version, _)) = chdb_table.first() {
+        println!();
+        println!(
+            "The same statements on ClickHouse {version}, in-process (chdb), same data and cores; \
+             a request's statements one after another, no HTTP:"
+        );
+        let header: Vec<String> = chdb_table
+            .iter()
+            .map(|(n, _, _)| format!("{} events p50 / p95 ms", human(*n)))
+            .collect();
+        println!("| query | {} |", header.join(" | "));
+        println!("| --- |{}", " ---: |".repeat(chdb_table.len()));
+        for (i, (name, _)) in QUERIES.iter().enumerate() {
+            let cells: Vec<String> = chdb_table
+                .iter()
+                .map(|(_, _, t)| format!("{:.0} / {:.0}", t[i].0, t[i].1))
+                .collect();
+            println!("| {name} | {} |", cells.join(" | "));
+        }
+    }
     Ok(())
+}
+
+/// Times the dashboard's statements on current ClickHouse through chdb
+/// (`bench/chdb_queries.py`), over the events stored so far, exported from the 18.16 server:
+/// the server version and (p50, p95) ms per query.
+async fn time_on_chdb(
+    python: &std::path::Path,
+    client: &clickhouse::Client,
+    work: &std::path::Path,
+    now: u32,
+    repeats: usize,
+) -> anyhow::Result<(String, Vec<(f64, f64)>)> {
+    use anyhow::Context;
+    let dir = work.join("chdb");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let mut export = client
+        .query("SELECT * FROM glimpse.events")
+        .fetch_bytes("Native")?;
+    let mut file = tokio::fs::File::create(dir.join("events.native")).await?;
+    while let Some(chunk) = export.next().await? {
+        tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
+    }
+    tokio::io::AsyncWriteExt::flush(&mut file).await?;
+    drop(file);
+
+    let schema = glimpse_collector::schema::migration_statements(
+        glimpse_collector::schema::Flavor::Modern,
+        "glimpse",
+    );
+    std::fs::write(dir.join("schema.json"), serde_json::to_vec(&schema)?)?;
+    let site = glimpse_query::auth::Site {
+        domain: "example.com".into(),
+        timezone: "UTC".into(),
+        share_token: None,
+        goals: Vec::new(),
+    };
+    let now = jiff::Timestamp::from_second(i64::from(now))?;
+    let mut queries = Vec::new();
+    for (name, path) in QUERIES {
+        let (endpoint, query) = path.split_once('?').context("query path")?;
+        let endpoint = match endpoint {
+            "aggregate" => glimpse_query::params::Endpoint::Aggregate,
+            "timeseries" => glimpse_query::params::Endpoint::Timeseries,
+            _ => glimpse_query::params::Endpoint::Breakdown,
+        };
+        let mut params: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+        params.insert("site_id".into(), "example.com".into());
+        let statements =
+            glimpse_query::stats_statements_for(endpoint, &params, &site, "glimpse", 0, now)
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        queries.push(serde_json::json!({ "name": name, "statements": statements }));
+    }
+    std::fs::write(dir.join("queries.json"), serde_json::to_vec(&queries)?)?;
+
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("chdb_queries.py");
+    let output = tokio::process::Command::new(python)
+        .arg(&script)
+        .arg(&dir)
+        .arg(repeats.to_string())
+        .output()
+        .await
+        .with_context(|| format!("running {}", python.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut version = String::new();
+    let mut figures = Vec::new();
+    for line in String::from_utf8(output.stdout)?.lines() {
+        let value: serde_json::Value = serde_json::from_str(line)?;
+        if let Some(v) = value["version"].as_str() {
+            version = v.to_string();
+        } else {
+            figures.push((
+                value["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                value["p95_ms"].as_f64().unwrap_or(f64::NAN),
+            ));
+        }
+    }
+    anyhow::ensure!(
+        figures.len() == QUERIES.len(),
+        "chdb answered {} queries",
+        figures.len()
+    );
+    Ok((version, figures))
 }
 
 fn human(n: u64) -> String {

@@ -297,7 +297,9 @@ fn stats_sql(
 
 /// The final SQL text of every statement a stats request runs (with `compare`, also the
 /// previous period's), values inlined by the `clickhouse` crate's escaping: for checking the
-/// generated SQL on other ClickHouse versions. `now` stands for the current time.
+/// generated SQL on other ClickHouse versions. `now` stands for the current time. For an
+/// aggregate's parameters it adds the statements of the endpoints that take them (`filtered`,
+/// `props`, `sites`, realtime).
 pub fn statements_for(
     endpoint: Endpoint,
     query: &HashMap<String, String>,
@@ -306,6 +308,55 @@ pub fn statements_for(
     min_group_size: u64,
     now: Timestamp,
 ) -> Result<Vec<String>, ApiError> {
+    let (request, mut statements) =
+        request_statements(endpoint, query, site, database, min_group_size, now)?;
+    if endpoint == Endpoint::Aggregate {
+        let (first, last) = (
+            request.range.first.to_string(),
+            request.range.last.to_string(),
+        );
+        statements.push(sql::dropped(database, &site.domain, &first, &last));
+        statements.push(sql::imported_ranges(database));
+        statements.push(sql::prop_names(
+            database,
+            &site.domain,
+            request.range.start,
+            request.range.end,
+        ));
+        let now = now.as_second();
+        statements.push(sql::current_visitors(
+            database,
+            &site.domain,
+            now - 300,
+            now + 1,
+        ));
+    }
+    Ok(statements.iter().map(Sql::final_text).collect())
+}
+
+/// The final SQL text of the statements one stats request runs (its period's, its
+/// `conversion_rate` denominators', and with `compare` the previous period's): what the
+/// benchmark times on other ClickHouse versions.
+pub fn stats_statements_for(
+    endpoint: Endpoint,
+    query: &HashMap<String, String>,
+    site: &Site,
+    database: &str,
+    min_group_size: u64,
+    now: Timestamp,
+) -> Result<Vec<String>, ApiError> {
+    let (_, statements) = request_statements(endpoint, query, site, database, min_group_size, now)?;
+    Ok(statements.iter().map(Sql::final_text).collect())
+}
+
+fn request_statements(
+    endpoint: Endpoint,
+    query: &HashMap<String, String>,
+    site: &Site,
+    database: &str,
+    min_group_size: u64,
+    now: Timestamp,
+) -> Result<(Request, Vec<Sql>), ApiError> {
     let tz = TimeZone::get(&site.timezone)
         .map_err(|_| ApiError::bad("site_id", "the site's time zone is unknown"))?;
     let params = params::parse(endpoint, query)?;
@@ -344,29 +395,7 @@ pub fn statements_for(
             statements.push(goal_totals_sql(database, &request, &range, totals_group));
         }
     }
-    // `filtered` and `props` take an aggregate's parameters: their statements are checked here.
-    if endpoint == Endpoint::Aggregate {
-        let (first, last) = (
-            request.range.first.to_string(),
-            request.range.last.to_string(),
-        );
-        statements.push(sql::dropped(database, &site.domain, &first, &last));
-        statements.push(sql::imported_ranges(database));
-        statements.push(sql::prop_names(
-            database,
-            &site.domain,
-            request.range.start,
-            request.range.end,
-        ));
-        let now = now.as_second();
-        statements.push(sql::current_visitors(
-            database,
-            &site.domain,
-            now - 300,
-            now + 1,
-        ));
-    }
-    Ok(statements.iter().map(Sql::final_text).collect())
+    Ok((request, statements))
 }
 
 async fn fetch(state: &AppState, sql: &Sql) -> Result<Vec<StatsRow>, ApiError> {

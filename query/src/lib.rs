@@ -13,7 +13,7 @@ pub mod params;
 pub mod period;
 pub mod sql;
 
-pub use api::statements_for;
+pub use api::{statements_for, stats_statements_for};
 
 use std::future::Future;
 use std::sync::Arc;

@@ -88,6 +88,15 @@ impl TestClickHouse {
     }
 }
 
+/// The Python that runs the chdb (current ClickHouse) and Compose checks: `GLIMPSE_TEST_PYTHON`,
+/// which `scripts/test.sh` points at its `.venv`, else `python3`.
+pub fn test_python() -> std::path::PathBuf {
+    std::env::var_os("GLIMPSE_TEST_PYTHON")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "python3".into())
+        .into()
+}
+
 pub fn free_addr() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

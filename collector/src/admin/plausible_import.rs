@@ -480,17 +480,27 @@ pub async fn import(
     report.own_data_from = own_from;
     let limit = own_from.and_then(|d| day_number(&d.to_string()).ok());
 
-    let client = client.clone().with_database(db);
-    let mut insert = client.insert::<ImportedRow>(IMPORTED_TABLE).await?;
+    let mut rows = Vec::new();
     for file in &files {
         for row in &file.rows {
             if limit.is_some_and(|limit| row.date >= limit) {
                 report.skipped_rows += 1;
                 continue;
             }
-            insert.write(row).await?;
+            rows.push(row);
             *report.rows.entry(file.kind.name()).or_default() += 1;
         }
+    }
+    if rows.is_empty() {
+        return Ok(report);
+    }
+    // One INSERT: ClickHouse writes each block of up to 1,048,576 rows (max_insert_block_size)
+    // atomically, so most exports land whole or not at all; a larger one that fails midway is
+    // run again with --replace.
+    let client = client.clone().with_database(db);
+    let mut insert = client.insert::<ImportedRow>(IMPORTED_TABLE).await?;
+    for row in rows {
+        insert.write(row).await?;
     }
     insert.end().await?;
     Ok(report)
