@@ -165,6 +165,17 @@ async fn start() -> Service {
         .execute()
         .await
         .unwrap();
+    // Plausible data imported for the other site (`glimpse import --format plausible`).
+    ch.client
+        .query(
+            "INSERT INTO glimpse.imported_daily (site, import_id, date, kind, visitors, visits, \
+             pageviews, bounces, visit_duration) VALUES \
+             ('other.org', 1, '2026-03-26', 'visitors', 40, 50, 120, 20, 3000), \
+             ('other.org', 1, '2026-03-22', 'visitors', 10, 10, 10, 10, 0)",
+        )
+        .execute()
+        .await
+        .unwrap();
 
     let config = Config {
         sites: vec![
@@ -280,6 +291,7 @@ async fn drive_chromium(s: &Service, shots: &Path) -> Value {
         ("SHARE", SHARE_TOKEN),
         ("VIEW", view.as_str()),
         ("SHOTS", shots.as_ref()),
+        ("IMPORTED_SITE", OTHER),
     ];
     run_driver("dashboard.mjs", &env, Duration::from_secs(150)).await
 }
@@ -426,6 +438,53 @@ async fn dashboard_in_real_chromium_shows_the_apis_numbers() {
     assert_shown("one day", &facts["day"], &day["results"]);
     assert!(facts["realtime_points"].as_u64().unwrap() >= 30);
 
+    // The site with imported data: the page shows the API's figures with imports (which differ
+    // from those without), says which days are imported, and says a filtered view leaves
+    // them out.
+    let other = |with_imported: &'static str| {
+        let mut params = vec![
+            ("site_id", OTHER),
+            ("metrics", HEADLINE),
+            ("compare", "previous_period"),
+            ("with_imported", with_imported),
+        ];
+        params.extend_from_slice(&VIEW);
+        params
+    };
+    let (_, with) = s
+        .get(Some(&s.key), "/api/v1/stats/aggregate", &other("true"))
+        .await;
+    let (_, without) = s
+        .get(Some(&s.key), "/api/v1/stats/aggregate", &other("false"))
+        .await;
+    assert_eq!(
+        with["results"]["visitors"]["value"].as_u64().unwrap(),
+        without["results"]["visitors"]["value"].as_u64().unwrap() + 40,
+        "{with} {without}"
+    );
+    assert_eq!(
+        with["results"]["visitors"]["comparison_value"]
+            .as_u64()
+            .unwrap(),
+        without["results"]["visitors"]["comparison_value"]
+            .as_u64()
+            .unwrap()
+            + 10
+    );
+    assert_shown("imported", &facts["imported"], &with["results"]);
+    assert_eq!(
+        facts["imported_note"],
+        "Includes data imported from Plausible for 2026-03-22 to 2026-03-26."
+    );
+    assert!(
+        facts["imported_filtered_note"]
+            .as_str()
+            .unwrap()
+            .contains("is not included in this view"),
+        "{}",
+        facts["imported_filtered_note"]
+    );
+
     // The share link at phone width: the site's numbers, that site only, nothing wider than
     // the screen; a wrong token is an error on the page.
     assert_shown("share link", &facts["share"], &unfiltered);
@@ -449,7 +508,8 @@ async fn dashboard_in_real_chromium_shows_the_apis_numbers() {
         [
             "dashboard.png",
             "dashboard-filtered.png",
-            "dashboard-mobile.png"
+            "dashboard-mobile.png",
+            "dashboard-imported.png"
         ]
         .map(|f| shots.join(f).display().to_string())
         .join(", ")

@@ -11,9 +11,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { check, launchChromium } from './chromium.mjs'
 
-const { BASE: base, KEY: key, SITE: site, SHARE: share, VIEW: view = '', SHOTS: shots = '.' } = process.env
+const { BASE: base, KEY: key, SITE: site, SHARE: share, VIEW: view = '', SHOTS: shots = '.', IMPORTED_SITE: importedSite } = process.env
 const chromium = process.env.CHROMIUM || '/usr/bin/chromium'
-if (!base || !key || !site || !share) throw new Error('set BASE, KEY, SITE and SHARE')
+if (!base || !key || !site || !share || !importedSite) throw new Error('set BASE, KEY, SITE, SHARE and IMPORTED_SITE')
 
 const log = (...a) => console.error('[dashboard]', ...a)
 const facts = { errors: [], api_requests: 0, api_requests_without_auth: 0, api_requests_with_cookie: 0 }
@@ -147,6 +147,17 @@ async function desktop(b) {
   await page.select('#period', 'realtime')
   await ready(page, 'after picking the last 30 minutes')
   facts.realtime_points = await page.$$eval('#chart rect.hit', (r) => r.length)
+
+  // A site with data imported from Plausible: the figures include it and a note says so;
+  // a filtered view leaves it out and says that instead.
+  await page.goto(`${base}/?site=${encodeURIComponent(importedSite)}&${view}`)
+  await ready(page, 'the site with imported data')
+  facts.imported = await headline(page)
+  facts.imported_note = await page.$eval('#imported', (e) => (e.hidden ? null : e.textContent))
+  await page.screenshot({ path: join(shots, 'dashboard-imported.png'), fullPage: true })
+  await page.goto(`${base}/?site=${encodeURIComponent(importedSite)}&${view}&filters=${encodeURIComponent('visit:country==DE')}`)
+  await ready(page, 'the site with imported data, filtered')
+  facts.imported_filtered_note = await page.$eval('#imported', (e) => (e.hidden ? null : e.textContent))
   await page.close()
 }
 
