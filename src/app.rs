@@ -280,31 +280,51 @@ async fn retention_apply(config: &Config) -> anyhow::Result<()> {
     for partition in &report.partitions_dropped {
         println!("dropped partition {partition}");
     }
-    for (site, rows) in &report.rows_scheduled {
-        let cut = retention::cutoff(
+    let cutoff_of = |site: &str| {
+        retention::cutoff(
             config
                 .sites
                 .iter()
-                .find(|s| &s.domain == site)
+                .find(|s| s.domain == site)
                 .map_or(retention::DEFAULT_RETENTION_DAYS, |s| s.retention_days),
             now,
-        );
-        let sql = format!(
-            "SELECT count() FROM {db}.events WHERE site = ? AND timestamp < toDateTime({cut})"
-        );
-        let done =
-            wait_until_zero(&client, &sql, &[site], std::time::Duration::from_secs(120)).await?;
-        println!(
-            "{site}: {rows} expired events {}",
-            if done {
+        )
+    };
+    // The deletes are mutations ClickHouse applies in the background: say "deleted" only once
+    // the rows are gone.
+    let wait = |sql: String, site: String| {
+        let client = client.clone();
+        async move {
+            let done =
+                wait_until_zero(&client, &sql, &[&site], std::time::Duration::from_secs(120))
+                    .await?;
+            Ok::<_, anyhow::Error>(if done {
                 "deleted"
             } else {
                 "scheduled for deletion (still in progress)"
-            }
+            })
+        }
+    };
+    for (site, rows) in &report.rows_scheduled {
+        let cut = cutoff_of(site);
+        let sql = format!(
+            "SELECT count() FROM {db}.events WHERE site = ? AND timestamp < toDateTime({cut})"
+        );
+        println!(
+            "{site}: {rows} expired events {}",
+            wait(sql, site.clone()).await?
         );
     }
     for (site, rows) in &report.imported_rows_scheduled {
-        println!("{site}: {rows} expired imported daily rows scheduled for deletion");
+        let cut = cutoff_of(site);
+        let sql = format!(
+            "SELECT count() FROM {db}.imported_daily WHERE site = ? \
+             AND date < toDate(toDateTime({cut}))"
+        );
+        println!(
+            "{site}: {rows} expired imported daily rows {}",
+            wait(sql, site.clone()).await?
+        );
     }
     if report.partitions_dropped.is_empty()
         && report.rows_scheduled.is_empty()

@@ -181,16 +181,20 @@ fn visit_column(p: VisitProperty) -> Option<&'static str> {
 /// The aggregate, over a visit's rows, that gives its exit page.
 const EXIT_PAGE: &str = "argMaxIf(pathname, timestamp, name = 'pageview')";
 
-/// A visit property's value as reported: empty values named as Plausible names them
-/// ("Direct / None" for a visit without source or referrer, else "(none)").
+/// A visit property's value as reported: empty values named as Plausible names them.
 fn visit_value(p: VisitProperty) -> String {
-    let raw = visit_column(p).unwrap_or(EXIT_PAGE);
+    named_empty(p, visit_column(p).unwrap_or(EXIT_PAGE))
+}
+
+/// `expr`, a value of visit property `p`, with an empty value named: "Direct / None" for a
+/// visit without source or referrer, else "(none)".
+fn named_empty(p: VisitProperty, expr: &str) -> String {
     let empty = if matches!(p, VisitProperty::Source | VisitProperty::Referrer) {
         "Direct / None"
     } else {
         "(none)"
     };
-    format!("if(empty({raw}), '{empty}', {raw})")
+    format!("if(empty({expr}), '{empty}', {expr})")
 }
 
 /// Whether an event reached `goal`.
@@ -701,9 +705,6 @@ fn imported_table(group: &Group, filters: &[Filter]) -> Option<(&'static [&'stat
     if !filters.is_empty() {
         return None;
     }
-    let visit = |kind: &'static [&'static str], column: &str, empty: &str| {
-        Some((kind, format!("if(empty({column}), '{empty}', {column})")))
-    };
     match group {
         Group::Total => Some((&["visitors"], "''".to_string())),
         Group::Bucket(Interval::Date) => Some((&["visitors"], "toString(date)".to_string())),
@@ -723,25 +724,26 @@ fn imported_table(group: &Group, filters: &[Filter]) -> Option<(&'static [&'stat
             "if(kind = 'visitors', 'pageview', name)".to_string(),
         )),
         Group::Property(Property::Event(_)) => None,
-        Group::Property(Property::Visit(p)) => match p {
-            VisitProperty::EntryPage => visit(&["entry_pages"], "entry_page", "(none)"),
-            VisitProperty::ExitPage => visit(&["exit_pages"], "exit_page", "(none)"),
-            VisitProperty::Source => visit(&["sources"], "source", "Direct / None"),
-            VisitProperty::Referrer => visit(&["sources"], "referrer", "Direct / None"),
-            VisitProperty::UtmSource => visit(&["sources"], "utm_source", "(none)"),
-            VisitProperty::UtmMedium => visit(&["sources"], "utm_medium", "(none)"),
-            VisitProperty::UtmCampaign => visit(&["sources"], "utm_campaign", "(none)"),
-            VisitProperty::UtmTerm => visit(&["sources"], "utm_term", "(none)"),
-            VisitProperty::UtmContent => visit(&["sources"], "utm_content", "(none)"),
-            VisitProperty::Country => visit(&["locations"], "country", "(none)"),
-            VisitProperty::Region => visit(&["locations"], "region", "(none)"),
-            VisitProperty::City => None,
-            VisitProperty::Device => visit(&["devices"], "device", "(none)"),
-            VisitProperty::Browser => visit(&["browsers"], "browser", "(none)"),
-            VisitProperty::BrowserVersion => visit(&["browsers"], "browser_version", "(none)"),
-            VisitProperty::Os => visit(&["operating_systems"], "os", "(none)"),
-            VisitProperty::OsVersion => visit(&["operating_systems"], "os_version", "(none)"),
-        },
+        Group::Property(Property::Visit(p)) => {
+            let kind: &'static [&'static str] = match p {
+                VisitProperty::EntryPage => &["entry_pages"],
+                VisitProperty::ExitPage => &["exit_pages"],
+                VisitProperty::Source
+                | VisitProperty::Referrer
+                | VisitProperty::UtmSource
+                | VisitProperty::UtmMedium
+                | VisitProperty::UtmCampaign
+                | VisitProperty::UtmTerm
+                | VisitProperty::UtmContent => &["sources"],
+                VisitProperty::Country | VisitProperty::Region => &["locations"],
+                VisitProperty::City => return None,
+                VisitProperty::Device => &["devices"],
+                VisitProperty::Browser | VisitProperty::BrowserVersion => &["browsers"],
+                VisitProperty::Os | VisitProperty::OsVersion => &["operating_systems"],
+            };
+            // `imported_daily` names its dimension columns as the API names the properties.
+            Some((kind, named_empty(*p, p.name())))
+        }
     }
 }
 

@@ -359,8 +359,7 @@ pub fn read_export(path: &Path, site: &str, import_id: u64) -> Result<Export, Im
         let mut file = std::fs::File::open(path).map_err(|e| read_error(e.to_string()))?;
         let mut magic = [0u8; 4];
         let is_zip = file.read_exact(&mut magic).is_ok() && magic == *b"PK\x03\x04";
-        drop(file);
-        let file = std::fs::File::open(path).map_err(|e| read_error(e.to_string()))?;
+        std::io::Seek::rewind(&mut file).map_err(|e| read_error(e.to_string()))?;
         if is_zip {
             let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
                 .map_err(|e| read_error(format!("not a readable ZIP: {e}")))?;
