@@ -4,6 +4,7 @@
 Usage: chdb_queries.py DIR REPEATS, where DIR (written by the benchmark) holds
   schema.json    the migration statements (modern flavor), in order
   events.native  the benchmark's events, exported from the 18.16 server in Native format
+  rollup_daily.native, rollup_days.native  its per-day rollup, exported likewise
   queries.json   [{"name": ..., "statements": [SQL, ...]}]: what one API request runs
 Loads the events, merges the table's parts (as the 18.16 run does with OPTIMIZE), then runs each
 request's statements REPEATS times (no warm-up, as in the 18.16 run) and prints one JSON line per query:
@@ -40,9 +41,10 @@ def main():
         for statement in schema:
             sess.query(statement)
         started = time.perf_counter()
-        events = os.path.join(work, "events.native")
-        sess.query(f"INSERT INTO glimpse.events SELECT * FROM file('{events}', Native)")
-        sess.query("OPTIMIZE TABLE glimpse.events FINAL")
+        for table in ("events", "rollup_daily", "rollup_days"):
+            native = os.path.join(work, f"{table}.native")
+            sess.query(f"INSERT INTO glimpse.{table} SELECT * FROM file('{native}', Native)")
+            sess.query(f"OPTIMIZE TABLE glimpse.{table} FINAL")
         load_s = time.perf_counter() - started
         rows = int(str(sess.query("SELECT count() FROM glimpse.events", "CSV")).strip())
         for query in queries:

@@ -71,7 +71,7 @@ fn fixture() -> Vec<EventRow> {
     let mut session_id = 1000u64;
     for (site, visitors, days) in [(SITE, 40u64, 8u64), (BERLIN, 15, 3), (OTHER, 5, 8)] {
         for v in 0..visitors {
-            let visitor_id = (site.len() as u64) * 1_000_000 + v * 7919 + 1;
+            let person = (site.len() as u64) * 1_000_000 + v * 7919 + 1;
             let place = places[rng.next(places.len() as u64) as usize];
             let device = devices[rng.next(devices.len() as u64) as usize];
             for _ in 0..1 + rng.next(3) {
@@ -79,6 +79,9 @@ fn fixture() -> Vec<EventRow> {
                 // example.com and other.org: 2026-03-24..31; berlin.example: 28..30 UTC.
                 let first_day = if site == BERLIN { 28 } else { 24 };
                 let day = first_day + rng.next(days);
+                // As the collector assigns them: one id per person and day of the visit's
+                // start (the salt rotates at midnight UTC; a visit keeps its first day's id).
+                let visitor_id = person * 100 + day;
                 let mut ts = utc_seconds(&format!("2026-03-{day:02}"), 0, 0)
                     + rng.next(24) as i64 * 3600
                     + rng.next(60) as i64 * 60;
@@ -149,6 +152,39 @@ fn fixture() -> Vec<EventRow> {
                     }
                 }
             }
+        }
+    }
+    // Two visits across midnight UTC, one past the end of March: their events count on the day
+    // they happen, the visits on the day they started.
+    for (n, day, next) in [
+        (1u64, "2026-03-27", "2026-03-28"),
+        (2, "2026-03-31", "2026-04-01"),
+    ] {
+        session_id += 1;
+        let start_day: u64 = day[8..].parse().unwrap();
+        for (i, ts) in [
+            utc_seconds(day, 23, 50),
+            utc_seconds(day, 23, 58),
+            utc_seconds(next, 0, 5),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            rows.push(EventRow {
+                site: SITE.into(),
+                timestamp: ts as u32,
+                name: "pageview".into(),
+                hostname: SITE.into(),
+                pathname: pages[i].into(),
+                visitor_id: (90_000_000 + n) * 100 + start_day,
+                session_id,
+                browser: "Firefox".into(),
+                browser_version: "128".into(),
+                os: "GNU/Linux".into(),
+                device: "desktop".into(),
+                interactive: 1,
+                ..EventRow::default()
+            });
         }
     }
     // The visit columns, as the collector stamps them on rows it receives.
@@ -719,6 +755,7 @@ async fn stats_api_answers_match_the_fixture() {
     realtime_and_filtered_traffic(&s).await;
     auth_errors(&s).await;
     injection_attempts(&s).await;
+    rollup(&s).await;
     every_generated_statement_runs(&s).await;
     s.stop.cancel();
 }
@@ -1688,6 +1725,236 @@ fn assert_no_data(endpoint: &str, pairs: &[(&str, &str)], body: &str) {
             assert_eq!(row[name], "(none)", "{pairs:?}: {body}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The per-day rollup
+
+/// The metrics the rollup answers (all but the engagement ones).
+const ROLLUP_METRICS: &str =
+    "visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration,events";
+
+/// Aggregate and every rolled breakdown of `site` over `params` (a period covering the local
+/// days `first..=last`), checked against the fixture; returns the rows compared.
+async fn check_rolled_questions(
+    s: &Service,
+    (site, key, tz): (&str, &str, &str),
+    params: &[(&str, &str)],
+    (first, last): (&str, &str),
+) -> usize {
+    let range = day_range(tz, first, last);
+    let mut q = vec![("site_id", site), ("metrics", ROLLUP_METRICS)];
+    q.extend_from_slice(params);
+    let got = s.json_at(&s.base, key, "/api/v1/stats/aggregate", &q).await;
+    let want = expected(&s.fixture, site, range, &[], Key::Total, 0);
+    let want = want.get("").expect("events in range");
+    for m in ROLLUP_METRICS.split(',') {
+        assert_eq!(
+            got["results"][m]["value"],
+            want.metric(m),
+            "{site} {params:?} {m}"
+        );
+    }
+    let mut compared = 1;
+    let properties = PROPERTIES
+        .iter()
+        .filter(|p| **p == "event:page" || p.starts_with("visit:"));
+    for property in properties {
+        let metrics = if *property == "event:page" {
+            "visitors,pageviews,events"
+        } else {
+            ROLLUP_METRICS
+        };
+        let mut q = vec![
+            ("site_id", site),
+            ("property", property),
+            ("metrics", metrics),
+            ("limit", "1000"),
+        ];
+        q.extend_from_slice(params);
+        let got = s.json_at(&s.base, key, "/api/v1/stats/breakdown", &q).await;
+        let want = expected(&s.fixture, site, range, &[], Key::Property(property), 0);
+        let want = sorted(&want);
+        let results = got["results"].as_array().unwrap();
+        let keys: Vec<&str> = results
+            .iter()
+            .map(|r| r[result_key(property)].as_str().unwrap())
+            .collect();
+        let want_keys: Vec<&str> = want.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, want_keys, "{site} {params:?} {property}");
+        for (row, (k, sums)) in results.iter().zip(&want) {
+            check_row(
+                &format!("{site} {params:?} {property}={k}"),
+                row,
+                sums,
+                metrics,
+            );
+        }
+        compared += results.len();
+    }
+    compared
+}
+
+/// The rollup, built for the fixture's days, answers with exactly the figures of the events
+/// (UTC periods, and Berlin periods whose edges cut UTC days, over the DST change); the API
+/// does read it (a late row of a rolled day shows only after the next refresh, which rebuilds
+/// that day); a day whose events are gone loses its figures.
+async fn rollup(s: &Service) {
+    use glimpse_query::rollup::refresh;
+    let now = jiff::Timestamp::now().as_second();
+    let report = refresh(&s.ch.client, "glimpse", now).await.unwrap();
+    let visit_days: BTreeSet<(String, String)> = s
+        .fixture
+        .iter()
+        .filter(|e| e.name != "engagement")
+        .map(|e| {
+            let day = jiff::Timestamp::from_second(i64::from(e.visit_start))
+                .unwrap()
+                .to_zoned(TimeZone::UTC)
+                .date();
+            (e.site.clone(), day.to_string())
+        })
+        .collect();
+    let built: BTreeSet<(String, String)> = report.days_built.iter().cloned().collect();
+    assert_eq!(built, visit_days, "every day with visits is rolled up");
+    assert!(report.days_removed.is_empty());
+    let again = refresh(&s.ch.client, "glimpse", now).await.unwrap();
+    assert!(
+        again.days_built.is_empty() && again.days_removed.is_empty(),
+        "nothing changed, nothing to do: {again:?}"
+    );
+    println!("rollup: {} site days built", built.len());
+
+    let utc = (SITE, s.key.as_str(), "UTC");
+    let berlin = (BERLIN, s.berlin_key.as_str(), "Europe/Berlin");
+    let mut compared = 0;
+    compared += check_rolled_questions(s, utc, &WEEK, ("2026-03-24", "2026-03-31")).await;
+    compared += check_rolled_questions(
+        s,
+        utc,
+        &[("period", "month"), ("date", "2026-03-10")],
+        ("2026-03-01", "2026-03-31"),
+    )
+    .await;
+    compared += check_rolled_questions(
+        s,
+        utc,
+        &[("period", "custom"), ("date", "2026-03-26,2026-03-29")],
+        ("2026-03-26", "2026-03-29"),
+    )
+    .await;
+    compared += check_rolled_questions(
+        s,
+        berlin,
+        &[("period", "custom"), ("date", "2026-03-25,2026-03-31")],
+        ("2026-03-25", "2026-03-31"),
+    )
+    .await;
+    compared += check_rolled_questions(
+        s,
+        berlin,
+        &[("period", "custom"), ("date", "2026-03-28,2026-03-30")],
+        ("2026-03-28", "2026-03-30"),
+    )
+    .await;
+    // The comparison's previous period is rolled up too.
+    comparison(s).await;
+    println!("rollup: {compared} aggregate and breakdown rows equal the fixture's");
+
+    // A late visit on a rolled day (a collector's spool replayed after an outage).
+    let visitors = |body: Value| body["results"]["visitors"]["value"].as_u64().unwrap();
+    let week: Vec<(&str, &str)> = [("site_id", SITE), ("metrics", "visitors")]
+        .into_iter()
+        .chain(WEEK)
+        .collect();
+    let before = visitors(s.json("/api/v1/stats/aggregate", &week).await);
+    let mut late = vec![EventRow {
+        site: SITE.into(),
+        timestamp: utc_seconds("2026-03-26", 12, 0) as u32,
+        name: "pageview".into(),
+        hostname: SITE.into(),
+        pathname: "/late".into(),
+        visitor_id: 777_777,
+        session_id: 777_777,
+        ..EventRow::default()
+    }];
+    stamp_visits(&mut late);
+    let mut insert =
+        s.ch.client
+            .clone()
+            .with_database("glimpse")
+            .insert::<EventRow>("events")
+            .await
+            .unwrap();
+    insert.write(&late[0]).await.unwrap();
+    insert.end().await.unwrap();
+    assert_eq!(
+        visitors(s.json("/api/v1/stats/aggregate", &week).await),
+        before,
+        "a rolled day is read from the rollup until it is rebuilt"
+    );
+    let report = refresh(&s.ch.client, "glimpse", now).await.unwrap();
+    assert_eq!(
+        report.days_built,
+        vec![(SITE.to_string(), "2026-03-26".to_string())]
+    );
+    assert_eq!(
+        visitors(s.json("/api/v1/stats/aggregate", &week).await),
+        before + 1
+    );
+
+    // Its erasure: the day is rebuilt without it.
+    s.ch.client
+        .query("ALTER TABLE glimpse.events DELETE WHERE visitor_id = 777777")
+        .execute()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let left =
+            s.ch.count("SELECT count() FROM glimpse.events WHERE visitor_id = 777777")
+                .await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = refresh(&s.ch.client, "glimpse", now).await.unwrap();
+    assert_eq!(
+        report.days_built,
+        vec![(SITE.to_string(), "2026-03-26".to_string())]
+    );
+    assert_eq!(
+        visitors(s.json("/api/v1/stats/aggregate", &week).await),
+        before
+    );
+
+    // A day whose events are all gone (retention) loses its rollup.
+    let (_, day) = visit_days
+        .iter()
+        .find(|(site, _)| site == OTHER)
+        .expect("other.org has visits");
+    let of_day = format!(
+        "site = '{OTHER}' AND toDate(visit_start, 'UTC') = toDate('{day}') AND name != 'engagement'"
+    );
+    s.ch.client
+        .query(&format!("ALTER TABLE glimpse.events DELETE WHERE {of_day}"))
+        .execute()
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let left =
+            s.ch.count(&format!(
+                "SELECT count() FROM glimpse.events WHERE {of_day}"
+            ))
+            .await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = refresh(&s.ch.client, "glimpse", now).await.unwrap();
+    assert_eq!(report.days_removed, vec![(OTHER.to_string(), day.clone())]);
+    assert!(report.days_built.is_empty(), "{report:?}");
 }
 
 /// The statements of `common::stats_matrix` (every property, interval, period, filter

@@ -65,6 +65,16 @@ enum Command {
         #[arg(long)]
         chdb: Option<PathBuf>,
     },
+    /// Print the SQL the stats API sends for each of the query benchmark's dashboard queries
+    /// (to time or EXPLAIN them by hand).
+    Sql {
+        /// The moment "now" for the periods, in seconds since 1970 (default: now).
+        #[arg(long)]
+        now: Option<i64>,
+        /// As with every day until two days before "now" rolled up.
+        #[arg(long)]
+        rolled: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +98,25 @@ fn main() -> anyhow::Result<()> {
             repeats,
             chdb,
         } => runtime.block_on(query::run(&sizes, repeats, chdb.as_deref())),
+        Command::Sql { now, rolled } => {
+            let now = match now {
+                Some(seconds) => jiff::Timestamp::from_second(seconds)?,
+                None => jiff::Timestamp::now(),
+            };
+            let today = now.as_second().div_euclid(86_400);
+            let rolled: Vec<i64> = if rolled {
+                (today - 400..today - 1).collect()
+            } else {
+                Vec::new()
+            };
+            for (name, statements) in query::dashboard_statements(now, &rolled)? {
+                println!("-- {name}");
+                for statement in statements {
+                    println!("{statement};");
+                }
+            }
+            Ok(())
+        }
     }
 }
 

@@ -53,9 +53,12 @@ fn generate(rng: &mut Rng, count: u64, now: u32, out: &mut Vec<EventRow>) {
     let mut written = 0;
     while written < count {
         let site = SITES[rng.zipf(SITES.len())];
-        let visitor = rng.next() % 2_000_000;
+        let person = rng.next() % 2_000_000;
         let session = rng.next();
         let mut t = start + (rng.next() % u64::from(DAYS * 86_400)) as u32;
+        // As the collector assigns ids: one per person and day of the visit's start (the salt
+        // rotates at midnight UTC; a visit keeps its first day's id).
+        let visitor = (person ^ (u64::from(t / 86_400) << 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let pages = 1 + rng.zipf(8);
         let source = SOURCES[rng.zipf(SOURCES.len())];
         let country = COUNTRIES[rng.zipf(COUNTRIES.len())];
@@ -148,6 +151,8 @@ pub async fn run(
     let config = Config {
         clickhouse_url: Some(clickhouse.url().to_string()),
         sites: SITES.iter().map(|s| SiteConfig::new(*s)).collect(),
+        // Built below, after each size is loaded.
+        rollup_interval_secs: 0,
         ..Config::default()
     };
     let (key, _) =
@@ -177,6 +182,14 @@ pub async fn run(
             .query("OPTIMIZE TABLE glimpse.events")
             .execute()
             .await;
+        // The rollup as the query service keeps it: every day whose visits have ended.
+        let started = Instant::now();
+        let report = glimpse_query::rollup::refresh(&client, "glimpse", i64::from(now)).await?;
+        let rollup_secs = started.elapsed().as_secs_f64();
+        println!(
+            "{size} events: rollup of {} site days built in {rollup_secs:.1} s",
+            report.days_built.len()
+        );
         let mut timings = Vec::new();
         for (_, path) in QUERIES {
             let mut samples = Vec::with_capacity(repeats);
@@ -274,46 +287,29 @@ async fn time_on_chdb(
     let dir = work.join("chdb");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let mut export = client
-        .query("SELECT * FROM glimpse.events")
-        .fetch_bytes("Native")?;
-    let mut file = tokio::fs::File::create(dir.join("events.native")).await?;
-    while let Some(chunk) = export.next().await? {
-        tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
+    for table in ["events", "rollup_daily", "rollup_days"] {
+        let mut export = client
+            .query(&format!("SELECT * FROM glimpse.{table}"))
+            .fetch_bytes("Native")?;
+        let mut file = tokio::fs::File::create(dir.join(format!("{table}.native"))).await?;
+        while let Some(chunk) = export.next().await? {
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file).await?;
     }
-    tokio::io::AsyncWriteExt::flush(&mut file).await?;
-    drop(file);
+    let rolled =
+        glimpse_query::rollup::rolled_days(client, "glimpse", SITES[0], 0, 100_000).await?;
 
     let schema = glimpse_collector::schema::migration_statements(
         glimpse_collector::schema::Flavor::Modern,
         "glimpse",
     );
     std::fs::write(dir.join("schema.json"), serde_json::to_vec(&schema)?)?;
-    let site = glimpse_query::auth::Site {
-        domain: "example.com".into(),
-        timezone: "UTC".into(),
-        share_token: None,
-        goals: Vec::new(),
-    };
     let now = jiff::Timestamp::from_second(i64::from(now))?;
-    let mut queries = Vec::new();
-    for (name, path) in QUERIES {
-        let (endpoint, query) = path.split_once('?').context("query path")?;
-        let endpoint = match endpoint {
-            "aggregate" => glimpse_query::params::Endpoint::Aggregate,
-            "timeseries" => glimpse_query::params::Endpoint::Timeseries,
-            _ => glimpse_query::params::Endpoint::Breakdown,
-        };
-        let mut params: std::collections::HashMap<String, String> =
-            url::form_urlencoded::parse(query.as_bytes())
-                .into_owned()
-                .collect();
-        params.insert("site_id".into(), "example.com".into());
-        let statements =
-            glimpse_query::stats_statements_for(endpoint, &params, &site, "glimpse", 0, now)
-                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        queries.push(serde_json::json!({ "name": name, "statements": statements }));
-    }
+    let queries: Vec<_> = dashboard_statements(now, &rolled)?
+        .into_iter()
+        .map(|(name, statements)| serde_json::json!({ "name": name, "statements": statements }))
+        .collect();
     std::fs::write(dir.join("queries.json"), serde_json::to_vec(&queries)?)?;
 
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("chdb_queries.py");
@@ -350,6 +346,40 @@ async fn time_on_chdb(
         figures.len()
     );
     Ok((version, figures))
+}
+
+/// The exact statements the stats API sends for each dashboard query (largest site, UTC).
+pub fn dashboard_statements(
+    now: jiff::Timestamp,
+    rolled: &[i64],
+) -> anyhow::Result<Vec<(&'static str, Vec<String>)>> {
+    use anyhow::Context;
+    let site = glimpse_query::auth::Site {
+        domain: "example.com".into(),
+        timezone: "UTC".into(),
+        share_token: None,
+        goals: Vec::new(),
+    };
+    let mut queries = Vec::new();
+    for (name, path) in QUERIES {
+        let (endpoint, query) = path.split_once('?').context("query path")?;
+        let endpoint = match endpoint {
+            "aggregate" => glimpse_query::params::Endpoint::Aggregate,
+            "timeseries" => glimpse_query::params::Endpoint::Timeseries,
+            _ => glimpse_query::params::Endpoint::Breakdown,
+        };
+        let mut params: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+        params.insert("site_id".into(), "example.com".into());
+        let statements = glimpse_query::stats_statements_for(
+            endpoint, &params, &site, "glimpse", 0, now, rolled,
+        )
+        .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        queries.push((*name, statements));
+    }
+    Ok(queries)
 }
 
 fn human(n: u64) -> String {

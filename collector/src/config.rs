@@ -108,6 +108,11 @@ pub struct Config {
     /// Minimum group size k of the stats API: breakdown rows with fewer than k visitors are
     /// merged into one `(other)` row. 0 (default): off.
     pub min_group_size: u64,
+    /// How often, in seconds, the query service brings its per-day rollup up to date (whole
+    /// UTC days whose visits have ended; days whose events changed are rebuilt, days whose
+    /// events are gone removed). Long periods are then read from a few rows per day. 0: off,
+    /// every question reads the events. Default 600.
+    pub rollup_interval_secs: u64,
     /// Path the tracker script is served at; its variants sit beside it
     /// (`/js/script.outbound-links.js`). Pick a neutral name to get past ad blockers.
     /// Default `/js/script.js`.
@@ -177,6 +182,7 @@ impl Default for Config {
             rate_limit_per_ip: 0,
             rate_limit_burst: 20,
             min_group_size: 0,
+            rollup_interval_secs: 600,
             script_path: "/js/script.js".into(),
             event_path: "/api/event".into(),
             public_url: None,

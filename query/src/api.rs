@@ -117,6 +117,8 @@ pub(crate) struct Request {
     pub range: Range,
     /// Whether the site's imported aggregates are added (asked for, and able to answer).
     pub imported: bool,
+    /// The site's rolled days (UTC days since 1970) around the request's periods.
+    pub rolled: Vec<i64>,
 }
 
 impl Request {
@@ -135,6 +137,7 @@ impl Request {
             params,
             range,
             imported,
+            rolled: Vec::new(),
         }
     }
 
@@ -172,8 +175,27 @@ async fn prepare(
     let params = params::parse(endpoint, &query)?;
     check_goals(&site, &params)?;
     let range = period::resolve(params.period, params.date, &tz, Timestamp::now())?;
-    Ok(Request::new(site, tz, params, range, endpoint))
+    let mut request = Request::new(site, tz, params, range, endpoint);
+    if sql::rollup_may_answer(
+        &group_of(endpoint, &request.params),
+        &request.params.filters,
+    ) {
+        // The rolled days of the period and of the one before it (for `compare`).
+        let (start, end) = (request.range.start, request.range.end);
+        let first = (start - (end - start)).div_euclid(DAY) - 1;
+        request.rolled = with_timeout(crate::rollup::rolled_days(
+            &state.client,
+            &state.database,
+            &request.site.domain,
+            first,
+            end.div_euclid(DAY),
+        ))
+        .await?;
+    }
+    Ok(request)
 }
+
+const DAY: i64 = 86_400;
 
 /// Goal filters must name the site's goals: a typo would otherwise read as zero conversions.
 fn check_goals(site: &Site, params: &StatsParams) -> Result<(), ApiError> {
@@ -273,6 +295,7 @@ fn question<'a>(
         goals: &request.site.goals,
         page: None,
         imported: request.imported,
+        rolled: &request.rolled,
     }
 }
 
@@ -299,7 +322,8 @@ fn stats_sql(
 /// previous period's), values inlined by the `clickhouse` crate's escaping: for checking the
 /// generated SQL on other ClickHouse versions. `now` stands for the current time. For an
 /// aggregate's parameters it adds the statements of the endpoints that take them (`filtered`,
-/// `props`, `sites`, realtime).
+/// `props`, `sites`, realtime). Where the rollup may answer, the statements follow again as they
+/// are with every day of the periods rolled up, followed by the rollup's own statements.
 pub fn statements_for(
     endpoint: Endpoint,
     query: &HashMap<String, String>,
@@ -309,7 +333,22 @@ pub fn statements_for(
     now: Timestamp,
 ) -> Result<Vec<String>, ApiError> {
     let (request, mut statements) =
-        request_statements(endpoint, query, site, database, min_group_size, now)?;
+        request_statements(endpoint, query, site, database, min_group_size, now, &[])?;
+    let group = group_of(endpoint, &request.params);
+    if sql::rollup_may_answer(&group, &request.params.filters) {
+        let (start, end) = (request.range.start, request.range.end);
+        let all: Vec<i64> =
+            ((start - (end - start)).div_euclid(DAY) - 1..=end.div_euclid(DAY)).collect();
+        let (_, rolled) =
+            request_statements(endpoint, query, site, database, min_group_size, now, &all)?;
+        statements.extend(rolled);
+        statements.push(sql::rolled_days(
+            database,
+            &site.domain,
+            all[0],
+            all[all.len() - 1],
+        ));
+    }
     if endpoint == Endpoint::Aggregate {
         let (first, last) = (
             request.range.first.to_string(),
@@ -336,7 +375,7 @@ pub fn statements_for(
 
 /// The final SQL text of the statements one stats request runs (its period's, its
 /// `conversion_rate` denominators', and with `compare` the previous period's): what the
-/// benchmark times on other ClickHouse versions.
+/// benchmark times on other ClickHouse versions. `rolled`: the site's rolled-up days.
 pub fn stats_statements_for(
     endpoint: Endpoint,
     query: &HashMap<String, String>,
@@ -344,8 +383,10 @@ pub fn stats_statements_for(
     database: &str,
     min_group_size: u64,
     now: Timestamp,
+    rolled: &[i64],
 ) -> Result<Vec<String>, ApiError> {
-    let (_, statements) = request_statements(endpoint, query, site, database, min_group_size, now)?;
+    let (_, statements) =
+        request_statements(endpoint, query, site, database, min_group_size, now, rolled)?;
     Ok(statements.iter().map(Sql::final_text).collect())
 }
 
@@ -356,13 +397,15 @@ fn request_statements(
     database: &str,
     min_group_size: u64,
     now: Timestamp,
+    rolled: &[i64],
 ) -> Result<(Request, Vec<Sql>), ApiError> {
     let tz = TimeZone::get(&site.timezone)
         .map_err(|_| ApiError::bad("site_id", "the site's time zone is unknown"))?;
     let params = params::parse(endpoint, query)?;
     check_goals(site, &params)?;
     let range = period::resolve(params.period, params.date, &tz, now)?;
-    let request = Request::new(site.clone(), tz, params, range, endpoint);
+    let mut request = Request::new(site.clone(), tz, params, range, endpoint);
+    request.rolled = rolled.to_vec();
     let mut statements = vec![stats_sql(
         database,
         min_group_size,

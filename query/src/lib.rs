@@ -11,6 +11,7 @@ mod dashboard;
 pub mod error;
 pub mod params;
 pub mod period;
+pub mod rollup;
 pub mod sql;
 
 pub use api::{statements_for, stats_statements_for};
@@ -57,9 +58,20 @@ pub async fn serve(
         database: config.clickhouse_database.clone(),
         config: config.clone(),
     });
-    axum::serve(listener, router(state))
+    let background = tokio_util::sync::CancellationToken::new();
+    if config.rollup_interval_secs > 0 {
+        tokio::spawn(rollup::refresh_periodically(
+            state.client.clone(),
+            state.database.clone(),
+            Duration::from_secs(config.rollup_interval_secs),
+            background.clone(),
+        ));
+    }
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+    background.cancel();
+    served?;
     Ok(())
 }
 

@@ -120,6 +120,9 @@ pub struct StatsQuery<'a> {
     /// Add the site's imported daily aggregates; only where [`imported_answers`] says they
     /// can answer the question (the caller checks).
     pub imported: bool,
+    /// UTC days (days since 1970) whose per-day figures are complete in `rollup_daily`: the
+    /// statement reads those instead of their events where it can (see [`rollup_answers`]).
+    pub rolled: &'a [i64],
 }
 
 /// The columns every stats statement returns, from which all metrics are computed.
@@ -305,9 +308,13 @@ fn condition(sql: &mut Sql, filter: &Filter, write_expr: &dyn Fn(&mut Sql)) {
 /// ClickHouse 18.16 narrows the scan by the table's `toDate(timestamp)` key, which it does not
 /// derive from a `timestamp` range alone (the server's time zone, like the key's).
 fn rows_between(sql: &mut Sql, site: &str, from: i64, to: i64) {
-    sql.push("site = ")
-        .bind_str(site)
-        .push(" AND toDate(timestamp) >= toDate(toDateTime(")
+    sql.push("site = ").bind_str(site).push(" AND ");
+    timestamps_between(sql, from, to);
+}
+
+/// `from <= timestamp < to`, with the day bounds spelled out (see `rows_between`).
+fn timestamps_between(sql: &mut Sql, from: i64, to: i64) {
+    sql.push("toDate(timestamp) >= toDate(toDateTime(")
         .bind_int(from)
         .push(")) AND toDate(timestamp) <= toDate(toDateTime(")
         .bind_int(to - 1)
@@ -538,6 +545,7 @@ fn events_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     }
     visit_conditions(sql, q);
     event_conditions(sql, q);
+    not_rolled(sql, q, needs);
     sql.push(" GROUP BY key HAVING e_events > 0");
 }
 
@@ -612,6 +620,7 @@ fn events_and_visits_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
         sql.push(" AND name != 'engagement'");
     }
     visit_conditions(sql, q);
+    not_rolled(sql, q, needs);
     sql.push(" GROUP BY key HAVING e_events > 0 OR v_rows > 0");
 }
 
@@ -693,6 +702,7 @@ fn exit_page_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     }
     visit_conditions(sql, q);
     matching_visits(sql, q);
+    not_rolled(sql, q, needs);
     sql.push(" GROUP BY session_id HAVING x_entry > 0) GROUP BY key");
 }
 
@@ -850,8 +860,32 @@ fn source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     sql.push(") AS i USING key)");
 }
 
-/// The live source: `source` without imports.
+/// The live source: `source` without imports; with rolled days, the rollup's figures for them
+/// added to those of the other days' events. Visitors add up because visitor ids of different
+/// days never meet (the id's salt is the day's, and a visit keeps its first day's id).
 fn live_source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
+    let days = rollup_days(q, needs);
+    if days.is_empty() {
+        raw_source(sql, q, needs);
+        return;
+    }
+    sql.push("(SELECT key, toUInt64(sum(e_visitors)) AS e_visitors");
+    for (_, column) in SUMS {
+        let _ = write!(sql.template, ", sum({column}) AS {column}");
+    }
+    sql.push(" FROM (SELECT key, toUInt64(e_visitors) AS e_visitors");
+    for (_, column) in SUMS {
+        let _ = write!(sql.template, ", toInt64({column}) AS {column}");
+    }
+    sql.push(" FROM ");
+    raw_source(sql, q, needs);
+    sql.push(" UNION ALL ");
+    rollup_pass(sql, q, needs, &days);
+    sql.push(") GROUP BY key)");
+}
+
+/// `live_source` from events only (the rolled days' rows left out, if any).
+fn raw_source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     if q.group == Group::Property(Property::Visit(VisitProperty::ExitPage)) {
         sql.push("(");
         exit_page_pass(sql, q, needs);
@@ -891,6 +925,308 @@ fn live_source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     sql.push(") AS e ALL FULL OUTER JOIN (");
     visits_pass(sql, q);
     sql.push(") AS v USING key)");
+}
+
+const DAY: i64 = 86_400;
+
+/// The `property` value of the rollup rows that answer `group`, if the rollup keeps it: the
+/// totals (`''`), the page and every visit property.
+fn rollup_property(group: &Group) -> Option<String> {
+    match group {
+        Group::Total => Some(String::new()),
+        Group::Property(Property::Event(EventProperty::Page)) => Some("event:page".into()),
+        Group::Property(Property::Visit(p)) => Some(format!("visit:{}", p.name())),
+        _ => None,
+    }
+}
+
+/// Every grouping the rollup keeps, with its `property` value.
+pub fn rollup_groups() -> Vec<(String, Group)> {
+    let mut groups = vec![
+        Group::Total,
+        Group::Property(Property::Event(EventProperty::Page)),
+    ];
+    groups.extend(
+        VisitProperty::ALL
+            .iter()
+            .map(|p| Group::Property(Property::Visit(*p))),
+    );
+    groups
+        .into_iter()
+        .filter_map(|g| rollup_property(&g).map(|name| (name, g)))
+        .collect()
+}
+
+/// Whether the rollup may answer a question grouped by `group` with `filters` (the metrics
+/// decide the rest): for the caller, to skip looking up rolled days otherwise.
+pub fn rollup_may_answer(group: &Group, filters: &[Filter]) -> bool {
+    filters.is_empty() && rollup_property(group).is_some()
+}
+
+/// Whether the rollup can answer `q`: not with filters (they need the rows), engagement metrics
+/// (not kept), `(other)` rows (their visitors need mergeable states), or visit metrics by page
+/// (a visit counts once for each page it saw).
+fn rollup_answers(q: &StatsQuery, needs: Needs) -> bool {
+    if !q.filters.is_empty() || needs.engagement || needs.states {
+        return false;
+    }
+    match &q.group {
+        Group::Property(Property::Event(EventProperty::Page)) => !needs.visits,
+        group => rollup_property(group).is_some(),
+    }
+}
+
+/// The rolled days `q` takes from the rollup: those whose visits lie wholly in the period. A
+/// visit started on day d ends before day d + 2 (a visit lasts at most a day), so every figure
+/// of day d, events and visits, belongs to the period.
+fn rollup_days(q: &StatsQuery, needs: Needs) -> Vec<i64> {
+    if !rollup_answers(q, needs) {
+        return Vec::new();
+    }
+    let mut days: Vec<i64> = q
+        .rolled
+        .iter()
+        .copied()
+        .filter(|d| d * DAY >= q.start && (d + 2) * DAY <= q.end)
+        .collect();
+    days.sort_unstable();
+    days.dedup();
+    days
+}
+
+/// Runs of consecutive days in sorted `days`, as `(first, last)`.
+pub fn day_runs(days: &[i64]) -> Vec<(i64, i64)> {
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for &d in days {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == d => *last = d,
+            _ => runs.push((d, d)),
+        }
+    }
+    runs
+}
+
+/// ` AND …` leaving the rolled days' visits out of a pass over events: by their `visit_start`,
+/// and (so that ClickHouse skips them by its key) the days of timestamps that hold nothing
+/// else. Day t holds rows of visits started on days t - 1 and t only.
+fn not_rolled(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
+    let days = rollup_days(q, needs);
+    if days.is_empty() {
+        return;
+    }
+    sql.push(" AND NOT (");
+    for (i, (first, last)) in day_runs(&days).into_iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("visit_start >= toDateTime(")
+            .bind_int(first * DAY)
+            .push(") AND visit_start < toDateTime(")
+            .bind_int((last + 1) * DAY)
+            .push(")");
+    }
+    sql.push(") AND (");
+    let rolled = |d: i64| days.binary_search(&d).is_ok();
+    let readable: Vec<i64> = (q.start.div_euclid(DAY)..=(q.end + MAX_VISIT_SECS).div_euclid(DAY))
+        .filter(|&t| !(rolled(t - 1) && rolled(t)))
+        .collect();
+    if readable.is_empty() {
+        sql.push("0");
+    }
+    for (i, (first, last)) in day_runs(&readable).into_iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(");
+        timestamps_between(sql, first * DAY, (last + 1) * DAY);
+        sql.push(")");
+    }
+    sql.push(")");
+}
+
+/// `day` within the runs of `days` (UTC days).
+fn days_condition(sql: &mut Sql, days: &[i64]) {
+    sql.push("(");
+    for (i, (first, last)) in day_runs(days).into_iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        day_range(sql, first, last);
+    }
+    sql.push(")");
+}
+
+/// `first <= day <= last` (UTC days).
+fn day_range(sql: &mut Sql, first: i64, last: i64) {
+    sql.push("day >= toDate(toDateTime(")
+        .bind_int(first * DAY)
+        .push("), 'UTC') AND day <= toDate(toDateTime(")
+        .bind_int(last * DAY)
+        .push("), 'UTC')");
+}
+
+/// The rolled days' figures for `q`'s key (their newest complete build), as the columns of
+/// `live_source`, in `SUMS` order.
+fn rollup_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs, days: &[i64]) {
+    sql.push("SELECT key, visitors AS e_visitors");
+    for (name, column) in SUMS {
+        // Visit figures only where asked, as the events' passes give them.
+        let value = match name {
+            "engaged_pages" | "engaged_ms" | "scroll_sum" => "0",
+            _ if column.starts_with("v_") && !needs.visits => "0",
+            other => other,
+        };
+        let _ = write!(sql.template, ", toInt64({value}) AS {column}");
+    }
+    let db = q.database;
+    let _ = write!(sql.template, " FROM {db}.rollup_daily WHERE site = ");
+    sql.bind_str(q.site)
+        .push(" AND property = ")
+        .bind_str(&rollup_property(&q.group).unwrap_or_default())
+        .push(" AND ");
+    days_condition(sql, days);
+    let _ = write!(
+        sql.template,
+        " AND (day, version) IN (SELECT day, max(version) FROM {db}.rollup_days WHERE site = "
+    );
+    sql.bind_str(q.site).push(" AND ");
+    days_condition(sql, days);
+    sql.push(" GROUP BY day)");
+}
+
+/// The `INSERT` of build `version` of `site`'s per-day figures for one grouping of the rollup,
+/// for the UTC days `first..=last`: every row of the visits started on those days.
+pub fn rollup_build(
+    database: &str,
+    site: &str,
+    (first, last): (i64, i64),
+    version: u32,
+    property: &str,
+    group: &Group,
+) -> Sql {
+    let mut sql = Sql::default();
+    let _ = write!(
+        sql.template,
+        "INSERT INTO {database}.rollup_daily (site, property, day, version, key, visitors, \
+         pageviews, events, visits, visit_pageviews, bounces, duration) SELECT "
+    );
+    sql.bind_str(site)
+        .push(", ")
+        .bind_str(property)
+        .push(", day, toUInt32(")
+        .bind_int(i64::from(version))
+        .push("), key, ");
+    let exit = *group == Group::Property(Property::Visit(VisitProperty::ExitPage));
+    if exit {
+        // As `exit_page_pass`: each visit's figures under its last page view.
+        let _ = write!(
+            sql.template,
+            "uniqExact(x_visitor), sum(x_pageviews), sum(x_events), count(), sum(x_pageviews), \
+             sum(x_bounce), sum(x_duration) FROM (SELECT session_id, any(visitor_id) AS x_visitor, \
+             toDate(any(visit_start), 'UTC') AS day, {} AS key, \
+             countIf(name = 'pageview') AS x_pageviews, count() AS x_events, \
+             sum(visit_bounce) AS x_bounce, sum(visit_duration) AS x_duration, \
+             sum(visit_entry) AS x_entry",
+            visit_value(VisitProperty::ExitPage)
+        );
+    } else {
+        sql.push(
+            "uniqExact(visitor_id), countIf(name = 'pageview'), count(), sum(visit_entry), \
+             countIf(name = 'pageview'), sum(visit_bounce), sum(visit_duration) FROM (SELECT \
+             visitor_id, name, visit_entry, visit_bounce, visit_duration, \
+             toDate(visit_start, 'UTC') AS day, ",
+        );
+        match group {
+            Group::Property(Property::Visit(p)) => {
+                sql.push(&visit_value(*p));
+            }
+            Group::Property(Property::Event(EventProperty::Page)) => {
+                sql.push("pathname");
+            }
+            _ => {
+                sql.push("''");
+            }
+        }
+        sql.push(" AS key");
+    }
+    let _ = write!(sql.template, " FROM {database}.events WHERE ");
+    rows_between(&mut sql, site, first * DAY, (last + 2) * DAY);
+    sql.push(" AND visit_start >= toDateTime(")
+        .bind_int(first * DAY)
+        .push(") AND visit_start < toDateTime(")
+        .bind_int((last + 1) * DAY)
+        .push(") AND name != 'engagement'");
+    sql.push(if exit {
+        " GROUP BY session_id HAVING x_entry > 0) GROUP BY day, key"
+    } else {
+        ") GROUP BY day, key"
+    });
+    sql
+}
+
+/// What the rollup of each site and UTC day (`YYYY-MM-DD`) is built from, for visits started
+/// before `until`: the number of rows and a checksum of their visitor ids (rows of a day
+/// arriving late, erased or expired change one or the other).
+pub fn rollup_fingerprints(database: &str, until: i64) -> Sql {
+    let mut sql = Sql::default();
+    let _ = write!(
+        sql.template,
+        "SELECT toString(site), toString(toDate(visit_start, 'UTC')) AS day, count(), \
+         sum(visitor_id) FROM {database}.events WHERE name != 'engagement' AND \
+         visit_start >= toDateTime(86400) AND visit_start < toDateTime("
+    );
+    sql.bind_int(until).push(") GROUP BY site, day");
+    sql
+}
+
+/// The newest complete build of every rolled day: site, day, version and what it was built from.
+pub fn rollup_manifest(database: &str) -> Sql {
+    let mut sql = Sql::default();
+    let _ = write!(
+        sql.template,
+        "SELECT toString(site), toString(day), max(version), argMax(rows, version), \
+         argMax(checksum, version) FROM {database}.rollup_days GROUP BY site, day"
+    );
+    sql
+}
+
+/// `ALTER TABLE … DELETE` of a site's rollup rows (`rollup_daily` or `rollup_days`) for
+/// `days`: all of them, or only builds older than `below_version`.
+pub fn rollup_delete(
+    database: &str,
+    table: &'static str,
+    site: &str,
+    days: &[i64],
+    below_version: Option<u32>,
+) -> Sql {
+    let table = if table == "rollup_days" {
+        "rollup_days"
+    } else {
+        "rollup_daily"
+    };
+    let mut sql = Sql::default();
+    let _ = write!(
+        sql.template,
+        "ALTER TABLE {database}.{table} DELETE WHERE site = "
+    );
+    sql.bind_str(site).push(" AND ");
+    days_condition(&mut sql, days);
+    if let Some(version) = below_version {
+        sql.push(" AND version < ").bind_int(i64::from(version));
+    }
+    sql
+}
+
+/// A site's rolled days (`YYYY-MM-DD`) from `first` to `last` (UTC days).
+pub fn rolled_days(database: &str, site: &str, first: i64, last: i64) -> Sql {
+    let mut sql = Sql::default();
+    let _ = write!(
+        sql.template,
+        "SELECT DISTINCT toString(day) FROM {database}.rollup_days WHERE site = "
+    );
+    sql.bind_str(site).push(" AND ");
+    day_range(&mut sql, first, last);
+    sql
 }
 
 /// What ORDER BY sorts on for a sort key: whitelisted expressions over the output columns.
@@ -1034,6 +1370,131 @@ mod tests {
     use super::*;
     use crate::params::parse_filters;
 
+    fn question<'a>(group: Group, metrics: &'a [Metric], rolled: &'a [i64]) -> StatsQuery<'a> {
+        StatsQuery {
+            database: "glimpse",
+            site: "example.com",
+            timezone: "Europe/Berlin",
+            // 2026-03-24 23:00 UTC to 2026-03-31 22:00 UTC: a Berlin week over the DST change.
+            start: 20_536 * DAY + 23 * 3600,
+            end: 20_543 * DAY + 22 * 3600,
+            group,
+            filters: &[],
+            min_group_size: 0,
+            sort: None,
+            metrics,
+            goals: &[],
+            page: None,
+            imported: false,
+            rolled,
+        }
+    }
+
+    #[test]
+    fn days_come_in_runs() {
+        assert_eq!(day_runs(&[]), vec![]);
+        assert_eq!(
+            day_runs(&[3, 4, 5, 7, 9, 10]),
+            vec![(3, 5), (7, 7), (9, 10)]
+        );
+    }
+
+    #[test]
+    fn only_days_whose_visits_lie_in_the_period_come_from_the_rollup() {
+        let all: Vec<i64> = (20_530..20_550).collect();
+        let metrics = [Metric::Visitors, Metric::BounceRate];
+        let q = question(Group::Total, &metrics, &all);
+        let needs = Needs::of(&q);
+        // The first whole UTC day is the 25th (20 537); visits of the 29th (20 541) end by the
+        // 31st, 00:00 UTC, in the period; those of the 30th may not.
+        assert_eq!(
+            rollup_days(&q, needs),
+            (20_537..=20_541).collect::<Vec<_>>()
+        );
+        let text = stats(&q).final_text();
+        assert!(text.contains("rollup_daily"), "{text}");
+        // Events are read on the days holding rows of visits not rolled up: the 24th and 25th
+        // (visits of the 24th), and the 30th to the 1st (visits of the 30th and 31st, which
+        // may end a day after the period).
+        let from = |d: i64| format!("timestamp >= toDateTime({})", d * DAY);
+        let to = |d: i64| format!("timestamp < toDateTime({})", d * DAY);
+        assert!(
+            text.contains(&from(20_536)) && text.contains(&to(20_538)),
+            "{text}"
+        );
+        assert!(
+            text.contains(&from(20_542)) && text.contains(&to(20_545)),
+            "{text}"
+        );
+        for skipped in 20_538..=20_541 {
+            assert!(!text.contains(&from(skipped)), "{skipped}: {text}");
+        }
+    }
+
+    #[test]
+    fn the_rollup_does_not_answer_what_it_does_not_keep() {
+        let all: Vec<i64> = (20_530..20_550).collect();
+        let filters = parse_filters("visit:country==DE").unwrap();
+        let engagement = [Metric::Visitors, Metric::TimeOnPage];
+        let visits = [Metric::Visitors, Metric::Visits];
+        let visitors = [Metric::Visitors];
+        let page = Group::Property(Property::Event(EventProperty::Page));
+        let cases = [
+            (question(Group::Total, &engagement, &all), false),
+            (question(page.clone(), &visits, &all), false),
+            (question(page, &visitors, &all), true),
+            (
+                question(
+                    Group::Property(Property::Event(EventProperty::Name)),
+                    &visitors,
+                    &all,
+                ),
+                false,
+            ),
+            (
+                question(Group::Bucket(Interval::Date), &visitors, &all),
+                false,
+            ),
+            (
+                StatsQuery {
+                    filters: &filters,
+                    ..question(Group::Total, &visitors, &all)
+                },
+                false,
+            ),
+            (
+                StatsQuery {
+                    min_group_size: 5,
+                    ..question(
+                        Group::Property(Property::Visit(VisitProperty::Source)),
+                        &visitors,
+                        &all,
+                    )
+                },
+                false,
+            ),
+            (
+                question(
+                    Group::Property(Property::Visit(VisitProperty::ExitPage)),
+                    &visits,
+                    &all,
+                ),
+                true,
+            ),
+            (question(Group::Total, &visitors, &[]), false),
+        ];
+        for (q, rolled) in cases {
+            let text = stats(&q).final_text();
+            assert_eq!(
+                text.contains("rollup_daily"),
+                rolled,
+                "{:?} {:?}: {text}",
+                q.group,
+                q.metrics
+            );
+        }
+    }
+
     #[test]
     fn client_text_is_only_ever_bound() {
         let hostile = "x') OR 1=1 -- ; DROP TABLE glimpse.events; `\\?";
@@ -1058,6 +1519,7 @@ mod tests {
             goals: &[],
             page: Some((10, 0)),
             imported: false,
+            rolled: &[],
         };
         let sql = stats(&q);
         assert!(!sql.template.contains("DROP"), "{}", sql.template);

@@ -44,6 +44,9 @@ impl TestClickHouse {
             sites: vec![glimpse_collector::config::SiteConfig::new("example.com")],
             batch_max_delay_ms: 200,
             data_dir: self._dir.path().join("glimpse"),
+            // Figures must not change under a test's feet: tests that want the rollup build it
+            // themselves (`glimpse_query::rollup::refresh`).
+            rollup_interval_secs: 0,
             ..Config::default()
         }
     }

@@ -10,6 +10,10 @@ use glimpse_query::params::Endpoint;
 
 const METRICS: &str = "visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration,events,time_on_page,scroll_depth";
 
+/// Every metric but the engagement ones.
+const VISIT_METRICS: &str =
+    "visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration,events";
+
 const PROPERTIES: [&str; 22] = [
     "event:page",
     "event:name",
@@ -80,6 +84,11 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
         &[("period", "custom"), ("date", "2026-03-01,2026-03-31")],
     ];
     for period in periods {
+        // Without engagement metrics, aggregates may be answered from the rollup.
+        let mut q = vec![("site_id", "example.com"), ("metrics", VISIT_METRICS)];
+        q.extend_from_slice(period);
+        q.push(("compare", "previous_period"));
+        add(Endpoint::Aggregate, &q, 0);
         let mut q = vec![("site_id", "example.com"), ("metrics", METRICS)];
         q.extend_from_slice(period);
         add(Endpoint::Aggregate, &q, 0);
@@ -142,6 +151,18 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
                 0,
             );
         }
+        // Without engagement metrics (the rollup's questions), over a month.
+        add(
+            Endpoint::Breakdown,
+            &[
+                ("site_id", "example.com"),
+                ("period", "30d"),
+                ("property", property),
+                ("metrics", VISIT_METRICS),
+                ("limit", "10"),
+            ],
+            0,
+        );
         // Without visit metrics the statement reads no visits.
         add(
             Endpoint::Breakdown,
@@ -238,5 +259,11 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
             }
         }
     }
-    out.into_iter().collect()
+    let mut statements: Vec<String> = out.into_iter().collect();
+    // The rollup's upkeep last: it deletes rollup rows.
+    statements.extend(glimpse_query::rollup::maintenance_statements(
+        database,
+        "example.com",
+    ));
+    statements
 }

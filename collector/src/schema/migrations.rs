@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create imported_daily",
         statements: create_imported_daily,
     },
+    Migration {
+        version: 13,
+        name: "create rollup_daily and rollup_days",
+        statements: create_rollups,
+    },
 ];
 
 /// Stats API keys, stored only as BLAKE3 hashes of the random keys. Append-only: revoking a
@@ -114,6 +119,47 @@ fn create_imported_daily(flavor: Flavor, db: &str) -> Vec<String> {
 PARTITION BY toYYYYMM(date)
 ORDER BY (site, kind, date)"
     )]
+}
+
+/// Per-day figures the query service derives from `events` so that long periods need not be
+/// read row by row (`glimpse_query::rollup`). A day is a UTC day of visit starts, which is also
+/// the day of the visitor-id salt: visitor ids of different days never meet, so visitors of
+/// whole days add up exactly. `rollup_daily` holds one row per site, day, build (`version`),
+/// property (`''` for the totals) and key; `rollup_days` says which build of a day is complete
+/// and of which events (`rows`, `checksum`), so readers never see half a build and the job can
+/// tell when the events changed. Counts only: no visitor data.
+fn create_rollups(flavor: Flavor, db: &str) -> Vec<String> {
+    let lc = flavor.low_cardinality_string();
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.rollup_daily (
+    site {lc},
+    property {lc},
+    day Date,
+    version UInt32,
+    key String,
+    visitors UInt64,
+    pageviews UInt64,
+    events UInt64,
+    visits UInt64,
+    visit_pageviews UInt64,
+    bounces Int64,
+    duration UInt64
+) ENGINE = MergeTree()
+PARTITION BY toYYYYMM(day)
+ORDER BY (site, property, day, version, key)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.rollup_days (
+    site {lc},
+    day Date,
+    version UInt32,
+    rows UInt64,
+    checksum UInt64
+) ENGINE = MergeTree()
+ORDER BY (site, day, version)"
+        ),
+    ]
 }
 
 /// Filtered-traffic counts per site, day and reason; rows with one key are summed by merges,
