@@ -1860,6 +1860,7 @@ async fn rollup(s: &Service) {
     // The comparison's previous period is rolled up too.
     comparison(s).await;
     println!("rollup: {compared} aggregate and breakdown rows equal the fixture's");
+    rollup_answers_the_same_on_current_clickhouse(s, &visit_days).await;
 
     // A late visit on a rolled day (a collector's spool replayed after an outage).
     let visitors = |body: Value| body["results"]["visitors"]["value"].as_u64().unwrap();
@@ -1955,6 +1956,133 @@ async fn rollup(s: &Service) {
     let report = refresh(&s.ch.client, "glimpse", now).await.unwrap();
     assert_eq!(report.days_removed, vec![(OTHER.to_string(), day.clone())]);
     assert!(report.days_built.is_empty(), "{report:?}");
+}
+
+/// On ClickHouse 26.x (chdb, `tests/chdb/rollup.py`): the rollup built there by the same
+/// statements from the same events answers every rolled question (UTC and Berlin periods, with
+/// comparisons) with the rows the events give.
+async fn rollup_answers_the_same_on_current_clickhouse(
+    s: &Service,
+    visit_days: &BTreeSet<(String, String)>,
+) {
+    use glimpse_query::params::Endpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let mut export =
+        s.ch.client
+            .query("SELECT * FROM glimpse.events")
+            .fetch_bytes("Native")
+            .unwrap();
+    let mut native = Vec::new();
+    while let Some(chunk) = export.next().await.unwrap() {
+        native.extend_from_slice(&chunk);
+    }
+    std::fs::write(dir.path().join("events.native"), native).unwrap();
+
+    let day_number = |day: &str| {
+        let date: Date = day.parse().unwrap();
+        i64::from(date.since(Date::constant(1970, 1, 1)).unwrap().get_days())
+    };
+    let mut builds = Vec::new();
+    let mut days_of: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for (site, day) in visit_days {
+        days_of.entry(site).or_default().push(day_number(day));
+    }
+    for (site, days) in &days_of {
+        for run in glimpse_query::sql::day_runs(days) {
+            builds.extend(
+                glimpse_query::rollup::build_statements("glimpse", site, run, 1)
+                    .iter()
+                    .map(glimpse_query::sql::Sql::final_text),
+            );
+        }
+    }
+
+    let now = jiff::Timestamp::now();
+    let mut questions = Vec::new();
+    let cases = [
+        (SITE, "UTC", "2026-03-24,2026-03-31"),
+        (SITE, "UTC", "2026-03-26,2026-03-29"),
+        (BERLIN, "Europe/Berlin", "2026-03-25,2026-03-31"),
+    ];
+    for (domain, tz, dates) in cases {
+        let site = glimpse_query::auth::Site {
+            domain: domain.into(),
+            timezone: tz.into(),
+            share_token: None,
+            goals: Vec::new(),
+        };
+        let rolled = &days_of[domain];
+        let mut ask = |endpoint: Endpoint, extra: &[(&str, &str)]| {
+            let mut query: HashMap<String, String> = [
+                ("site_id", domain),
+                ("period", "custom"),
+                ("date", dates),
+                ("compare", "previous_period"),
+            ]
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            if endpoint == Endpoint::Breakdown {
+                query.remove("compare");
+            }
+            let statements = |days: &[i64]| {
+                glimpse_query::stats_statements_for(
+                    endpoint, &query, &site, "glimpse", 0, now, days,
+                )
+                .unwrap()
+            };
+            questions.push(json!({
+                "name": format!("{domain} {dates} {extra:?}"),
+                "raw": statements(&[]),
+                "rolled": statements(rolled),
+            }));
+        };
+        ask(Endpoint::Aggregate, &[("metrics", ROLLUP_METRICS)]);
+        for property in PROPERTIES
+            .iter()
+            .filter(|p| **p == "event:page" || p.starts_with("visit:"))
+        {
+            let metrics = if *property == "event:page" {
+                "visitors,pageviews,events"
+            } else {
+                ROLLUP_METRICS
+            };
+            ask(
+                Endpoint::Breakdown,
+                &[
+                    ("property", property),
+                    ("metrics", metrics),
+                    ("limit", "1000"),
+                ],
+            );
+        }
+    }
+    let write = |name: &str, value: &Value| {
+        std::fs::write(dir.path().join(name), serde_json::to_vec(value).unwrap()).unwrap();
+    };
+    write(
+        "schema.json",
+        &json!(glimpse_collector::schema::migration_statements(
+            glimpse_collector::schema::Flavor::Modern,
+            "glimpse"
+        )),
+    );
+    write("builds.json", &json!(builds));
+    write("questions.json", &json!(questions));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chdb/rollup.py");
+    let output = std::process::Command::new(common::test_python())
+        .arg(&script)
+        .arg(dir.path())
+        .output()
+        .expect("run tests/chdb/rollup.py (GLIMPSE_TEST_PYTHON: a Python with chdb)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    assert!(
+        output.status.success(),
+        "rollup on current ClickHouse: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// The statements of `common::stats_matrix` (every property, interval, period, filter

@@ -100,11 +100,8 @@ pub async fn refresh(
         days.sort_unstable();
         let numbers: Vec<i64> = days.iter().map(|d| d.0).collect();
         for run in sql::day_runs(&numbers) {
-            for (property, group) in sql::rollup_groups() {
-                sql::rollup_build(database, &site, run, version, &property, &group)
-                    .query(client)
-                    .execute()
-                    .await?;
+            for statement in build_statements(database, &site, run, version) {
+                statement.query(client).execute().await?;
             }
         }
         // The build is complete: list it, then drop the builds it replaces.
@@ -145,6 +142,15 @@ pub async fn refresh(
     Ok(report)
 }
 
+/// The statements writing build `version` of `site`'s days `first..=last` (UTC), one per
+/// grouping the rollup keeps.
+pub fn build_statements(database: &str, site: &str, run: (i64, i64), version: u32) -> Vec<Sql> {
+    sql::rollup_groups()
+        .iter()
+        .map(|(property, group)| sql::rollup_build(database, site, run, version, property, group))
+        .collect()
+}
+
 async fn run(client: &clickhouse::Client, sql: Sql) -> Result<(), clickhouse::error::Error> {
     sql.query(client).execute().await
 }
@@ -176,16 +182,7 @@ pub fn maintenance_statements(database: &str, site: &str) -> Vec<String> {
         sql::rollup_manifest(database),
         sql::rolled_days(database, site, 20_530, 20_540),
     ];
-    for (property, group) in sql::rollup_groups() {
-        statements.push(sql::rollup_build(
-            database,
-            site,
-            (20_536, 20_537),
-            1,
-            &property,
-            &group,
-        ));
-    }
+    statements.extend(build_statements(database, site, (20_536, 20_537), 1));
     for table in ["rollup_daily", "rollup_days"] {
         statements.push(sql::rollup_delete(database, table, site, &days, Some(1)));
         statements.push(sql::rollup_delete(database, table, site, &days, None));
