@@ -1929,6 +1929,22 @@ async fn rollup(s: &Service) {
         before
     );
 
+    // Two query services refreshing at once (both rebuild every day: the listing is gone)
+    // write two complete builds; readers take one, so the figures do not double.
+    s.ch.client
+        .query("TRUNCATE TABLE glimpse.rollup_days")
+        .execute()
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(
+        refresh(&s.ch.client, "glimpse", now),
+        refresh(&s.ch.client, "glimpse", now)
+    );
+    assert_eq!(a.unwrap().days_built.len(), built.len());
+    assert_eq!(b.unwrap().days_built.len(), built.len());
+    let after = check_rolled_questions(s, utc, &WEEK, ("2026-03-24", "2026-03-31")).await;
+    assert!(after > 0);
+
     // A day whose events are all gone (retention) loses its rollup.
     let (_, day) = visit_days
         .iter()

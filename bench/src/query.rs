@@ -113,11 +113,22 @@ async fn insert(client: &clickhouse::Client, rows: &[EventRow]) -> anyhow::Resul
     Ok(())
 }
 
-/// Results at one data size: stored events, insert seconds, (p50, p95) ms per query.
-type SizeResult = (u64, f64, Vec<(f64, f64)>);
+/// (p50, p95) ms of each dashboard query.
+type Timings = Vec<(f64, f64)>;
 
-/// Results at one data size on chdb: stored events, ClickHouse version, (p50, p95) ms per query.
-type ChdbResult = (u64, String, Vec<(f64, f64)>);
+/// Results at one data size.
+struct SizeResult {
+    events: u64,
+    insert_secs: f64,
+    rollup_secs: f64,
+    /// Through the API with no rollup (every question reads the events), then with it.
+    events_only: Timings,
+    with_rollup: Timings,
+    /// ClickHouse counting the period's rows, straight.
+    floor: (f64, f64),
+    /// The same statements on current ClickHouse (chdb): version, events only, with rollup.
+    chdb: Option<(String, Timings, Timings)>,
+}
 
 /// The dashboard's queries, as stats API paths (site and key added per call).
 const QUERIES: &[(&str, &str)] = &[
@@ -169,19 +180,31 @@ pub async fn run(
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut stored = 0u64;
     let mut table: Vec<SizeResult> = Vec::new();
-    let mut chdb_table: Vec<ChdbResult> = Vec::new();
     for &size in sizes {
         let mut rows = Vec::with_capacity((size - stored) as usize);
         generate(&mut rng, size - stored, now, &mut rows);
         let started = Instant::now();
         insert(&client, &rows).await?;
         let insert_secs = started.elapsed().as_secs_f64();
+        println!(
+            "{size} events: inserted in {insert_secs:.1} s ({:.0} ns/event)",
+            insert_secs * 1e9 / (size - stored) as f64
+        );
         stored = size;
         drop(rows);
         let _ = client
             .query("OPTIMIZE TABLE glimpse.events")
             .execute()
             .await;
+
+        // The baseline of the same run: no rollup, every question reads the events.
+        for table in ["rollup_daily", "rollup_days"] {
+            client
+                .query(&format!("TRUNCATE TABLE glimpse.{table}"))
+                .execute()
+                .await?;
+        }
+        let events_only = time_api(&base, &key, repeats).await?;
         // The rollup as the query service keeps it: every day whose visits have ended.
         let started = Instant::now();
         let report = glimpse_query::rollup::refresh(&client, "glimpse", i64::from(now)).await?;
@@ -190,20 +213,9 @@ pub async fn run(
             "{size} events: rollup of {} site days built in {rollup_secs:.1} s",
             report.days_built.len()
         );
-        let mut timings = Vec::new();
-        for (_, path) in QUERIES {
-            let mut samples = Vec::with_capacity(repeats);
-            for _ in 0..repeats {
-                let url = format!("{base}/{path}&site_id=example.com");
-                let t = Instant::now();
-                let status = http_get(&url, &key).await?;
-                samples.push(t.elapsed());
-                anyhow::ensure!(status == 200, "{url} answered {status}");
-            }
-            timings.push(percentiles(&mut samples));
-        }
+        let with_rollup = time_api(&base, &key, repeats).await?;
         // The floor, measured in the same run: ClickHouse counting the period's rows of the
-        // site, straight (no API), the least any of the queries above must do.
+        // site, straight (no API), the least a question over the events must do.
         let mut samples = Vec::with_capacity(repeats);
         for _ in 0..repeats {
             let t = Instant::now();
@@ -216,73 +228,127 @@ pub async fn run(
                 .await?;
             samples.push(t.elapsed());
         }
-        timings.push(percentiles(&mut samples));
-        if let Some(python) = chdb {
-            let (version, figures) =
-                time_on_chdb(python, &client, work.path(), now, repeats).await?;
-            println!("{size} events on ClickHouse {version} (chdb): measured");
-            chdb_table.push((size, version, figures));
-        }
-        println!(
-            "{size} events: inserted in {insert_secs:.1} s ({:.0} ns/event)",
-            insert_secs * 1e9 / (size as f64 - table.last().map_or(0.0, |t| t.0 as f64))
-        );
-        table.push((size, insert_secs, timings));
+        let floor = percentiles(&mut samples);
+        let chdb = match chdb {
+            Some(python) => {
+                let measured = time_on_chdb(python, &client, work.path(), now, repeats).await?;
+                println!(
+                    "{size} events on ClickHouse {} (chdb): measured",
+                    measured.0
+                );
+                Some(measured)
+            }
+            None => None,
+        };
+        table.push(SizeResult {
+            events: size,
+            insert_secs,
+            rollup_secs,
+            events_only,
+            with_rollup,
+            floor,
+            chdb,
+        });
     }
     server.abort();
     clickhouse.stop().await;
 
     println!();
-    let header: Vec<String> = table
+    println!(
+        "ClickHouse 18.16 through the stats API, p50 / p95 ms (events only → with the rollup):"
+    );
+    print_table(&table, |r| Some((&r.events_only, &r.with_rollup)));
+    let floors: Vec<String> = table
         .iter()
-        .map(|(n, _, _)| format!("{} events p50 / p95 ms", human(*n)))
+        .map(|r| format!("{}: {:.0} / {:.0}", human(r.events), r.floor.0, r.floor.1))
         .collect();
-    println!("| query | {} |", header.join(" | "));
-    println!("| --- |{}", " ---: |".repeat(table.len()));
-    let names = QUERIES
+    println!(
+        "floor (count() of the period's rows, straight to ClickHouse): {}",
+        floors.join("; ")
+    );
+    let builds: Vec<String> = table
         .iter()
-        .map(|(name, _)| *name)
-        .chain(["floor: count() of the period's rows, straight to ClickHouse"]);
-    for (i, name) in names.enumerate() {
-        let cells: Vec<String> = table
-            .iter()
-            .map(|(_, _, t)| format!("{:.0} / {:.0}", t[i].0, t[i].1))
-            .collect();
-        println!("| {name} | {} |", cells.join(" | "));
-    }
-    if let Some((_, version, _)) = chdb_table.first() {
+        .map(|r| format!("{}: {:.1} s", human(r.events), r.rollup_secs))
+        .collect();
+    println!("rollup built from nothing: {}", builds.join("; "));
+    let inserts: Vec<String> = table
+        .iter()
+        .map(|r| format!("{}: {:.1} s", human(r.events), r.insert_secs))
+        .collect();
+    println!(
+        "events inserted (each size's new rows): {}",
+        inserts.join("; ")
+    );
+    if let Some((version, _, _)) = table.iter().find_map(|r| r.chdb.as_ref()) {
         println!();
         println!(
             "The same statements on ClickHouse {version}, in-process (chdb), same data and cores; \
-             a request's statements one after another, no HTTP:"
+             a request's statements one after another, no HTTP (events only → with the rollup):"
         );
-        let header: Vec<String> = chdb_table
-            .iter()
-            .map(|(n, _, _)| format!("{} events p50 / p95 ms", human(*n)))
-            .collect();
-        println!("| query | {} |", header.join(" | "));
-        println!("| --- |{}", " ---: |".repeat(chdb_table.len()));
-        for (i, (name, _)) in QUERIES.iter().enumerate() {
-            let cells: Vec<String> = chdb_table
-                .iter()
-                .map(|(_, _, t)| format!("{:.0} / {:.0}", t[i].0, t[i].1))
-                .collect();
-            println!("| {name} | {} |", cells.join(" | "));
-        }
+        print_table(&table, |r| r.chdb.as_ref().map(|(_, a, b)| (a, b)));
     }
     Ok(())
 }
 
+/// Times every dashboard query through the API: (p50, p95) ms each.
+async fn time_api(base: &str, key: &str, repeats: usize) -> anyhow::Result<Timings> {
+    let mut timings = Vec::new();
+    for (_, path) in QUERIES {
+        let mut samples = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            let url = format!("{base}/{path}&site_id=example.com");
+            let t = Instant::now();
+            let status = http_get(&url, key).await?;
+            samples.push(t.elapsed());
+            anyhow::ensure!(status == 200, "{url} answered {status}");
+        }
+        timings.push(percentiles(&mut samples));
+    }
+    Ok(timings)
+}
+
+/// A Markdown table: a row per query, per size "events only → with rollup" (p50 / p95), and
+/// the p95 speed-up at the largest size.
+fn print_table(table: &[SizeResult], pick: impl Fn(&SizeResult) -> Option<(&Timings, &Timings)>) {
+    let sizes: Vec<(&SizeResult, (&Timings, &Timings))> = table
+        .iter()
+        .filter_map(|r| pick(r).map(|t| (r, t)))
+        .collect();
+    let header: Vec<String> = sizes
+        .iter()
+        .map(|(r, _)| format!("{} events", human(r.events)))
+        .collect();
+    println!("| query | {} | p95 speed-up |", header.join(" | "));
+    println!("| --- |{} ---: |", " ---: |".repeat(sizes.len()));
+    for (i, (name, _)) in QUERIES.iter().enumerate() {
+        let cells: Vec<String> = sizes
+            .iter()
+            .map(|(_, (plain, rolled))| {
+                format!(
+                    "{:.0} / {:.0} → {:.0} / {:.0}",
+                    plain[i].0, plain[i].1, rolled[i].0, rolled[i].1
+                )
+            })
+            .collect();
+        let speedup = sizes
+            .last()
+            .map(|(_, (plain, rolled))| plain[i].1 / rolled[i].1)
+            .unwrap_or(f64::NAN);
+        println!("| {name} | {} | {speedup:.1}× |", cells.join(" | "));
+    }
+}
+
 /// Times the dashboard's statements on current ClickHouse through chdb
-/// (`bench/chdb_queries.py`), over the events stored so far, exported from the 18.16 server:
-/// the server version and (p50, p95) ms per query.
+/// (`bench/chdb_queries.py`), over the events and rollup stored so far, exported from the
+/// 18.16 server: the server version and (p50, p95) ms per query, over the events only and with
+/// the rollup.
 async fn time_on_chdb(
     python: &std::path::Path,
     client: &clickhouse::Client,
     work: &std::path::Path,
     now: u32,
     repeats: usize,
-) -> anyhow::Result<(String, Vec<(f64, f64)>)> {
+) -> anyhow::Result<(String, Timings, Timings)> {
     use anyhow::Context;
     let dir = work.join("chdb");
     let _ = std::fs::remove_dir_all(&dir);
@@ -297,8 +363,10 @@ async fn time_on_chdb(
         }
         tokio::io::AsyncWriteExt::flush(&mut file).await?;
     }
+    let today = i64::from(now) / 86_400;
     let rolled =
-        glimpse_query::rollup::rolled_days(client, "glimpse", SITES[0], 0, 100_000).await?;
+        glimpse_query::rollup::rolled_days(client, "glimpse", SITES[0], today - 400, today).await?;
+    anyhow::ensure!(!rolled.is_empty(), "no rolled days to time on chdb");
 
     let schema = glimpse_collector::schema::migration_statements(
         glimpse_collector::schema::Flavor::Modern,
@@ -306,8 +374,10 @@ async fn time_on_chdb(
     );
     std::fs::write(dir.join("schema.json"), serde_json::to_vec(&schema)?)?;
     let now = jiff::Timestamp::from_second(i64::from(now))?;
-    let queries: Vec<_> = dashboard_statements(now, &rolled)?
+    // Each query twice: over the events only, then with the rollup.
+    let queries: Vec<_> = dashboard_statements(now, &[])?
         .into_iter()
+        .chain(dashboard_statements(now, &rolled)?)
         .map(|(name, statements)| serde_json::json!({ "name": name, "statements": statements }))
         .collect();
     std::fs::write(dir.join("queries.json"), serde_json::to_vec(&queries)?)?;
@@ -341,11 +411,12 @@ async fn time_on_chdb(
         }
     }
     anyhow::ensure!(
-        figures.len() == QUERIES.len(),
+        figures.len() == 2 * QUERIES.len(),
         "chdb answered {} queries",
         figures.len()
     );
-    Ok((version, figures))
+    let with_rollup = figures.split_off(QUERIES.len());
+    Ok((version, figures, with_rollup))
 }
 
 /// The exact statements the stats API sends for each dashboard query (largest site, UTC).

@@ -36,7 +36,7 @@ pub struct RefreshReport {
 struct RolledDay {
     site: String,
     day: u16,
-    version: u32,
+    version: u64,
     rows: u64,
     checksum: u64,
 }
@@ -53,15 +53,18 @@ pub async fn refresh(
         .query(client)
         .fetch_all()
         .await?;
-    let built: Vec<(String, String, u32, u64, u64)> = sql::rollup_manifest(database)
+    let built: Vec<(String, String, u64, u64, u64)> = sql::rollup_manifest(database)
         .query(client)
         .fetch_all()
         .await?;
     let newest_version = built.iter().map(|b| b.2).max().unwrap_or(0);
-    let version = u32::try_from(now)
-        .unwrap_or(u32::MAX)
-        .max(newest_version.saturating_add(1));
-    let built: HashMap<(String, String), (u32, u64, u64)> = built
+    // Unique per build, so that two query services refreshing at once never share one (their
+    // rows would add up): the time in microseconds times 1000 plus a random 0..999, above
+    // every earlier build.
+    let random = getrandom::u32().unwrap_or_else(|_| std::process::id()) % 1000;
+    let micros = u64::try_from(jiff::Timestamp::now().as_microsecond()).unwrap_or(0);
+    let version = (micros * 1000 + u64::from(random)).max(newest_version + 1);
+    let built: HashMap<(String, String), (u64, u64, u64)> = built
         .into_iter()
         .map(|(site, day, version, rows, checksum)| ((site, day), (version, rows, checksum)))
         .collect();
@@ -144,7 +147,7 @@ pub async fn refresh(
 
 /// The statements writing build `version` of `site`'s days `first..=last` (UTC), one per
 /// grouping the rollup keeps.
-pub fn build_statements(database: &str, site: &str, run: (i64, i64), version: u32) -> Vec<Sql> {
+pub fn build_statements(database: &str, site: &str, run: (i64, i64), version: u64) -> Vec<Sql> {
     sql::rollup_groups()
         .iter()
         .map(|(property, group)| sql::rollup_build(database, site, run, version, property, group))

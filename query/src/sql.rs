@@ -25,6 +25,10 @@
 //! narrow `e` directly and `v` to the visits that have a matching event. Two questions still
 //! group by visit, over the visits of the period only: the exit page (a visit's last page view,
 //! known only at its end) and visit metrics broken down by an event property.
+//!
+//! **Rolled days.** Where the per-day rollup (`crate::rollup`) can answer — no filters, no
+//! engagement metrics, no `(other)` rows; totals, page, visit properties — the whole UTC days of
+//! the period come from `rollup_daily` and only the other days' rows are read (`live_source`).
 
 use std::fmt::Write as _;
 
@@ -624,7 +628,8 @@ fn events_and_visits_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     sql.push(" GROUP BY key HAVING e_events > 0 OR v_rows > 0");
 }
 
-/// `v`: the visits that started in the period, by key.
+/// `v`: the visits that started in the period, by key. Never beside rolled days: the questions
+/// that need it (filters, buckets, visit metrics by event property) are not the rollup's.
 fn visits_pass(sql: &mut Sql, q: &StatsQuery) {
     let db = q.database;
     if let Group::Property(Property::Event(p)) = &q.group {
@@ -1100,7 +1105,7 @@ pub fn rollup_build(
     database: &str,
     site: &str,
     (first, last): (i64, i64),
-    version: u32,
+    version: u64,
     property: &str,
     group: &Group,
 ) -> Sql {
@@ -1113,8 +1118,8 @@ pub fn rollup_build(
     sql.bind_str(site)
         .push(", ")
         .bind_str(property)
-        .push(", day, toUInt32(")
-        .bind_int(i64::from(version))
+        .push(", day, toUInt64(")
+        .bind_int(i64::try_from(version).unwrap_or(i64::MAX))
         .push("), key, ");
     let exit = *group == Group::Property(Property::Visit(VisitProperty::ExitPage));
     if exit {
@@ -1197,7 +1202,7 @@ pub fn rollup_delete(
     table: &'static str,
     site: &str,
     days: &[i64],
-    below_version: Option<u32>,
+    below_version: Option<u64>,
 ) -> Sql {
     let table = if table == "rollup_days" {
         "rollup_days"
@@ -1212,7 +1217,8 @@ pub fn rollup_delete(
     sql.bind_str(site).push(" AND ");
     days_condition(&mut sql, days);
     if let Some(version) = below_version {
-        sql.push(" AND version < ").bind_int(i64::from(version));
+        sql.push(" AND version < ")
+            .bind_int(i64::try_from(version).unwrap_or(i64::MAX));
     }
     sql
 }

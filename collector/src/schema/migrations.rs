@@ -136,7 +136,7 @@ fn create_rollups(flavor: Flavor, db: &str) -> Vec<String> {
     site {lc},
     property {lc},
     day Date,
-    version UInt32,
+    version UInt64,
     key String,
     visitors UInt64,
     pageviews UInt64,
@@ -153,7 +153,7 @@ ORDER BY (site, property, day, version, key)"
             "CREATE TABLE IF NOT EXISTS {db}.rollup_days (
     site {lc},
     day Date,
-    version UInt32,
+    version UInt64,
     rows UInt64,
     checksum UInt64
 ) ENGINE = MergeTree()
