@@ -362,7 +362,7 @@ enum Key<'a> {
     Property(&'a str),
 }
 
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone)]
 struct Sums {
     visitors: HashSet<u64>,
     visits: u64,
@@ -1741,10 +1741,14 @@ async fn check_rolled_questions(
     (site, key, tz): (&str, &str, &str),
     params: &[(&str, &str)],
     (first, last): (&str, &str),
+    previous: Option<(&str, &str)>,
 ) -> usize {
     let range = day_range(tz, first, last);
     let mut q = vec![("site_id", site), ("metrics", ROLLUP_METRICS)];
     q.extend_from_slice(params);
+    if previous.is_some() {
+        q.push(("compare", "previous_period"));
+    }
     let got = s.json_at(&s.base, key, "/api/v1/stats/aggregate", &q).await;
     let want = expected(&s.fixture, site, range, &[], Key::Total, 0);
     let want = want.get("").expect("events in range");
@@ -1754,6 +1758,18 @@ async fn check_rolled_questions(
             want.metric(m),
             "{site} {params:?} {m}"
         );
+    }
+    if let Some((first, last)) = previous {
+        let range = day_range(tz, first, last);
+        let before = expected(&s.fixture, site, range, &[], Key::Total, 0);
+        let before = before.get("").cloned().unwrap_or_default();
+        for m in ROLLUP_METRICS.split(',') {
+            assert_eq!(
+                got["results"][m]["comparison_value"],
+                before.metric(m),
+                "{site} {params:?} {m} (previous period)"
+            );
+        }
     }
     let mut compared = 1;
     let properties = PROPERTIES
@@ -1827,38 +1843,49 @@ async fn rollup(s: &Service) {
 
     let utc = (SITE, s.key.as_str(), "UTC");
     let berlin = (BERLIN, s.berlin_key.as_str(), "Europe/Berlin");
+    // (site, period, its local days, the comparison's local days)
+    type Case<'a> = (
+        (&'a str, &'a str, &'a str),
+        &'a str,
+        (&'a str, &'a str),
+        Option<(&'a str, &'a str)>,
+    );
+    let cases: [Case; 5] = [
+        (
+            utc,
+            "2026-03-24,2026-03-31",
+            ("2026-03-24", "2026-03-31"),
+            None,
+        ),
+        (utc, "month", ("2026-03-01", "2026-03-31"), None),
+        (
+            utc,
+            "2026-03-28,2026-03-31",
+            ("2026-03-28", "2026-03-31"),
+            Some(("2026-03-24", "2026-03-27")),
+        ),
+        (
+            berlin,
+            "2026-03-28,2026-03-31",
+            ("2026-03-28", "2026-03-31"),
+            None,
+        ),
+        (
+            berlin,
+            "2026-03-25,2026-03-31",
+            ("2026-03-25", "2026-03-31"),
+            Some(("2026-03-18", "2026-03-24")),
+        ),
+    ];
     let mut compared = 0;
-    compared += check_rolled_questions(s, utc, &WEEK, ("2026-03-24", "2026-03-31")).await;
-    compared += check_rolled_questions(
-        s,
-        utc,
-        &[("period", "month"), ("date", "2026-03-10")],
-        ("2026-03-01", "2026-03-31"),
-    )
-    .await;
-    compared += check_rolled_questions(
-        s,
-        utc,
-        &[("period", "custom"), ("date", "2026-03-26,2026-03-29")],
-        ("2026-03-26", "2026-03-29"),
-    )
-    .await;
-    compared += check_rolled_questions(
-        s,
-        berlin,
-        &[("period", "custom"), ("date", "2026-03-25,2026-03-31")],
-        ("2026-03-25", "2026-03-31"),
-    )
-    .await;
-    compared += check_rolled_questions(
-        s,
-        berlin,
-        &[("period", "custom"), ("date", "2026-03-28,2026-03-30")],
-        ("2026-03-28", "2026-03-30"),
-    )
-    .await;
-    // The comparison's previous period is rolled up too.
-    comparison(s).await;
+    for (site, period, days, previous) in cases {
+        let params: Vec<(&str, &str)> = if period == "month" {
+            vec![("period", "month"), ("date", "2026-03-10")]
+        } else {
+            vec![("period", "custom"), ("date", period)]
+        };
+        compared += check_rolled_questions(s, site, &params, days, previous).await;
+    }
     println!("rollup: {compared} aggregate and breakdown rows equal the fixture's");
     rollup_answers_the_same_on_current_clickhouse(s, &visit_days).await;
 
@@ -1942,7 +1969,7 @@ async fn rollup(s: &Service) {
     );
     assert_eq!(a.unwrap().days_built.len(), built.len());
     assert_eq!(b.unwrap().days_built.len(), built.len());
-    let after = check_rolled_questions(s, utc, &WEEK, ("2026-03-24", "2026-03-31")).await;
+    let after = check_rolled_questions(s, utc, &WEEK, ("2026-03-24", "2026-03-31"), None).await;
     assert!(after > 0);
 
     // A day whose events are all gone (retention) loses its rollup.
