@@ -993,16 +993,28 @@ async fn check_breakdown(s: &Service, property: &str, filters: &[Filter], metric
     }
     let got = s.json("/api/v1/stats/breakdown", &q).await;
     let want = expected(&s.fixture, SITE, range, filters, Key::Property(property), 0);
-    let want = sorted(&want);
+    check_breakdown_rows(&filter_text, &got, &want, property, metrics)
+}
+
+/// A breakdown's rows are the expected keys, in order, each with the expected `metrics`;
+/// returns how many.
+fn check_breakdown_rows(
+    what: &str,
+    got: &Value,
+    want: &BTreeMap<String, Sums>,
+    property: &str,
+    metrics: &str,
+) -> usize {
+    let want = sorted(want);
     let results = got["results"].as_array().unwrap();
     let keys: Vec<&str> = results
         .iter()
         .map(|r| r[result_key(property)].as_str().unwrap())
         .collect();
     let want_keys: Vec<&str> = want.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(keys, want_keys, "{property} {filter_text}");
+    assert_eq!(keys, want_keys, "{property} {what}");
     for (row, (k, sums)) in results.iter().zip(&want) {
-        check_row(&format!("{property}={k} {filter_text}"), row, sums, metrics);
+        check_row(&format!("{property}={k} {what}"), row, sums, metrics);
     }
     results.len()
 }
@@ -1790,23 +1802,13 @@ async fn check_rolled_questions(
         q.extend_from_slice(params);
         let got = s.json_at(&s.base, key, "/api/v1/stats/breakdown", &q).await;
         let want = expected(&s.fixture, site, range, &[], Key::Property(property), 0);
-        let want = sorted(&want);
-        let results = got["results"].as_array().unwrap();
-        let keys: Vec<&str> = results
-            .iter()
-            .map(|r| r[result_key(property)].as_str().unwrap())
-            .collect();
-        let want_keys: Vec<&str> = want.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, want_keys, "{site} {params:?} {property}");
-        for (row, (k, sums)) in results.iter().zip(&want) {
-            check_row(
-                &format!("{site} {params:?} {property}={k}"),
-                row,
-                sums,
-                metrics,
-            );
-        }
-        compared += results.len();
+        compared += check_breakdown_rows(
+            &format!("{site} {params:?}"),
+            &got,
+            &want,
+            property,
+            metrics,
+        );
     }
     compared
 }
@@ -1932,25 +1934,9 @@ async fn rollup(s: &Service) {
     );
 
     // Its erasure: the day is rebuilt without it.
-    s.ch.client
-        .query("ALTER TABLE glimpse.events DELETE WHERE visitor_id = 777777")
-        .execute()
-        .await
-        .unwrap();
-    for _ in 0..100 {
-        let left =
-            s.ch.count("SELECT count() FROM glimpse.events WHERE visitor_id = 777777")
-                .await;
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let report = refresh(&s.ch.client, "glimpse", now).await.unwrap();
-    assert_eq!(
-        report.days_built,
-        vec![(SITE.to_string(), "2026-03-26".to_string())]
-    );
+    delete_events(s, "visitor_id = 777777").await;
+    let rebuilt = refresh(&s.ch.client, "glimpse", now).await.unwrap();
+    assert_eq!(rebuilt.days_built, report.days_built);
     assert_eq!(
         visitors(s.json("/api/v1/stats/aggregate", &week).await),
         before
@@ -1980,25 +1966,29 @@ async fn rollup(s: &Service) {
     let of_day = format!(
         "site = '{OTHER}' AND toDate(visit_start, 'UTC') = toDate('{day}') AND name != 'engagement'"
     );
-    s.ch.client
-        .query(&format!("ALTER TABLE glimpse.events DELETE WHERE {of_day}"))
-        .execute()
-        .await
-        .unwrap();
-    for _ in 0..100 {
-        let left =
-            s.ch.count(&format!(
-                "SELECT count() FROM glimpse.events WHERE {of_day}"
-            ))
-            .await;
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    delete_events(s, &of_day).await;
     let report = refresh(&s.ch.client, "glimpse", now).await.unwrap();
     assert_eq!(report.days_removed, vec![(OTHER.to_string(), day.clone())]);
     assert!(report.days_built.is_empty(), "{report:?}");
+}
+
+/// Deletes the events matching `condition` and waits until the mutation has run.
+async fn delete_events(s: &Service, condition: &str) {
+    s.ch.client
+        .query(&format!(
+            "ALTER TABLE glimpse.events DELETE WHERE {condition}"
+        ))
+        .execute()
+        .await
+        .unwrap();
+    let left = format!("SELECT count() FROM glimpse.events WHERE {condition}");
+    for _ in 0..100 {
+        if s.ch.count(&left).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{condition}: still there after 10 s");
 }
 
 /// On ClickHouse 26.x (chdb, `tests/chdb/rollup.py`): the rollup built there by the same
