@@ -2011,10 +2011,7 @@ async fn rollup_answers_the_same_on_current_clickhouse(
     }
     std::fs::write(dir.path().join("events.native"), native).unwrap();
 
-    let day_number = |day: &str| {
-        let date: Date = day.parse().unwrap();
-        i64::from(date.since(Date::constant(1970, 1, 1)).unwrap().get_days())
-    };
+    let day_number = |day: &str| glimpse_collector::schema::day_number(day.parse().unwrap());
     let mut builds = Vec::new();
     let mut days_of: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     for (site, day) in visit_days {

@@ -180,22 +180,28 @@ async fn prepare(
         &group_of(endpoint, &request.params),
         &request.params.filters,
     ) {
-        // The rolled days of the period and of the one before it (for `compare`).
-        let (start, end) = (request.range.start, request.range.end);
-        let first = (start - (end - start)).div_euclid(DAY) - 1;
+        let (first, last) = rolled_window(&request.range);
         request.rolled = with_timeout(crate::rollup::rolled_days(
             &state.client,
             &state.database,
             &request.site.domain,
             first,
-            end.div_euclid(DAY),
+            last,
         ))
         .await?;
     }
     Ok(request)
 }
 
-const DAY: i64 = 86_400;
+/// The UTC days whose rollup a request over `range` may use: those of the period and of the
+/// one before it (for `compare`), `(first, last)`.
+fn rolled_window(range: &Range) -> (i64, i64) {
+    let (start, end) = (range.start, range.end);
+    (
+        (start - (end - start)).div_euclid(sql::DAY) - 1,
+        end.div_euclid(sql::DAY),
+    )
+}
 
 /// Goal filters must name the site's goals: a typo would otherwise read as zero conversions.
 fn check_goals(site: &Site, params: &StatsParams) -> Result<(), ApiError> {
@@ -336,18 +342,12 @@ pub fn statements_for(
         request_statements(endpoint, query, site, database, min_group_size, now, &[])?;
     let group = group_of(endpoint, &request.params);
     if sql::rollup_may_answer(&group, &request.params.filters) {
-        let (start, end) = (request.range.start, request.range.end);
-        let all: Vec<i64> =
-            ((start - (end - start)).div_euclid(DAY) - 1..=end.div_euclid(DAY)).collect();
+        let (first, last) = rolled_window(&request.range);
+        let all: Vec<i64> = (first..=last).collect();
         let (_, rolled) =
             request_statements(endpoint, query, site, database, min_group_size, now, &all)?;
         statements.extend(rolled);
-        statements.push(sql::rolled_days(
-            database,
-            &site.domain,
-            all[0],
-            all[all.len() - 1],
-        ));
+        statements.push(sql::rolled_days(database, &site.domain, first, last));
     }
     if endpoint == Endpoint::Aggregate {
         let (first, last) = (

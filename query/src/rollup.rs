@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::sql::{self, Sql};
 
-const DAY: i64 = 86_400;
+use crate::sql::DAY;
 
 /// How long after a day's last visit could have ended its rows may still be in a collector's
 /// buffer or spool: the day is rolled up only after that.
@@ -125,21 +125,13 @@ pub async fn refresh(
                 .await?;
         }
         insert.end().await?;
-        for table in ["rollup_daily", "rollup_days"] {
-            run(
-                client,
-                sql::rollup_delete(database, table, &site, &numbers, Some(version)),
-            )
-            .await?;
+        for statement in sql::rollup_deletes(database, &site, &numbers, Some(version)) {
+            statement.query(client).execute().await?;
         }
     }
     for (site, days) in to_remove {
-        for table in ["rollup_days", "rollup_daily"] {
-            run(
-                client,
-                sql::rollup_delete(database, table, &site, &days, None),
-            )
-            .await?;
+        for statement in sql::rollup_deletes(database, &site, &days, None) {
+            statement.query(client).execute().await?;
         }
     }
     Ok(report)
@@ -152,10 +144,6 @@ pub fn build_statements(database: &str, site: &str, run: (i64, i64), version: u6
         .iter()
         .map(|(property, group)| sql::rollup_build(database, site, run, version, property, group))
         .collect()
-}
-
-async fn run(client: &clickhouse::Client, sql: Sql) -> Result<(), clickhouse::error::Error> {
-    sql.query(client).execute().await
 }
 
 /// The site's rolled days (UTC days since 1970) from `first` to `last`.
@@ -186,19 +174,15 @@ pub fn maintenance_statements(database: &str, site: &str) -> Vec<String> {
         sql::rolled_days(database, site, 20_530, 20_540),
     ];
     statements.extend(build_statements(database, site, (20_536, 20_537), 1));
-    for table in ["rollup_daily", "rollup_days"] {
-        statements.push(sql::rollup_delete(database, table, site, &days, Some(1)));
-        statements.push(sql::rollup_delete(database, table, site, &days, None));
-    }
+    statements.extend(sql::rollup_deletes(database, site, &days, Some(1)));
+    statements.extend(sql::rollup_deletes(database, site, &days, None));
     statements.iter().map(Sql::final_text).collect()
 }
 
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date.
 fn day_number(text: &str) -> Option<i64> {
     let date: Date = text.parse().ok()?;
-    Some(i64::from(
-        date.since(Date::constant(1970, 1, 1)).ok()?.get_days(),
-    ))
+    Some(glimpse_collector::schema::day_number(date))
 }
 
 /// Refreshes the rollup a few seconds after start and every `interval` after that, until

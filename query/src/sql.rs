@@ -932,7 +932,8 @@ fn raw_source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     sql.push(") AS v USING key)");
 }
 
-const DAY: i64 = 86_400;
+/// Seconds of a UTC day: rolled days are UTC days since 1970.
+pub const DAY: i64 = 86_400;
 
 /// The `property` value of the rollup rows that answer `group`, if the rollup keeps it: the
 /// totals (`''`), the page and every visit property.
@@ -1195,32 +1196,29 @@ pub fn rollup_manifest(database: &str) -> Sql {
     sql
 }
 
-/// `ALTER TABLE … DELETE` of a site's rollup rows (`rollup_daily` or `rollup_days`) for
-/// `days`: all of them, or only builds older than `below_version`.
-pub fn rollup_delete(
+/// The `ALTER TABLE … DELETE`s of a site's rollup for `days`: all builds, or only those older
+/// than `below_version`. The listing (`rollup_days`) goes first, so that no reader takes a day
+/// whose figures are being deleted.
+pub fn rollup_deletes(
     database: &str,
-    table: &'static str,
     site: &str,
     days: &[i64],
     below_version: Option<u64>,
-) -> Sql {
-    let table = if table == "rollup_days" {
-        "rollup_days"
-    } else {
-        "rollup_daily"
-    };
-    let mut sql = Sql::default();
-    let _ = write!(
-        sql.template,
-        "ALTER TABLE {database}.{table} DELETE WHERE site = "
-    );
-    sql.bind_str(site).push(" AND ");
-    days_condition(&mut sql, days);
-    if let Some(version) = below_version {
-        sql.push(" AND version < ")
-            .bind_int(i64::try_from(version).unwrap_or(i64::MAX));
-    }
-    sql
+) -> [Sql; 2] {
+    ["rollup_days", "rollup_daily"].map(|table| {
+        let mut sql = Sql::default();
+        let _ = write!(
+            sql.template,
+            "ALTER TABLE {database}.{table} DELETE WHERE site = "
+        );
+        sql.bind_str(site).push(" AND ");
+        days_condition(&mut sql, days);
+        if let Some(version) = below_version {
+            sql.push(" AND version < ")
+                .bind_int(i64::try_from(version).unwrap_or(i64::MAX));
+        }
+        sql
+    })
 }
 
 /// A site's rolled days (`YYYY-MM-DD`) from `first` to `last` (UTC days).

@@ -311,11 +311,8 @@ fn day_number(text: &str) -> Result<u16, String> {
     let date: Date = text
         .parse()
         .map_err(|_| format!("`date` is not YYYY-MM-DD: {text:?}"))?;
-    let days = date
-        .since(Date::constant(1970, 1, 1))
-        .map_err(|e| e.to_string())?
-        .get_days();
-    u16::try_from(days).map_err(|_| format!("`date` {text} is outside 1970-01-01..2149-06-06"))
+    u16::try_from(crate::schema::day_number(date))
+        .map_err(|_| format!("`date` {text} is outside 1970-01-01..2149-06-06"))
 }
 
 /// The parsed tables of an export, and the names of the files that were not tables.

@@ -11,6 +11,12 @@ pub use migrations::{
 
 use serde::{Deserialize, Serialize};
 
+/// A date as ClickHouse's `Date` stores it: days since 1970-01-01.
+pub fn day_number(date: jiff::civil::Date) -> i64 {
+    date.since(jiff::civil::Date::constant(1970, 1, 1))
+        .map_or(0, |span| i64::from(span.get_days()))
+}
+
 /// Name of the events table inside the Glimpse database.
 pub const EVENTS_TABLE: &str = "events";
 
