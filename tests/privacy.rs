@@ -80,7 +80,7 @@ async fn no_raw_address_or_user_agent_reaches_disk_or_logs() {
         Send {
             from: "127.0.0.1",
             user_agent: PROBE_UA_2,
-            headers: vec![("forwarded", "for=\"[2001:218:4d2:6c::77]:4711\"".into())],
+            headers: vec![("x-forwarded-for", "[2001:218:4d2:6c::77]:4711".into())],
             path: "/japan",
         },
         Send {

@@ -54,10 +54,14 @@ pub struct Config {
     pub max_prop_value_length: usize,
     /// How long a graceful shutdown may take before in-flight work is abandoned, in seconds.
     pub shutdown_timeout_secs: u64,
-    /// Proxies whose `Forwarded`/`X-Forwarded-For`/`X-Real-IP` headers are believed (CIDRs or
-    /// addresses). Empty (the default): the socket peer is the client.
+    /// Proxies whose `client_ip_header` is believed (CIDRs or addresses). Empty (the
+    /// default): the socket peer is the client.
     #[serde(deserialize_with = "deserialize_list")]
     pub trusted_proxies: Vec<String>,
+    /// The one header in which `trusted_proxies` report the client's address:
+    /// `x-forwarded-for` (default), `forwarded` (RFC 7239), `x-real-ip`, or any header name
+    /// such as `cf-connecting-ip`. Every other forwarding header is ignored.
+    pub client_ip_header: crate::ingest::client_ip::ClientIpHeader,
     /// A MaxMind GeoLite2/GeoIP2 or DB-IP Lite City or Country database (`.mmdb`). Unset:
     /// no places are recorded.
     pub geoip_db: Option<PathBuf>,
@@ -162,6 +166,7 @@ impl Default for Config {
             max_prop_value_length: 2000,
             shutdown_timeout_secs: 30,
             trusted_proxies: Vec::new(),
+            client_ip_header: Default::default(),
             geoip_db: None,
             store_ip_prefix: false,
             ipv4_prefix_length: 24,
@@ -367,8 +372,7 @@ impl Config {
                 ));
             }
         }
-        crate::ingest::client_ip::TrustedProxies::parse(&self.trusted_proxies)
-            .map_err(|r| ConfigError::invalid("trusted_proxies", r))?;
+        self.trusted_proxies()?;
         crate::ingest::ip_prefix::validate_prefixes(
             self.ipv4_prefix_length,
             self.ipv6_prefix_length,
@@ -460,6 +464,15 @@ impl Config {
             queue_capacity: self.queue_capacity,
             drain_rows_per_sec: self.spool_drain_rows_per_sec,
         })
+    }
+
+    /// The trusted proxies and the header they report the client in.
+    pub fn trusted_proxies(&self) -> Result<crate::ingest::client_ip::TrustedProxies, ConfigError> {
+        crate::ingest::client_ip::TrustedProxies::parse(
+            &self.trusted_proxies,
+            self.client_ip_header.clone(),
+        )
+        .map_err(|r| ConfigError::invalid("trusted_proxies", r))
     }
 
     /// Where the visitor-id salts live.
@@ -851,6 +864,27 @@ mod tests {
                 let err = Config::load(None).unwrap_err().to_string();
                 assert!(err.contains(key), "{value}: {err}");
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn client_ip_header_is_parsed_once() {
+        use crate::ingest::client_ip::ClientIpHeader;
+        Jail::expect_with(|jail| {
+            assert_eq!(
+                Config::load(None).unwrap().client_ip_header,
+                ClientIpHeader::XForwardedFor
+            );
+            jail.set_env("GLIMPSE_CLIENT_IP_HEADER", "CF-Connecting-IP");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.client_ip_header.name(), "cf-connecting-ip");
+            jail.clear_env();
+            jail.create_file("h.toml", "client_ip_header = \"forwarded\"\n")?;
+            let c = Config::load(Some(Path::new("h.toml"))).unwrap();
+            assert_eq!(c.client_ip_header, ClientIpHeader::Forwarded);
+            let err = load_err(jail, "GLIMPSE_CLIENT_IP_HEADER", "not a header");
+            assert!(err.contains("client_ip_header"), "{err}");
             Ok(())
         });
     }

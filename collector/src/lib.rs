@@ -26,7 +26,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 use http::{Readiness, State};
-use ingest::client_ip::TrustedProxies;
 use ingest::pipeline::Enrichers;
 use ingest::pseudonym::SaltStore;
 use ingest::sessions::Sessions;
@@ -126,8 +125,9 @@ pub async fn serve_with_sink<S: Sink>(
         }
     };
     let enrichers = Enrichers::from_config(&config, geo).map_err(ServeError::Config)?;
-    let trusted_proxies =
-        TrustedProxies::parse(&config.trusted_proxies).map_err(ServeError::Config)?;
+    let trusted_proxies = config
+        .trusted_proxies()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
     let now = http::unix_now();
     let salts = SaltStore::open(
         &config.salt_dir(),

@@ -1,28 +1,98 @@
 //! Who the client is: the socket peer, or — only behind proxies the operator trusts — the
-//! address those proxies report.
+//! address those proxies report in the one header the operator named (`client_ip_header`).
 //!
-//! Any client can send `X-Forwarded-For: 1.2.3.4`, so proxy headers are believed only when the
-//! socket peer is a configured trusted proxy. The client is then the rightmost address in the
-//! chain that is not itself a trusted proxy: every hop to its right was added by a proxy we
-//! trust, while anything to its left was written by the client and may be forged.
+//! Any client can send `X-Forwarded-For: 1.2.3.4`, so a proxy header is believed only when the
+//! socket peer is a configured trusted proxy. And only one header: a proxy that appends to
+//! `X-Forwarded-For` passes `Forwarded` and `X-Real-IP` through untouched, so whatever the
+//! client wrote there would be believed if we read them too. The client is then the rightmost
+//! address in the chain that is not itself a trusted proxy: every hop to its right was added
+//! by a proxy we trust, while anything to its left was written by the client and may be forged.
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use http::header::{HeaderMap, HeaderName};
 use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Networks whose proxy headers are believed. Empty (the default): headers are never believed.
+/// The one header trusted proxies report the client's address in (`client_ip_header`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For`: a comma-separated list each proxy appends to (the default; what
+    /// nginx's `$proxy_add_x_forwarded_for`, Caddy, Traefik and most load balancers send).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239): its elements' `for=`, a list like `X-Forwarded-For`.
+    Forwarded,
+    /// `X-Real-IP`: one address, set by the nearest proxy.
+    XRealIp,
+    /// Any other header holding one address, e.g. `cf-connecting-ip`, `true-client-ip`.
+    Other(HeaderName),
+}
+
+impl ClientIpHeader {
+    /// `x-forwarded-for`, `forwarded`, `x-real-ip`, or another header name (any case).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let name = text.trim().to_ascii_lowercase();
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            format!(
+                "{text:?} is not a header name (use x-forwarded-for, forwarded, x-real-ip, \
+                 or the header your proxy sets, e.g. cf-connecting-ip)"
+            )
+        })?;
+        Ok(match header.as_str() {
+            "x-forwarded-for" => Self::XForwardedFor,
+            "forwarded" => Self::Forwarded,
+            "x-real-ip" => Self::XRealIp,
+            _ => Self::Other(header),
+        })
+    }
+
+    /// The header's name, lower case.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+            Self::XRealIp => "x-real-ip",
+            Self::Other(name) => name.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for ClientIpHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for ClientIpHeader {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientIpHeader {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Networks whose proxy header is believed, and that header. No networks (the default): no
+/// header is ever believed.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
+    header: ClientIpHeader,
 }
 
 impl TrustedProxies {
     /// Parses CIDRs (`10.0.0.0/8`, `fd00::/8`) or bare addresses (`127.0.0.1`, `::1`).
     /// Host bits of a CIDR are ignored (`10.1.2.3/8` means `10.0.0.0/8`); blank entries are
     /// skipped; IPv4-mapped IPv6 entries (`::ffff:10.0.0.0/104`) mean the IPv4 network.
-    /// The error names the first entry that is neither.
-    pub fn parse(list: &[String]) -> Result<Self, String> {
+    /// The error names the first entry that is neither. The proxies report the client in
+    /// `header`; every other forwarding header is ignored.
+    pub fn parse(list: &[String], header: ClientIpHeader) -> Result<Self, String> {
         let mut nets = Vec::with_capacity(list.len());
         for entry in list {
             let text = entry.trim();
@@ -37,7 +107,7 @@ impl TrustedProxies {
             })?;
             nets.push(net);
         }
-        Ok(TrustedProxies { nets })
+        Ok(TrustedProxies { nets, header })
     }
 
     /// Whether `ip` (IPv4-mapped IPv6 counts as IPv4) is in one of the trusted networks.
@@ -49,6 +119,11 @@ impl TrustedProxies {
     /// True when no proxy is trusted, i.e. the client is always the socket peer.
     pub fn is_empty(&self) -> bool {
         self.nets.is_empty()
+    }
+
+    /// The header the proxies report the client in.
+    pub fn header(&self) -> &ClientIpHeader {
+        &self.header
     }
 }
 
@@ -82,9 +157,10 @@ fn canonical_net(net: IpNet) -> IpNet {
 /// The client's address: `peer` unless `peer` is a trusted proxy, in which case the rightmost
 /// untrusted address of the forwarding chain (if every hop is trusted, the leftmost one).
 ///
-/// Headers, in order of preference: `Forwarded` (RFC 7239 `for=`), `X-Forwarded-For`, then
-/// `X-Real-IP` (only when the other two are absent). Several lines of one header are read in
-/// order as one list. The walk goes right to left and stops at the first entry that is not an
+/// Only the configured header is read ([`TrustedProxies::header`]): for `Forwarded` the
+/// `for=` of each element, for `X-Forwarded-For` each entry, both as lists whose several lines
+/// are read in order as one; `X-Real-IP` and other headers hold one address (with several
+/// lines, the last). The walk goes right to left and stops at the first entry that is not an
 /// address (garbage, `unknown`, an obfuscated `_name`): the answer is then the last good
 /// address, the one the nearest trusted proxy vouched for. IPv4-mapped IPv6 addresses are
 /// returned as IPv4, the peer included. Never panics.
@@ -93,10 +169,13 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) ->
     if !trusted.contains(peer) {
         return peer;
     }
-    let hops = forwarded_hops(headers)
-        .or_else(|| list_hops(headers, &X_FORWARDED_FOR))
-        .or_else(|| real_ip_hop(headers))
-        .unwrap_or_default();
+    let hops = match &trusted.header {
+        ClientIpHeader::XForwardedFor => list_hops(headers, &X_FORWARDED_FOR),
+        ClientIpHeader::Forwarded => forwarded_hops(headers),
+        ClientIpHeader::XRealIp => single_hop(headers, &X_REAL_IP),
+        ClientIpHeader::Other(name) => single_hop(headers, name),
+    }
+    .unwrap_or_default();
 
     let mut last_good = peer;
     for hop in hops.iter().rev() {
@@ -118,8 +197,8 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 type Hop = Option<IpAddr>;
 
 /// The `for=` of each element of all `Forwarded` lines, or `None` when no element has one
-/// (then the next header is consulted). An element without `for=`, or a line that is not
-/// visible ASCII, is an unusable hop (and an unreadable line keeps us on this header).
+/// (the peer is then the client). An element without `for=`, or a line that is not visible
+/// ASCII, is an unusable hop.
 fn forwarded_hops(headers: &HeaderMap) -> Option<Vec<Hop>> {
     let mut hops = Vec::new();
     let mut any_for = false;
@@ -171,9 +250,10 @@ fn list_hops(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<Hop>> {
     present.then_some(hops)
 }
 
-/// `X-Real-IP`: one address set by the nearest proxy. With several lines the last one counts.
-fn real_ip_hop(headers: &HeaderMap) -> Option<Vec<Hop>> {
-    let value = headers.get_all(&X_REAL_IP).iter().next_back()?;
+/// `X-Real-IP` and the like: one address set by the nearest proxy. With several lines the last
+/// one counts.
+fn single_hop(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<Hop>> {
+    let value = headers.get_all(name).iter().next_back()?;
     let hop = value
         .to_str()
         .ok()
@@ -247,7 +327,12 @@ mod tests {
     }
 
     fn trusted(list: &[&str]) -> TrustedProxies {
-        TrustedProxies::parse(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+        trusted_in("x-forwarded-for", list)
+    }
+
+    fn trusted_in(header: &str, list: &[&str]) -> TrustedProxies {
+        let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        TrustedProxies::parse(&list, ClientIpHeader::parse(header).unwrap()).unwrap()
     }
 
     /// Headers from `(name, value)` lines; repeated names become several lines, in order.
@@ -262,15 +347,27 @@ mod tests {
         map
     }
 
-    /// The usual set-up: a load balancer at 10.0.0.5, proxies in 10/8 and on loopback.
+    const PROXY_NETS: [&str; 4] = ["10.0.0.0/8", "127.0.0.1", "::1", "fd00::/8"];
+
+    /// The usual set-up: a load balancer at 10.0.0.5, proxies in 10/8 and on loopback,
+    /// reporting the client in `X-Forwarded-For` (the default).
     fn proxies() -> TrustedProxies {
-        trusted(&["10.0.0.0/8", "127.0.0.1", "::1", "fd00::/8"])
+        trusted(&PROXY_NETS)
     }
 
     const LB: &str = "10.0.0.5";
 
     fn resolve(peer: &str, lines: &[(&str, &str)]) -> IpAddr {
         client_ip(ip(peer), &headers(lines), &proxies())
+    }
+
+    /// Like [`resolve`], with the proxies reporting the client in `header`.
+    fn resolve_in(header: &str, peer: &str, lines: &[(&str, &str)]) -> IpAddr {
+        client_ip(ip(peer), &headers(lines), &trusted_in(header, &PROXY_NETS))
+    }
+
+    fn fwd(peer: &str, lines: &[(&str, &str)]) -> IpAddr {
+        resolve_in("forwarded", peer, lines)
     }
 
     #[test]
@@ -307,7 +404,7 @@ mod tests {
             "1.2.3.4:80",
         ] {
             let list = vec!["127.0.0.1".to_string(), bad.to_string()];
-            let err = TrustedProxies::parse(&list).unwrap_err();
+            let err = TrustedProxies::parse(&list, ClientIpHeader::default()).unwrap_err();
             assert!(err.contains(&format!("{bad:?}")), "{err}");
         }
     }
@@ -388,13 +485,33 @@ mod tests {
     }
 
     #[test]
+    fn forged_forwarded_and_real_ip_behind_an_xff_proxy_are_ignored() {
+        // nginx appends the real peer to X-Forwarded-For; the client wrote the other headers.
+        let forged = [
+            ("forwarded", "for=6.6.6.6"),
+            ("x-real-ip", "7.7.7.7"),
+            ("x-forwarded-for", "81.2.69.142"),
+        ];
+        assert_eq!(resolve("127.0.0.1", &forged), ip("81.2.69.142"));
+        // Without X-Forwarded-For, the forged headers still do not count: the proxy is the client.
+        assert_eq!(
+            resolve("127.0.0.1", &[("forwarded", "for=6.6.6.6")]),
+            ip("127.0.0.1")
+        );
+        assert_eq!(
+            resolve("127.0.0.1", &[("x-real-ip", "7.7.7.7")]),
+            ip("127.0.0.1")
+        );
+    }
+
+    #[test]
     fn forwarded_header() {
         assert_eq!(
-            resolve(LB, &[("forwarded", "for=81.2.69.142;proto=https")]),
+            fwd(LB, &[("forwarded", "for=81.2.69.142;proto=https")]),
             ip("81.2.69.142")
         );
         assert_eq!(
-            resolve(
+            fwd(
                 LB,
                 &[(
                     "forwarded",
@@ -404,16 +521,16 @@ mod tests {
             ip("2001:db8:cafe::17")
         );
         assert_eq!(
-            resolve(LB, &[("forwarded", r#"for="[2001:db8::1]""#)]),
+            fwd(LB, &[("forwarded", r#"for="[2001:db8::1]""#)]),
             ip("2001:db8::1")
         );
         assert_eq!(
-            resolve(LB, &[("forwarded", r#"for="81.2.69.142:_port""#)]),
+            fwd(LB, &[("forwarded", r#"for="81.2.69.142:_port""#)]),
             ip("81.2.69.142")
         );
         // Separators inside quotes do not split.
         assert_eq!(
-            resolve(
+            fwd(
                 LB,
                 &[("forwarded", r#"host="a,b;c";for=81.2.69.142, for=10.1.1.1"#)]
             ),
@@ -421,7 +538,7 @@ mod tests {
         );
         // Two lines, read in order.
         assert_eq!(
-            resolve(
+            fwd(
                 LB,
                 &[
                     ("forwarded", "for=81.2.69.142"),
@@ -433,37 +550,92 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_is_preferred_and_falls_back_without_for() {
-        let both = [
+    fn only_the_configured_header_is_read() {
+        let all = [
             ("x-forwarded-for", "1.1.1.1"),
-            ("forwarded", "for=81.2.69.142"),
+            ("forwarded", "for=2.2.2.2"),
             ("x-real-ip", "3.3.3.3"),
+            ("cf-connecting-ip", "4.4.4.4"),
         ];
-        assert_eq!(resolve(LB, &both), ip("81.2.69.142"));
+        for (header, want) in [
+            ("x-forwarded-for", "1.1.1.1"),
+            ("Forwarded", "2.2.2.2"),
+            ("X-Real-IP", "3.3.3.3"),
+            ("cf-connecting-ip", "4.4.4.4"),
+            ("true-client-ip", LB),
+        ] {
+            assert_eq!(resolve_in(header, LB, &all), ip(want), "{header}");
+        }
+        // A Forwarded without `for=` does not fall back to another header.
         let no_for = [
             ("forwarded", "proto=https;host=example.com"),
             ("x-forwarded-for", "81.2.69.142"),
         ];
-        assert_eq!(resolve(LB, &no_for), ip("81.2.69.142"));
+        assert_eq!(fwd(LB, &no_for), ip(LB));
+        // An untrusted peer is the client whichever header is configured.
+        assert_eq!(
+            resolve_in("cf-connecting-ip", "81.2.69.142", &all),
+            ip("81.2.69.142")
+        );
+        // One address per line in a single-address header; the last line counts.
+        assert_eq!(
+            resolve_in(
+                "cf-connecting-ip",
+                LB,
+                &[
+                    ("cf-connecting-ip", "6.6.6.6"),
+                    ("cf-connecting-ip", "81.2.69.142")
+                ]
+            ),
+            ip("81.2.69.142")
+        );
+        assert_eq!(
+            resolve_in(
+                "cf-connecting-ip",
+                LB,
+                &[("cf-connecting-ip", "1.1.1.1, 2.2.2.2")]
+            ),
+            ip(LB)
+        );
+    }
+
+    #[test]
+    fn client_ip_header_setting() {
+        let parsed = |text: &str| ClientIpHeader::parse(text).unwrap();
+        assert_eq!(parsed("x-forwarded-for"), ClientIpHeader::XForwardedFor);
+        assert_eq!(parsed(" X-Forwarded-For "), ClientIpHeader::XForwardedFor);
+        assert_eq!(parsed("FORWARDED"), ClientIpHeader::Forwarded);
+        assert_eq!(parsed("x-real-ip"), ClientIpHeader::XRealIp);
+        let cf = parsed("CF-Connecting-IP");
+        assert_eq!(cf.name(), "cf-connecting-ip");
+        assert_eq!(ClientIpHeader::default().to_string(), "x-forwarded-for");
+        for bad in ["", "two words", "x:y", "é"] {
+            let err = ClientIpHeader::parse(bad).unwrap_err();
+            assert!(err.contains("header name"), "{err}");
+        }
+        // Serialised as its name, so the configuration round-trips.
+        let json = serde_json::to_string(&cf).unwrap();
+        assert_eq!(json, "\"cf-connecting-ip\"");
+        assert_eq!(serde_json::from_str::<ClientIpHeader>(&json).unwrap(), cf);
     }
 
     #[test]
     fn obfuscated_and_unknown_end_the_walk() {
         // The nearest trusted proxy's report is the last good address.
         assert_eq!(
-            resolve(
+            fwd(
                 LB,
                 &[("forwarded", "for=81.2.69.142, for=_hidden, for=10.1.1.1")]
             ),
             ip("10.1.1.1")
         );
         assert_eq!(
-            resolve(LB, &[("forwarded", "for=81.2.69.142, for=unknown")]),
+            fwd(LB, &[("forwarded", "for=81.2.69.142, for=unknown")]),
             ip(LB)
         );
         // An element without `for=` is an unknown hop when others have one.
         assert_eq!(
-            resolve(LB, &[("forwarded", "for=81.2.69.142, proto=http")]),
+            fwd(LB, &[("forwarded", "for=81.2.69.142, proto=http")]),
             ip(LB)
         );
     }
@@ -488,7 +660,7 @@ mod tests {
             assert_eq!(resolve(LB, &[("x-forwarded-for", xff)]), ip(want), "{xff}");
         }
         for forwarded in ["for", "for=", "=;=,", "for=\"", "for=[::1", ";;,,;"] {
-            let got = resolve(LB, &[("forwarded", forwarded)]);
+            let got = fwd(LB, &[("forwarded", forwarded)]);
             assert_eq!(got, ip(LB), "{forwarded}");
         }
         // Bytes that are not visible ASCII.
@@ -511,7 +683,10 @@ mod tests {
             X_FORWARDED_FOR.clone(),
             HeaderValue::from_str("81.2.69.142").unwrap(),
         );
-        assert_eq!(client_ip(ip(LB), &map, &proxies()), ip(LB));
+        let forwarded = trusted_in("forwarded", &PROXY_NETS);
+        assert_eq!(client_ip(ip(LB), &map, &forwarded), ip(LB));
+        // The unreadable Forwarded is not even looked at when X-Forwarded-For is the header.
+        assert_eq!(client_ip(ip(LB), &map, &proxies()), ip("81.2.69.142"));
     }
 
     #[test]
@@ -520,14 +695,20 @@ mod tests {
             "", ",", ";", "=", "\"", "[", "]", ":", "for", "For=", "1.2.3.4", "::1", "_x",
             "unknown", " ", "\\", "💥", "10.1.1.1", "::ffff:", "99999",
         ];
-        let t = proxies();
+        let configs = [
+            "forwarded",
+            "x-forwarded-for",
+            "x-real-ip",
+            "cf-connecting-ip",
+        ]
+        .map(|name| (name, trusted_in(name, &PROXY_NETS)));
         for a in tokens {
             for b in tokens {
                 for c in tokens {
                     let value = format!("{a}{b}{c}");
-                    for name in ["forwarded", "x-forwarded-for", "x-real-ip"] {
+                    for (name, t) in &configs {
                         let map = headers(&[(name, &value)]);
-                        let got = client_ip(ip(LB), &map, &t);
+                        let got = client_ip(ip(LB), &map, t);
                         assert!(!matches!(got, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some()));
                     }
                 }
@@ -551,7 +732,7 @@ mod tests {
             ip("81.2.69.142")
         );
         assert_eq!(
-            resolve(
+            fwd(
                 "::ffff:10.0.0.5",
                 &[("forwarded", r#"for="[::ffff:81.2.69.142]:80""#)]
             ),
@@ -561,27 +742,27 @@ mod tests {
     }
 
     #[test]
-    fn x_real_ip_only_without_other_headers() {
+    fn x_real_ip_when_configured() {
+        let real = |peer: &str, lines: &[(&str, &str)]| resolve_in("x-real-ip", peer, lines);
+        assert_eq!(real(LB, &[("x-real-ip", "81.2.69.142")]), ip("81.2.69.142"));
         assert_eq!(
-            resolve(LB, &[("x-real-ip", "81.2.69.142")]),
-            ip("81.2.69.142")
-        );
-        assert_eq!(
-            resolve(LB, &[("x-real-ip", " [2001:db8::9]:443 ")]),
+            real(LB, &[("x-real-ip", " [2001:db8::9]:443 ")]),
             ip("2001:db8::9")
         );
-        assert_eq!(resolve(LB, &[("x-real-ip", "garbage")]), ip(LB));
-        assert_eq!(resolve(LB, &[("x-real-ip", "1.1.1.1, 2.2.2.2")]), ip(LB));
+        assert_eq!(real(LB, &[("x-real-ip", "garbage")]), ip(LB));
+        assert_eq!(real(LB, &[("x-real-ip", "1.1.1.1, 2.2.2.2")]), ip(LB));
+        // X-Forwarded-For is not read, even when X-Real-IP is absent.
         assert_eq!(
-            resolve(
+            real(
                 LB,
                 &[("x-real-ip", "3.3.3.3"), ("x-forwarded-for", "81.2.69.142")]
             ),
-            ip("81.2.69.142")
+            ip("3.3.3.3")
         );
+        assert_eq!(real(LB, &[("x-forwarded-for", "81.2.69.142")]), ip(LB));
         // From an untrusted peer it is ignored like the others.
         assert_eq!(
-            resolve("81.2.69.142", &[("x-real-ip", "3.3.3.3")]),
+            real("81.2.69.142", &[("x-real-ip", "3.3.3.3")]),
             ip("81.2.69.142")
         );
     }
