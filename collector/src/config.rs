@@ -104,10 +104,12 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest request head (request line and headers) in bytes; at least 8192. Default 16384.
     pub max_header_bytes: usize,
-    /// Beacons per second allowed from one client address (token bucket, in memory only);
-    /// over it, `429` + `Retry-After`. 0 (default): no limit.
+    /// Events per second allowed from one client (an IPv4 address or an IPv6 /64; token
+    /// bucket, in memory only; each event of a bulk request costs a token); over it, `429` +
+    /// `Retry-After`. 0 (default): no limit.
     pub rate_limit_per_ip: u32,
-    /// Burst allowed above `rate_limit_per_ip`. Default 20.
+    /// Burst allowed above `rate_limit_per_ip`, and the most events one request may carry
+    /// when limiting is on. Default 20.
     pub rate_limit_burst: u32,
     /// Minimum group size k of the stats API: breakdown rows with fewer than k visitors are
     /// merged into one `(other)` row. 0 (default): off.

@@ -753,3 +753,118 @@ async fn privacy_page_states_the_configuration() {
     );
     server.stop().await;
 }
+
+/// Posts a pageview as if through a proxy on loopback that appended `81.2.69.142` to
+/// `X-Forwarded-For`, with `extra` headers the client itself wrote.
+async fn proxied_event(server: &Server, extra: &[(&str, String)]) -> Reply {
+    let mut request = server
+        .client
+        .post(format!("{}/api/event", server.base))
+        .header("user-agent", FIREFOX)
+        .header("content-type", "text/plain")
+        .header("x-forwarded-for", "81.2.69.142")
+        .body(PAGEVIEW);
+    for (name, value) in extra {
+        request = request.header(*name, value);
+    }
+    Reply::from(request.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn forged_forwarding_headers_behind_a_trusted_proxy_are_ignored() {
+    // The rate limiter keys on the real address: forging another one each time does not help.
+    let server = Server::start(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.rate_limit_per_ip = 1;
+        c.rate_limit_burst = 2;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for n in 1..=6 {
+        let forged = [
+            ("forwarded", format!("for=198.51.100.{n}")),
+            ("x-real-ip", format!("203.0.113.{n}")),
+        ];
+        statuses.push(proxied_event(&server, &forged).await.status);
+    }
+    assert_eq!(&statuses[..2], [202, 202], "{statuses:?}");
+    assert!(statuses[2..].iter().all(|s| *s == 429), "{statuses:?}");
+    server.stop().await;
+
+    // Visitor ids are the real address's: forged headers do not make another visitor.
+    let server = Server::start(|c| c.trusted_proxies = vec!["127.0.0.1".into()]).await;
+    assert_eq!(proxied_event(&server, &[]).await.status, 202);
+    let forged_forwarded = [("forwarded", "for=198.51.100.7".to_string())];
+    assert_eq!(proxied_event(&server, &forged_forwarded).await.status, 202);
+    let forged_real_ip = [("x-real-ip", "203.0.113.7".to_string())];
+    assert_eq!(proxied_event(&server, &forged_real_ip).await.status, 202);
+    // A visitor at another address is another visitor (the comparison can fail).
+    let other = server
+        .client
+        .post(format!("{}/api/event", server.base))
+        .header("user-agent", FIREFOX)
+        .header("x-forwarded-for", "81.2.69.143")
+        .body(PAGEVIEW)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 202);
+    let (_, sink) = server.stop().await;
+    let ids: Vec<u64> = sink
+        .rows
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.visitor_id)
+        .collect();
+    assert_eq!(ids.len(), 4);
+    assert_eq!(ids[0], ids[1], "forged Forwarded changed the visitor");
+    assert_eq!(ids[0], ids[2], "forged X-Real-IP changed the visitor");
+    assert_ne!(ids[0], ids[3]);
+}
+
+/// A Matomo bulk body of `n` page views of example.com (`idsite` 1).
+fn matomo_bulk(n: usize) -> String {
+    let requests: Vec<String> = (0..n)
+        .map(|i| format!("\"?idsite=1&rec=1&url=https%3A%2F%2Fexample.com%2Fp{i}\""))
+        .collect();
+    format!(r#"{{"requests":[{}]}}"#, requests.join(","))
+}
+
+#[tokio::test]
+async fn rate_limit_counts_every_event_of_a_bulk_request() {
+    let server = Server::start(|c| {
+        c.rate_limit_per_ip = 1;
+        c.rate_limit_burst = 10;
+        c.matomo_sites = [("1".to_string(), "example.com".to_string())].into();
+    })
+    .await;
+    let bulk = |n: usize| {
+        server
+            .client
+            .post(format!("{}/matomo.php", server.base))
+            .header("user-agent", FIREFOX)
+            .body(matomo_bulk(n))
+            .send()
+    };
+    // Larger than the burst: it could never pass, so it is refused outright.
+    let too_big = bulk(11).await.unwrap();
+    assert_eq!(too_big.status(), 413);
+    let first = bulk(8).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let summary: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(summary["tracked"], 8);
+    // Eight of the ten tokens are gone: another eight events are too many.
+    let second = bulk(8).await.unwrap();
+    assert_eq!(second.status(), 429);
+    assert!(second.headers().contains_key("retry-after"));
+    // ...and so is a single beacon soon after, as fast as the burst allows.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(server.event(PAGEVIEW).await.status);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let (report, _) = server.stop().await;
+    let singles = statuses.iter().filter(|s| **s == 202).count() as u64;
+    assert_eq!(report.rows_written, 8 + singles);
+}

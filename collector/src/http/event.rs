@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
+use super::rate_limit::Refusal;
 use super::response::{self, Body};
 use super::State;
 use crate::ingest::client_ip::client_ip;
@@ -120,19 +121,9 @@ impl Client {
         headers: &HeaderMap,
     ) -> Result<Self, Response<Body>> {
         let ip = client_ip(peer.ip(), headers, &state.trusted_proxies);
+        // The request's first event, before its body is even read: a flood costs us little.
         if let Some(limiter) = &state.rate_limiter {
-            if let Err(wait) = limiter.check(ip) {
-                reject("rate_limited");
-                let mut r = response::error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many events from this client; slow down",
-                    None,
-                );
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
-                return Err(r);
-            }
+            limiter.check(ip).map_err(rate_limited)?;
         }
         let user_agent = headers
             .get(header::USER_AGENT)
@@ -144,6 +135,52 @@ impl Client {
             signals: PrivacySignals::from_headers(headers),
         })
     }
+}
+
+impl Client {
+    /// Charges the rate limit for `more` events beyond the one [`Client::admit`] took (a
+    /// bulk request's others), all or none: `429` when they are not there yet, `413` when
+    /// the request holds more events than the burst ever allows at once.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn charge(&self, state: &State, more: usize) -> Result<(), Response<Body>> {
+        let Some(limiter) = &state.rate_limiter else {
+            return Ok(());
+        };
+        let events = more as u64 + 1;
+        let burst = limiter.burst();
+        // `admit` already took one token, so the bucket can never again hold `burst` for
+        // the rest: refuse for good rather than answer 429 forever.
+        if events > u64::from(burst) {
+            reject("rate_limited");
+            return Err(response::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "this request records {events} events, more than one client may send at \
+                     once (rate_limit_burst = {burst})"
+                ),
+                None,
+            ));
+        }
+        match limiter.check_n(self.ip, more as u32) {
+            Ok(()) => Ok(()),
+            Err(Refusal::Wait(wait)) => Err(rate_limited(wait)),
+            Err(Refusal::TooMany { .. }) => Err(rate_limited(Duration::from_secs(1))),
+        }
+    }
+}
+
+/// `429` + `Retry-After` for a client over its rate.
+fn rate_limited(wait: Duration) -> Response<Body> {
+    reject("rate_limited");
+    let mut r = response::error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many events from this client; slow down",
+        None,
+    );
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
+    r
 }
 
 /// Reads a body of at most `max_body_bytes` within `request_timeout_secs`.

@@ -68,6 +68,10 @@ where
         Ok(requests) => requests,
         Err(e) => return refuse(&e),
     };
+    // Every event costs a token, not just the request.
+    if let Err(refused) = client.charge(state, requests.entries.len().saturating_sub(1)) {
+        return refused;
+    }
     let referer = referer(&parts.headers);
     let (mut tracked, mut invalid, mut first_error) = (0u32, 0u32, None);
     for params in &requests.entries {
