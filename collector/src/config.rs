@@ -84,6 +84,10 @@ pub struct Config {
     pub salt_dir: Option<PathBuf>,
     /// Parsed user agents kept in memory. Default 10000.
     pub user_agent_cache_size: usize,
+    /// Most visits held open in memory (each at most ~4.5 KB; entry page, referrer and
+    /// campaign values are kept to 256 bytes each for the visit). Over it, the visit idle
+    /// longest is closed early (`glimpse_visits_evicted_total`). Default 100000.
+    pub max_open_visits: usize,
     /// Write accepted events to a disk spool before answering `202`, so that no accepted event
     /// is lost to a crash or a ClickHouse outage. Default true.
     pub spool: bool,
@@ -178,6 +182,7 @@ impl Default for Config {
             honor_opt_out_cookie: true,
             salt_dir: None,
             user_agent_cache_size: 10_000,
+            max_open_visits: crate::ingest::sessions::DEFAULT_MAX_OPEN_VISITS,
             spool: true,
             spool_max_bytes: 1024 * 1024 * 1024,
             spool_fsync: "always".into(),
@@ -416,6 +421,7 @@ impl Config {
             ("max_prop_value_length", self.max_prop_value_length as u64),
             ("request_timeout_secs", self.request_timeout_secs),
             ("max_connections", self.max_connections as u64),
+            ("max_open_visits", self.max_open_visits as u64),
         ];
         if self.max_header_bytes < 8192 {
             return Err(ConfigError::invalid(

@@ -160,7 +160,7 @@ pub async fn serve_with_sink<S: Sink>(
         enrichers,
         trusted_proxies,
         salts,
-        sessions: Sessions::new(),
+        sessions: Sessions::with_limit(config.max_open_visits),
         drops,
         ingest,
         privacy_limiter: http::rate_limit::RateLimiter::per_minute(10, 5),
@@ -240,6 +240,8 @@ async fn expire_visits(state: Arc<State>) {
         tokio::time::sleep(Duration::from_secs(60)).await;
         let open = state.sessions.expire(http::unix_now());
         metrics::gauge!("glimpse_open_visits").set(open as f64);
+        let (_, bytes) = state.sessions.footprint();
+        metrics::gauge!("glimpse_open_visits_bytes").set(bytes as f64);
         if let Some(limiter) = &state.rate_limiter {
             limiter.forget_idle();
         }

@@ -22,9 +22,19 @@
 //!
 //! A visit lasts at most [`MAX_VISIT_SECS`], so the query service knows how far after a
 //! period's end a visit that started in it can still have rows.
+//!
+//! **Bounded memory.** Every distinct visitor opens a visit, and a flood of made-up visitors
+//! must not grow the map without end: at most `max_open_visits` are held (over it the visit
+//! idle longest is closed early, counted in `glimpse_visits_evicted_total`; its visitor's next
+//! event starts a new visit), and each visit holds at most [`MAX_VISIT_PROP_BYTES`] of each
+//! property (entry page, referrer, campaign…; longer values are cut on a character boundary
+//! in the `visit_*` columns and `entry_page`, the event's own columns stay whole). So an open
+//! visit takes at most [`MAX_VISIT_BYTES`].
 
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use hashlink::LinkedHashMap;
 
 use crate::schema::EventRow;
 
@@ -40,6 +50,23 @@ const ENGAGEMENT: &str = "engagement";
 
 /// How many visit properties there are (see [`VisitProps::targets`]).
 const PROPS: usize = 16;
+
+/// Longest visit property kept, in bytes (entry page, referrer, campaign, …): an entry page
+/// or referrer longer than this is cut in the visit's columns.
+pub const MAX_VISIT_PROP_BYTES: usize = 256;
+
+/// Default of `max_open_visits`.
+pub const DEFAULT_MAX_OPEN_VISITS: usize = 100_000;
+
+/// The most memory one open visit takes, in bytes: the visit, its key (the site's domain, at
+/// most 253 bytes), its texts and the map's bookkeeping. 100,000 visits: under 500 MB even
+/// when every property is at its longest; typical visits take a tenth of this.
+pub const MAX_VISIT_BYTES: usize = ENTRY_BYTES + 253 + PROPS * MAX_VISIT_PROP_BYTES;
+
+/// One map entry without its heap texts: key, value and the linked map's two links and hash
+/// slot.
+const ENTRY_BYTES: usize =
+    std::mem::size_of::<(String, u64)>() + std::mem::size_of::<Visit>() + 4 * 8;
 
 /// A visit's properties: its first event's, stamped on every row of the visit. Open visits
 /// are held for 30 minutes, so they are packed into one allocation (the texts one after the
@@ -71,6 +98,7 @@ impl VisitProps {
             &row.os,
             &row.os_version,
         ];
+        let values = values.map(|v| truncate(v, MAX_VISIT_PROP_BYTES));
         let mut text = String::with_capacity(values.iter().map(|v| v.len()).sum());
         let mut ends = [0u32; PROPS];
         for (end, value) in ends.iter_mut().zip(values) {
@@ -126,6 +154,18 @@ impl VisitProps {
             }
         }
     }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// One visit's state: what the next event needs to compute its row's visit columns.
@@ -233,28 +273,52 @@ pub fn stamp_visits(rows: &mut [EventRow]) {
     }
 }
 
-/// Open visits. Cheap to share behind an `Arc`.
-#[derive(Debug, Default)]
+/// Open visits, at most `max_open` of them, in the order they last saw an event. Cheap to
+/// share behind an `Arc`.
+#[derive(Debug)]
 pub struct Sessions {
-    open: Mutex<HashMap<(String, u64), Visit>>,
+    open: Mutex<LinkedHashMap<(String, u64), Visit>>,
+    max_open: usize,
+    evicted: AtomicU64,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Sessions {
+    /// At most [`DEFAULT_MAX_OPEN_VISITS`] open visits.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_limit(DEFAULT_MAX_OPEN_VISITS)
+    }
+
+    /// At most `max_open` open visits (at least 1).
+    pub fn with_limit(max_open: usize) -> Self {
+        Self {
+            open: Mutex::new(LinkedHashMap::new()),
+            max_open: max_open.max(1),
+            evicted: AtomicU64::new(0),
+        }
     }
 
     /// Puts `row` (its site, visitor id and time) into the visitor's open visit or starts one,
     /// and stamps the row's visit columns. `previous_visitor_id` is the id the visitor had
     /// under yesterday's salt: a visit open under it continues across midnight, keeping
     /// yesterday's id until it ends. Engagement reports do not begin visits on their own.
+    /// Starting a visit when `max_open` are open first closes the one idle longest.
     pub fn assign(&self, row: &mut EventRow, previous_visitor_id: Option<u64>) {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let candidates = [Some(row.visitor_id), previous_visitor_id];
         for id in candidates.into_iter().flatten() {
             let key = (row.site.clone(), id);
-            if let Some(visit) = open.get_mut(&key) {
-                if visit.continues_at(row.timestamp) {
+            if open
+                .get(&key)
+                .is_some_and(|v| v.continues_at(row.timestamp))
+            {
+                // Most recently seen at the back: the front is the next to go.
+                if let Some(visit) = open.to_back(&key) {
                     visit.add(row);
                     return;
                 }
@@ -266,14 +330,41 @@ impl Sessions {
             return;
         }
         let visit = Visit::start(session_id, row);
-        open.insert((row.site.clone(), row.visitor_id), visit);
+        let key = (row.site.clone(), row.visitor_id);
+        if !open.contains_key(&key) {
+            while open.len() >= self.max_open {
+                if open.pop_front().is_none() {
+                    break;
+                }
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("glimpse_visits_evicted_total").increment(1);
+            }
+        }
+        open.insert(key, visit);
     }
 
-    /// Forgets visits idle for longer than the timeout; returns how many remain.
+    /// Forgets visits idle for longer than the timeout (or past their longest); returns how
+    /// many remain.
     pub fn expire(&self, now: u32) -> usize {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         open.retain(|_, v| v.continues_at(now));
         open.len()
+    }
+
+    /// How many visits are open, and the bytes they hold (an estimate: the entries and their
+    /// texts, not the allocator's slack).
+    pub fn footprint(&self) -> (usize, usize) {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes = open
+            .iter()
+            .map(|((site, _), visit)| ENTRY_BYTES + site.capacity() + visit.props.text.len())
+            .sum();
+        (open.len(), bytes)
+    }
+
+    /// Visits closed early because `max_open` were open.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
     }
 }
 
@@ -466,6 +557,8 @@ mod tests {
             "{}",
             std::mem::size_of::<Visit>()
         );
+        // What the configuration documents: at most ~4.5 KB an open visit.
+        assert!(MAX_VISIT_BYTES <= 4_608, "{MAX_VISIT_BYTES}");
         let mut row = event("e.com", 1, 0, "pageview", "/landing");
         row.country = "DE".into();
         row.device = "mobile".into();
@@ -482,6 +575,70 @@ mod tests {
             ("/landing", "DE", "mobile")
         );
         assert_eq!(later.visit_referrer, "");
+    }
+
+    #[test]
+    fn a_flood_of_distinct_visitors_stays_under_the_caps() {
+        let cap = 1_000;
+        let s = Sessions::with_limit(cap);
+        let path = format!("/{}", "p".repeat(4095));
+        let referrer = format!("https://spam.example/{}", "é".repeat(2000));
+        let flood = 5 * cap as u64;
+        for visitor in 0..flood {
+            let mut row = event(
+                "e.com",
+                visitor,
+                1_000 + (visitor / 100) as u32,
+                "pageview",
+                &path,
+            );
+            row.referrer = referrer.clone();
+            row.utm_campaign = "c".repeat(4096);
+            row.utm_content = "x".repeat(4096);
+            s.assign(&mut row, None);
+            // The event's own columns stay whole; the visit's are cut.
+            assert_eq!(row.pathname.len(), 4096);
+            assert_eq!(row.entry_page.len(), MAX_VISIT_PROP_BYTES);
+            assert!(row.visit_referrer.len() <= MAX_VISIT_PROP_BYTES);
+            assert!(referrer.starts_with(&row.visit_referrer));
+        }
+        let (count, bytes) = s.footprint();
+        assert_eq!(count, cap);
+        assert!(bytes <= cap * MAX_VISIT_BYTES, "{bytes} bytes");
+        // Well under what the texts as sent would take (≈ 16 KB a visit).
+        assert!(bytes < cap * 2_000, "{bytes} bytes for {count} visits");
+        assert_eq!(s.evicted(), flood - cap as u64);
+        // The oldest visits were closed, the newest are open.
+        let newest = flood - 1;
+        let at = 1_000 + (newest / 100) as u32 + 5;
+        let first = assign(&s, event("e.com", 0, at, "pageview", "/"), None);
+        assert_eq!(first.visit_entry, 1, "visitor 0's visit was closed");
+        let last = assign(&s, event("e.com", newest, at, "pageview", "/"), None);
+        assert_eq!(last.visit_entry, 0, "the newest visit is still open");
+        assert_eq!(s.footprint().0, cap);
+    }
+
+    #[test]
+    fn the_visit_idle_longest_is_closed_first() {
+        let s = Sessions::with_limit(2);
+        let a = assign(&s, event("e.com", 1, 0, "pageview", "/"), None);
+        assign(&s, event("e.com", 2, 1, "pageview", "/"), None);
+        // Visitor 1 comes back: visitor 2 is now the one idle longest.
+        assign(&s, event("e.com", 1, 2, "pageview", "/"), None);
+        assign(&s, event("e.com", 3, 3, "pageview", "/"), None);
+        let again = assign(&s, event("e.com", 1, 4, "pageview", "/"), None);
+        assert_eq!(again.session_id, a.session_id);
+        let two = assign(&s, event("e.com", 2, 5, "pageview", "/"), None);
+        assert_eq!(two.visit_entry, 1);
+        assert_eq!(s.evicted(), 2);
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate("abc", 5), "abc");
+        assert_eq!(truncate("abcdef", 3), "abc");
+        assert_eq!(truncate("aé", 2), "a");
+        assert_eq!(truncate("ééé", 5), "éé");
     }
 
     #[test]
