@@ -129,10 +129,10 @@ pub async fn serve_with_sink<S: Sink>(
         .trusted_proxies()
         .map_err(|e| ServeError::Config(e.to_string()))?;
     let now = http::unix_now();
-    let salts = SaltStore::open(
+    let salts = Arc::new(SaltStore::open(
         &config.salt_dir(),
         ingest::pseudonym::day_of(u64::from(now)),
-    )?;
+    )?);
     if enrichers.sites.is_empty() {
         tracing::warn!("no sites configured: every beacon will be refused (set GLIMPSE_SITES)");
     }
@@ -172,6 +172,14 @@ pub async fn serve_with_sink<S: Sink>(
         config: config.clone(),
     });
     let expiry = tokio::spawn(expire_visits(state.clone()));
+    // Salts rotate at midnight whether or not events arrive, so an idle collector keeps none
+    // past its 48 hours.
+    let stop_rotation = CancellationToken::new();
+    let rotation = tokio::spawn(ingest::pseudonym::rotate_daily(
+        state.salts.clone(),
+        Arc::new(ingest::pseudonym::SystemClock),
+        stop_rotation.clone(),
+    ));
 
     let timeout = config.shutdown_timeout();
     let started_stopping = tokio::sync::OnceCell::new();
@@ -183,6 +191,8 @@ pub async fn serve_with_sink<S: Sink>(
     };
     http::run(state.clone(), listener, stopping, timeout).await;
     expiry.abort();
+    stop_rotation.cancel();
+    let _ = rotation.await;
     // The last handle on the queue or spool goes with the state: the writer or the spool's
     // appender now sees the end of the input.
     drop(state);

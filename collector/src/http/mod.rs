@@ -42,7 +42,7 @@ pub struct State {
     pub limits: BeaconLimits,
     pub enrichers: Enrichers,
     pub trusted_proxies: TrustedProxies,
-    pub salts: SaltStore,
+    pub salts: Arc<SaltStore>,
     pub sessions: Sessions,
     pub drops: Arc<DropCounts>,
     pub ingest: Ingest,

@@ -8,13 +8,18 @@
 //! collectors share one salt directory (a shared volume): the first to need a day's salt
 //! creates the file atomically, the others read it. An expired salt's file is overwritten with
 //! zeros, synced and removed.
+//!
+//! Rotation runs on a timer ([`rotate_daily`]), not only when an event needs a salt: an idle
+//! collector would otherwise keep a salt in memory and on disk for as long as nobody visits.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
 use super::ip_prefix::hashing_network;
@@ -141,6 +146,7 @@ impl SaltStore {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         if current.day < day {
             *current = Arc::new(load_day(&self.dir, day)?);
+            metrics::counter!("glimpse_salt_rotations_total").increment(1);
             tracing::info!(day, "visitor-id salt rotated");
         }
         Ok(current.clone())
@@ -148,6 +154,53 @@ impl SaltStore {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// The wall clock the salts follow, so that tests can move it.
+pub trait Clock: Send + Sync + 'static {
+    /// Seconds since the Unix epoch.
+    fn unix_now(&self) -> u64;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn unix_now(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+}
+
+/// Longest sleep between two looks at the clock: a wall clock that jumps (a suspended machine,
+/// an NTP step) is noticed within this, not only at the midnight the timer was set for.
+const MAX_ROTATION_SLEEP: Duration = Duration::from_secs(60);
+
+/// Rotates the salts at each midnight UTC of `clock` until `stop`, with or without traffic: a
+/// day's salt is then gone from memory and from `salt_dir` when the day after it ends (48 h
+/// after it began), not when the next event happens to arrive. A rotation that fails (the
+/// salt directory unwritable) is logged and retried every few seconds.
+pub async fn rotate_daily(salts: Arc<SaltStore>, clock: Arc<dyn Clock>, stop: CancellationToken) {
+    loop {
+        let now = clock.unix_now();
+        let wait = match salts.salts_at(now) {
+            Ok(_) => {
+                let next_day = (now / SECONDS_PER_DAY + 1) * SECONDS_PER_DAY;
+                Duration::from_secs(next_day - now).min(MAX_ROTATION_SLEEP)
+            }
+            Err(error) => {
+                tracing::error!(%error, "visitor-id salt rotation failed; retrying");
+                Duration::from_secs(5)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
     }
 }
 
@@ -395,6 +448,63 @@ mod tests {
         let salts = reopened.salts_at(900 * 86_400).unwrap();
         assert!(salts.yesterday.is_none());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// A wall clock that follows tokio's (paused) time from `start`.
+    struct PausedClock {
+        start_unix: u64,
+        start: tokio::time::Instant,
+    }
+
+    impl Clock for PausedClock {
+        fn unix_now(&self) -> u64 {
+            self.start_unix + self.start.elapsed().as_secs()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_collector_destroys_old_salts_on_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = 1_000;
+        // 17:00 on `day`: the collector starts, sees one event, then nothing ever again.
+        let start_unix = day as u64 * 86_400 + 17 * 3_600;
+        let start = tokio::time::Instant::now();
+        let clock = Arc::new(PausedClock { start_unix, start });
+        let store = Arc::new(SaltStore::open(dir.path(), day).unwrap());
+        let old = *store.salts_at(start_unix).unwrap().today;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(rotate_daily(store.clone(), clock.clone(), stop.clone()));
+        let at = |unix: u64| start + Duration::from_secs(unix - start_unix);
+
+        // During the next day the salt is still kept, as yesterday's (visits across midnight).
+        tokio::time::sleep_until(at((day as u64 + 1) * 86_400 + 60)).await;
+        let current = store.current.read().unwrap().clone();
+        assert_eq!(current.day, day + 1);
+        assert_eq!(current.yesterday.as_deref(), Some(&old));
+        drop(current);
+
+        // 48 h after its day began (and a minute): gone from memory and disk, with no traffic.
+        tokio::time::sleep_until(at((day as u64 + 2) * 86_400 + 60)).await;
+        let current = store.current.read().unwrap().clone();
+        assert_eq!(current.day, day + 2);
+        assert_ne!(*current.today, old);
+        assert_ne!(current.yesterday.as_deref(), Some(&old));
+        assert!(!disk_contains(dir.path(), &old), "old salt still on disk");
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["1001.salt", "1002.salt"]);
+        drop(current);
+
+        // A long idle stretch: only the last two days' salts ever exist.
+        tokio::time::sleep_until(at((day as u64 + 10) * 86_400 + 60)).await;
+        assert_eq!(store.current.read().unwrap().day, day + 10);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+
+        stop.cancel();
+        task.await.unwrap();
     }
 
     #[test]
