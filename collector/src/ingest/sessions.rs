@@ -63,6 +63,9 @@ pub const DEFAULT_MAX_OPEN_VISITS: usize = 100_000;
 /// when every property is at its longest; typical visits take a tenth of this.
 pub const MAX_VISIT_BYTES: usize = ENTRY_BYTES + 253 + PROPS * MAX_VISIT_PROP_BYTES;
 
+// What the configuration documents: at most ~4.5 KB an open visit.
+const _: () = assert!(MAX_VISIT_BYTES <= 4_608);
+
 /// One map entry without its heap texts: key, value and the linked map's two links and hash
 /// slot.
 const ENTRY_BYTES: usize =
@@ -557,8 +560,6 @@ mod tests {
             "{}",
             std::mem::size_of::<Visit>()
         );
-        // What the configuration documents: at most ~4.5 KB an open visit.
-        assert!(MAX_VISIT_BYTES <= 4_608, "{MAX_VISIT_BYTES}");
         let mut row = event("e.com", 1, 0, "pageview", "/landing");
         row.country = "DE".into();
         row.device = "mobile".into();
