@@ -868,3 +868,20 @@ async fn rate_limit_counts_every_event_of_a_bulk_request() {
     let singles = statuses.iter().filter(|s| **s == 202).count() as u64;
     assert_eq!(report.rows_written, 8 + singles);
 }
+
+#[tokio::test]
+async fn rate_limit_counts_every_site_of_a_beacon() {
+    // A beacon for several sites records an event for each.
+    let server = Server::start(|c| {
+        c.rate_limit_per_ip = 1;
+        c.rate_limit_burst = 3;
+        c.sites.push(SiteConfig::new("example.org"));
+    })
+    .await;
+    let both = r#"{"n":"pageview","u":"https://example.com/a","d":"example.com,example.org"}"#;
+    assert_eq!(server.event(both).await.status, 202);
+    // One token left: two more events are too many.
+    assert_eq!(server.event(both).await.status, 429);
+    let (report, _) = server.stop().await;
+    assert_eq!(report.rows_written, 2);
+}

@@ -62,6 +62,10 @@ where
             return response::error(StatusCode::BAD_REQUEST, &e.reason, Some(&e.field));
         }
     };
+    // One event per site `d` lists: each listed site beyond the first costs a token too.
+    if let Err(refused) = client.charge(state, beacon.domains.len().saturating_sub(1)) {
+        return refused;
+    }
     match record(state, &beacon, &client, Protocol::Plausible).await {
         Outcome::Accepted => accepted(),
         Outcome::Refused(reason) => {
