@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod csv_safe;
 pub mod goals;
 pub mod http;
 pub mod ingest;
