@@ -91,6 +91,31 @@ pub async fn fetch(
     Ok(all)
 }
 
+/// The summary of one site's `ids`; binds: the site, then the first second that counts.
+/// Day numbers since 1970 (UTC) rather than toDate(): independent of the server's time zone.
+pub fn summary_sql(db: &str, ids: &[u64]) -> String {
+    format!(
+        "SELECT countIf(name = 'pageview') AS pageviews, \
+         countIf(name = 'engagement') AS engagement_reports, \
+         countIf(name NOT IN ('pageview', 'engagement')) AS other_events, \
+         uniqExact(intDiv(toUInt32(timestamp), 86400)) AS days, \
+         toUInt32(min(intDiv(toUInt32(timestamp), 86400))) AS first_day, \
+         toUInt32(max(intDiv(toUInt32(timestamp), 86400))) AS last_day \
+         FROM {db}.events WHERE site = ? AND {} AND timestamp >= toDateTime(?)",
+        condition(ids)
+    )
+}
+
+/// One mutation deleting the events of `pairs` `(site, visitor id)` pairs; binds: each pair's
+/// site and id, then the first second that counts.
+pub fn erase_sql(db: &str, pairs: usize) -> String {
+    let tuples = vec!["(?, ?)"; pairs].join(", ");
+    format!(
+        "ALTER TABLE {db}.events DELETE WHERE (site, visitor_id) IN ({tuples}) \
+         AND timestamp >= toDateTime(?)"
+    )
+}
+
 /// How much one site holds about a visitor, at day granularity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SiteSummary {
@@ -126,18 +151,8 @@ pub async fn summary(
 ) -> Result<Vec<SiteSummary>, clickhouse::error::Error> {
     let mut all = Vec::new();
     for (site, ids) in &keys.by_site {
-        // Day numbers since 1970 (UTC), not toDate(): independent of the server's time zone.
         let row: SummaryRow = client
-            .query(&format!(
-                "SELECT countIf(name = 'pageview') AS pageviews, \
-                 countIf(name = 'engagement') AS engagement_reports, \
-                 countIf(name NOT IN ('pageview', 'engagement')) AS other_events, \
-                 uniqExact(intDiv(toUInt32(timestamp), 86400)) AS days, \
-                 toUInt32(min(intDiv(toUInt32(timestamp), 86400))) AS first_day, \
-                 toUInt32(max(intDiv(toUInt32(timestamp), 86400))) AS last_day \
-                 FROM {db}.events WHERE site = ? AND {} AND timestamp >= toDateTime(?)",
-                condition(ids)
-            ))
+            .query(&summary_sql(db, ids))
             .bind(site)
             .bind(keys.since)
             .fetch_one()
@@ -283,11 +298,7 @@ async fn erase_all(
     if pairs.is_empty() {
         return Ok(());
     }
-    let tuples = vec!["(?, ?)"; pairs.len()].join(", ");
-    let mut query = client.query(&format!(
-        "ALTER TABLE {db}.events DELETE WHERE (site, visitor_id) IN ({tuples}) \
-         AND timestamp >= toDateTime(?)"
-    ));
+    let mut query = client.query(&erase_sql(db, pairs.len()));
     for (site, id) in pairs {
         query = query.bind(site).bind(id);
     }
