@@ -3,8 +3,8 @@
 //! is refused, and the HTML pages may be framed only by the collector itself and the
 //! configured sites (`Content-Security-Policy: frame-ancestors`).
 //!
-//! Allowed: requests whose `Origin` is the collector's own origin (the `Host` it was asked
-//! under, or `public_url`) or one of a configured site's origins (`https://`/`http://` + the
+//! Allowed: requests whose `Origin` is the collector's own origin (`public_url`, or without
+//! it the `Host` the request was addressed to) or one of a configured site's origins (`https://`/`http://` + the
 //! site's domain or one of its `allowed_hostnames`, so the opt-out page proxied onto the site's
 //! own domain or embedded in its privacy policy keeps working); without `Origin`, requests whose
 //! `Sec-Fetch-Site` is absent, `same-origin` or `none`. Requests with neither header come from
@@ -85,12 +85,18 @@ impl FirstParty {
         if !matches!(scheme, "http" | "https") || authority.is_empty() || authority.contains('/') {
             return false;
         }
-        // The collector's own origin: the host the browser addressed this request to.
-        if host.is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(authority.as_bytes())) {
-            return true;
-        }
-        if self.public_origin.as_deref() == Some(origin.as_str()) {
-            return true;
+        // The collector's own origin: `public_url` when set; else the host the browser
+        // addressed this request to. With `public_url` the Host header is not trusted, so a
+        // page on a name that merely resolves to the collector (DNS rebinding) is refused.
+        match self.public_origin.as_deref() {
+            Some(public) if public == origin => return true,
+            Some(_) => {}
+            None if host
+                .is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(authority.as_bytes())) =>
+            {
+                return true
+            }
+            None => {}
         }
         // A configured site, on any port (development servers).
         let host = match authority.rsplit_once(':') {
@@ -147,6 +153,8 @@ mod tests {
             &[("origin", "https://evilexample.com")],
             &[("origin", "https://collector.test:8001")],
             &[("origin", "https://stats.example.net:444")],
+            // With public_url set, the Host header does not make an origin ours.
+            &[("origin", "http://collector.test:8000")],
             &[("sec-fetch-site", "cross-site")],
             &[("sec-fetch-site", "same-site")],
             &[
@@ -163,7 +171,6 @@ mod tests {
         let fp = first_party();
         for pairs in [
             &[][..],
-            &[("origin", "http://collector.test:8000")],
             &[("origin", "https://stats.example.net")],
             &[("origin", "https://example.com")],
             &[("origin", "http://example.com:3000")],
@@ -176,6 +183,18 @@ mod tests {
         ] {
             assert!(fp.check(&headers(pairs)).is_ok(), "{pairs:?}");
         }
+    }
+
+    #[test]
+    fn without_public_url_the_host_is_the_own_origin() {
+        let fp = FirstParty::from_config(&Config {
+            sites: vec![SiteConfig::new("example.com")],
+            ..Config::default()
+        });
+        let own = headers(&[("origin", "http://collector.test:8000")]);
+        assert!(fp.check(&own).is_ok());
+        let other_port = headers(&[("origin", "http://collector.test:8001")]);
+        assert!(fp.check(&other_port).is_err());
     }
 
     #[test]
