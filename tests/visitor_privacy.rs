@@ -260,7 +260,9 @@ async fn another_site_cannot_erase_opt_out_opt_in_or_frame() {
             .to_str()
             .unwrap();
         assert_eq!(
-            csp, "frame-ancestors 'self' https://example.com http://example.com",
+            csp,
+            "frame-ancestors 'self' https://example.com http://example.com \
+             https://www.example.com http://www.example.com",
             "{path}"
         );
     }

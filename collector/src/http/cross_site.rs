@@ -4,9 +4,10 @@
 //! configured sites (`Content-Security-Policy: frame-ancestors`).
 //!
 //! Allowed: requests whose `Origin` is the collector's own origin (`public_url`, or without
-//! it the `Host` the request was addressed to) or one of a configured site's origins (`https://`/`http://` + the
-//! site's domain or one of its `allowed_hostnames`, so the opt-out page proxied onto the site's
-//! own domain or embedded in its privacy policy keeps working); without `Origin`, requests whose
+//! it the `Host` the request was addressed to) or one of a configured site's origins
+//! (`https://`/`http://` + the site's domain or one of its `allowed_hostnames`, each with and
+//! without `www.`, on any port), so the opt-out page proxied onto the site's own domain or
+//! embedded in its privacy policy keeps working; without `Origin`, requests whose
 //! `Sec-Fetch-Site` is absent, `same-origin` or `none`. Requests with neither header come from
 //! non-browser clients (curl, scripts), which no other website can make a visitor send.
 
@@ -31,8 +32,12 @@ impl FirstParty {
         for site in &config.sites {
             for host in std::iter::once(&site.domain).chain(&site.allowed_hostnames) {
                 let host = host.trim().to_ascii_lowercase();
-                if !host.is_empty() && !site_hosts.contains(&host) {
-                    site_hosts.push(host);
+                let bare = host.strip_prefix("www.").unwrap_or(&host).to_string();
+                // `www.` is the same site, as for the site's hostname rules.
+                for host in [bare.clone(), format!("www.{bare}")] {
+                    if !bare.is_empty() && !site_hosts.contains(&host) {
+                        site_hosts.push(host);
+                    }
                 }
             }
         }
@@ -173,6 +178,7 @@ mod tests {
             &[][..],
             &[("origin", "https://stats.example.net")],
             &[("origin", "https://example.com")],
+            &[("origin", "https://www.example.com")],
             &[("origin", "http://example.com:3000")],
             &[
                 ("origin", "https://shop.example.com"),
@@ -204,7 +210,9 @@ mod tests {
         assert_eq!(
             map[header::CONTENT_SECURITY_POLICY],
             "frame-ancestors 'self' https://example.com http://example.com \
-             https://shop.example.com http://shop.example.com"
+             https://www.example.com http://www.example.com \
+             https://shop.example.com http://shop.example.com \
+             https://www.shop.example.com http://www.shop.example.com"
         );
     }
 }
