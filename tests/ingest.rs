@@ -158,6 +158,25 @@ async fn malformed_oversized_and_unknown_site_beacons_store_nothing() {
             .unwrap();
         assert_eq!(response.status().as_u16(), *status, "{body}");
     }
+    // More distinct site domains than MAX_DOMAINS (50): 400 naming `d`, though a configured
+    // site is among them.
+    let names: Vec<String> = std::iter::once("example.com".to_string())
+        .chain((1..=50).map(|i| format!("s{i}.io")))
+        .collect();
+    let response = client
+        .post(format!("{base}/api/event"))
+        .header("content-type", "text/plain")
+        .body(format!(
+            r#"{{"n":"pageview","u":"https://example.com/","d":"{}"}}"#,
+            names.join(",")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400, "51 domains");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["field"], "d", "{body}");
+
     let form = client
         .post(format!("{base}/api/event"))
         .header("content-type", "application/x-www-form-urlencoded")

@@ -111,6 +111,9 @@ async fn visitors_see_download_and_erase_only_their_own_data() {
     let mut config = ch.config();
     config.sites = vec![SiteConfig::new("example.com")];
     config.batch_max_delay_ms = 50;
+    // The event list is shown only with this opt-in (the default is a summary; see
+    // tests/visitor_privacy.rs).
+    config.visitor_data_detail = glimpse_collector::config::VisitorDataDetail::Full;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

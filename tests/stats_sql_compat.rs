@@ -1,4 +1,5 @@
-//! Proves that every SQL statement the stats API generates runs on current ClickHouse (26.x),
+//! Proves that every SQL statement the stats API generates (and the collector's visitor
+//! summary and batched erasure) runs on current ClickHouse (26.x),
 //! using the in-process engine chdb driven by `tests/chdb/queries.py`. The same statements run
 //! on ClickHouse 18.16 in `tests/stats_api.rs`.
 //!
@@ -23,6 +24,37 @@ fn every_stats_statement_runs_on_current_clickhouse() {
         statements.extend(common::stats_matrix::statements("glimpse", tz));
     }
     assert!(statements.len() > 1000, "{}", statements.len());
+    // The collector's visitor self-service: the summary, then (last: it deletes) one batched
+    // erasure, with their binds inlined in order.
+    use glimpse_collector::admin::visitor_data::{erase_sql, summary_sql};
+    let inline = |sql: String, binds: &[&str]| {
+        let mut out = String::new();
+        let mut binds = binds.iter();
+        for (i, part) in sql.split('?').enumerate() {
+            if i > 0 {
+                out.push_str(binds.next().expect("a value per placeholder"));
+            }
+            out.push_str(part);
+        }
+        assert!(binds.next().is_none(), "more values than placeholders");
+        out
+    };
+    statements.push(inline(
+        summary_sql("glimpse", &[1, 2]),
+        &["'example.com'", "1774569600"],
+    ));
+    statements.push(inline(
+        erase_sql("glimpse", 3),
+        &[
+            "'example.com'",
+            "1",
+            "'example.com'",
+            "2",
+            "'other.org'",
+            "1",
+            "1774569600",
+        ],
+    ));
 
     let dir = tempfile::tempdir().expect("temp dir");
     let write = |name: &str, value: &Vec<String>| {

@@ -147,6 +147,28 @@ pub struct Config {
     /// `{ 1 = "example.com" }`. In the environment: `idsite=domain,idsite=domain`.
     #[serde(deserialize_with = "deserialize_id_map")]
     pub matomo_sites: BTreeMap<String, String>,
+    /// What `/privacy/my-data` shows a visitor: `summary` (default: per site the number of
+    /// page views and other events, the days, and which kinds of data are stored; no pages,
+    /// referrers or times) or `full` (every event with its page, source and minute; anyone
+    /// sharing the visitor's address and browser, e.g. behind the same NAT, sees them too).
+    pub visitor_data_detail: VisitorDataDetail,
+    /// Erasures (`POST /privacy/erase`) one client (an IPv4 address, an IPv6 /64) may ask for
+    /// per hour; over it, `429` + `Retry-After`. Default 4.
+    pub erase_limit_per_hour: u32,
+    /// Erase requests arriving within this many milliseconds go to ClickHouse as one
+    /// mutation (each mutation rewrites data parts). Default 2000.
+    pub erase_batch_ms: u64,
+}
+
+/// What `/privacy/my-data` shows; see [`Config::visitor_data_detail`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VisitorDataDetail {
+    /// Which sites hold how much, by day; nothing a neighbour could learn a page from.
+    #[default]
+    Summary,
+    /// Every event with its page, source and time.
+    Full,
 }
 
 impl Default for Config {
@@ -202,6 +224,9 @@ impl Default for Config {
             privacy_contact: None,
             umami_websites: BTreeMap::new(),
             matomo_sites: BTreeMap::new(),
+            visitor_data_detail: VisitorDataDetail::Summary,
+            erase_limit_per_hour: 4,
+            erase_batch_ms: 2000,
         }
     }
 }
@@ -422,6 +447,8 @@ impl Config {
             ("request_timeout_secs", self.request_timeout_secs),
             ("max_connections", self.max_connections as u64),
             ("max_open_visits", self.max_open_visits as u64),
+            ("erase_limit_per_hour", u64::from(self.erase_limit_per_hour)),
+            ("erase_batch_ms", self.erase_batch_ms),
         ];
         if self.max_header_bytes < 8192 {
             return Err(ConfigError::invalid(

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod csv_safe;
 pub mod goals;
 pub mod http;
 pub mod ingest;
@@ -164,6 +165,15 @@ pub async fn serve_with_sink<S: Sink>(
         drops,
         ingest,
         privacy_limiter: http::rate_limit::RateLimiter::per_minute(10, 5),
+        erase_limiter: http::rate_limit::RateLimiter::per_hour(config.erase_limit_per_hour),
+        erasures: readiness.clickhouse.clone().map(|client| {
+            admin::visitor_data::EraseQueue::start(
+                client,
+                config.clickhouse_database.clone(),
+                Duration::from_millis(config.erase_batch_ms),
+            )
+        }),
+        first_party: http::FirstParty::from_config(&config),
         rate_limiter: http::rate_limit::RateLimiter::new(
             config.rate_limit_per_ip,
             config.rate_limit_burst,
@@ -256,6 +266,7 @@ async fn expire_visits(state: Arc<State>) {
             limiter.forget_idle();
         }
         state.privacy_limiter.forget_idle();
+        state.erase_limiter.forget_idle();
     }
 }
 

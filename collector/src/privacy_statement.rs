@@ -3,7 +3,7 @@
 //! long data is kept, which signals are honoured, where data lives, and visitors' rights.
 //! Shown by `glimpse privacy-statement --site S` and on the collector's `/privacy` page.
 
-use crate::config::{Config, SiteConfig};
+use crate::config::{Config, SiteConfig, VisitorDataDetail};
 
 /// The statement for `site`, as paragraphs of plain text (no markup).
 pub fn paragraphs(config: &Config, site: &SiteConfig) -> Vec<String> {
@@ -104,10 +104,26 @@ pub fn paragraphs(config: &Config, site: &SiteConfig) -> Vec<String> {
             .unwrap_or("on servers we operate ourselves")
     ));
 
+    let shown = match config.visitor_data_detail {
+        VisitorDataDetail::Summary => {
+            "That page shows, for each site, how many page views and other events were \
+             recorded on which days, and what kinds of data are stored with them; it does not \
+             show which pages you viewed, where you came from or at what time, because everyone \
+             who uses the same internet connection with the same browser version (your \
+             household, your office, your mobile network) is given the same page and would see \
+             it too."
+        }
+        VisitorDataDetail::Full => {
+            "That page lists each recorded event with its page, the site that sent you, your \
+             browser and place, and the minute it happened. Be aware that everyone who uses the \
+             same internet connection with the same browser version (your household, your \
+             office, your mobile network) is given the same page and can see this list too."
+        }
+    };
     let mut rights = format!(
         "You can see what was recorded about your visits today and yesterday (the only days on \
          which your visits can be linked at all), download it, and have it erased, from the \
-         browser you used, at {}. Older records cannot be attributed to you, by design.",
+         browser you used, at {}. {shown} Older records cannot be attributed to you, by design.",
         link("/privacy/my-data")
     );
     if let Some(contact) = &config.privacy_contact {
@@ -207,6 +223,21 @@ mod tests {
         config.honor_opt_out_cookie = false;
         let t = text(&config, &site);
         assert!(t.contains("does not act on the Do Not Track setting of your browser, Global Privacy Control or the opt-out page"), "{t}");
+    }
+
+    #[test]
+    fn the_visitor_data_page_is_described_with_its_risk() {
+        let (mut config, site) = setup();
+        let t = text(&config, &site);
+        assert!(t.contains("does not show which pages you viewed"), "{t}");
+        assert!(
+            t.contains("same internet connection with the same browser"),
+            "{t}"
+        );
+        config.visitor_data_detail = VisitorDataDetail::Full;
+        let t = text(&config, &site);
+        assert!(t.contains("lists each recorded event with its page"), "{t}");
+        assert!(t.contains("can see this list too"), "{t}");
     }
 
     #[test]

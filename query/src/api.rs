@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use jiff::tz::TimeZone;
@@ -20,6 +20,7 @@ use crate::params::{self, Endpoint, Filter, FilterOp, Format, Metric, Property, 
 use crate::period::{self, Range};
 use crate::sql::{self, Group, Sql, StatsQuery, StatsRow};
 use crate::AppState;
+use glimpse_collector::csv_safe::{self, Cell};
 
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
@@ -625,45 +626,37 @@ fn respond(request: &Request, key: &str, table: &[(String, &StatsRow, u64)]) -> 
             Json(body).into_response()
         }
         Format::Csv => {
-            let mut csv = String::new();
-            let header: Vec<&str> = std::iter::once(key)
+            // One writer for every CSV Glimpse writes: labels are visitor text (paths,
+            // sources, properties) and get the formula rule; metrics are numbers we computed.
+            let mut csv = csv_safe::Writer::new(Vec::new());
+            let header = std::iter::once(key)
                 .chain(params.metrics.iter().map(|m| m.name()))
-                .collect();
-            push_csv_line(&mut csv, header.iter().map(|h| h.to_string()));
+                .map(Cell::from);
+            let mut written = csv.write_row(header);
             for (label, row, total) in table {
-                let cells = std::iter::once(label.clone()).chain(
-                    params
-                        .metrics
-                        .iter()
-                        .map(|&m| metric_value(row, m, *total).to_string()),
-                );
-                push_csv_line(&mut csv, cells);
+                let metrics = params
+                    .metrics
+                    .iter()
+                    .map(|&m| Cell::from(&metric_value(row, m, *total)));
+                written = written.and_then(|_| {
+                    csv.write_row(std::iter::once(Cell::from(label.as_str())).chain(metrics))
+                });
             }
-            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response()
+            match written
+                .map_err(std::io::Error::from)
+                .and_then(|_| csv.into_inner())
+            {
+                Ok(bytes) => {
+                    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response()
+                }
+                // Writing to memory fails only on a bug; say so rather than send half a file.
+                Err(error) => {
+                    tracing::error!(%error, "writing CSV failed");
+                    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                }
+            }
         }
     }
-}
-
-/// RFC 4180 quoting; a cell that a spreadsheet would run as a formula gets a leading `'`.
-fn push_csv_line(out: &mut String, cells: impl Iterator<Item = String>) {
-    for (i, cell) in cells.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let cell = if cell.starts_with(['=', '+', '-', '@']) && cell.parse::<f64>().is_err() {
-            format!("'{cell}")
-        } else {
-            cell
-        };
-        if cell.contains([',', '"', '\n', '\r']) {
-            out.push('"');
-            out.push_str(&cell.replace('"', "\"\""));
-            out.push('"');
-        } else {
-            out.push_str(&cell);
-        }
-    }
-    out.push_str("\r\n");
 }
 
 /// `GET /api/v1/stats/realtime/visitors`: visitors of the last 5 minutes, a bare number.

@@ -1,6 +1,8 @@
 //! The collector's HTTP server (hyper 1.x): routing, connection handling, graceful shutdown.
 //! hyper lives only in this module.
 
+mod cross_site;
+pub use cross_site::FirstParty;
 mod event;
 mod matomo;
 pub use event::unix_now;
@@ -50,6 +52,12 @@ pub struct State {
     pub rate_limiter: Option<rate_limit::RateLimiter>,
     /// Per-client limit on the visitor data pages (each one queries ClickHouse).
     pub privacy_limiter: rate_limit::RateLimiter,
+    /// Per-client limit on erasures (`erase_limit_per_hour`), keyed on the IPv6 /64.
+    pub erase_limiter: rate_limit::RateLimiter,
+    /// Batches visitors' erasures into few mutations; `None` without ClickHouse.
+    pub erasures: Option<crate::admin::visitor_data::EraseQueue>,
+    /// Who may post to the privacy endpoints and frame the HTML pages.
+    pub first_party: cross_site::FirstParty,
     pub readiness: Arc<Readiness>,
 }
 
@@ -128,7 +136,7 @@ where
         return script::handle(&config.event_path, variant, &request);
     }
     match path {
-        "/opt-out" | "/opt-in" => optout::handle(&request),
+        "/opt-out" | "/opt-in" => optout::handle(&state.first_party, &request),
         // Other trackers' protocols, mapped into the same pipeline (`ingest::protocols`).
         "/api/send" => umami::handle(state, peer, request).await,
         "/matomo.php" | "/piwik.php" => matomo::handle(state, peer, request).await,

@@ -1,22 +1,32 @@
 //! The visitor opt-out page: `GET /opt-out` explains what Glimpse records and offers, without
 //! JavaScript, a button to opt out (`POST /opt-out`) and one to opt back in (`POST /opt-in`).
 //! Opting out sets a cookie that the collector honours on every beacon it sees it on.
+//! Posts from other websites are refused (another site must not opt a visitor in or out), and
+//! the page may be framed only by the configured sites (see `cross_site`).
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
+use super::cross_site::FirstParty;
 use super::response::{self, Body};
 use crate::ingest::optout::{PrivacySignals, OPT_OUT_COOKIE};
 
 /// Five years: long enough that a visitor need not do it again.
 const COOKIE_MAX_AGE_SECS: u64 = 5 * 365 * 24 * 60 * 60;
 
-pub fn handle<B>(request: &Request<B>) -> Response<Body> {
+pub fn handle<B>(first_party: &FirstParty, request: &Request<B>) -> Response<Body> {
     let path = request.uri().path();
+    if request.method() == Method::POST {
+        if let Err(reason) = first_party.check(request.headers()) {
+            return response::error(StatusCode::FORBIDDEN, reason, None);
+        }
+    }
     match (request.method(), path) {
         (&Method::GET | &Method::HEAD, "/opt-out") => {
             let opted_out = PrivacySignals::from_headers(request.headers()).opt_out_cookie;
-            page(opted_out)
+            let mut r = page(opted_out);
+            first_party.frame_only_first_party(r.headers_mut());
+            r
         }
         (&Method::POST, "/opt-out") => redirect_with_cookie(&format!(
             "{OPT_OUT_COOKIE}=1; Max-Age={COOKIE_MAX_AGE_SECS}; Path=/; HttpOnly; Secure; SameSite=None"

@@ -1,5 +1,8 @@
 //! `/privacy`: the site's privacy statement, generated from the live configuration
-//! (`?site=example.com`; without it, the only site, or a list of sites).
+//! (`?site=example.com`; without it, the only site, or a list of sites); `/privacy/my-data`
+//! and `/privacy/erase`: a visitor's access to and erasure of their own data (a summary by
+//! default, see `admin::visitor_data`). Every page may be framed only by the configured sites;
+//! erasure is refused to other websites and rate-limited per client network.
 
 use std::net::SocketAddr;
 
@@ -8,7 +11,8 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::response::{self, Body};
 use super::State;
-use crate::admin::visitor_data::{self, VisitorEvent};
+use crate::admin::visitor_data::{self, EraseError, SiteSummary, VisitorEvent};
+use crate::config::{Config, VisitorDataDetail};
 use crate::ingest::client_ip::client_ip;
 use crate::privacy_statement;
 
@@ -23,7 +27,7 @@ pub fn statement<B>(state: &State, request: &Request<B>) -> Response<Body> {
         (None, [only]) => Some(only),
         (None, _) => None,
     };
-    match site {
+    let mut r = match site {
         Some(site) => response::text(
             StatusCode::OK,
             "text/html; charset=utf-8",
@@ -49,7 +53,9 @@ pub fn statement<B>(state: &State, request: &Request<B>) -> Response<Body> {
                 ),
             )
         }
-    }
+    };
+    state.first_party.frame_only_first_party(r.headers_mut());
+    r
 }
 
 /// The first value of query parameter `name`.
@@ -61,23 +67,40 @@ pub fn query_param<B>(request: &Request<B>, name: &str) -> Option<String> {
 
 /// `GET /privacy/my-data` (page, or JSON with `?format=json`) and `POST /privacy/erase`.
 pub async fn my_data<B>(state: &State, peer: SocketAddr, request: Request<B>) -> Response<Body> {
+    let mut r = my_data_response(state, peer, request).await;
+    state.first_party.frame_only_first_party(r.headers_mut());
+    r
+}
+
+async fn my_data_response<B>(
+    state: &State,
+    peer: SocketAddr,
+    request: Request<B>,
+) -> Response<Body> {
     let erase = request.uri().path() == "/privacy/erase";
     match (request.method(), erase) {
         (&Method::GET, false) | (&Method::POST, true) => {}
         (_, false) => return response::method_not_allowed("GET"),
         (_, true) => return response::method_not_allowed("POST"),
     }
+    if erase {
+        if let Err(reason) = state.first_party.check(request.headers()) {
+            return response::error(StatusCode::FORBIDDEN, reason, None);
+        }
+    }
     let ip = client_ip(peer.ip(), request.headers(), &state.trusted_proxies);
+    // Erasure first: its hourly limit is the one a client meets, and a refused erase does not
+    // use up the page limit. Keyed like visitor ids, on the IPv6 /64.
+    if erase {
+        if let Err(wait) = state.erase_limiter.check(ip) {
+            return too_many(
+                "too many erase requests from this network; try again later",
+                wait,
+            );
+        }
+    }
     if let Err(wait) = state.privacy_limiter.check(ip) {
-        let mut r = response::error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many requests; try again in a minute",
-            None,
-        );
-        let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return r;
+        return too_many("too many requests; try again in a minute", wait);
     }
     let Some(client) = state.readiness.clickhouse.as_ref() else {
         return response::unavailable("visitor data is not available here", 60);
@@ -100,40 +123,44 @@ pub async fn my_data<B>(state: &State, peer: SocketAddr, request: Request<B>) ->
     let keys = visitor_data::keys(&sites, &salts, ip, &user_agent);
     let db = &state.config.clickhouse_database;
     if erase {
-        return match visitor_data::erase(client, db, &keys).await {
-            Ok(n) => page(
-                "Your data is being erased",
-                &format!(
-                    "{n} recorded events of this browser from today and yesterday are being \
-                     deleted; they disappear within moments. Nothing older can be linked to you."
-                ),
-                &[],
-                &keys,
-                false,
-            ),
-            Err(error) => {
-                tracing::warn!(%error, "visitor erase failed");
-                response::unavailable("erasing failed; please try again later", 60)
-            }
-        };
+        return erase_page(state, client, db, keys).await;
     }
-    let events = match visitor_data::fetch(client, db, &keys).await {
-        Ok(events) => events,
+    let summary = match visitor_data::summary(client, db, &keys).await {
+        Ok(summary) => summary,
         Err(error) => {
             tracing::warn!(%error, "visitor data lookup failed");
             return response::unavailable("looking up your data failed; try again later", 60);
         }
     };
+    let full = state.config.visitor_data_detail == VisitorDataDetail::Full;
+    let events = if full {
+        match visitor_data::fetch(client, db, &keys).await {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::warn!(%error, "visitor data lookup failed");
+                return response::unavailable("looking up your data failed; try again later", 60);
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let stored = stored_fields(&state.config);
     if query_param(&request, "format").as_deref() == Some("json") {
         let ids: Vec<serde_json::Value> = keys
             .by_site
             .iter()
             .map(|(site, ids)| serde_json::json!({"site": site, "visitor_ids": ids}))
             .collect();
-        let mut r = response::json(
-            StatusCode::OK,
-            &serde_json::json!({"pseudonyms": ids, "events": events}),
-        );
+        let mut body = serde_json::json!({
+            "detail": if full { "full" } else { "summary" },
+            "pseudonyms": ids,
+            "sites": summary,
+            "stored_with_each_event": stored,
+        });
+        if full {
+            body["events"] = serde_json::json!(events);
+        }
+        let mut r = response::json(StatusCode::OK, &body);
         r.headers_mut().insert(
             header::CONTENT_DISPOSITION,
             HeaderValue::from_static("attachment; filename=\"my-analytics-data.json\""),
@@ -142,25 +169,144 @@ pub async fn my_data<B>(state: &State, peer: SocketAddr, request: Request<B>) ->
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return r;
     }
-    page(
-        "What this site recorded about you",
+    let intro = if full {
         "These are the events recorded today and yesterday under the pseudonymous codes of \
          this browser (computed from its IP address and user agent with a daily secret). Older \
-         records cannot be linked to you or to anyone, by design.",
-        &events,
+         records cannot be linked to you or to anyone, by design. Everyone who uses the same \
+         internet connection with the same browser version gets the same codes and sees this \
+         page too."
+    } else {
+        "This is what was recorded today and yesterday under the pseudonymous codes of this \
+         browser (computed from its IP address and user agent with a daily secret); older \
+         records cannot be linked to you or to anyone, by design. The pages you viewed, the \
+         sites that sent you and the times are not shown here: everyone who uses the same \
+         internet connection with the same browser version (your household, your office, your \
+         mobile network) gets the same codes and would see this page too."
+    };
+    let mut body = summary_html(&summary);
+    body.push_str("<p>Stored with each event:</p><ul>");
+    for field in &stored {
+        body.push_str(&format!("<li>{}</li>", esc(field)));
+    }
+    body.push_str("</ul>");
+    if full {
+        body.push_str(&events_html(&events));
+    }
+    page(
+        "What this site recorded about you",
+        intro,
+        &body,
         &keys,
         true,
     )
 }
 
-fn page(
-    title: &str,
-    intro: &str,
-    events: &[VisitorEvent],
-    keys: &visitor_data::VisitorKeys,
-    actions: bool,
+/// Queues the erasure (one mutation for all requests of a short interval) and answers once
+/// ClickHouse has accepted it.
+async fn erase_page(
+    state: &State,
+    client: &clickhouse::Client,
+    db: &str,
+    keys: visitor_data::VisitorKeys,
 ) -> Response<Body> {
-    let esc = |s: &str| html_escape::encode_text(s).into_owned();
+    let n = match visitor_data::count(client, db, &keys).await {
+        Ok(n) => n,
+        Err(error) => {
+            tracing::warn!(%error, "visitor erase failed");
+            return response::unavailable("erasing failed; please try again later", 60);
+        }
+    };
+    if n > 0 {
+        let Some(erasures) = &state.erasures else {
+            return response::unavailable("erasing is not available here", 60);
+        };
+        match erasures.erase(keys.clone()).await {
+            Ok(()) => {}
+            Err(EraseError::Busy) => {
+                return response::unavailable("too many erase requests; try again shortly", 30)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "visitor erase failed");
+                return response::unavailable("erasing failed; please try again later", 60);
+            }
+        }
+    }
+    page(
+        "Your data is being erased",
+        &format!(
+            "{n} recorded events of this browser from today and yesterday are being \
+             deleted; they disappear within moments. Nothing older can be linked to you."
+        ),
+        "",
+        &keys,
+        false,
+    )
+}
+
+fn too_many(reason: &str, wait: std::time::Duration) -> Response<Body> {
+    let mut r = response::error(StatusCode::TOO_MANY_REQUESTS, reason, None);
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+/// The kinds of data stored with each event under this configuration.
+fn stored_fields(config: &Config) -> Vec<String> {
+    let mut fields = vec![
+        "the page (host name and path) and the event's name and properties".to_string(),
+        "the referring site and campaign tags (utm_…)".to_string(),
+        "browser and version, operating system and version, device type, screen width".to_string(),
+        "time spent and scroll depth on the page, and the visit it belongs to".to_string(),
+        "a pseudonymous code for the day (not your IP address or user agent)".to_string(),
+        "the time, to the second".to_string(),
+    ];
+    if config.geoip_db.is_some() {
+        fields.push("country, region and city, derived from your IP address".into());
+    }
+    if config.store_ip_prefix {
+        fields.push(format!(
+            "the network part of your IP address (the first {} bits of IPv4, {} of IPv6)",
+            config.ipv4_prefix_length, config.ipv6_prefix_length
+        ));
+    }
+    fields
+}
+
+fn esc(s: &str) -> String {
+    html_escape::encode_text(s).into_owned()
+}
+
+fn summary_html(summary: &[SiteSummary]) -> String {
+    if summary.is_empty() {
+        return "<p><strong>Nothing is recorded for this browser today or yesterday.</strong></p>"
+            .to_string();
+    }
+    let rows: String = summary
+        .iter()
+        .map(|s| {
+            let days = if s.first_day == s.last_day {
+                s.first_day.clone()
+            } else {
+                format!("{} to {}", s.first_day, s.last_day)
+            };
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&s.site),
+                s.pageviews,
+                s.other_events,
+                s.engagement_reports,
+                esc(&days)
+            )
+        })
+        .collect();
+    format!(
+        "<table><thead><tr><th>Site</th><th>Page views</th><th>Other events</th>\
+         <th>Time-on-page reports</th><th>Days (UTC)</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+}
+
+fn events_html(events: &[VisitorEvent]) -> String {
     let rows: String = events
         .iter()
         .map(|e| {
@@ -187,6 +333,23 @@ fn page(
             )
         })
         .collect();
+    if events.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<table><thead><tr><th>When</th><th>Event</th><th>Page</th><th>From</th>\
+         <th>Browser / OS / device</th><th>Place</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+}
+
+/// A page: `body` is HTML built from escaped values.
+fn page(
+    title: &str,
+    intro: &str,
+    body: &str,
+    keys: &visitor_data::VisitorKeys,
+    actions: bool,
+) -> Response<Body> {
     let ids: String = keys
         .by_site
         .iter()
@@ -195,15 +358,6 @@ fn page(
             format!("<li>{}: <code>{}</code></li>", esc(site), ids.join(", "))
         })
         .collect();
-    let table = if events.is_empty() {
-        "<p><strong>Nothing is recorded for this browser today or yesterday.</strong></p>"
-            .to_string()
-    } else {
-        format!(
-            "<table><thead><tr><th>When</th><th>Event</th><th>Page</th><th>From</th>\
-             <th>Browser / OS / device</th><th>Place</th></tr></thead><tbody>{rows}</tbody></table>"
-        )
-    };
     let actions = if actions {
         "<p><a href=\"/privacy/my-data?format=json\">Download as JSON</a></p>\
          <form method=\"post\" action=\"/privacy/erase\"><button type=\"submit\">Erase my data</button></form>\
@@ -217,7 +371,7 @@ fn page(
          <title>{t}</title><style>body{{font-family:system-ui,sans-serif;max-width:60rem;\
          margin:2rem auto;padding:0 1rem;line-height:1.5}}table{{border-collapse:collapse;\
          width:100%}}td,th{{border-bottom:1px solid #ddd;padding:.3rem;text-align:left;\
-         font-size:.9rem}}</style></head><body><h1>{t}</h1><p>{intro}</p>{table}\
+         font-size:.9rem}}</style></head><body><h1>{t}</h1><p>{intro}</p>{body}\
          <p>Your pseudonymous codes (quote them if you write to the operator):</p><ul>{ids}</ul>\
          {actions}</body></html>\n",
         t = esc(title),

@@ -54,6 +54,21 @@ impl RateLimiter {
         }
     }
 
+    /// `per_hour` requests an hour, all of which may come at once, for requests that cost
+    /// the database real work (erasure).
+    pub fn per_hour(per_hour: u32) -> Self {
+        let n = NonZeroU32::new(per_hour.max(1)).unwrap_or(NonZeroU32::MIN);
+        let period = Duration::from_secs(3600) / n.get();
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_hour(n))
+            .allow_burst(n);
+        Self {
+            limiter: Governor::keyed(quota),
+            clock: DefaultClock::default(),
+            burst: n,
+        }
+    }
+
     /// Takes one token; `Err(wait)` when the client is over its rate.
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         self.limiter

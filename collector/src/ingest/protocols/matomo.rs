@@ -179,11 +179,20 @@ pub fn map(
     } else {
         "pageview".to_string()
     };
+    // Custom dimensions, the first of each number: a set keeps this linear, and the count is
+    // refused as soon as it passes `max_props` (a query string can hold thousands).
+    let mut dimensions = std::collections::HashSet::new();
     for (key, value) in params {
         let numbered = key
             .strip_prefix("dimension")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        if numbered && !props.iter().any(|(k, _)| k == key) {
+        if numbered && dimensions.insert(key.as_str()) {
+            if props.len() >= limits.max_props {
+                return Err(MapError::invalid(
+                    "dimension",
+                    format!("more than {} properties", limits.max_props),
+                ));
+            }
             props.push((key.clone(), value.clone()));
         }
     }
@@ -230,6 +239,42 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect()
+    }
+
+    /// Many `dimensionN` parameters cost no more than one repeated: the duplicate check is
+    /// linear, and the count is refused as soon as it passes `max_props`.
+    #[test]
+    fn many_dimensions_are_refused_in_linear_time() {
+        let query = |dims: Vec<String>| {
+            format!(
+                "idsite=1&rec=1&url=https%3A%2F%2Fexample.com%2F&{}",
+                dims.join("&")
+            )
+        };
+        let distinct = query((0..16_000).map(|i| format!("dimension{i}=v")).collect());
+        let copies = query(vec!["dimension1=v".to_string(); 16_000]);
+        let entries = |q: &str| requests(Some(q), b"").unwrap().entries.remove(0);
+        let (distinct, copies) = (entries(&distinct), entries(&copies));
+        let time = |params: &Params| {
+            (0..3)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    let _ = map(params, &sites(), &BeaconLimits::default(), None);
+                    start.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        let (t_distinct, t_copies) = (time(&distinct), time(&copies));
+        assert!(
+            t_distinct < t_copies * 5 + std::time::Duration::from_millis(5),
+            "16,000 distinct dimensions {t_distinct:?} vs 16,000 copies {t_copies:?}"
+        );
+        match map(&distinct, &sites(), &BeaconLimits::default(), None) {
+            Err(MapError::Invalid(e)) => assert_eq!(e.field, "dimension"),
+            other => panic!("{other:?}"),
+        }
+        assert!(map(&copies, &sites(), &BeaconLimits::default(), None).is_ok());
     }
 
     /// matomo.js 5.2's first pageview from Chromium (sendBeacon, parameters in the URL).

@@ -28,15 +28,12 @@ pub fn map(
             .find(|(k, v)| k == key && !v.is_empty())
             .map(|(_, v)| v.as_str())
     };
-    let domains: Vec<String> = param("d")
-        .unwrap_or_default()
-        .split(',')
-        .map(|d| d.trim().to_ascii_lowercase())
-        .filter(|d| !d.is_empty())
-        .collect();
-    if domains.is_empty() {
-        return Err(MapError::invalid("d", "field is required"));
-    }
+    let domains = match param("d") {
+        // The same rules as the beacon's `d`: deduplicated (one row per site, not per copy
+        // of its name) and capped.
+        Some(text) => crate::ingest::beacon::unique_domains(text).map_err(MapError::Invalid)?,
+        None => return Err(MapError::invalid("d", "field is required")),
+    };
     let url = param("u")
         .or(referer)
         .ok_or_else(|| MapError::invalid("u", "required when there is no Referer header"))?;
@@ -69,6 +66,25 @@ mod tests {
             Mapped::Event(b) => Ok(b),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// `d` in the pixel is deduplicated and capped like the beacon's: one row per site, not
+    /// one per copy of its name.
+    #[test]
+    fn domains_are_deduplicated_and_capped() {
+        let copies = vec!["example.com"; 5_000].join(",");
+        let b = beacon(&format!("d={copies}&u=https%3A%2F%2Fexample.com%2F"), None).unwrap();
+        assert_eq!(b.domains, ["example.com"]);
+        let many: Vec<String> = (0..51).map(|i| format!("s{i}.io")).collect();
+        let e = beacon(
+            &format!("d={}&u=https%3A%2F%2Fexample.com%2F", many.join(",")),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, MapError::Invalid(b) if b.field == "d"),
+            "{e:?}"
+        );
     }
 
     #[test]
