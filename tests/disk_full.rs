@@ -47,14 +47,16 @@ impl Tmpfs {
         }
     }
 
-    /// Fills the file system up to its last byte with `name`.
-    fn fill(&self, name: &str) -> PathBuf {
+    /// Fills the file system with `name`, leaving `leave` bytes free.
+    fn fill(&self, name: &str, leave: u64) -> PathBuf {
         use std::io::Write;
         let path = self.0.join(name);
         let mut file = std::fs::File::create(&path).unwrap();
         let chunk = vec![0xAAu8; 4096];
         while file.write_all(&chunk).is_ok() {}
         while file.write_all(&[0xAA]).is_ok() {}
+        let len = file.metadata().unwrap().len();
+        file.set_len(len.saturating_sub(leave)).unwrap();
         path
     }
 }
@@ -72,9 +74,15 @@ fn client(url: &str) -> clickhouse::Client {
 }
 
 /// Starts `glimpse collector` and waits until it is ready.
-async fn collector(url: &str, addr: std::net::SocketAddr, data_dir: &Path) -> Child {
+async fn collector(
+    url: &str,
+    addr: std::net::SocketAddr,
+    data_dir: &Path,
+    min_free_bytes: u64,
+) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_glimpse"))
         .arg("collector")
+        .env("GLIMPSE_SPOOL_MIN_FREE_BYTES", min_free_bytes.to_string())
         .env("GLIMPSE_CLICKHOUSE_URL", url)
         .env("GLIMPSE_COLLECTOR_ADDR", addr.to_string())
         .env("GLIMPSE_SITES", "example.com")
@@ -190,7 +198,7 @@ async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
         .await
         .unwrap();
     text.lines()
-        .filter(|l| l.split(|c| c == ' ' || c == '{').next() == Some(name))
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -264,7 +272,8 @@ async fn spool_disk_full_refuses_with_503_and_loses_no_accepted_event() {
         .expect("clickhouse-server (run scripts/test.sh)");
     let url = clickhouse.url().to_string();
     let addr = free_addr();
-    let child = collector(&url, addr, &data_dir).await;
+    // No reserve: the spool writes until the disk is really full (ENOSPC).
+    let child = collector(&url, addr, &data_dir, 0).await;
     let stopped = clickhouse.stop_for_restart().await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -387,7 +396,7 @@ fn salt_files_on_a_full_disk() {
         .salts_at(at(day))
         .unwrap()
         .visitor_id("e.com", ip, FIREFOX);
-    let filler = disk.fill("filler");
+    let filler = disk.fill("filler", 0);
 
     // A collector starting on the full disk, and midnight on the full disk, both fail cleanly.
     for _ in 0..3 {
@@ -428,4 +437,91 @@ fn salt_files_on_a_full_disk() {
             .visitor_id("e.com", ip, FIREFOX),
         next
     );
+}
+
+/// `glimpse serve`'s layout: the local ClickHouse's data beside the spool on one disk, with
+/// 22 MiB left free by other files. ClickHouse down, load until the spool refuses, ClickHouse
+/// back. Without the spool's free space reserve (`spool_min_free_bytes`, 16 MiB here) the spool
+/// filled the disk to its last byte, and ClickHouse, with no room to store a single part, could
+/// never take the backlog that would have freed it: every beacon after that was refused for
+/// good. With it, the backlog drains, ClickHouse's data stays whole, and beacons are accepted
+/// again once there is space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_on_the_same_disk_can_still_take_the_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(&dir.path().join("data"), "64m") else {
+        return;
+    };
+    let data_dir = disk.0.join("glimpse");
+    let clickhouse = LocalClickHouse::start(&disk.0.join("clickhouse"), "clickhouse-server")
+        .await
+        .expect("clickhouse-server (run scripts/test.sh)");
+    let url = clickhouse.url().to_string();
+    let addr = free_addr();
+    let child = collector(&url, addr, &data_dir, 16 << 20).await;
+    let stopped = clickhouse.stop_for_restart().await;
+    let other_files = disk.fill("other-files", 22 << 20);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let clients = load(addr, 16, stop.clone(), refused.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while refused.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the spool never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = ready(addr).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["buffer"]["disk_full"], true, "{body}");
+    let clickhouse = stopped
+        .start_again()
+        .await
+        .expect("ClickHouse starts on the spool's disk");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let answers = finish(clients).await;
+    wait_for_rows(&url, answers.accepted.len(), Duration::from_secs(60)).await;
+    let probe = reqwest::Client::builder()
+        .user_agent(FIREFOX)
+        .build()
+        .unwrap();
+    // The backlog now takes ClickHouse's room on this disk (small parts cost more than spool
+    // records until they merge). Once the operator frees space, beacons are accepted again.
+    std::fs::remove_file(other_files).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = probe
+            .post(format!("http://{addr}/api/event"))
+            .body(r#"{"n":"pageview","u":"https://example.com/after","d":"example.com"}"#)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 202 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not accepting again after the drain"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut accepted = answers.accepted;
+    accepted.insert("/after".into());
+    wait_for_rows(&url, accepted.len(), Duration::from_secs(30)).await;
+    terminate(child).await;
+    // ClickHouse's state is whole: it restarts on that disk and holds every row once.
+    let clickhouse = clickhouse.restart().await.expect("ClickHouse restarts");
+    let rows = stored(&url).await;
+    check_exactly_once(&accepted, &rows);
+    println!(
+        "shared disk: {} answered 202, {} answered 503 with Retry-After, {} rows, 0 lost, 0 duplicates",
+        accepted.len(),
+        answers.retry_after.len(),
+        rows.len()
+    );
+    clickhouse.stop().await;
+    drop(disk);
 }

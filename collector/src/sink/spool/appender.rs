@@ -71,6 +71,7 @@ struct OpenSegment {
 struct Appender {
     dir: PathBuf,
     fsync: FsyncPolicy,
+    min_free_bytes: u64,
     max_rows: usize,
     max_age: Duration,
     next_seq: u64,
@@ -114,6 +115,7 @@ impl Appender {
         Appender {
             dir: config.dir.clone(),
             fsync: config.fsync,
+            min_free_bytes: config.min_free_bytes,
             max_rows: config.segment_max_rows.max(1),
             max_age: config.segment_max_age,
             next_seq,
@@ -213,11 +215,19 @@ impl Appender {
     /// error the segment is left as it was before the run.
     fn write_run(&mut self, run: &[Append], rows: usize) -> Result<(), WriteFailure> {
         let always = self.fsync == FsyncPolicy::Always;
+        let Some(seq) = self.open.as_ref().map(|open| open.seq) else {
+            return Err(WriteFailure::other("no open spool segment".into()));
+        };
+        let bytes: Vec<u8> = run.iter().flat_map(|a| a.record.iter().copied()).collect();
+        if self.min_free_bytes > 0 {
+            let needed = self.min_free_bytes + bytes.len() as u64;
+            if free_space(&self.dir).is_some_and(|free| free < needed) {
+                return Err(self.low_space());
+            }
+        }
         let Some(open) = self.open.as_mut() else {
             return Err(WriteFailure::other("no open spool segment".into()));
         };
-        let seq = open.seq;
-        let bytes: Vec<u8> = run.iter().flat_map(|a| a.record.iter().copied()).collect();
         if let Err(error) = open.file.write_all(&bytes) {
             self.cut_back();
             return Err(self.failure(&format!("appending to spool segment {seq}"), error));
@@ -282,6 +292,25 @@ impl Appender {
         }
     }
 
+    /// The refusal while the disk has less than `spool_min_free_bytes` free: nothing is
+    /// written, so a local ClickHouse on the same disk keeps room to take the backlog.
+    fn low_space(&mut self) -> WriteFailure {
+        self.disk_full.store(true, Ordering::Relaxed);
+        if !std::mem::replace(&mut self.failing, true) {
+            tracing::error!(
+                min_free_bytes = self.min_free_bytes,
+                "spool: less than spool_min_free_bytes free on its disk; appends are refused until there is"
+            );
+        }
+        WriteFailure {
+            message: format!(
+                "less than spool_min_free_bytes ({}) free on the spool's disk",
+                self.min_free_bytes
+            ),
+            disk_full: true,
+        }
+    }
+
     fn publish_bytes(&self) {
         metrics::gauge!("glimpse_spool_bytes").set(self.bytes.load(Ordering::Relaxed) as f64);
     }
@@ -301,7 +330,8 @@ impl Appender {
         for open in std::mem::take(&mut self.unsealed) {
             self.seal_segment(open);
         }
-        if self.disk_full.load(Ordering::Relaxed) && self.probe() {
+        // A full disk can get space back from elsewhere too (another writer, an operator).
+        if self.disk_full.load(Ordering::Relaxed) && self.has_room() {
             self.disk_full.store(false, Ordering::Relaxed);
         }
     }
@@ -323,12 +353,9 @@ impl Appender {
         }
     }
 
-    /// Whether a page can be written in the spool directory again.
-    fn probe(&self) -> bool {
-        let path = self.dir.join("probe.tmp");
-        let result = std::fs::write(&path, [0u8; 4096]);
-        let _ = std::fs::remove_file(&path);
-        result.is_ok()
+    /// Whether the spool's disk has room for a page beyond `spool_min_free_bytes` again.
+    fn has_room(&self) -> bool {
+        free_space(&self.dir).is_some_and(|free| free >= self.min_free_bytes + 4096)
     }
 
     fn open_segment(&mut self, day: u32) -> std::io::Result<()> {
@@ -380,6 +407,13 @@ impl Appender {
             }
         }
     }
+}
+
+/// Bytes an unprivileged process can still write on the file system holding `dir`.
+fn free_space(dir: &Path) -> Option<u64> {
+    let stat = nix::sys::statvfs::statvfs(dir).ok()?;
+    // `as`: the field types are platform aliases (u32 on some 32-bit systems).
+    Some((stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64))
 }
 
 /// Random, so that batches from several collectors (or a restarted one) never share an id.
@@ -463,6 +497,7 @@ mod tests {
         let config = SpoolConfig {
             dir: dir.path().to_path_buf(),
             max_bytes: 1 << 30,
+            min_free_bytes: 0,
             fsync: FsyncPolicy::Always,
             segment_max_rows: max_rows,
             segment_max_age: Duration::from_secs(3600),

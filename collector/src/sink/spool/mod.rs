@@ -48,6 +48,8 @@ pub struct SpoolConfig {
     pub dir: PathBuf,
     /// Disk budget: past it, beacons get `503` until the shipper catches up.
     pub max_bytes: u64,
+    /// Free space left on the spool's file system: below it, beacons get `503` (0: none).
+    pub min_free_bytes: u64,
     pub fsync: FsyncPolicy,
     /// A segment is sealed (becomes an insert batch) at this many rows...
     pub segment_max_rows: usize,
@@ -95,6 +97,14 @@ impl WriteFailure {
             disk_full: false,
         }
     }
+}
+
+/// What the spool holds on disk, shared by the handlers, the appender and the shipper.
+struct DiskUsage {
+    /// Bytes of segment files.
+    bytes: Arc<AtomicU64>,
+    /// The last write found the disk full.
+    disk_full: Arc<AtomicBool>,
 }
 
 /// One append: a beacon's rows, encoded, and who to tell once it is durable.
@@ -241,8 +251,10 @@ pub fn open<S: Sink>(
         sink,
         recovered.segments,
         sealed_rx,
-        bytes.clone(),
-        disk_full.clone(),
+        DiskUsage {
+            bytes: bytes.clone(),
+            disk_full: disk_full.clone(),
+        },
         config.drain_rows_per_sec,
         control,
     ));
@@ -342,6 +354,7 @@ mod tests {
         SpoolConfig {
             dir: dir.to_path_buf(),
             max_bytes: 1 << 30,
+            min_free_bytes: 0,
             fsync: FsyncPolicy::Always,
             segment_max_rows: 3,
             segment_max_age: Duration::from_millis(50),

@@ -15,13 +15,12 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::segment;
+use super::{segment, DiskUsage};
 use crate::sink::{Sink, WriterControl};
 
 /// What the shipper did, once it stops.
@@ -43,8 +42,7 @@ pub(super) async fn run<S: Sink>(
     sink: S,
     recovered: Vec<u64>,
     mut sealed: UnboundedReceiver<u64>,
-    bytes: Arc<AtomicU64>,
-    disk_full: Arc<AtomicBool>,
+    usage: DiskUsage,
     drain_rows_per_sec: u64,
     control: WriterControl,
 ) -> ShipReport {
@@ -76,7 +74,7 @@ pub(super) async fn run<S: Sink>(
                 let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 if std::fs::rename(&path, path.with_extension("damaged")).is_ok() {
                     // Set aside for a person to look at: no longer the spool's to ship.
-                    release(&bytes, size);
+                    release(&usage.bytes, size);
                 }
                 pending.pop_front();
                 continue;
@@ -110,9 +108,9 @@ pub(super) async fn run<S: Sink>(
         if let Err(error) = std::fs::remove_file(&path) {
             tracing::error!(%error, segment = %path.display(), "cannot delete a shipped spool segment");
         }
-        release(&bytes, size);
+        release(&usage.bytes, size);
         // Space is back: let `/ready` say so before the next append proves it.
-        disk_full.store(false, Ordering::Relaxed);
+        usage.disk_full.store(false, Ordering::Relaxed);
         report.rows_written += rows.len() as u64;
         pending.pop_front();
         // While a backlog drains, pace inserts so live traffic keeps ClickHouse's attention.
