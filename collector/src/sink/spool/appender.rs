@@ -150,6 +150,9 @@ impl Appender {
         }
         // Every handle is gone: make the open segment durable and hand it over.
         self.seal();
+        for open in std::mem::take(&mut self.unsealed) {
+            self.seal_segment(open);
+        }
         if !self.unsealed.is_empty() {
             tracing::error!(
                 segments = self.unsealed.len(),
@@ -176,9 +179,12 @@ impl Appender {
         let mut rest = group.into_iter().peekable();
         while let Some(first) = rest.next() {
             let ready = self.segment_for(first.day);
-            let room = match &self.open {
-                Some(open) => self.max_rows.saturating_sub(open.rows),
-                None => 0,
+            let room = match (&ready, &self.open) {
+                // No segment to write to (a full disk): the rest of the day's appends are
+                // refused together, not with one more attempt each.
+                (Err(_), _) => usize::MAX,
+                (Ok(()), Some(open)) => self.max_rows.saturating_sub(open.rows),
+                (Ok(()), None) => 0,
             };
             let mut run_rows = first.rows;
             let mut run = vec![first];
