@@ -93,6 +93,10 @@ pub struct Config {
     pub spool: bool,
     /// The spool's disk budget in bytes; past it beacons get `503`. Default 1 GiB.
     pub spool_max_bytes: u64,
+    /// Free space, in bytes, the spool leaves on its file system: below it beacons get `503`,
+    /// so that a local ClickHouse on the same disk can still store the backlog (and free the
+    /// spool). 0: write until the disk is full. Default 64 MiB.
+    pub spool_min_free_bytes: u64,
     /// When spooled events are forced to disk: `always` (before the `202`; group commit),
     /// `interval` (every `spool_fsync_interval_ms`), or `never` (when a segment is sealed).
     pub spool_fsync: String,
@@ -207,6 +211,7 @@ impl Default for Config {
             max_open_visits: crate::ingest::sessions::DEFAULT_MAX_OPEN_VISITS,
             spool: true,
             spool_max_bytes: 1024 * 1024 * 1024,
+            spool_min_free_bytes: 64 * 1024 * 1024,
             spool_fsync: "always".into(),
             spool_fsync_interval_ms: 10,
             spool_drain_rows_per_sec: 50_000,
@@ -493,6 +498,7 @@ impl Config {
         Ok(crate::sink::spool::SpoolConfig {
             dir: self.data_dir.join("spool"),
             max_bytes: self.spool_max_bytes,
+            min_free_bytes: self.spool_min_free_bytes,
             fsync: self.spool_fsync_policy()?,
             segment_max_rows: self.batch_max_rows,
             segment_max_age: self.batch_max_delay(),

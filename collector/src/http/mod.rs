@@ -98,7 +98,7 @@ impl Readiness {
         let (ready, reason) = if shutting_down {
             (false, Some("shutting down"))
         } else if !ingest.has_room() {
-            (false, Some("the spool or queue is full"))
+            (false, Some("the spool, its disk or the queue is full"))
         } else if matches!(ingest, Ingest::Spool(_)) {
             (true, None)
         } else if !migrated {

@@ -250,10 +250,13 @@ fn read_or_create(path: &Path) -> Result<Salt, SaltError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let unique = getrandom::u64().map_err(|e| io(dir)(std::io::Error::other(e)))?;
     let tmp = dir.join(format!(".{unique:016x}.tmp"));
-    {
-        let mut file = private_create(&tmp)?;
-        file.write_all(salt.as_ref()).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
+    let mut file = private_create(&tmp)?;
+    let written = file.write_all(salt.as_ref()).and_then(|()| file.sync_all());
+    drop(file);
+    if let Err(e) = written {
+        // A full disk: leave no temp file behind (one per attempt would pile up).
+        shred(&tmp);
+        return Err(io(&tmp)(e));
     }
     match fs::hard_link(&tmp, path) {
         Ok(()) => {

@@ -29,6 +29,8 @@ pub enum IngestError {
     Overloaded,
     #[error("the spool is full while ClickHouse catches up; retry later")]
     SpoolFull,
+    #[error("the collector's disk is full while ClickHouse catches up; retry later")]
+    DiskFull,
     #[error("the collector is shutting down; retry later")]
     ShuttingDown,
     #[error("the event could not be stored; retry later")]
@@ -40,6 +42,7 @@ impl IngestError {
         match self {
             IngestError::Overloaded => "queue_full",
             IngestError::SpoolFull => "spool_full",
+            IngestError::DiskFull => "disk_full",
             IngestError::ShuttingDown => "shutting_down",
             IngestError::Failed => "spool_write_failed",
         }
@@ -49,7 +52,8 @@ impl IngestError {
     pub fn retry_after_secs(self) -> u32 {
         match self {
             IngestError::Overloaded => 1,
-            IngestError::SpoolFull => 30,
+            // Space comes back when the shipper deletes segments ClickHouse has taken.
+            IngestError::SpoolFull | IngestError::DiskFull => 30,
             IngestError::ShuttingDown | IngestError::Failed => 5,
         }
     }
@@ -67,6 +71,8 @@ impl Ingest {
                 spool::SpoolError::Full => IngestError::SpoolFull,
                 spool::SpoolError::Busy => IngestError::Overloaded,
                 spool::SpoolError::Closed => IngestError::ShuttingDown,
+                // The appender logged it, once per failed write.
+                spool::SpoolError::DiskFull(_) => IngestError::DiskFull,
                 other => {
                     tracing::error!(error = %other, "spool write failed");
                     IngestError::Failed
@@ -79,7 +85,7 @@ impl Ingest {
     pub fn has_room(&self) -> bool {
         match self {
             Ingest::Memory(queue) => queue.depth() < queue.capacity(),
-            Ingest::Spool(spool) => !spool.is_full(),
+            Ingest::Spool(spool) => !spool.is_full() && !spool.disk_full(),
         }
     }
 
@@ -87,7 +93,10 @@ impl Ingest {
     pub fn describe(&self) -> serde_json::Value {
         match self {
             Ingest::Memory(queue) => serde_json::json!({"queue_depth": queue.depth()}),
-            Ingest::Spool(spool) => serde_json::json!({"spool_bytes": spool.bytes()}),
+            Ingest::Spool(spool) => serde_json::json!({
+                "spool_bytes": spool.bytes(),
+                "disk_full": spool.disk_full(),
+            }),
         }
     }
 }

@@ -3,9 +3,11 @@
 //! ClickHouse acknowledged all of it. A crash, a ClickHouse outage or a shutdown deadline leaves
 //! accepted events on disk, and the next start ships them first.
 //!
-//! - `segment`: the file format (checksummed records, torn-tail detection).
+//! - `segment`: the file format (self-delimiting checksummed records, damage detection and
+//!   resynchronisation).
 //! - `appender`: one OS thread that owns the open segment: appends, fsyncs per policy, acks,
-//!   seals segments (one segment = one insert batch, within one UTC day).
+//!   seals segments (one segment = one insert batch, within one UTC day); a failed write or
+//!   fsync refuses its appends and leaves no torn record that later ones follow.
 //! - `shipper`: one task that inserts sealed segments in order, exactly once (see there).
 //!
 //! The spool holds processed rows only: no raw IP address or user agent ever reaches it.
@@ -15,7 +17,7 @@ pub mod segment;
 mod shipper;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +48,8 @@ pub struct SpoolConfig {
     pub dir: PathBuf,
     /// Disk budget: past it, beacons get `503` until the shipper catches up.
     pub max_bytes: u64,
+    /// Free space left on the spool's file system: below it, beacons get `503` (0: none).
+    pub min_free_bytes: u64,
     pub fsync: FsyncPolicy,
     /// A segment is sealed (becomes an insert batch) at this many rows...
     pub segment_max_rows: usize,
@@ -74,6 +78,33 @@ pub enum SpoolError {
     Closed,
     #[error("writing to the spool failed: {0}")]
     Write(String),
+    #[error("the spool's disk is full: {0}")]
+    DiskFull(String),
+}
+
+/// Why the appender refused an append (nothing of it is on disk).
+#[derive(Debug, Clone)]
+struct WriteFailure {
+    message: String,
+    /// `ENOSPC` or `EDQUOT`: space may come back (the shipper frees it), so clients should retry.
+    disk_full: bool,
+}
+
+impl WriteFailure {
+    fn other(message: String) -> Self {
+        Self {
+            message,
+            disk_full: false,
+        }
+    }
+}
+
+/// What the spool holds on disk, shared by the handlers, the appender and the shipper.
+struct DiskUsage {
+    /// Bytes of segment files.
+    bytes: Arc<AtomicU64>,
+    /// The last write found the disk full.
+    disk_full: Arc<AtomicBool>,
 }
 
 /// One append: a beacon's rows, encoded, and who to tell once it is durable.
@@ -81,7 +112,7 @@ struct Append {
     record: Vec<u8>,
     rows: usize,
     day: u32,
-    ack: oneshot::Sender<Result<(), String>>,
+    ack: oneshot::Sender<Result<(), WriteFailure>>,
 }
 
 /// The handlers' end of the spool. Cheap to clone.
@@ -90,6 +121,7 @@ pub struct Spool {
     tx: std::sync::mpsc::SyncSender<Append>,
     bytes: Arc<AtomicU64>,
     max_bytes: u64,
+    disk_full: Arc<AtomicBool>,
 }
 
 impl Spool {
@@ -114,7 +146,8 @@ impl Spool {
         })?;
         match acked.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(SpoolError::Write(e)),
+            Ok(Err(e)) if e.disk_full => Err(SpoolError::DiskFull(e.message)),
+            Ok(Err(e)) => Err(SpoolError::Write(e.message)),
             Err(_) => Err(SpoolError::Closed),
         }
     }
@@ -126,6 +159,12 @@ impl Spool {
     /// Bytes of segments on disk.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last write found the disk full (until a write, a probe or a shipped
+    /// segment shows space again).
+    pub fn disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Relaxed)
     }
 }
 
@@ -164,7 +203,7 @@ fn count_left(dir: &Path) -> (u64, u64) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = entry.file_name();
         if let Some((seq, sealed)) = segment::parse_name(&name.to_string_lossy()) {
-            if let Ok(contents) = segment::read(&segment::path(dir, seq, sealed)) {
+            if let Ok(contents) = segment::scan(&segment::path(dir, seq, sealed)) {
                 segments += 1;
                 rows += contents.rows.len() as u64;
             }
@@ -197,14 +236,25 @@ pub fn open<S: Sink>(
     }
     let (sealed_tx, sealed_rx) = mpsc::unbounded_channel();
     let (tx, rx) = std::sync::mpsc::sync_channel(config.queue_capacity);
-    let appender = appender::spawn(&config, recovered.next_seq, rx, sealed_tx, bytes.clone())
-        .map_err(io(&config.dir))?;
+    let disk_full = Arc::new(AtomicBool::new(false));
+    let appender = appender::spawn(
+        &config,
+        recovered.next_seq,
+        rx,
+        sealed_tx,
+        bytes.clone(),
+        disk_full.clone(),
+    )
+    .map_err(io(&config.dir))?;
     let shipper = tokio::spawn(shipper::run(
         config.dir.clone(),
         sink,
         recovered.segments,
         sealed_rx,
-        bytes.clone(),
+        DiskUsage {
+            bytes: bytes.clone(),
+            disk_full: disk_full.clone(),
+        },
         config.drain_rows_per_sec,
         control,
     ));
@@ -213,6 +263,7 @@ pub fn open<S: Sink>(
             tx,
             bytes,
             max_bytes: config.max_bytes,
+            disk_full,
         },
         SpoolTasks {
             dir: config.dir.clone(),
@@ -246,17 +297,20 @@ fn recover(dir: &Path) -> std::io::Result<Recovered> {
     for (seq, sealed) in found {
         next_seq = next_seq.max(seq + 1);
         let path = segment::path(dir, seq, sealed);
-        match segment::read(&path) {
+        match segment::scan(&path) {
             Ok(contents) => {
-                if contents.damaged_bytes > 0 {
+                // Damage in the middle is left for the shipper, which ships around it.
+                let tail = std::fs::metadata(&path)?
+                    .len()
+                    .saturating_sub(contents.valid_len);
+                if tail > 0 {
                     tracing::error!(
                         segment = %path.display(),
                         kept_rows = contents.rows.len(),
-                        damaged_bytes = contents.damaged_bytes,
-                        "spool segment has a torn or corrupt tail; keeping its valid prefix"
+                        damaged_bytes = tail,
+                        "spool segment has a torn or corrupt tail; keeping its valid records"
                     );
-                    metrics::counter!("glimpse_spool_damaged_bytes_total")
-                        .increment(contents.damaged_bytes);
+                    metrics::counter!("glimpse_spool_damaged_bytes_total").increment(tail);
                     let file = std::fs::OpenOptions::new().write(true).open(&path)?;
                     file.set_len(contents.valid_len)?;
                     file.sync_all()?;
@@ -300,6 +354,7 @@ mod tests {
         SpoolConfig {
             dir: dir.to_path_buf(),
             max_bytes: 1 << 30,
+            min_free_bytes: 0,
             fsync: FsyncPolicy::Always,
             segment_max_rows: 3,
             segment_max_age: Duration::from_millis(50),
@@ -465,5 +520,50 @@ mod tests {
         assert!(spool.bytes() >= 400);
         control.abandon.cancel();
         stop(spool, tasks).await;
+    }
+
+    /// A sealed segment with a torn record in the middle (what a write behind a torn record
+    /// used to leave): every valid record after it is shipped, the torn one counted as lost.
+    #[test]
+    fn a_torn_record_in_the_middle_does_not_lose_the_records_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment::path(dir.path(), 3, true);
+        let mut file = segment::create(&path, 42).unwrap();
+        for i in 1..=2 {
+            file.write_all(&segment::encode_record(&[row(i)])).unwrap();
+        }
+        let torn = segment::encode_record(&[row(3)]);
+        file.write_all(&torn[..torn.len() / 2]).unwrap();
+        for i in 4..=5 {
+            file.write_all(&segment::encode_record(&[row(i)])).unwrap();
+        }
+        drop(file);
+
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let sink = MemorySink::default();
+        let report = metrics::with_local_recorder(&recorder, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let (spool, tasks) =
+                    open(config(dir.path()), sink.clone(), WriterControl::default()).unwrap();
+                stop(spool, tasks).await
+            })
+        });
+        let paths: Vec<String> = sink
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.pathname.clone())
+            .collect();
+        assert_eq!(paths, ["/p/1", "/p/2", "/p/4", "/p/5"]);
+        assert_eq!(report.rows_written, 4);
+        assert!(segment_files(dir.path()).is_empty());
+        let rendered = handle.render();
+        assert!(rendered.contains("glimpse_rows_lost_total 1"), "{rendered}");
     }
 }

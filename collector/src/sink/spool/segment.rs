@@ -6,9 +6,12 @@
 //! record:  len: u32 LE | crc32(payload): u32 LE | payload (JSON array of EventRow)
 //! ```
 //!
-//! Records are only appended. A crash can leave a torn last record; reading stops at the first
+//! Records are only appended. A crash can leave a torn last record. [`read`] stops at the first
 //! record whose length or checksum does not hold, keeps everything before it, and reports how
-//! many bytes were past that point.
+//! many bytes were past that point. [`scan`] (what the spool ships from) also resynchronises
+//! after a damaged stretch: records are self-delimiting and checksummed, so the next offset
+//! where a whole record checks out is the next record, and everything valid after the damage
+//! is kept.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -38,7 +41,8 @@ pub fn parse_name(name: &str) -> Option<(u64, bool)> {
     }
 }
 
-/// Creates a new segment file with its header.
+/// Creates a new segment file with its header. If the header cannot be written (a full
+/// disk), the file is removed again: failed attempts leave nothing behind.
 pub fn create(path: &Path, batch_id: u64) -> std::io::Result<File> {
     let mut file = OpenOptions::new()
         .create_new(true)
@@ -47,7 +51,11 @@ pub fn create(path: &Path, batch_id: u64) -> std::io::Result<File> {
     let mut header = Vec::with_capacity(HEADER_LEN as usize);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&batch_id.to_le_bytes());
-    file.write_all(&header)?;
+    if let Err(error) = file.write_all(&header) {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        return Err(error);
+    }
     Ok(file)
 }
 
@@ -69,8 +77,12 @@ pub struct Contents {
     pub rows: Vec<EventRow>,
     /// Bytes of valid header and records.
     pub valid_len: u64,
-    /// Bytes after the valid part (a torn or corrupt tail); 0 for an intact segment.
+    /// Damaged bytes (a torn or corrupt tail, and with [`scan`] stretches in the middle);
+    /// 0 for an intact segment.
     pub damaged_bytes: u64,
+    /// With [`scan`]: damaged stretches followed by valid records, as (offset, bytes). Each
+    /// held at least one record that is lost.
+    pub skipped: Vec<(u64, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +99,16 @@ pub enum SegmentError {
 
 /// Reads a segment, keeping the valid prefix of its records.
 pub fn read(path: &Path) -> Result<Contents, SegmentError> {
+    parse(path, false)
+}
+
+/// Reads a segment, keeping every valid record: after a damaged stretch it resynchronises on
+/// the next valid record. `valid_len` is the end of the last valid record.
+pub fn scan(path: &Path) -> Result<Contents, SegmentError> {
+    parse(path, true)
+}
+
+fn parse(path: &Path, resync: bool) -> Result<Contents, SegmentError> {
     let io = |source| SegmentError::Io {
         path: path.to_path_buf(),
         source,
@@ -100,32 +122,48 @@ pub fn read(path: &Path) -> Result<Contents, SegmentError> {
     }
     let batch_id = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default());
     let mut rows = Vec::new();
+    let mut skipped = Vec::new();
     let mut at = HEADER_LEN as usize;
-    while let Some(record) = bytes.get(at..at + RECORD_HEADER_LEN) {
-        let len = u32::from_le_bytes(record[..4].try_into().unwrap_or_default());
-        let crc = u32::from_le_bytes(record[4..8].try_into().unwrap_or_default());
-        if len > MAX_RECORD_LEN {
-            break;
+    let mut end = at;
+    while at + RECORD_HEADER_LEN <= bytes.len() {
+        match record_at(&bytes, at) {
+            Some((mut decoded, next)) => {
+                if at > end {
+                    skipped.push((end as u64, (at - end) as u64));
+                }
+                rows.append(&mut decoded);
+                at = next;
+                end = next;
+            }
+            None if resync => at += 1,
+            None => break,
         }
-        let start = at + RECORD_HEADER_LEN;
-        let Some(payload) = bytes.get(start..start + len as usize) else {
-            break;
-        };
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        let Ok(mut decoded) = serde_json::from_slice::<Vec<EventRow>>(payload) else {
-            break;
-        };
-        rows.append(&mut decoded);
-        at = start + len as usize;
     }
+    let skipped_bytes: u64 = skipped.iter().map(|(_, len)| len).sum();
     Ok(Contents {
         batch_id,
         rows,
-        valid_len: at as u64,
-        damaged_bytes: (bytes.len() - at) as u64,
+        valid_len: end as u64,
+        damaged_bytes: (bytes.len() - end) as u64 + skipped_bytes,
+        skipped,
     })
+}
+
+/// The rows of a whole, valid record at `at`, and where the next record starts.
+fn record_at(bytes: &[u8], at: usize) -> Option<(Vec<EventRow>, usize)> {
+    let header = bytes.get(at..at + RECORD_HEADER_LEN)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?);
+    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
+    if len > MAX_RECORD_LEN {
+        return None;
+    }
+    let start = at + RECORD_HEADER_LEN;
+    let payload = bytes.get(start..start + len as usize)?;
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    let rows = serde_json::from_slice::<Vec<EventRow>>(payload).ok()?;
+    Some((rows, start + len as usize))
 }
 
 #[cfg(test)]
@@ -188,6 +226,29 @@ mod tests {
         let c = read(&path).unwrap();
         assert_eq!(c.rows, [row(1)], "stops at the corrupt record");
         assert!(c.damaged_bytes > 0);
+    }
+
+    #[test]
+    fn scan_resynchronises_after_a_damaged_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_segment(dir.path(), &[vec![row(1)], vec![row(2)], vec![row(3)]]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let first = HEADER_LEN as usize + encode_record(&[row(1)]).len();
+        let second = encode_record(&[row(2)]).len();
+        bytes[first + 12] ^= 0xff;
+        // ...and a torn record after the last one.
+        let torn = encode_record(&[row(4)]);
+        bytes.extend_from_slice(&torn[..torn.len() / 2]);
+        std::fs::write(&path, &bytes).unwrap();
+        let c = scan(&path).unwrap();
+        assert_eq!(
+            c.rows,
+            [row(1), row(3)],
+            "keeps the record after the damage"
+        );
+        assert_eq!(c.skipped, [(first as u64, second as u64)]);
+        assert_eq!(c.valid_len as usize, bytes.len() - torn.len() / 2);
+        assert_eq!(c.damaged_bytes as usize, second + torn.len() / 2);
     }
 
     #[test]

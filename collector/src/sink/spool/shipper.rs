@@ -16,12 +16,11 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::segment;
+use super::{segment, DiskUsage};
 use crate::sink::{Sink, WriterControl};
 
 /// What the shipper did, once it stops.
@@ -43,7 +42,7 @@ pub(super) async fn run<S: Sink>(
     sink: S,
     recovered: Vec<u64>,
     mut sealed: UnboundedReceiver<u64>,
-    bytes: Arc<AtomicU64>,
+    usage: DiskUsage,
     drain_rows_per_sec: u64,
     control: WriterControl,
 ) -> ShipReport {
@@ -68,16 +67,33 @@ pub(super) async fn run<S: Sink>(
         };
         let path = segment::path(&dir, seq, true);
         let read_path = path.clone();
-        let contents = match tokio::task::spawn_blocking(move || segment::read(&read_path)).await {
+        let contents = match tokio::task::spawn_blocking(move || segment::scan(&read_path)).await {
             Ok(Ok(contents)) => contents,
             Ok(Err(error)) => {
                 tracing::error!(%error, "spool segment unreadable; set aside");
-                let _ = std::fs::rename(&path, path.with_extension("damaged"));
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                if std::fs::rename(&path, path.with_extension("damaged")).is_ok() {
+                    // Set aside for a person to look at: no longer the spool's to ship.
+                    release(&usage.bytes, size);
+                }
                 pending.pop_front();
                 continue;
             }
             Err(_) => break,
         };
+        if !contents.skipped.is_empty() {
+            let lost = contents.skipped.len() as u64;
+            tracing::error!(
+                segment = %path.display(),
+                damaged_stretches = lost,
+                damaged_bytes = contents.damaged_bytes,
+                shipped_rows = contents.rows.len(),
+                "spool segment has damaged records in the middle; shipping every valid record around them"
+            );
+            metrics::counter!("glimpse_rows_lost_total").increment(lost);
+            metrics::counter!("glimpse_spool_damaged_bytes_total")
+                .increment(contents.damaged_bytes);
+        }
         let mut rows = contents.rows;
         for row in &mut rows {
             row.batch_id = contents.batch_id;
@@ -92,8 +108,9 @@ pub(super) async fn run<S: Sink>(
         if let Err(error) = std::fs::remove_file(&path) {
             tracing::error!(%error, segment = %path.display(), "cannot delete a shipped spool segment");
         }
-        bytes.fetch_sub(size.min(bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
-        metrics::gauge!("glimpse_spool_bytes").set(bytes.load(Ordering::Relaxed) as f64);
+        release(&usage.bytes, size);
+        // Space is back: let `/ready` say so before the next append proves it.
+        usage.disk_full.store(false, Ordering::Relaxed);
         report.rows_written += rows.len() as u64;
         pending.pop_front();
         // While a backlog drains, pace inserts so live traffic keeps ClickHouse's attention.
@@ -108,6 +125,14 @@ pub(super) async fn run<S: Sink>(
         }
     }
     report
+}
+
+/// Takes a segment's size off the spool's byte count.
+fn release(bytes: &AtomicU64, size: u64) {
+    let _ = bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+        Some(b.saturating_sub(size))
+    });
+    metrics::gauge!("glimpse_spool_bytes").set(bytes.load(Ordering::Relaxed) as f64);
 }
 
 /// Inserts one segment exactly once; false if abandoned before it could.
