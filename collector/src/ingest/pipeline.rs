@@ -302,7 +302,12 @@ fn decode(text: &str) -> String {
 }
 
 #[cfg(test)]
+#[path = "geo_test_dbs.rs"]
+mod test_dbs;
+
+#[cfg(test)]
 mod tests {
+    use super::test_dbs;
     use super::*;
     use crate::config::SiteConfig;
     use crate::ingest::beacon::{parse, BeaconLimits};
@@ -323,12 +328,11 @@ mod tests {
         }
     }
 
+    /// A GeoIP2-layout city database with known answers, written for the test.
     fn geo() -> GeoIp {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/geoip/GeoIP2-City-Test.mmdb"
-        );
-        GeoIp::open(std::path::Path::new(path)).unwrap()
+        let dir = tempfile::tempdir().unwrap();
+        let path = test_dbs::write(dir.path(), test_dbs::Kind::MaxMindCity);
+        GeoIp::open(&path).unwrap()
     }
 
     struct Run {
