@@ -489,7 +489,7 @@ impl GeoIp {
 
 #[cfg(test)]
 #[path = "geo_test_dbs.rs"]
-mod test_dbs;
+pub(crate) mod test_dbs;
 
 #[cfg(test)]
 mod tests {

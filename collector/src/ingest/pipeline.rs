@@ -302,15 +302,11 @@ fn decode(text: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "geo_test_dbs.rs"]
-mod test_dbs;
-
-#[cfg(test)]
 mod tests {
-    use super::test_dbs;
     use super::*;
     use crate::config::SiteConfig;
     use crate::ingest::beacon::{parse, BeaconLimits};
+    use crate::ingest::geo::test_dbs;
 
     const FIREFOX: &str =
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0";
