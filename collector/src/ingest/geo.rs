@@ -217,7 +217,8 @@ impl Source {
         let dir = default_dir(&config.data_dir);
         EDITIONS.iter().find_map(|edition| {
             let paths: Vec<PathBuf> = edition.files.iter().map(|f| dir.join(f)).collect();
-            paths.iter().all(|p| p.is_file()).then(|| Source {
+            let complete = paths.iter().all(|p| p.is_file());
+            complete.then_some(Source {
                 paths,
                 edition: Some(*edition),
             })
