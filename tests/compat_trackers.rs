@@ -1,5 +1,5 @@
 //! Drop-in compatibility end to end: the REAL, unmodified Umami (3.1) and Matomo (5.2)
-//! JavaScript trackers from `../shared/trackers/`, in real headless Chromium, pointed at an
+//! JavaScript trackers vendored in `tests/fixtures/trackers/`, in real headless Chromium, pointed at an
 //! in-process collector that writes to a real ClickHouse, and the no-JavaScript pixel in a
 //! `<noscript>` page with JavaScript off. Chromium is driven by
 //! `tracker-js/e2e/compat_driver.mjs` (puppeteer-core), which serves the pages on another port.
@@ -21,11 +21,11 @@ use tokio::sync::oneshot;
 
 const UMAMI_JS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/trackers/umami/script.min.js"
+    "/tests/fixtures/trackers/umami/script.min.js"
 );
 const MATOMO_JS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/trackers/matomo/matomo.js"
+    "/tests/fixtures/trackers/matomo/matomo.js"
 );
 const UMAMI_WEBSITE: &str = "3f1c1a4e-7d2b-4c55-9a0e-2b7f5c8d9e01";
 const UMAMI_SITE: &str = "umami.example.com";
@@ -38,7 +38,7 @@ fn require_trackers() {
     for tracker in [UMAMI_JS, MATOMO_JS] {
         assert!(
             Path::new(tracker).exists(),
-            "the real tracker {tracker} is missing (see ../shared/trackers/README.md)"
+            "the real tracker {tracker} is missing (see tests/fixtures/trackers/README.md)"
         );
     }
 }

@@ -19,8 +19,13 @@ const PROBE_UA_2: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4_1 like Mac OS 
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 const HEADLESS: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.0.0 Safari/537.36";
 
-fn geoip_db() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/geoip/GeoIP2-City-Test.mmdb")
+#[path = "../collector/src/ingest/geo_test_dbs.rs"]
+mod geo_test_dbs;
+
+/// A GeoIP2-layout city database with known answers (London, Milton, 2001:218::/32 in Japan),
+/// written into `dir` for the run.
+fn geoip_db(dir: &Path) -> PathBuf {
+    geo_test_dbs::write(dir, geo_test_dbs::Kind::MaxMindCity)
 }
 
 struct Send<'a> {
@@ -38,6 +43,8 @@ async fn no_raw_address_or_user_agent_reaches_disk_or_logs() {
 
     let ch = TestClickHouse::start().await;
     let addr = free_addr();
+    // Outside the directories searched below: the database is not the collector's output.
+    let geo_dir = tempfile::tempdir().unwrap();
     let log_path = ch.data_dir().join("collector.log");
     std::fs::create_dir_all(ch.data_dir()).unwrap();
     let log = std::fs::File::create(&log_path).unwrap();
@@ -47,7 +54,7 @@ async fn no_raw_address_or_user_agent_reaches_disk_or_logs() {
         .env("GLIMPSE_COLLECTOR_ADDR", addr.to_string())
         .env("GLIMPSE_SITES", "example.com")
         .env("GLIMPSE_DATA_DIR", ch.data_dir())
-        .env("GLIMPSE_GEOIP_DB", geoip_db())
+        .env("GLIMPSE_GEOIP_DB", geoip_db(geo_dir.path()))
         // Only 127.0.0.1 is a trusted proxy; other loopback addresses are direct clients.
         .env("GLIMPSE_TRUSTED_PROXIES", "127.0.0.1/32")
         .env("GLIMPSE_STORE_IP_PREFIX", "true")

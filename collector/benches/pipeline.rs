@@ -4,7 +4,6 @@
 
 use std::hint::black_box;
 use std::net::IpAddr;
-use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use glimpse_collector::config::{Config, SiteConfig};
@@ -25,10 +24,15 @@ const UAS: &[&str] = &[
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
 ];
 
+#[path = "../src/ingest/geo_test_dbs.rs"]
+mod test_dbs;
+
+/// A small GeoIP2-layout city database written for the run (lookup cost depends on the tree's
+/// depth, a few dozen nodes more in a full-size database).
 fn geoip() -> Option<GeoIp> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/geoip/GeoIP2-City-Test.mmdb");
-    GeoIp::open(&path).ok()
+    let dir = tempfile::tempdir().unwrap();
+    let path = test_dbs::write(dir.path(), test_dbs::Kind::MaxMindCity);
+    Some(GeoIp::open(&path).unwrap())
 }
 
 fn benches(c: &mut Criterion) {

@@ -112,15 +112,23 @@ pub async fn serve_with_sink<S: Sink>(
     drops: Arc<sink::DropCounts>,
 ) -> Result<ServeReport, ServeError> {
     telemetry::install();
-    let geo = match &config.geoip_db {
-        Some(path) => {
-            let geo = ingest::geo::GeoIp::open(path)?;
-            tracing::info!(path = %path.display(), kind = geo.database_type(), "GeoIP database loaded");
+    // `geoip_db` when set, else the free database `glimpse geoip update` installed under
+    // `<data_dir>/geoip` (scripts/run.sh and the Docker image do that by default).
+    let geo = match ingest::geo::Source::of(&config) {
+        Some(source) => {
+            let geo = ingest::geo::GeoIp::open_all(&source.paths)?;
+            tracing::info!(
+                path = %geo.path().display(),
+                kind = geo.database_type(),
+                edition = source.edition.map(|e| e.name),
+                "GeoIP database loaded"
+            );
             Some(geo)
         }
         None => {
             tracing::warn!(
-                "no GeoIP database (geoip_db): countries, regions and cities stay empty"
+                "no GeoIP database (geoip_db unset and none installed by `glimpse geoip \
+                 update`): countries, regions and cities stay empty"
             );
             None
         }

@@ -4,6 +4,7 @@
 //! Shown by `glimpse privacy-statement --site S` and on the collector's `/privacy` page.
 
 use crate::config::{Config, SiteConfig, VisitorDataDetail};
+use crate::ingest::geo;
 
 /// The statement for `site`, as paragraphs of plain text (no markup).
 pub fn paragraphs(config: &Config, site: &SiteConfig) -> Vec<String> {
@@ -19,7 +20,8 @@ pub fn paragraphs(config: &Config, site: &SiteConfig) -> Vec<String> {
         site.domain
     ));
 
-    let place = if config.geoip_db.is_some() {
+    let geo = geo::Source::of(config);
+    let place = if geo.is_some() {
         "the country, region and city your IP address belongs to (looked up in memory and then \
          discarded)"
     } else {
@@ -33,6 +35,11 @@ pub fn paragraphs(config: &Config, site: &SiteConfig) -> Vec<String> {
          type (desktop, mobile or tablet) and screen width; {place}; and the names and \
          properties of events the site defines (such as a sign-up)."
     ));
+
+    // The database's licence may ask for credit wherever its results are used (DB-IP Lite).
+    if let Some(credit) = geo.as_ref().and_then(geo::Source::attribution) {
+        out.push(format!("{} ({}).", credit.text, credit.url));
+    }
 
     let ip = if config.store_ip_prefix {
         format!(
@@ -170,6 +177,7 @@ mod tests {
         let site = SiteConfig::new("example.com");
         let config = Config {
             sites: vec![site.clone()],
+            data_dir: "/nonexistent/glimpse-data".into(),
             ..Config::default()
         };
         (config, site)
@@ -238,6 +246,40 @@ mod tests {
         let t = text(&config, &site);
         assert!(t.contains("lists each recorded event with its page"), "{t}");
         assert!(t.contains("can see this list too"), "{t}");
+    }
+
+    #[test]
+    fn the_installed_database_is_named_with_the_credit_its_licence_asks_for() {
+        use crate::ingest::geo::test_dbs::{write, Kind};
+        let data = tempfile::tempdir().unwrap();
+        let (mut config, site) = setup();
+        config.data_dir = data.path().to_path_buf();
+        let t = text(&config, &site);
+        assert!(t.contains("no location information"), "{t}");
+        assert!(!t.contains("IP geolocation"), "{t}");
+
+        let dir = geo::default_dir(data.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        write(&dir, Kind::IpLocationCountry);
+        let t = text(&config, &site);
+        assert!(t.contains("country, region and city"), "{t}");
+        assert!(
+            t.contains("IP geolocation from RIR data by the NRO (nro.net), CC BY 4.0 (https://www.nro.net)."),
+            "{t}"
+        );
+        write(&dir, Kind::IpLocationCityV4);
+        write(&dir, Kind::IpLocationCityV6);
+        let t = text(&config, &site);
+        assert!(
+            t.contains("IP geolocation by DB-IP (https://db-ip.com)."),
+            "{t}"
+        );
+        assert!(!t.contains("NRO"), "{t}");
+        // A configured MaxMind database without a credit in its type: none.
+        config.geoip_db = Some(write(data.path(), Kind::MaxMindCity));
+        let t = text(&config, &site);
+        assert!(t.contains("country, region and city"), "{t}");
+        assert!(!t.contains("IP geolocation"), "{t}");
     }
 
     #[test]

@@ -7,11 +7,15 @@
 //! response carries a strict Content-Security-Policy: only this origin's scripts, styles and
 //! API, no inline script or style, no framing.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use glimpse_collector::config::Config;
+use glimpse_collector::ingest::geo;
+
+use crate::AppState;
 
 const INDEX: &str = include_str!("../assets/index.html");
 
@@ -54,7 +58,8 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
         .collect()
 });
 
-/// `index.html` with `{{app.js}}`, `{{app.css}}`, `{{icon.svg}}` replaced by hashed paths.
+/// `index.html` with `{{app.js}}`, `{{app.css}}`, `{{icon.svg}}` replaced by hashed paths
+/// (`{{geoip_attribution}}` is filled by [`page`]).
 static PAGE: LazyLock<String> = LazyLock::new(|| {
     let mut page = INDEX.to_string();
     for ((stem, ext, _, _), asset) in SOURCES.iter().zip(ASSETS.iter()) {
@@ -93,12 +98,29 @@ fn respond(content_type: &'static str, cache: &'static str, body: Vec<u8>) -> Re
     (headers, body).into_response()
 }
 
+/// The dashboard page for this configuration: its footer credits the GeoIP database when the
+/// database's licence asks for it (DB-IP Lite: a link back to db-ip.com on pages that show its
+/// results). Rendered once at start-up.
+pub(crate) fn page(config: &Config) -> String {
+    let credit = geo::Source::of(config)
+        .and_then(|source| source.attribution())
+        .map(|a| {
+            format!(
+                " · <a href=\"{}\">{}</a>",
+                html_escape::encode_double_quoted_attribute(a.url),
+                html_escape::encode_text(a.text)
+            )
+        })
+        .unwrap_or_default();
+    PAGE.replace("{{geoip_attribution}}", &credit)
+}
+
 /// `GET /`: the dashboard page.
-pub(crate) async fn index() -> Response {
+pub(crate) async fn index(State(state): State<Arc<AppState>>) -> Response {
     respond(
         "text/html; charset=utf-8",
         "no-cache",
-        PAGE.as_bytes().to_vec(),
+        state.page.as_bytes().to_vec(),
     )
 }
 
@@ -115,20 +137,64 @@ pub(crate) async fn asset(Path(name): Path<String>) -> Response {
 }
 
 #[cfg(test)]
+#[path = "../../collector/src/ingest/geo_test_dbs.rs"]
+mod test_dbs;
+
+#[cfg(test)]
 mod tests {
+    use super::test_dbs::{self, Kind};
     use super::*;
 
     #[test]
+    fn page_credits_the_geoip_database_when_its_licence_asks() {
+        let data = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: data.path().to_path_buf(),
+            ..Config::default()
+        };
+        let none = page(&config);
+        assert!(!none.contains("{{"), "unreplaced placeholder");
+        assert!(!none.contains("geolocation"));
+
+        let dir = geo::default_dir(data.path());
+        std::fs::create_dir_all(&dir).unwrap();
+        test_dbs::write(&dir, Kind::IpLocationCityV4);
+        test_dbs::write(&dir, Kind::IpLocationCityV6);
+        let city = page(&config);
+        assert!(
+            city.contains(r#"<footer>Glimpse — cookieless, privacy-preserving analytics · <a href="https://db-ip.com">IP geolocation by DB-IP</a></footer>"#),
+            "{city}"
+        );
+        std::fs::remove_file(dir.join(Kind::IpLocationCityV6.file_name())).unwrap();
+        test_dbs::write(&dir, Kind::IpLocationCountry);
+        let country = page(&config);
+        assert!(
+            country.contains(r#"<a href="https://www.nro.net">IP geolocation from RIR data by the NRO (nro.net), CC BY 4.0</a>"#),
+            "{country}"
+        );
+        // A configured GeoIP2 file whose licence asks for no credit in the page.
+        let config = Config {
+            geoip_db: Some(test_dbs::write(data.path(), Kind::MaxMindCity)),
+            ..config
+        };
+        assert!(!page(&config).contains("geolocation"));
+    }
+
+    #[test]
     fn page_links_every_asset_by_its_hashed_name() {
-        assert!(!PAGE.contains("{{"), "unreplaced placeholder in index.html");
+        let page = page(&Config {
+            data_dir: "/nonexistent".into(),
+            ..Config::default()
+        });
+        assert!(!page.contains("{{"), "unreplaced placeholder in index.html");
         for asset in ASSETS.iter() {
             assert!(
-                PAGE.contains(&format!("/assets/{}", asset.name)),
+                page.contains(&format!("/assets/{}", asset.name)),
                 "index.html does not link {}",
                 asset.name
             );
         }
         // No inline script or style: the CSP would block it.
-        assert!(!PAGE.contains("<script>") && !PAGE.contains("style="));
+        assert!(!page.contains("<script>") && !page.contains("style="));
     }
 }

