@@ -240,3 +240,55 @@ async fn a_query_whose_client_hung_up_is_killed() {
     println!("killed within {:?}", gone_at.elapsed());
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_an_api_key_are_rate_limited_per_client() {
+    let ch = TestClickHouse::start().await;
+    let stop = CancellationToken::new();
+    let addr = query_service(&ch, &stop).await;
+    let http = reqwest::Client::new();
+    let share = format!(
+        "http://{addr}/api/v1/stats/aggregate?site_id=example.com&auth=wrong-share-token-0123"
+    );
+
+    // A burst of guesses at a share link: refused with 401 at first, then 429 + Retry-After
+    // (default: 5 a second, bursts of 30).
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..60 {
+        let response = http.get(&share).send().await.unwrap();
+        if response.status() == 429 {
+            retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        }
+        statuses.push(response.status().as_u16());
+    }
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(statuses[..20].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(
+        limited >= 20,
+        "only {limited} of 60 answered 429: {statuses:?}"
+    );
+    assert!(
+        retry_after.is_some_and(|secs| (1..=60).contains(&secs)),
+        "Retry-After: {retry_after:?}"
+    );
+
+    // A request with an API key is not limited by the other requests' bucket.
+    let (key, _) =
+        glimpse_query::auth::create_key(&ch.client, "glimpse", &ch.config(), "example.com", "test")
+            .await
+            .unwrap();
+    let keyed = http
+        .get(format!(
+            "http://{addr}/api/v1/stats/aggregate?site_id=example.com"
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), 200, "{:?}", keyed.text().await);
+    stop.cancel();
+}
