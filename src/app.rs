@@ -181,7 +181,7 @@ pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(config.shutdown_timeout_secs);
     // Only the services own a local ClickHouse; other commands use the one a running
     // `glimpse serve` started, and never stop it.
-    let owns_clickhouse = matches!(
+    let is_service = matches!(
         command,
         Command::Serve | Command::Collector | Command::Query
     );
@@ -189,7 +189,7 @@ pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
         Some(_) => None,
         None => {
             let dir = config.data_dir.join("clickhouse");
-            let attached = if owns_clickhouse {
+            let attached = if is_service {
                 None
             } else {
                 local_clickhouse::attach(&dir).await
@@ -216,6 +216,9 @@ pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             }
         }
     };
+    if is_service {
+        glimpse_collector::http::server::raise_file_limit(&config);
+    }
     let services = run_services(command, config, shutdown.clone());
     tokio::pin!(services);
     let result = tokio::select! {

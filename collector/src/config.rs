@@ -94,7 +94,7 @@ pub struct Config {
     /// With `spool_fsync = "interval"`: milliseconds between syncs. Default 10.
     pub spool_fsync_interval_ms: u64,
     /// Rows per second shipped while a backlog drains after an outage (0: no cap).
-    /// Default 50000.
+    /// Default 10.000.
     pub spool_drain_rows_per_sec: u64,
     /// A client must send its request headers within this many seconds, and its body within
     /// as many again (slowloris protection); an idle keep-alive connection is closed after as
@@ -115,9 +115,9 @@ pub struct Config {
     /// Stats API requests per second allowed from one client address without an API key
     /// (share links, and requests that are refused), and dashboard `/ready` checks; over it,
     /// `429` + `Retry-After`. Requests with an API key are not limited. 0: no limit.
-    /// Default 5.
+    /// Default 10.
     pub query_rate_limit_per_ip: u32,
-    /// Burst allowed above `query_rate_limit_per_ip`. Default 30.
+    /// Burst allowed above `query_rate_limit_per_ip`. Default 60.
     pub query_rate_limit_burst: u32,
     /// Beacons per second allowed from one client address (token bucket, in memory only);
     /// over it, `429` + `Retry-After`. 0 (default): no limit.
@@ -202,8 +202,8 @@ impl Default for Config {
             rate_limit_burst: 20,
             query_max_connections: 512,
             query_max_execution_secs: 30,
-            query_rate_limit_per_ip: 5,
-            query_rate_limit_burst: 30,
+            query_rate_limit_per_ip: 10,
+            query_rate_limit_burst: 60,
             min_group_size: 0,
             rollup_interval_secs: 600,
             script_path: "/js/script.js".into(),

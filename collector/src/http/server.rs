@@ -123,3 +123,28 @@ pub async fn serve_connections<F, S, B>(
         }
     }
 }
+
+/// Raises the process's open-file limit to its hard limit (as Go and nginx do), and warns when
+/// even that is below what the connection caps allow: past it, `accept` fails for every
+/// service of the process, beacons included.
+pub fn raise_file_limit(config: &Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    // Files, ClickHouse connections, the spool: a margin beside the clients' sockets.
+    let wanted = (config.max_connections + config.query_max_connections) as u64 + 256;
+    if limit < wanted {
+        tracing::warn!(
+            limit,
+            wanted,
+            "the open-file limit is below max_connections + query_max_connections; \
+             raise it (ulimit -n, LimitNOFILE=) or lower them"
+        );
+    }
+}
