@@ -168,6 +168,20 @@ async fn cli_beside_serve_leaves_it_running_and_serve_survives_its_clickhouse_dy
     assert_eq!(serve.clickhouse_pid(), first_pid);
     assert_eq!(stats(&serve, &key).await.status(), 200);
 
+    // A second `glimpse serve` on the same data directory refuses to start, touching nothing.
+    let second = tokio::time::timeout(
+        Duration::from_secs(30),
+        command(&serve, &["serve"]).output(),
+    )
+    .await
+    .expect("a second serve gives up at once")
+    .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another Glimpse process"), "{stderr}");
+    assert_eq!(serve.clickhouse_pid(), first_pid);
+    assert!(serve.query_ready().await);
+
     // Serve's ClickHouse dies: serve starts it again and is ready again, the key still works.
     kill(Pid::from_raw(first_pid), Signal::SIGKILL).unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);

@@ -54,8 +54,9 @@ pub enum LocalClickHouseError {
     #[error("ClickHouse did not answer within {0:?}; see {1}")]
     Timeout(Duration, PathBuf),
     #[error(
-        "the ClickHouse in {dir} is run by another Glimpse process (pid {owner}): stop it first, \
-         or give this one its own data_dir or a clickhouse_url"
+        "the ClickHouse in {dir} belongs to another Glimpse process (pid {owner}) and does not \
+         answer now: try again once it does, stop that process, or give this one its own \
+         data_dir or a clickhouse_url"
     )]
     InUse { dir: PathBuf, owner: u32 },
 }
@@ -67,7 +68,27 @@ struct Running {
     pid: u32,
     /// The Glimpse process that started it and will stop it.
     owner: u32,
+    /// When the owner started (clock ticks since boot), so that a reused pid is not taken
+    /// for the owner.
+    #[serde(default)]
+    owner_started: Option<u64>,
     url: String,
+}
+
+impl Running {
+    /// Whether the Glimpse process that started the server still runs.
+    fn owner_alive(&self) -> bool {
+        alive(self.owner)
+            && (self.owner_started.is_none() || process_started(self.owner) == self.owner_started)
+    }
+}
+
+/// A process's start time in clock ticks since boot (`/proc/PID/stat`, field 22).
+fn process_started(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it may not.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// A server another Glimpse process runs, found through its directory: use it, never stop it.
@@ -87,7 +108,7 @@ impl Attached {
 /// The server a live Glimpse process runs in `dir`, if one answers there.
 pub async fn attach(dir: &Path) -> Option<Attached> {
     let running = read_state(dir)?;
-    if !alive(running.owner) || running.owner == std::process::id() || !ours(dir, running.pid) {
+    if !running.owner_alive() || running.owner == std::process::id() || !ours(dir, running.pid) {
         return None;
     }
     let password = std::fs::read_to_string(dir.join(PASSWORD_FILE)).ok()?;
@@ -252,6 +273,7 @@ impl LocalClickHouse {
             let running = Running {
                 pid,
                 owner: std::process::id(),
+                owner_started: process_started(std::process::id()),
                 url: url.clone(),
             };
             let state = serde_json::to_vec(&running).unwrap_or_default();
@@ -409,17 +431,15 @@ impl StoppedClickHouse {
 }
 
 /// A server left running by a Glimpse that was killed holds the data directory's lock; stop
-/// it. A server a live Glimpse process runs is never stopped: that is an error.
+/// it. The directory of a live Glimpse process is never touched, even while its server is
+/// down (it is starting it again): that is an error.
 async fn stop_stale_server(dir: &Path) -> Result<(), LocalClickHouseError> {
     let pid = match read_state(dir) {
-        Some(running) if running.owner != std::process::id() && alive(running.owner) => {
-            if ours(dir, running.pid) {
-                return Err(LocalClickHouseError::InUse {
-                    dir: dir.into(),
-                    owner: running.owner,
-                });
-            }
-            return Ok(());
+        Some(running) if running.owner != std::process::id() && running.owner_alive() => {
+            return Err(LocalClickHouseError::InUse {
+                dir: dir.into(),
+                owner: running.owner,
+            });
         }
         Some(running) => running.pid,
         // Written by a Glimpse from before server.json.
@@ -547,6 +567,32 @@ const USERS_XML: &str = r#"<?xml version="1.0"?>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reused_owner_pid_is_not_taken_for_the_owner() {
+        let me = std::process::id();
+        let running = |owner_started| Running {
+            pid: 1,
+            owner: me,
+            owner_started,
+            url: String::new(),
+        };
+        assert!(running(process_started(me)).owner_alive());
+        assert!(
+            running(None).owner_alive(),
+            "files from before owner_started"
+        );
+        let other_start = process_started(me).map(|t| t + 1);
+        assert!(
+            !running(other_start).owner_alive(),
+            "same pid, another process"
+        );
+        let gone = Running {
+            owner: u32::MAX / 2,
+            ..running(None)
+        };
+        assert!(!gone.owner_alive());
+    }
 
     #[test]
     fn missing_binary_says_how_to_install() {
