@@ -116,6 +116,25 @@ impl Serve {
     }
 }
 
+/// A test that fails (or ends without SIGTERM) must not leave serve's ClickHouse running: a
+/// killed serve cannot stop its child.
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        let pid = std::fs::read_to_string(self.clickhouse_dir().join("server.pid"));
+        if let Some(pid) = pid.ok().and_then(|t| t.trim().parse::<i32>().ok()) {
+            // Only if that pid is still this test's ClickHouse.
+            let config = self.clickhouse_dir().join("config.xml");
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&*config.to_string_lossy()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 async fn stats(serve: &Serve, key: &str) -> reqwest::Response {
     reqwest::Client::new()
         .get(format!(
