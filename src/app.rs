@@ -3,7 +3,9 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use glimpse_collector::local_clickhouse::LocalClickHouse;
+use std::time::Duration;
+
+use glimpse_collector::local_clickhouse::{self, LocalClickHouse};
 use glimpse_collector::schema::{self, Flavor};
 use glimpse_collector::Config;
 use tokio::net::TcpListener;
@@ -241,28 +243,75 @@ pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    let shutdown = CancellationToken::new();
+    tokio::spawn(forward_signals(shutdown.clone()));
+    let timeout = Duration::from_secs(config.shutdown_timeout_secs);
+    // Only the services own a local ClickHouse; other commands use the one a running
+    // `glimpse serve` started, and never stop it.
+    let is_service = matches!(
+        command,
+        Command::Serve | Command::Collector | Command::Query
+    );
     let local = match &config.clickhouse_url {
         Some(_) => None,
         None => {
             let dir = config.data_dir.join("clickhouse");
-            let server = LocalClickHouse::start(&dir, &config.clickhouse_server_bin)
-                .await
-                .context("starting the local ClickHouse")?;
-            config.clickhouse_url = Some(server.url().to_string());
-            Some(server)
+            let attached = if is_service {
+                None
+            } else {
+                local_clickhouse::attach(&dir).await
+            };
+            if let Some(running) = attached {
+                tracing::debug!(url = %running.url, "using the ClickHouse of the running Glimpse");
+                config.clickhouse_url = Some(running.url);
+                config.clickhouse_user = running.user;
+                config.clickhouse_password = running.password;
+                None
+            } else {
+                let server = LocalClickHouse::start(&dir, &config.clickhouse_server_bin)
+                    .await
+                    .context("starting the local ClickHouse")?;
+                config.clickhouse_url = Some(server.url().to_string());
+                config.clickhouse_user = server.user().to_string();
+                config.clickhouse_password = server.password().to_string();
+                let stop = CancellationToken::new();
+                // Time left for ClickHouse once the services are done or out of time.
+                let stop_timeout =
+                    (timeout / 3).clamp(Duration::from_secs(1), Duration::from_secs(10));
+                let keeper = tokio::spawn(server.keep_running(stop.clone(), stop_timeout));
+                Some((stop, keeper))
+            }
         }
     };
-    let result = run_services(command, config).await;
-    if let Some(server) = local {
-        server.stop().await;
+    if is_service {
+        glimpse_collector::http::server::raise_file_limit(&config);
+    }
+    let services = run_services(command, config, shutdown.clone());
+    tokio::pin!(services);
+    let result = tokio::select! {
+        result = &mut services => result,
+        // After SIGTERM the services get `shutdown_timeout_secs` (less the time ClickHouse needs
+        // to stop); unshipped events stay in the spool for the next start.
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(timeout.saturating_sub(timeout / 3)).await;
+        } => {
+            tracing::warn!("the services did not stop within shutdown_timeout_secs; exiting anyway (unshipped events stay in the spool)");
+            Ok(())
+        }
+    };
+    if let Some((stop, keeper)) = local {
+        stop.cancel();
+        let _ = keeper.await;
     }
     result
 }
 
-async fn run_services(command: Command, config: Config) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
-    tokio::spawn(forward_signals(shutdown.clone()));
-
+async fn run_services(
+    command: Command,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let collector = async {
         let listener = bind(config.collector_addr, "collector_addr").await?;
         tracing::info!(addr = %listener.local_addr()?, "collector listening");

@@ -39,7 +39,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(app::run(cli.command, config)) {
+    let result = runtime.block_on(app::run(cli.command, config));
+    // Tasks still running after a shutdown past its deadline (a blocked disk write) must not
+    // keep the process alive: what they had not written stays in the spool.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("glimpse: {error:#}");

@@ -19,7 +19,9 @@ use tokio::process::{Child, Command};
 struct World {
     dir: tempfile::TempDir,
     clickhouse: Option<LocalClickHouse>,
+    /// With the credentials, for `GLIMPSE_CLICKHOUSE_URL`.
     url: String,
+    password: String,
     addr: std::net::SocketAddr,
 }
 
@@ -30,11 +32,13 @@ impl World {
             LocalClickHouse::start(&dir.path().join("clickhouse"), "clickhouse-server")
                 .await
                 .expect("clickhouse-server (run scripts/test.sh)");
-        let url = clickhouse.url().to_string();
+        let url = clickhouse.url_with_credentials();
+        let password = clickhouse.password().to_string();
         Self {
             dir,
             clickhouse: Some(clickhouse),
             url,
+            password,
             addr: free_addr(),
         }
     }
@@ -44,8 +48,13 @@ impl World {
     }
 
     fn client(&self) -> clickhouse::Client {
+        let url = self
+            .url
+            .replacen(&format!("default:{}@", self.password), "", 1);
         clickhouse::Client::default()
-            .with_url(&self.url)
+            .with_url(url)
+            .with_user("default")
+            .with_password(&self.password)
             .with_validation(false)
     }
 

@@ -211,9 +211,7 @@ async fn ingest(
     )
     .await
     .context("starting clickhouse-server")?;
-    let ch = clickhouse::Client::default()
-        .with_url(clickhouse.url())
-        .with_validation(false);
+    let ch = clickhouse.client();
     let runs = [
         (
             "glimpse, spool on, fsync always (default)",
@@ -230,7 +228,7 @@ async fn ingest(
             &glimpse,
             &["collector"],
             &[
-                ("GLIMPSE_CLICKHOUSE_URL", clickhouse.url()),
+                ("GLIMPSE_CLICKHOUSE_URL", &clickhouse.url_with_credentials()),
                 ("GLIMPSE_COLLECTOR_ADDR", &addr.to_string()),
                 ("GLIMPSE_SITES", "example.com"),
                 ("GLIMPSE_DATA_DIR", &data.to_string_lossy()),

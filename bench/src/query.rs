@@ -155,12 +155,11 @@ pub async fn run(
         "clickhouse-server",
     )
     .await?;
-    let client = clickhouse::Client::default()
-        .with_url(clickhouse.url())
-        .with_validation(false);
+    let client = clickhouse.client();
     glimpse_collector::schema::migrate(&client, "glimpse").await?;
     let config = Config {
         clickhouse_url: Some(clickhouse.url().to_string()),
+        clickhouse_password: clickhouse.password().to_string(),
         sites: SITES.iter().map(|s| SiteConfig::new(*s)).collect(),
         // Built below, after each size is loaded.
         rollup_interval_secs: 0,

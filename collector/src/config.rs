@@ -23,7 +23,10 @@ pub struct Config {
     pub query_addr: SocketAddr,
     /// Directory for Glimpse's own state (the local ClickHouse's data when Glimpse starts one).
     pub data_dir: PathBuf,
-    /// HTTP URL of an existing ClickHouse. Unset: `glimpse serve` starts a local one.
+    /// HTTP URL of an existing ClickHouse. Unset: `glimpse serve` starts a local one (with a
+    /// generated password), and other commands use the one a running `glimpse serve` started.
+    /// Credentials in the URL (`http://user:password@host:8123`) are read as
+    /// `clickhouse_user`/`clickhouse_password`.
     pub clickhouse_url: Option<String>,
     pub clickhouse_user: String,
     pub clickhouse_password: String,
@@ -103,15 +106,31 @@ pub struct Config {
     /// With `spool_fsync = "interval"`: milliseconds between syncs. Default 10.
     pub spool_fsync_interval_ms: u64,
     /// Rows per second shipped while a backlog drains after an outage (0: no cap).
-    /// Default 50000.
+    /// Default 10.000.
     pub spool_drain_rows_per_sec: u64,
     /// A client must send its request headers within this many seconds, and its body within
-    /// as many again (slowloris protection). Default 10.
+    /// as many again (slowloris protection); an idle keep-alive connection is closed after as
+    /// long. Both services. Default 10.
     pub request_timeout_secs: u64,
     /// Most open client connections; more wait in the kernel's accept queue. Default 10000.
     pub max_connections: usize,
-    /// Largest request head (request line and headers) in bytes; at least 8192. Default 16384.
+    /// Largest request head (request line and headers) in bytes; at least 8192. Both
+    /// services. Default 16384.
     pub max_header_bytes: usize,
+    /// Most open connections to the query service (stats API, dashboard); more wait in the
+    /// kernel's accept queue. Kept well under the collector's, so that a flood of idle
+    /// dashboard connections cannot use up the file descriptors beacons need. Default 512.
+    pub query_max_connections: usize,
+    /// Longest time one ClickHouse query of the stats API may run, in seconds (ClickHouse's
+    /// `max_execution_time`); past it the answer is a `503`. Default 30.
+    pub query_max_execution_secs: u64,
+    /// Stats API requests per second allowed from one client address without an API key
+    /// (share links, and requests that are refused), and dashboard `/ready` checks; over it,
+    /// `429` + `Retry-After`. Requests with an API key are not limited. 0: no limit.
+    /// Default 10.
+    pub query_rate_limit_per_ip: u32,
+    /// Burst allowed above `query_rate_limit_per_ip`. Default 60.
+    pub query_rate_limit_burst: u32,
     /// Events per second allowed from one client (an IPv4 address or an IPv6 /64; token
     /// bucket, in memory only; each event of a bulk request costs a token); over it, `429` +
     /// `Retry-After`. 0 (default): no limit.
@@ -220,6 +239,10 @@ impl Default for Config {
             max_header_bytes: 16 * 1024,
             rate_limit_per_ip: 0,
             rate_limit_burst: 20,
+            query_max_connections: 512,
+            query_max_execution_secs: 30,
+            query_rate_limit_per_ip: 10,
+            query_rate_limit_burst: 60,
             min_group_size: 0,
             rollup_interval_secs: 600,
             script_path: "/js/script.js".into(),
@@ -350,9 +373,39 @@ impl Config {
                 figment = figment.merge(Serialized::default(key, value));
             }
         }
-        let config: Config = figment.extract().map_err(describe)?;
+        let mut config: Config = figment.extract().map_err(describe)?;
+        config.take_url_credentials()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// `http://user:password@host:8123` is read as the URL without them plus
+    /// `clickhouse_user`/`clickhouse_password`, so that the URL can be logged and the
+    /// credentials go in headers.
+    fn take_url_credentials(&mut self) -> Result<(), ConfigError> {
+        let Some(text) = &self.clickhouse_url else {
+            return Ok(());
+        };
+        let mut url = url::Url::parse(text)
+            .map_err(|e| ConfigError::invalid("clickhouse_url", e.to_string()))?;
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        if !url.username().is_empty() {
+            self.clickhouse_user = decode(url.username());
+        }
+        if let Some(password) = url.password() {
+            self.clickhouse_password = decode(password);
+        }
+        if url.username().is_empty() && url.password().is_none() {
+            return Ok(());
+        }
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        self.clickhouse_url = Some(url.to_string());
+        Ok(())
     }
 
     /// The keys a file may hold, each of which is also `GLIMPSE_<KEY>` in the environment.
@@ -454,6 +507,8 @@ impl Config {
             ("max_open_visits", self.max_open_visits as u64),
             ("erase_limit_per_hour", u64::from(self.erase_limit_per_hour)),
             ("erase_batch_ms", self.erase_batch_ms),
+            ("query_max_connections", self.query_max_connections as u64),
+            ("query_max_execution_secs", self.query_max_execution_secs),
         ];
         if self.max_header_bytes < 8192 {
             return Err(ConfigError::invalid(
@@ -782,6 +837,21 @@ mod tests {
             assert_eq!(c.clickhouse_password, "123");
             let domains: Vec<_> = c.sites.iter().map(|s| s.domain.as_str()).collect();
             assert_eq!(domains, ["a.com", "b.com"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn credentials_in_the_clickhouse_url_become_user_and_password() {
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "GLIMPSE_CLICKHOUSE_URL",
+                "http://glimpse:p%40ss@127.0.0.1:8123",
+            );
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.clickhouse_url.as_deref(), Some("http://127.0.0.1:8123/"));
+            assert_eq!(c.clickhouse_user, "glimpse");
+            assert_eq!(c.clickhouse_password, "p@ss");
             Ok(())
         });
     }

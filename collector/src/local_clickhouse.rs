@@ -1,6 +1,11 @@
 //! A ClickHouse server that Glimpse starts itself, as a child process, when no
 //! `clickhouse_url` is configured: its own generated config, loopback only, data under
-//! Glimpse's data directory. Tests use the same code to get a real server.
+//! Glimpse's data directory, a generated password. Tests use the same code to get a real
+//! server.
+//!
+//! The directory says who runs the server (`server.json`: ClickHouse's pid, the owning Glimpse
+//! process, the URL), so that a CLI command run beside `glimpse serve` uses serve's server
+//! ([`attach`]) instead of stopping it, and a second `glimpse serve` refuses to start.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,12 +14,23 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
 
 /// Where Debian puts the server; not on every user's PATH.
 const EXTRA_BIN_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/usr/local/bin"];
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The only user of the server Glimpse starts; it needs the password.
+pub const USER: &str = "default";
+/// The password file in the server's directory (mode 0600).
+const PASSWORD_FILE: &str = "password";
+/// Who runs the server in this directory (see [`Running`]).
+const STATE_FILE: &str = "server.json";
+/// Longest wait between two attempts to start a server that died.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalClickHouseError {
@@ -37,6 +53,130 @@ pub enum LocalClickHouseError {
     },
     #[error("ClickHouse did not answer within {0:?}; see {1}")]
     Timeout(Duration, PathBuf),
+    #[error(
+        "the ClickHouse in {dir} belongs to another Glimpse process (pid {owner}) and does not \
+         answer now: try again once it does, stop that process, or give this one its own \
+         data_dir or a clickhouse_url"
+    )]
+    InUse { dir: PathBuf, owner: u32 },
+}
+
+/// What `server.json` records about a running server.
+#[derive(Debug, Serialize, Deserialize)]
+struct Running {
+    /// ClickHouse's process.
+    pid: u32,
+    /// The Glimpse process that started it and will stop it.
+    owner: u32,
+    /// When the owner started (clock ticks since boot), so that a reused pid is not taken
+    /// for the owner.
+    #[serde(default)]
+    owner_started: Option<u64>,
+    url: String,
+}
+
+impl Running {
+    /// Whether the Glimpse process that started the server still runs.
+    fn owner_alive(&self) -> bool {
+        alive(self.owner)
+            && (self.owner_started.is_none() || process_started(self.owner) == self.owner_started)
+    }
+}
+
+/// A process's start time in clock ticks since boot (`/proc/PID/stat`, field 22).
+fn process_started(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it may not.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A server another Glimpse process runs, found through its directory: use it, never stop it.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    pub url: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl Attached {
+    pub fn client(&self) -> clickhouse::Client {
+        client(&self.url, &self.password)
+    }
+}
+
+/// The server a live Glimpse process runs in `dir`, if one answers there.
+pub async fn attach(dir: &Path) -> Option<Attached> {
+    let running = read_state(dir)?;
+    if !running.owner_alive() || running.owner == std::process::id() || !ours(dir, running.pid) {
+        return None;
+    }
+    let password = std::fs::read_to_string(dir.join(PASSWORD_FILE)).ok()?;
+    let attached = Attached {
+        url: running.url,
+        user: USER.into(),
+        password: password.trim().to_string(),
+    };
+    let ping = attached.client().query("SELECT 1").fetch_one::<u8>();
+    match tokio::time::timeout(Duration::from_secs(5), ping).await {
+        Ok(Ok(1)) => Some(attached),
+        _ => None,
+    }
+}
+
+fn client(url: &str, password: &str) -> clickhouse::Client {
+    clickhouse::Client::default()
+        .with_url(url)
+        .with_user(USER)
+        .with_password(password)
+        .with_validation(false)
+}
+
+fn read_state(dir: &Path) -> Option<Running> {
+    serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).ok()?).ok()
+}
+
+fn alive(pid: u32) -> bool {
+    i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_ok())
+}
+
+/// Whether `pid` is a ClickHouse started with this directory's config (not a reused pid).
+fn ours(dir: &Path, pid: u32) -> bool {
+    let config = dir.join("config.xml");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains(&*config.to_string_lossy())
+}
+
+/// The server's password: generated on first start (32 random bytes, hex), kept in the
+/// directory readable by its owner only.
+fn password(dir: &Path) -> std::io::Result<String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let path = dir.join(PASSWORD_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            return Ok(text.trim().to_string());
+        }
+        Ok(_) => std::fs::remove_file(&path)?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
+    let password = hex(&bytes);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    file.write_all(password.as_bytes())?;
+    file.sync_all()?;
+    Ok(password)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A running ClickHouse child process. Dropping it kills the process; [`stop`](Self::stop)
@@ -48,6 +188,7 @@ pub struct LocalClickHouse {
     dir: PathBuf,
     bin: PathBuf,
     ports: (u16, u16),
+    password: String,
 }
 
 impl LocalClickHouse {
@@ -86,10 +227,17 @@ impl LocalClickHouse {
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let dir = dir.canonicalize().map_err(io(dir))?;
+        // The events and keys are on disk here: other local users may not read them.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(&dir))?;
+        }
         for sub in ["data", "tmp", "user_files", "format_schemas"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(io(&dir.join(sub)))?;
         }
-        stop_stale_server(&dir).await;
+        stop_stale_server(&dir).await?;
+        let password = password(&dir).map_err(io(&dir.join(PASSWORD_FILE)))?;
 
         let (http_port, tcp_port) = match ports {
             Some(ports) => ports,
@@ -101,7 +249,7 @@ impl LocalClickHouse {
         let config_path = dir.join("config.xml");
         std::fs::write(&config_path, server_config(&dir, http_port, tcp_port))
             .map_err(io(&config_path))?;
-        std::fs::write(dir.join("users.xml"), USERS_XML).map_err(io(&dir))?;
+        std::fs::write(dir.join("users.xml"), users_xml(&password)).map_err(io(&dir))?;
 
         let log_path = dir.join("server.log");
         let log = std::fs::OpenOptions::new()
@@ -119,16 +267,25 @@ impl LocalClickHouse {
             .kill_on_drop(true)
             .spawn()
             .map_err(io(&bin))?;
+        let url = format!("http://127.0.0.1:{http_port}");
         if let Some(pid) = child.id() {
             let _ = std::fs::write(dir.join("server.pid"), pid.to_string());
+            let running = Running {
+                pid,
+                owner: std::process::id(),
+                owner_started: process_started(std::process::id()),
+                url: url.clone(),
+            };
+            let state = serde_json::to_vec(&running).unwrap_or_default();
+            std::fs::write(dir.join(STATE_FILE), state).map_err(io(&dir))?;
         }
-        let url = format!("http://127.0.0.1:{http_port}");
         let mut server = Self {
             child,
             url,
             dir,
             bin,
             ports: (http_port, tcp_port),
+            password,
         };
         server.wait_until_ready(&log_path).await?;
         tracing::info!(url = %server.url, dir = %server.dir.display(), "local ClickHouse started");
@@ -145,10 +302,78 @@ impl LocalClickHouse {
         &self.dir
     }
 
+    /// The user Glimpse connects as ([`USER`]).
+    pub fn user(&self) -> &str {
+        USER
+    }
+
+    /// The generated password every client needs (kept in the directory, mode 0600).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// The URL with the credentials in it (`http://default:…@127.0.0.1:port`), as
+    /// `GLIMPSE_CLICKHOUSE_URL` accepts it: for handing the server to another process. Never
+    /// log it.
+    pub fn url_with_credentials(&self) -> String {
+        self.url
+            .replacen("http://", &format!("http://{USER}:{}@", self.password), 1)
+    }
+
+    /// A client with the server's URL and credentials.
+    pub fn client(&self) -> clickhouse::Client {
+        client(&self.url, &self.password)
+    }
+
+    /// ClickHouse's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Keeps the server running until `shutdown`: a server that exits is started again on the
+    /// same directory and ports (its URL and password unchanged) after 1 s, 2 s, 4 s … at most
+    /// 30 s; then stops it, killing it if it takes longer than `stop_timeout`.
+    pub async fn keep_running(mut self, shutdown: CancellationToken, stop_timeout: Duration) {
+        loop {
+            let status = tokio::select! {
+                status = self.child.wait() => status,
+                _ = shutdown.cancelled() => {
+                    self.stop_within(stop_timeout).await;
+                    return;
+                }
+            };
+            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            tracing::error!(%status, "the local ClickHouse exited; starting it again");
+            let (dir, ports) = (self.dir.clone(), self.ports);
+            let bin = self.bin.to_string_lossy().into_owned();
+            let mut delay = Duration::from_secs(1);
+            self = loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                let start = Self::start_on(&dir, &bin, Some(ports));
+                let started = tokio::select! {
+                    started = start => started,
+                    // Dropping the half-started child kills it.
+                    _ = shutdown.cancelled() => return,
+                };
+                match started {
+                    Ok(server) => {
+                        tracing::info!("the local ClickHouse is running again");
+                        break server;
+                    }
+                    Err(error) => {
+                        delay = (delay * 2).min(MAX_RESTART_DELAY);
+                        tracing::error!(%error, retry_in = ?delay, "starting the local ClickHouse again failed");
+                    }
+                }
+            };
+        }
+    }
+
     async fn wait_until_ready(&mut self, log: &Path) -> Result<(), LocalClickHouseError> {
-        let client = clickhouse::Client::default()
-            .with_url(&self.url)
-            .with_validation(false);
+        let client = self.client();
         let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -170,10 +395,15 @@ impl LocalClickHouse {
     }
 
     /// Asks the server to stop (SIGTERM) and waits; kills it if it takes too long.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_within(STOP_TIMEOUT).await;
+    }
+
+    /// Like [`stop`](Self::stop), killing the server after `timeout`.
+    pub async fn stop_within(mut self, timeout: Duration) {
         if let Some(pid) = self.child.id() {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-            match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+            match tokio::time::timeout(timeout, self.child.wait()).await {
                 Ok(_) => tracing::info!("local ClickHouse stopped"),
                 Err(_) => {
                     tracing::warn!("local ClickHouse did not stop in time; killing it");
@@ -182,6 +412,7 @@ impl LocalClickHouse {
             }
         }
         let _ = std::fs::remove_file(self.dir.join("server.pid"));
+        let _ = std::fs::remove_file(self.dir.join(STATE_FILE));
     }
 }
 
@@ -199,20 +430,33 @@ impl StoppedClickHouse {
     }
 }
 
-/// A server left running by a Glimpse that was killed holds the data directory's lock; stop it.
-async fn stop_stale_server(dir: &Path) {
-    let Ok(text) = std::fs::read_to_string(dir.join("server.pid")) else {
-        return;
+/// A server left running by a Glimpse that was killed holds the data directory's lock; stop
+/// it. The directory of a live Glimpse process is never touched, even while its server is
+/// down (it is starting it again): that is an error.
+async fn stop_stale_server(dir: &Path) -> Result<(), LocalClickHouseError> {
+    let pid = match read_state(dir) {
+        Some(running) if running.owner != std::process::id() && running.owner_alive() => {
+            return Err(LocalClickHouseError::InUse {
+                dir: dir.into(),
+                owner: running.owner,
+            });
+        }
+        Some(running) => running.pid,
+        // Written by a Glimpse from before server.json.
+        None => match std::fs::read_to_string(dir.join("server.pid")) {
+            Ok(text) => match text.trim().parse::<u32>() {
+                Ok(pid) => pid,
+                Err(_) => return Ok(()),
+            },
+            Err(_) => return Ok(()),
+        },
     };
-    let Ok(pid) = text.trim().parse::<i32>() else {
-        return;
-    };
-    let config = dir.join("config.xml");
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let ours = String::from_utf8_lossy(&cmdline).contains(&*config.to_string_lossy());
-    if !ours {
-        return;
+    if !ours(dir, pid) {
+        return Ok(());
     }
+    let Ok(pid) = i32::try_from(pid) else {
+        return Ok(());
+    };
     tracing::warn!(
         pid,
         "stopping a ClickHouse left running by an earlier Glimpse"
@@ -220,11 +464,12 @@ async fn stop_stale_server(dir: &Path) {
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     for _ in 0..300 {
         if kill(Pid::from_raw(pid), None).is_err() {
-            return;
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    Ok(())
 }
 
 fn find_binary(bin: &str) -> Option<PathBuf> {
@@ -282,6 +527,13 @@ fn server_config(dir: &Path, http_port: u16, tcp_port: u16) -> String {
     xml
 }
 
+/// One user, `default`, with the generated password (its SHA-256: works on 18.16 and current
+/// versions), from loopback only.
+fn users_xml(password: &str) -> String {
+    let hash = hex(&sha2::Sha256::digest(password.as_bytes()));
+    USERS_XML.replace("{password_sha256_hex}", &hash)
+}
+
 const USERS_XML: &str = r#"<?xml version="1.0"?>
 <yandex>
     <profiles>
@@ -291,7 +543,7 @@ const USERS_XML: &str = r#"<?xml version="1.0"?>
     </profiles>
     <users>
         <default>
-            <password></password>
+            <password_sha256_hex>{password_sha256_hex}</password_sha256_hex>
             <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
             <profile>default</profile>
             <quota>default</quota>
@@ -315,6 +567,32 @@ const USERS_XML: &str = r#"<?xml version="1.0"?>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reused_owner_pid_is_not_taken_for_the_owner() {
+        let me = std::process::id();
+        let running = |owner_started| Running {
+            pid: 1,
+            owner: me,
+            owner_started,
+            url: String::new(),
+        };
+        assert!(running(process_started(me)).owner_alive());
+        assert!(
+            running(None).owner_alive(),
+            "files from before owner_started"
+        );
+        let other_start = process_started(me).map(|t| t + 1);
+        assert!(
+            !running(other_start).owner_alive(),
+            "same pid, another process"
+        );
+        let gone = Running {
+            owner: u32::MAX / 2,
+            ..running(None)
+        };
+        assert!(!gone.owner_alive());
+    }
 
     #[test]
     fn missing_binary_says_how_to_install() {

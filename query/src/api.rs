@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -24,8 +23,15 @@ use glimpse_collector::csv_safe::{self, Cell};
 
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 
-/// How long one ClickHouse query may take before the answer is a 503.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Runs one ClickHouse query of the request with its own query id and time limit, killed if
+/// the request goes away first (`db`): `run!(state, |client| query(client, …))`.
+macro_rules! run {
+    ($state:expr, |$client:ident| $query:expr) => {{
+        let tracked = $state.db.track();
+        let $client = &tracked.client;
+        tracked.run($query).await
+    }};
+}
 
 /// Who asked, for which site: checked before anything else is looked at.
 async fn authorize(
@@ -41,11 +47,14 @@ async fn authorize(
         ));
     }
     let site_id = params::parse_site_id(query.get("site_id").map(String::as_str))?;
-    let sites = with_timeout(auth::sites(&state.client, &state.database, &state.config)).await?;
+    let sites = run!(state, |client| auth::sites(
+        client,
+        &state.database,
+        &state.config
+    ))?;
 
     let site = if let Some(key) = bearer {
-        let allowed = with_timeout(auth::key_site(&state.client, &state.database, key))
-            .await?
+        let allowed = run!(state, |client| auth::key_site(client, &state.database, key))?
             .ok_or(ApiError::Unauthorized("invalid or revoked API key"))?;
         let site = sites
             .get(&site_id)
@@ -91,17 +100,6 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
                 ))
         })
         .transpose()
-}
-
-async fn with_timeout<T, E: Into<ApiError>>(
-    future: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, ApiError> {
-    match tokio::time::timeout(QUERY_TIMEOUT, future).await {
-        Ok(result) => result.map_err(Into::into),
-        Err(_) => Err(ApiError::Unavailable(format!(
-            "the query took longer than {QUERY_TIMEOUT:?}"
-        ))),
-    }
 }
 
 fn query_map(params: Params) -> Result<HashMap<String, String>, ApiError> {
@@ -182,14 +180,13 @@ async fn prepare(
         &request.params.filters,
     ) {
         let (first, last) = rolled_window(&request.range);
-        request.rolled = with_timeout(crate::rollup::rolled_days(
-            &state.client,
+        request.rolled = run!(state, |client| crate::rollup::rolled_days(
+            client,
             &state.database,
             &request.site.domain,
             first,
             last,
-        ))
-        .await?;
+        ))?;
     }
     Ok(request)
 }
@@ -443,7 +440,7 @@ fn request_statements(
 }
 
 async fn fetch(state: &AppState, sql: &Sql) -> Result<Vec<StatsRow>, ApiError> {
-    with_timeout(sql.query(&state.client).fetch_all::<StatsRow>()).await
+    run!(state, |client| sql.query(client).fetch_all::<StatsRow>())
 }
 
 /// A metric's value from the row's sums, rounded as Plausible rounds it. `total_visitors` is
@@ -669,7 +666,7 @@ pub(crate) async fn realtime_visitors(
     let (site, _) = authorize(&state, &headers, &query).await?;
     let now = Timestamp::now().as_second();
     let sql = sql::current_visitors(&state.database, &site.domain, now - 5 * 60, now + 1);
-    let visitors: u64 = with_timeout(sql.query(&state.client).fetch_one::<u64>()).await?;
+    let visitors: u64 = run!(state, |client| sql.query(client).fetch_one::<u64>())?;
     Ok(Json(json!(visitors)).into_response())
 }
 
@@ -694,7 +691,7 @@ pub(crate) async fn filtered(
         &first.to_string(),
         &last.to_string(),
     );
-    let rows: Vec<Reason> = with_timeout(sql.query(&state.client).fetch_all()).await?;
+    let rows: Vec<Reason> = run!(state, |client| sql.query(client).fetch_all())?;
     let total: u64 = rows.iter().map(|r| r.count).sum();
     let results: Vec<Value> = rows
         .iter()
@@ -714,24 +711,25 @@ pub(crate) async fn sites(
     let query = query_map(query)?;
     let visible: Vec<Site> = match bearer(&headers)? {
         Some(key) => {
-            let allowed = with_timeout(auth::key_site(&state.client, &state.database, key))
-                .await?
+            let allowed = run!(state, |client| auth::key_site(client, &state.database, key))?
                 .ok_or(ApiError::Unauthorized("invalid or revoked API key"))?;
-            with_timeout(auth::sites(&state.client, &state.database, &state.config))
-                .await?
-                .into_values()
-                .filter(|s| allowed == ALL_SITES || s.domain == allowed)
-                .collect()
+            run!(state, |client| auth::sites(
+                client,
+                &state.database,
+                &state.config
+            ))?
+            .into_values()
+            .filter(|s| allowed == ALL_SITES || s.domain == allowed)
+            .collect()
         }
         None => vec![authorize(&state, &headers, &query).await?.0],
     };
     // Which days have imported aggregates (`with_imported=true` adds them).
-    let imported: HashMap<String, (String, String)> = with_timeout(
+    let imported: HashMap<String, (String, String)> = run!(state, |client| {
         sql::imported_ranges(&state.database)
-            .query(&state.client)
-            .fetch_all::<(String, String, String)>(),
-    )
-    .await?
+            .query(client)
+            .fetch_all::<(String, String, String)>()
+    })?
     .into_iter()
     .map(|(site, first, last)| (site, (first, last)))
     .collect();
@@ -762,6 +760,6 @@ pub(crate) async fn prop_names(
         request.range.start,
         request.range.end,
     );
-    let names: Vec<String> = with_timeout(sql.query(&state.client).fetch_all()).await?;
+    let names: Vec<String> = run!(state, |client| sql.query(client).fetch_all())?;
     Ok(Json(json!({ "results": names })).into_response())
 }

@@ -23,9 +23,20 @@ pub enum ApiError {
     /// The site is not configured.
     #[error("site {0:?} does not exist")]
     UnknownSite(String),
-    /// ClickHouse failed or timed out.
-    #[error("the database is unavailable: {0}")]
+    /// Something on the server's side is wrong (not ClickHouse: its errors are
+    /// [`Database`](Self::Database)).
+    #[error("the service is unavailable: {0}")]
     Unavailable(String),
+    /// ClickHouse failed. Its text is logged with the request id, never answered: it could
+    /// show the schema, the server version or other clients' values.
+    #[error("the database could not answer")]
+    Database,
+    /// A query ran past `query_max_execution_secs`.
+    #[error("the query took longer than {0:?}; ask for a shorter period or fewer filters")]
+    Timeout(std::time::Duration),
+    /// Over `query_rate_limit_per_ip`.
+    #[error("too many requests; retry in {} s", .0.as_secs().max(1))]
+    TooManyRequests(std::time::Duration),
 }
 
 impl ApiError {
@@ -42,25 +53,42 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::UnknownSite(_) => StatusCode::NOT_FOUND,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Database | Self::Timeout(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
 
 impl From<clickhouse::error::Error> for ApiError {
     fn from(error: clickhouse::error::Error) -> Self {
-        tracing::warn!(%error, "stats query failed");
-        Self::Unavailable(error.to_string())
+        tracing::warn!(%error, request_id = %crate::db::request_id(), "stats query failed");
+        Self::Database
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let request_id = crate::db::request_id();
         let mut body = json!({ "error": self.to_string() });
         if let Self::BadParam { param, .. } = &self {
             body["parameter"] = json!(param);
         }
-        (status, Json(body)).into_response()
+        if status.is_server_error() {
+            // What the operator greps the log for.
+            body["request_id"] = json!(request_id);
+        }
+        let mut response = (status, Json(body)).into_response();
+        if let Self::TooManyRequests(wait) = &self {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            if let Ok(value) = secs.max(1).to_string().parse() {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }

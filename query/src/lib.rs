@@ -8,6 +8,7 @@
 mod api;
 pub mod auth;
 mod dashboard;
+pub mod db;
 pub mod error;
 pub mod params;
 pub mod period;
@@ -16,18 +17,30 @@ pub mod sql;
 
 pub use api::{statements_for, stats_statements_for};
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use glimpse_collector::config::Config;
+use glimpse_collector::http::rate_limit::RateLimiter;
+use glimpse_collector::http::server::{serve_connections, ConnectionLimits};
+use glimpse_collector::ingest::client_ip::{client_ip, TrustedProxies};
 use glimpse_collector::schema;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+use tracing::Instrument as _;
+
+use crate::db::Db;
+use crate::error::ApiError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -38,11 +51,14 @@ pub enum QueryError {
 }
 
 struct AppState {
-    client: clickhouse::Client,
+    db: Db,
     database: String,
     config: Config,
     /// The dashboard page, rendered for this configuration.
     page: String,
+    /// Per-client limit on requests without an API key (`query_rate_limit_per_ip`).
+    limiter: Option<RateLimiter>,
+    trusted_proxies: TrustedProxies,
 }
 
 /// Serves the query API on `listener` until `shutdown` resolves.
@@ -55,27 +71,113 @@ pub async fn serve(
         .clickhouse_url
         .as_deref()
         .ok_or(QueryError::NoClickHouse)?;
+    let trusted_proxies =
+        TrustedProxies::parse(&config.trusted_proxies, config.client_ip_header.clone())
+            .map_err(|reason| std::io::Error::other(format!("trusted_proxies: {reason}")))?;
     let state = Arc::new(AppState {
-        client: glimpse_collector::sink::connect(&config, url),
+        db: Db::new(
+            glimpse_collector::sink::connect(&config, url),
+            config.query_max_execution_secs,
+        ),
         database: config.clickhouse_database.clone(),
         config: config.clone(),
         page: dashboard::page(&config),
+        limiter: RateLimiter::new(
+            config.query_rate_limit_per_ip,
+            config.query_rate_limit_burst,
+        ),
+        trusted_proxies,
     });
     let background = tokio_util::sync::CancellationToken::new();
     if config.rollup_interval_secs > 0 {
         tokio::spawn(rollup::refresh_periodically(
-            state.client.clone(),
+            state.db.background().clone(),
             state.database.clone(),
             Duration::from_secs(config.rollup_interval_secs),
             background.clone(),
         ));
     }
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    if state.limiter.is_some() {
+        let state = state.clone();
+        let background = background.clone();
+        tokio::spawn(async move {
+            let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = every_minute.tick() => {}
+                    _ = background.cancelled() => return,
+                }
+                if let Some(limiter) = &state.limiter {
+                    limiter.forget_idle();
+                }
+            }
+        });
+    }
+    let router = router(state);
+    // The collector's accept loop: header timeout, head size cap, connection cap.
+    serve_connections(
+        listener,
+        ConnectionLimits::query(&config),
+        move |peer: SocketAddr| {
+            let router = router.clone();
+            hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                let router = router.clone();
+                async move {
+                    Ok::<_, Infallible>(
+                        router
+                            .oneshot(request.map(axum::body::Body::new))
+                            .await
+                            .unwrap_or_else(|never| match never {}),
+                    )
+                }
+            })
+        },
+        shutdown,
+        Duration::from_secs(config.shutdown_timeout_secs),
+    )
+    .await;
     background.cancel();
-    served?;
     Ok(())
+}
+
+/// Gives each request an id (in its log lines, its ClickHouse query ids, its error answers and
+/// the `X-Request-Id` header), and limits requests without an API key per client.
+async fn request_context(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let id = db::new_request_id();
+    let span = tracing::info_span!("request", request_id = %id);
+    db::REQUEST_ID
+        .scope(id.clone(), async move {
+            let mut response = match limited(&state, peer, &request) {
+                Some(wait) => ApiError::TooManyRequests(wait).into_response(),
+                None => next.run(request).await,
+            };
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                response.headers_mut().insert("x-request-id", value);
+            }
+            response
+        })
+        .instrument(span)
+        .await
+}
+
+/// `Some(wait)` when a request without an API key (a share link, a refused request, a
+/// readiness check) is over its client's rate. The dashboard page and its assets cost
+/// nothing and are not limited; nor are requests with a key.
+fn limited(state: &AppState, peer: SocketAddr, request: &Request) -> Option<Duration> {
+    let limiter = state.limiter.as_ref()?;
+    let path = request.uri().path();
+    let costly = path.starts_with("/api/") || path == "/ready";
+    if !costly || request.headers().contains_key(header::AUTHORIZATION) {
+        return None;
+    }
+    let client = client_ip(peer.ip(), request.headers(), &state.trusted_proxies);
+    limiter.check(client).err()
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -94,19 +196,24 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/sites", get(api::sites))
         .route("/", get(dashboard::index))
         .route("/assets/{name}", get(dashboard::asset))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
         .with_state(state)
 }
 
 /// Ready when ClickHouse answers and the schema is at the version this build expects.
 async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
-    let query = state
+    let tracked = state.db.track();
+    let query = tracked
         .client
         .query(&format!(
             "SELECT max(version) FROM {}.schema_migrations",
             state.database
         ))
         .fetch_one::<u32>();
-    match tokio::time::timeout(Duration::from_secs(2), query).await {
+    match tokio::time::timeout(Duration::from_secs(2), tracked.run(query)).await {
         Ok(Ok(version)) if version >= schema::latest_version() => {
             (StatusCode::OK, Json(json!({"status": "ready"})))
         }

@@ -23,9 +23,8 @@ impl TestClickHouse {
         let server = LocalClickHouse::start(&dir.path().join("clickhouse"), "clickhouse-server")
             .await
             .expect("starting clickhouse-server (run the README's test command to install it)");
-        let client = clickhouse::Client::default()
-            .with_url(server.url())
-            .with_validation(false);
+        // With the server's generated password: it refuses clients without it.
+        let client = server.client();
         Self {
             server,
             client,
@@ -33,14 +32,22 @@ impl TestClickHouse {
         }
     }
 
+    /// The server's URL with its credentials in it, as `GLIMPSE_CLICKHOUSE_URL` accepts it.
     pub fn url(&self) -> String {
-        self.server.url().to_string()
+        self.server.url_with_credentials()
+    }
+
+    /// The generated password of the server's `default` user.
+    pub fn password(&self) -> &str {
+        self.server.password()
     }
 
     /// A collector configuration pointed at this server, accepting `example.com`.
     pub fn config(&self) -> Config {
         Config {
-            clickhouse_url: Some(self.url()),
+            clickhouse_url: Some(self.server.url().to_string()),
+            clickhouse_user: self.server.user().to_string(),
+            clickhouse_password: self.password().to_string(),
             sites: vec![glimpse_collector::config::SiteConfig::new("example.com")],
             batch_max_delay_ms: 200,
             data_dir: self._dir.path().join("glimpse"),

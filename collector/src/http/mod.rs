@@ -12,6 +12,7 @@ mod privacy;
 pub mod rate_limit;
 pub mod response;
 pub mod script;
+pub mod server;
 mod umami;
 
 use std::convert::Infallible;
@@ -24,8 +25,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use self::response::Body;
@@ -178,63 +177,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
     let config = state.config.clone();
     // Compress the tracker now rather than on the first visitor's request.
     script::scripts(&config.event_path);
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    // A client that dribbles its headers (slowloris) is cut off; huge heads are refused.
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(config.request_timeout_secs))
-        .max_buf_size(config.max_header_bytes.max(8192))
-        .keep_alive(true);
-    // Each connection holds a permit: at the limit, new clients wait in the accept queue.
-    let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            _ = &mut shutdown => break,
-        };
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+    let limits = server::ConnectionLimits::collector(&config);
+    server::serve_connections(
+        listener,
+        limits,
+        move |peer| {
+            let state = state.clone();
+            service_fn(move |request| {
                 let state = state.clone();
-                let service = service_fn(move |request| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(route(&state, peer, request).await) }
-                });
-                let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                metrics::gauge!("glimpse_open_connections").increment(1.0);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
-                    metrics::gauge!("glimpse_open_connections").decrement(1.0);
-                    drop(permit);
-                });
-            }
-            _ = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(drain_timeout) => {
-            tracing::warn!("in-flight requests did not finish before the shutdown deadline");
-        }
-    }
+                async move { Ok::<_, Infallible>(route(&state, peer, request).await) }
+            })
+        },
+        shutdown,
+        drain_timeout,
+    )
+    .await;
 }
