@@ -14,8 +14,10 @@
 # machine and stored under the same names, so the Dockerfile itself is unchanged:
 #   - debian:bookworm-slim: `debootstrap --variant=minbase bookworm`, with the docs, man pages
 #     and translations left out as in the official image;
-#   - rust:1-bookworm: that, plus gcc, libc6-dev, pkg-config and the Rust toolchain installed
-#     on this machine (`rustc --print sysroot`), as no toolchain can be downloaded in the build.
+#   - rust:1-bookworm: that, plus gcc, libc6-dev, pkg-config, the Rust toolchain installed on
+#     this machine (`rustc --print sysroot`), as no toolchain can be downloaded in the build,
+#     and the certificate authorities this machine added (/usr/local/share/ca-certificates),
+#     so that cargo reaches crates.io the way this machine does.
 # Each carries the label io.glimpse.base=local. The debootstrap root filesystem is cached in
 # GLIMPSE_IMAGE_CACHE (default /var/cache/glimpse-image as root, else ~/.cache/glimpse-image),
 # and buildah keeps the images and the build's layers, so a second run takes seconds.
@@ -157,6 +159,13 @@ make_builder_base() {
         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             ca-certificates gcc libc6-dev pkg-config >/dev/null \
         && rm -rf /var/lib/apt/lists/*'
+    # The certificate authorities this machine added to its own trust store (say, a proxy's):
+    # the build stage downloads crates through the same network. The runtime image keeps
+    # Debian's list only.
+    if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+        buildah copy --quiet "$ctr" /usr/local/share/ca-certificates /usr/local/share/ca-certificates >/dev/null
+        buildah run --isolation chroot "$ctr" -- update-ca-certificates >/dev/null
+    fi
     # The toolchain without its documentation (share/): rustc, cargo and the standard library.
     for dir in bin lib libexec; do
         buildah copy --quiet "$ctr" "$sysroot/$dir" "/usr/local/rust/$dir" >/dev/null
