@@ -25,7 +25,6 @@
 # Needs root (or rootless buildah), buildah and, to make the bases, debootstrap (Debian
 # packages `buildah` and `debootstrap`). Prints the image's size at the end.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 tag=localhost/glimpse:local
 binary=""
@@ -37,6 +36,11 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+if [ -n "$binary" ]; then
+    { [ -f "$binary" ] && [ -x "$binary" ]; } || { echo "--binary $binary: not an executable file" >&2; exit 1; }
+    binary=$(realpath "$binary")
+fi
+cd "$(dirname "$0")/.."
 
 runtime_base=docker.io/library/debian:bookworm-slim
 builder_base=docker.io/library/rust:1-bookworm
@@ -154,6 +158,11 @@ make_builder_base() {
     local sysroot ctr
     command -v rustc >/dev/null || { echo "no Rust toolchain on this machine to copy into $builder_base" >&2; exit 1; }
     sysroot=$(rustc --print sysroot)
+    # A rustup toolchain is a directory of its own; Debian's rustc (sysroot /usr) is too old.
+    if [ "$sysroot" = /usr ] || [ ! -x "$sysroot/bin/cargo" ]; then
+        echo "the Rust toolchain at $sysroot cannot be copied into $builder_base: install one with rustup" >&2
+        exit 1
+    fi
     ctr=$(buildah from --pull=false "$runtime_base")
     buildah run --isolation chroot "$ctr" -- sh -c 'apt-get update -qq \
         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
@@ -179,7 +188,6 @@ make_builder_base() {
 pull_or_keep "$runtime_base" || make_runtime_base
 build_args=(--build-arg GLIMPSE_BINARY_STAGE=build)
 if [ -n "$binary" ]; then
-    [ -x "$binary" ] || { echo "--binary $binary: not an executable file" >&2; exit 1; }
     # A build context of its own, holding only the binary (the main context, the repository,
     # leaves target/ out).
     mkdir "$work/prebuilt"
