@@ -67,9 +67,16 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A client for `http://user:password@host:port` (the URL with credentials that
+/// `GLIMPSE_CLICKHOUSE_URL` takes): the crate wants the credentials apart.
 fn client(url: &str) -> clickhouse::Client {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (credentials, host) = rest.split_once('@').expect("a URL with credentials");
+    let (user, password) = credentials.split_once(':').expect("user:password");
     clickhouse::Client::default()
-        .with_url(url)
+        .with_url(format!("{scheme}://{host}"))
+        .with_user(user)
+        .with_password(password)
         .with_validation(false)
 }
 
@@ -270,7 +277,7 @@ async fn spool_disk_full_refuses_with_503_and_loses_no_accepted_event() {
     let clickhouse = LocalClickHouse::start(&dir.path().join("clickhouse"), "clickhouse-server")
         .await
         .expect("clickhouse-server (run scripts/test.sh)");
-    let url = clickhouse.url().to_string();
+    let url = clickhouse.url_with_credentials();
     let addr = free_addr();
     // No reserve: the spool writes until the disk is really full (ENOSPC).
     let child = collector(&url, addr, &data_dir, 0).await;
@@ -456,7 +463,7 @@ async fn clickhouse_on_the_same_disk_can_still_take_the_backlog() {
     let clickhouse = LocalClickHouse::start(&disk.0.join("clickhouse"), "clickhouse-server")
         .await
         .expect("clickhouse-server (run scripts/test.sh)");
-    let url = clickhouse.url().to_string();
+    let url = clickhouse.url_with_credentials();
     let addr = free_addr();
     let child = collector(&url, addr, &data_dir, 16 << 20).await;
     let stopped = clickhouse.stop_for_restart().await;
