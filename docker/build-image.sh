@@ -29,8 +29,7 @@
 # and buildah keeps the images and the build's layers, so a second run takes seconds.
 #
 # Needs root (or rootless buildah), buildah and, to make the bases, debootstrap (Debian
-# packages `buildah` and `debootstrap`).
-# Prints the image's size at the end.
+# packages `buildah` and `debootstrap`). Prints the image's size at the end.
 set -euo pipefail
 
 tag=localhost/glimpse:local
