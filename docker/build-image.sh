@@ -17,7 +17,13 @@
 #   - rust:1-bookworm: that, plus gcc, libc6-dev, pkg-config, the Rust toolchain installed on
 #     this machine (`rustc --print sysroot`), as no toolchain can be downloaded in the build,
 #     and the certificate authorities this machine added (/usr/local/share/ca-certificates),
-#     so that cargo reaches crates.io the way this machine does.
+#     so that cargo reaches crates.io the way this machine does;
+#   - node:22-bookworm-slim (the GeoIP stage, which only runs `npm pack`): debian:bookworm-slim
+#     plus the Node.js and npm installed on this machine when they are a self-contained install
+#     that runs on bookworm (the official binaries, NodeSource's packages), else Debian's
+#     `nodejs` and `npm` packages, and the certificate authorities this machine added, given
+#     to Node as NODE_EXTRA_CA_CERTS, so that npm reaches the package registry the way this
+#     machine does.
 # Each carries the label io.glimpse.base=local. The debootstrap root filesystem is cached in
 # GLIMPSE_IMAGE_CACHE (default /var/cache/glimpse-image as root, else ~/.cache/glimpse-image),
 # and buildah keeps the images and the build's layers, so a second run takes seconds.
@@ -44,6 +50,8 @@ cd "$(dirname "$0")/.."
 
 runtime_base=docker.io/library/debian:bookworm-slim
 builder_base=docker.io/library/rust:1-bookworm
+# The GeoIP stage's base, from the same registry and namespace as the Debian one.
+node_base=${runtime_base%/*}/node:22-bookworm-slim
 image_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 if [ "$(id -u)" -eq 0 ]; then
     cache=${GLIMPSE_IMAGE_CACHE:-/var/cache/glimpse-image}
@@ -185,7 +193,75 @@ make_builder_base() {
     echo "==> made $builder_base from $runtime_base and $("$sysroot/bin/rustc" --version)"
 }
 
+# The extra certificate authorities (see make_builder_base) as one PEM file, for Node.
+extra_ca_bundle() {
+    local crt
+    for crt in /usr/local/share/ca-certificates/*.crt; do
+        [ -f "$crt" ] && cat "$crt" && echo
+    done
+    return 0
+}
+
+# copy_host_node CTR: this machine's Node.js and npm into CTR, where the official image has
+# them (/usr/local/bin, /usr/local/lib/node_modules). 1 when they are not a self-contained
+# install that runs there (Debian's own nodejs, say: its npm is spread over /usr/share/nodejs).
+copy_host_node() {
+    local ctr=$1 node npm
+    if ! node=$(command -v node) || ! npm=$(command -v npm); then
+        echo "no Node.js with npm on this machine" >"$work/node.log"
+        return 1
+    fi
+    node=$(realpath "$node")
+    # npm's package directory: the `npm` command is a link to its bin/npm-cli.js.
+    npm=$(dirname "$(dirname "$(realpath "$npm")")")
+    if [ ! -f "$npm/bin/npm-cli.js" ]; then
+        echo "$npm is not npm's package directory" >"$work/node.log"
+        return 1
+    fi
+    buildah copy --quiet --chmod 0755 "$ctr" "$node" /usr/local/bin/node >/dev/null
+    buildah copy --quiet "$ctr" "$npm" /usr/local/lib/node_modules/npm >/dev/null
+    buildah run --isolation chroot "$ctr" -- sh -c \
+        'ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \
+        && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx'
+    # Both must run there: the binary's libraries must be bookworm's, npm must support it.
+    buildah run --isolation chroot "$ctr" -- sh -c 'node --version && npm --version' >"$work/node.log" 2>&1
+}
+
+make_node_base() {
+    local ctr how
+    ctr=$(buildah from --pull=false "$runtime_base")
+    if copy_host_node "$ctr"; then
+        how="this machine's Node.js $(head -n1 "$work/node.log") and npm $(tail -n1 "$work/node.log")"
+    else
+        echo "==> this machine's Node.js and npm cannot be used ($(tail -n1 "$work/node.log")); installing Debian's nodejs and npm"
+        buildah rm "$ctr" >/dev/null
+        ctr=$(buildah from --pull=false "$runtime_base")
+        buildah run --isolation chroot "$ctr" -- sh -c 'apt-get update -qq \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                ca-certificates nodejs npm >/dev/null \
+            && rm -rf /var/lib/apt/lists/*'
+        how="Debian's nodejs and npm"
+    fi
+    buildah config --env PATH="$image_path" --cmd node --label io.glimpse.base=local "$ctr"
+    # The certificate authorities this machine added (see make_builder_base), for npm's
+    # downloads; Node takes them on top of its own list.
+    extra_ca_bundle >"$work/extra-ca.pem"
+    if [ -s "$work/extra-ca.pem" ]; then
+        buildah copy --quiet --chmod 0644 "$ctr" "$work/extra-ca.pem" /usr/local/share/glimpse-extra-ca.pem >/dev/null
+        buildah config --env NODE_EXTRA_CA_CERTS=/usr/local/share/glimpse-extra-ca.pem "$ctr"
+    fi
+    buildah run --isolation chroot "$ctr" -- npm --version >/dev/null 2>"$work/node.log" || {
+        cat "$work/node.log" >&2
+        buildah rm "$ctr" >/dev/null
+        echo "npm does not run in the $node_base made from $how" >&2
+        exit 1
+    }
+    buildah commit --quiet --rm "$ctr" "$node_base" >/dev/null
+    echo "==> made $node_base from $runtime_base and $how"
+}
+
 pull_or_keep "$runtime_base" || make_runtime_base
+pull_or_keep "$node_base" || make_node_base
 build_args=(--build-arg GLIMPSE_BINARY_STAGE=build)
 if [ -n "$binary" ]; then
     # A build context of its own, holding only the binary (the main context, the repository,

@@ -33,7 +33,8 @@ echo "==> hadolint docker/Dockerfile; compose-spec docker/compose.yml; shellchec
 shellcheck -x scripts/*.sh .ci/run docker/*.sh
 # The image itself is built and run by tests/docker_image.rs (docker/build-image.sh): buildah
 # builds and runs it without a Docker engine, debootstrap makes the Debian base when Docker Hub
-# cannot be reached, podman reports its size.
+# cannot be reached (the GeoIP stage's Node base is made from it and the npm installed below),
+# podman reports its size.
 ensure_apt buildah debootstrap podman
 # Public user-agent corpora for the bot filter's recall / false-positive test.
 if ! grep -qs "\"version\": \"1.60.0\"" .test-data/node_modules/crawler-user-agents/package.json || ! grep -qs "\"version\": \"2.1.138\"" .test-data/node_modules/top-user-agents/package.json; then

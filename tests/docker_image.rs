@@ -5,17 +5,22 @@
 //! the image with `buildah run --isolation chroot`, which shares the host's network:
 //!
 //! - `glimpse --version` runs, and `ldd` finds every shared library the binary needs;
-//! - the image's user is 10001 and the data directory (the volume) belongs to it;
+//! - the image's user is 10001 and the data directory (the volume) belongs to it, and so does
+//!   the free GeoIP country database the Dockerfile's GeoIP stage puts in it (so that
+//!   `glimpse geoip update` can replace it);
 //! - the image's own HEALTHCHECK command fails with no server, and passes against the image's
 //!   own ENTRYPOINT + CMD (`glimpse serve`) running inside it against a ClickHouse 18.16 on
-//!   the host's loopback; a page view sent to that server lands in ClickHouse.
+//!   the host's loopback; that server opens the image's GeoIP database, and a page view sent
+//!   to it through a trusted proxy's `X-Forwarded-For` lands in ClickHouse with the country
+//!   the database gives the address.
 //!
 //! What this cannot exercise: the compose file's ClickHouse image, `read_only`, `cap_drop` and
 //! `no-new-privileges` (they need a container runtime; see docker/README.md).
 //!
-//! Needs root, buildah, debootstrap and podman (for the image's size) (Debian packages; `scripts/test.sh` installs them) and
-//! network access to Docker Hub or, failing that, to Debian's archive. Without them the tests
-//! fail; they never pass silently.
+//! Needs root, buildah, debootstrap and podman (for the image's size) (Debian packages;
+//! `scripts/test.sh` installs them), network access to the image registry or, failing that, to
+//! Debian's archive, and to npm's registry (the GeoIP stage runs `npm pack`). Without them the
+//! tests fail; they never pass silently.
 
 mod common;
 
@@ -35,11 +40,18 @@ use tokio::process::Command;
 const TAG: &str = "localhost/glimpse:test";
 /// Building the bases from debootstrap the first time takes a few minutes; a cached run seconds.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
-/// The image is a slim Debian with one binary: growing past this means something that does
-/// not belong in it got in (a toolchain, a build directory).
+/// The image is a slim Debian with one binary and an 8 MB GeoIP database: growing past this
+/// means something that does not belong in it got in (a toolchain, a build directory, Node).
 const MAX_IMAGE_BYTES: u64 = 200 * 1024 * 1024;
 /// The Dockerfile's HEALTHCHECK timeout.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Where the Dockerfile puts the free country database: `<data_dir>/geoip`, the place
+/// `glimpse serve` looks in when `geoip_db` is unset.
+const GEOIP_DIR: &str = "/var/lib/glimpse/geoip";
+const GEOIP_DB: &str = "/var/lib/glimpse/geoip/geo-whois-asn-country.mmdb";
+/// A public address and the country the free database (the version the Dockerfile pins)
+/// gives it.
+const PUBLIC_CLIENT: (&str, &str) = ("81.2.69.142", "GB");
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -297,6 +309,60 @@ async fn the_image_runs_as_uid_10001_which_owns_the_data_directory() {
     );
 }
 
+#[tokio::test]
+async fn the_geoip_database_is_in_the_data_directory_owned_by_10001() {
+    let image = image();
+    let container = Container::new(image);
+    // Owner, size and name of the directory and everything in it (`find` prints the
+    // directory first).
+    let listing = container
+        .ok(&["find", GEOIP_DIR, "-printf", "%U:%G %s %p\\n"])
+        .await;
+    println!("{GEOIP_DIR} in the image:\n{listing}");
+    let entries: Vec<(&str, u64, &str)> = listing
+        .lines()
+        .map(|line| {
+            let mut fields = line.splitn(3, ' ');
+            let owner = fields.next().unwrap_or_default();
+            let size = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            (owner, size, fields.next().unwrap_or_default())
+        })
+        .collect();
+    for (owner, _, path) in &entries {
+        assert_eq!(
+            *owner, "10001:10001",
+            "{path} must belong to the image's user, so that `glimpse geoip update` can \
+             replace it"
+        );
+    }
+    let size_of = |wanted: &str| {
+        entries
+            .iter()
+            .find(|(_, _, path)| *path == wanted)
+            .map(|(_, size, _)| *size)
+    };
+    let db = size_of(GEOIP_DB).unwrap_or_else(|| panic!("no {GEOIP_DB} in the image"));
+    // The country database is about 8 MB; a truncated download or an empty file is not one.
+    assert!(db > 4_000_000, "{GEOIP_DB} is only {db} bytes");
+    let licence = format!("{GEOIP_DIR}/NRO_LICENSE");
+    assert!(
+        size_of(&licence).is_some_and(|size| size > 0),
+        "no {licence} (the RIR data's licence) beside the database"
+    );
+    // The user can replace the files (what `glimpse geoip update` does).
+    let (ok, _, stderr) = container
+        .run(
+            &[],
+            &[
+                "sh",
+                "-c",
+                &format!("touch {GEOIP_DIR}/.written && rm {GEOIP_DIR}/.written"),
+            ],
+        )
+        .await;
+    assert!(ok, "the image's user cannot write to {GEOIP_DIR}: {stderr}");
+}
+
 /// A process named `name` among the descendants of `ancestor` (from /proc).
 fn descendant_named(ancestor: Pid, name: &str) -> Option<Pid> {
     // (pid, parent pid, command name) of every process; the name is in parentheses and may
@@ -376,6 +442,8 @@ async fn the_healthcheck_passes_against_glimpse_serve_in_the_image_and_a_beacon_
     server_env.push(("GLIMPSE_CLICKHOUSE_URL", clickhouse.url()));
     server_env.push(("GLIMPSE_SITES", "example.com".into()));
     server_env.push(("GLIMPSE_BATCH_MAX_DELAY_MS", "200".into()));
+    // The test's client connects from 127.0.0.1, standing in for a reverse proxy.
+    server_env.push(("GLIMPSE_TRUSTED_PROXIES", "127.0.0.1".into()));
     let argv: Vec<&str> = config
         .entrypoint
         .iter()
@@ -431,10 +499,27 @@ async fn the_healthcheck_passes_against_glimpse_serve_in_the_image_and_a_beacon_
         "glimpse serve in the image: healthy after {:?}",
         started.elapsed()
     );
+    // With geoip_db unset, serve takes the database under <data_dir>/geoip.
+    let opened = server_log()
+        .lines()
+        .find(|line| line.contains("GeoIP database loaded"))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            panic!(
+                "glimpse serve in the image opened no GeoIP database; its log:\n{}",
+                server_log()
+            )
+        });
+    println!("{opened}");
+    assert!(
+        opened.contains(GEOIP_DB),
+        "glimpse serve opened another database than {GEOIP_DB}: {opened}"
+    );
 
     let response = common::browser_client()
         .post(format!("http://{collector}/api/event"))
         .header("content-type", "text/plain")
+        .header("x-forwarded-for", PUBLIC_CLIENT.0)
         .body(r#"{"n":"pageview","u":"https://example.com/from-the-image","d":"example.com"}"#)
         .send()
         .await
@@ -449,10 +534,19 @@ async fn the_healthcheck_passes_against_glimpse_serve_in_the_image_and_a_beacon_
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let rows = clickhouse
-        .count("SELECT count() FROM glimpse.events WHERE site = 'example.com' AND pathname = '/from-the-image'")
-        .await;
-    assert_eq!(rows, 1, "the page view in glimpse.events");
+    let countries: Vec<String> = clickhouse
+        .client
+        .query("SELECT country FROM glimpse.events WHERE site = 'example.com' AND pathname = '/from-the-image'")
+        .fetch_all()
+        .await
+        .expect("the page view's country");
+    assert_eq!(
+        countries,
+        [PUBLIC_CLIENT.1],
+        "the page view from {} in glimpse.events, with the country the image's GeoIP database \
+         gives it",
+        PUBLIC_CLIENT.0
+    );
 
     // `docker stop`: the image's STOPSIGNAL to the process. (`buildah run` itself would kill
     // its command outright, so the signal goes straight to glimpse.)
