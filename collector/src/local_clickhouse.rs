@@ -194,7 +194,23 @@ pub struct LocalClickHouse {
 impl LocalClickHouse {
     /// Starts `clickhouse-server` (or `bin`) with its data in `dir` and waits until it answers.
     pub async fn start(dir: &Path, bin: &str) -> Result<Self, LocalClickHouseError> {
-        Self::start_on(dir, bin, None).await
+        // The ports are free when picked, but another process can take one before ClickHouse
+        // binds it (tests start many servers at once): such a start is tried again on new ports.
+        let mut attempts = 1;
+        loop {
+            match Self::start_on(dir, bin, None).await {
+                Err(LocalClickHouseError::Exited { tail, .. })
+                    if tail.contains("Address already in use") && attempts < 4 =>
+                {
+                    attempts += 1;
+                    tracing::warn!(
+                        attempts,
+                        "a port picked for ClickHouse was taken; trying others"
+                    );
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Starts a server that was stopped, on the same directory and ports (its URL is unchanged).
