@@ -71,12 +71,16 @@ pub fn beacon(i: u64) -> String {
     let page = PAGES[((i * 7919) % 97 % PAGES.len() as u64) as usize];
     let referrer = REFERRERS[(i % REFERRERS.len() as u64) as usize];
     let width = [390, 412, 768, 1280, 1440, 1920][(i % 6) as usize];
-    let campaign = if i % 10 == 0 {
+    let campaign = if i.is_multiple_of(10) {
         "?utm_source=newsletter&utm_medium=email"
     } else {
         ""
     };
-    let name = if i % 20 == 0 { "Signup" } else { "pageview" };
+    let name = if i.is_multiple_of(20) {
+        "Signup"
+    } else {
+        "pageview"
+    };
     format!(
         r#"{{"n":"{name}","u":"https://example.com{page}{campaign}","d":"example.com","r":"{referrer}","w":{width}}}"#
     )

@@ -70,7 +70,7 @@ fn generate(rng: &mut Rng, count: u64, now: u32, out: &mut Vec<EventRow>) {
             out.push(EventRow {
                 site: site.into(),
                 timestamp: t.min(now - 1),
-                name: if p > 0 && rng.next() % 25 == 0 {
+                name: if p > 0 && rng.next().is_multiple_of(25) {
                     "Signup"
                 } else {
                     "pageview"

@@ -16,6 +16,7 @@ pub mod privacy_statement;
 pub mod schema;
 pub mod sink;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -56,6 +57,8 @@ pub enum ServeError {
     Config(String),
     #[error("{0}")]
     Spool(#[from] sink::spool::SpoolError),
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Runs the collector on `listener` until `shutdown` resolves, then stops accepting, finishes
@@ -71,6 +74,7 @@ pub async fn serve(
         .clone()
         .ok_or(ServeError::NoClickHouse)?;
     let client = sink::connect(&config, &url);
+    tls::check(&client, &url).await?;
     let readiness = Arc::new(Readiness::new(Some(client.clone())));
     let background = CancellationToken::new();
     let flavor = Arc::new(std::sync::OnceLock::new());

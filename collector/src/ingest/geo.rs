@@ -446,7 +446,7 @@ impl GeoIp {
                 Ok(_) => {}
                 Err(error) => {
                     let count = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
-                    if count == 1 || count % WARN_EVERY == 0 {
+                    if count == 1 || count.is_multiple_of(WARN_EVERY) {
                         // Never the address: it is personal data.
                         tracing::warn!(
                             path = %db.path.display(),
