@@ -380,6 +380,13 @@ async fn run_services(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // One metrics listener for every service of the process, apart from the public ports.
+    let metrics = bind(config.metrics_addr, "metrics_addr").await?;
+    tracing::info!(addr = %metrics.local_addr()?, "metrics listening");
+    tokio::spawn(glimpse_collector::telemetry::serve_metrics(
+        metrics,
+        shutdown.clone().cancelled_owned(),
+    ));
     let collector = async {
         let listener = bind(config.collector_addr, "collector_addr").await?;
         tracing::info!(addr = %listener.local_addr()?, "collector listening");

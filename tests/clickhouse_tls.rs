@@ -1,6 +1,7 @@
 //! `glimpse serve` against a ClickHouse 18.16 that only speaks HTTPS, with a certificate signed
 //! by a CA this test creates (openssl): beacons land when `clickhouse_ca_cert` names that CA;
-//! without it, start-up fails naming the URL and the certificate problem.
+//! without it, start-up fails naming the URL and the certificate problem. The running serve
+//! also shows its metrics on `metrics_addr` and not on the collector's port.
 
 mod common;
 
@@ -187,8 +188,9 @@ impl HttpsClickHouse {
     }
 }
 
-fn serve(data: &Path, url: &str, ca: Option<&Path>) -> (tokio::process::Command, String) {
-    let collector = free_addr();
+/// `glimpse serve` on free ports; the collector's and the metrics listener's base URLs.
+fn serve(data: &Path, url: &str, ca: Option<&Path>) -> (tokio::process::Command, String, String) {
+    let (collector, metrics) = (free_addr(), free_addr());
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_glimpse"));
     command
         .arg("serve")
@@ -196,6 +198,7 @@ fn serve(data: &Path, url: &str, ca: Option<&Path>) -> (tokio::process::Command,
         .env("GLIMPSE_CLICKHOUSE_URL", url)
         .env("GLIMPSE_DATA_DIR", data)
         .env("GLIMPSE_COLLECTOR_ADDR", collector.to_string())
+        .env("GLIMPSE_METRICS_ADDR", metrics.to_string())
         .env("GLIMPSE_QUERY_ADDR", free_addr().to_string())
         .env("GLIMPSE_SITES", "example.com")
         .env("GLIMPSE_BATCH_MAX_DELAY_MS", "200")
@@ -206,7 +209,11 @@ fn serve(data: &Path, url: &str, ca: Option<&Path>) -> (tokio::process::Command,
     if let Some(ca) = ca {
         command.env("GLIMPSE_CLICKHOUSE_CA_CERT", ca);
     }
-    (command, format!("http://{collector}"))
+    (
+        command,
+        format!("http://{collector}"),
+        format!("http://{metrics}"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +231,7 @@ async fn serve_writes_to_an_https_clickhouse_with_a_private_ca_and_refuses_it_wi
     let url = clickhouse.url();
 
     // Without the CA: the system's roots do not know it; serve stops at start-up and says why.
-    let (mut command, _) = serve(&dir.path().join("no-ca"), &url, None);
+    let (mut command, _, _) = serve(&dir.path().join("no-ca"), &url, None);
     let refused_log = dir.path().join("refused.log");
     let mut child = command
         .stdout(Stdio::null())
@@ -245,7 +252,7 @@ async fn serve_writes_to_an_https_clickhouse_with_a_private_ca_and_refuses_it_wi
     assert!(stderr.contains("GLIMPSE_CLICKHOUSE_CA_CERT"), "{stderr}");
 
     // With the CA: ready, and a beacon lands in ClickHouse over HTTPS.
-    let (mut command, base) = serve(&dir.path().join("with-ca"), &url, Some(&ca_path));
+    let (mut command, base, metrics) = serve(&dir.path().join("with-ca"), &url, Some(&ca_path));
     let log = dir.path().join("serve.log");
     let mut child = command
         .stdout(Stdio::null())
@@ -280,6 +287,31 @@ async fn serve_writes_to_an_https_clickhouse_with_a_private_ca_and_refuses_it_wi
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // The process's metrics are on metrics_addr, not on the public collector port.
+    let public = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), 404);
+    let text = client
+        .get(format!("{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("glimpse_rows_written_total 1"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "glimpse_build_info{{version=\"{}\",git_sha=\"",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("# HELP glimpse_rows_written_total "),
+        "{text}"
+    );
+
     child.kill().await.unwrap();
     clickhouse.child.kill().await.unwrap();
 }

@@ -21,6 +21,9 @@ pub struct Config {
     pub collector_addr: SocketAddr,
     /// Where the query service (stats API, dashboard) listens. Default `127.0.0.1:8001`.
     pub query_addr: SocketAddr,
+    /// Where the Prometheus metrics of every service of the process are served (`/metrics`).
+    /// Default `127.0.0.1:9464`: the counts say how much traffic each site gets.
+    pub metrics_addr: SocketAddr,
     /// Directory for Glimpse's own state (the local ClickHouse's data when Glimpse starts one).
     pub data_dir: PathBuf,
     /// HTTP URL of an existing ClickHouse. Unset: `glimpse serve` starts a local one (with a
@@ -202,6 +205,7 @@ impl Default for Config {
         Self {
             collector_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
             query_addr: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
             data_dir: PathBuf::from("glimpse-data"),
             clickhouse_url: None,
             clickhouse_user: "default".into(),
