@@ -250,6 +250,12 @@ async fn serve_writes_to_an_https_clickhouse_with_a_private_ca_and_refuses_it_wi
         "{stderr}"
     );
     assert!(stderr.contains("GLIMPSE_CLICKHOUSE_CA_CERT"), "{stderr}");
+    assert_eq!(
+        stderr.matches("TLS failed").count(),
+        1,
+        "said once: {stderr}"
+    );
+    println!("serve without the CA: {}", stderr.trim());
 
     // With the CA: ready, and a beacon lands in ClickHouse over HTTPS.
     let (mut command, base, metrics) = serve(&dir.path().join("with-ca"), &url, Some(&ca_path));

@@ -62,7 +62,7 @@ pub enum ServeError {
     Config(String),
     #[error("{0}")]
     Spool(#[from] sink::spool::SpoolError),
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] tls::TlsError),
 }
 

@@ -48,7 +48,7 @@ pub enum QueryError {
     NoClickHouse,
     #[error("query service failed: {0}")]
     Io(#[from] std::io::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] glimpse_collector::tls::TlsError),
 }
 
