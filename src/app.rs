@@ -13,6 +13,20 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check the configuration (file and environment) and exit: 0 when `serve` would accept
+    /// it, 2 with the message `serve` would print otherwise.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Exit 0 when the services answer `/ready` on `collector_addr` and `query_addr` (for
+    /// container health checks), non-zero naming the one that does not.
+    Healthcheck {
+        /// `serve` (both), `collector` or `query`: the services this process runs.
+        #[arg(long, default_value = "serve", value_parser = ["serve", "collector", "query"])]
+        service: String,
+        /// How long to wait for each answer, in seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
     /// Run the collector and the query service in one process (the single-machine default).
     Serve,
     /// Run only the collector (beacon ingest), e.g. several behind a load balancer.
@@ -86,6 +100,12 @@ pub enum Command {
         #[arg(long)]
         visitor_id: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration without starting anything.
+    Check,
 }
 
 /// What `glimpse import` reads.
@@ -231,6 +251,16 @@ pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Healthcheck {
+        service,
+        timeout_secs,
+    } = &command
+    {
+        return healthcheck(&config, service, Duration::from_secs(*timeout_secs)).await;
+    }
+    if let Command::Config(ConfigCommand::Check) = &command {
+        unreachable!("handled before the runtime starts (main)");
+    }
     if let Command::Schema { flavor } = &command {
         let flavor = if flavor == "legacy" {
             Flavor::Legacy
@@ -307,11 +337,56 @@ pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
     result
 }
 
+/// GETs `/ready` of each service `service` names; an unspecified listen address (`0.0.0.0`,
+/// `::`) is asked on loopback.
+async fn healthcheck(config: &Config, service: &str, timeout: Duration) -> anyhow::Result<()> {
+    use http_body_util::Empty;
+    use hyper::body::Bytes;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let mut services = Vec::new();
+    if service != "query" {
+        services.push(("collector", config.collector_addr));
+    }
+    if service != "collector" {
+        services.push(("query service", config.query_addr));
+    }
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    for (name, mut addr) in services {
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let url = format!("http://{addr}/ready");
+        let response = tokio::time::timeout(timeout, client.get(url.parse()?))
+            .await
+            .map_err(|_| anyhow::anyhow!("{name} at {url}: no answer within {timeout:?}"))?
+            .with_context(|| format!("{name} at {url}"))?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "{name} at {url}: not ready ({})",
+            response.status()
+        );
+        println!("{name} at {url}: ready");
+    }
+    Ok(())
+}
+
 async fn run_services(
     command: Command,
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // One metrics listener for every service of the process, apart from the public ports.
+    let metrics = bind(config.metrics_addr, "metrics_addr").await?;
+    tracing::info!(addr = %metrics.local_addr()?, "metrics listening");
+    tokio::spawn(glimpse_collector::telemetry::serve_metrics(
+        metrics,
+        shutdown.clone().cancelled_owned(),
+    ));
     let collector = async {
         let listener = bind(config.collector_addr, "collector_addr").await?;
         tracing::info!(addr = %listener.local_addr()?, "collector listening");
@@ -356,7 +431,9 @@ async fn run_services(
             );
             Ok(())
         }
-        Command::Schema { .. } => unreachable!("handled before connecting"),
+        Command::Schema { .. } | Command::Healthcheck { .. } | Command::Config(_) => {
+            unreachable!("handled before connecting")
+        }
         Command::PrivacyStatement { .. } => unreachable!("handled before connecting"),
         Command::Geoip(_) => unreachable!("handled before connecting"),
         Command::Retention(RetentionCommand::Apply) => retention_apply(&config).await,

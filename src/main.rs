@@ -5,15 +5,15 @@ mod app;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 /// Glimpse: privacy-preserving, self-hosted web analytics.
 ///
 /// Configuration comes from a TOML file (--config or GLIMPSE_CONFIG) overlaid by GLIMPSE_*
 /// environment variables; see glimpse.example.toml for every setting. Without
 /// GLIMPSE_CLICKHOUSE_URL, Glimpse starts its own ClickHouse under GLIMPSE_DATA_DIR.
-#[derive(Debug, Parser)]
-#[command(name = "glimpse", version)]
+#[derive(Debug, clap::Parser)]
+#[command(name = "glimpse")]
 struct Cli {
     /// TOML configuration file.
     #[arg(long, short, global = true, env = "GLIMPSE_CONFIG")]
@@ -23,8 +23,19 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `--version` says which commit this is: `0.1.0 (1a2b3c4d5e6f)`.
+    let version: &'static str = Box::leak(
+        format!(
+            "{} ({})",
+            glimpse_collector::VERSION,
+            glimpse_collector::GIT_SHA
+        )
+        .into_boxed_str(),
+    );
+    let matches = Cli::command().version(version).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     app::init_tracing();
+    // Exit 2: the configuration cannot be used (`glimpse config check` says the same).
     let config = match glimpse_collector::Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -32,6 +43,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let app::Command::Config(app::ConfigCommand::Check) = cli.command {
+        return match glimpse_collector::check_config(&config) {
+            Ok(()) => {
+                println!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("glimpse: {error}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -92,8 +92,15 @@ async fn real_umami_and_matomo_trackers_and_the_pixel_record_the_right_rows() {
 
     let facts = drive_chromium(&base).await;
     println!("browser facts: {facts}");
+    // The process's metrics listener (`metrics_addr`), not the public port.
+    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_base = format!("http://{}", metrics_listener.local_addr().unwrap());
+    tokio::spawn(glimpse_collector::telemetry::serve_metrics(
+        metrics_listener,
+        std::future::pending(),
+    ));
     let metrics = client
-        .get(format!("{base}/metrics"))
+        .get(format!("{metrics_base}/metrics"))
         .send()
         .await
         .unwrap()

@@ -271,6 +271,10 @@ async fn binary_runs_with_the_compose_environment() {
     let collector = common::free_addr();
     let query = common::free_addr();
     env.insert("GLIMPSE_COLLECTOR_ADDR".into(), collector.to_string());
+    env.insert(
+        "GLIMPSE_METRICS_ADDR".into(),
+        common::free_addr().to_string(),
+    );
     env.insert("GLIMPSE_QUERY_ADDR".into(), query.to_string());
     // Set by the base image (PATH) and by Docker from USER's passwd entry (HOME, the volume).
     // The healthcheck script needs PATH to find bash.

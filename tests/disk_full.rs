@@ -67,14 +67,15 @@ impl Drop for Tmpfs {
     }
 }
 
-/// A client for `http://user:password@host:port` (the URL with credentials that
-/// `GLIMPSE_CLICKHOUSE_URL` takes): the crate wants the credentials apart.
+/// A client for `http://user:password@host:port` (the local ClickHouse has a password).
 fn client(url: &str) -> clickhouse::Client {
-    let (scheme, rest) = url.split_once("://").expect("a URL");
-    let (credentials, host) = rest.split_once('@').expect("a URL with credentials");
-    let (user, password) = credentials.split_once(':').expect("user:password");
+    let (credentials, host) = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once('@'))
+        .expect("a URL with credentials");
+    let (user, password) = credentials.split_once(':').unwrap();
     clickhouse::Client::default()
-        .with_url(format!("{scheme}://{host}"))
+        .with_url(format!("http://{host}"))
         .with_user(user)
         .with_password(password)
         .with_validation(false)
@@ -84,6 +85,7 @@ fn client(url: &str) -> clickhouse::Client {
 async fn collector(
     url: &str,
     addr: std::net::SocketAddr,
+    metrics_addr: std::net::SocketAddr,
     data_dir: &Path,
     min_free_bytes: u64,
 ) -> Child {
@@ -92,6 +94,7 @@ async fn collector(
         .env("GLIMPSE_SPOOL_MIN_FREE_BYTES", min_free_bytes.to_string())
         .env("GLIMPSE_CLICKHOUSE_URL", url)
         .env("GLIMPSE_COLLECTOR_ADDR", addr.to_string())
+        .env("GLIMPSE_METRICS_ADDR", metrics_addr.to_string())
         .env("GLIMPSE_SITES", "example.com")
         .env("GLIMPSE_DATA_DIR", data_dir)
         .env("GLIMPSE_BATCH_MAX_ROWS", "500")
@@ -196,7 +199,7 @@ async fn ready(addr: std::net::SocketAddr) -> (u16, serde_json::Value) {
     (status, response.json().await.unwrap())
 }
 
-/// A metric's value in the collector's `/metrics` (0 if absent).
+/// A metric's value on the process's metrics listener (`metrics_addr`; 0 if absent).
 async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
     let text = reqwest::get(format!("http://{addr}/metrics"))
         .await
@@ -278,9 +281,9 @@ async fn spool_disk_full_refuses_with_503_and_loses_no_accepted_event() {
         .await
         .expect("clickhouse-server (run scripts/test.sh)");
     let url = clickhouse.url_with_credentials();
-    let addr = free_addr();
+    let (addr, metrics_addr) = (free_addr(), free_addr());
     // No reserve: the spool writes until the disk is really full (ENOSPC).
-    let child = collector(&url, addr, &data_dir, 0).await;
+    let child = collector(&url, addr, metrics_addr, &data_dir, 0).await;
     let stopped = clickhouse.stop_for_restart().await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -356,10 +359,16 @@ async fn spool_disk_full_refuses_with_503_and_loses_no_accepted_event() {
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
-    assert_eq!(metric(addr, "glimpse_spool_bytes").await, on_disk as f64);
+    assert_eq!(
+        metric(metrics_addr, "glimpse_spool_bytes").await,
+        on_disk as f64
+    );
     assert_eq!(body["buffer"]["spool_bytes"], on_disk, "{body}");
-    assert_eq!(metric(addr, "glimpse_spool_segments_pending").await, 0.0);
-    let accepted_metric = metric(addr, "glimpse_events_accepted_total").await;
+    assert_eq!(
+        metric(metrics_addr, "glimpse_spool_segments_pending").await,
+        0.0
+    );
+    let accepted_metric = metric(metrics_addr, "glimpse_events_accepted_total").await;
     assert_eq!(accepted_metric, accepted.len() as f64);
     let leftovers = files(&spool);
     assert!(
@@ -465,7 +474,7 @@ async fn clickhouse_on_the_same_disk_can_still_take_the_backlog() {
         .expect("clickhouse-server (run scripts/test.sh)");
     let url = clickhouse.url_with_credentials();
     let addr = free_addr();
-    let child = collector(&url, addr, &data_dir, 16 << 20).await;
+    let child = collector(&url, addr, free_addr(), &data_dir, 16 << 20).await;
     let stopped = clickhouse.stop_for_restart().await;
     let other_files = disk.fill("other-files", 22 << 20);
 

@@ -430,6 +430,7 @@ async fn the_healthcheck_passes_against_glimpse_serve_in_the_image_and_a_beacon_
     let query = common::free_addr();
     let env = vec![
         ("GLIMPSE_COLLECTOR_ADDR", collector.to_string()),
+        ("GLIMPSE_METRICS_ADDR", common::free_addr().to_string()),
         ("GLIMPSE_QUERY_ADDR", query.to_string()),
     ];
 

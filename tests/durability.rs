@@ -65,6 +65,7 @@ impl World {
             .arg("collector")
             .env("GLIMPSE_CLICKHOUSE_URL", url)
             .env("GLIMPSE_COLLECTOR_ADDR", self.addr.to_string())
+            .env("GLIMPSE_METRICS_ADDR", "127.0.0.1:0")
             .env("GLIMPSE_SITES", "example.com")
             .env("GLIMPSE_DATA_DIR", self.data_dir())
             .env("GLIMPSE_BATCH_MAX_ROWS", "500")

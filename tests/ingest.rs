@@ -211,6 +211,7 @@ async fn sigterm_mid_load_keeps_every_accepted_event() {
         .arg("collector")
         .env("GLIMPSE_CLICKHOUSE_URL", ch.url())
         .env("GLIMPSE_COLLECTOR_ADDR", addr.to_string())
+        .env("GLIMPSE_METRICS_ADDR", "127.0.0.1:0")
         .env("GLIMPSE_SITES", "example.com")
         .env("GLIMPSE_DATA_DIR", ch.data_dir())
         // Large batches and a long delay: most accepted events are still queued at SIGTERM.
@@ -334,6 +335,7 @@ async fn serve_starts_its_own_clickhouse_and_stops_it() {
         .env_remove("GLIMPSE_CLICKHOUSE_URL")
         .env("GLIMPSE_DATA_DIR", data.path())
         .env("GLIMPSE_COLLECTOR_ADDR", collector.to_string())
+        .env("GLIMPSE_METRICS_ADDR", "127.0.0.1:0")
         .env("GLIMPSE_QUERY_ADDR", query.to_string())
         .env("GLIMPSE_SITES", "example.com")
         .env("GLIMPSE_LOG", "warn")

@@ -30,6 +30,7 @@ fn env(
     [
         ("GLIMPSE_DATA_DIR", data.to_string_lossy().into_owned()),
         ("GLIMPSE_COLLECTOR_ADDR", collector.to_string()),
+        ("GLIMPSE_METRICS_ADDR", "127.0.0.1:0".into()),
         ("GLIMPSE_QUERY_ADDR", query.to_string()),
         ("GLIMPSE_SITES", "example.com".into()),
         ("GLIMPSE_SHUTDOWN_TIMEOUT_SECS", "10".into()),

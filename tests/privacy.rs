@@ -52,6 +52,7 @@ async fn no_raw_address_or_user_agent_reaches_disk_or_logs() {
         .arg("collector")
         .env("GLIMPSE_CLICKHOUSE_URL", ch.url())
         .env("GLIMPSE_COLLECTOR_ADDR", addr.to_string())
+        .env("GLIMPSE_METRICS_ADDR", "127.0.0.1:0")
         .env("GLIMPSE_SITES", "example.com")
         .env("GLIMPSE_DATA_DIR", ch.data_dir())
         .env("GLIMPSE_GEOIP_DB", geoip_db(geo_dir.path()))

@@ -230,6 +230,7 @@ async fn ingest(
             &[
                 ("GLIMPSE_CLICKHOUSE_URL", &clickhouse.url_with_credentials()),
                 ("GLIMPSE_COLLECTOR_ADDR", &addr.to_string()),
+                ("GLIMPSE_METRICS_ADDR", "127.0.0.1:0"),
                 ("GLIMPSE_SITES", "example.com"),
                 ("GLIMPSE_DATA_DIR", &data.to_string_lossy()),
                 ("GLIMPSE_SPOOL", spool),

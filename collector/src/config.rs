@@ -21,6 +21,9 @@ pub struct Config {
     pub collector_addr: SocketAddr,
     /// Where the query service (stats API, dashboard) listens. Default `127.0.0.1:8001`.
     pub query_addr: SocketAddr,
+    /// Where the Prometheus metrics of every service of the process are served (`/metrics`).
+    /// Default `127.0.0.1:9464`: the counts say how much traffic each site gets.
+    pub metrics_addr: SocketAddr,
     /// Directory for Glimpse's own state (the local ClickHouse's data when Glimpse starts one).
     pub data_dir: PathBuf,
     /// HTTP URL of an existing ClickHouse. Unset: `glimpse serve` starts a local one (with a
@@ -30,6 +33,9 @@ pub struct Config {
     pub clickhouse_url: Option<String>,
     pub clickhouse_user: String,
     pub clickhouse_password: String,
+    /// PEM file of the CA(s) that signed an `https://` ClickHouse's certificate, for a private
+    /// CA; read when the configuration is loaded. Unset: the system's roots are trusted.
+    pub clickhouse_ca_cert: Option<crate::tls::CaCert>,
     /// Database holding Glimpse's tables; created by the migrations. Default `glimpse`.
     pub clickhouse_database: String,
     /// The `clickhouse-server` binary used when Glimpse starts its own ClickHouse.
@@ -199,10 +205,12 @@ impl Default for Config {
         Self {
             collector_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
             query_addr: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
             data_dir: PathBuf::from("glimpse-data"),
             clickhouse_url: None,
             clickhouse_user: "default".into(),
             clickhouse_password: String::new(),
+            clickhouse_ca_cert: None,
             clickhouse_database: "glimpse".into(),
             clickhouse_server_bin: "clickhouse-server".into(),
             sites: Vec::new(),
@@ -370,6 +378,11 @@ impl Config {
                 continue;
             }
             if let Ok(value) = std::env::var(format!("GLIMPSE_{}", key.to_uppercase())) {
+                figment = figment.merge(Serialized::default(key, value));
+            }
+        }
+        for key in SECRET_KEYS {
+            if let Some(value) = secret_from_file(key)? {
                 figment = figment.merge(Serialized::default(key, value));
             }
         }
@@ -577,6 +590,34 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("salts"))
     }
+}
+
+/// Settings that may instead be read from a file named by `GLIMPSE_<KEY>_FILE` (Docker and
+/// Kubernetes secrets), so that the secret is in no process environment.
+pub const SECRET_KEYS: [&str; 2] = ["clickhouse_password", "clickhouse_url"];
+
+/// The content of the file `GLIMPSE_<KEY>_FILE` names, without its final line break.
+fn secret_from_file(key: &'static str) -> Result<Option<String>, ConfigError> {
+    let var = format!("GLIMPSE_{}_FILE", key.to_uppercase());
+    let Some(path) = std::env::var_os(&var) else {
+        return Ok(None);
+    };
+    if std::env::var_os(format!("GLIMPSE_{}", key.to_uppercase())).is_some() {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "set either GLIMPSE_{} or {var}, not both",
+                key.to_uppercase()
+            ),
+        ));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ConfigError::invalid(
+            key,
+            format!("{var}: cannot read {}: {e}", Path::new(&path).display()),
+        )
+    })?;
+    Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
 }
 
 /// One line per problem, naming the setting and where its value came from.
@@ -852,6 +893,58 @@ mod tests {
             assert_eq!(c.clickhouse_url.as_deref(), Some("http://127.0.0.1:8123/"));
             assert_eq!(c.clickhouse_user, "glimpse");
             assert_eq!(c.clickhouse_password, "p@ss");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_read_from_the_file_glimpse_key_file_names() {
+        Jail::expect_with(|jail| {
+            jail.create_file("password", "s3cret\n")?;
+            jail.create_file("url", "https://u:p@ch.example:8443\n")?;
+            jail.set_env("GLIMPSE_CLICKHOUSE_PASSWORD_FILE", "password");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.clickhouse_password, "s3cret");
+            jail.clear_env();
+            jail.set_env("GLIMPSE_CLICKHOUSE_URL_FILE", "url");
+            let c = Config::load(None).unwrap();
+            assert_eq!(
+                c.clickhouse_url.as_deref(),
+                Some("https://ch.example:8443/")
+            );
+            assert_eq!(
+                (c.clickhouse_user.as_str(), c.clickhouse_password.as_str()),
+                ("u", "p")
+            );
+            jail.set_env("GLIMPSE_CLICKHOUSE_URL", "http://127.0.0.1:8123");
+            let both = Config::load(None).unwrap_err().to_string();
+            assert!(
+                both.contains("GLIMPSE_CLICKHOUSE_URL_FILE") && both.contains("not both"),
+                "{both}"
+            );
+            let missing = load_err(jail, "GLIMPSE_CLICKHOUSE_PASSWORD_FILE", "nowhere");
+            assert!(
+                missing.contains("clickhouse_password") && missing.contains("nowhere"),
+                "{missing}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn clickhouse_ca_cert_must_be_a_pem_file_with_a_certificate() {
+        Jail::expect_with(|jail| {
+            jail.create_file("empty.pem", "nothing here\n")?;
+            let error = load_err(jail, "GLIMPSE_CLICKHOUSE_CA_CERT", "empty.pem");
+            assert!(
+                error.contains("clickhouse_ca_cert") && error.contains("empty.pem"),
+                "{error}"
+            );
+            let error = load_err(jail, "GLIMPSE_CLICKHOUSE_CA_CERT", "missing.pem");
+            assert!(
+                error.contains("clickhouse_ca_cert") && error.contains("missing.pem"),
+                "{error}"
+            );
             Ok(())
         });
     }

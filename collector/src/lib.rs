@@ -16,6 +16,7 @@ pub mod privacy_statement;
 pub mod schema;
 pub mod sink;
 pub mod telemetry;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -44,6 +45,11 @@ pub struct ServeReport {
     pub rows_left_in_spool: u64,
 }
 
+/// Glimpse's version (`Cargo.toml`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit Glimpse was built from (12 hex digits), or `unknown` (built without git).
+pub const GIT_SHA: &str = env!("GLIMPSE_GIT_SHA");
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("no ClickHouse URL: set clickhouse_url (GLIMPSE_CLICKHOUSE_URL)")]
@@ -56,6 +62,21 @@ pub enum ServeError {
     Config(String),
     #[error("{0}")]
     Spool(#[from] sink::spool::SpoolError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// The checks of the configuration the collector makes at start-up without touching the
+/// network or disk (`glimpse config check`); the errors are those [`serve`] returns.
+pub fn check_config(config: &Config) -> Result<(), ServeError> {
+    ingest::sites::Sites::new(&config.sites).map_err(ServeError::Config)?;
+    config
+        .trusted_proxies()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    config
+        .spool_config()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    Ok(())
 }
 
 /// Runs the collector on `listener` until `shutdown` resolves, then stops accepting, finishes
@@ -71,6 +92,7 @@ pub async fn serve(
         .clone()
         .ok_or(ServeError::NoClickHouse)?;
     let client = sink::connect(&config, &url);
+    tls::check(&client, &url).await?;
     let readiness = Arc::new(Readiness::new(Some(client.clone())));
     let background = CancellationToken::new();
     let flavor = Arc::new(std::sync::OnceLock::new());

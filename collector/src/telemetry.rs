@@ -1,11 +1,74 @@
-//! Prometheus metrics: one process-wide recorder, rendered by `/metrics`.
-//! Labels are low-cardinality reasons; never an address, user agent or URL.
+//! Prometheus metrics: one process-wide recorder, served on a listener of its own
+//! (`metrics_addr`), never on the public collector port. Every metric is described here (the
+//! HELP line). Labels are low-cardinality reasons; never an address, user agent or URL.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::OnceLock;
+use std::time::Duration;
 
+use http::{Method, Request, Response, StatusCode};
+use hyper::service::service_fn;
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::http::response::{self, Body};
+use crate::http::server::{serve_connections, ConnectionLimits};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Every metric the process records, with its HELP text. A test checks that each metric
+/// name in the sources is here.
+pub const COUNTERS: &[(&str, &str)] = &[
+    ("glimpse_events_accepted_total", "Events accepted (202) and queued for ClickHouse, by protocol."),
+    ("glimpse_events_rejected_total", "Beacons refused with a 4xx or 5xx answer, by reason."),
+    ("glimpse_events_dropped_total", "Beacons answered 202 but not stored (bot, opt-out, excluded…), by reason."),
+    ("glimpse_events_ignored_total", "Requests of another tracker's protocol that carry no event, by protocol and reason."),
+    ("glimpse_batches_total", "Batches written to ClickHouse."),
+    ("glimpse_rows_written_total", "Event rows written to ClickHouse."),
+    ("glimpse_insert_errors_total", "Failed ClickHouse inserts (each is retried unless it cannot succeed)."),
+    ("glimpse_rows_lost_total", "Accepted event rows that could not be written (without the spool, at a shutdown past its deadline)."),
+    ("glimpse_visits_evicted_total", "Open visits closed early because max_open_visits was reached."),
+    ("glimpse_salt_rotations_total", "Daily rotations of the visitor-id salt."),
+    ("glimpse_erase_mutations_total", "ClickHouse deletions run for visitors' erase requests."),
+    ("glimpse_spool_write_errors_total", "Failed writes to the on-disk spool (disk full, I/O error)."),
+    ("glimpse_spool_damaged_bytes_total", "Bytes of damaged spool records skipped (e.g. a torn write at a crash)."),
+];
+pub const GAUGES: &[(&str, &str)] = &[
+    (
+        "glimpse_build_info",
+        "Always 1; the labels say which version and git commit is running.",
+    ),
+    (
+        "glimpse_queue_depth",
+        "Accepted rows waiting in memory for the writer (without the spool).",
+    ),
+    (
+        "glimpse_open_visits",
+        "Visits currently open (for visit assignment).",
+    ),
+    (
+        "glimpse_open_visits_bytes",
+        "Memory held by open visits, in bytes.",
+    ),
+    (
+        "glimpse_open_connections",
+        "Open HTTP connections, by service.",
+    ),
+    (
+        "glimpse_spool_bytes",
+        "Bytes of events in the on-disk spool not yet in ClickHouse.",
+    ),
+    (
+        "glimpse_spool_segments_pending",
+        "Spool segment files not yet shipped to ClickHouse.",
+    ),
+];
+pub const HISTOGRAMS: &[(&str, &str)] = &[(
+    "glimpse_insert_duration_seconds",
+    "Time one ClickHouse insert of a batch took, in seconds.",
+)];
 
 /// Installs the recorder once; later calls (several servers in one test process) reuse it.
 pub fn install() {
@@ -15,13 +78,29 @@ pub fn install() {
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ])
             .ok()?;
-        match builder.install_recorder() {
-            Ok(handle) => Some(handle),
+        let handle = match builder.install_recorder() {
+            Ok(handle) => handle,
             Err(error) => {
                 tracing::warn!(%error, "metrics recorder not installed");
-                None
+                return None;
             }
+        };
+        for (name, help) in COUNTERS {
+            describe_counter!(*name, *help);
         }
+        for (name, help) in GAUGES {
+            describe_gauge!(*name, *help);
+        }
+        for (name, help) in HISTOGRAMS {
+            describe_histogram!(*name, Unit::Seconds, *help);
+        }
+        metrics::gauge!(
+            "glimpse_build_info",
+            "version" => crate::VERSION,
+            "git_sha" => crate::GIT_SHA
+        )
+        .set(1.0);
+        Some(handle)
     });
 }
 
@@ -34,5 +113,123 @@ pub fn render_metrics() -> String {
             handle.render()
         }
         _ => String::new(),
+    }
+}
+
+/// Serves `GET /metrics` (every service of the process) on `listener` until `shutdown`
+/// resolves; any other path is `404`. Bind it where only Prometheus reaches (`metrics_addr`,
+/// loopback by default): the counts say how much traffic each site gets.
+pub async fn serve_metrics(listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    install();
+    let limits = ConnectionLimits {
+        header_read_timeout: Duration::from_secs(10),
+        max_header_bytes: 16 * 1024,
+        max_connections: 64,
+        service: "metrics",
+    };
+    serve_connections(
+        listener,
+        limits,
+        |_peer| {
+            service_fn(|request: Request<hyper::body::Incoming>| async move {
+                Ok::<_, Infallible>(answer(&request))
+            })
+        },
+        shutdown,
+        Duration::from_secs(1),
+    )
+    .await;
+}
+
+fn answer<B>(request: &Request<B>) -> Response<Body> {
+    match (request.uri().path(), request.method()) {
+        ("/metrics", &Method::GET) => response::text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            render_metrics(),
+        ),
+        ("/metrics", _) => response::method_not_allowed("GET"),
+        _ => response::error(StatusCode::NOT_FOUND, "no such endpoint", None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `counter!`/`gauge!`/`histogram!` name in the sources has its HELP text here.
+    #[test]
+    fn every_metric_in_the_sources_is_described() {
+        let described: Vec<&str> = COUNTERS
+            .iter()
+            .chain(GAUGES)
+            .chain(HISTOGRAMS)
+            .map(|(name, _)| *name)
+            .collect();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut found = Vec::new();
+        for dir in ["collector/src", "query/src", "src"] {
+            let pattern = format!("{}/{dir}/**/*.rs", root.display());
+            for path in glob::glob(&pattern).unwrap().flatten() {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for macro_name in ["counter!(", "gauge!(", "histogram!("] {
+                    for (at, _) in text.match_indices(macro_name) {
+                        let rest = text[at + macro_name.len()..].trim_start();
+                        let name = rest.strip_prefix('"').and_then(|r| r.split('"').next());
+                        // Metric names only (this test's own list of macros is not one).
+                        let is_name = |n: &&str| {
+                            !n.is_empty()
+                                && n.bytes().all(|c| {
+                                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'
+                                })
+                        };
+                        if let Some(name) = name.filter(is_name) {
+                            found.push((name.to_string(), path.display().to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(found.len() > 15, "too few metric uses found: {found:?}");
+        for (name, path) in found {
+            assert!(
+                described.contains(&name.as_str()),
+                "{name} (in {path}) has no HELP text in telemetry.rs"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_metrics_listener_answers_metrics_with_help_and_build_info_and_404_elsewhere() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(serve_metrics(listener, stop.clone().cancelled_owned()));
+        metrics::counter!("glimpse_batches_total").increment(0);
+        let body = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            body.contains(&format!(
+                "glimpse_build_info{{version=\"{}\",git_sha=\"{}\"}} 1",
+                crate::VERSION,
+                crate::GIT_SHA
+            )),
+            "{body}"
+        );
+        for line in body.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert!(
+                body.contains(&format!("# HELP {name} ")),
+                "no HELP for {name}:\n{body}"
+            );
+        }
+        let other = reqwest::get(format!("{base}/ready")).await.unwrap();
+        assert_eq!(other.status(), 404);
+        stop.cancel();
+        server.await.unwrap();
     }
 }

@@ -15,6 +15,8 @@ use tokio::task::JoinHandle;
 
 struct Server {
     base: String,
+    /// The process's metrics listener (`metrics_addr`), apart from the collector's port.
+    metrics_base: String,
     sink: MemorySink,
     drops: Arc<DropCounts>,
     _data: tempfile::TempDir,
@@ -36,6 +38,13 @@ impl Server {
         configure(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_base = format!("http://{}", metrics.local_addr().unwrap());
+        // Lives as long as the test's runtime.
+        tokio::spawn(glimpse_collector::telemetry::serve_metrics(
+            metrics,
+            std::future::pending(),
+        ));
         let sink = MemorySink::default();
         let readiness = Arc::new(Readiness::new(None));
         readiness.migrated.store(true, Ordering::SeqCst);
@@ -53,6 +62,7 @@ impl Server {
         ));
         Self {
             base,
+            metrics_base,
             sink,
             drops,
             _data: data,
@@ -361,7 +371,17 @@ async fn health_ready_and_metrics() {
     assert_eq!(server.event(PAGEVIEW).await.status, 202);
     assert_eq!(server.event("{").await.status, 400);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let metrics = get("/metrics").await;
+    // Not on the public port: only on the metrics listener.
+    assert_eq!(get("/metrics").await.status, 404);
+    let metrics = Reply::from(
+        server
+            .client
+            .get(format!("{}/metrics", server.metrics_base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(metrics.status, 200);
     for name in [
         "glimpse_events_accepted_total",
@@ -370,6 +390,8 @@ async fn health_ready_and_metrics() {
         "glimpse_batches_total",
         "glimpse_rows_written_total",
         "glimpse_insert_duration_seconds_bucket",
+        "# HELP glimpse_events_accepted_total ",
+        "glimpse_build_info{",
     ] {
         assert!(
             metrics.body.contains(name),
@@ -407,7 +429,7 @@ async fn shutdown_writes_everything_accepted() {
 async fn metric(server: &Server, name: &str) -> f64 {
     let body = server
         .client
-        .get(format!("{}/metrics", server.base))
+        .get(format!("{}/metrics", server.metrics_base))
         .send()
         .await
         .unwrap()

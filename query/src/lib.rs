@@ -48,6 +48,8 @@ pub enum QueryError {
     NoClickHouse,
     #[error("query service failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] glimpse_collector::tls::TlsError),
 }
 
 struct AppState {
@@ -74,11 +76,10 @@ pub async fn serve(
     let trusted_proxies =
         TrustedProxies::parse(&config.trusted_proxies, config.client_ip_header.clone())
             .map_err(|reason| std::io::Error::other(format!("trusted_proxies: {reason}")))?;
+    let client = glimpse_collector::sink::connect(&config, url);
+    glimpse_collector::tls::check(&client, url).await?;
     let state = Arc::new(AppState {
-        db: Db::new(
-            glimpse_collector::sink::connect(&config, url),
-            config.query_max_execution_secs,
-        ),
+        db: Db::new(client, config.query_max_execution_secs),
         database: config.clickhouse_database.clone(),
         config: config.clone(),
         page: dashboard::page(&config),

@@ -35,7 +35,6 @@ use crate::ingest::pseudonym::SaltStore;
 use crate::ingest::sessions::Sessions;
 use crate::ingest::BeaconLimits;
 use crate::sink::{DropCounts, Ingest};
-use crate::telemetry;
 
 /// What request handlers share.
 pub struct State {
@@ -142,7 +141,7 @@ where
         "/pixel.gif" => pixel::handle(state, peer, &request).await,
         "/privacy" => privacy::statement(state, &request),
         "/privacy/my-data" | "/privacy/erase" => privacy::my_data(state, peer, request).await,
-        "/health" | "/ready" | "/metrics" if request.method() != Method::GET => {
+        "/health" | "/ready" if request.method() != Method::GET => {
             response::method_not_allowed("GET")
         }
         "/health" => response::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
@@ -154,16 +153,6 @@ where
                 StatusCode::SERVICE_UNAVAILABLE
             };
             response::json(status, &body)
-        }
-        "/metrics" => {
-            if let Ingest::Memory(queue) = &state.ingest {
-                metrics::gauge!("glimpse_queue_depth").set(queue.depth() as f64);
-            }
-            response::text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                telemetry::render_metrics(),
-            )
         }
         _ => response::error(StatusCode::NOT_FOUND, "no such endpoint", None),
     }
