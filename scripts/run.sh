@@ -17,7 +17,8 @@ echo "==> building glimpse (release)"
 cargo build --release --locked
 glimpse="$(cargo_target_dir)/release/glimpse"
 if [ -z "${GLIMPSE_SITES:-}" ] && [ -z "${GLIMPSE_CONFIG:-}" ]; then
-    echo "==> no GLIMPSE_SITES set: accepting beacons for 'localhost' only (set GLIMPSE_SITES=your.site)"
+    echo "==> no GLIMPSE_SITES set: accepting beacons for 'localhost' only (set GLIMPSE_SITES=your.site);"
+    echo "    a test page on localhost needs data-allow-local on its script tag (see the README)"
     export GLIMPSE_SITES=localhost
 fi
 # Places on the map out of the box: when no geoip_db is configured and none is installed under
