@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{free_addr, wait_for_200, FIREFOX};
+use common::{free_addr, post_until_accepted, wait_for_200, FIREFOX};
 use glimpse_collector::ingest::pseudonym::SaltStore;
 use glimpse_collector::local_clickhouse::LocalClickHouse;
 use nix::sys::signal::{kill, Signal};
@@ -322,28 +322,7 @@ async fn spool_disk_full_refuses_with_503_and_loses_no_accepted_event() {
     wait_for_rows(&url, answers.accepted.len(), Duration::from_secs(30)).await;
 
     // Accepting again without a restart.
-    let probe = reqwest::Client::builder()
-        .user_agent(FIREFOX)
-        .build()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let response = probe
-            .post(format!("http://{addr}/api/event"))
-            .body(r#"{"n":"pageview","u":"https://example.com/after","d":"example.com"}"#)
-            .send()
-            .await
-            .unwrap();
-        if response.status() == 202 {
-            break;
-        }
-        assert_eq!(response.status().as_u16(), 503);
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not accepting again after the drain"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    post_until_accepted(addr, "/after", Duration::from_secs(30)).await;
     let mut accepted = answers.accepted;
     accepted.insert("/after".into());
     wait_for_rows(&url, accepted.len(), Duration::from_secs(30)).await;

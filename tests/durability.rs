@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{free_addr, wait_for_200, FIREFOX};
+use common::{free_addr, post_until_accepted, wait_for_200, FIREFOX};
 use glimpse_collector::local_clickhouse::LocalClickHouse;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -339,28 +339,7 @@ async fn spool_budget_exhausted_answers_503_then_recovers() {
     // Recovery: the spool drains and beacons are accepted again.
     assert!(!retry_after.is_empty(), "503s were answered");
     assert!(retry_after.iter().all(|r| r == "30"), "{retry_after:?}");
-    let probe = reqwest::Client::builder()
-        .user_agent(FIREFOX)
-        .build()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let response = probe
-            .post(format!("http://{}/api/event", world.addr))
-            .body(r#"{"n":"pageview","u":"https://example.com/after","d":"example.com"}"#)
-            .send()
-            .await
-            .unwrap();
-        if response.status() == 202 {
-            break;
-        }
-        assert_eq!(response.status().as_u16(), 503);
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not accepting again 30 s after ClickHouse recovered"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    post_until_accepted(world.addr, "/after", Duration::from_secs(30)).await;
     let mut accepted = accepted;
     accepted.insert("/after".into());
     world

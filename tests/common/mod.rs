@@ -130,3 +130,29 @@ pub async fn wait_for_200(client: &reqwest::Client, url: &str, timeout: Duration
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Sends a page view of `path` to the collector at `addr` until it is answered `202`: while it
+/// is refused, every answer must be a `503` (a collector that is full or waiting for
+/// ClickHouse), and it must accept within `timeout`.
+pub async fn post_until_accepted(addr: std::net::SocketAddr, path: &str, timeout: Duration) {
+    let client = browser_client();
+    let body = format!(r#"{{"n":"pageview","u":"https://example.com{path}","d":"example.com"}}"#);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let response = client
+            .post(format!("http://{addr}/api/event"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 202 {
+            return;
+        }
+        assert_eq!(response.status().as_u16(), 503);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not accepting again within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
