@@ -381,12 +381,19 @@ async fn run_services(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // One metrics listener for every service of the process, apart from the public ports.
-    let metrics = bind(config.metrics_addr, "metrics_addr").await?;
-    tracing::info!(addr = %metrics.local_addr()?, "metrics listening");
-    tokio::spawn(glimpse_collector::telemetry::serve_metrics(
-        metrics,
-        shutdown.clone().cancelled_owned(),
-    ));
+    // Only the services have one: an admin command run beside a running server (same
+    // environment, same `metrics_addr`) must not try to take the server's port.
+    if matches!(
+        command,
+        Command::Serve | Command::Collector | Command::Query
+    ) {
+        let metrics = bind(config.metrics_addr, "metrics_addr").await?;
+        tracing::info!(addr = %metrics.local_addr()?, "metrics listening");
+        tokio::spawn(glimpse_collector::telemetry::serve_metrics(
+            metrics,
+            shutdown.clone().cancelled_owned(),
+        ));
+    }
     let collector = async {
         let listener = bind(config.collector_addr, "collector_addr").await?;
         tracing::info!(addr = %listener.local_addr()?, "collector listening");

@@ -18,6 +18,9 @@ struct Serve {
     data: tempfile::TempDir,
     collector: std::net::SocketAddr,
     query: std::net::SocketAddr,
+    /// One fixed metrics address for serve and every command, as with the default
+    /// (`127.0.0.1:9464`): a command must not try to take serve's port.
+    metrics: std::net::SocketAddr,
     log: PathBuf,
 }
 
@@ -26,11 +29,12 @@ fn env(
     data: &Path,
     collector: std::net::SocketAddr,
     query: std::net::SocketAddr,
+    metrics: std::net::SocketAddr,
 ) -> Vec<(String, String)> {
     [
         ("GLIMPSE_DATA_DIR", data.to_string_lossy().into_owned()),
         ("GLIMPSE_COLLECTOR_ADDR", collector.to_string()),
-        ("GLIMPSE_METRICS_ADDR", "127.0.0.1:0".into()),
+        ("GLIMPSE_METRICS_ADDR", metrics.to_string()),
         ("GLIMPSE_QUERY_ADDR", query.to_string()),
         ("GLIMPSE_SITES", "example.com".into()),
         ("GLIMPSE_SHUTDOWN_TIMEOUT_SECS", "10".into()),
@@ -44,7 +48,12 @@ fn env(
 fn command(serve: &Serve, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_glimpse"));
     command.args(args).env_remove("GLIMPSE_CLICKHOUSE_URL");
-    for (k, v) in env(serve.data.path(), serve.collector, serve.query) {
+    for (k, v) in env(
+        serve.data.path(),
+        serve.collector,
+        serve.query,
+        serve.metrics,
+    ) {
         command.env(k, v);
     }
     command
@@ -53,13 +62,14 @@ fn command(serve: &Serve, args: &[&str]) -> tokio::process::Command {
 impl Serve {
     async fn start() -> Self {
         let data = tempfile::tempdir().unwrap();
-        let (collector, query) = (free_addr(), free_addr());
+        let (collector, query, metrics) = (free_addr(), free_addr(), free_addr());
         let log = data.path().join("serve.log");
         let mut serve = Serve {
             child: tokio::process::Command::new("true").spawn().unwrap(),
             data,
             collector,
             query,
+            metrics,
             log,
         };
         let log_file = std::fs::File::create(&serve.log).unwrap();
