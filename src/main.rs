@@ -34,7 +34,6 @@ fn main() -> ExitCode {
     );
     let matches = Cli::command().version(version).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    app::init_tracing();
     // Exit 2: the configuration cannot be used (`glimpse config check` says the same).
     let config = match glimpse_collector::Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -43,6 +42,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    app::init_tracing(config.log_format);
     if let app::Command::Config(app::ConfigCommand::Check) = cli.command {
         return match glimpse_collector::check_config(&config) {
             Ok(()) => {
