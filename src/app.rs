@@ -27,6 +27,10 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
     },
+    /// Print a shell completion script: `glimpse completions bash > /etc/bash_completion.d/glimpse`,
+    /// `zsh` (into a directory of `$fpath`, as `_glimpse`), `fish` (into
+    /// `~/.config/fish/completions/glimpse.fish`).
+    Completions { shell: clap_complete::Shell },
     /// Run the collector and the query service in one process (the single-machine default).
     Serve,
     /// Run only the collector (beacon ingest), e.g. several behind a load balancer.
@@ -443,7 +447,10 @@ async fn run_services(
             );
             Ok(())
         }
-        Command::Schema { .. } | Command::Healthcheck { .. } | Command::Config(_) => {
+        Command::Schema { .. }
+        | Command::Healthcheck { .. }
+        | Command::Config(_)
+        | Command::Completions { .. } => {
             unreachable!("handled before connecting")
         }
         Command::PrivacyStatement { .. } => unreachable!("handled before connecting"),

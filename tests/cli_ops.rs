@@ -310,3 +310,34 @@ async fn json_logs_carry_the_request_id_and_no_client_data() {
         "{text}"
     );
 }
+
+/// `glimpse completions bash|zsh|fish` prints a script naming the subcommands, without needing
+/// a valid configuration (it is installed with the binary); bash accepts its script's syntax.
+#[test]
+fn completions_name_the_subcommands_and_bash_parses_its_script() {
+    let no_config = [("GLIMPSE_COLLECTOR_ADDR", "not-an-address")];
+    for shell in ["bash", "zsh", "fish"] {
+        let output = glimpse(&["completions", shell], &no_config);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        let script = String::from_utf8_lossy(&output.stdout);
+        for subcommand in ["serve", "healthcheck", "completions", "privacy-statement"] {
+            assert!(
+                script.contains(subcommand),
+                "{shell}: no {subcommand}\n{script}"
+            );
+        }
+        if shell == "bash" {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("glimpse.bash");
+            std::fs::write(&file, script.as_bytes()).unwrap();
+            let check = std::process::Command::new("bash")
+                .arg("-n")
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(check.status.success(), "bash -n: {}", text(&check));
+        }
+    }
+    let unknown = glimpse(&["completions", "cmd.exe"], &[]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+}
