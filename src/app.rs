@@ -397,12 +397,19 @@ async fn run_services(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     // One metrics listener for every service of the process, apart from the public ports.
-    let metrics = bind(config.metrics_addr, "metrics_addr").await?;
-    tracing::info!(addr = %metrics.local_addr()?, "metrics listening");
-    tokio::spawn(glimpse_collector::telemetry::serve_metrics(
-        metrics,
-        shutdown.clone().cancelled_owned(),
-    ));
+    // Only services: a command run beside `glimpse serve` (`glimpse key create`) must not
+    // take, or fail on, serve's metrics_addr.
+    if matches!(
+        command,
+        Command::Serve | Command::Collector | Command::Query
+    ) {
+        let metrics = bind(config.metrics_addr, "metrics_addr").await?;
+        tracing::info!(addr = %metrics.local_addr()?, "metrics listening");
+        tokio::spawn(glimpse_collector::telemetry::serve_metrics(
+            metrics,
+            shutdown.clone().cancelled_owned(),
+        ));
+    }
     let collector = async {
         let listener = bind(config.collector_addr, "collector_addr").await?;
         tracing::info!(addr = %listener.local_addr()?, "collector listening");
