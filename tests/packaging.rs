@@ -12,8 +12,8 @@ fn repo_file(path: &str) -> String {
 /// The value of `key=` in the unit, if set (the last assignment wins, as in systemd).
 fn unit_value<'a>(unit: &'a str, key: &str) -> Option<&'a str> {
     unit.lines()
-        .filter_map(|line| line.trim().strip_prefix(key)?.strip_prefix('='))
-        .last()
+        .rev()
+        .find_map(|line| line.trim().strip_prefix(key)?.strip_prefix('='))
 }
 
 #[test]
