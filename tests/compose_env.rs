@@ -179,17 +179,32 @@ impl Glimpse {
     }
 }
 
-/// Runs docker/healthcheck.sh as the image's HEALTHCHECK does: in the container's
-/// environment, under its timeout. Returns its status and stderr.
+/// The Dockerfile's HEALTHCHECK command (exec form, after `CMD`), with the binary under test
+/// for `glimpse`.
+fn image_healthcheck() -> Vec<String> {
+    let dockerfile = std::fs::read_to_string(root().join("docker/Dockerfile")).unwrap();
+    let at = dockerfile.find("\nHEALTHCHECK ").expect("a HEALTHCHECK");
+    let cmd = dockerfile[at..].find("CMD ").expect("HEALTHCHECK ... CMD") + at + 4;
+    let line = dockerfile[cmd..].lines().next().unwrap();
+    let mut argv: Vec<String> = serde_json::from_str(line).expect("HEALTHCHECK CMD in exec form");
+    assert_eq!(argv[0], "glimpse", "the HEALTHCHECK runs {argv:?}");
+    argv[0] = env!("CARGO_BIN_EXE_glimpse").into();
+    argv
+}
+
+/// Runs the image's HEALTHCHECK command as Docker does: in the container's environment,
+/// under its timeout. Returns its status and stderr.
 async fn healthcheck(env: &BTreeMap<String, String>) -> (Option<ExitStatus>, String) {
-    let run = Command::new(root().join("docker/healthcheck.sh"))
+    let argv = image_healthcheck();
+    let run = Command::new(&argv[0])
+        .args(&argv[1..])
         .env_clear()
         .envs(env)
         .kill_on_drop(true)
         .output();
     match tokio::time::timeout(HEALTH_TIMEOUT, run).await {
         Ok(output) => {
-            let output = output.expect("run docker/healthcheck.sh");
+            let output = output.expect("run the HEALTHCHECK command");
             let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
             (Some(output.status), stderr)
         }
@@ -277,7 +292,7 @@ async fn binary_runs_with_the_compose_environment() {
     );
     env.insert("GLIMPSE_QUERY_ADDR".into(), query.to_string());
     // Set by the base image (PATH) and by Docker from USER's passwd entry (HOME, the volume).
-    // The healthcheck script needs PATH to find bash.
+    // As the image's environment has it.
     env.insert("PATH".into(), IMAGE_PATH.into());
     env.insert("HOME".into(), data_dir.display().to_string());
 

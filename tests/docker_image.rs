@@ -118,6 +118,10 @@ struct ImageConfig {
     healthcheck: Option<Healthcheck>,
     #[serde(rename = "StopSignal", default)]
     stop_signal: String,
+    #[serde(rename = "Env", default)]
+    env: Vec<String>,
+    #[serde(rename = "ExposedPorts", default)]
+    exposed_ports: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,11 +278,33 @@ async fn the_binary_runs_and_every_shared_library_is_in_the_image() {
         "ldd shows no libc: is the binary dynamically linked?\n{libraries}"
     );
 
+    // `glimpse 0.1.0 (<commit>)`: the image is built from a binary that knows its commit.
     let version = container.ok(&["glimpse", "--version"]).await;
-    assert_eq!(
-        version.trim(),
-        format!("glimpse {}", env!("CARGO_PKG_VERSION")),
-        "glimpse --version inside the image"
+    assert!(
+        version
+            .trim()
+            .starts_with(&format!("glimpse {} (", env!("CARGO_PKG_VERSION"))),
+        "glimpse --version inside the image: {version}"
+    );
+}
+
+/// Prometheus reaches the metrics from the container's network (the port is exposed, never
+/// published by compose.yml).
+#[test]
+fn the_image_serves_metrics_on_port_9464_of_its_network() {
+    let config = image_config(image());
+    assert!(
+        config
+            .env
+            .iter()
+            .any(|e| e == "GLIMPSE_METRICS_ADDR=0.0.0.0:9464"),
+        "{:?}",
+        config.env
+    );
+    assert!(
+        config.exposed_ports.contains_key("9464/tcp"),
+        "{:?}",
+        config.exposed_ports
     );
 }
 
@@ -420,6 +446,13 @@ async fn the_healthcheck_passes_against_glimpse_serve_in_the_image_and_a_beacon_
         .clone();
     let (kind, test) = test.split_first().expect("an empty HEALTHCHECK");
     assert_eq!(kind, "CMD", "the HEALTHCHECK is not in exec form: {test:?}");
+    // The binary's own check (which reads the same configuration as the server), not a
+    // script of its own.
+    assert_eq!(
+        test[..2],
+        ["glimpse", "healthcheck"],
+        "the HEALTHCHECK: {test:?}"
+    );
 
     let clickhouse = common::TestClickHouse::start().await;
     let container = Container::new(image);

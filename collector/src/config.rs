@@ -187,6 +187,21 @@ pub struct Config {
     /// Erase requests arriving within this many milliseconds go to ClickHouse as one
     /// mutation (each mutation rewrites data parts). Default 2000.
     pub erase_batch_ms: u64,
+    /// How log lines (on stderr) are written: `text` (the default, for people) or `json` (one
+    /// object a line, with the request's span and its `request_id`, for log collectors).
+    /// `GLIMPSE_LOG` sets which lines.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written; see [`Config::log_format`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// What `/privacy/my-data` shows; see [`Config::visitor_data_detail`].
@@ -263,6 +278,7 @@ impl Default for Config {
             visitor_data_detail: VisitorDataDetail::Summary,
             erase_limit_per_hour: 4,
             erase_batch_ms: 2000,
+            log_format: LogFormat::Text,
         }
     }
 }

@@ -154,6 +154,9 @@ async fn request_context(
     let span = tracing::info_span!("request", request_id = %id);
     db::REQUEST_ID
         .scope(id.clone(), async move {
+            let started = std::time::Instant::now();
+            // The path only: the query string may hold a share token.
+            let (method, path) = (request.method().clone(), request.uri().path().to_owned());
             let mut response = match limited(&state, peer, &request) {
                 Some(wait) => ApiError::TooManyRequests(wait).into_response(),
                 None => next.run(request).await,
@@ -161,6 +164,13 @@ async fn request_context(
             if let Ok(value) = HeaderValue::from_str(&id) {
                 response.headers_mut().insert("x-request-id", value);
             }
+            tracing::debug!(
+                %method,
+                %path,
+                status = response.status().as_u16(),
+                ms = started.elapsed().as_millis() as u64,
+                "request answered"
+            );
             response
         })
         .instrument(span)

@@ -119,6 +119,49 @@ impl Readiness {
     }
 }
 
+/// The collector's fixed public paths, beside `event_path` and the tracker scripts (see
+/// [`public_paths`]): what a reverse proxy in front of it must send to it. `route` matches
+/// these constants, so a path added there is added here.
+pub mod paths {
+    pub const OPT_OUT: &str = "/opt-out";
+    pub const OPT_IN: &str = "/opt-in";
+    /// Umami's beacon.
+    pub const UMAMI_SEND: &str = "/api/send";
+    pub const MATOMO: &str = "/matomo.php";
+    pub const PIWIK: &str = "/piwik.php";
+    pub const PIXEL: &str = "/pixel.gif";
+    pub const PRIVACY: &str = "/privacy";
+    pub const PRIVACY_MY_DATA: &str = "/privacy/my-data";
+    pub const PRIVACY_ERASE: &str = "/privacy/erase";
+    /// Every one of them.
+    pub const FIXED: [&str; 9] = [
+        OPT_OUT,
+        OPT_IN,
+        UMAMI_SEND,
+        MATOMO,
+        PIWIK,
+        PIXEL,
+        PRIVACY,
+        PRIVACY_MY_DATA,
+        PRIVACY_ERASE,
+    ];
+}
+
+/// Every path the collector answers for visitors' browsers under `config`: the beacon
+/// endpoint, every tracker script variant, and [`paths::FIXED`]. (`/health` and `/ready` are
+/// for the operator, not the public.)
+pub fn public_paths(config: &crate::Config) -> Vec<String> {
+    let mut all = vec![config.event_path.clone()];
+    // `/js/script.js` → `/js/script.js`, `/js/script.engagement.js`, ...
+    let stem = config.script_path.trim_end_matches(".js");
+    all.extend((0..script::variant_count()).map(|i| {
+        let name = script::file_name(i);
+        format!("{stem}.{}", name.strip_prefix("script.").unwrap_or(&name))
+    }));
+    all.extend(paths::FIXED.iter().map(|p| p.to_string()));
+    all
+}
+
 /// Answers one request.
 pub async fn route<B>(state: &State, peer: SocketAddr, request: Request<B>) -> Response<Body>
 where
@@ -134,13 +177,15 @@ where
         return script::handle(&config.event_path, variant, &request);
     }
     match path {
-        "/opt-out" | "/opt-in" => optout::handle(&state.first_party, &request),
+        paths::OPT_OUT | paths::OPT_IN => optout::handle(&state.first_party, &request),
         // Other trackers' protocols, mapped into the same pipeline (`ingest::protocols`).
-        "/api/send" => umami::handle(state, peer, request).await,
-        "/matomo.php" | "/piwik.php" => matomo::handle(state, peer, request).await,
-        "/pixel.gif" => pixel::handle(state, peer, &request).await,
-        "/privacy" => privacy::statement(state, &request),
-        "/privacy/my-data" | "/privacy/erase" => privacy::my_data(state, peer, request).await,
+        paths::UMAMI_SEND => umami::handle(state, peer, request).await,
+        paths::MATOMO | paths::PIWIK => matomo::handle(state, peer, request).await,
+        paths::PIXEL => pixel::handle(state, peer, &request).await,
+        paths::PRIVACY => privacy::statement(state, &request),
+        paths::PRIVACY_MY_DATA | paths::PRIVACY_ERASE => {
+            privacy::my_data(state, peer, request).await
+        }
         "/health" | "/ready" if request.method() != Method::GET => {
             response::method_not_allowed("GET")
         }
@@ -184,4 +229,28 @@ pub async fn run(
         drain_timeout,
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_paths_name_every_script_variant_under_the_configured_script_path() {
+        let config = crate::Config {
+            script_path: "/s/a.js".into(),
+            ..crate::Config::default()
+        };
+        let all = public_paths(&config);
+        assert_eq!(all.len(), 1 + script::variant_count() + paths::FIXED.len());
+        assert_eq!(all[0], "/api/event");
+        assert_eq!(all[1], "/s/a.js");
+        for path in &all[1..=script::variant_count()] {
+            assert!(
+                script::variant_of(path, &config.script_path).is_some(),
+                "{path}"
+            );
+        }
+        assert!(all.contains(&"/s/a.engagement.js".to_string()), "{all:?}");
+    }
 }
