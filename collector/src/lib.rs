@@ -136,7 +136,10 @@ pub async fn serve_with_sink<S: Sink>(
     telemetry::install();
     // `geoip_db` when set, else the free database `glimpse geoip update` installed under
     // `<data_dir>/geoip` (scripts/run.sh and the Docker image do that by default).
-    let geo = match ingest::geo::Source::of(&config) {
+    let geo_source = ingest::geo::Source::of(&config);
+    // Taken before the files are read, so that a change during start-up is seen by the reload.
+    let geo_loaded = ingest::geo_reload::Fingerprint::of(geo_source.as_ref());
+    let geo = match geo_source {
         Some(source) => {
             let geo = ingest::geo::GeoIp::open_all(&source.paths)?;
             tracing::info!(
@@ -150,7 +153,7 @@ pub async fn serve_with_sink<S: Sink>(
         None => {
             tracing::warn!(
                 "no GeoIP database (geoip_db unset and none installed by `glimpse geoip \
-                 update`): countries, regions and cities stay empty"
+                 update`): countries, regions and cities stay empty until one is"
             );
             None
         }
@@ -212,6 +215,14 @@ pub async fn serve_with_sink<S: Sink>(
         config: config.clone(),
     });
     let expiry = tokio::spawn(expire_visits(state.clone()));
+    // A new GeoIP file (geoipupdate, `glimpse geoip update`) is put in use without a restart.
+    let stop_geo_reload = CancellationToken::new();
+    let geo_reload = tokio::spawn(ingest::geo_reload::watch(
+        config.clone(),
+        state.enrichers.geo.clone(),
+        geo_loaded,
+        stop_geo_reload.clone(),
+    ));
     // Salts rotate at midnight whether or not events arrive, so an idle collector keeps none
     // past its 48 hours.
     let stop_rotation = CancellationToken::new();
@@ -233,6 +244,8 @@ pub async fn serve_with_sink<S: Sink>(
     expiry.abort();
     stop_rotation.cancel();
     let _ = rotation.await;
+    stop_geo_reload.cancel();
+    let _ = geo_reload.await;
     // The last handle on the queue or spool goes with the state: the writer or the spool's
     // appender now sees the end of the input.
     drop(state);

@@ -33,6 +33,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ("glimpse_salt_rotations_total", "Daily rotations of the visitor-id salt."),
     ("glimpse_erase_mutations_total", "ClickHouse deletions run for visitors' erase requests."),
     ("glimpse_spool_write_errors_total", "Failed writes to the on-disk spool (disk full, I/O error)."),
+    ("glimpse_geoip_reloads_total", "GeoIP database reloads after its file changed, by result: ok, or failed (the file could not be used; the database loaded before stays in use)."),
     ("glimpse_spool_damaged_bytes_total", "Bytes of damaged spool records skipped (e.g. a torn write at a crash)."),
 ];
 pub const GAUGES: &[(&str, &str)] = &[
