@@ -50,7 +50,10 @@ impl LiveGeoIp {
 /// What identifies the files' contents without reading them: per path, its size,
 /// modification time and inode (`None` when it cannot be read).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Fingerprint(Vec<(PathBuf, Option<(u64, SystemTime, u64)>)>);
+pub struct Fingerprint(Vec<(PathBuf, Option<FileStat>)>);
+
+/// Size, modification time and inode of a file.
+type FileStat = (u64, SystemTime, u64);
 
 impl Fingerprint {
     pub fn of(source: Option<&Source>) -> Self {
