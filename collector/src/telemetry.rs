@@ -17,6 +17,9 @@ use crate::http::response::{self, Body};
 use crate::http::server::{serve_connections, ConnectionLimits};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+/// The process's own metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, `process_start_time_seconds`, …), read from `/proc` at each scrape.
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
 
 /// Every metric the process records, with its HELP text. A test checks that each metric
 /// name in the sources is here.
@@ -34,6 +37,8 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ("glimpse_erase_mutations_total", "ClickHouse deletions run for visitors' erase requests."),
     ("glimpse_spool_write_errors_total", "Failed writes to the on-disk spool (disk full, I/O error)."),
     ("glimpse_geoip_reloads_total", "GeoIP database reloads after its file changed, by result: ok, or failed (the file could not be used; the database loaded before stays in use)."),
+    ("glimpse_query_requests_total", "Query-service requests answered, by endpoint (the route pattern; unmatched for unknown paths) and HTTP status."),
+    ("glimpse_query_rollup_refreshes_total", "Refreshes of the query service's per-day rollup, by result (ok, failed)."),
     ("glimpse_spool_damaged_bytes_total", "Bytes of damaged spool records skipped (e.g. a torn write at a crash)."),
 ];
 pub const GAUGES: &[(&str, &str)] = &[
@@ -66,10 +71,24 @@ pub const GAUGES: &[(&str, &str)] = &[
         "Spool segment files not yet shipped to ClickHouse.",
     ),
 ];
-pub const HISTOGRAMS: &[(&str, &str)] = &[(
-    "glimpse_insert_duration_seconds",
-    "Time one ClickHouse insert of a batch took, in seconds.",
-)];
+pub const HISTOGRAMS: &[(&str, &str)] = &[
+    (
+        "glimpse_insert_duration_seconds",
+        "Time one ClickHouse insert of a batch took, in seconds.",
+    ),
+    (
+        "glimpse_query_request_duration_seconds",
+        "Time the query service took to answer a request, by endpoint, in seconds.",
+    ),
+    (
+        "glimpse_query_clickhouse_duration_seconds",
+        "Time a query-service request waited for ClickHouse (all its queries together), by endpoint, in seconds; only requests that queried ClickHouse.",
+    ),
+    (
+        "glimpse_query_rollup_refresh_duration_seconds",
+        "Time one refresh of the per-day rollup took, in seconds.",
+    ),
+];
 
 /// Installs the recorder once; later calls (several servers in one test process) reuse it.
 pub fn install() {
@@ -95,6 +114,9 @@ pub fn install() {
         for (name, help) in HISTOGRAMS {
             describe_histogram!(*name, Unit::Seconds, *help);
         }
+        PROCESS
+            .get_or_init(metrics_process::Collector::default)
+            .describe();
         metrics::gauge!(
             "glimpse_build_info",
             "version" => crate::VERSION,
@@ -110,6 +132,9 @@ pub fn render_metrics() -> String {
     install();
     match HANDLE.get() {
         Some(Some(handle)) => {
+            if let Some(process) = PROCESS.get() {
+                process.collect();
+            }
             handle.run_upkeep();
             handle.render()
         }
