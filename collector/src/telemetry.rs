@@ -90,6 +90,19 @@ pub const HISTOGRAMS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The process metrics (`metrics-process`, read from `/proc` at each scrape), for the
+/// dashboard and alert rules under `docker/` to be checked against.
+pub const PROCESS_METRICS: &[&str] = &[
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_virtual_memory_max_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_threads",
+];
+
 /// Installs the recorder once; later calls (several servers in one test process) reuse it.
 pub fn install() {
     HANDLE.get_or_init(|| {
@@ -221,6 +234,58 @@ mod tests {
             assert!(
                 described.contains(&name.as_str()),
                 "{name} (in {path}) has no HELP text in telemetry.rs"
+            );
+        }
+    }
+
+    /// Every `glimpse_*` and `process_*` name in the Grafana dashboard and the Prometheus alert
+    /// rules under `docker/` is a metric the process describes (a histogram's `_bucket`,
+    /// `_sum` and `_count` series included), and the process metrics are really rendered.
+    #[test]
+    fn dashboard_and_alert_rules_use_only_metrics_that_exist() {
+        let described: Vec<&str> = COUNTERS
+            .iter()
+            .chain(GAUGES)
+            .chain(HISTOGRAMS)
+            .map(|(name, _)| *name)
+            .chain(PROCESS_METRICS.iter().copied())
+            .collect();
+        let exists = |name: &str| {
+            described.contains(&name)
+                || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                    name.strip_suffix(suffix).is_some_and(|base| {
+                        HISTOGRAMS.iter().any(|(histogram, _)| *histogram == base)
+                    })
+                })
+        };
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker");
+        for file in ["grafana/glimpse.json", "prometheus/alerts.yml"] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            if file.ends_with(".json") {
+                let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() > 5));
+            }
+            let words = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            let names: Vec<&str> = words
+                .filter(|w| {
+                    ["glimpse_", "process_"]
+                        .iter()
+                        .any(|prefix| w.len() > prefix.len() && w.starts_with(prefix))
+                })
+                .collect();
+            assert!(names.len() > 10, "{file}: too few metric names: {names:?}");
+            for name in names {
+                assert!(
+                    exists(name),
+                    "{file} uses {name}, which Glimpse does not have"
+                );
+            }
+        }
+        let body = render_metrics();
+        for name in PROCESS_METRICS {
+            assert!(
+                body.contains(&format!("# HELP {name} ")),
+                "{name} not rendered: {body}"
             );
         }
     }
