@@ -110,6 +110,11 @@ pub async fn serve(
         Duration::from_secs(10),
         background.clone(),
     ));
+    tokio::spawn(watch_clickhouse(
+        client.clone(),
+        Duration::from_secs(5),
+        background.clone(),
+    ));
     tokio::spawn(retention_periodically(
         client.clone(),
         config.clickhouse_database.clone(),
@@ -310,6 +315,23 @@ async fn expire_visits(state: Arc<State>) {
         }
         state.privacy_limiter.forget_idle();
         state.erase_limiter.forget_idle();
+    }
+}
+
+/// Asks ClickHouse `SELECT 1` every `every`, for `glimpse_clickhouse_up` (1 answered, 0 not):
+/// an idle collector, which inserts nothing, still tells when its ClickHouse goes away.
+async fn watch_clickhouse(client: clickhouse::Client, every: Duration, stop: CancellationToken) {
+    loop {
+        let ping = client.query("SELECT 1").fetch_one::<u8>();
+        let up = matches!(
+            tokio::time::timeout(Duration::from_secs(5), ping).await,
+            Ok(Ok(1))
+        );
+        metrics::gauge!("glimpse_clickhouse_up").set(if up { 1.0 } else { 0.0 });
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
     }
 }
 

@@ -47,6 +47,10 @@ pub const GAUGES: &[(&str, &str)] = &[
         "Always 1; the labels say which version and git commit is running.",
     ),
     (
+        "glimpse_clickhouse_up",
+        "1 when ClickHouse answered the collector's last check (SELECT 1, every 5 seconds), else 0.",
+    ),
+    (
         "glimpse_queue_depth",
         "Accepted rows waiting in memory for the writer (without the spool).",
     ),
