@@ -81,7 +81,9 @@ fn benches(c: &mut Criterion) {
             cached.parse(black_box(UAS[i % UAS.len()]))
         })
     });
-    if let Some(geo) = &enrichers.geo {
+    if enrichers.geo.current().is_some() {
+        // Through the swappable handle, as the pipeline does.
+        let geo = &enrichers.geo;
         group.bench_function("geoip_lookup", |b| b.iter(|| geo.lookup(black_box(ip))));
     }
     group.bench_function("visitor_id_hash", |b| {

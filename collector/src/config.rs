@@ -74,6 +74,10 @@ pub struct Config {
     /// A MaxMind GeoLite2/GeoIP2 or DB-IP Lite City or Country database (`.mmdb`). Unset:
     /// no places are recorded.
     pub geoip_db: Option<PathBuf>,
+    /// How often the collector checks whether the GeoIP database file(s) changed (size,
+    /// modification time) and, if so, loads them without a restart, in seconds. 0: never.
+    /// Default 5.
+    pub geoip_check_secs: u64,
     /// Store the client's truncated network (e.g. `81.2.69.0/24`). Off by default: no part of
     /// the address is stored.
     pub store_ip_prefix: bool,
@@ -242,6 +246,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             client_ip_header: Default::default(),
             geoip_db: None,
+            geoip_check_secs: 5,
             store_ip_prefix: false,
             ipv4_prefix_length: 24,
             ipv6_prefix_length: 48,

@@ -110,6 +110,11 @@ pub async fn serve(
         Duration::from_secs(10),
         background.clone(),
     ));
+    tokio::spawn(watch_clickhouse(
+        client.clone(),
+        Duration::from_secs(5),
+        background.clone(),
+    ));
     tokio::spawn(retention_periodically(
         client.clone(),
         config.clickhouse_database.clone(),
@@ -136,7 +141,10 @@ pub async fn serve_with_sink<S: Sink>(
     telemetry::install();
     // `geoip_db` when set, else the free database `glimpse geoip update` installed under
     // `<data_dir>/geoip` (scripts/run.sh and the Docker image do that by default).
-    let geo = match ingest::geo::Source::of(&config) {
+    let geo_source = ingest::geo::Source::of(&config);
+    // Taken before the files are read, so that a change during start-up is seen by the reload.
+    let geo_loaded = ingest::geo_reload::Fingerprint::of(geo_source.as_ref());
+    let geo = match geo_source {
         Some(source) => {
             let geo = ingest::geo::GeoIp::open_all(&source.paths)?;
             tracing::info!(
@@ -150,7 +158,7 @@ pub async fn serve_with_sink<S: Sink>(
         None => {
             tracing::warn!(
                 "no GeoIP database (geoip_db unset and none installed by `glimpse geoip \
-                 update`): countries, regions and cities stay empty"
+                 update`): countries, regions and cities stay empty until one is"
             );
             None
         }
@@ -212,6 +220,14 @@ pub async fn serve_with_sink<S: Sink>(
         config: config.clone(),
     });
     let expiry = tokio::spawn(expire_visits(state.clone()));
+    // A new GeoIP file (geoipupdate, `glimpse geoip update`) is put in use without a restart.
+    let stop_geo_reload = CancellationToken::new();
+    let geo_reload = tokio::spawn(ingest::geo_reload::watch(
+        config.clone(),
+        state.enrichers.geo.clone(),
+        geo_loaded,
+        stop_geo_reload.clone(),
+    ));
     // Salts rotate at midnight whether or not events arrive, so an idle collector keeps none
     // past its 48 hours.
     let stop_rotation = CancellationToken::new();
@@ -233,6 +249,8 @@ pub async fn serve_with_sink<S: Sink>(
     expiry.abort();
     stop_rotation.cancel();
     let _ = rotation.await;
+    stop_geo_reload.cancel();
+    let _ = geo_reload.await;
     // The last handle on the queue or spool goes with the state: the writer or the spool's
     // appender now sees the end of the input.
     drop(state);
@@ -297,6 +315,23 @@ async fn expire_visits(state: Arc<State>) {
         }
         state.privacy_limiter.forget_idle();
         state.erase_limiter.forget_idle();
+    }
+}
+
+/// Asks ClickHouse `SELECT 1` every `every`, for `glimpse_clickhouse_up` (1 answered, 0 not):
+/// an idle collector, which inserts nothing, still tells when its ClickHouse goes away.
+async fn watch_clickhouse(client: clickhouse::Client, every: Duration, stop: CancellationToken) {
+    loop {
+        let ping = client.query("SELECT 1").fetch_one::<u8>();
+        let up = matches!(
+            tokio::time::timeout(Duration::from_secs(5), ping).await,
+            Ok(Ok(1))
+        );
+        metrics::gauge!("glimpse_clickhouse_up").set(if up { 1.0 } else { 0.0 });
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
     }
 }
 

@@ -17,6 +17,9 @@ use crate::http::response::{self, Body};
 use crate::http::server::{serve_connections, ConnectionLimits};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+/// The process's own metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, `process_start_time_seconds`, …), read from `/proc` at each scrape.
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
 
 /// Every metric the process records, with its HELP text. A test checks that each metric
 /// name in the sources is here.
@@ -33,12 +36,19 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ("glimpse_salt_rotations_total", "Daily rotations of the visitor-id salt."),
     ("glimpse_erase_mutations_total", "ClickHouse deletions run for visitors' erase requests."),
     ("glimpse_spool_write_errors_total", "Failed writes to the on-disk spool (disk full, I/O error)."),
+    ("glimpse_geoip_reloads_total", "GeoIP database reloads after its file changed, by result: ok, or failed (the file could not be used; the database loaded before stays in use)."),
+    ("glimpse_query_requests_total", "Query-service requests answered, by endpoint (the route pattern; unmatched for unknown paths) and HTTP status."),
+    ("glimpse_query_rollup_refreshes_total", "Refreshes of the query service's per-day rollup, by result (ok, failed)."),
     ("glimpse_spool_damaged_bytes_total", "Bytes of damaged spool records skipped (e.g. a torn write at a crash)."),
 ];
 pub const GAUGES: &[(&str, &str)] = &[
     (
         "glimpse_build_info",
         "Always 1; the labels say which version and git commit is running.",
+    ),
+    (
+        "glimpse_clickhouse_up",
+        "1 when ClickHouse answered the collector's last check (SELECT 1, every 5 seconds), else 0.",
     ),
     (
         "glimpse_queue_depth",
@@ -65,10 +75,37 @@ pub const GAUGES: &[(&str, &str)] = &[
         "Spool segment files not yet shipped to ClickHouse.",
     ),
 ];
-pub const HISTOGRAMS: &[(&str, &str)] = &[(
-    "glimpse_insert_duration_seconds",
-    "Time one ClickHouse insert of a batch took, in seconds.",
-)];
+pub const HISTOGRAMS: &[(&str, &str)] = &[
+    (
+        "glimpse_insert_duration_seconds",
+        "Time one ClickHouse insert of a batch took, in seconds.",
+    ),
+    (
+        "glimpse_query_request_duration_seconds",
+        "Time the query service took to answer a request, by endpoint, in seconds.",
+    ),
+    (
+        "glimpse_query_clickhouse_duration_seconds",
+        "Time a query-service request waited for ClickHouse (all its queries together), by endpoint, in seconds; only requests that queried ClickHouse.",
+    ),
+    (
+        "glimpse_query_rollup_refresh_duration_seconds",
+        "Time one refresh of the per-day rollup took, in seconds.",
+    ),
+];
+
+/// The process metrics (`metrics-process`, read from `/proc` at each scrape), for the
+/// dashboard and alert rules under `docker/` to be checked against.
+pub const PROCESS_METRICS: &[&str] = &[
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_virtual_memory_max_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_threads",
+];
 
 /// Installs the recorder once; later calls (several servers in one test process) reuse it.
 pub fn install() {
@@ -94,6 +131,9 @@ pub fn install() {
         for (name, help) in HISTOGRAMS {
             describe_histogram!(*name, Unit::Seconds, *help);
         }
+        PROCESS
+            .get_or_init(metrics_process::Collector::default)
+            .describe();
         metrics::gauge!(
             "glimpse_build_info",
             "version" => crate::VERSION,
@@ -109,6 +149,9 @@ pub fn render_metrics() -> String {
     install();
     match HANDLE.get() {
         Some(Some(handle)) => {
+            if let Some(process) = PROCESS.get() {
+                process.collect();
+            }
             handle.run_upkeep();
             handle.render()
         }
@@ -195,6 +238,58 @@ mod tests {
             assert!(
                 described.contains(&name.as_str()),
                 "{name} (in {path}) has no HELP text in telemetry.rs"
+            );
+        }
+    }
+
+    /// Every `glimpse_*` and `process_*` name in the Grafana dashboard and the Prometheus alert
+    /// rules under `docker/` is a metric the process describes (a histogram's `_bucket`,
+    /// `_sum` and `_count` series included), and the process metrics are really rendered.
+    #[test]
+    fn dashboard_and_alert_rules_use_only_metrics_that_exist() {
+        let described: Vec<&str> = COUNTERS
+            .iter()
+            .chain(GAUGES)
+            .chain(HISTOGRAMS)
+            .map(|(name, _)| *name)
+            .chain(PROCESS_METRICS.iter().copied())
+            .collect();
+        let exists = |name: &str| {
+            described.contains(&name)
+                || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                    name.strip_suffix(suffix).is_some_and(|base| {
+                        HISTOGRAMS.iter().any(|(histogram, _)| *histogram == base)
+                    })
+                })
+        };
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker");
+        for file in ["grafana/glimpse.json", "prometheus/alerts.yml"] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            if file.ends_with(".json") {
+                let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() > 5));
+            }
+            let words = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            let names: Vec<&str> = words
+                .filter(|w| {
+                    ["glimpse_", "process_"]
+                        .iter()
+                        .any(|prefix| w.len() > prefix.len() && w.starts_with(prefix))
+                })
+                .collect();
+            assert!(names.len() > 10, "{file}: too few metric names: {names:?}");
+            for name in names {
+                assert!(
+                    exists(name),
+                    "{file} uses {name}, which Glimpse does not have"
+                );
+            }
+        }
+        let body = render_metrics();
+        for name in PROCESS_METRICS {
+            assert!(
+                body.contains(&format!("# HELP {name} ")),
+                "{name} not rendered: {body}"
             );
         }
     }

@@ -907,3 +907,92 @@ async fn rate_limit_counts_every_site_of_a_beacon() {
     let (report, _) = server.stop().await;
     assert_eq!(report.rows_written, 2);
 }
+
+#[path = "../src/ingest/geo_test_dbs.rs"]
+mod geo_test_dbs;
+
+/// Replaces `path` the way `geoipupdate` and `glimpse geoip update` do: a new file renamed
+/// over the old one.
+fn replace_file(path: &std::path::Path, bytes: &[u8]) {
+    let temp = path.with_extension("new");
+    std::fs::write(&temp, bytes).unwrap();
+    std::fs::rename(&temp, path).unwrap();
+}
+
+/// Waits until the metric exceeds `before` (the reload happened), for at most 15 s.
+async fn wait_for_metric_above(server: &Server, name: &str, before: f64) -> f64 {
+    for _ in 0..150 {
+        let now = metric(server, name).await;
+        if now > before {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} stayed at {before}");
+}
+
+/// The place of the next stored row: a beacon from 81.2.69.142 (London in the city
+/// database), each time from another browser, so a new visit (a visit keeps its first place).
+async fn next_place(server: &Server) -> (String, String) {
+    let before = server.sink.rows.lock().unwrap().len();
+    let version = 100 + before;
+    let reply = server
+        .client
+        .post(format!("{}/api/event", server.base))
+        .header(
+            "user-agent",
+            format!("Mozilla/5.0 (X11; Linux x86_64; rv:{version}.0) Gecko/20100101 Firefox/{version}.0"),
+        )
+        .header("x-forwarded-for", "81.2.69.142")
+        .body(PAGEVIEW)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 202);
+    for _ in 0..200 {
+        if let Some(row) = server.sink.rows.lock().unwrap().get(before) {
+            return (row.country.clone(), row.city.clone());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the beacon did not reach the sink");
+}
+
+#[tokio::test]
+async fn geoip_database_is_reloaded_when_its_file_changes_and_a_damaged_one_is_refused() {
+    use geo_test_dbs::Kind;
+    const OK: &str = "glimpse_geoip_reloads_total{result=\"ok\"}";
+    const FAILED: &str = "glimpse_geoip_reloads_total{result=\"failed\"}";
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("GeoIP.mmdb");
+    replace_file(&db, &geo_test_dbs::bytes(Kind::MaxMindCity));
+    let server = Server::start(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.geoip_db = Some(db.clone());
+        c.geoip_check_secs = 1;
+    })
+    .await;
+    assert_eq!(next_place(&server).await, ("GB".into(), "London".into()));
+
+    // A country-only database replaces the city one: the next beacon has no city.
+    let ok = metric(&server, OK).await;
+    replace_file(&db, &geo_test_dbs::bytes(Kind::MaxMindCountry));
+    wait_for_metric_above(&server, OK, ok).await;
+    assert_eq!(next_place(&server).await, ("GB".into(), String::new()));
+
+    // A damaged file is refused: the country database keeps answering.
+    let (ok, failed) = (metric(&server, OK).await, metric(&server, FAILED).await);
+    replace_file(&db, &geo_test_dbs::bytes(Kind::Corrupt));
+    wait_for_metric_above(&server, FAILED, failed).await;
+    assert_eq!(next_place(&server).await, ("GB".into(), String::new()));
+    assert_eq!(metric(&server, OK).await, ok, "the damaged file was loaded");
+    // Tried once per change, not at every check.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(metric(&server, FAILED).await, failed + 1.0);
+
+    // Mended: the city database is back.
+    replace_file(&db, &geo_test_dbs::bytes(Kind::MaxMindCity));
+    wait_for_metric_above(&server, OK, ok).await;
+    assert_eq!(next_place(&server).await, ("GB".into(), "London".into()));
+    server.stop().await;
+}

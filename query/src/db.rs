@@ -99,7 +99,10 @@ impl Tracked {
         &self,
         query: impl Future<Output = Result<T, E>>,
     ) -> Result<T, ApiError> {
-        match tokio::time::timeout(self.limit, query).await {
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(self.limit, query).await;
+        crate::observe::clickhouse_took(started.elapsed());
+        match answer {
             Ok(result) => {
                 self.done.store(true, Ordering::SeqCst);
                 result.map_err(Into::into)

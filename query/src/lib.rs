@@ -10,6 +10,7 @@ pub mod auth;
 mod dashboard;
 pub mod db;
 pub mod error;
+mod observe;
 pub mod params;
 pub mod period;
 pub mod rollup;
@@ -78,6 +79,8 @@ pub async fn serve(
             .map_err(|reason| std::io::Error::other(format!("trusted_proxies: {reason}")))?;
     let client = glimpse_collector::sink::connect(&config, url);
     glimpse_collector::tls::check(&client, url).await?;
+    // The process-wide metrics recorder (served on `metrics_addr`), before the first request.
+    glimpse_collector::telemetry::install();
     let state = Arc::new(AppState {
         db: Db::new(client, config.query_max_execution_secs),
         database: config.clickhouse_database.clone(),
@@ -211,6 +214,8 @@ fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             request_context,
         ))
+        // Outermost, so that rate-limited answers are counted too.
+        .layer(axum::middleware::from_fn(observe::track_request))
         .with_state(state)
 }
 

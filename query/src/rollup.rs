@@ -203,14 +203,25 @@ pub async fn refresh_periodically(
         wait = interval;
         let now = jiff::Timestamp::now().as_second();
         let started = std::time::Instant::now();
-        match refresh(&client, &database, now).await {
-            Ok(report) => tracing::info!(
-                days_built = report.days_built.len(),
-                days_removed = report.days_removed.len(),
-                seconds = started.elapsed().as_secs_f64(),
-                "rollup refreshed"
-            ),
-            Err(error) => tracing::warn!(%error, "rollup not refreshed; will retry"),
+        let result = refresh(&client, &database, now).await;
+        let seconds = started.elapsed().as_secs_f64();
+        metrics::histogram!("glimpse_query_rollup_refresh_duration_seconds").record(seconds);
+        match result {
+            Ok(report) => {
+                metrics::counter!("glimpse_query_rollup_refreshes_total", "result" => "ok")
+                    .increment(1);
+                tracing::info!(
+                    days_built = report.days_built.len(),
+                    days_removed = report.days_removed.len(),
+                    seconds,
+                    "rollup refreshed"
+                )
+            }
+            Err(error) => {
+                metrics::counter!("glimpse_query_rollup_refreshes_total", "result" => "failed")
+                    .increment(1);
+                tracing::warn!(%error, "rollup not refreshed; will retry")
+            }
         }
     }
 }

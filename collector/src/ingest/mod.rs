@@ -8,6 +8,7 @@ pub mod beacon;
 pub mod bots;
 pub mod client_ip;
 pub mod geo;
+pub mod geo_reload;
 pub mod ip_prefix;
 pub mod optout;
 pub mod pipeline;

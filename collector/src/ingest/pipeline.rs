@@ -14,6 +14,7 @@ use url::Url;
 use super::beacon::Beacon;
 use super::bots::{BotDetector, BotReason};
 use super::geo::GeoIp;
+use super::geo_reload::LiveGeoIp;
 use super::ip_prefix;
 use super::optout::{self, OptOutPolicy, PrivacySignals};
 use super::pseudonym::DailySalts;
@@ -110,7 +111,8 @@ pub struct Enrichers {
     pub opt_out: OptOutPolicy,
     pub user_agents: UserAgentParser,
     pub bots: BotDetector,
-    pub geo: Option<GeoIp>,
+    /// The GeoIP database in use, swapped when its file changes.
+    pub geo: LiveGeoIp,
     /// `Some((v4 bits, v6 bits))` when the operator stores the truncated network.
     pub ip_prefix: Option<(u8, u8)>,
 }
@@ -127,7 +129,7 @@ impl Enrichers {
             },
             user_agents: UserAgentParser::new(config.user_agent_cache_size),
             bots: BotDetector::with_cache(config.user_agent_cache_size),
-            geo,
+            geo: LiveGeoIp::new(geo),
             ip_prefix: config
                 .store_ip_prefix
                 .then_some((config.ipv4_prefix_length, config.ipv6_prefix_length)),
@@ -212,11 +214,7 @@ pub fn process(
     } else {
         campaign.source.clone()
     };
-    let place = enrichers
-        .geo
-        .as_ref()
-        .map(|geo| geo.lookup(facts.client_ip))
-        .unwrap_or_default();
+    let place = enrichers.geo.lookup(facts.client_ip);
     let ip_prefix = enrichers
         .ip_prefix
         .map(|(v4, v6)| ip_prefix::truncate(facts.client_ip, v4, v6).to_string())
