@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestClickHouse;
+use common::{serve_metrics_until, TestClickHouse};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -37,12 +37,7 @@ async fn clickhouse_up_follows_clickhouse_going_away_under_an_idle_collector() {
         ..ch.config()
     };
     let stop = CancellationToken::new();
-    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics_url = format!("http://{}/metrics", metrics.local_addr().unwrap());
-    tokio::spawn(glimpse_collector::telemetry::serve_metrics(
-        metrics,
-        stop.clone().cancelled_owned(),
-    ));
+    let metrics_url = serve_metrics_until(&stop).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = tokio::spawn(glimpse_collector::serve(
         config,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{free_addr, post_until_accepted, wait_for_200, FIREFOX};
+use common::{free_addr, post_until_accepted, wait_for_200, wait_for_event_rows, FIREFOX};
 use glimpse_collector::ingest::pseudonym::SaltStore;
 use glimpse_collector::local_clickhouse::LocalClickHouse;
 use nix::sys::signal::{kill, Signal};
@@ -222,22 +222,7 @@ async fn stored(url: &str) -> Vec<String> {
 }
 
 async fn wait_for_rows(url: &str, n: usize, timeout: Duration) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let count: u64 = client(url)
-            .query("SELECT count() FROM glimpse.events")
-            .fetch_one()
-            .await
-            .unwrap_or(0);
-        if count as usize >= n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {count} of {n} rows arrived within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_event_rows(&client(url), n, timeout).await;
 }
 
 /// Files in a directory, sorted.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{free_addr, post_until_accepted, wait_for_200, FIREFOX};
+use common::{free_addr, post_until_accepted, wait_for_200, wait_for_event_rows, FIREFOX};
 use glimpse_collector::local_clickhouse::LocalClickHouse;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -95,23 +95,7 @@ impl World {
 
     /// Waits until ClickHouse holds at least `n` rows (the spool drained), at most `timeout`.
     async fn wait_for_rows(&self, n: usize, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let count: u64 = self
-                .client()
-                .query("SELECT count() FROM glimpse.events")
-                .fetch_one()
-                .await
-                .unwrap_or(0);
-            if count as usize >= n {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {count} of {n} rows arrived within {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_for_event_rows(&self.client(), n, timeout).await;
     }
 
     async fn sql(&self, statement: &str) {

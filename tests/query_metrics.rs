@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestClickHouse;
+use common::{serve_metrics_until, TestClickHouse};
 use glimpse_collector::config::SiteConfig;
 use glimpse_collector::Config;
 use tokio::net::TcpListener;
@@ -31,12 +31,7 @@ async fn stats_requests_show_up_as_glimpse_query_metrics_beside_process_metrics(
         ..ch.config()
     };
     let stop = CancellationToken::new();
-    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics_url = format!("http://{}/metrics", metrics.local_addr().unwrap());
-    tokio::spawn(glimpse_collector::telemetry::serve_metrics(
-        metrics,
-        stop.clone().cancelled_owned(),
-    ));
+    let metrics_url = serve_metrics_until(&stop).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(glimpse_query::serve(

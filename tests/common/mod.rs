@@ -156,3 +156,36 @@ pub async fn post_until_accepted(addr: std::net::SocketAddr, path: &str, timeout
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Polls `glimpse.events` through `client` until it holds at least `n` rows, failing after
+/// `timeout` with how many arrived. A query that fails (ClickHouse still starting) counts 0.
+pub async fn wait_for_event_rows(client: &clickhouse::Client, n: usize, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let count: u64 = client
+            .query("SELECT count() FROM glimpse.events")
+            .fetch_one()
+            .await
+            .unwrap_or(0);
+        if count as usize >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {count} of {n} rows arrived within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Serves this process's metrics on a free loopback port until `stop` is cancelled, as
+/// `metrics_addr` does under `glimpse serve`, and returns their URL.
+pub async fn serve_metrics_until(stop: &tokio_util::sync::CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    tokio::spawn(glimpse_collector::telemetry::serve_metrics(
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+    url
+}
