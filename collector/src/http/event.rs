@@ -176,15 +176,7 @@ impl Client {
 /// `429` + `Retry-After` for a client over its rate.
 fn rate_limited(wait: Duration) -> Response<Body> {
     reject("rate_limited");
-    let mut r = response::error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too many events from this client; slow down",
-        None,
-    );
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
-    r
+    response::too_many_requests("too many events from this client; slow down", wait)
 }
 
 /// Reads a body of at most `max_body_bytes` within `request_timeout_secs`.

@@ -93,14 +93,14 @@ async fn my_data_response<B>(
     // use up the page limit. Keyed like visitor ids, on the IPv6 /64.
     if erase {
         if let Err(wait) = state.erase_limiter.check(ip) {
-            return too_many(
+            return response::too_many_requests(
                 "too many erase requests from this network; try again later",
                 wait,
             );
         }
     }
     if let Err(wait) = state.privacy_limiter.check(ip) {
-        return too_many("too many requests; try again in a minute", wait);
+        return response::too_many_requests("too many requests; try again in a minute", wait);
     }
     let Some(client) = state.readiness.clickhouse.as_ref() else {
         return response::unavailable("visitor data is not available here", 60);
@@ -241,14 +241,6 @@ async fn erase_page(
         &keys,
         false,
     )
-}
-
-fn too_many(reason: &str, wait: std::time::Duration) -> Response<Body> {
-    let mut r = response::error(StatusCode::TOO_MANY_REQUESTS, reason, None);
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    r
 }
 
 /// The kinds of data stored with each event under this configuration.

@@ -92,6 +92,16 @@ pub fn unavailable(reason: &str, retry_after_secs: u32) -> Response<Body> {
     response
 }
 
+/// `429` telling the client to wait `wait` (in whole seconds, at least 1) before trying again.
+pub fn too_many_requests(reason: &str, wait: std::time::Duration) -> Response<Body> {
+    let mut response = error(StatusCode::TOO_MANY_REQUESTS, reason, None);
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
 /// The 1×1 transparent GIF that Matomo answers image requests with (43 bytes).
 pub const PIXEL_GIF: &[u8] = &[
     0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
