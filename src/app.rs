@@ -5,9 +5,9 @@ use anyhow::Context;
 use clap::Subcommand;
 use std::time::Duration;
 
-use glimpse_collector::local_clickhouse::{self, LocalClickHouse};
-use glimpse_collector::schema::{self, Flavor};
-use glimpse_collector::Config;
+use glimpse_core::db::local::{self, LocalClickHouse};
+use glimpse_core::schema::{self, Flavor};
+use glimpse_core::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -190,7 +190,7 @@ pub enum SiteCommand {
 
 /// Logs go to stderr; `GLIMPSE_LOG` (or `RUST_LOG`) sets the filter, default `info`;
 /// `log_format` how each line is written.
-pub fn init_tracing(format: glimpse_collector::config::LogFormat) {
+pub fn init_tracing(format: glimpse_core::config::LogFormat) {
     let filter = std::env::var("GLIMPSE_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".into());
@@ -198,11 +198,11 @@ pub fn init_tracing(format: glimpse_collector::config::LogFormat) {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr);
     match format {
-        glimpse_collector::config::LogFormat::Text => builder.init(),
+        glimpse_core::config::LogFormat::Text => builder.init(),
         // The event's fields at the top level beside `message`; the span it happened in
         // (a query-service request with its `request_id`) under `span`, and every open span
         // under `spans`.
-        glimpse_collector::config::LogFormat::Json => builder
+        glimpse_core::config::LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
@@ -231,7 +231,7 @@ pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
         if_missing,
     }) = &command
     {
-        use glimpse_collector::ingest::geo::{Source, EDITIONS};
+        use glimpse_core::geoip::{Source, EDITIONS};
         if *if_missing {
             if let Some(source) = Source::of(&config) {
                 let paths: Vec<String> = source
@@ -305,7 +305,7 @@ pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
             let attached = if is_service {
                 None
             } else {
-                local_clickhouse::attach(&dir).await
+                local::attach(&dir).await
             };
             if let Some(running) = attached {
                 tracing::debug!(url = %running.url, "using the ClickHouse of the running Glimpse");
@@ -330,7 +330,7 @@ pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
         }
     };
     if is_service {
-        glimpse_collector::http::server::raise_file_limit(&config);
+        glimpse_core::net::server::raise_file_limit(&config);
     }
     let services = run_services(command, config, shutdown.clone());
     tokio::pin!(services);
@@ -405,7 +405,7 @@ async fn run_services(
     ) {
         let metrics = bind(config.metrics_addr, "metrics_addr").await?;
         tracing::info!(addr = %metrics.local_addr()?, "metrics listening");
-        tokio::spawn(glimpse_collector::telemetry::serve_metrics(
+        tokio::spawn(glimpse_core::telemetry::serve_metrics(
             metrics,
             shutdown.clone().cancelled_owned(),
         ));
@@ -445,7 +445,7 @@ async fn run_services(
         Command::Query => query.await,
         Command::Migrate => {
             let url = config.clickhouse_url.as_deref().unwrap_or_default();
-            let client = glimpse_collector::sink::connect(&config, url);
+            let client = glimpse_core::db::connect(&config, url);
             let flavor = schema::migrate(&client, &config.clickhouse_database).await?;
             println!(
                 "schema of database {} is at version {} ({flavor:?} ClickHouse)",
@@ -492,10 +492,10 @@ async fn run_services(
 async fn retention_apply(config: &Config) -> anyhow::Result<()> {
     use glimpse_collector::admin::{retention, wait_until_zero};
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
-    let client = glimpse_collector::sink::connect(config, url);
+    let client = glimpse_core::db::connect(config, url);
     let db = &config.clickhouse_database;
     schema::migrate(&client, db).await?;
-    let now = glimpse_collector::http::unix_now();
+    let now = glimpse_core::clock::unix_now();
     let report = retention::apply(&client, db, &config.sites, now).await?;
     for partition in &report.partitions_dropped {
         println!("dropped partition {partition}");
@@ -570,7 +570,7 @@ async fn export(
     let (from, to) = (day_start(from)?, day_start(to)? + 86_400);
     anyhow::ensure!(from < to, "--from must not be after --to");
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
-    let client = glimpse_collector::sink::connect(config, url);
+    let client = glimpse_core::db::connect(config, url);
     let mut out: Box<dyn std::io::Write> = match &output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
@@ -597,7 +597,7 @@ async fn import(
     file: &std::path::Path,
 ) -> anyhow::Result<()> {
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
-    let client = glimpse_collector::sink::connect(config, url);
+    let client = glimpse_core::db::connect(config, url);
     schema::migrate(&client, &config.clickhouse_database).await?;
     let input: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
@@ -626,7 +626,7 @@ async fn import_plausible(
 ) -> anyhow::Result<()> {
     use glimpse_collector::admin::plausible_import;
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
-    let client = glimpse_collector::sink::connect(config, url);
+    let client = glimpse_core::db::connect(config, url);
     let db = &config.clickhouse_database;
     schema::migrate(&client, db).await?;
     // The export's days are the site's days: its time zone decides which of them Glimpse's
@@ -663,7 +663,7 @@ async fn import_plausible(
 async fn erase_visitor(config: &Config, site: &str, visitor_id: u64) -> anyhow::Result<()> {
     use glimpse_collector::admin::{erase, wait_until_zero};
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
-    let client = glimpse_collector::sink::connect(config, url);
+    let client = glimpse_core::db::connect(config, url);
     let db = &config.clickhouse_database;
     let rows = erase::visitor(&client, db, site, visitor_id).await?;
     let sql =
@@ -684,7 +684,7 @@ async fn admin_key(command: KeyCommand, config: &Config) -> anyhow::Result<()> {
     use glimpse_query::auth;
     // The schema brought up to date first: the keys and sites tables are migrations.
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
-    let client = glimpse_collector::sink::connect(config, url);
+    let client = glimpse_core::db::connect(config, url);
     schema::migrate(&client, &config.clickhouse_database).await?;
     let db = &config.clickhouse_database;
     match command {
@@ -721,7 +721,7 @@ async fn admin_site(command: SiteCommand, config: &Config) -> anyhow::Result<()>
     use glimpse_query::auth;
     // The schema brought up to date first: the keys and sites tables are migrations.
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
-    let client = glimpse_collector::sink::connect(config, url);
+    let client = glimpse_core::db::connect(config, url);
     schema::migrate(&client, &config.clickhouse_database).await?;
     let db = &config.clickhouse_database;
     match command {

@@ -25,12 +25,7 @@ struct Cli {
 fn main() -> ExitCode {
     // `--version` says which commit this is: `0.1.0 (1a2b3c4d5e6f)`.
     let version: &'static str = Box::leak(
-        format!(
-            "{} ({})",
-            glimpse_collector::VERSION,
-            glimpse_collector::GIT_SHA
-        )
-        .into_boxed_str(),
+        format!("{} ({})", glimpse_core::VERSION, glimpse_core::GIT_SHA).into_boxed_str(),
     );
     let matches = Cli::command().version(version).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -45,7 +40,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     // Exit 2: the configuration cannot be used (`glimpse config check` says the same).
-    let config = match glimpse_collector::Config::load(cli.config.as_deref()) {
+    let config = match glimpse_core::Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("glimpse: {error}");

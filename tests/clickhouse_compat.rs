@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clickhouse::Row;
-use glimpse_collector::schema::{migration_statements, EventRow, Flavor, EVENTS_TABLE};
+use glimpse_core::schema::{migration_statements, EventRow, Flavor, EVENTS_TABLE};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{browser_client, free_addr, wait_for_200};
-use glimpse_collector::tls::CaCert;
+use glimpse_core::db::tls::CaCert;
 
 fn openssl(dir: &Path, args: &[&str]) {
     let output = std::process::Command::new("openssl")
@@ -182,7 +182,7 @@ impl HttpsClickHouse {
     }
 
     fn client(&self, ca: &CaCert) -> clickhouse::Client {
-        glimpse_collector::tls::client(Some(ca))
+        glimpse_core::db::tls::client(Some(ca))
             .with_url(self.url())
             .with_validation(false)
     }

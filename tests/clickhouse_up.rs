@@ -32,7 +32,7 @@ async fn wait_for(http: &reqwest::Client, metrics_url: &str, want: f64) {
 async fn clickhouse_up_follows_clickhouse_going_away_under_an_idle_collector() {
     let ch = TestClickHouse::start().await;
     let data = tempfile::tempdir().unwrap();
-    let config = glimpse_collector::Config {
+    let config = glimpse_core::Config {
         data_dir: data.path().to_path_buf(),
         ..ch.config()
     };

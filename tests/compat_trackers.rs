@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::browser::{props, require_browser, run_driver};
 use common::{browser_client, wait_for_200, TestClickHouse};
-use glimpse_collector::config::SiteConfig;
-use glimpse_collector::schema::EventRow;
+use glimpse_core::schema::EventRow;
+use glimpse_core::site::Site;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -43,11 +43,11 @@ fn require_trackers() {
     }
 }
 
-fn config(ch: &TestClickHouse) -> glimpse_collector::Config {
+fn config(ch: &TestClickHouse) -> glimpse_core::Config {
     let mut config = ch.config();
     config.sites = [UMAMI_SITE, MATOMO_SITE, PIXEL_SITE]
         .into_iter()
-        .map(SiteConfig::new)
+        .map(Site::new)
         .collect();
     config.umami_websites = [(UMAMI_WEBSITE.to_string(), UMAMI_SITE.to_string())].into();
     config.matomo_sites = [("1".to_string(), MATOMO_SITE.to_string())].into();
@@ -95,7 +95,7 @@ async fn real_umami_and_matomo_trackers_and_the_pixel_record_the_right_rows() {
     // The process's metrics listener (`metrics_addr`), not the public port.
     let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_base = format!("http://{}", metrics_listener.local_addr().unwrap());
-    tokio::spawn(glimpse_collector::telemetry::serve_metrics(
+    tokio::spawn(glimpse_core::telemetry::serve_metrics(
         metrics_listener,
         std::future::pending(),
     ));

@@ -21,7 +21,7 @@ use std::process::{ExitStatus, Stdio};
 use std::str::FromStr;
 use std::time::Duration;
 
-use glimpse_collector::local_clickhouse::LocalClickHouse;
+use glimpse_core::db::local::LocalClickHouse;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Deserialize;

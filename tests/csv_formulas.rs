@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestClickHouse;
-use glimpse_collector::schema::EventRow;
+use glimpse_core::schema::EventRow;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use common::browser::{require_browser, run_driver};
 use common::TestClickHouse;
-use glimpse_collector::config::SiteConfig;
-use glimpse_collector::schema::EventRow;
-use glimpse_collector::Config;
+use glimpse_core::schema::EventRow;
+use glimpse_core::site::{Site, SiteConfig};
+use glimpse_core::Config;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -143,7 +143,7 @@ struct Service {
 
 async fn start() -> Service {
     let ch = TestClickHouse::start().await;
-    glimpse_collector::schema::migrate(&ch.client, "glimpse")
+    glimpse_core::schema::migrate(&ch.client, "glimpse")
         .await
         .expect("migrate");
     let mut insert = ch
@@ -179,12 +179,13 @@ async fn start() -> Service {
 
     let config = Config {
         sites: vec![
-            SiteConfig {
+            Site::parse(SiteConfig {
                 share_token: Some(SHARE_TOKEN.into()),
                 goals: GOALS.map(String::from).to_vec(),
                 ..SiteConfig::new(SITE)
-            },
-            SiteConfig::new(OTHER),
+            })
+            .unwrap(),
+            Site::new(OTHER),
         ],
         ..ch.config()
     };

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{free_addr, post_until_accepted, wait_for_200, wait_for_event_rows, FIREFOX};
 use glimpse_collector::ingest::pseudonym::SaltStore;
-use glimpse_collector::local_clickhouse::LocalClickHouse;
+use glimpse_core::db::local::LocalClickHouse;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{free_addr, post_until_accepted, wait_for_200, wait_for_event_rows, FIREFOX};
-use glimpse_collector::local_clickhouse::LocalClickHouse;
+use glimpse_core::db::local::LocalClickHouse;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -438,7 +438,7 @@ async fn a_batch_insert_still_running_is_waited_for() {
 
     let world = World::new().await;
     let client = world.client();
-    glimpse_collector::schema::migrate(&client, "glimpse")
+    glimpse_core::schema::migrate(&client, "glimpse")
         .await
         .unwrap();
     let batch_id = 0x5EED_u64;
@@ -479,7 +479,7 @@ async fn a_batch_insert_still_running_is_waited_for() {
     let flavor = std::sync::Arc::new(std::sync::OnceLock::new());
     let sink = ClickHouseSink::new(client.clone(), "glimpse", flavor);
     // A re-send while the orphan runs is refused...
-    let row = glimpse_collector::schema::EventRow {
+    let row = glimpse_core::schema::EventRow {
         site: "example.com".into(),
         pathname: "/again".into(),
         batch_id,

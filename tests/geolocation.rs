@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use common::{browser_client, wait_for_200, TestClickHouse};
 use geo_test_dbs::{Kind, PLACES, UNKNOWN};
-use glimpse_collector::config::SiteConfig;
-use glimpse_collector::ingest::geo::default_dir;
-use glimpse_collector::Config;
+use glimpse_core::geoip::default_dir;
+use glimpse_core::site::Site;
+use glimpse_core::Config;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -79,7 +79,7 @@ fn case_config(ch: &TestClickHouse, case: &Case, data_dir: &Path) -> Config {
     let geoip = default_dir(data_dir);
     std::fs::create_dir_all(&geoip).unwrap();
     let mut config = Config {
-        sites: vec![SiteConfig::new(case.site)],
+        sites: vec![Site::new(case.site)],
         data_dir: data_dir.to_path_buf(),
         trusted_proxies: vec!["127.0.0.1".into()],
         ..ch.config()
@@ -213,7 +213,7 @@ async fn locations_come_from_each_database_layout_through_a_trusted_proxy() {
         .position(|c| c.site == "dbip-city.example")
         .unwrap();
     let config = Config {
-        sites: CASES.iter().map(|c| SiteConfig::new(c.site)).collect(),
+        sites: CASES.iter().map(|c| Site::new(c.site)).collect(),
         ..case_config(&ch, &CASES[credited], dirs[credited].path())
     };
     let (key, _) = glimpse_query::auth::create_key(&ch.client, "glimpse", &config, "*", "geo")

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{browser_client, free_addr, wait_for_200, TestClickHouse};
-use glimpse_collector::schema::EventRow;
+use glimpse_core::schema::EventRow;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -315,7 +315,7 @@ async fn migrations_are_idempotent_and_recorded() {
         .fetch_all()
         .await
         .unwrap();
-    let expected: Vec<u32> = glimpse_collector::schema::MIGRATIONS
+    let expected: Vec<u32> = glimpse_core::schema::MIGRATIONS
         .iter()
         .map(|m| m.version)
         .collect();

@@ -8,11 +8,11 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use common::{wait_for_200, TestClickHouse, FIREFOX};
-use glimpse_collector::config::SiteConfig;
-use glimpse_collector::schema::EventRow;
+use glimpse_core::schema::EventRow;
+use glimpse_core::site::Site;
 
 fn now() -> u32 {
-    glimpse_collector::http::unix_now()
+    glimpse_core::clock::unix_now()
 }
 
 async fn insert(ch: &TestClickHouse, rows: &[EventRow]) {
@@ -109,11 +109,11 @@ async fn retention_deletes_expired_events_and_keeps_fresh_ones() {
 async fn visitors_see_download_and_erase_only_their_own_data() {
     let ch = TestClickHouse::start().await;
     let mut config = ch.config();
-    config.sites = vec![SiteConfig::new("example.com")];
+    config.sites = vec![Site::new("example.com")];
     config.batch_max_delay_ms = 50;
     // The event list is shown only with this opt-in (the default is a summary; see
     // tests/visitor_privacy.rs).
-    config.visitor_data_detail = glimpse_collector::config::VisitorDataDetail::Full;
+    config.visitor_data_detail = glimpse_core::config::VisitorDataDetail::Full;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -39,7 +39,7 @@ fn the_systemd_unit_verifies_and_is_hardened() {
         .unwrap()
         .parse()
         .unwrap();
-    let shutdown = glimpse_collector::Config::default().shutdown_timeout_secs;
+    let shutdown = glimpse_core::Config::default().shutdown_timeout_secs;
     assert!(stop > shutdown, "TimeoutStopSec={stop} <= {shutdown}");
 
     // verify checks that ExecStart's binary exists: this build's, in a copy of the unit.
@@ -80,7 +80,7 @@ const QUERY_PATHS: [&str; 4] = [
 ];
 
 fn collector_paths() -> Vec<String> {
-    glimpse_collector::http::public_paths(&glimpse_collector::Config::default())
+    glimpse_collector::http::public_paths(&glimpse_core::Config::default())
 }
 
 /// Caddy's `path` matcher: exact, `prefix*` or `*suffix`.

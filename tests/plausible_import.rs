@@ -14,8 +14,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use common::TestClickHouse;
-use glimpse_collector::config::SiteConfig;
-use glimpse_collector::schema::EventRow;
+use glimpse_core::schema::EventRow;
+use glimpse_core::site::Site;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -53,7 +53,7 @@ impl Figures {
 }
 
 fn today() -> u32 {
-    let now = glimpse_collector::http::unix_now();
+    let now = glimpse_core::clock::unix_now();
     now - now % DAY
 }
 
@@ -404,7 +404,7 @@ async fn plausible_export_is_imported_and_added_to_the_stats() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let mut query_config = ch.config();
-    query_config.sites = vec![SiteConfig::new(SITE)];
+    query_config.sites = vec![Site::new(SITE)];
     tokio::spawn(glimpse_query::serve(
         query_config.clone(),
         listener,

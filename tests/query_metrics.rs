@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{serve_metrics_until, TestClickHouse};
-use glimpse_collector::config::SiteConfig;
-use glimpse_collector::Config;
+use glimpse_core::site::Site;
+use glimpse_core::Config;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -22,11 +22,11 @@ fn value(body: &str, series: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_requests_show_up_as_glimpse_query_metrics_beside_process_metrics() {
     let ch = TestClickHouse::start().await;
-    glimpse_collector::schema::migrate(&ch.client, "glimpse")
+    glimpse_core::schema::migrate(&ch.client, "glimpse")
         .await
         .expect("migrate");
     let config = Config {
-        sites: vec![SiteConfig::new("example.com")],
+        sites: vec![Site::new("example.com")],
         rollup_interval_secs: 3600,
         ..ch.config()
     };

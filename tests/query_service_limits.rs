@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The query service (default settings) in-process on a free port.
 async fn query_service(ch: &TestClickHouse, stop: &CancellationToken) -> SocketAddr {
-    glimpse_collector::schema::migrate(&ch.client, "glimpse")
+    glimpse_core::schema::migrate(&ch.client, "glimpse")
         .await
         .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use common::TestClickHouse;
-use glimpse_collector::config::SiteConfig;
 use glimpse_collector::ingest::sessions::stamp_visits;
-use glimpse_collector::schema::EventRow;
-use glimpse_collector::Config;
+use glimpse_core::schema::EventRow;
+use glimpse_core::site::{Site, SiteConfig};
+use glimpse_core::Config;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde_json::{json, Value};
@@ -616,13 +616,14 @@ fn config(ch: &TestClickHouse, min_group_size: u64) -> Config {
     };
     Config {
         sites: vec![
-            SiteConfig {
+            Site::parse(SiteConfig {
                 share_token: Some(SHARE_TOKEN.into()),
                 goals: GOALS.map(String::from).to_vec(),
                 ..site(SITE, "UTC")
-            },
-            site(BERLIN, "Europe/Berlin"),
-            site(OTHER, "UTC"),
+            })
+            .unwrap(),
+            Site::parse(site(BERLIN, "Europe/Berlin")).unwrap(),
+            Site::parse(site(OTHER, "UTC")).unwrap(),
         ],
         min_group_size,
         ..ch.config()
@@ -631,7 +632,7 @@ fn config(ch: &TestClickHouse, min_group_size: u64) -> Config {
 
 async fn start() -> Service {
     let ch = TestClickHouse::start().await;
-    glimpse_collector::schema::migrate(&ch.client, "glimpse")
+    glimpse_core::schema::migrate(&ch.client, "glimpse")
         .await
         .expect("migrate");
     let fixture = fixture();
@@ -2011,7 +2012,7 @@ async fn rollup_answers_the_same_on_current_clickhouse(
     }
     std::fs::write(dir.path().join("events.native"), native).unwrap();
 
-    let day_number = |day: &str| glimpse_collector::schema::day_number(day.parse().unwrap());
+    let day_number = |day: &str| glimpse_core::schema::day_number(day.parse().unwrap());
     let mut builds = Vec::new();
     let mut days_of: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     for (site, day) in visit_days {
@@ -2035,12 +2036,11 @@ async fn rollup_answers_the_same_on_current_clickhouse(
         (BERLIN, "Europe/Berlin", "2026-03-25,2026-03-31"),
     ];
     for (domain, tz, dates) in cases {
-        let site = glimpse_query::auth::Site {
-            domain: domain.into(),
+        let site = Site::parse(SiteConfig {
             timezone: tz.into(),
-            share_token: None,
-            goals: Vec::new(),
-        };
+            ..SiteConfig::new(domain)
+        })
+        .unwrap();
         let rolled = &days_of[domain];
         let mut ask = |endpoint: Endpoint, extra: &[(&str, &str)]| {
             let mut query: HashMap<String, String> = [
@@ -2093,8 +2093,8 @@ async fn rollup_answers_the_same_on_current_clickhouse(
     };
     write(
         "schema.json",
-        &json!(glimpse_collector::schema::migration_statements(
-            glimpse_collector::schema::Flavor::Modern,
+        &json!(glimpse_core::schema::migration_statements(
+            glimpse_core::schema::Flavor::Modern,
             "glimpse"
         )),
     );

@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use glimpse_collector::schema::{migration_statements, Flavor};
+use glimpse_core::schema::{migration_statements, Flavor};
 
 #[test]
 fn every_stats_statement_runs_on_current_clickhouse() {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::browser::{props, require_browser, run_driver};
 use common::{browser_client, wait_for_200, TestClickHouse};
 use glimpse_collector::http::script;
-use glimpse_collector::schema::EventRow;
+use glimpse_core::schema::EventRow;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -26,7 +26,7 @@ struct Collector {
     >,
 }
 
-async fn start_collector(config: glimpse_collector::Config) -> Collector {
+async fn start_collector(config: glimpse_core::Config) -> Collector {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();

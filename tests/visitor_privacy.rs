@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use common::{wait_for_200, TestClickHouse, FIREFOX};
-use glimpse_collector::config::SiteConfig;
-use glimpse_collector::Config;
+use glimpse_core::site::Site;
+use glimpse_core::Config;
 
 struct Collector {
     base: String,
@@ -50,7 +50,7 @@ impl Collector {
 
 fn config(ch: &TestClickHouse) -> Config {
     Config {
-        sites: vec![SiteConfig::new("example.com")],
+        sites: vec![Site::new("example.com")],
         batch_max_delay_ms: 50,
         ..ch.config()
     }
@@ -98,7 +98,7 @@ async fn a_neighbour_with_the_same_address_and_browser_learns_no_pages_referrers
     let base = &collector.base;
     // The visitor, then a neighbour behind the same address with the same browser.
     let visitor = browser("127.30.0.1");
-    let before = glimpse_collector::http::unix_now();
+    let before = glimpse_core::clock::unix_now();
     pageview(
         &visitor,
         base,
@@ -107,7 +107,7 @@ async fn a_neighbour_with_the_same_address_and_browser_learns_no_pages_referrers
     )
     .await;
     pageview(&visitor, base, "/second-page", "").await;
-    let after = glimpse_collector::http::unix_now();
+    let after = glimpse_core::clock::unix_now();
     wait_for_rows(&ch, 2).await;
     let stored: Vec<u32> = ch
         .client

@@ -205,7 +205,7 @@ async fn ingest(
     drop(bare);
 
     // 2. Glimpse, spool on and off, against a real ClickHouse.
-    let clickhouse = glimpse_collector::local_clickhouse::LocalClickHouse::start(
+    let clickhouse = glimpse_core::db::local::LocalClickHouse::start(
         &work.path().join("clickhouse"),
         "clickhouse-server",
     )

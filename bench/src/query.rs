@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use glimpse_collector::config::{Config, SiteConfig};
-use glimpse_collector::schema::EventRow;
+use glimpse_core::config::Config;
+use glimpse_core::schema::EventRow;
+use glimpse_core::site::Site;
 
 const SITES: [&str; 3] = ["example.com", "shop.example", "blog.example"];
 const DAYS: u32 = 90;
@@ -150,17 +151,17 @@ pub async fn run(
     chdb: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
-    let clickhouse = glimpse_collector::local_clickhouse::LocalClickHouse::start(
+    let clickhouse = glimpse_core::db::local::LocalClickHouse::start(
         &work.path().join("clickhouse"),
         "clickhouse-server",
     )
     .await?;
     let client = clickhouse.client();
-    glimpse_collector::schema::migrate(&client, "glimpse").await?;
+    glimpse_core::schema::migrate(&client, "glimpse").await?;
     let config = Config {
         clickhouse_url: Some(clickhouse.url().to_string()),
         clickhouse_password: clickhouse.password().to_string(),
-        sites: SITES.iter().map(|s| SiteConfig::new(*s)).collect(),
+        sites: SITES.iter().map(|s| Site::new(*s)).collect(),
         // Built below, after each size is loaded.
         rollup_interval_secs: 0,
         ..Config::default()
@@ -175,7 +176,7 @@ pub async fn run(
         std::future::pending::<()>(),
     ));
 
-    let now = glimpse_collector::http::unix_now();
+    let now = glimpse_core::clock::unix_now();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut stored = 0u64;
     let mut table: Vec<SizeResult> = Vec::new();
@@ -367,10 +368,8 @@ async fn time_on_chdb(
         glimpse_query::rollup::rolled_days(client, "glimpse", SITES[0], today - 400, today).await?;
     anyhow::ensure!(!rolled.is_empty(), "no rolled days to time on chdb");
 
-    let schema = glimpse_collector::schema::migration_statements(
-        glimpse_collector::schema::Flavor::Modern,
-        "glimpse",
-    );
+    let schema =
+        glimpse_core::schema::migration_statements(glimpse_core::schema::Flavor::Modern, "glimpse");
     std::fs::write(dir.join("schema.json"), serde_json::to_vec(&schema)?)?;
     let now = jiff::Timestamp::from_second(i64::from(now))?;
     // Each query twice: over the events only, then with the rollup.
@@ -424,12 +423,7 @@ pub fn dashboard_statements(
     rolled: &[i64],
 ) -> anyhow::Result<Vec<(&'static str, Vec<String>)>> {
     use anyhow::Context;
-    let site = glimpse_query::auth::Site {
-        domain: "example.com".into(),
-        timezone: "UTC".into(),
-        share_token: None,
-        goals: Vec::new(),
-    };
+    let site = glimpse_core::site::Site::new("example.com");
     let mut queries = Vec::new();
     for (name, path) in QUERIES {
         let (endpoint, query) = path.split_once('?').context("query path")?;

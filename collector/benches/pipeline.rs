@@ -6,7 +6,6 @@ use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use glimpse_collector::config::{Config, SiteConfig};
 use glimpse_collector::ingest::beacon::{parse, BeaconLimits};
 use glimpse_collector::ingest::geo::GeoIp;
 use glimpse_collector::ingest::optout::PrivacySignals;
@@ -14,6 +13,8 @@ use glimpse_collector::ingest::pipeline::{process, Enrichers, RequestFacts};
 use glimpse_collector::ingest::pseudonym::DailySalts;
 use glimpse_collector::ingest::useragent::UserAgentParser;
 use glimpse_collector::sink::spool::segment::encode_record;
+use glimpse_core::config::Config;
+use glimpse_core::site::Site;
 
 const BODY: &[u8] = br#"{"n":"pageview","u":"https://www.example.com/blog/2026/rust-analytics?utm_source=newsletter&utm_medium=email","d":"example.com","r":"https://www.google.com/search?q=privacy+analytics","w":1440,"p":{"plan":"pro"}}"#;
 const UAS: &[&str] = &[
@@ -38,7 +39,7 @@ fn geoip() -> Option<GeoIp> {
 fn benches(c: &mut Criterion) {
     let limits = BeaconLimits::default();
     let config = Config {
-        sites: vec![SiteConfig::new("example.com")],
+        sites: vec![Site::new("example.com")],
         ..Config::default()
     };
     let enrichers = Enrichers::from_config(&config, geoip()).unwrap();

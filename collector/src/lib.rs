@@ -6,17 +6,10 @@
 //! migrations), `local_clickhouse` (the ClickHouse Glimpse starts when none is configured).
 
 pub mod admin;
-pub mod config;
-pub mod csv_safe;
-pub mod goals;
 pub mod http;
 pub mod ingest;
-pub mod local_clickhouse;
 pub mod privacy_statement;
-pub mod schema;
 pub mod sink;
-pub mod telemetry;
-pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -26,7 +19,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
+use glimpse_core::Config;
 use http::{Readiness, State};
 use ingest::pipeline::Enrichers;
 use ingest::pseudonym::SaltStore;
@@ -45,11 +38,6 @@ pub struct ServeReport {
     pub rows_left_in_spool: u64,
 }
 
-/// Glimpse's version (`Cargo.toml`).
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// The git commit Glimpse was built from (12 hex digits), or `unknown` (built without git).
-pub const GIT_SHA: &str = env!("GLIMPSE_GIT_SHA");
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("no ClickHouse URL: set clickhouse_url (GLIMPSE_CLICKHOUSE_URL)")]
@@ -63,19 +51,16 @@ pub enum ServeError {
     #[error("{0}")]
     Spool(#[from] sink::spool::SpoolError),
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] glimpse_core::db::tls::TlsError),
 }
 
 /// The checks of the configuration the collector makes at start-up without touching the
 /// network or disk (`glimpse config check`); the errors are those [`serve`] returns.
 pub fn check_config(config: &Config) -> Result<(), ServeError> {
-    ingest::sites::Sites::new(&config.sites).map_err(ServeError::Config)?;
     config
         .trusted_proxies()
         .map_err(|e| ServeError::Config(e.to_string()))?;
-    config
-        .spool_config()
-        .map_err(|e| ServeError::Config(e.to_string()))?;
+    sink::spool::SpoolConfig::from_config(config).map_err(|e| ServeError::Config(e.to_string()))?;
     Ok(())
 }
 
@@ -91,8 +76,8 @@ pub async fn serve(
         .clickhouse_url
         .clone()
         .ok_or(ServeError::NoClickHouse)?;
-    let client = sink::connect(&config, &url);
-    tls::check(&client, &url).await?;
+    let client = glimpse_core::db::connect(&config, &url);
+    glimpse_core::db::tls::check(&client, &url).await?;
     let readiness = Arc::new(Readiness::new(Some(client.clone())));
     let background = CancellationToken::new();
     let flavor = Arc::new(std::sync::OnceLock::new());
@@ -138,10 +123,10 @@ pub async fn serve_with_sink<S: Sink>(
     readiness: Arc<Readiness>,
     drops: Arc<sink::DropCounts>,
 ) -> Result<ServeReport, ServeError> {
-    telemetry::install();
+    glimpse_core::telemetry::install();
     // `geoip_db` when set, else the free database `glimpse geoip update` installed under
     // `<data_dir>/geoip` (scripts/run.sh and the Docker image do that by default).
-    let geo_source = ingest::geo::Source::of(&config);
+    let geo_source = glimpse_core::geoip::Source::of(&config);
     // Taken before the files are read, so that a change during start-up is seen by the reload.
     let geo_loaded = ingest::geo_reload::Fingerprint::of(geo_source.as_ref());
     let geo = match geo_source {
@@ -167,7 +152,7 @@ pub async fn serve_with_sink<S: Sink>(
     let trusted_proxies = config
         .trusted_proxies()
         .map_err(|e| ServeError::Config(e.to_string()))?;
-    let now = http::unix_now();
+    let now = glimpse_core::clock::unix_now();
     let salts = Arc::new(SaltStore::open(
         &config.salt_dir(),
         ingest::pseudonym::day_of(u64::from(now)),
@@ -179,8 +164,7 @@ pub async fn serve_with_sink<S: Sink>(
     let config = Arc::new(config);
     let control = WriterControl::default();
     let (ingest, buffer) = if config.spool {
-        let spool_config = config
-            .spool_config()
+        let spool_config = sink::spool::SpoolConfig::from_config(&config)
             .map_err(|e| ServeError::Config(e.to_string()))?;
         let (spool, tasks) = sink::spool::open(spool_config, sink, control.clone())?;
         (Ingest::Spool(spool), Buffer::Spool(tasks))
@@ -202,8 +186,10 @@ pub async fn serve_with_sink<S: Sink>(
         sessions: Sessions::with_limit(config.max_open_visits),
         drops,
         ingest,
-        privacy_limiter: http::rate_limit::RateLimiter::per_minute(10, 5),
-        erase_limiter: http::rate_limit::RateLimiter::per_hour(config.erase_limit_per_hour),
+        privacy_limiter: glimpse_core::net::rate_limit::RateLimiter::per_minute(10, 5),
+        erase_limiter: glimpse_core::net::rate_limit::RateLimiter::per_hour(
+            config.erase_limit_per_hour,
+        ),
         erasures: readiness.clickhouse.clone().map(|client| {
             admin::visitor_data::EraseQueue::start(
                 client,
@@ -212,7 +198,7 @@ pub async fn serve_with_sink<S: Sink>(
             )
         }),
         first_party: http::FirstParty::from_config(&config),
-        rate_limiter: http::rate_limit::RateLimiter::new(
+        rate_limiter: glimpse_core::net::rate_limit::RateLimiter::new(
             config.rate_limit_per_ip,
             config.rate_limit_burst,
         ),
@@ -306,7 +292,7 @@ enum Buffer {
 async fn expire_visits(state: Arc<State>) {
     loop {
         tokio::time::sleep(Duration::from_secs(60)).await;
-        let open = state.sessions.expire(http::unix_now());
+        let open = state.sessions.expire(glimpse_core::clock::unix_now());
         metrics::gauge!("glimpse_open_visits").set(open as f64);
         let (_, bytes) = state.sessions.footprint();
         metrics::gauge!("glimpse_open_visits_bytes").set(bytes as f64);
@@ -340,7 +326,7 @@ async fn watch_clickhouse(client: clickhouse::Client, every: Duration, stop: Can
 async fn retention_periodically(
     client: clickhouse::Client,
     database: String,
-    sites: Vec<config::SiteConfig>,
+    sites: Vec<glimpse_core::site::Site>,
     stop: CancellationToken,
 ) {
     let mut wait = Duration::from_secs(60);
@@ -350,7 +336,9 @@ async fn retention_periodically(
             _ = stop.cancelled() => return,
         }
         wait = Duration::from_secs(6 * 60 * 60);
-        match admin::retention::apply(&client, &database, &sites, http::unix_now()).await {
+        match admin::retention::apply(&client, &database, &sites, glimpse_core::clock::unix_now())
+            .await
+        {
             Ok(report) => tracing::info!(
                 partitions_dropped = ?report.partitions_dropped,
                 rows_scheduled = ?report.rows_scheduled,
@@ -367,12 +355,12 @@ async fn migrate_until_done(
     client: clickhouse::Client,
     database: String,
     readiness: Arc<Readiness>,
-    flavor: Arc<std::sync::OnceLock<schema::Flavor>>,
+    flavor: Arc<std::sync::OnceLock<glimpse_core::schema::Flavor>>,
     stop: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(200);
     loop {
-        match schema::migrate(&client, &database).await {
+        match glimpse_core::schema::migrate(&client, &database).await {
             Ok(detected) => {
                 let _ = flavor.set(detected);
                 readiness.migrated.store(true, Ordering::SeqCst);

@@ -3,11 +3,11 @@
 //! long data is kept, which signals are honoured, where data lives, and visitors' rights.
 //! Shown by `glimpse privacy-statement --site S` and on the collector's `/privacy` page.
 
-use crate::config::{Config, SiteConfig, VisitorDataDetail};
-use crate::ingest::geo;
+use glimpse_core::config::{Config, VisitorDataDetail};
+use glimpse_core::site::Site;
 
 /// The statement for `site`, as paragraphs of plain text (no markup).
-pub fn paragraphs(config: &Config, site: &SiteConfig) -> Vec<String> {
+pub fn paragraphs(config: &Config, site: &Site) -> Vec<String> {
     let link = |path: &str| match &config.public_url {
         Some(base) => format!("{}{path}", base.trim_end_matches('/')),
         None => path.to_string(),
@@ -20,7 +20,7 @@ pub fn paragraphs(config: &Config, site: &SiteConfig) -> Vec<String> {
         site.domain
     ));
 
-    let geo = geo::Source::of(config);
+    let geo = glimpse_core::geoip::Source::of(config);
     let place = if geo.is_some() {
         "the country, region and city your IP address belongs to (looked up in memory and then \
          discarded)"
@@ -37,7 +37,10 @@ pub fn paragraphs(config: &Config, site: &SiteConfig) -> Vec<String> {
     ));
 
     // The database's licence may ask for credit wherever its results are used (DB-IP Lite).
-    if let Some(credit) = geo.as_ref().and_then(geo::Source::attribution) {
+    if let Some(credit) = geo
+        .as_ref()
+        .and_then(glimpse_core::geoip::Source::attribution)
+    {
         out.push(format!("{} ({}).", credit.text, credit.url));
     }
 
@@ -141,12 +144,12 @@ pub fn paragraphs(config: &Config, site: &SiteConfig) -> Vec<String> {
 }
 
 /// The statement as one plain-text block.
-pub fn text(config: &Config, site: &SiteConfig) -> String {
+pub fn text(config: &Config, site: &Site) -> String {
     paragraphs(config, site).join("\n\n")
 }
 
 /// The statement as an HTML page (every value escaped).
-pub fn html(config: &Config, site: &SiteConfig) -> String {
+pub fn html(config: &Config, site: &Site) -> String {
     let body: String = paragraphs(config, site)
         .iter()
         .map(|p| format!("<p>{}</p>\n", html_escape::encode_text(p)))
@@ -173,8 +176,8 @@ fn join_or(items: &[String]) -> String {
 mod tests {
     use super::*;
 
-    fn setup() -> (Config, SiteConfig) {
-        let site = SiteConfig::new("example.com");
+    fn setup() -> (Config, Site) {
+        let site = Site::new("example.com");
         let config = Config {
             sites: vec![site.clone()],
             data_dir: "/nonexistent/glimpse-data".into(),
@@ -258,7 +261,7 @@ mod tests {
         assert!(t.contains("no location information"), "{t}");
         assert!(!t.contains("IP geolocation"), "{t}");
 
-        let dir = geo::default_dir(data.path());
+        let dir = glimpse_core::geoip::default_dir(data.path());
         std::fs::create_dir_all(&dir).unwrap();
         write(&dir, Kind::IpLocationCountry);
         let t = text(&config, &site);

@@ -5,10 +5,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use glimpse_collector::config::{Config, SiteConfig};
 use glimpse_collector::http::Readiness;
 use glimpse_collector::sink::{DropCounts, MemorySink};
 use glimpse_collector::{serve_with_sink, ServeReport};
+use glimpse_core::config::Config;
+use glimpse_core::site::Site;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -30,7 +31,7 @@ impl Server {
     async fn start(configure: impl FnOnce(&mut Config)) -> Self {
         let data = tempfile::tempdir().unwrap();
         let mut config = Config {
-            sites: vec![SiteConfig::new("example.com")],
+            sites: vec![Site::new("example.com")],
             batch_max_delay_ms: 20,
             data_dir: data.path().to_path_buf(),
             ..Config::default()
@@ -41,7 +42,7 @@ impl Server {
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics_base = format!("http://{}", metrics.local_addr().unwrap());
         // Lives as long as the test's runtime.
-        tokio::spawn(glimpse_collector::telemetry::serve_metrics(
+        tokio::spawn(glimpse_core::telemetry::serve_metrics(
             metrics,
             std::future::pending(),
         ));
@@ -897,7 +898,7 @@ async fn rate_limit_counts_every_site_of_a_beacon() {
     let server = Server::start(|c| {
         c.rate_limit_per_ip = 1;
         c.rate_limit_burst = 3;
-        c.sites.push(SiteConfig::new("example.org"));
+        c.sites.push(glimpse_core::site::Site::new("example.org"));
     })
     .await;
     let both = r#"{"n":"pageview","u":"https://example.com/a","d":"example.com,example.org"}"#;

@@ -7,10 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use glimpse_collector::config::{Config, SiteConfig};
 use glimpse_collector::http::Readiness;
 use glimpse_collector::ingest::beacon::{self, BeaconLimits};
 use glimpse_collector::sink::{DropCounts, MemorySink};
+use glimpse_core::config::Config;
+use glimpse_core::site::Site;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -115,7 +116,7 @@ fn body(rng: &mut StdRng, i: usize) -> Vec<u8> {
 async fn hundred_thousand_hostile_bodies() {
     let data = tempfile::tempdir().unwrap();
     let config = Config {
-        sites: vec![SiteConfig::new("example.com")],
+        sites: vec![Site::new("example.com")],
         data_dir: data.path().to_path_buf(),
         max_body_bytes: MAX_BODY,
         batch_max_delay_ms: 50,

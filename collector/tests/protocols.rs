@@ -5,11 +5,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use glimpse_collector::config::{Config, SiteConfig};
 use glimpse_collector::http::Readiness;
-use glimpse_collector::schema::EventRow;
 use glimpse_collector::sink::{DropCounts, MemorySink};
 use glimpse_collector::{serve_with_sink, ServeReport};
+use glimpse_core::config::Config;
+use glimpse_core::schema::EventRow;
+use glimpse_core::site::Site;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -30,7 +31,7 @@ impl Server {
     async fn start() -> Self {
         let data = tempfile::tempdir().unwrap();
         let config = Config {
-            sites: vec![SiteConfig::new("example.com"), SiteConfig::new("other.org")],
+            sites: vec![Site::new("example.com"), Site::new("other.org")],
             umami_websites: [(WEBSITE.to_string(), "example.com".to_string())].into(),
             matomo_sites: [("1".to_string(), "example.com".to_string())].into(),
             batch_max_delay_ms: 20,

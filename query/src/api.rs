@@ -19,7 +19,7 @@ use crate::params::{self, Endpoint, Filter, FilterOp, Format, Metric, Property, 
 use crate::period::{self, Range};
 use crate::sql::{self, Group, Sql, StatsQuery, StatsRow};
 use crate::AppState;
-use glimpse_collector::csv_safe::{self, Cell};
+use glimpse_core::csv_safe::{self, Cell};
 
 type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 

@@ -8,8 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use glimpse_collector::config::{validate_timezone, Config};
-use glimpse_collector::goals::{parse_goals, Goal};
+use glimpse_core::config::Config;
+pub use glimpse_core::site::Site;
+use glimpse_core::site::{validate_timezone, SiteConfig};
 use serde::Deserialize;
 
 /// Prefix of every key, so that a leaked one is recognisable (e.g. by secret scanners).
@@ -44,17 +45,8 @@ fn new_key() -> Result<String, KeyError> {
     Ok(key)
 }
 
-/// A site the stats API answers for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Site {
-    pub domain: String,
-    pub timezone: String,
-    pub share_token: Option<String>,
-    /// The conversions `event:goal` reports (configured sites only).
-    pub goals: Vec<Goal>,
-}
-
-/// Every site: the configured ones, then those added with `glimpse site add`.
+/// Every site: the configured ones, then those added with `glimpse site add` (a stored row
+/// that no longer parses is skipped with a warning).
 pub async fn sites(
     client: &clickhouse::Client,
     database: &str,
@@ -71,29 +63,24 @@ pub async fn sites(
         ))
         .fetch_all()
         .await?;
-    let mut sites = BTreeMap::new();
+    let mut sites: BTreeMap<String, Site> = config
+        .sites
+        .iter()
+        .map(|s| (s.domain.clone(), s.clone()))
+        .collect();
     for s in stored {
-        sites.insert(
-            s.domain.clone(),
-            Site {
-                domain: s.domain,
-                timezone: s.timezone,
-                share_token: None,
-                goals: Vec::new(),
-            },
-        );
-    }
-    for s in &config.sites {
-        sites.insert(
-            s.domain.clone(),
-            Site {
-                domain: s.domain.clone(),
-                timezone: s.timezone.clone(),
-                share_token: s.share_token.clone(),
-                // Checked when the configuration was loaded.
-                goals: parse_goals(&s.goals).unwrap_or_default(),
-            },
-        );
+        if sites.contains_key(&s.domain) {
+            continue;
+        }
+        match Site::parse(SiteConfig {
+            timezone: s.timezone,
+            ..SiteConfig::new(s.domain)
+        }) {
+            Ok(site) => {
+                sites.insert(site.domain.clone(), site);
+            }
+            Err(error) => tracing::warn!(%error, "a stored site is skipped"),
+        }
     }
     Ok(sites)
 }
@@ -111,7 +98,7 @@ pub async fn add_site(
             "{domain:?} is not a site domain: use the bare lower-case host name, e.g. example.com"
         ))
     })?;
-    validate_timezone(timezone).map_err(KeyError::Invalid)?;
+    validate_timezone(timezone).map_err(|e| KeyError::Invalid(e.to_string()))?;
     client
         .query(&format!(
             "INSERT INTO {database}.sites (domain, timezone, created_at) VALUES (?, ?, now())"

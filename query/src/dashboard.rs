@@ -12,8 +12,8 @@ use std::sync::{Arc, LazyLock};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use glimpse_collector::config::Config;
-use glimpse_collector::ingest::geo;
+use glimpse_core::config::Config;
+use glimpse_core::geoip as geo;
 
 use crate::AppState;
 

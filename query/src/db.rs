@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::ApiError;
+use crate::request_id::request_id;
 
 /// Extra time the service waits past `max_execution_time` before it gives up on an answer.
 const GRACE: Duration = Duration::from_secs(5);
@@ -27,28 +28,6 @@ pub struct Db {
 }
 
 static NEXT_QUERY: AtomicU64 = AtomicU64::new(0);
-
-tokio::task_local! {
-    /// The id of the request being answered: in the log lines, the error answers and the
-    /// query ids of its ClickHouse queries.
-    pub static REQUEST_ID: String;
-}
-
-/// The current request's id, or `-` outside a request.
-pub fn request_id() -> String {
-    REQUEST_ID
-        .try_with(Clone::clone)
-        .unwrap_or_else(|_| "-".into())
-}
-
-/// A new request id: 16 hex digits.
-pub fn new_request_id() -> String {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        bytes = NEXT_QUERY.fetch_add(1, Ordering::Relaxed).to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 impl Db {
     pub fn new(client: clickhouse::Client, max_execution_secs: u64) -> Self {

@@ -63,7 +63,7 @@ impl ApiError {
 
 impl From<clickhouse::error::Error> for ApiError {
     fn from(error: clickhouse::error::Error) -> Self {
-        tracing::warn!(%error, request_id = %crate::db::request_id(), "stats query failed");
+        tracing::warn!(%error, request_id = %crate::request_id::request_id(), "stats query failed");
         Self::Database
     }
 }
@@ -71,7 +71,7 @@ impl From<clickhouse::error::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let request_id = crate::db::request_id();
+        let request_id = crate::request_id::request_id();
         let mut body = json!({ "error": self.to_string() });
         if let Self::BadParam { param, .. } = &self {
             body["parameter"] = json!(param);

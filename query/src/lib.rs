@@ -13,6 +13,7 @@ pub mod error;
 mod observe;
 pub mod params;
 pub mod period;
+mod request_id;
 pub mod rollup;
 pub mod sql;
 
@@ -30,11 +31,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use glimpse_collector::config::Config;
-use glimpse_collector::http::rate_limit::RateLimiter;
-use glimpse_collector::http::server::{serve_connections, ConnectionLimits};
-use glimpse_collector::ingest::client_ip::{client_ip, TrustedProxies};
-use glimpse_collector::schema;
+use glimpse_core::config::Config;
+use glimpse_core::net::client_ip::{client_ip, TrustedProxies};
+use glimpse_core::net::rate_limit::RateLimiter;
+use glimpse_core::net::server::{serve_connections, ConnectionLimits};
+use glimpse_core::schema;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
@@ -50,7 +51,7 @@ pub enum QueryError {
     #[error("query service failed: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
-    Tls(#[from] glimpse_collector::tls::TlsError),
+    Tls(#[from] glimpse_core::db::tls::TlsError),
 }
 
 struct AppState {
@@ -77,10 +78,10 @@ pub async fn serve(
     let trusted_proxies =
         TrustedProxies::parse(&config.trusted_proxies, config.client_ip_header.clone())
             .map_err(|reason| std::io::Error::other(format!("trusted_proxies: {reason}")))?;
-    let client = glimpse_collector::sink::connect(&config, url);
-    glimpse_collector::tls::check(&client, url).await?;
+    let client = glimpse_core::db::connect(&config, url);
+    glimpse_core::db::tls::check(&client, url).await?;
     // The process-wide metrics recorder (served on `metrics_addr`), before the first request.
-    glimpse_collector::telemetry::install();
+    glimpse_core::telemetry::install();
     let state = Arc::new(AppState {
         db: Db::new(client, config.query_max_execution_secs),
         database: config.clickhouse_database.clone(),
@@ -153,9 +154,9 @@ async fn request_context(
     request: Request,
     next: Next,
 ) -> Response {
-    let id = db::new_request_id();
+    let id = request_id::new_request_id();
     let span = tracing::info_span!("request", request_id = %id);
-    db::REQUEST_ID
+    request_id::REQUEST_ID
         .scope(id.clone(), async move {
             let started = std::time::Instant::now();
             // The path only: the query string may hold a share token.

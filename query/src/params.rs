@@ -102,7 +102,7 @@ pub enum EventProperty {
     Page,
     Name,
     Hostname,
-    /// The site's goals the event reached (see `glimpse_collector::goals`).
+    /// The site's goals the event reached (see `glimpse_core::goals`).
     Goal,
     /// A custom property, by name.
     Prop(String),

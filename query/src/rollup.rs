@@ -182,7 +182,7 @@ pub fn maintenance_statements(database: &str, site: &str) -> Vec<String> {
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date.
 fn day_number(text: &str) -> Option<i64> {
     let date: Date = text.parse().ok()?;
-    Some(glimpse_collector::schema::day_number(date))
+    Some(glimpse_core::schema::day_number(date))
 }
 
 /// Refreshes the rollup a few seconds after start and every `interval` after that, until

@@ -35,7 +35,7 @@ use std::fmt::Write as _;
 use crate::params::{EventProperty, Filter, FilterOp, Interval, Property, SortKey, VisitProperty};
 use crate::params::{Metric, Sort};
 use crate::period::{HOUR_FORMAT, MINUTE_FORMAT};
-use glimpse_collector::goals::{Goal, GoalKind};
+use glimpse_core::goals::{Goal, GoalKind};
 
 /// A value bound to a `?` of the template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +151,7 @@ pub struct StatsRow {
 
 /// Longest a visit lasts (the collector starts a new one after): how far after a period's end
 /// the rows of a visit that started in it can reach.
-const MAX_VISIT_SECS: i64 = glimpse_collector::ingest::sessions::MAX_VISIT_SECS as i64;
+const MAX_VISIT_SECS: i64 = glimpse_core::visit::MAX_VISIT_SECS as i64;
 
 /// Whether answering `metric` needs the visits of the period (not only its events).
 fn is_visit_metric(metric: Metric) -> bool {

@@ -80,7 +80,7 @@ pub async fn run_driver(
 }
 
 /// A row's custom properties as a map.
-pub fn props(row: &glimpse_collector::schema::EventRow) -> std::collections::BTreeMap<&str, &str> {
+pub fn props(row: &glimpse_core::schema::EventRow) -> std::collections::BTreeMap<&str, &str> {
     row.prop_keys
         .iter()
         .map(String::as_str)

@@ -7,8 +7,8 @@ pub mod stats_matrix;
 
 use std::time::Duration;
 
-use glimpse_collector::local_clickhouse::LocalClickHouse;
-use glimpse_collector::Config;
+use glimpse_core::db::local::LocalClickHouse;
+use glimpse_core::Config;
 
 /// A ClickHouse server of its own for one test, deleted afterwards.
 pub struct TestClickHouse {
@@ -48,7 +48,7 @@ impl TestClickHouse {
             clickhouse_url: Some(self.server.url().to_string()),
             clickhouse_user: self.server.user().to_string(),
             clickhouse_password: self.password().to_string(),
-            sites: vec![glimpse_collector::config::SiteConfig::new("example.com")],
+            sites: vec![glimpse_core::site::Site::new("example.com")],
             batch_max_delay_ms: 200,
             data_dir: self._dir.path().join("glimpse"),
             // Figures must not change under a test's feet: tests that want the rollup build it
@@ -183,7 +183,7 @@ pub async fn wait_for_event_rows(client: &clickhouse::Client, n: usize, timeout:
 pub async fn serve_metrics_until(stop: &tokio_util::sync::CancellationToken) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/metrics", listener.local_addr().unwrap());
-    tokio::spawn(glimpse_collector::telemetry::serve_metrics(
+    tokio::spawn(glimpse_core::telemetry::serve_metrics(
         listener,
         stop.clone().cancelled_owned(),
     ));

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use glimpse_collector::goals::parse_goals;
+use glimpse_core::site::SiteConfig;
 use glimpse_query::auth::Site;
 use glimpse_query::params::Endpoint;
 
@@ -55,12 +55,12 @@ const FILTERS: [&str; 8] = [
 
 /// Every distinct statement for the matrix, for a site in `timezone`.
 pub fn statements(database: &str, timezone: &str) -> Vec<String> {
-    let site = Site {
-        domain: "example.com".into(),
+    let site = Site::parse(SiteConfig {
         timezone: timezone.into(),
-        share_token: None,
-        goals: parse_goals(&GOALS.map(String::from)).unwrap(),
-    };
+        goals: GOALS.map(String::from).to_vec(),
+        ..SiteConfig::new("example.com")
+    })
+    .unwrap();
     let now = "2026-03-29T12:00:00Z".parse().unwrap();
     let mut out = BTreeSet::new();
     let mut add = |endpoint: Endpoint, pairs: &[(&str, &str)], k: u64| {

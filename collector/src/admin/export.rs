@@ -10,8 +10,8 @@ use std::io::{BufRead, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::csv_safe::{self, Text};
-use crate::schema::{EventRow, EVENTS_TABLE};
+use glimpse_core::csv_safe::{self, Text};
+use glimpse_core::schema::{EventRow, EVENTS_TABLE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

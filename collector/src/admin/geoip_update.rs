@@ -11,7 +11,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::ingest::geo::{default_dir, Edition, GeoError, GeoIp};
+use crate::ingest::geo::{GeoError, GeoIp};
+use glimpse_core::geoip::{default_dir, Edition};
 
 /// Why an update failed. Nothing installed was changed.
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +193,7 @@ pub fn install_tarball(
 mod tests {
     use super::*;
     use crate::ingest::geo::test_dbs::{self, Kind};
-    use crate::ingest::geo::{CITY_EDITION, COUNTRY_EDITION};
+    use glimpse_core::geoip::{CITY_EDITION, COUNTRY_EDITION};
 
     /// An npm-style tarball (`package/<file>`) holding `files` (name, bytes).
     fn tarball(dir: &Path, files: &[(&str, Vec<u8>)]) -> PathBuf {
@@ -242,11 +243,11 @@ mod tests {
             b"CC BY 4.0"
         );
         assert!(!dir.join("README.md").exists());
-        let config = crate::Config {
+        let config = glimpse_core::Config {
             data_dir: data.path().to_path_buf(),
-            ..crate::Config::default()
+            ..glimpse_core::Config::default()
         };
-        let source = crate::ingest::geo::Source::of(&config).unwrap();
+        let source = glimpse_core::geoip::Source::of(&config).unwrap();
         assert_eq!(source.paths, installed.paths);
         let geo = GeoIp::open_all(&source.paths).unwrap();
         assert_eq!(geo.lookup("2001:218::1".parse().unwrap()).city, "Tokyo");

@@ -16,7 +16,7 @@ use std::path::Path;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 
-use crate::schema::{ImportedRow, IMPORTED_TABLE};
+use glimpse_core::schema::{ImportedRow, IMPORTED_TABLE};
 
 /// The tables of Plausible's export that Glimpse reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -311,7 +311,7 @@ fn day_number(text: &str) -> Result<u16, String> {
     let date: Date = text
         .parse()
         .map_err(|_| format!("`date` is not YYYY-MM-DD: {text:?}"))?;
-    u16::try_from(crate::schema::day_number(date))
+    u16::try_from(glimpse_core::schema::day_number(date))
         .map_err(|_| format!("`date` {text} is outside 1970-01-01..2149-06-06"))
 }
 

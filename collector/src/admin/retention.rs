@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::config::SiteConfig;
-use crate::schema::IMPORTED_TABLE;
+use glimpse_core::schema::IMPORTED_TABLE;
+use glimpse_core::site::Site;
 
 /// Retention for data of a site no longer configured.
 pub const DEFAULT_RETENTION_DAYS: u32 = 180;
@@ -45,7 +45,7 @@ pub fn cutoff(retention_days: u32, now: u32) -> u32 {
 pub async fn apply(
     client: &clickhouse::Client,
     db: &str,
-    sites: &[SiteConfig],
+    sites: &[Site],
     now: u32,
 ) -> Result<RetentionReport, clickhouse::error::Error> {
     let days: HashMap<&str, u32> = sites

@@ -13,7 +13,7 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 
-use crate::config::Config;
+use glimpse_core::config::Config;
 
 /// The origins allowed to post to the collector and to frame its pages.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ impl FirstParty {
     pub fn from_config(config: &Config) -> Self {
         let mut site_hosts: Vec<String> = Vec::new();
         for site in &config.sites {
-            for host in std::iter::once(&site.domain).chain(&site.allowed_hostnames) {
+            for host in std::iter::once(&site.domain).chain(site.allowed_hostnames()) {
                 let host = host.trim().to_ascii_lowercase();
                 let bare = host.strip_prefix("www.").unwrap_or(&host).to_string();
                 // `www.` is the same site, as for the site's hostname rules.
@@ -123,14 +123,15 @@ impl FirstParty {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SiteConfig;
+    use glimpse_core::site::{Site, SiteConfig};
 
     fn first_party() -> FirstParty {
         FirstParty::from_config(&Config {
-            sites: vec![SiteConfig {
+            sites: vec![Site::parse(SiteConfig {
                 allowed_hostnames: vec!["shop.example.com".into()],
                 ..SiteConfig::new("example.com")
-            }],
+            })
+            .unwrap()],
             public_url: Some("https://stats.example.net/".into()),
             ..Config::default()
         })
@@ -194,7 +195,7 @@ mod tests {
     #[test]
     fn without_public_url_the_host_is_the_own_origin() {
         let fp = FirstParty::from_config(&Config {
-            sites: vec![SiteConfig::new("example.com")],
+            sites: vec![Site::new("example.com")],
             ..Config::default()
         });
         let own = headers(&[("origin", "http://collector.test:8000")]);

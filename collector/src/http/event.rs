@@ -2,18 +2,20 @@
 //! [`Beacon`] to the spool ([`record`]).
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use glimpse_core::clock::unix_now;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
-use super::rate_limit::Refusal;
 use super::response::{self, Body};
 use super::State;
-use crate::ingest::client_ip::client_ip;
 use crate::ingest::optout::PrivacySignals;
 use crate::ingest::{self, Beacon, DropReason, RequestFacts};
+use glimpse_core::net::client_ip::client_ip;
+use glimpse_core::net::rate_limit::Refusal;
 
 pub async fn handle<B>(state: &State, peer: SocketAddr, request: Request<B>) -> Response<Body>
 where
@@ -328,14 +330,6 @@ pub(super) fn acceptable_content_type(value: &[u8]) -> bool {
     };
     let essence = value.split(';').next().unwrap_or("").trim();
     essence.eq_ignore_ascii_case("text/plain") || essence.eq_ignore_ascii_case("application/json")
-}
-
-pub fn unix_now() -> u32 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

@@ -5,14 +5,11 @@ mod cross_site;
 pub use cross_site::FirstParty;
 mod event;
 mod matomo;
-pub use event::unix_now;
 mod optout;
 mod pixel;
 mod privacy;
-pub mod rate_limit;
 pub mod response;
 pub mod script;
-pub mod server;
 mod umami;
 
 use std::convert::Infallible;
@@ -28,13 +25,13 @@ use hyper::service::service_fn;
 use tokio::net::TcpListener;
 
 use self::response::Body;
-use crate::config::Config;
-use crate::ingest::client_ip::TrustedProxies;
 use crate::ingest::pipeline::Enrichers;
 use crate::ingest::pseudonym::SaltStore;
 use crate::ingest::sessions::Sessions;
 use crate::ingest::BeaconLimits;
 use crate::sink::{DropCounts, Ingest};
+use glimpse_core::config::Config;
+use glimpse_core::net::client_ip::TrustedProxies;
 
 /// What request handlers share.
 pub struct State {
@@ -47,11 +44,11 @@ pub struct State {
     pub drops: Arc<DropCounts>,
     pub ingest: Ingest,
     /// Per-client beacon rate limit, when configured.
-    pub rate_limiter: Option<rate_limit::RateLimiter>,
+    pub rate_limiter: Option<glimpse_core::net::rate_limit::RateLimiter>,
     /// Per-client limit on the visitor data pages (each one queries ClickHouse).
-    pub privacy_limiter: rate_limit::RateLimiter,
+    pub privacy_limiter: glimpse_core::net::rate_limit::RateLimiter,
     /// Per-client limit on erasures (`erase_limit_per_hour`), keyed on the IPv6 /64.
-    pub erase_limiter: rate_limit::RateLimiter,
+    pub erase_limiter: glimpse_core::net::rate_limit::RateLimiter,
     /// Batches visitors' erasures into few mutations; `None` without ClickHouse.
     pub erasures: Option<crate::admin::visitor_data::EraseQueue>,
     /// Who may post to the privacy endpoints and frame the HTML pages.
@@ -150,7 +147,7 @@ pub mod paths {
 /// Every path the collector answers for visitors' browsers under `config`: the beacon
 /// endpoint, every tracker script variant, and [`paths::FIXED`]. (`/health` and `/ready` are
 /// for the operator, not the public.)
-pub fn public_paths(config: &crate::Config) -> Vec<String> {
+pub fn public_paths(config: &glimpse_core::Config) -> Vec<String> {
     let mut all = vec![config.event_path.clone()];
     // `/js/script.js` → `/js/script.js`, `/js/script.engagement.js`, ...
     let stem = config.script_path.trim_end_matches(".js");
@@ -214,8 +211,8 @@ pub async fn run(
     let config = state.config.clone();
     // Compress the tracker now rather than on the first visitor's request.
     script::scripts(&config.event_path);
-    let limits = server::ConnectionLimits::collector(&config);
-    server::serve_connections(
+    let limits = glimpse_core::net::server::ConnectionLimits::collector(&config);
+    glimpse_core::net::server::serve_connections(
         listener,
         limits,
         move |peer| {
@@ -237,9 +234,9 @@ mod tests {
 
     #[test]
     fn public_paths_name_every_script_variant_under_the_configured_script_path() {
-        let config = crate::Config {
+        let config = glimpse_core::Config {
             script_path: "/s/a.js".into(),
-            ..crate::Config::default()
+            ..glimpse_core::Config::default()
         };
         let all = public_paths(&config);
         assert_eq!(all.len(), 1 + script::variant_count() + paths::FIXED.len());

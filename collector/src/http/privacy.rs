@@ -12,9 +12,9 @@ use http::{Method, Request, Response, StatusCode};
 use super::response::{self, Body};
 use super::State;
 use crate::admin::visitor_data::{self, EraseError, SiteSummary, VisitorEvent};
-use crate::config::{Config, VisitorDataDetail};
-use crate::ingest::client_ip::client_ip;
 use crate::privacy_statement;
+use glimpse_core::config::{Config, VisitorDataDetail};
+use glimpse_core::net::client_ip::client_ip;
 
 pub fn statement<B>(state: &State, request: &Request<B>) -> Response<Body> {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -110,7 +110,10 @@ async fn my_data_response<B>(
         .get(header::USER_AGENT)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
-    let salts = match state.salts.salts_at(u64::from(super::unix_now())) {
+    let salts = match state
+        .salts
+        .salts_at(u64::from(glimpse_core::clock::unix_now()))
+    {
         Ok(salts) => salts,
         Err(_) => return response::unavailable("visitor ids cannot be computed now", 60),
     };

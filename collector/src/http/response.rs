@@ -1,43 +1,12 @@
-//! Building responses: JSON errors with a reason, CORS headers for beacon endpoints.
+//! Building the collector's responses: CORS headers for beacon endpoints, `503`/`429` with
+//! `Retry-After`, the pixel GIF; the plain builders come from `glimpse_core::net::response`.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-pub type Body = Full<Bytes>;
-
-/// A JSON response `{"error": reason, "field": field?}` with `status`.
-pub fn error(status: StatusCode, reason: &str, field: Option<&str>) -> Response<Body> {
-    let mut body = serde_json::json!({ "error": reason });
-    if let Some(field) = field {
-        body["field"] = field.into();
-    }
-    json(status, &body)
-}
-
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-pub fn text(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
+pub use glimpse_core::net::response::{error, json, method_not_allowed, text, Body};
 
 /// Beacons come from every site's pages, so any origin may send them. No credentials: Glimpse
 /// sets no cookies on beacon requests.
@@ -67,19 +36,6 @@ pub fn preflight() -> Response<Body> {
         header::ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static("86400"),
     );
-    response
-}
-
-/// `405` naming the methods that would work.
-pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut response = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &format!("method not allowed; use {allow}"),
-        None,
-    );
-    response
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
 }
 

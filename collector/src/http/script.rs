@@ -59,38 +59,7 @@ const BUILT_EVENT_PATH: &str = "\"/api/event\"";
 /// A day: browsers revalidate (cheaply, with `If-None-Match`) once a day.
 const CACHE_CONTROL: &str = "public, max-age=86400";
 
-/// Which variant `path` names, given `script_path` (`/js/script.js`): `script_path` itself
-/// is the core script, and `/js/script.<ext>[.<ext>…].js` adds extensions in any order.
-pub fn variant_of(path: &str, script_path: &str) -> Option<usize> {
-    if path == script_path {
-        return Some(0);
-    }
-    let stem = script_path.strip_suffix(".js")?;
-    let middle = path
-        .strip_prefix(stem)?
-        .strip_prefix('.')?
-        .strip_suffix(".js")?;
-    let mut parts: Vec<&str> = middle.split('.').collect();
-    parts.sort_unstable();
-    parts.dedup();
-    let key = parts.join(".");
-    VARIANTS
-        .iter()
-        .position(|(name, _)| *name == key && !name.is_empty())
-}
-
-/// The file name of variant `index`, e.g. `script.engagement.js`.
-pub fn file_name(index: usize) -> String {
-    match VARIANTS[index].0 {
-        "" => "script.js".into(),
-        name => format!("script.{name}.js"),
-    }
-}
-
-/// How many variants there are.
-pub fn variant_count() -> usize {
-    VARIANTS.len()
-}
+pub use glimpse_core::tracker::{file_name, variant_count, variant_of};
 
 /// One variant, ready to send in each encoding.
 pub struct Prepared {
@@ -263,6 +232,12 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
     use std::io::Read;
+
+    #[test]
+    fn embedded_files_are_in_the_order_of_the_variant_names() {
+        let names: Vec<&str> = VARIANTS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, glimpse_core::tracker::VARIANT_NAMES);
+    }
 
     fn request(path: &str, headers: &[(&str, &str)]) -> Request<()> {
         let mut b = Request::get(path);

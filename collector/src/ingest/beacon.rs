@@ -16,7 +16,7 @@ pub struct BeaconLimits {
 }
 
 impl BeaconLimits {
-    pub fn from_config(config: &crate::config::Config) -> Self {
+    pub fn from_config(config: &glimpse_core::config::Config) -> Self {
         Self {
             max_url_length: config.max_url_length,
             max_event_name_length: config.max_event_name_length,
@@ -29,7 +29,7 @@ impl BeaconLimits {
 
 impl Default for BeaconLimits {
     fn default() -> Self {
-        Self::from_config(&crate::config::Config::default())
+        Self::from_config(&glimpse_core::config::Config::default())
     }
 }
 

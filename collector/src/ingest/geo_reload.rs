@@ -14,8 +14,9 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 
-use super::geo::{GeoIp, Location, Source};
-use crate::config::Config;
+use super::geo::{GeoIp, Location};
+use glimpse_core::config::Config;
+use glimpse_core::geoip::Source;
 
 /// The GeoIP database in use (or none), swapped whole on reload. Cloning shares it.
 #[derive(Debug, Clone, Default)]

@@ -6,19 +6,16 @@
 
 pub mod beacon;
 pub mod bots;
-pub mod client_ip;
+pub mod drop_reason;
 pub mod geo;
 pub mod geo_reload;
-pub mod ip_prefix;
 pub mod optout;
 pub mod pipeline;
 pub mod protocols;
 pub mod pseudonym;
 pub mod referrer;
 pub mod sessions;
-pub mod sites;
 pub mod useragent;
 
 pub use beacon::{Beacon, BeaconError, BeaconLimits};
 pub use pipeline::{process, DropReason, RequestFacts};
-pub use sites::Sites;

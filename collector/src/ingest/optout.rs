@@ -1,7 +1,7 @@
 //! Visitors' opt-out signals: `DNT: 1`, `Sec-GPC: 1`, and the opt-out cookie set by the
 //! collector's `/opt-out` page. Each is honoured by default and can be switched off.
 
-use super::pipeline::DropReason;
+use super::drop_reason::DropReason;
 
 /// The cookie `/opt-out` sets; its presence on a beacon request means "do not record me".
 pub const OPT_OUT_COOKIE: &str = "glimpse_opt_out";

@@ -12,17 +12,17 @@ use percent_encoding::percent_decode_str;
 use url::Url;
 
 use super::beacon::Beacon;
-use super::bots::{BotDetector, BotReason};
+use super::bots::BotDetector;
 use super::geo::GeoIp;
 use super::geo_reload::LiveGeoIp;
-use super::ip_prefix;
 use super::optout::{self, OptOutPolicy, PrivacySignals};
 use super::pseudonym::DailySalts;
 use super::referrer::{self, Campaign};
-use super::sites::Sites;
 use super::useragent::{refine_device, UserAgentParser};
-use crate::config::Config;
-use crate::schema::EventRow;
+use glimpse_core::config::Config;
+use glimpse_core::ip_prefix;
+use glimpse_core::schema::EventRow;
+use glimpse_core::site::Sites;
 
 /// What the HTTP layer knows about the request, beyond its body.
 #[derive(Debug, Clone, Copy)]
@@ -36,67 +36,7 @@ pub struct RequestFacts<'a> {
     pub signals: PrivacySignals,
 }
 
-/// Why a valid beacon produced no row. Each reason is counted, never stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
-pub enum DropReason {
-    #[error("no configured site matches the beacon's domain")]
-    UnknownSite,
-    #[error("the visitor sent Do Not Track")]
-    DoNotTrack,
-    #[error("the visitor sent Global Privacy Control")]
-    GlobalPrivacyControl,
-    #[error("the visitor opted out")]
-    OptOutCookie,
-    #[error("the page's host name is not allowed for the site")]
-    HostnameNotAllowed,
-    #[error("the client network is excluded for the site")]
-    ExcludedIp,
-    #[error("the page path is excluded for the site")]
-    ExcludedPath,
-    #[error("the client is a bot ({0:?})")]
-    Bot(BotReason),
-    #[error("the referrer is a known spammer")]
-    ReferrerSpam,
-}
-
-impl DropReason {
-    /// A stable, low-cardinality label for metrics and the filtered-traffic counts.
-    pub fn label(self) -> &'static str {
-        match self {
-            DropReason::UnknownSite => "unknown_site",
-            DropReason::DoNotTrack => "dnt",
-            DropReason::GlobalPrivacyControl => "gpc",
-            DropReason::OptOutCookie => "opt_out",
-            DropReason::HostnameNotAllowed => "hostname_not_allowed",
-            DropReason::ExcludedIp => "excluded_ip",
-            DropReason::ExcludedPath => "excluded_path",
-            DropReason::Bot(_) => "bot",
-            DropReason::ReferrerSpam => "referrer_spam",
-        }
-    }
-
-    /// The label back from its text (for counts read back after a failed write).
-    pub fn label_from_str(text: &str) -> &'static str {
-        const ALL: &[&str] = &[
-            "unknown_site",
-            "dnt",
-            "gpc",
-            "opt_out",
-            "hostname_not_allowed",
-            "excluded_ip",
-            "excluded_path",
-            "bot",
-            "referrer_spam",
-        ];
-        ALL.iter().find(|l| **l == text).copied().unwrap_or("other")
-    }
-
-    /// Whether the client should learn that the event was not recorded. Opt-outs and bots get
-    /// the same `202` as everyone else: no signal to the page, nothing for a bot to adapt to.
-    pub fn is_silent(self) -> bool {
-        !matches!(self, DropReason::UnknownSite)
-    }
-}
+pub use super::drop_reason::DropReason;
 
 /// A dropped event, with the site it was for when known (for per-site counts).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +61,7 @@ impl Enrichers {
     /// Everything but the GeoIP database, which the caller opens (it is I/O and may fail).
     pub fn from_config(config: &Config, geo: Option<GeoIp>) -> Result<Self, String> {
         Ok(Self {
-            sites: Sites::new(&config.sites)?,
+            sites: Sites::new(&config.sites),
             opt_out: OptOutPolicy {
                 honor_dnt: config.honor_dnt,
                 honor_gpc: config.honor_gpc,
@@ -302,9 +242,9 @@ fn decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SiteConfig;
     use crate::ingest::beacon::{parse, BeaconLimits};
     use crate::ingest::geo::test_dbs;
+    use glimpse_core::site::{Site, SiteConfig};
 
     const FIREFOX: &str =
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0";
@@ -317,7 +257,11 @@ mod tests {
         strict.allowed_hostnames = vec!["strict.net".into()];
         strict.exclude_ips = vec!["203.0.113.0/24".into()];
         Config {
-            sites: vec![SiteConfig::new("example.com"), other, strict],
+            sites: vec![
+                Site::new("example.com"),
+                Site::parse(other).unwrap(),
+                Site::parse(strict).unwrap(),
+            ],
             ..Config::default()
         }
     }

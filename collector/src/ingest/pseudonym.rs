@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
-use super::ip_prefix::hashing_network;
+use glimpse_core::ip_prefix::hashing_network;
 
 const SALT_LEN: usize = 32;
 const SECONDS_PER_DAY: u64 = 86_400;

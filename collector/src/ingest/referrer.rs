@@ -83,14 +83,7 @@ pub fn classify(raw: Option<&str>, page_host: &str) -> Result<Option<Referrer>, 
     }))
 }
 
-/// Lower-case host without a leading `www.`, so `www.example.com` and `example.com` are one.
-pub fn normalize_host(host: &str) -> String {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    match host.strip_prefix("www.") {
-        Some(rest) => rest.to_string(),
-        None => host,
-    }
-}
+pub use glimpse_core::site::normalize_host;
 
 /// A well-known name for the host, else its registrable domain (`blog.example.co.uk` →
 /// `example.co.uk`), else the host itself (IP addresses, `localhost`).

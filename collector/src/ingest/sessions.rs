@@ -36,13 +36,12 @@ use std::sync::Mutex;
 
 use hashlink::LinkedHashMap;
 
-use crate::schema::EventRow;
+use glimpse_core::schema::EventRow;
 
 /// Idle time after which the next event starts a new visit.
 pub const VISIT_TIMEOUT_SECS: u32 = 30 * 60;
 
-/// Longest a visit lasts: an event this long after a visit's start begins a new visit.
-pub const MAX_VISIT_SECS: u32 = 24 * 60 * 60;
+pub use glimpse_core::visit::{DEFAULT_MAX_OPEN_VISITS, MAX_VISIT_SECS};
 
 /// The name of engagement reports, which belong to a visit but neither start it nor count in
 /// its page views, bounce or duration.
@@ -54,9 +53,6 @@ const PROPS: usize = 16;
 /// Longest visit property kept, in bytes (entry page, referrer, campaign, …): an entry page
 /// or referrer longer than this is cut in the visit's columns.
 pub const MAX_VISIT_PROP_BYTES: usize = 256;
-
-/// Default of `max_open_visits`.
-pub const DEFAULT_MAX_OPEN_VISITS: usize = 100_000;
 
 /// The most memory one open visit takes, in bytes: the visit, its key (the site's domain, at
 /// most 253 bytes), its texts and the map's bookkeeping. 100,000 visits: under 500 MB even

@@ -3,21 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use super::{Sink, SinkError};
-use crate::config::Config;
-use crate::schema::{EventRow, Flavor, EVENTS_TABLE};
-
-/// A client for the configured ClickHouse, not bound to a database (migrations create it);
-/// `https://` URLs are verified against `clickhouse_ca_cert` or the system's roots.
-///
-/// Validation is off: it needs `RowBinaryWithNamesAndTypes`, which ClickHouse 18.16 lacks. The
-/// row type is checked against the DDL by tests on 18.16 and on current ClickHouse instead.
-pub fn connect(config: &Config, url: &str) -> clickhouse::Client {
-    crate::tls::client(config.clickhouse_ca_cert.as_ref())
-        .with_url(url)
-        .with_user(&config.clickhouse_user)
-        .with_password(&config.clickhouse_password)
-        .with_validation(false)
-}
+use glimpse_core::schema::{EventRow, Flavor, EVENTS_TABLE};
 
 /// Writes batches into the events table of one database.
 #[derive(Clone)]

@@ -6,14 +6,14 @@ mod queue;
 pub mod spool;
 mod writer;
 
-pub use self::clickhouse::{connect, ClickHouseSink};
+pub use self::clickhouse::ClickHouseSink;
 pub use drops::DropCounts;
 pub use queue::{queue, Queue, QueueError};
 pub use writer::{spawn_writer, WriterConfig, WriterControl, WriterReport};
 
 use std::future::Future;
 
-use crate::schema::EventRow;
+use glimpse_core::schema::EventRow;
 
 /// Where a handler puts an accepted beacon's rows: the in-memory queue, or the disk spool.
 #[derive(Clone)]

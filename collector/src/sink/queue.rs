@@ -3,7 +3,7 @@
 
 use tokio::sync::mpsc;
 
-use crate::schema::EventRow;
+use glimpse_core::schema::EventRow;
 
 /// The handlers' end of the queue. Cheap to clone.
 #[derive(Clone, Debug)]

@@ -10,7 +10,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::Sink;
-use crate::schema::EventRow;
+use glimpse_core::schema::EventRow;
 
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -22,7 +22,7 @@ pub struct WriterConfig {
 }
 
 impl WriterConfig {
-    pub fn from_config(config: &crate::config::Config) -> Self {
+    pub fn from_config(config: &glimpse_core::config::Config) -> Self {
         Self {
             max_rows: config.batch_max_rows,
             max_delay: config.batch_max_delay(),

@@ -442,8 +442,8 @@ mod tests {
     use tokio::sync::{mpsc, oneshot};
 
     use super::*;
-    use crate::schema::EventRow;
     use crate::sink::spool::FsyncPolicy;
+    use glimpse_core::schema::EventRow;
 
     /// Faults to inject into the next operation of that kind (each fires once).
     #[derive(Default)]

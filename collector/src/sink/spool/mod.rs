@@ -27,20 +27,9 @@ use tokio::task::JoinHandle;
 pub use shipper::ShipReport;
 
 use super::{Sink, WriterControl};
-use crate::schema::EventRow;
+use glimpse_core::schema::EventRow;
 
-/// When appended records are forced to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// Before the `202`: a group of concurrent beacons shares one fsync. Survives power loss.
-    Always,
-    /// At most this long after the `202`. A power loss can lose that window; a crash of
-    /// Glimpse alone loses nothing (the data is in the OS's page cache).
-    Interval(Duration),
-    /// Only when a segment is sealed. A crash of Glimpse loses nothing; a power loss can lose
-    /// the open segment.
-    Never,
-}
+pub use glimpse_core::config::FsyncPolicy;
 
 /// How the spool behaves, from the configuration.
 #[derive(Debug, Clone)]
@@ -60,6 +49,24 @@ pub struct SpoolConfig {
     /// Cap on rows per second shipped while a backlog drains, so catching up after an outage
     /// does not crowd out live traffic. 0: no cap.
     pub drain_rows_per_sec: u64,
+}
+
+impl SpoolConfig {
+    /// The spool's settings (directory `<data_dir>/spool`).
+    pub fn from_config(
+        config: &glimpse_core::Config,
+    ) -> Result<Self, glimpse_core::config::ConfigError> {
+        Ok(SpoolConfig {
+            dir: config.data_dir.join("spool"),
+            max_bytes: config.spool_max_bytes,
+            min_free_bytes: config.spool_min_free_bytes,
+            fsync: config.spool_fsync_policy()?,
+            segment_max_rows: config.batch_max_rows,
+            segment_max_age: config.batch_max_delay(),
+            queue_capacity: config.queue_capacity,
+            drain_rows_per_sec: config.spool_drain_rows_per_sec,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

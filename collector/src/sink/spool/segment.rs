@@ -17,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::schema::EventRow;
+use glimpse_core::schema::EventRow;
 
 const MAGIC: &[u8; 8] = b"GLSPOOL1";
 pub const HEADER_LEN: u64 = 16;

@@ -139,7 +139,7 @@ fn release(bytes: &AtomicU64, size: u64) {
 async fn ship<S: Sink>(
     sink: &S,
     batch_id: u64,
-    rows: &[crate::schema::EventRow],
+    rows: &[glimpse_core::schema::EventRow],
     mut maybe_sent: bool,
     control: &WriterControl,
 ) -> bool {

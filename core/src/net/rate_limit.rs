@@ -14,7 +14,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter as Governor};
 
-use crate::ingest::ip_prefix::hashing_network;
+use crate::ip_prefix::hashing_network;
 
 pub struct RateLimiter {
     limiter: DefaultKeyedRateLimiter<IpAddr>,

@@ -5,54 +5,13 @@
 //! are trusted (`/etc/ssl/certs`, the Docker image installs `ca-certificates`); with it, only
 //! the certificates in that file.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::CertificateDer;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The certificates of a PEM file of trusted CAs, read when the configuration is loaded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CaCert {
-    pub path: PathBuf,
-    certs: Vec<CertificateDer<'static>>,
-}
-
-impl CaCert {
-    /// Reads every certificate in the PEM file at `path`; a file without one is an error.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "{}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
-                path.display()
-            ));
-        }
-        Ok(Self {
-            path: path.to_path_buf(),
-            certs,
-        })
-    }
-}
-
-impl Serialize for CaCert {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.path.serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for CaCert {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let path = PathBuf::deserialize(deserializer)?;
-        Self::load(&path).map_err(serde::de::Error::custom)
-    }
-}
+pub use crate::config::CaCert;
 
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// Below ClickHouse's own keep-alive timeout (3 s), as the `clickhouse` crate's default client.

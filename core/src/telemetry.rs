@@ -13,8 +13,8 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
-use crate::http::response::{self, Body};
-use crate::http::server::{serve_connections, ConnectionLimits};
+use crate::net::response::{self, Body};
+use crate::net::server::{serve_connections, ConnectionLimits};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 /// The process's own metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,

@@ -18,6 +18,17 @@ pub enum GoalKind {
     Page(String),
 }
 
+/// Why a goal cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GoalError {
+    #[error("goal {0:?}: a goal is 1 to {MAX_GOAL_LENGTH} characters")]
+    Length(String),
+    #[error("goal {0:?}: a page goal is \"Visit /path\" (the path starts with /)")]
+    PagePath(String),
+    #[error("goal {0:?} is listed twice")]
+    Twice(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Goal {
     /// How it is configured and reported, e.g. `Visit /pricing`.
@@ -27,20 +38,14 @@ pub struct Goal {
 
 impl Goal {
     /// Parses a goal as written in the configuration.
-    pub fn parse(text: &str) -> Result<Goal, String> {
+    pub fn parse(text: &str) -> Result<Goal, GoalError> {
         let name = text.trim();
         if name.is_empty() || name.chars().count() > MAX_GOAL_LENGTH {
-            return Err(format!(
-                "goal {text:?}: a goal is 1 to {MAX_GOAL_LENGTH} characters"
-            ));
+            return Err(GoalError::Length(text.to_string()));
         }
         let kind = match name.strip_prefix(PAGE_PREFIX) {
             Some(path) if path.starts_with('/') => GoalKind::Page(path.to_string()),
-            Some(_) => {
-                return Err(format!(
-                    "goal {text:?}: a page goal is \"Visit /path\" (the path starts with /)"
-                ))
-            }
+            Some(_) => return Err(GoalError::PagePath(text.to_string())),
             None => GoalKind::Event(name.to_string()),
         };
         Ok(Goal {
@@ -69,12 +74,12 @@ impl Goal {
 }
 
 /// Parses a site's goals; names must be unique.
-pub fn parse_goals(texts: &[String]) -> Result<Vec<Goal>, String> {
+pub fn parse_goals(texts: &[String]) -> Result<Vec<Goal>, GoalError> {
     let mut goals: Vec<Goal> = Vec::with_capacity(texts.len());
     for text in texts {
         let goal = Goal::parse(text)?;
         if goals.iter().any(|g| g.name == goal.name) {
-            return Err(format!("goal {:?} is listed twice", goal.name));
+            return Err(GoalError::Twice(goal.name));
         }
         goals.push(goal);
     }
@@ -103,12 +108,19 @@ mod tests {
 
     #[test]
     fn bad_goals_are_refused_with_a_reason() {
-        assert!(Goal::parse("").unwrap_err().contains("1 to 120"));
+        assert!(Goal::parse("")
+            .unwrap_err()
+            .to_string()
+            .contains("1 to 120"));
         assert!(Goal::parse(&"x".repeat(121)).is_err());
         assert!(Goal::parse("Visit pricing")
             .unwrap_err()
+            .to_string()
             .contains("starts with /"));
         let twice = ["Signup".to_string(), " Signup ".to_string()];
-        assert!(parse_goals(&twice).unwrap_err().contains("twice"));
+        assert!(parse_goals(&twice)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
     }
 }

@@ -1,0 +1,279 @@
+//! Loading and validating the configuration.
+
+// figment's Jail closures return figment's own (large) error type.
+#![allow(clippy::result_large_err)]
+use super::*;
+use figment::Jail;
+
+fn load_err(jail: &mut Jail, var: &str, value: &str) -> String {
+    jail.clear_env();
+    jail.set_env(var, value);
+    Config::load(None).unwrap_err().to_string()
+}
+
+#[test]
+fn defaults_without_file_or_env() {
+    Jail::expect_with(|_| {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.collector_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(c.query_addr.to_string(), "127.0.0.1:8001");
+        assert_eq!(c.clickhouse_database, "glimpse");
+        Ok(())
+    });
+}
+
+#[test]
+fn env_overrides_file() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "glimpse.toml",
+            "collector_addr = \"0.0.0.0:9000\"\nbatch_max_rows = 7\nsites = [\"a.com\", { domain = \"b.com\" }]\n",
+        )?;
+        jail.set_env("GLIMPSE_BATCH_MAX_ROWS", "11");
+        jail.set_env("GLIMPSE_CLICKHOUSE_PASSWORD", "123");
+        jail.set_env("GLIMPSE_CONFIG", "not-a-setting");
+        let c = Config::load(Some(Path::new("glimpse.toml"))).unwrap();
+        assert_eq!(c.collector_addr.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.batch_max_rows, 11);
+        assert_eq!(c.clickhouse_password, "123");
+        let domains: Vec<_> = c.sites.iter().map(|s| s.domain.as_str()).collect();
+        assert_eq!(domains, ["a.com", "b.com"]);
+        Ok(())
+    });
+}
+
+#[test]
+fn credentials_in_the_clickhouse_url_become_user_and_password() {
+    Jail::expect_with(|jail| {
+        jail.set_env(
+            "GLIMPSE_CLICKHOUSE_URL",
+            "http://glimpse:p%40ss@127.0.0.1:8123",
+        );
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.clickhouse_url.as_deref(), Some("http://127.0.0.1:8123/"));
+        assert_eq!(c.clickhouse_user, "glimpse");
+        assert_eq!(c.clickhouse_password, "p@ss");
+        Ok(())
+    });
+}
+
+#[test]
+fn secrets_are_read_from_the_file_glimpse_key_file_names() {
+    Jail::expect_with(|jail| {
+        jail.create_file("password", "s3cret\n")?;
+        jail.create_file("url", "https://u:p@ch.example:8443\n")?;
+        jail.set_env("GLIMPSE_CLICKHOUSE_PASSWORD_FILE", "password");
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.clickhouse_password, "s3cret");
+        jail.clear_env();
+        jail.set_env("GLIMPSE_CLICKHOUSE_URL_FILE", "url");
+        let c = Config::load(None).unwrap();
+        assert_eq!(
+            c.clickhouse_url.as_deref(),
+            Some("https://ch.example:8443/")
+        );
+        assert_eq!(
+            (c.clickhouse_user.as_str(), c.clickhouse_password.as_str()),
+            ("u", "p")
+        );
+        jail.set_env("GLIMPSE_CLICKHOUSE_URL", "http://127.0.0.1:8123");
+        let both = Config::load(None).unwrap_err().to_string();
+        assert!(
+            both.contains("GLIMPSE_CLICKHOUSE_URL_FILE") && both.contains("not both"),
+            "{both}"
+        );
+        let missing = load_err(jail, "GLIMPSE_CLICKHOUSE_PASSWORD_FILE", "nowhere");
+        assert!(
+            missing.contains("clickhouse_password") && missing.contains("nowhere"),
+            "{missing}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn clickhouse_ca_cert_must_be_a_pem_file_with_a_certificate() {
+    Jail::expect_with(|jail| {
+        jail.create_file("empty.pem", "nothing here\n")?;
+        let error = load_err(jail, "GLIMPSE_CLICKHOUSE_CA_CERT", "empty.pem");
+        assert!(
+            error.contains("clickhouse_ca_cert") && error.contains("empty.pem"),
+            "{error}"
+        );
+        let error = load_err(jail, "GLIMPSE_CLICKHOUSE_CA_CERT", "missing.pem");
+        assert!(
+            error.contains("clickhouse_ca_cert") && error.contains("missing.pem"),
+            "{error}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn sites_from_comma_separated_env() {
+    Jail::expect_with(|jail| {
+        jail.set_env("GLIMPSE_SITES", "a.com, b.org,");
+        let c = Config::load(None).unwrap();
+        let domains: Vec<_> = c.sites.iter().map(|s| s.domain.as_str()).collect();
+        assert_eq!(domains, ["a.com", "b.org"]);
+        jail.set_env("GLIMPSE_SITES", "solo.net");
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.sites[0].domain, "solo.net");
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_values_name_the_setting() {
+    Jail::expect_with(|jail| {
+        let err = load_err(jail, "GLIMPSE_COLLECTOR_ADDR", "nope");
+        assert!(err.contains("collector_addr"), "{err}");
+        assert!(err.contains("GLIMPSE_"), "{err}");
+        let err = load_err(jail, "GLIMPSE_BATCH_MAX_ROWS", "0");
+        assert!(err.contains("batch_max_rows"), "{err}");
+        let err = load_err(jail, "GLIMPSE_BATCH_MAX_ROWS", "many");
+        assert!(err.contains("batch_max_rows"), "{err}");
+        let err = load_err(jail, "GLIMPSE_SITES", "Example.com/x");
+        assert!(err.contains("sites"), "{err}");
+        let err = load_err(jail, "GLIMPSE_SITES", "a.com,a.com");
+        assert!(err.contains("twice"), "{err}");
+        let err = load_err(jail, "GLIMPSE_CLICKHOUSE_URL", "ftp://x");
+        assert!(err.contains("clickhouse_url"), "{err}");
+        jail.clear_env();
+        jail.create_file(
+            "tz.toml",
+            "[[sites]]\ndomain = \"a.com\"\ntimezone = \"Mars/Olympus\"\n",
+        )?;
+        let err = Config::load(Some(Path::new("tz.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("timezone") && err.contains("Mars/Olympus"),
+            "{err}"
+        );
+        let err = load_err(jail, "GLIMPSE_CLICKHOUSE_DATABASE", "x;drop");
+        assert!(err.contains("clickhouse_database"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_file_keys_are_rejected_by_name() {
+    Jail::expect_with(|jail| {
+        jail.create_file("glimpse.toml", "colector_addr = \"0.0.0.0:9000\"\n")?;
+        let err = Config::load(Some(Path::new("glimpse.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("colector_addr"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn tracker_paths_are_checked() {
+    Jail::expect_with(|jail| {
+        jail.set_env("GLIMPSE_SCRIPT_PATH", "/s/a.js");
+        jail.set_env("GLIMPSE_EVENT_PATH", "/s/e");
+        let c = Config::load(None).unwrap();
+        assert_eq!(
+            (c.script_path.as_str(), c.event_path.as_str()),
+            ("/s/a.js", "/s/e")
+        );
+        for (var, value) in [
+            ("GLIMPSE_SCRIPT_PATH", "s.js"),
+            ("GLIMPSE_SCRIPT_PATH", "/s/a"),
+            ("GLIMPSE_EVENT_PATH", "/health"),
+            ("GLIMPSE_EVENT_PATH", "/js/script.engagement.js"),
+        ] {
+            let err = load_err(jail, var, value);
+            assert!(err.contains(&var[8..].to_lowercase()), "{err}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn tracker_ids_map_to_configured_sites() {
+    Jail::expect_with(|jail| {
+        let uuid = "3F1C1A4E-7D2B-4C55-9A0E-2B7F5C8D9E01";
+        jail.set_env("GLIMPSE_SITES", "a.com,b.org");
+        jail.set_env("GLIMPSE_UMAMI_WEBSITES", format!("{uuid}=a.com"));
+        jail.set_env("GLIMPSE_MATOMO_SITES", "1=a.com, 2 = b.org");
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.umami_websites[&uuid.to_lowercase()], "a.com");
+        assert_eq!(c.matomo_sites["2"], "b.org");
+        jail.create_file(
+            "t.toml",
+            &format!(
+                "sites = [\"a.com\"]\n[umami_websites]\n\"{uuid}\" = \"a.com\"\n[matomo_sites]\n7 = \"a.com\"\n"
+            ),
+        )?;
+        jail.clear_env();
+        let c = Config::load(Some(Path::new("t.toml"))).unwrap();
+        assert_eq!(c.matomo_sites["7"], "a.com");
+        assert_eq!(c.umami_websites.len(), 1);
+        for (var, value, key) in [
+            ("GLIMPSE_MATOMO_SITES", "1=c.net", "matomo_sites"),
+            ("GLIMPSE_MATOMO_SITES", "one=a.com", "matomo_sites"),
+            ("GLIMPSE_MATOMO_SITES", "1", "matomo_sites"),
+            (
+                "GLIMPSE_UMAMI_WEBSITES",
+                "not-a-uuid=a.com",
+                "umami_websites",
+            ),
+        ] {
+            jail.clear_env();
+            jail.set_env("GLIMPSE_SITES", "a.com");
+            jail.set_env(var, value);
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains(key), "{value}: {err}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn client_ip_header_is_parsed_once() {
+    use crate::proxies::ClientIpHeader;
+    Jail::expect_with(|jail| {
+        assert_eq!(
+            Config::load(None).unwrap().client_ip_header,
+            ClientIpHeader::XForwardedFor
+        );
+        jail.set_env("GLIMPSE_CLIENT_IP_HEADER", "CF-Connecting-IP");
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.client_ip_header.name(), "cf-connecting-ip");
+        jail.clear_env();
+        jail.create_file("h.toml", "client_ip_header = \"forwarded\"\n")?;
+        let c = Config::load(Some(Path::new("h.toml"))).unwrap();
+        assert_eq!(c.client_ip_header, ClientIpHeader::Forwarded);
+        let err = load_err(jail, "GLIMPSE_CLIENT_IP_HEADER", "not a header");
+        assert!(err.contains("client_ip_header"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let err = Config::load(Some(Path::new("/nonexistent/glimpse.toml")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/nonexistent/glimpse.toml"), "{err}");
+}
+
+#[test]
+fn example_file_parses_and_documents_every_key() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../glimpse.example.toml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    Jail::expect_with(|_| {
+        Config::load(Some(&example)).unwrap();
+        Ok(())
+    });
+    for key in Config::keys() {
+        assert!(
+            text.contains(&format!("{key} =")),
+            "glimpse.example.toml does not document `{key}`"
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! Validation of a loaded configuration: every problem names its setting.
+
+use super::*;
+
+impl Config {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.clickhouse_url {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| ConfigError::invalid("clickhouse_url", e.to_string()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid(
+                    "clickhouse_url",
+                    "must be an http:// or https:// URL of ClickHouse's HTTP interface",
+                ));
+            }
+        }
+        let db = &self.clickhouse_database;
+        if db.is_empty() || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ConfigError::invalid(
+                "clickhouse_database",
+                "must be a non-empty name of letters, digits and _",
+            ));
+        }
+        let mut seen = HashSet::new();
+        // Each site was checked when it was parsed; the list must not repeat one.
+        for site in &self.sites {
+            if !seen.insert(site.domain.as_str()) {
+                return Err(ConfigError::invalid(
+                    "sites",
+                    format!("site {:?} is listed twice", site.domain),
+                ));
+            }
+        }
+        self.trusted_proxies()?;
+        crate::ip_prefix::validate_prefixes(self.ipv4_prefix_length, self.ipv6_prefix_length)
+            .map_err(|r| ConfigError::invalid("ipv4_prefix_length", r))?;
+        self.spool_fsync_policy()?;
+        validate_paths(&self.script_path, &self.event_path)?;
+        self.validate_tracker_ids()?;
+        if let Some(url) = &self.public_url {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| ConfigError::invalid("public_url", e.to_string()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid("public_url", "must be an http(s) URL"));
+            }
+        }
+        let positive = [
+            ("batch_max_rows", self.batch_max_rows as u64),
+            ("batch_max_delay_ms", self.batch_max_delay_ms),
+            ("queue_capacity", self.queue_capacity as u64),
+            ("max_body_bytes", self.max_body_bytes as u64),
+            ("max_url_length", self.max_url_length as u64),
+            ("max_event_name_length", self.max_event_name_length as u64),
+            ("max_prop_key_length", self.max_prop_key_length as u64),
+            ("max_prop_value_length", self.max_prop_value_length as u64),
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("max_connections", self.max_connections as u64),
+            ("max_open_visits", self.max_open_visits as u64),
+            ("erase_limit_per_hour", u64::from(self.erase_limit_per_hour)),
+            ("erase_batch_ms", self.erase_batch_ms),
+            ("query_max_connections", self.query_max_connections as u64),
+            ("query_max_execution_secs", self.query_max_execution_secs),
+        ];
+        if self.max_header_bytes < 8192 {
+            return Err(ConfigError::invalid(
+                "max_header_bytes",
+                "must be at least 8192",
+            ));
+        }
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tracker's script and beacon paths: absolute, distinct, clear of the other endpoints.
+fn validate_paths(script: &str, event: &str) -> Result<(), ConfigError> {
+    const TAKEN: [&str; 8] = [
+        "/health",
+        "/ready",
+        "/metrics",
+        "/opt-out",
+        "/opt-in",
+        "/privacy",
+        "/privacy/my-data",
+        "/privacy/erase",
+    ];
+    for (key, path) in [("script_path", script), ("event_path", event)] {
+        let plain =
+            path.starts_with('/') && !path.contains(['?', '#', ' ']) && !TAKEN.contains(&path);
+        if !plain {
+            return Err(ConfigError::invalid(
+                key,
+                format!("{path:?} must start with / (no ? or #), and no other endpoint use it"),
+            ));
+        }
+    }
+    if !script.ends_with(".js") || script.len() < 5 {
+        return Err(ConfigError::invalid("script_path", "must end with .js"));
+    }
+    if crate::tracker::variant_of(event, script).is_some() {
+        return Err(ConfigError::invalid(
+            "event_path",
+            "must differ from script_path and its variants",
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Every Umami website id is a UUID and every Matomo `idsite` a number, each naming a
+    /// configured site; other trackers' endpoints are not the Plausible event path.
+    fn validate_tracker_ids(&self) -> Result<(), ConfigError> {
+        let configured = |domain: &str| self.sites.iter().any(|s| s.domain == domain);
+        for (id, domain) in &self.umami_websites {
+            let uuid = id.len() == 36
+                && id.char_indices().all(|(i, c)| match i {
+                    8 | 13 | 18 | 23 => c == '-',
+                    _ => c.is_ascii_hexdigit(),
+                });
+            if !uuid {
+                return Err(ConfigError::invalid(
+                    "umami_websites",
+                    format!("{id:?} is not an Umami website id (a UUID)"),
+                ));
+            }
+            if !configured(domain) {
+                return Err(ConfigError::invalid(
+                    "umami_websites",
+                    format!("website {id} maps to {domain:?}, which is not in `sites`"),
+                ));
+            }
+        }
+        for (id, domain) in &self.matomo_sites {
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ConfigError::invalid(
+                    "matomo_sites",
+                    format!("{id:?} is not a Matomo idsite (a number)"),
+                ));
+            }
+            if !configured(domain) {
+                return Err(ConfigError::invalid(
+                    "matomo_sites",
+                    format!("idsite {id} maps to {domain:?}, which is not in `sites`"),
+                ));
+            }
+        }
+        const OTHER_TRACKERS: [&str; 4] = ["/api/send", "/matomo.php", "/piwik.php", "/pixel.gif"];
+        if OTHER_TRACKERS.contains(&self.event_path.as_str()) {
+            return Err(ConfigError::invalid(
+                "event_path",
+                "is the endpoint of another tracker (Umami, Matomo, the pixel)",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! Parsed values the configuration holds (beyond numbers and strings).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The certificates of a PEM file of trusted CAs, read when the configuration is loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaCert {
+    pub path: PathBuf,
+    pub(crate) certs: Vec<CertificateDer<'static>>,
+}
+
+impl CaCert {
+    /// Reads every certificate in the PEM file at `path`; a file without one is an error.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "{}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+                path.display()
+            ));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            certs,
+        })
+    }
+}
+
+impl Serialize for CaCert {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.path.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for CaCert {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let path = PathBuf::deserialize(deserializer)?;
+        Self::load(&path).map_err(serde::de::Error::custom)
+    }
+}
+
+/// When appended records are forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before the `202`: a group of concurrent beacons shares one fsync. Survives power loss.
+    Always,
+    /// At most this long after the `202`. A power loss can lose that window; a crash of
+    /// Glimpse alone loses nothing (the data is in the OS's page cache).
+    Interval(Duration),
+    /// Only when a segment is sealed. A crash of Glimpse loses nothing; a power loss can lose
+    /// the open segment.
+    Never,
+}
