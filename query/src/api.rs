@@ -345,7 +345,12 @@ pub fn statements_for(
         let (_, rolled) =
             request_statements(endpoint, query, site, database, min_group_size, now, &all)?;
         statements.extend(rolled);
-        statements.push(sql::rolled_days(database, &site.domain, first, last));
+        statements.push(crate::rollup::rolled_days_statement(
+            database,
+            &site.domain,
+            first,
+            last,
+        ));
     }
     if endpoint == Endpoint::Aggregate {
         let (first, last) = (
