@@ -1,6 +1,7 @@
 //! The per-day rollup: figures per site, UTC day and key (totals, page, every visit property)
 //! kept in `rollup_daily`, so that a month is read from a few rows per day and the events of
-//! the days at its edges instead of every event (`sql::live_source`).
+//! the days at its edges instead of every event (`sql::rolled`). This module also owns the
+//! statements of its upkeep (build, fingerprints, manifest, deletes) and of the rolled-days lookup.
 //!
 //! A day is a UTC day of visit starts, which is also the day of the visitor-id salt: a visitor's
 //! ids of two days never meet, so the exact visitor counts of whole days add up to the period's.
@@ -154,10 +155,16 @@ pub async fn rolled_days(
     first: i64,
     last: i64,
 ) -> Result<Vec<i64>, clickhouse::error::Error> {
-    let days: Vec<String> = rolled_days_statement(database, site, first, last)
-        .query(client)
-        .fetch_all()
-        .await?;
+    fetch_days(client, &rolled_days_statement(database, site, first, last)).await
+}
+
+/// Runs a lookup of rolled days (`rolled_days_statement`, as in a query plan's
+/// `RolledDaysLookup`): the days, as UTC days since 1970, in order.
+pub async fn fetch_days(
+    client: &clickhouse::Client,
+    lookup: &Sql,
+) -> Result<Vec<i64>, clickhouse::error::Error> {
+    let days: Vec<String> = lookup.query(client).fetch_all().await?;
     let mut days: Vec<i64> = days.iter().filter_map(|d| day_number(d)).collect();
     days.sort_unstable();
     Ok(days)
