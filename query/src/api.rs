@@ -1,5 +1,5 @@
-//! The stats API handlers (Plausible's Stats API v1 shapes): authorize, parse, run the SQL,
-//! turn rows into metrics, answer JSON or CSV.
+//! The stats API handlers (Plausible's Stats API v1 shapes): authorize, validate the request,
+//! execute its plan (`plan`), turn rows into metrics, answer JSON or CSV.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -129,7 +129,6 @@ async fn stats_plan(state: &AppState, request: &Request) -> Result<StatsPlan, Ap
 }
 
 /// One period's rows: the figures, and the `conversion_rate` denominators by key.
-#[derive(Default)]
 struct PeriodRows {
     rows: Vec<StatsRow>,
     totals: HashMap<String, u64>,

@@ -62,7 +62,7 @@ pub(crate) fn rows_between(sql: &mut Sql, site: &str, from: i64, to: i64) {
 }
 
 /// `from <= timestamp < to`, with the day bounds spelled out (see `rows_between`).
-pub(crate) fn timestamps_between(sql: &mut Sql, from: i64, to: i64) {
+pub(super) fn timestamps_between(sql: &mut Sql, from: i64, to: i64) {
     sql.push("toDate(timestamp) >= toDate(toDateTime(")
         .bind_int(from)
         .push(")) AND toDate(timestamp) <= toDate(toDateTime(")

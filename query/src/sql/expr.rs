@@ -11,11 +11,11 @@ use glimpse_collector::goals::{Goal, GoalKind};
 
 /// Longest a visit lasts (the collector starts a new one after): how far after a period's end
 /// the rows of a visit that started in it can reach.
-pub(crate) const MAX_VISIT_SECS: i64 = glimpse_collector::ingest::sessions::MAX_VISIT_SECS as i64;
+pub(super) const MAX_VISIT_SECS: i64 = glimpse_collector::ingest::sessions::MAX_VISIT_SECS as i64;
 
 /// The stored column holding a visit property, stamped on every row of the visit; `None` for
 /// the exit page, which only a visit's last page view knows.
-pub(crate) fn visit_column(p: VisitProperty) -> Option<&'static str> {
+fn visit_column(p: VisitProperty) -> Option<&'static str> {
     Some(match p {
         VisitProperty::EntryPage => "entry_page",
         VisitProperty::ExitPage => return None,
@@ -38,7 +38,7 @@ pub(crate) fn visit_column(p: VisitProperty) -> Option<&'static str> {
 }
 
 /// The aggregate, over a visit's rows, that gives its exit page.
-pub(crate) const EXIT_PAGE: &str = "argMaxIf(pathname, timestamp, name = 'pageview')";
+const EXIT_PAGE: &str = "argMaxIf(pathname, timestamp, name = 'pageview')";
 
 /// A visit property's value as reported: empty values named as Plausible names them.
 pub(crate) fn visit_value(p: VisitProperty) -> String {
@@ -47,7 +47,7 @@ pub(crate) fn visit_value(p: VisitProperty) -> String {
 
 /// `expr`, a value of visit property `p`, with an empty value named: "Direct / None" for a
 /// visit without source or referrer, else "(none)".
-pub(crate) fn named_empty(p: VisitProperty, expr: &str) -> String {
+pub(super) fn named_empty(p: VisitProperty, expr: &str) -> String {
     let empty = if matches!(p, VisitProperty::Source | VisitProperty::Referrer) {
         "Direct / None"
     } else {
@@ -57,7 +57,7 @@ pub(crate) fn named_empty(p: VisitProperty, expr: &str) -> String {
 }
 
 /// Whether an event reached `goal`.
-pub(crate) fn goal_condition(sql: &mut Sql, goal: &Goal) {
+fn goal_condition(sql: &mut Sql, goal: &Goal) {
     match &goal.kind {
         GoalKind::Event(name) => {
             sql.push("name = ").bind_str(name);
@@ -72,7 +72,7 @@ pub(crate) fn goal_condition(sql: &mut Sql, goal: &Goal) {
 }
 
 /// Whether an event reached one of `goals`; `0` for none.
-pub(crate) fn any_goal_condition(sql: &mut Sql, goals: &[&Goal]) {
+fn any_goal_condition(sql: &mut Sql, goals: &[&Goal]) {
     if goals.is_empty() {
         sql.push("0");
         return;
@@ -90,7 +90,7 @@ pub(crate) fn any_goal_condition(sql: &mut Sql, goals: &[&Goal]) {
 /// The expression for an event property, over one event's columns. For goals, the event's
 /// row is repeated once per goal it reached (`arrayJoin`), and events that reached none drop
 /// out.
-pub(crate) fn event_expression(sql: &mut Sql, p: &EventProperty, goals: &[Goal]) {
+pub(super) fn event_expression(sql: &mut Sql, p: &EventProperty, goals: &[Goal]) {
     match p {
         EventProperty::Goal => {
             sql.push("arrayJoin(arrayFilter(g -> g != '', [");
@@ -128,7 +128,7 @@ pub(crate) fn event_expression(sql: &mut Sql, p: &EventProperty, goals: &[Goal])
 
 /// `<expr> IN (…)`, `NOT IN`, or a disjunction of `position(…) > 0`, with `expr` written by
 /// `write_expr` once per use.
-pub(crate) fn condition(sql: &mut Sql, filter: &Filter, write_expr: &dyn Fn(&mut Sql)) {
+fn condition(sql: &mut Sql, filter: &Filter, write_expr: &dyn Fn(&mut Sql)) {
     match filter.op {
         FilterOp::Is | FilterOp::IsNot => {
             write_expr(sql);
@@ -161,19 +161,19 @@ pub(crate) fn condition(sql: &mut Sql, filter: &Filter, write_expr: &dyn Fn(&mut
 }
 
 /// The events of the period.
-pub(crate) fn event_rows(sql: &mut Sql, q: &StatsQuery) {
+pub(super) fn event_rows(sql: &mut Sql, q: &StatsQuery) {
     rows_between(sql, q.site, q.start, q.end);
 }
 
 /// Every row of the visits that started in the period, including those after its end.
-pub(crate) fn visit_rows(sql: &mut Sql, q: &StatsQuery) {
+pub(super) fn visit_rows(sql: &mut Sql, q: &StatsQuery) {
     rows_between(sql, q.site, q.start, q.end + MAX_VISIT_SECS);
     sql.push(" AND ");
     started_in_period(sql, q);
 }
 
 /// Whether a row's visit started in the period.
-pub(crate) fn started_in_period(sql: &mut Sql, q: &StatsQuery) {
+pub(super) fn started_in_period(sql: &mut Sql, q: &StatsQuery) {
     sql.push("visit_start >= toDateTime(")
         .bind_int(q.start)
         .push(") AND visit_start < toDateTime(")
@@ -183,7 +183,7 @@ pub(crate) fn started_in_period(sql: &mut Sql, q: &StatsQuery) {
 
 /// ` AND …` for each visit filter: a row condition on the stamped properties, or for the exit
 /// page, membership of the visits whose last page view matches.
-pub(crate) fn visit_conditions(sql: &mut Sql, q: &StatsQuery) {
+pub(super) fn visit_conditions(sql: &mut Sql, q: &StatsQuery) {
     for f in q.filters {
         let Property::Visit(p) = &f.property else {
             continue;
@@ -212,7 +212,7 @@ pub(crate) fn visit_conditions(sql: &mut Sql, q: &StatsQuery) {
 }
 
 /// ` AND …` for each event filter, as a row condition.
-pub(crate) fn event_conditions(sql: &mut Sql, q: &StatsQuery) {
+pub(super) fn event_conditions(sql: &mut Sql, q: &StatsQuery) {
     for f in q.filters {
         let Property::Event(p) = &f.property else {
             continue;
@@ -245,14 +245,14 @@ pub(crate) fn event_conditions(sql: &mut Sql, q: &StatsQuery) {
     }
 }
 
-pub(crate) fn has_event_filters(q: &StatsQuery) -> bool {
+pub(super) fn has_event_filters(q: &StatsQuery) -> bool {
     q.filters
         .iter()
         .any(|f| matches!(f.property, Property::Event(_)))
 }
 
 /// With event filters, ` AND session_id IN (visits of the period with a matching event)`.
-pub(crate) fn matching_visits(sql: &mut Sql, q: &StatsQuery) {
+pub(super) fn matching_visits(sql: &mut Sql, q: &StatsQuery) {
     if !has_event_filters(q) {
         return;
     }
@@ -267,7 +267,7 @@ pub(crate) fn matching_visits(sql: &mut Sql, q: &StatsQuery) {
 }
 
 /// The bucket label of `column` (a DateTime) in the site's time zone.
-pub(crate) fn bucket_expression(sql: &mut Sql, interval: Interval, column: &str, timezone: &str) {
+fn bucket_expression(sql: &mut Sql, interval: Interval, column: &str, timezone: &str) {
     let _ = match interval {
         Interval::Minute => write!(sql.template, "formatDateTime({column}, '{MINUTE_FORMAT}', "),
         Interval::Hour => write!(sql.template, "formatDateTime({column}, '{HOUR_FORMAT}', "),
@@ -285,7 +285,7 @@ pub(crate) fn bucket_expression(sql: &mut Sql, interval: Interval, column: &str,
 
 /// The key of an event row (for `e`) or of a visit (for `v`, where buckets are the visit's
 /// start).
-pub(crate) fn key_expression(sql: &mut Sql, q: &StatsQuery, of_visit: bool) {
+pub(super) fn key_expression(sql: &mut Sql, q: &StatsQuery, of_visit: bool) {
     match &q.group {
         Group::Total => {
             sql.push("''");

@@ -14,10 +14,7 @@ use crate::params::{EventProperty, Filter, Interval, Property, VisitProperty};
 /// `None` where the export has nothing for it: filtered questions (its rows are per one
 /// dimension, so they cannot be narrowed by another), hours and minutes (its rows are days),
 /// and the properties it does not export (city, host name, custom properties, goals).
-pub(crate) fn imported_table(
-    group: &Group,
-    filters: &[Filter],
-) -> Option<(&'static [&'static str], String)> {
+fn imported_table(group: &Group, filters: &[Filter]) -> Option<(&'static [&'static str], String)> {
     if !filters.is_empty() {
         return None;
     }
@@ -74,7 +71,7 @@ pub fn imported_answers(group: &Group, filters: &[Filter]) -> bool {
 /// from the tables that export all four, so that rates are never diluted; the pages and
 /// custom events tables add visitors and counts only. Engagement (time on page, scroll depth)
 /// is not imported.
-pub(crate) fn imported_pass(sql: &mut Sql, q: &StatsQuery) {
+fn imported_pass(sql: &mut Sql, q: &StatsQuery) {
     let Some((kinds, key)) = imported_table(&q.group, q.filters) else {
         return;
     };
@@ -117,7 +114,7 @@ pub(crate) fn imported_pass(sql: &mut Sql, q: &StatsQuery) {
 }
 
 /// The imported column added to each `SUMS` column, if any.
-pub(crate) fn imported_column(column: &str) -> Option<&'static str> {
+fn imported_column(column: &str) -> Option<&'static str> {
     Some(match column {
         "v_visits" => "i_visits",
         "e_pageviews" => "i_pageviews",
@@ -132,7 +129,7 @@ pub(crate) fn imported_column(column: &str) -> Option<&'static str> {
 /// The statement's source: one row per key with `key`, `e_visitors`, `e_state` (with
 /// `(other)` rows) and the columns of `SUMS`; with imports, the live figures plus the
 /// imported ones (and `i_visitors`, for `(other)` rows).
-pub(crate) fn source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
+pub(super) fn source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     if !q.imported || !imported_answers(&q.group, q.filters) {
         live_source(sql, q, needs);
         return;

@@ -11,7 +11,7 @@ use crate::params::{EventProperty, Filter, Property, VisitProperty};
 /// The live source: `source` without imports; with rolled days, the rollup's figures for them
 /// added to those of the other days' events. Visitors add up because visitor ids of different
 /// days never meet (the id's salt is the day's, and a visit keeps its first day's id).
-pub(crate) fn live_source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
+pub(super) fn live_source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     let days = rollup_days(q, needs);
     if days.is_empty() {
         raw_source(sql, q, needs);
@@ -34,7 +34,7 @@ pub(crate) fn live_source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
 
 /// The `property` value of the rollup rows that answer `group`, if the rollup keeps it: the
 /// totals (`''`), the page and every visit property.
-pub(crate) fn rollup_property(group: &Group) -> Option<String> {
+fn rollup_property(group: &Group) -> Option<String> {
     match group {
         Group::Total => Some(String::new()),
         Group::Property(Property::Event(EventProperty::Page)) => Some("event:page".into()),
@@ -69,7 +69,7 @@ pub fn rollup_may_answer(group: &Group, filters: &[Filter]) -> bool {
 /// Whether the rollup can answer `q`: not with filters (they need the rows), engagement metrics
 /// (not kept), `(other)` rows (their visitors need mergeable states), or visit metrics by page
 /// (a visit counts once for each page it saw).
-pub(crate) fn rollup_answers(q: &StatsQuery, needs: Needs) -> bool {
+pub(super) fn rollup_answers(q: &StatsQuery, needs: Needs) -> bool {
     if !q.filters.is_empty() || needs.engagement || needs.states {
         return false;
     }
@@ -82,7 +82,7 @@ pub(crate) fn rollup_answers(q: &StatsQuery, needs: Needs) -> bool {
 /// The rolled days `q` takes from the rollup: those whose visits lie wholly in the period. A
 /// visit started on day d ends before day d + 2 (a visit lasts at most a day), so every figure
 /// of day d, events and visits, belongs to the period.
-pub(crate) fn rollup_days(q: &StatsQuery, needs: Needs) -> Vec<i64> {
+fn rollup_days(q: &StatsQuery, needs: Needs) -> Vec<i64> {
     if !rollup_answers(q, needs) {
         return Vec::new();
     }
@@ -100,7 +100,7 @@ pub(crate) fn rollup_days(q: &StatsQuery, needs: Needs) -> Vec<i64> {
 /// ` AND …` leaving the rolled days' visits out of a pass over events: by their `visit_start`,
 /// and (so that ClickHouse skips them by its key) the days of timestamps that hold nothing
 /// else. Day t holds rows of visits started on days t - 1 and t only.
-pub(crate) fn not_rolled(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
+pub(super) fn not_rolled(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     let days = rollup_days(q, needs);
     if days.is_empty() {
         return;
@@ -137,7 +137,7 @@ pub(crate) fn not_rolled(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
 
 /// The rolled days' figures for `q`'s key (their newest complete build), as the columns of
 /// `live_source`, in `SUMS` order.
-pub(crate) fn rollup_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs, days: &[i64]) {
+fn rollup_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs, days: &[i64]) {
     sql.push("SELECT key, visitors AS e_visitors");
     for (name, column) in SUMS {
         // Visit figures only where asked, as the events' passes give them.

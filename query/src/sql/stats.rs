@@ -4,7 +4,10 @@
 use std::fmt::Write as _;
 
 use super::builder::{rows_between, Sql};
-use super::expr::*;
+use super::expr::{
+    event_conditions, event_expression, event_rows, has_event_filters, key_expression,
+    matching_visits, started_in_period, visit_conditions, visit_rows, visit_value, MAX_VISIT_SECS,
+};
 use super::imported::{imported_answers, source};
 use super::rolled::not_rolled;
 use crate::params::{Filter, Interval, Metric, Property, Sort, SortKey, VisitProperty};
@@ -46,7 +49,7 @@ pub struct StatsQuery<'a> {
     /// can answer the question (the caller checks).
     pub imported: bool,
     /// UTC days (days since 1970) whose per-day figures are complete in `rollup_daily`: the
-    /// statement reads those instead of their events where it can (see [`rollup_answers`]).
+    /// statement reads those instead of their events where it can (see `rolled::rollup_answers`).
     pub rolled: &'a [i64],
 }
 
@@ -71,7 +74,7 @@ pub struct StatsRow {
 }
 
 /// Whether answering `metric` needs the visits of the period (not only its events).
-pub(crate) fn is_visit_metric(metric: Metric) -> bool {
+fn is_visit_metric(metric: Metric) -> bool {
     matches!(
         metric,
         Metric::Visits | Metric::ViewsPerVisit | Metric::BounceRate | Metric::VisitDuration
@@ -80,7 +83,7 @@ pub(crate) fn is_visit_metric(metric: Metric) -> bool {
 
 /// The `StatsRow` columns after `visitors`, each with the column of a pass it comes from: `e`
 /// fills the event ones, `v` the visit ones.
-pub(crate) const SUMS: [(&str, &str); 9] = [
+pub(super) const SUMS: [(&str, &str); 9] = [
     ("visits", "v_visits"),
     ("pageviews", "e_pageviews"),
     ("events", "e_events"),
@@ -95,17 +98,17 @@ pub(crate) const SUMS: [(&str, &str); 9] = [
 /// What a statement computes beyond visitors, page views and events, from the metrics (and
 /// sort) asked for: each costs aggregation work on every row.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Needs {
+pub(super) struct Needs {
     /// Visit figures (visits, bounces, durations, their page views).
-    pub(crate) visits: bool,
+    pub(super) visits: bool,
     /// Engagement reports (time on page, scroll depth).
-    pub(crate) engagement: bool,
+    pub(super) engagement: bool,
     /// Mergeable visitor states, for `(other)` rows.
-    pub(crate) states: bool,
+    pub(super) states: bool,
 }
 
 impl Needs {
-    pub(crate) fn of(q: &StatsQuery) -> Needs {
+    pub(super) fn of(q: &StatsQuery) -> Needs {
         let sorted_by = match q.sort {
             Some(Sort {
                 key: SortKey::Metric(m),
@@ -124,7 +127,7 @@ impl Needs {
 
 /// `e`: the period's events by key. Visitors are counted over page views and custom events;
 /// `e_state` carries them as mergeable `uniq` states for `(other)` rows.
-pub(crate) fn events_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
+fn events_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     sql.push("SELECT ");
     key_expression(sql, q, false);
     if needs.engagement {
@@ -164,7 +167,7 @@ pub(crate) fn events_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
 /// `e` and `v` in one pass, for a key that events and visits share (the total, or a visit
 /// property stamped on every row) when no event filter narrows the visits: the rows from the
 /// period's start to a visit's longest reach after its end, each aggregate taking its own.
-pub(crate) fn events_and_visits_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
+fn events_and_visits_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     let in_period = |sql: &mut Sql| {
         sql.push("timestamp < toDateTime(")
             .bind_int(q.end)
@@ -238,7 +241,7 @@ pub(crate) fn events_and_visits_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs
 
 /// `v`: the visits that started in the period, by key. Never beside rolled days: the questions
 /// that need it (filters, buckets, visit metrics by event property) are not the rollup's.
-pub(crate) fn visits_pass(sql: &mut Sql, q: &StatsQuery) {
+fn visits_pass(sql: &mut Sql, q: &StatsQuery) {
     let db = q.database;
     if let Group::Property(Property::Event(p)) = &q.group {
         // A visit counts once for each key among its matching events.
@@ -281,7 +284,7 @@ pub(crate) fn visits_pass(sql: &mut Sql, q: &StatsQuery) {
 /// The exit page breakdown: every figure from the period's visits, grouped by visit first.
 /// Engagement reports carry no visit figures, so without engagement metrics they are left out
 /// of the scan (in real traffic about half the rows).
-pub(crate) fn exit_page_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
+fn exit_page_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     let engagement = if needs.engagement {
         "countIf(name = 'engagement') AS x_engaged_pages, \
          sumIf(engagement_ms, name = 'engagement') AS x_engaged_ms, \
@@ -320,7 +323,7 @@ pub(crate) fn exit_page_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
 }
 
 /// `live_source` from events only (the rolled days' rows left out, if any).
-pub(crate) fn raw_source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
+pub(super) fn raw_source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     if q.group == Group::Property(Property::Visit(VisitProperty::ExitPage)) {
         sql.push("(");
         exit_page_pass(sql, q, needs);
@@ -363,7 +366,7 @@ pub(crate) fn raw_source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
 }
 
 /// What ORDER BY sorts on for a sort key: whitelisted expressions over the output columns.
-pub(crate) fn sort_expression(key: SortKey) -> &'static str {
+fn sort_expression(key: SortKey) -> &'static str {
     match key {
         SortKey::Property => "key",
         SortKey::Metric(m) => match m {
