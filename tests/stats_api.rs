@@ -2056,12 +2056,9 @@ async fn rollup_answers_the_same_on_current_clickhouse(
             if endpoint == Endpoint::Breakdown {
                 query.remove("compare");
             }
-            let statements = |days: &[i64]| {
-                glimpse_query::stats_statements_for(
-                    endpoint, &query, &site, "glimpse", 0, now, days,
-                )
-                .unwrap()
-            };
+            let request =
+                glimpse_query::plan::Request::new(endpoint, &query, site.clone(), now).unwrap();
+            let statements = |days: &[i64]| request.stats_plan("glimpse", 0, days).unwrap().texts();
             questions.push(json!({
                 "name": format!("{domain} {dates} {extra:?}"),
                 "raw": statements(&[]),

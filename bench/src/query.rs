@@ -437,10 +437,11 @@ pub fn dashboard_statements(
                 .into_owned()
                 .collect();
         params.insert("site_id".into(), "example.com".into());
-        let statements = glimpse_query::stats_statements_for(
-            endpoint, &params, &site, "glimpse", 0, now, rolled,
-        )
-        .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        // The request's plan, as the handlers build it, with `rolled` as its lookup's answer.
+        let statements = glimpse_query::plan::Request::new(endpoint, &params, site.clone(), now)
+            .and_then(|request| request.stats_plan("glimpse", 0, rolled))
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?
+            .texts();
         queries.push((*name, statements));
     }
     Ok(queries)

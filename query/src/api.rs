@@ -1,5 +1,5 @@
-//! The stats API handlers (Plausible's Stats API v1 shapes): authorize, parse, run the SQL,
-//! turn rows into metrics, answer JSON or CSV.
+//! The stats API handlers (Plausible's Stats API v1 shapes): authorize, validate the request,
+//! execute its plan (`plan`), turn rows into metrics, answer JSON or CSV.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,15 +9,16 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde_json::{json, Map, Value};
 
 use crate::auth::{self, Site, ALL_SITES};
 use crate::error::ApiError;
-use crate::params::{self, Endpoint, Filter, FilterOp, Format, Metric, Property, StatsParams};
-use crate::period::{self, Range};
-use crate::sql::{self, Group, Sql, StatsQuery, StatsRow};
+use crate::params::{self, Endpoint, Format, Metric, Property};
+use crate::period;
+use crate::plan::{self, PeriodPlan, Request, StatsPlan};
+use crate::rollup;
+use crate::sql::{Sql, StatsRow};
 use crate::AppState;
 use glimpse_core::csv_safe::{self, Cell};
 
@@ -38,7 +39,7 @@ async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
-) -> Result<(Site, TimeZone), ApiError> {
+) -> Result<Site, ApiError> {
     let bearer = bearer(headers)?;
     let share = query.get("auth").map(String::as_str);
     if bearer.is_none() && share.is_none() {
@@ -77,13 +78,7 @@ async fn authorize(
             _ => return Err(ApiError::Unauthorized("invalid share link")),
         }
     };
-    let tz = TimeZone::get(&site.timezone).map_err(|_| {
-        ApiError::Unavailable(format!(
-            "site {} has an unknown time zone {:?}",
-            site.domain, site.timezone
-        ))
-    })?;
-    Ok((site.clone(), tz))
+    Ok(site.clone())
 }
 
 /// The API key of `Authorization: Bearer KEY`, if the header is there.
@@ -108,61 +103,7 @@ fn query_map(params: Params) -> Result<HashMap<String, String>, ApiError> {
         .map_err(|e| ApiError::bad("query", format!("cannot read the query string: {e}")))
 }
 
-/// A parsed, authorized request with its resolved time range.
-pub(crate) struct Request {
-    pub site: Site,
-    pub tz: TimeZone,
-    pub params: StatsParams,
-    pub range: Range,
-    /// Whether the site's imported aggregates are added (asked for, and able to answer).
-    pub imported: bool,
-    /// The site's rolled days (UTC days since 1970) around the request's periods.
-    pub rolled: Vec<i64>,
-}
-
-impl Request {
-    fn new(
-        site: Site,
-        tz: TimeZone,
-        params: StatsParams,
-        range: Range,
-        endpoint: Endpoint,
-    ) -> Self {
-        let imported = params.with_imported
-            && sql::imported_answers(&group_of(endpoint, &params), &params.filters);
-        Request {
-            site,
-            tz,
-            params,
-            range,
-            imported,
-            rolled: Vec::new(),
-        }
-    }
-
-    /// Plausible's `warning` when imported data was asked for but cannot answer the question.
-    fn imported_warning(&self) -> Option<&'static str> {
-        (self.params.with_imported && !self.imported).then_some(
-            "Imported stats are not included in the results: they are daily totals per single \
-             property, so they cannot answer filtered questions, hourly intervals, or \
-             breakdowns by city, host name, custom properties or goals.",
-        )
-    }
-}
-
-/// How a request's rows are grouped.
-fn group_of(endpoint: Endpoint, p: &StatsParams) -> Group {
-    match endpoint {
-        Endpoint::Aggregate => Group::Total,
-        Endpoint::Timeseries => Group::Bucket(p.interval),
-        Endpoint::Breakdown => Group::Property(
-            p.property
-                .clone()
-                .unwrap_or(Property::Event(params::EventProperty::Page)),
-        ),
-    }
-}
-
+/// A validated request: authorized, its parameters parsed, its period resolved.
 async fn prepare(
     state: &AppState,
     headers: &HeaderMap,
@@ -170,273 +111,68 @@ async fn prepare(
     endpoint: Endpoint,
 ) -> Result<Request, ApiError> {
     let query = query_map(query)?;
-    let (site, tz) = authorize(state, headers, &query).await?;
-    let params = params::parse(endpoint, &query)?;
-    check_goals(&site, &params)?;
-    let range = period::resolve(params.period, params.date, &tz, Timestamp::now())?;
-    let mut request = Request::new(site, tz, params, range, endpoint);
-    if sql::rollup_may_answer(
-        &group_of(endpoint, &request.params),
-        &request.params.filters,
-    ) {
-        let (first, last) = rolled_window(&request.range);
-        request.rolled = run!(state, |client| crate::rollup::rolled_days(
+    let site = authorize(state, headers, &query).await?;
+    Request::new(endpoint, &query, site, Timestamp::now())
+}
+
+/// The request's stats plan: where the rollup may answer, its rolled days are looked up
+/// first (the plan's first step).
+async fn stats_plan(state: &AppState, request: &Request) -> Result<StatsPlan, ApiError> {
+    let rolled = match request.rolled_days_lookup(&state.database) {
+        Some(lookup) => run!(state, |client| rollup::fetch_days(
             client,
-            &state.database,
-            &request.site.domain,
-            first,
-            last,
-        ))?;
-    }
-    Ok(request)
+            &lookup.statement
+        ))?,
+        None => Vec::new(),
+    };
+    request.stats_plan(&state.database, state.config.min_group_size, &rolled)
 }
 
-/// The UTC days whose rollup a request over `range` may use: those of the period and of the
-/// one before it (for `compare`), `(first, last)`.
-fn rolled_window(range: &Range) -> (i64, i64) {
-    let (start, end) = (range.start, range.end);
-    (
-        (start - (end - start)).div_euclid(sql::DAY) - 1,
-        end.div_euclid(sql::DAY),
-    )
+/// One period's rows: the figures, and the `conversion_rate` denominators by key.
+struct PeriodRows {
+    rows: Vec<StatsRow>,
+    totals: HashMap<String, u64>,
 }
 
-/// Goal filters must name the site's goals: a typo would otherwise read as zero conversions.
-fn check_goals(site: &Site, params: &StatsParams) -> Result<(), ApiError> {
-    for f in &params.filters {
-        if f.property != Property::Event(params::EventProperty::Goal) || f.op == FilterOp::Contains
-        {
-            continue;
+/// Runs a stats plan. The two periods' figures are independent statements: ClickHouse runs
+/// them side by side; the denominators follow.
+async fn execute(
+    state: &AppState,
+    plan: &StatsPlan,
+) -> Result<(PeriodRows, Option<PeriodRows>), ApiError> {
+    let (rows, previous_rows) = tokio::try_join!(fetch(state, &plan.current.stats), async {
+        match &plan.previous {
+            Some(previous) => fetch(state, &previous.stats).await.map(Some),
+            None => Ok(None),
         }
-        if let Some(unknown) = f
-            .values
-            .iter()
-            .find(|v| !site.goals.iter().any(|g| &g.name == *v))
-        {
-            let known: Vec<&str> = site.goals.iter().map(|g| g.name.as_str()).collect();
-            return Err(ApiError::bad(
-                "filters",
-                format!(
-                    "{unknown:?} is not one of the site's goals ({})",
-                    if known.is_empty() {
-                        "none configured".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            ));
-        }
-    }
-    Ok(())
+    })?;
+    let current = PeriodRows {
+        rows,
+        totals: goal_totals(state, &plan.current).await?,
+    };
+    let previous = match (&plan.previous, previous_rows) {
+        (Some(period), Some(rows)) => Some(PeriodRows {
+            rows,
+            totals: goal_totals(state, period).await?,
+        }),
+        _ => None,
+    };
+    Ok((current, previous))
 }
 
-/// Visitors of `range` by `group` with the request's filters but its goal filters: the
-/// denominators of `conversion_rate`. Empty when the request does not ask for it.
+/// The `conversion_rate` denominators of a period, by key; empty when not asked for.
 async fn goal_totals(
     state: &AppState,
-    request: &Request,
-    range: &Range,
-    group: Group,
+    period: &PeriodPlan,
 ) -> Result<HashMap<String, u64>, ApiError> {
-    if !request.params.metrics.contains(&Metric::ConversionRate) {
+    let Some(sql) = &period.goal_totals else {
         return Ok(HashMap::new());
-    }
-    let sql = goal_totals_sql(&state.database, request, range, group);
-    Ok(fetch(state, &sql)
+    };
+    Ok(fetch(state, sql)
         .await?
         .into_iter()
         .map(|r| (r.key, r.visitors))
         .collect())
-}
-
-/// The visitors of `range` with the request's filters but its goal filters (0 when the request
-/// does not ask for `conversion_rate`).
-async fn goal_total(state: &AppState, request: &Request, range: &Range) -> Result<u64, ApiError> {
-    Ok(goal_totals(state, request, range, Group::Total)
-        .await?
-        .remove("")
-        .unwrap_or(0))
-}
-
-fn goal_totals_sql(database: &str, request: &Request, range: &Range, group: Group) -> Sql {
-    let filters: Vec<Filter> = request
-        .params
-        .filters
-        .iter()
-        .filter(|f| f.property != Property::Event(params::EventProperty::Goal))
-        .cloned()
-        .collect();
-    sql::stats(&question(
-        database,
-        request,
-        range,
-        group,
-        &filters,
-        &[Metric::Visitors],
-    ))
-}
-
-/// What every statement of a request shares; no `(other)` rows, sort or page.
-fn question<'a>(
-    database: &'a str,
-    request: &'a Request,
-    range: &Range,
-    group: Group,
-    filters: &'a [Filter],
-    metrics: &'a [Metric],
-) -> StatsQuery<'a> {
-    StatsQuery {
-        database,
-        site: &request.site.domain,
-        timezone: request.tz.iana_name().unwrap_or("UTC"),
-        start: range.start,
-        end: range.end,
-        group,
-        filters,
-        min_group_size: 0,
-        sort: None,
-        metrics,
-        goals: &request.site.goals,
-        page: None,
-        imported: request.imported,
-        rolled: &request.rolled,
-    }
-}
-
-/// The SQL for a request over `range` (the request's or the comparison's).
-fn stats_sql(
-    database: &str,
-    min_group_size: u64,
-    request: &Request,
-    range: &Range,
-    endpoint: Endpoint,
-) -> Sql {
-    let p = &request.params;
-    let group = group_of(endpoint, p);
-    let breakdown = endpoint == Endpoint::Breakdown;
-    sql::stats(&StatsQuery {
-        min_group_size: if breakdown { min_group_size } else { 0 },
-        sort: breakdown.then_some(p.sort),
-        page: breakdown.then_some((p.limit, (p.page - 1) * p.limit)),
-        ..question(database, request, range, group, &p.filters, &p.metrics)
-    })
-}
-
-/// The final SQL text of every statement a stats request runs (with `compare`, also the
-/// previous period's), values inlined by the `clickhouse` crate's escaping: for checking the
-/// generated SQL on other ClickHouse versions. `now` stands for the current time. For an
-/// aggregate's parameters it adds the statements of the endpoints that take them (`filtered`,
-/// `props`, `sites`, realtime). Where the rollup may answer, the statements follow again as they
-/// are with every day of the periods rolled up, followed by the rollup's own statements.
-pub fn statements_for(
-    endpoint: Endpoint,
-    query: &HashMap<String, String>,
-    site: &Site,
-    database: &str,
-    min_group_size: u64,
-    now: Timestamp,
-) -> Result<Vec<String>, ApiError> {
-    let (request, mut statements) =
-        request_statements(endpoint, query, site, database, min_group_size, now, &[])?;
-    let group = group_of(endpoint, &request.params);
-    if sql::rollup_may_answer(&group, &request.params.filters) {
-        let (first, last) = rolled_window(&request.range);
-        let all: Vec<i64> = (first..=last).collect();
-        let (_, rolled) =
-            request_statements(endpoint, query, site, database, min_group_size, now, &all)?;
-        statements.extend(rolled);
-        statements.push(sql::rolled_days(database, &site.domain, first, last));
-    }
-    if endpoint == Endpoint::Aggregate {
-        let (first, last) = (
-            request.range.first.to_string(),
-            request.range.last.to_string(),
-        );
-        statements.push(sql::dropped(database, &site.domain, &first, &last));
-        statements.push(sql::imported_ranges(database));
-        statements.push(sql::prop_names(
-            database,
-            &site.domain,
-            request.range.start,
-            request.range.end,
-        ));
-        let now = now.as_second();
-        statements.push(sql::current_visitors(
-            database,
-            &site.domain,
-            now - 300,
-            now + 1,
-        ));
-    }
-    Ok(statements.iter().map(Sql::final_text).collect())
-}
-
-/// The final SQL text of the statements one stats request runs (its period's, its
-/// `conversion_rate` denominators', and with `compare` the previous period's): what the
-/// benchmark times on other ClickHouse versions. `rolled`: the site's rolled-up days.
-pub fn stats_statements_for(
-    endpoint: Endpoint,
-    query: &HashMap<String, String>,
-    site: &Site,
-    database: &str,
-    min_group_size: u64,
-    now: Timestamp,
-    rolled: &[i64],
-) -> Result<Vec<String>, ApiError> {
-    let (_, statements) =
-        request_statements(endpoint, query, site, database, min_group_size, now, rolled)?;
-    Ok(statements.iter().map(Sql::final_text).collect())
-}
-
-fn request_statements(
-    endpoint: Endpoint,
-    query: &HashMap<String, String>,
-    site: &Site,
-    database: &str,
-    min_group_size: u64,
-    now: Timestamp,
-    rolled: &[i64],
-) -> Result<(Request, Vec<Sql>), ApiError> {
-    let tz = TimeZone::get(&site.timezone)
-        .map_err(|_| ApiError::bad("site_id", "the site's time zone is unknown"))?;
-    let params = params::parse(endpoint, query)?;
-    check_goals(site, &params)?;
-    let range = period::resolve(params.period, params.date, &tz, now)?;
-    let mut request = Request::new(site.clone(), tz, params, range, endpoint);
-    request.rolled = rolled.to_vec();
-    let mut statements = vec![stats_sql(
-        database,
-        min_group_size,
-        &request,
-        &request.range,
-        endpoint,
-    )];
-    let totals_group = match endpoint {
-        Endpoint::Timeseries => Group::Bucket(request.params.interval),
-        _ => Group::Total,
-    };
-    if request.params.metrics.contains(&Metric::ConversionRate) {
-        statements.push(goal_totals_sql(
-            database,
-            &request,
-            &request.range,
-            totals_group.clone(),
-        ));
-    }
-    if request.params.compare {
-        let range = period::previous(request.params.period, &request.range, &request.tz)?;
-        statements.push(stats_sql(
-            database,
-            min_group_size,
-            &request,
-            &range,
-            endpoint,
-        ));
-        if request.params.metrics.contains(&Metric::ConversionRate) {
-            statements.push(goal_totals_sql(database, &request, &range, totals_group));
-        }
-    }
-    Ok((request, statements))
 }
 
 async fn fetch(state: &AppState, sql: &Sql) -> Result<Vec<StatsRow>, ApiError> {
@@ -485,45 +221,24 @@ pub(crate) async fn aggregate(
     query: Params,
 ) -> Result<Response, ApiError> {
     let request = prepare(&state, &headers, query, Endpoint::Aggregate).await?;
-    let sql = stats_sql(
-        &state.database,
-        0,
-        &request,
-        &request.range,
-        Endpoint::Aggregate,
-    );
-    // The two periods are independent statements: ClickHouse runs them side by side.
-    let previous_range = if request.params.compare {
-        Some(period::previous(
-            request.params.period,
-            &request.range,
-            &request.tz,
-        )?)
-    } else {
-        None
-    };
-    let previous_sql = previous_range
-        .as_ref()
-        .map(|range| stats_sql(&state.database, 0, &request, range, Endpoint::Aggregate));
-    let (rows, previous_rows) = tokio::try_join!(fetch(&state, &sql), async {
-        match &previous_sql {
-            Some(sql) => fetch(&state, sql).await.map(Some),
-            None => Ok(None),
+    let plan = stats_plan(&state, &request).await?;
+    let (now, before) = execute(&state, &plan).await?;
+    let row = now.rows.into_iter().next().unwrap_or_default();
+    let total = plan.current.denominator(&now.totals, &row.key);
+    let previous = match (&plan.previous, before) {
+        (Some(period), Some(before)) => {
+            let row = before.rows.into_iter().next().unwrap_or_default();
+            let total = period.denominator(&before.totals, &row.key);
+            Some((row, total))
         }
-    })?;
-    let row = rows.into_iter().next().unwrap_or_default();
-    let previous = previous_rows.map(|rows| rows.into_iter().next().unwrap_or_default());
-    let total = goal_total(&state, &request, &request.range).await?;
-    let previous_total = match &previous_range {
-        Some(range) => goal_total(&state, &request, range).await?,
-        None => 0,
+        _ => None,
     };
     let mut results = Map::new();
     for &metric in &request.params.metrics {
         let value = metric_value(&row, metric, total);
         let mut entry = json!({ "value": value });
-        if let Some(previous) = &previous {
-            let before = metric_value(previous, metric, previous_total);
+        if let Some((previous, previous_total)) = &previous {
+            let before = metric_value(previous, metric, *previous_total);
             entry["change"] = change(metric, &value, &before);
             entry["comparison_value"] = before;
         }
@@ -542,32 +257,16 @@ pub(crate) async fn timeseries(
     query: Params,
 ) -> Result<Response, ApiError> {
     let request = prepare(&state, &headers, query, Endpoint::Timeseries).await?;
+    let plan = stats_plan(&state, &request).await?;
     let labels = period::bucket_labels(&request.range, request.params.interval, &request.tz)?;
-    let sql = stats_sql(
-        &state.database,
-        0,
-        &request,
-        &request.range,
-        Endpoint::Timeseries,
-    );
-    let rows: HashMap<String, StatsRow> = fetch(&state, &sql)
-        .await?
-        .into_iter()
-        .map(|r| (r.key.clone(), r))
-        .collect();
-    let totals = goal_totals(
-        &state,
-        &request,
-        &request.range,
-        Group::Bucket(request.params.interval),
-    )
-    .await?;
+    let (now, _) = execute(&state, &plan).await?;
+    let rows: HashMap<&str, &StatsRow> = now.rows.iter().map(|r| (r.key.as_str(), r)).collect();
     let empty = StatsRow::default();
     let table: Vec<(String, &StatsRow, u64)> = labels
         .into_iter()
         .map(|label| {
-            let row = rows.get(&label).unwrap_or(&empty);
-            let total = totals.get(&label).copied().unwrap_or(0);
+            let row = rows.get(label.as_str()).copied().unwrap_or(&empty);
+            let total = plan.current.denominator(&now.totals, &label);
             (label, row, total)
         })
         .collect();
@@ -580,22 +279,24 @@ pub(crate) async fn breakdown(
     query: Params,
 ) -> Result<Response, ApiError> {
     let request = prepare(&state, &headers, query, Endpoint::Breakdown).await?;
-    let sql = stats_sql(
-        &state.database,
-        state.config.min_group_size,
-        &request,
-        &request.range,
-        Endpoint::Breakdown,
-    );
-    let rows = fetch(&state, &sql).await?;
+    let plan = stats_plan(&state, &request).await?;
+    let (now, _) = execute(&state, &plan).await?;
     let key = request
         .params
         .property
         .as_ref()
         .map_or("page", Property::result_key);
-    let total = goal_total(&state, &request, &request.range).await?;
-    let table: Vec<(String, &StatsRow, u64)> =
-        rows.iter().map(|r| (r.key.clone(), r, total)).collect();
+    let table: Vec<(String, &StatsRow, u64)> = now
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.key.clone(),
+                r,
+                plan.current.denominator(&now.totals, &r.key),
+            )
+        })
+        .collect();
     Ok(respond(&request, key, &table))
 }
 
@@ -663,9 +364,9 @@ pub(crate) async fn realtime_visitors(
     query: Params,
 ) -> Result<Response, ApiError> {
     let query = query_map(query)?;
-    let (site, _) = authorize(&state, &headers, &query).await?;
-    let now = Timestamp::now().as_second();
-    let sql = sql::current_visitors(&state.database, &site.domain, now - 5 * 60, now + 1);
+    let site = authorize(&state, &headers, &query).await?;
+    plan::site_timezone(&site)?;
+    let sql = plan::realtime_statement(&state.database, &site, Timestamp::now());
     let visitors: u64 = run!(state, |client| sql.query(client).fetch_one::<u64>())?;
     Ok(Json(json!(visitors)).into_response())
 }
@@ -683,14 +384,7 @@ pub(crate) async fn filtered(
         reason: String,
         count: u64,
     }
-    // Counts are kept per UTC day: the period's local dates are read as those days.
-    let (first, last) = (request.range.first, request.range.last);
-    let sql = sql::dropped(
-        &state.database,
-        &request.site.domain,
-        &first.to_string(),
-        &last.to_string(),
-    );
+    let sql = request.dropped_statement(&state.database);
     let rows: Vec<Reason> = run!(state, |client| sql.query(client).fetch_all())?;
     let total: u64 = rows.iter().map(|r| r.count).sum();
     let results: Vec<Value> = rows
@@ -722,11 +416,15 @@ pub(crate) async fn sites(
             .filter(|s| allowed == ALL_SITES || s.domain == allowed)
             .collect()
         }
-        None => vec![authorize(&state, &headers, &query).await?.0],
+        None => {
+            let site = authorize(&state, &headers, &query).await?;
+            plan::site_timezone(&site)?;
+            vec![site]
+        }
     };
     // Which days have imported aggregates (`with_imported=true` adds them).
     let imported: HashMap<String, (String, String)> = run!(state, |client| {
-        sql::imported_ranges(&state.database)
+        plan::imported_ranges_statement(&state.database)
             .query(client)
             .fetch_all::<(String, String, String)>()
     })?
@@ -754,12 +452,7 @@ pub(crate) async fn prop_names(
     query: Params,
 ) -> Result<Response, ApiError> {
     let request = prepare(&state, &headers, query, Endpoint::Aggregate).await?;
-    let sql = sql::prop_names(
-        &state.database,
-        &request.site.domain,
-        request.range.start,
-        request.range.end,
-    );
+    let sql = request.prop_names_statement(&state.database);
     let names: Vec<String> = run!(state, |client| sql.query(client).fetch_all())?;
     Ok(Json(json!({ "results": names })).into_response())
 }

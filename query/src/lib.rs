@@ -1,9 +1,10 @@
 //! Glimpse's query service: the HTTP API analysts and the dashboard read numbers from.
 //!
-//! The stats API is compatible with Plausible's Stats API v1 (`/api/v1/stats/…`): `params`
-//! parses a request into typed values, `period` resolves it in the site's time zone, `sql`
-//! builds the statement from whitelisted identifiers and bound values, `auth` checks the API
-//! key, `api` answers JSON or CSV, `dashboard` serves the page at `/`.
+//! The stats API is compatible with Plausible's Stats API v1 (`/api/v1/stats/…`): `auth`
+//! checks the API key, `params` parses a request into typed values, `period` resolves it in the
+//! site's time zone, `plan` turns it into the statements it runs, `sql` builds them from
+//! whitelisted identifiers and bound values, `api` executes the plan and answers JSON or CSV,
+//! `dashboard` serves the page at `/`.
 
 mod api;
 pub mod auth;
@@ -13,11 +14,10 @@ pub mod error;
 mod observe;
 pub mod params;
 pub mod period;
+pub mod plan;
 mod request_id;
 pub mod rollup;
 pub mod sql;
-
-pub use api::{statements_for, stats_statements_for};
 
 use std::convert::Infallible;
 use std::future::Future;

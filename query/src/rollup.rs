@@ -1,6 +1,7 @@
 //! The per-day rollup: figures per site, UTC day and key (totals, page, every visit property)
 //! kept in `rollup_daily`, so that a month is read from a few rows per day and the events of
-//! the days at its edges instead of every event (`sql::live_source`).
+//! the days at its edges instead of every event (`sql::rolled`). This module also owns the
+//! statements of its upkeep (build, fingerprints, manifest, deletes) and of the rolled-days lookup.
 //!
 //! A day is a UTC day of visit starts, which is also the day of the visitor-id salt: a visitor's
 //! ids of two days never meet, so the exact visitor counts of whole days add up to the period's.
@@ -11,13 +12,13 @@
 //! they never see half a build.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 
 use jiff::civil::Date;
 use serde::Serialize;
 
-use crate::sql::{self, Sql};
-
-use crate::sql::DAY;
+use crate::params::{EventProperty, Property, VisitProperty};
+use crate::sql::{self, Group, Sql, DAY};
 
 /// How long after a day's last visit could have ended its rows may still be in a collector's
 /// buffer or spool: the day is rolled up only after that.
@@ -49,11 +50,11 @@ pub async fn refresh(
 ) -> Result<RefreshReport, clickhouse::error::Error> {
     // Visits started before `until` ended before `until + DAY`, at least SETTLE_SECS ago.
     let until = ((now - SETTLE_SECS).div_euclid(DAY) - 1) * DAY;
-    let events: Vec<(String, String, u64, u64)> = sql::rollup_fingerprints(database, until)
+    let events: Vec<(String, String, u64, u64)> = fingerprints_statement(database, until)
         .query(client)
         .fetch_all()
         .await?;
-    let built: Vec<(String, String, u64, u64, u64)> = sql::rollup_manifest(database)
+    let built: Vec<(String, String, u64, u64, u64)> = manifest_statement(database)
         .query(client)
         .fetch_all()
         .await?;
@@ -125,12 +126,12 @@ pub async fn refresh(
                 .await?;
         }
         insert.end().await?;
-        for statement in sql::rollup_deletes(database, &site, &numbers, Some(version)) {
+        for statement in delete_statements(database, &site, &numbers, Some(version)) {
             statement.query(client).execute().await?;
         }
     }
     for (site, days) in to_remove {
-        for statement in sql::rollup_deletes(database, &site, &days, None) {
+        for statement in delete_statements(database, &site, &days, None) {
             statement.query(client).execute().await?;
         }
     }
@@ -142,7 +143,7 @@ pub async fn refresh(
 pub fn build_statements(database: &str, site: &str, run: (i64, i64), version: u64) -> Vec<Sql> {
     sql::rollup_groups()
         .iter()
-        .map(|(property, group)| sql::rollup_build(database, site, run, version, property, group))
+        .map(|(property, group)| build_statement(database, site, run, version, property, group))
         .collect()
 }
 
@@ -154,10 +155,16 @@ pub async fn rolled_days(
     first: i64,
     last: i64,
 ) -> Result<Vec<i64>, clickhouse::error::Error> {
-    let days: Vec<String> = sql::rolled_days(database, site, first, last)
-        .query(client)
-        .fetch_all()
-        .await?;
+    fetch_days(client, &rolled_days_statement(database, site, first, last)).await
+}
+
+/// Runs a lookup of rolled days (`rolled_days_statement`, as in a query plan's
+/// `RolledDaysLookup`): the days, as UTC days since 1970, in order.
+pub async fn fetch_days(
+    client: &clickhouse::Client,
+    lookup: &Sql,
+) -> Result<Vec<i64>, clickhouse::error::Error> {
+    let days: Vec<String> = lookup.query(client).fetch_all().await?;
     let mut days: Vec<i64> = days.iter().filter_map(|d| day_number(d)).collect();
     days.sort_unstable();
     Ok(days)
@@ -169,14 +176,147 @@ pub async fn rolled_days(
 pub fn maintenance_statements(database: &str, site: &str) -> Vec<String> {
     let days = [20_536, 20_537, 20_539];
     let mut statements = vec![
-        sql::rollup_fingerprints(database, 20_540 * DAY),
-        sql::rollup_manifest(database),
-        sql::rolled_days(database, site, 20_530, 20_540),
+        fingerprints_statement(database, 20_540 * DAY),
+        manifest_statement(database),
+        rolled_days_statement(database, site, 20_530, 20_540),
     ];
     statements.extend(build_statements(database, site, (20_536, 20_537), 1));
-    statements.extend(sql::rollup_deletes(database, site, &days, Some(1)));
-    statements.extend(sql::rollup_deletes(database, site, &days, None));
+    statements.extend(delete_statements(database, site, &days, Some(1)));
+    statements.extend(delete_statements(database, site, &days, None));
     statements.iter().map(Sql::final_text).collect()
+}
+
+/// The `INSERT` of build `version` of `site`'s per-day figures for one grouping of the rollup,
+/// for the UTC days `first..=last`: every row of the visits started on those days.
+fn build_statement(
+    database: &str,
+    site: &str,
+    (first, last): (i64, i64),
+    version: u64,
+    property: &str,
+    group: &Group,
+) -> Sql {
+    let mut sql = Sql::default();
+    let _ = write!(
+        sql.template,
+        "INSERT INTO {database}.rollup_daily (site, property, day, version, key, visitors, \
+         pageviews, events, visits, visit_pageviews, bounces, duration) SELECT "
+    );
+    sql.bind_str(site)
+        .push(", ")
+        .bind_str(property)
+        .push(", day, toUInt64(")
+        .bind_int(i64::try_from(version).unwrap_or(i64::MAX))
+        .push("), key, ");
+    let exit = *group == Group::Property(Property::Visit(VisitProperty::ExitPage));
+    if exit {
+        // As `exit_page_pass`: each visit's figures under its last page view.
+        let _ = write!(
+            sql.template,
+            "uniqExact(x_visitor), sum(x_pageviews), sum(x_events), count(), sum(x_pageviews), \
+             sum(x_bounce), sum(x_duration) FROM (SELECT session_id, any(visitor_id) AS x_visitor, \
+             toDate(any(visit_start), 'UTC') AS day, {} AS key, \
+             countIf(name = 'pageview') AS x_pageviews, count() AS x_events, \
+             sum(visit_bounce) AS x_bounce, sum(visit_duration) AS x_duration, \
+             sum(visit_entry) AS x_entry",
+            sql::visit_value(VisitProperty::ExitPage)
+        );
+    } else {
+        sql.push(
+            "uniqExact(visitor_id), countIf(name = 'pageview'), count(), sum(visit_entry), \
+             countIf(name = 'pageview'), sum(visit_bounce), sum(visit_duration) FROM (SELECT \
+             visitor_id, name, visit_entry, visit_bounce, visit_duration, \
+             toDate(visit_start, 'UTC') AS day, ",
+        );
+        match group {
+            Group::Property(Property::Visit(p)) => {
+                sql.push(&sql::visit_value(*p));
+            }
+            Group::Property(Property::Event(EventProperty::Page)) => {
+                sql.push("pathname");
+            }
+            _ => {
+                sql.push("''");
+            }
+        }
+        sql.push(" AS key");
+    }
+    let _ = write!(sql.template, " FROM {database}.events WHERE ");
+    sql::rows_between(&mut sql, site, first * DAY, (last + 2) * DAY);
+    sql.push(" AND visit_start >= toDateTime(")
+        .bind_int(first * DAY)
+        .push(") AND visit_start < toDateTime(")
+        .bind_int((last + 1) * DAY)
+        .push(") AND name != 'engagement'");
+    sql.push(if exit {
+        " GROUP BY session_id HAVING x_entry > 0) GROUP BY day, key"
+    } else {
+        ") GROUP BY day, key"
+    });
+    sql
+}
+
+/// What the rollup of each site and UTC day (`YYYY-MM-DD`) is built from, for visits started
+/// before `until`: the number of rows and a checksum of their visitor ids (rows of a day
+/// arriving late, erased or expired change one or the other).
+fn fingerprints_statement(database: &str, until: i64) -> Sql {
+    let mut sql = Sql::default();
+    let _ = write!(
+        sql.template,
+        "SELECT toString(site), toString(toDate(visit_start, 'UTC')) AS day, count(), \
+         sum(visitor_id) FROM {database}.events WHERE name != 'engagement' AND \
+         visit_start >= toDateTime(86400) AND visit_start < toDateTime("
+    );
+    sql.bind_int(until).push(") GROUP BY site, day");
+    sql
+}
+
+/// The newest complete build of every rolled day: site, day, version and what it was built from.
+fn manifest_statement(database: &str) -> Sql {
+    let mut sql = Sql::default();
+    let _ = write!(
+        sql.template,
+        "SELECT toString(site), toString(day), max(version), argMax(rows, version), \
+         argMax(checksum, version) FROM {database}.rollup_days GROUP BY site, day"
+    );
+    sql
+}
+
+/// The `ALTER TABLE … DELETE`s of a site's rollup for `days`: all builds, or only those older
+/// than `below_version`. The listing (`rollup_days`) goes first, so that no reader takes a day
+/// whose figures are being deleted.
+fn delete_statements(
+    database: &str,
+    site: &str,
+    days: &[i64],
+    below_version: Option<u64>,
+) -> [Sql; 2] {
+    ["rollup_days", "rollup_daily"].map(|table| {
+        let mut sql = Sql::default();
+        let _ = write!(
+            sql.template,
+            "ALTER TABLE {database}.{table} DELETE WHERE site = "
+        );
+        sql.bind_str(site).push(" AND ");
+        sql::days_condition(&mut sql, days);
+        if let Some(version) = below_version {
+            sql.push(" AND version < ")
+                .bind_int(i64::try_from(version).unwrap_or(i64::MAX));
+        }
+        sql
+    })
+}
+
+/// A site's rolled days (`YYYY-MM-DD`) from `first` to `last` (UTC days).
+pub(crate) fn rolled_days_statement(database: &str, site: &str, first: i64, last: i64) -> Sql {
+    let mut sql = Sql::default();
+    let _ = write!(
+        sql.template,
+        "SELECT DISTINCT toString(day) FROM {database}.rollup_days WHERE site = "
+    );
+    sql.bind_str(site).push(" AND ");
+    sql::day_range(&mut sql, first, last);
+    sql
 }
 
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date.

@@ -1,12 +1,15 @@
-//! A broad matrix of stats requests and the exact SQL the query service runs for each, for
-//! checking the generated statements on ClickHouse 18.16 (`tests/stats_api.rs`) and on current
-//! ClickHouse via chdb (`tests/stats_sql_compat.rs`).
+//! A broad matrix of stats requests and the exact SQL the query service runs for each (from
+//! their `glimpse_query::plan`, the one the handlers execute), for checking the generated
+//! statements on ClickHouse 18.16 (`tests/stats_api.rs`) and on current ClickHouse via chdb
+//! (`tests/stats_sql_compat.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 
 use glimpse_core::site::SiteConfig;
 use glimpse_query::auth::Site;
 use glimpse_query::params::Endpoint;
+use glimpse_query::plan::{self, Request};
+use glimpse_query::sql::Sql;
 
 const METRICS: &str = "visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration,events,time_on_page,scroll_depth";
 
@@ -69,9 +72,37 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
             .filter(|(_, v)| !v.is_empty())
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
-        let sql = glimpse_query::statements_for(endpoint, &query, &site, database, k, now)
+        // The request's plan, as the handlers build it.
+        let request = Request::new(endpoint, &query, site.clone(), now)
             .unwrap_or_else(|e| panic!("{pairs:?}: {e}"));
-        out.extend(sql);
+        let stats = |rolled: &[i64]| {
+            request
+                .stats_plan(database, k, rolled)
+                .unwrap_or_else(|e| panic!("{pairs:?}: {e}"))
+                .texts()
+        };
+        out.extend(stats(&[]));
+        // Where the rollup may answer: the lookup of the rolled days, and the plan again with
+        // every day it looks at rolled up.
+        if let Some(lookup) = request.rolled_days_lookup(database) {
+            let every_day: Vec<i64> = (lookup.first..=lookup.last).collect();
+            out.extend(stats(&every_day));
+            out.insert(lookup.statement.final_text());
+        }
+        // The endpoints that take an aggregate's parameters: filtered, props; and the sites
+        // and realtime ones.
+        if endpoint == Endpoint::Aggregate {
+            out.extend(
+                [
+                    request.dropped_statement(database),
+                    request.prop_names_statement(database),
+                    plan::imported_ranges_statement(database),
+                    plan::realtime_statement(database, &site, now),
+                ]
+                .iter()
+                .map(Sql::final_text),
+            );
+        }
     };
     let periods: [&[(&str, &str)]; 8] = [
         &[("period", "realtime")],

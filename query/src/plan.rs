@@ -1,0 +1,469 @@
+//! One query plan per request: from a validated request (its site, parsed parameters and
+//! period) to the statements it runs and how their rows combine. The handlers (`api`) execute
+//! these plans; the benchmark and the SQL-compatibility tests list the very same statements,
+//! so what they check is what the service runs.
+//!
+//! A stats request runs in two steps where the per-day rollup may answer it: first the lookup
+//! of the site's rolled days around its periods ([`Request::rolled_days_lookup`]), then the
+//! statements that read them ([`Request::stats_plan`], which takes the lookup's answer).
+
+use std::collections::HashMap;
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+
+use crate::auth::Site;
+use crate::error::ApiError;
+use crate::params::StatsParams;
+use crate::params::{self, Endpoint, EventProperty, Filter, FilterOp, Metric, Property};
+use crate::period::{self, Range};
+use crate::sql::{self, Group, Sql, StatsQuery};
+
+/// A parsed stats request of an authorized client, with its period resolved in the site's
+/// time zone.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub endpoint: Endpoint,
+    pub site: Site,
+    pub tz: TimeZone,
+    pub params: StatsParams,
+    pub range: Range,
+    /// Whether the site's imported aggregates are added (asked for, and able to answer).
+    pub imported: bool,
+}
+
+/// The site's time zone; a 503, as the site's settings are the server's to fix.
+pub fn site_timezone(site: &Site) -> Result<TimeZone, ApiError> {
+    TimeZone::get(&site.timezone).map_err(|_| {
+        ApiError::Unavailable(format!(
+            "site {} has an unknown time zone {:?}",
+            site.domain, site.timezone
+        ))
+    })
+}
+
+impl Request {
+    /// Validates `query` (the query string's parameters) for `endpoint` on `site`, with the
+    /// period's relative dates counted from `now`.
+    pub fn new(
+        endpoint: Endpoint,
+        query: &HashMap<String, String>,
+        site: Site,
+        now: Timestamp,
+    ) -> Result<Self, ApiError> {
+        let tz = site_timezone(&site)?;
+        let params = params::parse(endpoint, query)?;
+        check_goals(&site, &params)?;
+        let range = period::resolve(params.period, params.date, &tz, now)?;
+        let imported = params.with_imported
+            && sql::imported_answers(&group_of(endpoint, &params), &params.filters);
+        Ok(Request {
+            endpoint,
+            site,
+            tz,
+            params,
+            range,
+            imported,
+        })
+    }
+
+    /// How the request's rows are grouped.
+    pub fn group(&self) -> Group {
+        group_of(self.endpoint, &self.params)
+    }
+
+    /// Plausible's `warning` when imported data was asked for but cannot answer the question.
+    pub fn imported_warning(&self) -> Option<&'static str> {
+        (self.params.with_imported && !self.imported).then_some(
+            "Imported stats are not included in the results: they are daily totals per single \
+             property, so they cannot answer filtered questions, hourly intervals, or \
+             breakdowns by city, host name, custom properties or goals.",
+        )
+    }
+
+    /// The first step, where the rollup may answer the request: the lookup of the site's
+    /// rolled days around its periods. `None` where it cannot (the plan then takes no days).
+    pub fn rolled_days_lookup(&self, database: &str) -> Option<RolledDaysLookup> {
+        if !sql::rollup_may_answer(&self.group(), &self.params.filters) {
+            return None;
+        }
+        let (first, last) = rolled_window(&self.range);
+        Some(RolledDaysLookup {
+            first,
+            last,
+            statement: crate::rollup::rolled_days_statement(
+                database,
+                &self.site.domain,
+                first,
+                last,
+            ),
+        })
+    }
+
+    /// The statements of the request given the site's `rolled` days (the answer of
+    /// [`rolled_days_lookup`](Self::rolled_days_lookup), UTC days since 1970; none without
+    /// it). `min_group_size` is the breakdowns' `(other)` threshold (0: off).
+    pub fn stats_plan(
+        &self,
+        database: &str,
+        min_group_size: u64,
+        rolled: &[i64],
+    ) -> Result<StatsPlan, ApiError> {
+        let current = self.period_plan(database, min_group_size, rolled, self.range.clone());
+        let previous = if self.params.compare {
+            let range = period::previous(self.params.period, &self.range, &self.tz)?;
+            Some(self.period_plan(database, min_group_size, rolled, range))
+        } else {
+            None
+        };
+        Ok(StatsPlan { current, previous })
+    }
+
+    fn period_plan(
+        &self,
+        database: &str,
+        min_group_size: u64,
+        rolled: &[i64],
+        range: Range,
+    ) -> PeriodPlan {
+        let p = &self.params;
+        let group = self.group();
+        let breakdown = self.endpoint == Endpoint::Breakdown;
+        let stats = sql::stats(&StatsQuery {
+            min_group_size: if breakdown { min_group_size } else { 0 },
+            sort: breakdown.then_some(p.sort),
+            page: breakdown.then_some((p.limit, (p.page - 1) * p.limit)),
+            ..self.question(database, &range, group, &p.filters, &p.metrics, rolled)
+        });
+        // A timeseries' rates are per bucket; the others' share the period's denominator.
+        let totals_by_key = self.endpoint == Endpoint::Timeseries;
+        let goal_totals = p.metrics.contains(&Metric::ConversionRate).then(|| {
+            let totals_group = if totals_by_key {
+                Group::Bucket(p.interval)
+            } else {
+                Group::Total
+            };
+            let filters: Vec<Filter> = p
+                .filters
+                .iter()
+                .filter(|f| f.property != Property::Event(EventProperty::Goal))
+                .cloned()
+                .collect();
+            sql::stats(&self.question(
+                database,
+                &range,
+                totals_group,
+                &filters,
+                &[Metric::Visitors],
+                rolled,
+            ))
+        });
+        PeriodPlan {
+            range,
+            stats,
+            goal_totals,
+            totals_by_key,
+        }
+    }
+
+    /// What every statement of the request shares; no `(other)` rows, sort or page.
+    fn question<'a>(
+        &'a self,
+        database: &'a str,
+        range: &Range,
+        group: Group,
+        filters: &'a [Filter],
+        metrics: &'a [Metric],
+        rolled: &'a [i64],
+    ) -> StatsQuery<'a> {
+        StatsQuery {
+            database,
+            site: &self.site.domain,
+            timezone: self.tz.iana_name().unwrap_or("UTC"),
+            start: range.start,
+            end: range.end,
+            group,
+            filters,
+            min_group_size: 0,
+            sort: None,
+            metrics,
+            goals: &self.site.goals,
+            page: None,
+            imported: self.imported,
+            rolled,
+        }
+    }
+
+    /// `/api/v1/stats/filtered`: the filtered traffic per reason over the period's dates.
+    /// Counts are kept per UTC day: the period's local dates are read as those days.
+    pub fn dropped_statement(&self, database: &str) -> Sql {
+        sql::dropped(
+            database,
+            &self.site.domain,
+            &self.range.first.to_string(),
+            &self.range.last.to_string(),
+        )
+    }
+
+    /// `/api/v1/stats/props`: the custom property names used in the period.
+    pub fn prop_names_statement(&self, database: &str) -> Sql {
+        sql::prop_names(
+            database,
+            &self.site.domain,
+            self.range.start,
+            self.range.end,
+        )
+    }
+}
+
+/// `/api/v1/stats/realtime/visitors`: the visitors of the 5 minutes before `now`.
+pub fn realtime_statement(database: &str, site: &Site, now: Timestamp) -> Sql {
+    let now = now.as_second();
+    sql::current_visitors(database, &site.domain, now - 5 * 60, now + 1)
+}
+
+/// `/api/v1/sites`: each site's imported days.
+pub fn imported_ranges_statement(database: &str) -> Sql {
+    sql::imported_ranges(database)
+}
+
+/// The first step of a plan the rollup may answer: which of the site's UTC days `first..=last`
+/// are rolled up. Its rows are `YYYY-MM-DD` days (`crate::rollup::fetch_days` reads them).
+#[derive(Debug, Clone)]
+pub struct RolledDaysLookup {
+    pub first: i64,
+    pub last: i64,
+    pub statement: Sql,
+}
+
+/// The statements of one stats request: its period's, and with `compare` the previous
+/// period's, which are independent of each other.
+#[derive(Debug, Clone)]
+pub struct StatsPlan {
+    pub current: PeriodPlan,
+    pub previous: Option<PeriodPlan>,
+}
+
+impl StatsPlan {
+    /// Every statement, in the order the handlers start them.
+    pub fn statements(&self) -> Vec<&Sql> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .flat_map(|p| std::iter::once(&p.stats).chain(&p.goal_totals))
+            .collect()
+    }
+
+    /// The final SQL text of every statement (values inlined by the `clickhouse` crate's
+    /// escaping), for running them elsewhere: other ClickHouse versions, the benchmark.
+    pub fn texts(&self) -> Vec<String> {
+        self.statements().into_iter().map(Sql::final_text).collect()
+    }
+}
+
+/// The statements of one period and how their rows combine.
+#[derive(Debug, Clone)]
+pub struct PeriodPlan {
+    pub range: Range,
+    /// The figures: a `sql::StatsRow` per key.
+    pub stats: Sql,
+    /// With `conversion_rate`: the visitors without the goal filters, `(key, visitors)` rows
+    /// (see [`denominator`](Self::denominator)).
+    pub goal_totals: Option<Sql>,
+    totals_by_key: bool,
+}
+
+impl PeriodPlan {
+    /// The `conversion_rate` denominator of the stats row `key`, from the `goal_totals` rows
+    /// (0 without them): per bucket for a timeseries, the period's total otherwise.
+    pub fn denominator(&self, totals: &HashMap<String, u64>, key: &str) -> u64 {
+        let key = if self.totals_by_key { key } else { "" };
+        totals.get(key).copied().unwrap_or(0)
+    }
+}
+
+/// How a request's rows are grouped.
+fn group_of(endpoint: Endpoint, p: &StatsParams) -> Group {
+    match endpoint {
+        Endpoint::Aggregate => Group::Total,
+        Endpoint::Timeseries => Group::Bucket(p.interval),
+        Endpoint::Breakdown => Group::Property(
+            p.property
+                .clone()
+                .unwrap_or(Property::Event(EventProperty::Page)),
+        ),
+    }
+}
+
+/// The UTC days whose rollup a request over `range` may use: those of the period and of the
+/// one before it (for `compare`), `(first, last)`.
+fn rolled_window(range: &Range) -> (i64, i64) {
+    let (start, end) = (range.start, range.end);
+    (
+        (start - (end - start)).div_euclid(sql::DAY) - 1,
+        end.div_euclid(sql::DAY),
+    )
+}
+
+/// Goal filters must name the site's goals: a typo would otherwise read as zero conversions.
+fn check_goals(site: &Site, params: &StatsParams) -> Result<(), ApiError> {
+    for f in &params.filters {
+        if f.property != Property::Event(EventProperty::Goal) || f.op == FilterOp::Contains {
+            continue;
+        }
+        if let Some(unknown) = f
+            .values
+            .iter()
+            .find(|v| !site.goals.iter().any(|g| &g.name == *v))
+        {
+            let known: Vec<&str> = site.goals.iter().map(|g| g.name.as_str()).collect();
+            return Err(ApiError::bad(
+                "filters",
+                format!(
+                    "{unknown:?} is not one of the site's goals ({})",
+                    if known.is_empty() {
+                        "none configured".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::Value;
+    use glimpse_core::site::SiteConfig;
+
+    fn site() -> Site {
+        Site::parse(SiteConfig {
+            timezone: "Europe/Berlin".into(),
+            goals: vec!["Signup".to_string()],
+            ..SiteConfig::new("example.com")
+        })
+        .unwrap()
+    }
+
+    fn request(endpoint: Endpoint, pairs: &[(&str, &str)]) -> Request {
+        let query = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain([("site_id".to_string(), "example.com".to_string())])
+            .collect();
+        let now = "2026-03-29T12:00:00Z".parse().unwrap();
+        Request::new(endpoint, &query, site(), now).unwrap()
+    }
+
+    #[test]
+    fn a_comparison_with_conversions_runs_four_statements() {
+        let r = request(
+            Endpoint::Aggregate,
+            &[
+                ("period", "7d"),
+                ("metrics", "visitors,conversion_rate"),
+                ("filters", "event:goal==Signup"),
+                ("compare", "previous_period"),
+            ],
+        );
+        let plan = r.stats_plan("glimpse", 0, &[]).unwrap();
+        let previous = plan
+            .previous
+            .as_ref()
+            .expect("compare plans the previous period");
+        assert_eq!(
+            previous.range,
+            period::previous(r.params.period, &r.range, &r.tz).unwrap()
+        );
+        let statements = plan.statements();
+        assert_eq!(statements.len(), 4);
+        assert_eq!(statements[0], &plan.current.stats);
+        assert_eq!(Some(statements[1]), plan.current.goal_totals.as_ref());
+        assert_eq!(statements[2], &previous.stats);
+        assert_eq!(Some(statements[3]), previous.goal_totals.as_ref());
+        // The denominators are the visitors without the goal filter.
+        let goal = Value::Str("Signup".into());
+        assert!(plan.current.stats.binds.contains(&goal));
+        let totals = plan.current.goal_totals.as_ref().unwrap();
+        assert!(!totals.binds.contains(&goal), "{}", totals.final_text());
+        assert_eq!(plan.texts().len(), 4);
+    }
+
+    #[test]
+    fn without_conversions_or_compare_one_statement() {
+        let r = request(Endpoint::Breakdown, &[("property", "visit:source")]);
+        let plan = r.stats_plan("glimpse", 5, &[]).unwrap();
+        assert!(plan.previous.is_none() && plan.current.goal_totals.is_none());
+        assert_eq!(plan.statements().len(), 1);
+        // The `(other)` threshold applies to breakdowns only.
+        assert!(plan.current.stats.template.contains("'(other)'"));
+        let r = request(Endpoint::Aggregate, &[]);
+        let plan = r.stats_plan("glimpse", 5, &[]).unwrap();
+        assert!(!plan.current.stats.template.contains("'(other)'"));
+    }
+
+    #[test]
+    fn denominators_are_per_bucket_only_in_a_timeseries() {
+        let totals: HashMap<String, u64> = [("".to_string(), 7), ("2026-03-28".to_string(), 3)]
+            .into_iter()
+            .collect();
+        let metrics = ("metrics", "visitors,conversion_rate");
+        let goal = ("filters", "event:goal==Signup");
+        let r = request(Endpoint::Timeseries, &[metrics, goal]);
+        let plan = r.stats_plan("glimpse", 0, &[]).unwrap();
+        assert_eq!(plan.current.denominator(&totals, "2026-03-28"), 3);
+        assert_eq!(plan.current.denominator(&totals, "2026-03-27"), 0);
+        let r = request(
+            Endpoint::Breakdown,
+            &[metrics, goal, ("property", "event:page")],
+        );
+        let plan = r.stats_plan("glimpse", 0, &[]).unwrap();
+        assert_eq!(plan.current.denominator(&totals, "/pricing"), 7);
+    }
+
+    #[test]
+    fn rolled_days_are_looked_up_only_where_the_rollup_may_answer() {
+        let filtered = request(Endpoint::Aggregate, &[("filters", "visit:country==DE")]);
+        assert!(filtered.rolled_days_lookup("glimpse").is_none());
+        let hourly = request(Endpoint::Timeseries, &[("interval", "hour")]);
+        assert!(hourly.rolled_days_lookup("glimpse").is_none());
+
+        let r = request(Endpoint::Aggregate, &[("period", "30d")]);
+        let lookup = r
+            .rolled_days_lookup("glimpse")
+            .expect("the rollup may answer");
+        // The window covers the period and the one before it (for `compare`).
+        let previous = period::previous(r.params.period, &r.range, &r.tz).unwrap();
+        assert!(lookup.first * sql::DAY <= previous.start, "{lookup:?}");
+        assert!((lookup.last + 1) * sql::DAY >= r.range.end, "{lookup:?}");
+        assert!(lookup.statement.template.contains("rollup_days"));
+        // The lookup's answer is what the plan reads from the rollup.
+        let every_day: Vec<i64> = (lookup.first..=lookup.last).collect();
+        let raw = r.stats_plan("glimpse", 0, &[]).unwrap();
+        let rolled = r.stats_plan("glimpse", 0, &every_day).unwrap();
+        assert!(!raw.current.stats.template.contains("rollup_daily"));
+        assert!(rolled.current.stats.template.contains("rollup_daily"));
+    }
+
+    #[test]
+    fn unknown_goals_and_time_zones_are_refused() {
+        let now = "2026-03-29T12:00:00Z".parse().unwrap();
+        let query: HashMap<String, String> = [
+            ("site_id", "example.com"),
+            ("filters", "event:goal==Sign up"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let error = Request::new(Endpoint::Aggregate, &query, site(), now).unwrap_err();
+        assert_eq!(error.status(), axum::http::StatusCode::BAD_REQUEST);
+        assert!(error.to_string().contains("Signup"), "{error}");
+        // A time zone the database no longer knows (a stored site parsed by an older build).
+        let mut broken = site();
+        broken.timezone = "Mars/Olympus".into();
+        let error = Request::new(Endpoint::Aggregate, &query, broken, now).unwrap_err();
+        assert_eq!(error.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
