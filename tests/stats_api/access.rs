@@ -138,7 +138,7 @@ pub async fn auth_errors(s: &Service) {
         401
     );
     // A revoked key stops working at once.
-    let cfg = config(&s.ch, 0);
+    let cfg = config(s.ch, 0);
     let (key, id) = glimpse_query::auth::create_key(&s.ch.client, "glimpse", &cfg, SITE, "tmp")
         .await
         .unwrap();
