@@ -40,7 +40,7 @@ where
     Fut: Future<Output = ()>,
 {
     let s = shared();
-    // A failed test poisons the lock; the data it guards is still sound.
+    // A writer that failed poisons the lock; what it guards is still usable.
     let _readers = DATA.read().unwrap_or_else(PoisonError::into_inner);
     runtime().block_on(section(s));
 }
@@ -53,6 +53,7 @@ where
     Fut: Future<Output = ()>,
 {
     let s = shared();
+    // (Poisoned as in `reading`.)
     let _alone = DATA.write().unwrap_or_else(PoisonError::into_inner);
     runtime().block_on(section(s));
 }
