@@ -1,7 +1,7 @@
 //! Proves that every SQL statement the stats API generates (and the collector's visitor
 //! summary and batched erasure) runs on current ClickHouse (26.x),
 //! using the in-process engine chdb driven by `tests/chdb/queries.py`. The same statements run
-//! on ClickHouse 18.16 in `tests/stats_api.rs`.
+//! on ClickHouse 18.16 in `tests/stats_api/generated_sql.rs`.
 //!
 //! The statements are the exact text the `clickhouse` crate sends (bound values inlined by the
 //! crate's own escaping), for a broad matrix of requests (`tests/common/stats_matrix.rs`).

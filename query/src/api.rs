@@ -456,3 +456,208 @@ pub(crate) async fn prop_names(
     let names: Vec<String> = run!(state, |client| sql.query(client).fetch_all())?;
     Ok(Json(json!({ "results": names })).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(fill: impl FnOnce(&mut StatsRow)) -> StatsRow {
+        let mut row = StatsRow::default();
+        fill(&mut row);
+        row
+    }
+
+    #[test]
+    fn counts_are_the_sums_as_integers() {
+        let r = row(|r| {
+            r.visitors = 7;
+            r.visits = 9;
+            r.pageviews = 20;
+            r.events = 31;
+        });
+        assert_eq!(metric_value(&r, Metric::Visitors, 0), json!(7));
+        assert_eq!(metric_value(&r, Metric::Visits, 0), json!(9));
+        assert_eq!(metric_value(&r, Metric::Pageviews, 0), json!(20));
+        assert_eq!(metric_value(&r, Metric::Events, 0), json!(31));
+    }
+
+    #[test]
+    fn views_per_visit_has_two_decimals_and_stays_a_float() {
+        let vpv = |pages, visits| {
+            metric_value(
+                &row(|r| {
+                    r.visit_pageviews = pages;
+                    r.visits = visits;
+                }),
+                Metric::ViewsPerVisit,
+                0,
+            )
+        };
+        assert_eq!(vpv(7, 3), json!(2.33));
+        assert_eq!(vpv(2, 3), json!(0.67));
+        // Whole numbers are still floats (`2.0` in the JSON), as Plausible answers.
+        assert_eq!(vpv(4, 2), json!(2.0));
+        assert_ne!(vpv(4, 2), json!(2));
+        // No visits: zero, not NaN or a division error.
+        assert_eq!(vpv(5, 0), json!(0.0));
+    }
+
+    #[test]
+    fn bounce_rate_is_whole_percent_rounded_half_away_from_zero() {
+        let rate = |bounces, visits| {
+            metric_value(
+                &row(|r| {
+                    r.bounces = bounces;
+                    r.visits = visits;
+                }),
+                Metric::BounceRate,
+                0,
+            )
+        };
+        assert_eq!(rate(1, 3), json!(33));
+        assert_eq!(rate(2, 3), json!(67));
+        assert_eq!(rate(1, 8), json!(13)); // 12.5
+        assert_eq!(rate(3, 3), json!(100));
+        assert_eq!(rate(0, 0), json!(0));
+    }
+
+    #[test]
+    fn durations_are_whole_seconds_per_visit_or_page() {
+        let r = row(|r| {
+            r.duration = 5;
+            r.visits = 2;
+            r.engaged_ms = 2_500;
+            r.engaged_pages = 1;
+            r.scroll_sum = 101;
+        });
+        assert_eq!(metric_value(&r, Metric::VisitDuration, 0), json!(3)); // 2.5 s
+        assert_eq!(metric_value(&r, Metric::TimeOnPage, 0), json!(3)); // 2.5 s
+        assert_eq!(metric_value(&r, Metric::ScrollDepth, 0), json!(101));
+        let r = row(|r| {
+            r.engaged_ms = 4_998;
+            r.engaged_pages = 2;
+            r.scroll_sum = 75;
+        });
+        assert_eq!(metric_value(&r, Metric::TimeOnPage, 0), json!(2)); // 2.499 s
+        assert_eq!(metric_value(&r, Metric::ScrollDepth, 0), json!(38)); // 37.5 %
+                                                                         // Nothing to divide by: zeros.
+        let empty = row(|r| {
+            r.duration = 10;
+            r.engaged_ms = 10;
+            r.scroll_sum = 10;
+        });
+        for metric in [
+            Metric::VisitDuration,
+            Metric::TimeOnPage,
+            Metric::ScrollDepth,
+        ] {
+            assert_eq!(metric_value(&empty, metric, 0), json!(0), "{metric:?}");
+        }
+    }
+
+    #[test]
+    fn conversion_rate_is_percent_of_all_visitors_with_one_decimal() {
+        let rate = |visitors, total| {
+            metric_value(
+                &row(|r| r.visitors = visitors),
+                Metric::ConversionRate,
+                total,
+            )
+        };
+        assert_eq!(rate(1, 3), json!(33.3));
+        assert_eq!(rate(2, 3), json!(66.7));
+        assert_eq!(rate(1, 8), json!(12.5));
+        assert_eq!(rate(3, 3), json!(100.0));
+        // No visitors at all: 0.0, not a division by zero.
+        assert_eq!(rate(0, 0), json!(0.0));
+        assert_eq!(rate(4, 0), json!(0.0));
+    }
+
+    #[test]
+    fn change_is_whole_percent_of_the_previous_value() {
+        let c = |now: Value, before: Value| change(Metric::Visitors, &now, &before);
+        assert_eq!(c(json!(150), json!(100)), json!(50));
+        assert_eq!(c(json!(50), json!(100)), json!(-50));
+        assert_eq!(c(json!(1), json!(3)), json!(-67)); // -66.67
+        assert_eq!(c(json!(41), json!(40)), json!(3)); // 2.5, half away from zero
+        assert_eq!(c(json!(39), json!(40)), json!(-3)); // -2.5
+        assert_eq!(c(json!(0), json!(5)), json!(-100));
+        assert_eq!(c(json!(7), json!(7)), json!(0));
+        // Float metrics too.
+        assert_eq!(
+            change(Metric::ViewsPerVisit, &json!(2.5), &json!(2.0)),
+            json!(25)
+        );
+    }
+
+    #[test]
+    fn change_from_nothing_is_100_or_0() {
+        let c = |now: Value, before: Value| change(Metric::Pageviews, &now, &before);
+        assert_eq!(c(json!(12), json!(0)), json!(100));
+        assert_eq!(c(json!(0), json!(0)), json!(0));
+        // A missing previous value counts as 0; a missing current one too.
+        assert_eq!(c(json!(12), Value::Null), json!(100));
+        assert_eq!(c(Value::Null, Value::Null), json!(0));
+        assert_eq!(c(Value::Null, json!(4)), json!(-100));
+    }
+
+    #[test]
+    fn change_of_a_rate_is_in_points() {
+        assert_eq!(change(Metric::BounceRate, &json!(40), &json!(33)), json!(7));
+        assert_eq!(
+            change(Metric::BounceRate, &json!(20), &json!(0)),
+            json!(20),
+            "not 100: points, not percent"
+        );
+        assert_eq!(
+            change(Metric::ConversionRate, &json!(33.3), &json!(30.0)),
+            json!(3)
+        );
+        assert_eq!(
+            change(Metric::ConversionRate, &json!(10.0), &json!(12.5)),
+            json!(-3) // -2.5
+        );
+        assert_eq!(
+            change(Metric::ConversionRate, &json!(12.5), &Value::Null),
+            json!(13)
+        );
+    }
+
+    fn headers(authorization: Option<&[u8]>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(
+                header::AUTHORIZATION,
+                header::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn the_api_key_comes_only_from_a_bearer_header() {
+        assert_eq!(bearer(&headers(None)).unwrap(), None);
+        assert_eq!(
+            bearer(&headers(Some(b"Bearer glimpse_abc"))).unwrap(),
+            Some("glimpse_abc")
+        );
+        assert_eq!(
+            bearer(&headers(Some(b"Bearer   glimpse_abc  "))).unwrap(),
+            Some("glimpse_abc"),
+            "surrounding spaces are not part of the key"
+        );
+        for wrong in [
+            &b"Basic Z2xpbXBzZTp4"[..],
+            b"bearer glimpse_abc",
+            b"glimpse_abc",
+            b"Bearer\tglimpse_abc",
+            b"Bearer glimpse_\xff",
+        ] {
+            let err = bearer(&headers(Some(wrong))).unwrap_err();
+            assert!(
+                matches!(err, ApiError::Unauthorized(m) if m.contains("Bearer <API key>")),
+                "{wrong:?}: {err:?}"
+            );
+        }
+    }
+}

@@ -229,3 +229,95 @@ pub async fn key_site(
 pub fn same_secret(a: &str, b: &str) -> bool {
     blake3::hash(a.as_bytes()) == blake3::hash(b.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_lower_hex(s: &str) -> bool {
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+
+    #[test]
+    fn a_new_key_is_the_prefix_and_64_random_hex_digits() {
+        let (a, b) = (new_key().unwrap(), new_key().unwrap());
+        for key in [&a, &b] {
+            let digits = key.strip_prefix(KEY_PREFIX).expect("recognisable prefix");
+            assert_eq!(digits.len(), 64, "{key}");
+            assert!(is_lower_hex(digits), "{key}");
+        }
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn only_a_hash_of_the_key_is_stored() {
+        let key = new_key().unwrap();
+        let hash = hash_key(&key);
+        assert_eq!(hash.len(), 64);
+        assert!(is_lower_hex(&hash));
+        assert!(!hash.contains(&key[KEY_PREFIX.len()..KEY_PREFIX.len() + 16]));
+        assert!(!hash.starts_with(KEY_PREFIX));
+        assert_eq!(hash, hash_key(&key), "the same key finds its row again");
+        assert_ne!(hash, hash_key(&format!("{key} ")));
+        // BLAKE3 of "glimpse_": a change of algorithm would lock out every stored key.
+        assert_eq!(
+            hash_key("glimpse_"),
+            blake3::hash(b"glimpse_").to_hex().to_string()
+        );
+    }
+
+    #[test]
+    fn share_tokens_must_match_exactly() {
+        assert!(same_secret("share-me-0123456789", "share-me-0123456789"));
+        for other in [
+            "share-me-0123456780",
+            "share-me-012345678",
+            "share-me-01234567890",
+            "Share-me-0123456789",
+            "",
+        ] {
+            assert!(!same_secret("share-me-0123456789", other), "{other:?}");
+        }
+    }
+
+    /// A client whose every query fails: nothing listens on port 1.
+    fn unreachable() -> clickhouse::Client {
+        clickhouse::Client::default().with_url("http://127.0.0.1:1")
+    }
+
+    #[tokio::test]
+    async fn keys_that_cannot_be_ours_are_refused_without_asking_clickhouse() {
+        let long = format!("{KEY_PREFIX}{}", "a".repeat(200));
+        for junk in ["", "glimpse", "' OR 1=1 --", "GLIMPSE_00", long.as_str()] {
+            assert_eq!(
+                key_site(&unreachable(), "glimpse", junk).await.unwrap(),
+                None,
+                "{junk:?}"
+            );
+        }
+        // A key of the right shape is looked up (and so fails here): the refusals above were
+        // decided before any query.
+        let key = new_key().unwrap();
+        assert!(key_site(&unreachable(), "glimpse", &key).await.is_err());
+    }
+
+    /// `*` marks an operator key: no site may be called that, and no request may ask for it.
+    #[tokio::test]
+    async fn the_operator_mark_is_never_a_site() {
+        assert!(crate::params::parse_site_id(Some(ALL_SITES)).is_err());
+        for (domain, timezone) in [
+            (ALL_SITES, "UTC"),
+            ("Example.com", "UTC"),
+            ("a.example", "Mars/Base"),
+        ] {
+            let err = add_site(&unreachable(), "glimpse", domain, timezone)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, KeyError::Invalid(_)),
+                "{domain} {timezone}: {err:?}"
+            );
+        }
+    }
+}

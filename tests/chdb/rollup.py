@@ -1,6 +1,6 @@
 """Proves on current ClickHouse (chdb) that the per-day rollup answers exactly as the events do.
 
-Usage: rollup.py DIR, where DIR (written by tests/stats_api.rs) holds
+Usage: rollup.py DIR, where DIR (written by tests/stats_api/rollup.rs) holds
   schema.json     the migration statements (modern flavor), in order
   events.native   the stats test's fixture events, exported from ClickHouse 18.16 (Native)
   builds.json     the statements building the rollup of every day of the fixture (version 1)

@@ -32,6 +32,33 @@ impl TestClickHouse {
         }
     }
 
+    /// Keeps the server for every test of this binary (in a static, which is never dropped):
+    /// a watchdog process kills it and deletes its directory once this process has exited,
+    /// however it ends (a failed test, an abort, a kill by CI's timeout).
+    pub fn shared_until_exit(self) -> &'static Self {
+        let pid = self.server.pid().expect("clickhouse-server is running");
+        // `read` returns when the pipe's write end closes: when the kernel closes this process's
+        // descriptors at exit (the pipe is close-on-exec, so no other child holds it).
+        // Interrupts are ignored so that a Ctrl-C or a group SIGTERM still leads to cleanup.
+        const WATCHDOG: &str = r#"trap '' INT TERM HUP
+read _
+kill -KILL "$1" 2>/dev/null
+i=0
+while kill -0 "$1" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+rm -rf "$2""#;
+        let watchdog = std::process::Command::new("sh")
+            .args(["-c", WATCHDOG, "clickhouse-watchdog", &pid.to_string()])
+            .arg(self._dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting the ClickHouse watchdog (sh)");
+        // Its stdin stays open as long as this process lives.
+        Box::leak(Box::new(watchdog));
+        Box::leak(Box::new(self))
+    }
+
     /// The server's URL with its credentials in it, as `GLIMPSE_CLICKHOUSE_URL` accepts it.
     pub fn url(&self) -> String {
         self.server.url_with_credentials()

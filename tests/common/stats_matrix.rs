@@ -1,7 +1,7 @@
 //! A broad matrix of stats requests and the exact SQL the query service runs for each (from
 //! their `glimpse_query::plan`, the one the handlers execute), for checking the generated
-//! statements on ClickHouse 18.16 (`tests/stats_api.rs`) and on current ClickHouse via chdb
-//! (`tests/stats_sql_compat.rs`).
+//! statements on ClickHouse 18.16 (`tests/stats_api/generated_sql.rs`) and on current
+//! ClickHouse via chdb (`tests/stats_sql_compat.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 

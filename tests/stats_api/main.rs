@@ -1,0 +1,110 @@
+//! The stats API end to end against a real ClickHouse: a deterministic fixture (three sites,
+//! one in Europe/Berlin across its 2026-03-29 DST change; visitors with several visits over
+//! eight days; page views, custom events with properties, engagement reports) is inserted
+//! directly, the query service runs in-process, and every answer is compared with numbers the
+//! test computes from the fixture in plain Rust.
+//!
+//! One ClickHouse, the fixture and the services are started once for all tests (`service`);
+//! each test is one question area, so that a failure names what broke. Sections that only read
+//! run side by side; those that write to the shared database run alone; the rollup, which
+//! changes the figures, has a database of its own.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod access;
+mod breakdowns;
+mod expected;
+mod fixture;
+mod generated_sql;
+mod rollup;
+mod service;
+mod totals;
+
+use service::{on_own_database, reading, writing};
+
+const SITE: &str = "example.com";
+const BERLIN: &str = "berlin.example";
+const OTHER: &str = "other.org";
+const SHARE_TOKEN: &str = "share-me-0123456789";
+
+const WEEK: [(&str, &str); 2] = [("period", "custom"), ("date", "2026-03-24,2026-03-31")];
+
+#[test]
+fn aggregates() {
+    reading(totals::aggregates);
+}
+
+#[test]
+fn timeseries() {
+    reading(totals::timeseries);
+}
+
+#[test]
+fn dst_day_hourly_in_berlin() {
+    reading(totals::dst_day_hourly_in_berlin);
+}
+
+#[test]
+fn comparison() {
+    reading(totals::comparison);
+}
+
+#[test]
+fn csv() {
+    reading(totals::csv);
+}
+
+#[test]
+fn breakdowns() {
+    reading(breakdowns::breakdowns);
+}
+
+#[test]
+fn filters() {
+    reading(breakdowns::filters);
+}
+
+#[test]
+fn k_suppression() {
+    reading(breakdowns::k_suppression);
+}
+
+#[test]
+fn pagination_and_sort() {
+    reading(breakdowns::pagination_and_sort);
+}
+
+#[test]
+fn goals() {
+    reading(breakdowns::goals);
+}
+
+/// Inserts recent events and filtered-traffic counts.
+#[test]
+fn realtime_and_filtered_traffic() {
+    writing(access::realtime_and_filtered_traffic);
+}
+
+/// Creates and revokes a key.
+#[test]
+fn auth_errors() {
+    writing(access::auth_errors);
+}
+
+/// Reads only, and checks that the row and table counts did not change.
+#[test]
+fn injection_attempts() {
+    reading(access::injection_attempts);
+}
+
+/// Builds the rollup, inserts late rows and deletes events.
+#[test]
+fn rollup() {
+    on_own_database(rollup::rollup);
+}
+
+#[test]
+fn every_generated_statement_runs() {
+    reading(generated_sql::every_generated_statement_runs);
+}

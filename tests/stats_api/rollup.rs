@@ -1,0 +1,385 @@
+//! The per-day rollup, on a database of its own (it changes the figures).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use glimpse_collector::ingest::sessions::stamp_visits;
+use glimpse_core::schema::EventRow;
+use jiff::tz::TimeZone;
+use serde_json::{json, Value};
+
+use crate::breakdowns::{check_breakdown_rows, PROPERTIES};
+use crate::expected::{day_range, expected, Key};
+use crate::fixture::utc_seconds;
+use crate::service::Service;
+use crate::{common, BERLIN, OTHER, SITE, WEEK};
+
+/// The metrics the rollup answers (all but the engagement ones).
+pub const ROLLUP_METRICS: &str =
+    "visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration,events";
+
+/// Aggregate and every rolled breakdown of `site` over `params` (a period covering the local
+/// days `first..=last`), checked against the fixture; returns the rows compared.
+pub async fn check_rolled_questions(
+    s: &Service,
+    (site, key, tz): (&str, &str, &str),
+    params: &[(&str, &str)],
+    (first, last): (&str, &str),
+    previous: Option<(&str, &str)>,
+) -> usize {
+    let range = day_range(tz, first, last);
+    let mut q = vec![("site_id", site), ("metrics", ROLLUP_METRICS)];
+    q.extend_from_slice(params);
+    if previous.is_some() {
+        q.push(("compare", "previous_period"));
+    }
+    let got = s.json_at(&s.base, key, "/api/v1/stats/aggregate", &q).await;
+    let want = expected(&s.fixture, site, range, &[], Key::Total, 0);
+    let want = want.get("").expect("events in range");
+    for m in ROLLUP_METRICS.split(',') {
+        assert_eq!(
+            got["results"][m]["value"],
+            want.metric(m),
+            "{site} {params:?} {m}"
+        );
+    }
+    if let Some((first, last)) = previous {
+        let range = day_range(tz, first, last);
+        let before = expected(&s.fixture, site, range, &[], Key::Total, 0);
+        let before = before.get("").cloned().unwrap_or_default();
+        for m in ROLLUP_METRICS.split(',') {
+            assert_eq!(
+                got["results"][m]["comparison_value"],
+                before.metric(m),
+                "{site} {params:?} {m} (previous period)"
+            );
+        }
+    }
+    let mut compared = 1;
+    let properties = PROPERTIES
+        .iter()
+        .filter(|p| **p == "event:page" || p.starts_with("visit:"));
+    for property in properties {
+        let metrics = if *property == "event:page" {
+            "visitors,pageviews,events"
+        } else {
+            ROLLUP_METRICS
+        };
+        let mut q = vec![
+            ("site_id", site),
+            ("property", property),
+            ("metrics", metrics),
+            ("limit", "1000"),
+        ];
+        q.extend_from_slice(params);
+        let got = s.json_at(&s.base, key, "/api/v1/stats/breakdown", &q).await;
+        let want = expected(&s.fixture, site, range, &[], Key::Property(property), 0);
+        compared += check_breakdown_rows(
+            &format!("{site} {params:?}"),
+            &got,
+            &want,
+            property,
+            metrics,
+        );
+    }
+    compared
+}
+
+/// The rollup, built for the fixture's days, answers with exactly the figures of the events
+/// (UTC periods, and Berlin periods whose edges cut UTC days, over the DST change); the API
+/// does read it (a late row of a rolled day shows only after the next refresh, which rebuilds
+/// that day); a day whose events are gone loses its figures.
+pub async fn rollup(s: &Service) {
+    use glimpse_query::rollup::refresh;
+    let now = jiff::Timestamp::now().as_second();
+    let report = refresh(&s.ch.client, s.db, now).await.unwrap();
+    let visit_days: BTreeSet<(String, String)> = s
+        .fixture
+        .iter()
+        .filter(|e| e.name != "engagement")
+        .map(|e| {
+            let day = jiff::Timestamp::from_second(i64::from(e.visit_start))
+                .unwrap()
+                .to_zoned(TimeZone::UTC)
+                .date();
+            (e.site.clone(), day.to_string())
+        })
+        .collect();
+    let built: BTreeSet<(String, String)> = report.days_built.iter().cloned().collect();
+    assert_eq!(built, visit_days, "every day with visits is rolled up");
+    assert!(report.days_removed.is_empty());
+    let again = refresh(&s.ch.client, s.db, now).await.unwrap();
+    assert!(
+        again.days_built.is_empty() && again.days_removed.is_empty(),
+        "nothing changed, nothing to do: {again:?}"
+    );
+    println!("rollup: {} site days built", built.len());
+
+    let utc = (SITE, s.key.as_str(), "UTC");
+    let berlin = (BERLIN, s.berlin_key.as_str(), "Europe/Berlin");
+    // (site, period, its local days, the comparison's local days)
+    type Case<'a> = (
+        (&'a str, &'a str, &'a str),
+        &'a str,
+        (&'a str, &'a str),
+        Option<(&'a str, &'a str)>,
+    );
+    let cases: [Case; 5] = [
+        (
+            utc,
+            "2026-03-24,2026-03-31",
+            ("2026-03-24", "2026-03-31"),
+            None,
+        ),
+        (utc, "month", ("2026-03-01", "2026-03-31"), None),
+        (
+            utc,
+            "2026-03-28,2026-03-31",
+            ("2026-03-28", "2026-03-31"),
+            Some(("2026-03-24", "2026-03-27")),
+        ),
+        (
+            berlin,
+            "2026-03-28,2026-03-31",
+            ("2026-03-28", "2026-03-31"),
+            None,
+        ),
+        (
+            berlin,
+            "2026-03-25,2026-03-31",
+            ("2026-03-25", "2026-03-31"),
+            Some(("2026-03-18", "2026-03-24")),
+        ),
+    ];
+    let mut compared = 0;
+    for (site, period, days, previous) in cases {
+        let params: Vec<(&str, &str)> = if period == "month" {
+            vec![("period", "month"), ("date", "2026-03-10")]
+        } else {
+            vec![("period", "custom"), ("date", period)]
+        };
+        compared += check_rolled_questions(s, site, &params, days, previous).await;
+    }
+    println!("rollup: {compared} aggregate and breakdown rows equal the fixture's");
+    rollup_answers_the_same_on_current_clickhouse(s, &visit_days).await;
+
+    // A late visit on a rolled day (a collector's spool replayed after an outage).
+    let visitors = |body: Value| body["results"]["visitors"]["value"].as_u64().unwrap();
+    let week: Vec<(&str, &str)> = [("site_id", SITE), ("metrics", "visitors")]
+        .into_iter()
+        .chain(WEEK)
+        .collect();
+    let before = visitors(s.json("/api/v1/stats/aggregate", &week).await);
+    let mut late = vec![EventRow {
+        site: SITE.into(),
+        timestamp: utc_seconds("2026-03-26", 12, 0) as u32,
+        name: "pageview".into(),
+        hostname: SITE.into(),
+        pathname: "/late".into(),
+        visitor_id: 777_777,
+        session_id: 777_777,
+        ..EventRow::default()
+    }];
+    stamp_visits(&mut late);
+    let mut insert =
+        s.ch.client
+            .clone()
+            .with_database(s.db)
+            .insert::<EventRow>("events")
+            .await
+            .unwrap();
+    insert.write(&late[0]).await.unwrap();
+    insert.end().await.unwrap();
+    assert_eq!(
+        visitors(s.json("/api/v1/stats/aggregate", &week).await),
+        before,
+        "a rolled day is read from the rollup until it is rebuilt"
+    );
+    let report = refresh(&s.ch.client, s.db, now).await.unwrap();
+    assert_eq!(
+        report.days_built,
+        vec![(SITE.to_string(), "2026-03-26".to_string())]
+    );
+    assert_eq!(
+        visitors(s.json("/api/v1/stats/aggregate", &week).await),
+        before + 1
+    );
+
+    // Its erasure: the day is rebuilt without it.
+    delete_events(s, "visitor_id = 777777").await;
+    let rebuilt = refresh(&s.ch.client, s.db, now).await.unwrap();
+    assert_eq!(rebuilt.days_built, report.days_built);
+    assert_eq!(
+        visitors(s.json("/api/v1/stats/aggregate", &week).await),
+        before
+    );
+
+    // Two query services refreshing at once (both rebuild every day: the listing is gone)
+    // write two complete builds; readers take one, so the figures do not double.
+    s.ch.client
+        .query(&format!("TRUNCATE TABLE {}.rollup_days", s.db))
+        .execute()
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(
+        refresh(&s.ch.client, s.db, now),
+        refresh(&s.ch.client, s.db, now)
+    );
+    assert_eq!(a.unwrap().days_built.len(), built.len());
+    assert_eq!(b.unwrap().days_built.len(), built.len());
+    let after = check_rolled_questions(s, utc, &WEEK, ("2026-03-24", "2026-03-31"), None).await;
+    assert!(after > 0);
+
+    // A day whose events are all gone (retention) loses its rollup.
+    let (_, day) = visit_days
+        .iter()
+        .find(|(site, _)| site == OTHER)
+        .expect("other.org has visits");
+    let of_day = format!(
+        "site = '{OTHER}' AND toDate(visit_start, 'UTC') = toDate('{day}') AND name != 'engagement'"
+    );
+    delete_events(s, &of_day).await;
+    let report = refresh(&s.ch.client, s.db, now).await.unwrap();
+    assert_eq!(report.days_removed, vec![(OTHER.to_string(), day.clone())]);
+    assert!(report.days_built.is_empty(), "{report:?}");
+}
+
+/// Deletes the events matching `condition` and waits until the mutation has run.
+pub async fn delete_events(s: &Service, condition: &str) {
+    s.ch.client
+        .query(&format!(
+            "ALTER TABLE {}.events DELETE WHERE {condition}",
+            s.db
+        ))
+        .execute()
+        .await
+        .unwrap();
+    let left = format!("SELECT count() FROM {}.events WHERE {condition}", s.db);
+    for _ in 0..100 {
+        if s.ch.count(&left).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{condition}: still there after 10 s");
+}
+
+/// On ClickHouse 26.x (chdb, `tests/chdb/rollup.py`): the rollup built there by the same
+/// statements from the same events answers every rolled question (UTC and Berlin periods, with
+/// comparisons) with the rows the events give.
+pub async fn rollup_answers_the_same_on_current_clickhouse(
+    s: &Service,
+    visit_days: &BTreeSet<(String, String)>,
+) {
+    use glimpse_query::params::Endpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let mut export =
+        s.ch.client
+            .query(&format!("SELECT * FROM {}.events", s.db))
+            .fetch_bytes("Native")
+            .unwrap();
+    let mut native = Vec::new();
+    while let Some(chunk) = export.next().await.unwrap() {
+        native.extend_from_slice(&chunk);
+    }
+    std::fs::write(dir.path().join("events.native"), native).unwrap();
+
+    let day_number = |day: &str| glimpse_core::schema::day_number(day.parse().unwrap());
+    let mut builds = Vec::new();
+    let mut days_of: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for (site, day) in visit_days {
+        days_of.entry(site).or_default().push(day_number(day));
+    }
+    for (site, days) in &days_of {
+        for run in glimpse_query::sql::day_runs(days) {
+            builds.extend(
+                glimpse_query::rollup::build_statements("glimpse", site, run, 1)
+                    .iter()
+                    .map(glimpse_query::sql::Sql::final_text),
+            );
+        }
+    }
+
+    let now = jiff::Timestamp::now();
+    let mut questions = Vec::new();
+    let cases = [
+        (SITE, "UTC", "2026-03-24,2026-03-31"),
+        (SITE, "UTC", "2026-03-26,2026-03-29"),
+        (BERLIN, "Europe/Berlin", "2026-03-25,2026-03-31"),
+    ];
+    for (domain, tz, dates) in cases {
+        let site = glimpse_core::site::Site::parse(glimpse_core::site::SiteConfig {
+            timezone: tz.into(),
+            ..glimpse_core::site::SiteConfig::new(domain)
+        })
+        .unwrap();
+        let rolled = &days_of[domain];
+        let mut ask = |endpoint: Endpoint, extra: &[(&str, &str)]| {
+            let mut query: HashMap<String, String> = [
+                ("site_id", domain),
+                ("period", "custom"),
+                ("date", dates),
+                ("compare", "previous_period"),
+            ]
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            if endpoint == Endpoint::Breakdown {
+                query.remove("compare");
+            }
+            let request =
+                glimpse_query::plan::Request::new(endpoint, &query, site.clone(), now).unwrap();
+            let statements = |days: &[i64]| request.stats_plan("glimpse", 0, days).unwrap().texts();
+            questions.push(json!({
+                "name": format!("{domain} {dates} {extra:?}"),
+                "raw": statements(&[]),
+                "rolled": statements(rolled),
+            }));
+        };
+        ask(Endpoint::Aggregate, &[("metrics", ROLLUP_METRICS)]);
+        for property in PROPERTIES
+            .iter()
+            .filter(|p| **p == "event:page" || p.starts_with("visit:"))
+        {
+            let metrics = if *property == "event:page" {
+                "visitors,pageviews,events"
+            } else {
+                ROLLUP_METRICS
+            };
+            ask(
+                Endpoint::Breakdown,
+                &[
+                    ("property", property),
+                    ("metrics", metrics),
+                    ("limit", "1000"),
+                ],
+            );
+        }
+    }
+    let write = |name: &str, value: &Value| {
+        std::fs::write(dir.path().join(name), serde_json::to_vec(value).unwrap()).unwrap();
+    };
+    write(
+        "schema.json",
+        &json!(glimpse_core::schema::migration_statements(
+            glimpse_core::schema::Flavor::Modern,
+            "glimpse"
+        )),
+    );
+    write("builds.json", &json!(builds));
+    write("questions.json", &json!(questions));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chdb/rollup.py");
+    let output = std::process::Command::new(common::test_python())
+        .arg(&script)
+        .arg(dir.path())
+        .output()
+        .expect("run tests/chdb/rollup.py (GLIMPSE_TEST_PYTHON: a Python with chdb)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    assert!(
+        output.status.success(),
+        "rollup on current ClickHouse: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
