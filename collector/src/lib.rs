@@ -163,7 +163,8 @@ pub async fn serve_with_sink<S: Sink>(
             None
         }
     };
-    let enrichers = Enrichers::from_config(&config, geo).map_err(ServeError::Config)?;
+    let enrichers =
+        Enrichers::from_config(&config, geo).map_err(|e| ServeError::Config(e.to_string()))?;
     let trusted_proxies = config
         .trusted_proxies()
         .map_err(|e| ServeError::Config(e.to_string()))?;

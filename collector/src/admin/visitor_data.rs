@@ -207,7 +207,7 @@ const ERASE_BATCH_MAX: usize = 500;
 
 struct EraseRequest {
     keys: VisitorKeys,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), EraseError>>,
 }
 
 /// Why an erase request was not carried out.
@@ -246,10 +246,7 @@ impl EraseQueue {
                 mpsc::error::TrySendError::Full(_) => EraseError::Busy,
                 mpsc::error::TrySendError::Closed(_) => EraseError::Stopped,
             })?;
-        answer
-            .await
-            .map_err(|_| EraseError::Stopped)?
-            .map_err(EraseError::ClickHouse)
+        answer.await.map_err(|_| EraseError::Stopped)?
     }
 }
 
@@ -272,7 +269,7 @@ async fn run_erasures(
         let keys: Vec<&VisitorKeys> = batch.iter().map(|r| &r.keys).collect();
         let result = erase_all(&client, &db, &keys).await.map_err(|e| {
             tracing::warn!(error = %e, requests = batch.len(), "visitor erase failed");
-            e.to_string()
+            EraseError::ClickHouse(e.to_string())
         });
         metrics::counter!("glimpse_erase_mutations_total").increment(1);
         for request in batch {

@@ -117,11 +117,19 @@ pub struct Enrichers {
     pub ip_prefix: Option<(u8, u8)>,
 }
 
+/// Why the pipeline could not be built from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrichersError {
+    /// A site's rules (hostnames, paths, ...) do not parse; the text names the site.
+    #[error("{0}")]
+    Sites(String),
+}
+
 impl Enrichers {
     /// Everything but the GeoIP database, which the caller opens (it is I/O and may fail).
-    pub fn from_config(config: &Config, geo: Option<GeoIp>) -> Result<Self, String> {
+    pub fn from_config(config: &Config, geo: Option<GeoIp>) -> Result<Self, EnrichersError> {
         Ok(Self {
-            sites: Sites::new(&config.sites)?,
+            sites: Sites::new(&config.sites).map_err(EnrichersError::Sites)?,
             opt_out: OptOutPolicy {
                 honor_dnt: config.honor_dnt,
                 honor_gpc: config.honor_gpc,
