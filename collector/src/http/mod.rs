@@ -3,11 +3,14 @@
 
 mod cross_site;
 pub use cross_site::FirstParty;
-mod event;
+pub mod ingest_error;
+pub use ingest_error::IngestError;
+mod intake;
+pub use intake::{unix_now, Protocol};
 mod matomo;
-pub use event::unix_now;
 mod optout;
 mod pixel;
+mod plausible;
 mod privacy;
 pub mod rate_limit;
 pub mod response;
@@ -171,7 +174,7 @@ where
     let path = request.uri().path();
     let config = &state.config;
     if path == config.event_path {
-        return event::handle(state, peer, request).await;
+        return plausible::handle(state, peer, request).await;
     }
     if let Some(variant) = script::variant_of(path, &config.script_path) {
         return script::handle(&config.event_path, variant, &request);
