@@ -205,13 +205,15 @@ pub async fn serve_with_sink<S: Sink>(
         ingest,
         privacy_limiter: http::rate_limit::RateLimiter::per_minute(10, 5),
         erase_limiter: http::rate_limit::RateLimiter::per_hour(config.erase_limit_per_hour),
-        erasures: readiness.clickhouse.clone().map(|client| {
-            admin::visitor_data::EraseQueue::start(
+        visitor_data: readiness.clickhouse.clone().map(|client| {
+            admin::visitor_data::VisitorData::start(
                 client,
                 config.clickhouse_database.clone(),
                 Duration::from_millis(config.erase_batch_ms),
             )
         }),
+        // Compressed now rather than on the first visitor's request.
+        scripts: http::script::Scripts::new(&config.event_path),
         first_party: http::FirstParty::from_config(&config),
         rate_limiter: http::rate_limit::RateLimiter::new(
             config.rate_limit_per_ip,

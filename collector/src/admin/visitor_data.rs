@@ -200,6 +200,53 @@ pub async fn count(
     Ok(total)
 }
 
+/// What the visitor pages read and erase through: ClickHouse, the database, and the
+/// [`EraseQueue`]. Built once when the collector starts and kept in the server's state.
+#[derive(Clone)]
+pub struct VisitorData {
+    client: clickhouse::Client,
+    db: String,
+    erasures: EraseQueue,
+}
+
+impl VisitorData {
+    /// Starts the erase queue (one mutation per `erase_interval`).
+    pub fn start(client: clickhouse::Client, db: String, erase_interval: Duration) -> Self {
+        let erasures = EraseQueue::start(client.clone(), db.clone(), erase_interval);
+        Self {
+            client,
+            db,
+            erasures,
+        }
+    }
+
+    /// See [`summary`].
+    pub async fn summary(
+        &self,
+        keys: &VisitorKeys,
+    ) -> Result<Vec<SiteSummary>, clickhouse::error::Error> {
+        summary(&self.client, &self.db, keys).await
+    }
+
+    /// See [`fetch`].
+    pub async fn fetch(
+        &self,
+        keys: &VisitorKeys,
+    ) -> Result<Vec<VisitorEvent>, clickhouse::error::Error> {
+        fetch(&self.client, &self.db, keys).await
+    }
+
+    /// See [`count`].
+    pub async fn count(&self, keys: &VisitorKeys) -> Result<u64, clickhouse::error::Error> {
+        count(&self.client, &self.db, keys).await
+    }
+
+    /// See [`EraseQueue::erase`].
+    pub async fn erase(&self, keys: VisitorKeys) -> Result<(), EraseError> {
+        self.erasures.erase(keys).await
+    }
+}
+
 /// Most erase requests waiting; more get `503` (a flood, not visitors).
 const ERASE_QUEUE_CAPACITY: usize = 1024;
 /// Most requests in one mutation, which keeps its statement a reasonable size.

@@ -55,8 +55,10 @@ pub struct State {
     pub privacy_limiter: rate_limit::RateLimiter,
     /// Per-client limit on erasures (`erase_limit_per_hour`), keyed on the IPv6 /64.
     pub erase_limiter: rate_limit::RateLimiter,
-    /// Batches visitors' erasures into few mutations; `None` without ClickHouse.
-    pub erasures: Option<crate::admin::visitor_data::EraseQueue>,
+    /// The visitor data pages' ClickHouse and erase queue; `None` without ClickHouse.
+    pub visitor_data: Option<crate::admin::visitor_data::VisitorData>,
+    /// The tracker scripts, rewritten for `event_path` and compressed at start-up.
+    pub scripts: script::Scripts,
     /// Who may post to the privacy endpoints and frame the HTML pages.
     pub first_party: cross_site::FirstParty,
     pub readiness: Arc<Readiness>,
@@ -177,7 +179,7 @@ where
         return plausible::handle(state, peer, request).await;
     }
     if let Some(variant) = script::variant_of(path, &config.script_path) {
-        return script::handle(&config.event_path, variant, &request);
+        return script::handle(&state.scripts, variant, &request);
     }
     match path {
         paths::OPT_OUT | paths::OPT_IN => optout::handle(&state.first_party, &request),
@@ -214,10 +216,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) {
-    let config = state.config.clone();
-    // Compress the tracker now rather than on the first visitor's request.
-    script::scripts(&config.event_path);
-    let limits = server::ConnectionLimits::collector(&config);
+    let limits = server::ConnectionLimits::collector(&state.config);
     server::serve_connections(
         listener,
         limits,

@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::response::{self, Body};
 use super::State;
-use crate::admin::visitor_data::{self, EraseError, SiteSummary, VisitorEvent};
+use crate::admin::visitor_data::{self, EraseError, SiteSummary, VisitorData, VisitorEvent};
 use crate::config::{Config, VisitorDataDetail};
 use crate::ingest::client_ip::client_ip;
 use crate::privacy_statement;
@@ -102,7 +102,7 @@ async fn my_data_response<B>(
     if let Err(wait) = state.privacy_limiter.check(ip) {
         return response::too_many_requests("too many requests; try again in a minute", wait);
     }
-    let Some(client) = state.readiness.clickhouse.as_ref() else {
+    let Some(data) = state.visitor_data.as_ref() else {
         return response::unavailable("visitor data is not available here", 60);
     };
     let user_agent = request
@@ -121,11 +121,10 @@ async fn my_data_response<B>(
         .map(|s| s.domain.clone())
         .collect();
     let keys = visitor_data::keys(&sites, &salts, ip, &user_agent);
-    let db = &state.config.clickhouse_database;
     if erase {
-        return erase_page(state, client, db, keys).await;
+        return erase_page(data, keys).await;
     }
-    let summary = match visitor_data::summary(client, db, &keys).await {
+    let summary = match data.summary(&keys).await {
         Ok(summary) => summary,
         Err(error) => {
             tracing::warn!(%error, "visitor data lookup failed");
@@ -134,7 +133,7 @@ async fn my_data_response<B>(
     };
     let full = state.config.visitor_data_detail == VisitorDataDetail::Full;
     let events = if full {
-        match visitor_data::fetch(client, db, &keys).await {
+        match data.fetch(&keys).await {
             Ok(events) => events,
             Err(error) => {
                 tracing::warn!(%error, "visitor data lookup failed");
@@ -203,13 +202,8 @@ async fn my_data_response<B>(
 
 /// Queues the erasure (one mutation for all requests of a short interval) and answers once
 /// ClickHouse has accepted it.
-async fn erase_page(
-    state: &State,
-    client: &clickhouse::Client,
-    db: &str,
-    keys: visitor_data::VisitorKeys,
-) -> Response<Body> {
-    let n = match visitor_data::count(client, db, &keys).await {
+async fn erase_page(data: &VisitorData, keys: visitor_data::VisitorKeys) -> Response<Body> {
+    let n = match data.count(&keys).await {
         Ok(n) => n,
         Err(error) => {
             tracing::warn!(%error, "visitor erase failed");
@@ -217,10 +211,7 @@ async fn erase_page(
         }
     };
     if n > 0 {
-        let Some(erasures) = &state.erasures else {
-            return response::unavailable("erasing is not available here", 60);
-        };
-        match erasures.erase(keys.clone()).await {
+        match data.erase(keys.clone()).await {
             Ok(()) => {}
             Err(EraseError::Busy) => {
                 return response::unavailable("too many erase requests; try again shortly", 30)
