@@ -1,8 +1,9 @@
-//! Why a beacon endpoint did not take a request: one type ([`IngestError`]) that knows its
+//! Why a collector endpoint did not take a request: one type ([`IngestError`]) that knows its
 //! HTTP status, the short reason sent in the body, the metric it is counted under and when the
 //! client may retry, converted into a response in one place ([`IngestError::into_response`]).
 //! The handlers return `Result<_, IngestError>` and never build an error response themselves
-//! (the pattern of PostHog's capture service).
+//! (the pattern of PostHog's capture service). Beacon endpoints' refusals are counted; those
+//! of the visitor's own pages (opt-out, privacy, scripts) are not events and are not.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -56,6 +57,31 @@ pub enum IngestError {
     /// The queue or spool did not take the rows (full, shutting down, disk trouble).
     #[error("{0}")]
     Unavailable(sink::IngestError),
+
+    // The visitor's pages and the operator's probes: not events, so not counted.
+    /// A method a page or probe does not answer.
+    #[error("method not allowed; use {allow}")]
+    PageMethodNotAllowed { allow: &'static str },
+    /// A state-changing request another website made a browser send (see `cross_site`).
+    #[error("{0}")]
+    CrossSite(&'static str),
+    #[error("no such endpoint")]
+    NoSuchEndpoint,
+    /// `/privacy?site=` names no configured site.
+    #[error("no such site")]
+    NoSuchSite,
+    /// Over a visitor page's own rate limit (`reason` says which).
+    #[error("{reason}")]
+    PageRateLimited {
+        reason: &'static str,
+        wait: Duration,
+    },
+    /// The visitor data pages cannot answer now (`reason` says why).
+    #[error("{reason}")]
+    PageUnavailable {
+        reason: &'static str,
+        retry_after_secs: u32,
+    },
 }
 
 /// The counter an [`IngestError`] increments, with its `reason` label.
@@ -78,18 +104,25 @@ impl IngestError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            IngestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            IngestError::MethodNotAllowed { .. } | IngestError::PageMethodNotAllowed { .. } => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
             IngestError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            IngestError::RateLimited { .. } | IngestError::PageRateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             IngestError::TooManyEvents { .. } | IngestError::BodyTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             IngestError::BodyUnreadable | IngestError::Invalid(_) => StatusCode::BAD_REQUEST,
             IngestError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            IngestError::UnknownSite(_) | IngestError::Refused(..) => StatusCode::FORBIDDEN,
-            IngestError::SaltsUnavailable | IngestError::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
+            IngestError::UnknownSite(_) | IngestError::Refused(..) | IngestError::CrossSite(_) => {
+                StatusCode::FORBIDDEN
             }
+            IngestError::NoSuchEndpoint | IngestError::NoSuchSite => StatusCode::NOT_FOUND,
+            IngestError::SaltsUnavailable
+            | IngestError::Unavailable(_)
+            | IngestError::PageUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -100,6 +133,7 @@ impl IngestError {
             IngestError::UnknownSite(p) | IngestError::Refused(_, p) => {
                 Some(Cow::Borrowed(p.site_field()))
             }
+            IngestError::NoSuchSite => Some(Cow::Borrowed("site")),
             _ => None,
         }
     }
@@ -121,13 +155,24 @@ impl IngestError {
             IngestError::Refused(..) => None,
             IngestError::SaltsUnavailable => rejected("salts_unavailable"),
             IngestError::Unavailable(e) => rejected(e.label()),
+            IngestError::PageMethodNotAllowed { .. }
+            | IngestError::CrossSite(_)
+            | IngestError::NoSuchEndpoint
+            | IngestError::NoSuchSite
+            | IngestError::PageRateLimited { .. }
+            | IngestError::PageUnavailable { .. } => None,
         }
     }
 
     /// Seconds the client should wait before trying again (`Retry-After`).
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self {
-            IngestError::RateLimited { wait } => Some(response::whole_seconds(*wait)),
+            IngestError::RateLimited { wait } | IngestError::PageRateLimited { wait, .. } => {
+                Some(response::whole_seconds(*wait))
+            }
+            IngestError::PageUnavailable {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             IngestError::SaltsUnavailable => Some(5),
             IngestError::Unavailable(e) => Some(e.retry_after_secs()),
             _ => None,
@@ -164,7 +209,9 @@ impl IngestError {
         if let Some(secs) = self.retry_after_secs() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if let IngestError::MethodNotAllowed { allow } = self {
+        if let IngestError::MethodNotAllowed { allow }
+        | IngestError::PageMethodNotAllowed { allow } = self
+        {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         r
@@ -256,6 +303,46 @@ mod tests {
         assert_eq!(
             body["error"],
             sink::IngestError::SpoolFull.to_string().as_str()
+        );
+    }
+
+    #[tokio::test]
+    async fn page_errors_are_answered_but_not_counted_as_events() {
+        let errors = [
+            IngestError::PageMethodNotAllowed { allow: "GET" },
+            IngestError::CrossSite("cross-site request refused"),
+            IngestError::NoSuchEndpoint,
+            IngestError::NoSuchSite,
+            IngestError::PageRateLimited {
+                reason: "too many requests; try again in a minute",
+                wait: Duration::from_millis(100),
+            },
+            IngestError::PageUnavailable {
+                reason: "erasing failed; please try again later",
+                retry_after_secs: 60,
+            },
+        ];
+        for error in errors {
+            assert_eq!(error.metric(), None, "{error:?}");
+        }
+        let (status, headers, body) = parts(
+            IngestError::PageRateLimited {
+                reason: "slow down",
+                wait: Duration::from_millis(100),
+            }
+            .into_response(),
+        )
+        .await;
+        assert_eq!(
+            (status, &headers["retry-after"]),
+            (429, &"1".parse().unwrap())
+        );
+        assert_eq!(body, serde_json::json!({"error": "slow down"}));
+        let (status, _, body) = parts(IngestError::NoSuchSite.into_response()).await;
+        assert_eq!(status, 404);
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "no such site", "field": "site"})
         );
     }
 

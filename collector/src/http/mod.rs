@@ -192,7 +192,7 @@ where
             privacy::my_data(state, peer, request).await
         }
         "/health" | "/ready" if request.method() != Method::GET => {
-            response::method_not_allowed("GET")
+            IngestError::PageMethodNotAllowed { allow: "GET" }.into_response()
         }
         "/health" => response::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         "/ready" => {
@@ -204,7 +204,7 @@ where
             };
             response::json(status, &body)
         }
-        _ => response::error(StatusCode::NOT_FOUND, "no such endpoint", None),
+        _ => IngestError::NoSuchEndpoint.into_response(),
     }
 }
 

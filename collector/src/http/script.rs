@@ -10,6 +10,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
+use super::ingest_error::IngestError;
 use super::response::{self, Body};
 
 /// The extensions a variant may carry, as they appear in its file name, sorted.
@@ -195,7 +196,8 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
 /// Answers a request for variant `index` of the tracker.
 pub fn handle<B>(scripts: &Scripts, index: usize, request: &Request<B>) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return response::with_cors(response::method_not_allowed("GET, HEAD"));
+        let refused = IngestError::PageMethodNotAllowed { allow: "GET, HEAD" };
+        return response::with_cors(refused.into_response());
     }
     let prepared = &scripts.variants[index];
     let encoding = negotiate(request.headers());
