@@ -490,7 +490,7 @@ async fn run_services(
 }
 
 async fn retention_apply(config: &Config) -> anyhow::Result<()> {
-    use glimpse_collector::admin::{retention, wait_until_zero};
+    use glimpse_collector::admin::retention;
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
     let client = glimpse_core::db::connect(config, url);
     let db = &config.clickhouse_database;
@@ -512,39 +512,24 @@ async fn retention_apply(config: &Config) -> anyhow::Result<()> {
     };
     // The deletes are mutations ClickHouse applies in the background: say "deleted" only once
     // the rows are gone.
-    let wait = |sql: String, site: String| {
-        let client = client.clone();
-        async move {
-            let done =
-                wait_until_zero(&client, &sql, &[&site], std::time::Duration::from_secs(120))
-                    .await?;
-            Ok::<_, anyhow::Error>(if done {
-                "deleted"
-            } else {
-                "scheduled for deletion (still in progress)"
-            })
+    let said = |done: bool| {
+        if done {
+            "deleted"
+        } else {
+            "scheduled for deletion (still in progress)"
         }
     };
+    let timeout = std::time::Duration::from_secs(120);
     for (site, rows) in &report.rows_scheduled {
-        let cut = cutoff_of(site);
-        let sql = format!(
-            "SELECT count() FROM {db}.events WHERE site = ? AND timestamp < toDateTime({cut})"
-        );
-        println!(
-            "{site}: {rows} expired events {}",
-            wait(sql, site.clone()).await?
-        );
+        let done =
+            retention::wait_for_events_deleted(&client, db, site, cutoff_of(site), timeout).await?;
+        println!("{site}: {rows} expired events {}", said(done));
     }
     for (site, rows) in &report.imported_rows_scheduled {
-        let cut = cutoff_of(site);
-        let sql = format!(
-            "SELECT count() FROM {db}.imported_daily WHERE site = ? \
-             AND date < toDate(toDateTime({cut}))"
-        );
-        println!(
-            "{site}: {rows} expired imported daily rows {}",
-            wait(sql, site.clone()).await?
-        );
+        let done =
+            retention::wait_for_imported_deleted(&client, db, site, cutoff_of(site), timeout)
+                .await?;
+        println!("{site}: {rows} expired imported daily rows {}", said(done));
     }
     if report.partitions_dropped.is_empty()
         && report.rows_scheduled.is_empty()
@@ -661,14 +646,13 @@ async fn import_plausible(
 }
 
 async fn erase_visitor(config: &Config, site: &str, visitor_id: u64) -> anyhow::Result<()> {
-    use glimpse_collector::admin::{erase, wait_until_zero};
+    use glimpse_collector::admin::erase;
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
     let client = glimpse_core::db::connect(config, url);
     let db = &config.clickhouse_database;
     let rows = erase::visitor(&client, db, site, visitor_id).await?;
-    let sql =
-        format!("SELECT count() FROM {db}.events WHERE site = ? AND visitor_id = {visitor_id}");
-    let done = wait_until_zero(&client, &sql, &[site], std::time::Duration::from_secs(120)).await?;
+    let timeout = std::time::Duration::from_secs(120);
+    let done = erase::wait_until_erased(&client, db, site, visitor_id, timeout).await?;
     println!(
         "{rows} events of visitor {visitor_id} on {site} {}",
         if done {

@@ -42,7 +42,7 @@ fn benches(c: &mut Criterion) {
         sites: vec![Site::new("example.com")],
         ..Config::default()
     };
-    let enrichers = Enrichers::from_config(&config, geoip()).unwrap();
+    let enrichers = Enrichers::from_config(&config, geoip());
     let salts = DailySalts::ephemeral(20_000);
     let ip: IpAddr = "81.2.69.142".parse().unwrap();
     let beacon = parse(BODY, &limits).unwrap();

@@ -148,7 +148,7 @@ pub async fn serve_with_sink<S: Sink>(
             None
         }
     };
-    let enrichers = Enrichers::from_config(&config, geo).map_err(ServeError::Config)?;
+    let enrichers = Enrichers::from_config(&config, geo);
     let trusted_proxies = config
         .trusted_proxies()
         .map_err(|e| ServeError::Config(e.to_string()))?;
@@ -190,13 +190,15 @@ pub async fn serve_with_sink<S: Sink>(
         erase_limiter: glimpse_core::net::rate_limit::RateLimiter::per_hour(
             config.erase_limit_per_hour,
         ),
-        erasures: readiness.clickhouse.clone().map(|client| {
-            admin::visitor_data::EraseQueue::start(
+        visitor_data: readiness.clickhouse.clone().map(|client| {
+            admin::visitor_data::VisitorData::start(
                 client,
                 config.clickhouse_database.clone(),
                 Duration::from_millis(config.erase_batch_ms),
             )
         }),
+        // Compressed now rather than on the first visitor's request.
+        scripts: http::script::Scripts::new(&config.event_path),
         first_party: http::FirstParty::from_config(&config),
         rate_limiter: glimpse_core::net::rate_limit::RateLimiter::new(
             config.rate_limit_per_ip,

@@ -28,3 +28,18 @@ pub async fn visitor(
     }
     Ok(n)
 }
+
+/// Waits until the rows [`visitor`] scheduled for deletion are gone (`true`), or `timeout`
+/// passes first (`false`): the delete is a mutation ClickHouse applies in the background.
+pub async fn wait_until_erased(
+    client: &clickhouse::Client,
+    db: &str,
+    site: &str,
+    visitor_id: u64,
+    timeout: std::time::Duration,
+) -> Result<bool, clickhouse::error::Error> {
+    // The id is a number, never text: it goes into the statement as it is.
+    let sql =
+        format!("SELECT count() FROM {db}.events WHERE site = ? AND visitor_id = {visitor_id}");
+    super::wait_until_zero(client, &sql, &[site], timeout).await
+}

@@ -19,13 +19,18 @@ pub enum Format {
     Csv,
 }
 
+/// A format name that is neither JSON Lines nor CSV.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format {0:?}: use jsonl or csv")]
+pub struct UnknownFormat(pub String);
+
 impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownFormat;
+    fn from_str(s: &str) -> Result<Self, UnknownFormat> {
         match s {
             "jsonl" | "ndjson" | "json" => Ok(Format::JsonLines),
             "csv" => Ok(Format::Csv),
-            _ => Err(format!("unknown format {s:?}: use jsonl or csv")),
+            _ => Err(UnknownFormat(s.to_string())),
         }
     }
 }
@@ -138,12 +143,20 @@ impl From<&EventRow> for CsvRow {
     }
 }
 
+/// A CSV cell that should hold a JSON array of strings (`prop_keys`, `prop_values`) and does not.
+#[derive(Debug, thiserror::Error)]
+#[error("{column} is not a JSON array of strings: {source}")]
+pub struct NotAnArray {
+    column: &'static str,
+    source: serde_json::Error,
+}
+
 impl TryFrom<CsvRow> for EventRow {
-    type Error = String;
-    fn try_from(r: CsvRow) -> Result<Self, String> {
-        let array = |text: &str, what: &str| {
+    type Error = NotAnArray;
+    fn try_from(r: CsvRow) -> Result<Self, NotAnArray> {
+        let array = |text: &str, column: &'static str| {
             serde_json::from_str::<Vec<String>>(text)
-                .map_err(|e| format!("{what} is not a JSON array of strings: {e}"))
+                .map_err(|source| NotAnArray { column, source })
         };
         Ok(EventRow {
             prop_keys: array(&r.prop_keys.0, "prop_keys")?,
@@ -287,7 +300,7 @@ pub async fn import(
                     reason,
                 };
                 let row = record.map_err(|e| parse(e.to_string()))?;
-                pending.push(EventRow::try_from(row).map_err(parse)?);
+                pending.push(EventRow::try_from(row).map_err(|e| parse(e.to_string()))?);
                 if pending.len() >= batch {
                     total += pending.len() as u64;
                     flush(std::mem::take(&mut pending)).await?;
@@ -326,9 +339,23 @@ mod tests {
     }
 
     #[test]
+    fn a_property_cell_that_is_not_an_array_is_named() {
+        let mut row = CsvRow::from(&EventRow::default());
+        row.prop_values = Text("k=v".into());
+        let error = EventRow::try_from(row).unwrap_err().to_string();
+        assert!(
+            error.starts_with("prop_values is not a JSON array of strings: "),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn formats() {
         assert_eq!("csv".parse::<Format>(), Ok(Format::Csv));
         assert_eq!("jsonl".parse::<Format>(), Ok(Format::JsonLines));
-        assert!("xml".parse::<Format>().is_err());
+        assert_eq!(
+            "xml".parse::<Format>().unwrap_err().to_string(),
+            "unknown format \"xml\": use jsonl or csv"
+        );
     }
 }

@@ -280,7 +280,7 @@ pub fn parse_csv(
         let mut row = ImportedRow {
             site: site.to_string(),
             import_id,
-            date: day_number(field(date_at)).map_err(line_error)?,
+            date: day_number(field(date_at)).map_err(|e| line_error(e.to_string()))?,
             kind: kind.name().to_string(),
             ..ImportedRow::default()
         };
@@ -306,13 +306,22 @@ pub fn parse_csv(
     })
 }
 
+/// A `date` cell ClickHouse's `Date` cannot hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum DateError {
+    #[error("`date` is not YYYY-MM-DD: {0:?}")]
+    NotADate(String),
+    #[error("`date` {0} is outside 1970-01-01..2149-06-06")]
+    OutOfRange(String),
+}
+
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date, as ClickHouse's `Date` stores it.
-fn day_number(text: &str) -> Result<u16, String> {
+fn day_number(text: &str) -> Result<u16, DateError> {
     let date: Date = text
         .parse()
-        .map_err(|_| format!("`date` is not YYYY-MM-DD: {text:?}"))?;
+        .map_err(|_| DateError::NotADate(text.to_string()))?;
     u16::try_from(glimpse_core::schema::day_number(date))
-        .map_err(|_| format!("`date` {text} is outside 1970-01-01..2149-06-06"))
+        .map_err(|_| DateError::OutOfRange(text.to_string()))
 }
 
 /// The parsed tables of an export, and the names of the files that were not tables.

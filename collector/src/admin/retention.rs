@@ -148,6 +148,37 @@ pub async fn apply(
     Ok(report)
 }
 
+/// Waits until the events of `site` older than `cutoff` that [`apply`] scheduled for deletion
+/// are gone (`true`), or `timeout` passes first (`false`): deletes are mutations ClickHouse
+/// applies in the background.
+pub async fn wait_for_events_deleted(
+    client: &clickhouse::Client,
+    db: &str,
+    site: &str,
+    cutoff: u32,
+    timeout: std::time::Duration,
+) -> Result<bool, clickhouse::error::Error> {
+    let sql = format!(
+        "SELECT count() FROM {db}.events WHERE site = ? AND timestamp < toDateTime({cutoff})"
+    );
+    super::wait_until_zero(client, &sql, &[site], timeout).await
+}
+
+/// [`wait_for_events_deleted`] for the imported daily aggregates.
+pub async fn wait_for_imported_deleted(
+    client: &clickhouse::Client,
+    db: &str,
+    site: &str,
+    cutoff: u32,
+    timeout: std::time::Duration,
+) -> Result<bool, clickhouse::error::Error> {
+    let sql = format!(
+        "SELECT count() FROM {db}.{IMPORTED_TABLE} WHERE site = ? \
+         AND date < toDate(toDateTime({cutoff}))"
+    );
+    super::wait_until_zero(client, &sql, &[site], timeout).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -200,6 +200,53 @@ pub async fn count(
     Ok(total)
 }
 
+/// What the visitor pages read and erase through: ClickHouse, the database, and the
+/// [`EraseQueue`]. Built once when the collector starts and kept in the server's state.
+#[derive(Clone)]
+pub struct VisitorData {
+    client: clickhouse::Client,
+    db: String,
+    erasures: EraseQueue,
+}
+
+impl VisitorData {
+    /// Starts the erase queue (one mutation per `erase_interval`).
+    pub fn start(client: clickhouse::Client, db: String, erase_interval: Duration) -> Self {
+        let erasures = EraseQueue::start(client.clone(), db.clone(), erase_interval);
+        Self {
+            client,
+            db,
+            erasures,
+        }
+    }
+
+    /// See [`summary`].
+    pub async fn summary(
+        &self,
+        keys: &VisitorKeys,
+    ) -> Result<Vec<SiteSummary>, clickhouse::error::Error> {
+        summary(&self.client, &self.db, keys).await
+    }
+
+    /// See [`fetch`].
+    pub async fn fetch(
+        &self,
+        keys: &VisitorKeys,
+    ) -> Result<Vec<VisitorEvent>, clickhouse::error::Error> {
+        fetch(&self.client, &self.db, keys).await
+    }
+
+    /// See [`count`].
+    pub async fn count(&self, keys: &VisitorKeys) -> Result<u64, clickhouse::error::Error> {
+        count(&self.client, &self.db, keys).await
+    }
+
+    /// See [`EraseQueue::erase`].
+    pub async fn erase(&self, keys: VisitorKeys) -> Result<(), EraseError> {
+        self.erasures.erase(keys).await
+    }
+}
+
 /// Most erase requests waiting; more get `503` (a flood, not visitors).
 const ERASE_QUEUE_CAPACITY: usize = 1024;
 /// Most requests in one mutation, which keeps its statement a reasonable size.
@@ -207,7 +254,7 @@ const ERASE_BATCH_MAX: usize = 500;
 
 struct EraseRequest {
     keys: VisitorKeys,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), EraseError>>,
 }
 
 /// Why an erase request was not carried out.
@@ -246,10 +293,7 @@ impl EraseQueue {
                 mpsc::error::TrySendError::Full(_) => EraseError::Busy,
                 mpsc::error::TrySendError::Closed(_) => EraseError::Stopped,
             })?;
-        answer
-            .await
-            .map_err(|_| EraseError::Stopped)?
-            .map_err(EraseError::ClickHouse)
+        answer.await.map_err(|_| EraseError::Stopped)?
     }
 }
 
@@ -272,7 +316,7 @@ async fn run_erasures(
         let keys: Vec<&VisitorKeys> = batch.iter().map(|r| &r.keys).collect();
         let result = erase_all(&client, &db, &keys).await.map_err(|e| {
             tracing::warn!(error = %e, requests = batch.len(), "visitor erase failed");
-            e.to_string()
+            EraseError::ClickHouse(e.to_string())
         });
         metrics::counter!("glimpse_erase_mutations_total").increment(1);
         for request in batch {

@@ -1,6 +1,6 @@
 //! `GET`/`POST /matomo.php` and `/piwik.php`: Matomo's JavaScript tracker (and its image
 //! tag, and bulk requests), unchanged, pointed at Glimpse (`setTrackerUrl`). The mapping is
-//! `ingest::protocols::matomo`; from each beacon on, the path is `/api/event`'s.
+//! `ingest::protocols::matomo`; from each beacon on, the path is the shared one (`intake`).
 //!
 //! Answers as Matomo does: `204` when `send_image=0`, else the 1×1 GIF; a bulk request gets
 //! `{"status": "success", "tracked": N, "invalid": M}`. Like Matomo, a request with an
@@ -14,10 +14,11 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use super::event::{self, Client, Outcome, Protocol};
+use super::ingest_error::IngestError;
+use super::intake::{self, Protocol};
 use super::response::{self, Body};
 use super::State;
-use crate::ingest::protocols::{matomo, MapError, Mapped};
+use crate::ingest::protocols::{matomo, Mapped};
 
 pub async fn handle<B>(state: &State, peer: SocketAddr, request: Request<B>) -> Response<Body>
 where
@@ -25,15 +26,14 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let origin = request.headers().get(header::ORIGIN).cloned();
-    let response = match *request.method() {
-        Method::OPTIONS => response::preflight(),
+    let answer = match *request.method() {
+        Method::OPTIONS => Ok(response::preflight()),
         Method::GET | Method::POST => ingest(state, peer, request).await,
-        _ => {
-            event::reject("method_not_allowed");
-            response::method_not_allowed("GET, POST, OPTIONS")
-        }
+        _ => Err(IngestError::MethodNotAllowed {
+            allow: "GET, POST, OPTIONS",
+        }),
     };
-    with_cors(response, origin)
+    with_cors(answer.unwrap_or_else(IngestError::into_response), origin)
 }
 
 fn with_cors(response: Response<Body>, origin: Option<HeaderValue>) -> Response<Body> {
@@ -50,30 +50,22 @@ fn with_cors(response: Response<Body>, origin: Option<HeaderValue>) -> Response<
     response
 }
 
-async fn ingest<B>(state: &State, peer: SocketAddr, request: Request<B>) -> Response<Body>
+async fn ingest<B>(
+    state: &State,
+    peer: SocketAddr,
+    request: Request<B>,
+) -> Result<Response<Body>, IngestError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let (parts, body) = request.into_parts();
-    let client = match Client::admit(state, peer, &parts.headers) {
-        Ok(client) => client,
-        Err(refused) => return refused,
-    };
-    let body = match event::read_body(state, &parts.headers, body).await {
-        Ok(body) => body,
-        Err(refused) => return refused,
-    };
-    let requests = match matomo::requests(parts.uri.query(), &body) {
-        Ok(requests) => requests,
-        Err(e) => return refuse(&e),
-    };
+    let (parts, client, body) = intake::receive(state, peer, request, None).await?;
+    let requests = matomo::requests(parts.uri.query(), &body)
+        .map_err(|e| IngestError::from_map(e, Protocol::Matomo))?;
     // Every event costs a token, not just the request.
-    if let Err(refused) = client.charge(state, requests.entries.len().saturating_sub(1)) {
-        return refused;
-    }
+    client.charge(state, requests.entries.len().saturating_sub(1))?;
     let referer = referer(&parts.headers);
-    let (mut tracked, mut invalid, mut first_error) = (0u32, 0u32, None);
+    let (mut tracked, mut invalid) = (0u32, 0u32);
     for params in &requests.entries {
         let mapped = matomo::map(
             params,
@@ -81,43 +73,40 @@ where
             &state.limits,
             referer.as_deref(),
         );
-        let error = match mapped {
-            Ok(Mapped::Event(beacon)) => {
-                match event::record(state, &beacon, &client, Protocol::Matomo).await {
-                    Outcome::Accepted => {
-                        tracked += 1;
-                        continue;
-                    }
-                    Outcome::Refused(_) => MapError::UnknownSite(String::new()),
-                    Outcome::Unavailable(response) => return response,
-                }
-            }
+        let recorded = match mapped {
+            Ok(Mapped::Event(beacon)) => intake::record(state, &beacon, &client, Protocol::Matomo)
+                .await
+                .map(|()| true),
             Ok(Mapped::Ignored(reason)) => {
                 Protocol::Matomo.ignored(reason);
-                continue;
+                Ok(false)
             }
-            Err(error) => {
-                match &error {
-                    MapError::UnknownSite(_) => event::unknown_site(),
-                    MapError::Invalid(_) => event::reject("invalid"),
-                }
-                error
-            }
+            Err(error) => Err(IngestError::from_map(error, Protocol::Matomo)),
         };
-        invalid += 1;
-        first_error.get_or_insert(error);
+        match recorded {
+            Ok(true) => tracked += 1,
+            Ok(false) => {}
+            // A bulk request answers with a summary: a bad entry is counted and tallied, and
+            // the others still count. Without bulk there is one entry, answered as itself;
+            // and the collector being unavailable stops any request.
+            Err(error) if requests.bulk && !error.is_unavailable() => {
+                error.count();
+                invalid += 1;
+            }
+            Err(error) => return Err(error),
+        }
     }
     if requests.bulk {
         let summary = serde_json::json!({
             "status": "success", "tracked": tracked, "invalid": invalid,
         });
-        return response::json(StatusCode::OK, &summary);
+        return Ok(response::json(StatusCode::OK, &summary));
     }
-    match first_error {
-        Some(error) => refuse_counted(&error),
-        None if requests.send_image => response::gif(StatusCode::OK),
-        None => response::text(StatusCode::NO_CONTENT, "text/plain", Bytes::new()),
-    }
+    Ok(if requests.send_image {
+        response::gif(StatusCode::OK)
+    } else {
+        response::text(StatusCode::NO_CONTENT, "text/plain", Bytes::new())
+    })
 }
 
 fn referer(headers: &HeaderMap) -> Option<String> {
@@ -125,21 +114,4 @@ fn referer(headers: &HeaderMap) -> Option<String> {
         .get(header::REFERER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-}
-
-/// A request whose body could not be read as Matomo requests.
-fn refuse(error: &MapError) -> Response<Body> {
-    event::reject("invalid");
-    refuse_counted(error)
-}
-
-fn refuse_counted(error: &MapError) -> Response<Body> {
-    match error {
-        MapError::UnknownSite(_) => response::error(
-            StatusCode::FORBIDDEN,
-            "the idsite is not in matomo_sites",
-            Some("idsite"),
-        ),
-        MapError::Invalid(e) => response::error(StatusCode::BAD_REQUEST, &e.reason, Some(&e.field)),
-    }
 }

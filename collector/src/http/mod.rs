@@ -3,10 +3,14 @@
 
 mod cross_site;
 pub use cross_site::FirstParty;
-mod event;
+pub mod ingest_error;
+pub use ingest_error::IngestError;
+mod intake;
+pub use intake::Protocol;
 mod matomo;
 mod optout;
 mod pixel;
+mod plausible;
 mod privacy;
 pub mod response;
 pub mod script;
@@ -49,8 +53,10 @@ pub struct State {
     pub privacy_limiter: glimpse_core::net::rate_limit::RateLimiter,
     /// Per-client limit on erasures (`erase_limit_per_hour`), keyed on the IPv6 /64.
     pub erase_limiter: glimpse_core::net::rate_limit::RateLimiter,
-    /// Batches visitors' erasures into few mutations; `None` without ClickHouse.
-    pub erasures: Option<crate::admin::visitor_data::EraseQueue>,
+    /// The visitor data pages' ClickHouse and erase queue; `None` without ClickHouse.
+    pub visitor_data: Option<crate::admin::visitor_data::VisitorData>,
+    /// The tracker scripts, rewritten for `event_path` and compressed at start-up.
+    pub scripts: script::Scripts,
     /// Who may post to the privacy endpoints and frame the HTML pages.
     pub first_party: cross_site::FirstParty,
     pub readiness: Arc<Readiness>,
@@ -168,10 +174,10 @@ where
     let path = request.uri().path();
     let config = &state.config;
     if path == config.event_path {
-        return event::handle(state, peer, request).await;
+        return plausible::handle(state, peer, request).await;
     }
     if let Some(variant) = script::variant_of(path, &config.script_path) {
-        return script::handle(&config.event_path, variant, &request);
+        return script::handle(&state.scripts, variant, &request);
     }
     match path {
         paths::OPT_OUT | paths::OPT_IN => optout::handle(&state.first_party, &request),
@@ -184,7 +190,7 @@ where
             privacy::my_data(state, peer, request).await
         }
         "/health" | "/ready" if request.method() != Method::GET => {
-            response::method_not_allowed("GET")
+            IngestError::PageMethodNotAllowed { allow: "GET" }.into_response()
         }
         "/health" => response::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         "/ready" => {
@@ -196,7 +202,7 @@ where
             };
             response::json(status, &body)
         }
-        _ => response::error(StatusCode::NOT_FOUND, "no such endpoint", None),
+        _ => IngestError::NoSuchEndpoint.into_response(),
     }
 }
 
@@ -208,10 +214,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) {
-    let config = state.config.clone();
-    // Compress the tracker now rather than on the first visitor's request.
-    script::scripts(&config.event_path);
-    let limits = glimpse_core::net::server::ConnectionLimits::collector(&config);
+    let limits = glimpse_core::net::server::ConnectionLimits::collector(&state.config);
     glimpse_core::net::server::serve_connections(
         listener,
         limits,

@@ -8,6 +8,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use super::cross_site::FirstParty;
+use super::ingest_error::IngestError;
 use super::response::{self, Body};
 use crate::ingest::optout::{PrivacySignals, OPT_OUT_COOKIE};
 
@@ -15,13 +16,20 @@ use crate::ingest::optout::{PrivacySignals, OPT_OUT_COOKIE};
 const COOKIE_MAX_AGE_SECS: u64 = 5 * 365 * 24 * 60 * 60;
 
 pub fn handle<B>(first_party: &FirstParty, request: &Request<B>) -> Response<Body> {
+    answer(first_party, request).unwrap_or_else(IngestError::into_response)
+}
+
+fn answer<B>(
+    first_party: &FirstParty,
+    request: &Request<B>,
+) -> Result<Response<Body>, IngestError> {
     let path = request.uri().path();
     if request.method() == Method::POST {
-        if let Err(reason) = first_party.check(request.headers()) {
-            return response::error(StatusCode::FORBIDDEN, reason, None);
-        }
+        first_party
+            .check(request.headers())
+            .map_err(IngestError::CrossSite)?;
     }
-    match (request.method(), path) {
+    Ok(match (request.method(), path) {
         (&Method::GET | &Method::HEAD, "/opt-out") => {
             let opted_out = PrivacySignals::from_headers(request.headers()).opt_out_cookie;
             let mut r = page(opted_out);
@@ -34,9 +42,9 @@ pub fn handle<B>(first_party: &FirstParty, request: &Request<B>) -> Response<Bod
         (&Method::POST, "/opt-in") => redirect_with_cookie(&format!(
             "{OPT_OUT_COOKIE}=; Max-Age=0; Path=/; HttpOnly; Secure; SameSite=None"
         )),
-        (_, "/opt-out") => response::method_not_allowed("GET, POST"),
-        _ => response::method_not_allowed("POST"),
-    }
+        (_, "/opt-out") => return Err(IngestError::PageMethodNotAllowed { allow: "GET, POST" }),
+        _ => return Err(IngestError::PageMethodNotAllowed { allow: "POST" }),
+    })
 }
 
 /// After a form post, back to the page (Post/Redirect/Get), which shows the new state.

@@ -9,16 +9,17 @@ use std::net::SocketAddr;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
+use super::ingest_error::IngestError;
 use super::response::{self, Body};
 use super::State;
-use crate::admin::visitor_data::{self, EraseError, SiteSummary, VisitorEvent};
+use crate::admin::visitor_data::{self, EraseError, SiteSummary, VisitorData, VisitorEvent};
 use crate::privacy_statement;
 use glimpse_core::config::{Config, VisitorDataDetail};
 use glimpse_core::net::client_ip::client_ip;
 
 pub fn statement<B>(state: &State, request: &Request<B>) -> Response<Body> {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
-        return response::method_not_allowed("GET");
+        return IngestError::PageMethodNotAllowed { allow: "GET" }.into_response();
     }
     let wanted = query_param(request, "site");
     let sites = &state.config.sites;
@@ -33,9 +34,7 @@ pub fn statement<B>(state: &State, request: &Request<B>) -> Response<Body> {
             "text/html; charset=utf-8",
             privacy_statement::html(&state.config, site),
         ),
-        None if wanted.is_some() => {
-            response::error(StatusCode::NOT_FOUND, "no such site", Some("site"))
-        }
+        None if wanted.is_some() => IngestError::NoSuchSite.into_response(),
         None => {
             let links: String = sites
                 .iter()
@@ -67,7 +66,9 @@ pub fn query_param<B>(request: &Request<B>, name: &str) -> Option<String> {
 
 /// `GET /privacy/my-data` (page, or JSON with `?format=json`) and `POST /privacy/erase`.
 pub async fn my_data<B>(state: &State, peer: SocketAddr, request: Request<B>) -> Response<Body> {
-    let mut r = my_data_response(state, peer, request).await;
+    let mut r = my_data_response(state, peer, request)
+        .await
+        .unwrap_or_else(IngestError::into_response);
     state.first_party.frame_only_first_party(r.headers_mut());
     r
 }
@@ -76,47 +77,51 @@ async fn my_data_response<B>(
     state: &State,
     peer: SocketAddr,
     request: Request<B>,
-) -> Response<Body> {
+) -> Result<Response<Body>, IngestError> {
     let erase = request.uri().path() == "/privacy/erase";
     match (request.method(), erase) {
         (&Method::GET, false) | (&Method::POST, true) => {}
-        (_, false) => return response::method_not_allowed("GET"),
-        (_, true) => return response::method_not_allowed("POST"),
+        (_, false) => return Err(IngestError::PageMethodNotAllowed { allow: "GET" }),
+        (_, true) => return Err(IngestError::PageMethodNotAllowed { allow: "POST" }),
     }
     if erase {
-        if let Err(reason) = state.first_party.check(request.headers()) {
-            return response::error(StatusCode::FORBIDDEN, reason, None);
-        }
+        state
+            .first_party
+            .check(request.headers())
+            .map_err(IngestError::CrossSite)?;
     }
     let ip = client_ip(peer.ip(), request.headers(), &state.trusted_proxies);
     // Erasure first: its hourly limit is the one a client meets, and a refused erase does not
     // use up the page limit. Keyed like visitor ids, on the IPv6 /64.
     if erase {
-        if let Err(wait) = state.erase_limiter.check(ip) {
-            return response::too_many_requests(
-                "too many erase requests from this network; try again later",
+        state
+            .erase_limiter
+            .check(ip)
+            .map_err(|wait| IngestError::PageRateLimited {
+                reason: "too many erase requests from this network; try again later",
                 wait,
-            );
-        }
+            })?;
     }
-    if let Err(wait) = state.privacy_limiter.check(ip) {
-        return response::too_many_requests("too many requests; try again in a minute", wait);
-    }
-    let Some(client) = state.readiness.clickhouse.as_ref() else {
-        return response::unavailable("visitor data is not available here", 60);
-    };
+    state
+        .privacy_limiter
+        .check(ip)
+        .map_err(|wait| IngestError::PageRateLimited {
+            reason: "too many requests; try again in a minute",
+            wait,
+        })?;
+    let data = state
+        .visitor_data
+        .as_ref()
+        .ok_or_else(|| unavailable("visitor data is not available here", 60))?;
     let user_agent = request
         .headers()
         .get(header::USER_AGENT)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
-    let salts = match state
+    let salts = state
         .salts
         .salts_at(u64::from(glimpse_core::clock::unix_now()))
-    {
-        Ok(salts) => salts,
-        Err(_) => return response::unavailable("visitor ids cannot be computed now", 60),
-    };
+        .map_err(|_| unavailable("visitor ids cannot be computed now", 60))?;
     let sites: Vec<String> = state
         .config
         .sites
@@ -124,26 +129,17 @@ async fn my_data_response<B>(
         .map(|s| s.domain.clone())
         .collect();
     let keys = visitor_data::keys(&sites, &salts, ip, &user_agent);
-    let db = &state.config.clickhouse_database;
     if erase {
-        return erase_page(state, client, db, keys).await;
+        return erase_page(data, keys).await;
     }
-    let summary = match visitor_data::summary(client, db, &keys).await {
-        Ok(summary) => summary,
-        Err(error) => {
-            tracing::warn!(%error, "visitor data lookup failed");
-            return response::unavailable("looking up your data failed; try again later", 60);
-        }
+    let lookup_failed = |error: clickhouse::error::Error| {
+        tracing::warn!(%error, "visitor data lookup failed");
+        unavailable("looking up your data failed; try again later", 60)
     };
+    let summary = data.summary(&keys).await.map_err(lookup_failed)?;
     let full = state.config.visitor_data_detail == VisitorDataDetail::Full;
     let events = if full {
-        match visitor_data::fetch(client, db, &keys).await {
-            Ok(events) => events,
-            Err(error) => {
-                tracing::warn!(%error, "visitor data lookup failed");
-                return response::unavailable("looking up your data failed; try again later", 60);
-            }
-        }
+        data.fetch(&keys).await.map_err(lookup_failed)?
     } else {
         Vec::new()
     };
@@ -170,7 +166,7 @@ async fn my_data_response<B>(
         );
         r.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return r;
+        return Ok(r);
     }
     let intro = if full {
         "These are the events recorded today and yesterday under the pseudonymous codes of \
@@ -195,46 +191,40 @@ async fn my_data_response<B>(
     if full {
         body.push_str(&events_html(&events));
     }
-    page(
+    Ok(page(
         "What this site recorded about you",
         intro,
         &body,
         &keys,
         true,
-    )
+    ))
+}
+
+fn unavailable(reason: &'static str, retry_after_secs: u32) -> IngestError {
+    IngestError::PageUnavailable {
+        reason,
+        retry_after_secs,
+    }
 }
 
 /// Queues the erasure (one mutation for all requests of a short interval) and answers once
 /// ClickHouse has accepted it.
 async fn erase_page(
-    state: &State,
-    client: &clickhouse::Client,
-    db: &str,
+    data: &VisitorData,
     keys: visitor_data::VisitorKeys,
-) -> Response<Body> {
-    let n = match visitor_data::count(client, db, &keys).await {
-        Ok(n) => n,
-        Err(error) => {
-            tracing::warn!(%error, "visitor erase failed");
-            return response::unavailable("erasing failed; please try again later", 60);
-        }
+) -> Result<Response<Body>, IngestError> {
+    let failed = |error: &dyn std::fmt::Display| {
+        tracing::warn!(%error, "visitor erase failed");
+        unavailable("erasing failed; please try again later", 60)
     };
+    let n = data.count(&keys).await.map_err(|e| failed(&e))?;
     if n > 0 {
-        let Some(erasures) = &state.erasures else {
-            return response::unavailable("erasing is not available here", 60);
-        };
-        match erasures.erase(keys.clone()).await {
-            Ok(()) => {}
-            Err(EraseError::Busy) => {
-                return response::unavailable("too many erase requests; try again shortly", 30)
-            }
-            Err(error) => {
-                tracing::warn!(%error, "visitor erase failed");
-                return response::unavailable("erasing failed; please try again later", 60);
-            }
-        }
+        data.erase(keys.clone()).await.map_err(|e| match e {
+            EraseError::Busy => unavailable("too many erase requests; try again shortly", 30),
+            other => failed(&other),
+        })?;
     }
-    page(
+    Ok(page(
         "Your data is being erased",
         &format!(
             "{n} recorded events of this browser from today and yesterday are being \
@@ -243,7 +233,7 @@ async fn erase_page(
         "",
         &keys,
         false,
-    )
+    ))
 }
 
 /// The kinds of data stored with each event under this configuration.

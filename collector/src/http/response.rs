@@ -39,23 +39,9 @@ pub fn preflight() -> Response<Body> {
     response
 }
 
-/// `503` telling the client when to try again.
-pub fn unavailable(reason: &str, retry_after_secs: u32) -> Response<Body> {
-    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, reason, None);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-    response
-}
-
-/// `429` telling the client to wait `wait` (in whole seconds, at least 1) before trying again.
-pub fn too_many_requests(reason: &str, wait: std::time::Duration) -> Response<Body> {
-    let mut response = error(StatusCode::TOO_MANY_REQUESTS, reason, None);
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u32;
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    response
+/// `wait` for `Retry-After`: whole seconds, rounded up, at least 1.
+pub fn whole_seconds(wait: std::time::Duration) -> u32 {
+    wait.as_secs_f64().ceil().max(1.0) as u32
 }
 
 /// The 1×1 transparent GIF that Matomo answers image requests with (43 bytes).

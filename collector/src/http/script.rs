@@ -1,17 +1,16 @@
 //! `GET /js/script.js` (the configured `script_path`) and its variants beside it: the tracker
 //! built in `tracker-js/dist/`, embedded in the binary so that Glimpse runs without Node.
 //!
-//! Each variant is prepared once per event path (the tracker's default beacon path is
-//! rewritten to `event_path`), then pre-compressed with gzip and brotli; requests pick the
+//! Each variant is prepared once, when the server starts ([`Scripts`], kept in its state): the
+//! tracker's default beacon path is rewritten to `event_path`, then the text is pre-compressed with gzip and brotli; requests pick the
 //! encoding from `Accept-Encoding` and get a strong `ETag` (`If-None-Match` → `304`).
-
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
+use super::ingest_error::IngestError;
 use super::response::{self, Body};
 
 /// The extensions a variant may carry, as they appear in its file name, sorted.
@@ -70,14 +69,15 @@ pub struct Prepared {
     pub digest: String,
 }
 
-/// Every variant for one event path.
+/// Every variant for one event path, compressed once when the server starts and kept in its
+/// state.
 pub struct Scripts {
-    event_path: String,
     pub variants: Vec<Prepared>,
 }
 
 impl Scripts {
-    fn new(event_path: &str) -> Self {
+    /// Rewrites and compresses every variant (brotli at its best: tens of milliseconds each).
+    pub fn new(event_path: &str) -> Self {
         let literal = serde_json::Value::from(event_path).to_string();
         let variants = VARIANTS
             .iter()
@@ -86,10 +86,7 @@ impl Scripts {
                 prepare(Bytes::from(text))
             })
             .collect();
-        Self {
-            event_path: event_path.to_string(),
-            variants,
-        }
+        Self { variants }
     }
 }
 
@@ -111,19 +108,6 @@ fn prepare(identity: Bytes) -> Prepared {
         brotli: Bytes::from(brotli),
         digest,
     }
-}
-
-/// The prepared scripts for `event_path`, compressed on first use (the server calls this at
-/// start-up) and shared after that.
-pub fn scripts(event_path: &str) -> Arc<Scripts> {
-    static CACHE: Mutex<Vec<Arc<Scripts>>> = Mutex::new(Vec::new());
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(found) = cache.iter().find(|s| s.event_path == event_path) {
-        return found.clone();
-    }
-    let made = Arc::new(Scripts::new(event_path));
-    cache.push(made.clone());
-    made
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,11 +163,11 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// Answers a request for variant `index` of the tracker.
-pub fn handle<B>(event_path: &str, index: usize, request: &Request<B>) -> Response<Body> {
+pub fn handle<B>(scripts: &Scripts, index: usize, request: &Request<B>) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return response::with_cors(response::method_not_allowed("GET, HEAD"));
+        let refused = IngestError::PageMethodNotAllowed { allow: "GET, HEAD" };
+        return response::with_cors(refused.into_response());
     }
-    let scripts = scripts(event_path);
     let prepared = &scripts.variants[index];
     let encoding = negotiate(request.headers());
     let (body, content_encoding, suffix) = match encoding {
@@ -287,7 +271,7 @@ mod tests {
                 file_name(i)
             );
         }
-        let custom = scripts("/p/e");
+        let custom = Scripts::new("/p/e");
         for v in &custom.variants {
             let text = std::str::from_utf8(&v.identity).unwrap();
             assert!(text.contains("new URL(\"/p/e\","), "{text}");
@@ -297,9 +281,9 @@ mod tests {
 
     #[tokio::test]
     async fn encodings_etags_and_revalidation() {
-        let scripts = scripts("/api/event");
+        let scripts = Scripts::new("/api/event");
         let core = &scripts.variants[0];
-        let plain = handle("/api/event", 0, &request("/js/script.js", &[]));
+        let plain = handle(&scripts, 0, &request("/js/script.js", &[]));
         assert_eq!(plain.status(), 200);
         let h = plain.headers();
         assert_eq!(h["content-type"], "application/javascript; charset=utf-8");
@@ -311,7 +295,7 @@ mod tests {
         assert_eq!(body(plain).await, core.identity);
 
         let gz = handle(
-            "/api/event",
+            &scripts,
             0,
             &request("/", &[("accept-encoding", "gzip, deflate")]),
         );
@@ -324,7 +308,7 @@ mod tests {
         assert_eq!(unzipped, core.identity);
 
         let br = handle(
-            "/api/event",
+            &scripts,
             0,
             &request("/", &[("accept-encoding", "gzip, br")]),
         );
@@ -334,20 +318,20 @@ mod tests {
         assert_eq!(unbrotli, core.identity);
 
         let refused = handle(
-            "/api/event",
+            &scripts,
             0,
             &request("/", &[("accept-encoding", "br;q=0, gzip;q=0.5")]),
         );
         assert_eq!(refused.headers()["content-encoding"], "gzip");
 
         assert_ne!(etag, gz_etag);
-        let again = handle("/api/event", 0, &request("/", &[("if-none-match", &etag)]));
+        let again = handle(&scripts, 0, &request("/", &[("if-none-match", &etag)]));
         assert_eq!(again.status(), 304);
         assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
         assert!(body(again).await.is_empty());
         let weak = format!("\"x\", W/{gz_etag}");
         let again = handle(
-            "/api/event",
+            &scripts,
             0,
             &request(
                 "/",
@@ -355,15 +339,11 @@ mod tests {
             ),
         );
         assert_eq!(again.status(), 304);
-        let stale = handle(
-            "/api/event",
-            0,
-            &request("/", &[("if-none-match", "\"old\"")]),
-        );
+        let stale = handle(&scripts, 0, &request("/", &[("if-none-match", "\"old\"")]));
         assert_eq!(stale.status(), 200);
 
         let post = handle(
-            "/api/event",
+            &scripts,
             0,
             &Request::post("/js/script.js").body(()).unwrap(),
         );
@@ -372,7 +352,7 @@ mod tests {
 
     #[test]
     fn the_default_script_is_within_the_size_budget() {
-        let scripts = scripts("/api/event");
+        let scripts = Scripts::new("/api/event");
         for (i, v) in scripts.variants.iter().enumerate() {
             println!(
                 "tracker {}: {} B, gzip {} B, brotli {} B",

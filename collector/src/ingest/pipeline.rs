@@ -59,8 +59,8 @@ pub struct Enrichers {
 
 impl Enrichers {
     /// Everything but the GeoIP database, which the caller opens (it is I/O and may fail).
-    pub fn from_config(config: &Config, geo: Option<GeoIp>) -> Result<Self, String> {
-        Ok(Self {
+    pub fn from_config(config: &Config, geo: Option<GeoIp>) -> Self {
+        Self {
             sites: Sites::new(&config.sites),
             opt_out: OptOutPolicy {
                 honor_dnt: config.honor_dnt,
@@ -73,7 +73,7 @@ impl Enrichers {
             ip_prefix: config
                 .store_ip_prefix
                 .then_some((config.ipv4_prefix_length, config.ipv6_prefix_length)),
-        })
+        }
     }
 }
 
@@ -281,7 +281,7 @@ mod tests {
     impl Run {
         fn new(config: Config, geo: Option<GeoIp>) -> Self {
             Self {
-                enrichers: Enrichers::from_config(&config, geo).unwrap(),
+                enrichers: Enrichers::from_config(&config, geo),
                 salts: DailySalts::ephemeral(19_000),
             }
         }
