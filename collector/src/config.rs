@@ -593,6 +593,7 @@ impl Config {
             segment_max_age: self.batch_max_delay(),
             queue_capacity: self.queue_capacity,
             drain_rows_per_sec: self.spool_drain_rows_per_sec,
+            dead_letter_dir: self.dead_letter_dir(),
         })
     }
 
@@ -603,6 +604,11 @@ impl Config {
             self.client_ip_header.clone(),
         )
         .map_err(|r| ConfigError::invalid("trusted_proxies", r))
+    }
+
+    /// Where batches ClickHouse refuses for good are set aside (`<data_dir>/dead-letter`).
+    pub fn dead_letter_dir(&self) -> PathBuf {
+        self.data_dir.join("dead-letter")
     }
 
     /// Where the visitor-id salts live.
