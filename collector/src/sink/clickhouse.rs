@@ -126,7 +126,10 @@ impl Sink for ClickHouseSink {
 
 /// ClickHouse error codes that say the data or its shape is wrong: the same insert fails
 /// again however often it is sent. Every other code (network, timeouts, `TOO_MANY_PARTS`,
-/// memory limits, authentication, a query id still running…) is transient.
+/// memory limits, authentication, a query id still running…) is transient — and so is a
+/// missing table or database (`UNKNOWN_TABLE` 60, `UNKNOWN_DATABASE` 81): that is the
+/// server's state, not the batch's fault (a table detached for maintenance, a restore under
+/// way), and the same batch lands once it is back (`tests/durability.rs` detaches the table).
 const PERMANENT_CODES: &[u32] = &[
     6,   // CANNOT_PARSE_TEXT
     8,   // THERE_IS_NO_COLUMN
@@ -144,7 +147,6 @@ const PERMANENT_CODES: &[u32] = &[
     44,  // ILLEGAL_COLUMN
     47,  // UNKNOWN_IDENTIFIER
     53,  // TYPE_MISMATCH
-    60,  // UNKNOWN_TABLE
     62,  // SYNTAX_ERROR
     69,  // ARGUMENT_OUT_OF_BOUND
     70,  // CANNOT_CONVERT_TYPE
@@ -226,8 +228,6 @@ mod tests {
             "Code: 53. DB::Exception: Type mismatch. (TYPE_MISMATCH) (version 26.1.1.1)",
             "Code: 16, e.displayText() = DB::Exception: No such column x in table glimpse.events",
             "Code: 16. DB::Exception: No such column x in table glimpse.events. (NO_SUCH_COLUMN_IN_TABLE)",
-            "Code: 60, e.displayText() = DB::Exception: Table glimpse.events doesn't exist.",
-            "Code: 60. DB::Exception: Table glimpse.events does not exist. (UNKNOWN_TABLE)",
             "Code: 62, e.displayText() = DB::Exception: Syntax error: failed at position 1",
             "Code: 62. DB::Exception: Syntax error: failed at position 1. (SYNTAX_ERROR)",
             "Code: 117. DB::Exception: Incorrect data. (INCORRECT_DATA)",
@@ -249,6 +249,8 @@ mod tests {
             "Code: 202. DB::Exception: Too many simultaneous queries. (TOO_MANY_SIMULTANEOUS_QUERIES)",
             "Code: 216. DB::Exception: Query with id = glimpse-batch-1 is already running. (QUERY_WITH_SAME_ID_IS_ALREADY_RUNNING)",
             "Code: 81. DB::Exception: Database glimpse does not exist. (UNKNOWN_DATABASE)",
+            "Code: 60, e.displayText() = DB::Exception: Table glimpse.events doesn't exist.",
+            "Code: 60. DB::Exception: Table glimpse.events does not exist. (UNKNOWN_TABLE)",
             "Code: 516. DB::Exception: default: Authentication failed. (AUTHENTICATION_FAILED)",
             "Code: 193, e.displayText() = DB::Exception: Wrong password for user default",
             "Code: 242. DB::Exception: Table is in readonly mode. (TABLE_IS_READ_ONLY)",
