@@ -18,7 +18,7 @@ use crate::schema::EventRow;
 pub struct WriterConfig {
     pub max_rows: usize,
     pub max_delay: Duration,
-    /// First retry delay after a failed write; doubles up to `max_backoff`.
+    /// First retry delay after a transient failure; doubles (with jitter) up to `max_backoff`.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     /// Where batches ClickHouse refuses for good go (`<data_dir>/dead-letter`).

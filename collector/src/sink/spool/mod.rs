@@ -250,7 +250,7 @@ pub fn open<S: Sink>(
     )
     .map_err(io(&config.dir))?;
     let shipper = tokio::spawn(shipper::run(
-        config.dir.clone(),
+        config.clone(),
         sink,
         recovered.segments,
         sealed_rx,
@@ -258,8 +258,6 @@ pub fn open<S: Sink>(
             bytes: bytes.clone(),
             disk_full: disk_full.clone(),
         },
-        config.drain_rows_per_sec,
-        super::DeadLetter::new(config.dead_letter_dir.clone()),
         control,
     ));
     Ok((

@@ -18,13 +18,12 @@
 //! errors are retried with backoff (`sink::retry`).
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::{segment, DiskUsage};
+use super::{segment, DiskUsage, SpoolConfig};
 use crate::schema::EventRow;
 use crate::sink::retry::{retry, Backoff};
 use crate::sink::{DeadLetter, Sink, SinkError, WriterControl};
@@ -46,15 +45,20 @@ const BACKOFF: Backoff = Backoff {
 };
 
 pub(super) async fn run<S: Sink>(
-    dir: PathBuf,
+    config: SpoolConfig,
     sink: S,
     recovered: Vec<u64>,
     mut sealed: UnboundedReceiver<u64>,
     usage: DiskUsage,
-    drain_rows_per_sec: u64,
-    dead_letter: DeadLetter,
     control: WriterControl,
 ) -> ShipReport {
+    let SpoolConfig {
+        dir,
+        drain_rows_per_sec,
+        dead_letter_dir,
+        ..
+    } = config;
+    let dead_letter = DeadLetter::new(dead_letter_dir);
     let mut report = ShipReport::default();
     // (segment, whether an earlier attempt may have landed)
     let mut pending: VecDeque<(u64, bool)> = recovered.into_iter().map(|s| (s, true)).collect();
