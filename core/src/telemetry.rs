@@ -30,7 +30,7 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ("glimpse_events_ignored_total", "Requests of another tracker's protocol that carry no event, by protocol and reason."),
     ("glimpse_batches_total", "Batches written to ClickHouse."),
     ("glimpse_rows_written_total", "Event rows written to ClickHouse."),
-    ("glimpse_insert_errors_total", "Failed ClickHouse inserts (each is retried unless it cannot succeed)."),
+    ("glimpse_insert_errors_total", "Failed ClickHouse inserts (each is retried unless it cannot succeed: then its batch goes to the dead-letter directory)."),
     ("glimpse_rows_lost_total", "Accepted event rows that could not be written (without the spool, at a shutdown past its deadline)."),
     ("glimpse_visits_evicted_total", "Open visits closed early because max_open_visits was reached."),
     ("glimpse_salt_rotations_total", "Daily rotations of the visitor-id salt."),
@@ -40,6 +40,8 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ("glimpse_query_requests_total", "Query-service requests answered, by endpoint (the route pattern; unmatched for unknown paths) and HTTP status."),
     ("glimpse_query_rollup_refreshes_total", "Refreshes of the query service's per-day rollup, by result (ok, failed)."),
     ("glimpse_spool_damaged_bytes_total", "Bytes of damaged spool records skipped (e.g. a torn write at a crash)."),
+    ("glimpse_sink_dead_letter_batches_total", "Batches ClickHouse refused for good (e.g. a type or column the table lacks), set aside in <data_dir>/dead-letter instead of retried."),
+    ("glimpse_sink_dead_letter_rows_total", "Event rows in the batches set aside in <data_dir>/dead-letter."),
 ];
 pub const GAUGES: &[(&str, &str)] = &[
     (

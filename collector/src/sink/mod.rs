@@ -1,12 +1,15 @@
 //! Where accepted rows go: a bounded queue drained by one writer task into a [`Sink`].
 
 mod clickhouse;
+pub mod dead_letter;
 pub mod drops;
 mod queue;
+mod retry;
 pub mod spool;
 mod writer;
 
 pub use self::clickhouse::ClickHouseSink;
+pub use dead_letter::DeadLetter;
 pub use drops::DropCounts;
 pub use queue::{queue, Queue, QueueError};
 pub use writer::{spawn_writer, WriterConfig, WriterControl, WriterReport};
@@ -120,21 +123,62 @@ pub trait Sink: Send + Sync + 'static {
     fn stored_rows(&self, batch_id: u64) -> impl Future<Output = Result<u64, SinkError>> + Send;
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a write (or a question) to the store failed, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", self.describe())]
-pub struct SinkError {
-    /// Rows of the failed write; 0 for a failed question (e.g. `stored_rows`).
-    pub rows: usize,
-    #[source]
-    pub source: Box<dyn std::error::Error + Send + Sync>,
+pub enum SinkError {
+    /// May succeed later (store unreachable, overloaded, restarting, timed out, or an error
+    /// we do not know): retried with backoff, never dropped.
+    #[error("{}: {source}", describe(.rows))]
+    Transient {
+        /// Rows of the failed write; 0 for a failed question (e.g. `stored_rows`).
+        rows: usize,
+        #[source]
+        source: BoxError,
+    },
+    /// The store refuses this batch as it is (malformed data, a type or column it does not
+    /// have…): sending it again cannot help, so it goes to the dead-letter directory.
+    #[error("{} for good: {source}", describe(.rows))]
+    Permanent {
+        rows: usize,
+        #[source]
+        source: BoxError,
+    },
+}
+
+fn describe(rows: &usize) -> String {
+    if *rows == 0 {
+        "asking the store failed".to_string()
+    } else {
+        format!("writing {rows} rows failed")
+    }
 }
 
 impl SinkError {
-    fn describe(&self) -> String {
-        if self.rows == 0 {
-            "asking the store failed".to_string()
-        } else {
-            format!("writing {} rows failed", self.rows)
+    pub fn transient(rows: usize, source: impl Into<BoxError>) -> Self {
+        SinkError::Transient {
+            rows,
+            source: source.into(),
+        }
+    }
+
+    pub fn permanent(rows: usize, source: impl Into<BoxError>) -> Self {
+        SinkError::Permanent {
+            rows,
+            source: source.into(),
+        }
+    }
+
+    /// Whether sending the same thing again cannot succeed.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SinkError::Permanent { .. })
+    }
+
+    /// Rows of the failed write; 0 for a failed question.
+    pub fn rows(&self) -> usize {
+        match self {
+            SinkError::Transient { rows, .. } | SinkError::Permanent { rows, .. } => *rows,
         }
     }
 }
@@ -147,15 +191,20 @@ pub struct MemorySink {
     pub batches: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
     /// While set, writes fail (to exercise retries).
     pub failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// While set, writes fail permanently (a batch the store refuses as it is).
+    pub refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Sink for MemorySink {
     async fn write(&self, rows: &[EventRow]) -> Result<(), SinkError> {
+        if self.refusing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(SinkError::permanent(
+                rows.len(),
+                "memory sink set to refuse",
+            ));
+        }
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(SinkError {
-                rows: rows.len(),
-                source: "memory sink set to fail".into(),
-            });
+            return Err(SinkError::transient(rows.len(), "memory sink set to fail"));
         }
         self.batches.lock().unwrap().push(rows.len());
         self.rows.lock().unwrap().extend_from_slice(rows);
@@ -164,10 +213,7 @@ impl Sink for MemorySink {
 
     async fn stored_rows(&self, batch_id: u64) -> Result<u64, SinkError> {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(SinkError {
-                rows: 0,
-                source: "memory sink set to fail".into(),
-            });
+            return Err(SinkError::transient(0, "memory sink set to fail"));
         }
         let rows = self.rows.lock().unwrap();
         Ok(rows.iter().filter(|r| r.batch_id == batch_id).count() as u64)

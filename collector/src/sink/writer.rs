@@ -1,24 +1,28 @@
 //! The one task that drains the queue into the sink in batches: a batch is flushed when it
-//! holds `max_rows` rows or its oldest row has waited `max_delay`. Failed writes are retried
-//! with backoff, never dropped while the process may still succeed.
+//! holds `max_rows` rows or its oldest row has waited `max_delay`. Transient failures are
+//! retried with backoff, never dropped while the process may still succeed; a batch ClickHouse
+//! refuses for good goes to the dead-letter directory and the writer moves on.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::{sleep, sleep_until, Instant};
+use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::Sink;
+use super::retry::{retry, Backoff};
+use super::{DeadLetter, Sink, SinkError};
 use glimpse_core::schema::EventRow;
 
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
     pub max_rows: usize,
     pub max_delay: Duration,
-    /// First retry delay after a failed write; doubles up to `max_backoff`.
+    /// First retry delay after a transient failure; doubles (with jitter) up to `max_backoff`.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// Where batches ClickHouse refuses for good go (`<data_dir>/dead-letter`).
+    pub dead_letter_dir: std::path::PathBuf,
 }
 
 impl WriterConfig {
@@ -28,6 +32,7 @@ impl WriterConfig {
             max_delay: config.batch_max_delay(),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            dead_letter_dir: config.dead_letter_dir(),
         }
     }
 }
@@ -64,6 +69,7 @@ async fn run<S: Sink>(
     control: WriterControl,
 ) -> WriterReport {
     let mut report = WriterReport::default();
+    let dead_letter = DeadLetter::new(config.dead_letter_dir.clone());
     let mut batch: Vec<EventRow> = Vec::with_capacity(config.max_rows);
     let mut closing = false;
     loop {
@@ -99,10 +105,10 @@ async fn run<S: Sink>(
             }
         }
         metrics::gauge!("glimpse_queue_depth").set(rx.len() as f64);
-        if write_with_retry(&sink, &batch, &config, &control).await {
-            report.rows_written += batch.len() as u64;
-        } else {
-            report.rows_lost += batch.len() as u64;
+        match write_with_retry(&sink, &batch, &config, &dead_letter, &control).await {
+            Written::Inserted => report.rows_written += batch.len() as u64,
+            Written::DeadLettered => {}
+            Written::Abandoned => report.rows_lost += batch.len() as u64,
         }
         batch.clear();
     }
@@ -116,38 +122,57 @@ async fn run<S: Sink>(
     report
 }
 
-/// Writes one batch, retrying with exponential backoff until it succeeds or `abandon` fires.
+/// Where a batch ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Inserted,
+    /// Refused for good, and safely in the dead-letter directory.
+    DeadLettered,
+    /// `abandon` fired before either.
+    Abandoned,
+}
+
+/// Writes one batch, retrying transient failures with backoff until it succeeds or `abandon`
+/// fires; a batch refused for good goes to the dead-letter directory instead.
 async fn write_with_retry<S: Sink>(
     sink: &S,
     batch: &[EventRow],
     config: &WriterConfig,
+    dead_letter: &DeadLetter,
     control: &WriterControl,
-) -> bool {
-    let mut backoff = config.initial_backoff;
-    loop {
+) -> Written {
+    let backoff = Backoff {
+        initial: config.initial_backoff,
+        max: config.max_backoff,
+    };
+    let attempt = || async {
         let started = std::time::Instant::now();
-        match sink.write(batch).await {
-            Ok(()) => {
-                metrics::histogram!("glimpse_insert_duration_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::counter!("glimpse_batches_total").increment(1);
-                metrics::counter!("glimpse_rows_written_total").increment(batch.len() as u64);
-                tracing::debug!(rows = batch.len(), "batch written");
-                return true;
-            }
-            Err(error) => {
-                metrics::counter!("glimpse_insert_errors_total").increment(1);
-                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "batch write failed");
-            }
+        let written = sink.write(batch).await;
+        if written.is_ok() {
+            metrics::histogram!("glimpse_insert_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("glimpse_batches_total").increment(1);
+            metrics::counter!("glimpse_rows_written_total").increment(batch.len() as u64);
+            tracing::debug!(rows = batch.len(), "batch written");
+        } else {
+            metrics::counter!("glimpse_insert_errors_total").increment(1);
         }
-        tokio::select! {
-            _ = sleep(backoff) => {}
-            _ = control.abandon.cancelled() => {
-                metrics::counter!("glimpse_rows_lost_total").increment(batch.len() as u64);
-                return false;
-            }
+        written.map(|()| Written::Inserted)
+    };
+    let set_aside = |error| {
+        dead_letter
+            .set_aside(batch, error)
+            .map(|_| Written::DeadLettered)
+    };
+    let on_retry = |error: &SinkError, wait: Duration| {
+        tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "batch write failed");
+    };
+    match retry(backoff, &control.abandon, attempt, set_aside, on_retry).await {
+        Some(written) => written,
+        None => {
+            metrics::counter!("glimpse_rows_lost_total").increment(batch.len() as u64);
+            Written::Abandoned
         }
-        backoff = (backoff * 2).min(config.max_backoff);
     }
 }
 
@@ -164,6 +189,8 @@ mod tests {
             max_delay: Duration::from_millis(max_delay_ms),
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(100),
+            // Only written when a batch is refused for good (tests that do use their own).
+            dead_letter_dir: std::env::temp_dir().join("glimpse-writer-tests-dead-letter"),
         }
     }
 
@@ -275,5 +302,50 @@ mod tests {
                 rows_lost: 4
             }
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_batch_is_dead_lettered_once_and_the_writer_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = MemorySink::default();
+        sink.refusing.store(true, Ordering::SeqCst);
+        let (q, rx) = queue(100);
+        let control = WriterControl::default();
+        let mut c = config(3, 10);
+        c.dead_letter_dir = dir.path().join("dead-letter");
+        let writer = spawn_writer(sink.clone(), rx, c, control.clone());
+        q.try_push((0..3).map(row).collect()).unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("dead-letter"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "one file, not one per retry: {files:?}");
+        let text = std::fs::read_to_string(&files[0]).unwrap();
+        let timestamps: Vec<u32> = text
+            .lines()
+            .map(|l| serde_json::from_str::<EventRow>(l).unwrap().timestamp)
+            .collect();
+        assert_eq!(timestamps, [0, 1, 2]);
+        // Later rows are written once the store takes them again.
+        sink.refusing.store(false, Ordering::SeqCst);
+        q.try_push((3..5).map(row).collect()).unwrap();
+        control.close.cancel();
+        let report = writer.await.unwrap();
+        assert_eq!(
+            report,
+            WriterReport {
+                rows_written: 2,
+                rows_lost: 0
+            }
+        );
+        let stored: Vec<u32> = sink
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.timestamp)
+            .collect();
+        assert_eq!(stored, [3, 4]);
     }
 }

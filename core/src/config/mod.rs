@@ -347,6 +347,11 @@ impl Config {
             .map_err(|r| ConfigError::invalid("trusted_proxies", r))
     }
 
+    /// Where batches ClickHouse refuses for good are set aside (`<data_dir>/dead-letter`).
+    pub fn dead_letter_dir(&self) -> PathBuf {
+        self.data_dir.join("dead-letter")
+    }
+
     /// Where the visitor-id salts live.
     pub fn salt_dir(&self) -> PathBuf {
         self.salt_dir

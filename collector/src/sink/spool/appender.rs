@@ -509,6 +509,7 @@ mod tests {
             segment_max_age: Duration::from_secs(3600),
             queue_capacity: 100,
             drain_rows_per_sec: 0,
+            dead_letter_dir: dir.path().join("dead-letter"),
         };
         let faults = Arc::new(Mutex::new(Faults::default()));
         let injected = faults.clone();

@@ -8,7 +8,8 @@
 //! - `appender`: one OS thread that owns the open segment: appends, fsyncs per policy, acks,
 //!   seals segments (one segment = one insert batch, within one UTC day); a failed write or
 //!   fsync refuses its appends and leaves no torn record that later ones follow.
-//! - `shipper`: one task that inserts sealed segments in order, exactly once (see there).
+//! - `shipper`: one task that inserts sealed segments in order, exactly once, and sets aside
+//!   in the dead-letter directory a segment ClickHouse refuses for good (see there).
 //!
 //! The spool holds processed rows only: no raw IP address or user agent ever reaches it.
 
@@ -49,6 +50,8 @@ pub struct SpoolConfig {
     /// Cap on rows per second shipped while a backlog drains, so catching up after an outage
     /// does not crowd out live traffic. 0: no cap.
     pub drain_rows_per_sec: u64,
+    /// Where segments ClickHouse refuses for good go (`<data_dir>/dead-letter`).
+    pub dead_letter_dir: PathBuf,
 }
 
 impl SpoolConfig {
@@ -65,6 +68,7 @@ impl SpoolConfig {
             segment_max_age: config.batch_max_delay(),
             queue_capacity: config.queue_capacity,
             drain_rows_per_sec: config.spool_drain_rows_per_sec,
+            dead_letter_dir: config.dead_letter_dir(),
         })
     }
 }
@@ -254,7 +258,7 @@ pub fn open<S: Sink>(
     )
     .map_err(io(&config.dir))?;
     let shipper = tokio::spawn(shipper::run(
-        config.dir.clone(),
+        config.clone(),
         sink,
         recovered.segments,
         sealed_rx,
@@ -262,7 +266,6 @@ pub fn open<S: Sink>(
             bytes: bytes.clone(),
             disk_full: disk_full.clone(),
         },
-        config.drain_rows_per_sec,
         control,
     ));
     Ok((
@@ -367,6 +370,7 @@ mod tests {
             segment_max_age: Duration::from_millis(50),
             queue_capacity: 100,
             drain_rows_per_sec: 0,
+            dead_letter_dir: dir.join("dead-letter"),
         }
     }
 
@@ -572,5 +576,84 @@ mod tests {
         assert!(segment_files(dir.path()).is_empty());
         let rendered = handle.render();
         assert!(rendered.contains("glimpse_rows_lost_total 1"), "{rendered}");
+    }
+
+    fn dead_letter_rows(dir: &Path) -> Vec<String> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .flat_map(|f| {
+                let text = std::fs::read_to_string(f).unwrap();
+                text.lines()
+                    .map(|l| serde_json::from_str::<EventRow>(l).unwrap().pathname)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_refused_segment_goes_to_the_dead_letter_file_and_later_ones_ship() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(&dir.path().join("spool"));
+        // Beside the spool, as under a data directory.
+        c.dead_letter_dir = dir.path().join("dead-letter");
+        let dead_letter_dir = c.dead_letter_dir.clone();
+        let sink = MemorySink::default();
+        sink.refusing.store(true, Ordering::SeqCst);
+        let (spool, tasks) = open(c, sink.clone(), WriterControl::default()).unwrap();
+        for i in 0..3 {
+            spool.append(vec![row(i)]).await.unwrap();
+        }
+        // The full segment is sealed and refused: it is set aside, not retried forever.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while dead_letter_rows(&dead_letter_dir).len() < 3 {
+            assert!(std::time::Instant::now() < deadline, "not dead-lettered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sink.refusing.store(false, Ordering::SeqCst);
+        for i in 3..5 {
+            spool.append(vec![row(i)]).await.unwrap();
+        }
+        let report = stop(spool, tasks).await;
+        assert_eq!(dead_letter_rows(&dead_letter_dir), ["/p/0", "/p/1", "/p/2"]);
+        let stored: Vec<String> = sink
+            .rows
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.pathname.clone())
+            .collect();
+        assert_eq!(stored, ["/p/3", "/p/4"]);
+        assert_eq!(report.rows_written, 2);
+        assert_eq!(report.rows_left, 0);
+        assert!(segment_files(&dir.path().join("spool")).is_empty());
+    }
+
+    /// Until the dead-letter file is on disk, the refused segment stays in the spool.
+    #[tokio::test]
+    async fn a_refused_segment_stays_in_the_spool_while_it_cannot_be_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(&dir.path().join("spool"));
+        // A file where the dead-letter directory should be: every write there fails.
+        c.dead_letter_dir = dir.path().join("blocked");
+        std::fs::write(&c.dead_letter_dir, b"").unwrap();
+        let sink = MemorySink::default();
+        sink.refusing.store(true, Ordering::SeqCst);
+        let control = WriterControl::default();
+        let (spool, tasks) = open(c, sink.clone(), control.clone()).unwrap();
+        for i in 0..3 {
+            spool.append(vec![row(i)]).await.unwrap();
+        }
+        drop(spool);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        control.abandon.cancel();
+        let report = tasks.finish().await;
+        assert_eq!(report.rows_left, 3);
+        assert_eq!(segment_files(&dir.path().join("spool")).len(), 1);
     }
 }

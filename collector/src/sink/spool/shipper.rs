@@ -12,16 +12,21 @@
 //! carry the batch as their query id, the count waits until no query with it is running, and
 //! ClickHouse refuses a second query with the id of a running one. This works on 18.16, which
 //! has no deduplication for plain MergeTree tables.
+//!
+//! A segment ClickHouse refuses for good (a permanent error) is not retried: its rows go to the
+//! dead-letter directory, and only once that file is on disk is the segment deleted. Transient
+//! errors are retried with backoff (`sink::retry`).
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::{segment, DiskUsage};
-use crate::sink::{Sink, WriterControl};
+use super::{segment, DiskUsage, SpoolConfig};
+use crate::sink::retry::{retry, Backoff};
+use crate::sink::{DeadLetter, Sink, SinkError, WriterControl};
+use glimpse_core::schema::EventRow;
 
 /// What the shipper did, once it stops.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,19 +38,27 @@ pub struct ShipReport {
     pub rows_left: u64,
 }
 
-const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// Short enough that ingest resumes within seconds of ClickHouse coming back.
-const MAX_BACKOFF: Duration = Duration::from_secs(3);
+const BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(100),
+    max: Duration::from_secs(3),
+};
 
 pub(super) async fn run<S: Sink>(
-    dir: PathBuf,
+    config: SpoolConfig,
     sink: S,
     recovered: Vec<u64>,
     mut sealed: UnboundedReceiver<u64>,
     usage: DiskUsage,
-    drain_rows_per_sec: u64,
     control: WriterControl,
 ) -> ShipReport {
+    let SpoolConfig {
+        dir,
+        drain_rows_per_sec,
+        dead_letter_dir,
+        ..
+    } = config;
+    let dead_letter = DeadLetter::new(dead_letter_dir);
     let mut report = ShipReport::default();
     // (segment, whether an earlier attempt may have landed)
     let mut pending: VecDeque<(u64, bool)> = recovered.into_iter().map(|s| (s, true)).collect();
@@ -99,11 +112,20 @@ pub(super) async fn run<S: Sink>(
             row.batch_id = contents.batch_id;
         }
         let started = Instant::now();
-        if !ship(&sink, contents.batch_id, &rows, maybe_sent, &control).await {
+        let Some(shipped) = ship(
+            &sink,
+            contents.batch_id,
+            &rows,
+            maybe_sent,
+            &dead_letter,
+            &control,
+        )
+        .await
+        else {
             // Abandoned at the shutdown deadline: everything pending stays on disk (the
             // caller counts what is left).
             return report;
-        }
+        };
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if let Err(error) = std::fs::remove_file(&path) {
             tracing::error!(%error, segment = %path.display(), "cannot delete a shipped spool segment");
@@ -111,7 +133,9 @@ pub(super) async fn run<S: Sink>(
         release(&usage.bytes, size);
         // Space is back: let `/ready` say so before the next append proves it.
         usage.disk_full.store(false, Ordering::Relaxed);
-        report.rows_written += rows.len() as u64;
+        if shipped == Shipped::Inserted {
+            report.rows_written += rows.len() as u64;
+        }
         pending.pop_front();
         // While a backlog drains, pace inserts so live traffic keeps ClickHouse's attention.
         if drain_rows_per_sec > 0 && pending.len() > 1 {
@@ -135,56 +159,89 @@ fn release(bytes: &AtomicU64, size: u64) {
     metrics::gauge!("glimpse_spool_bytes").set(bytes.load(Ordering::Relaxed) as f64);
 }
 
-/// Inserts one segment exactly once; false if abandoned before it could.
+/// Where a segment's rows ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shipped {
+    Inserted,
+    /// Refused for good, and safely in the dead-letter directory.
+    DeadLettered,
+}
+
+/// Inserts one segment exactly once, or sets it aside if ClickHouse refuses it for good;
+/// `None` if abandoned before either.
 async fn ship<S: Sink>(
     sink: &S,
     batch_id: u64,
-    rows: &[glimpse_core::schema::EventRow],
-    mut maybe_sent: bool,
+    rows: &[EventRow],
+    maybe_sent: bool,
+    dead_letter: &DeadLetter,
     control: &WriterControl,
-) -> bool {
-    let mut backoff = INITIAL_BACKOFF;
-    loop {
-        let attempt = async {
-            if maybe_sent {
-                let stored = sink.stored_rows(batch_id).await?;
-                if stored >= rows.len() as u64 {
-                    tracing::info!(
-                        batch_id,
-                        rows = rows.len(),
-                        "batch already in ClickHouse; not sending it again"
-                    );
-                    return Ok(());
-                }
-                if stored > 0 {
-                    // Cannot happen for single-partition batches; say so loudly if it does.
-                    tracing::error!(batch_id, stored, rows = rows.len(), "batch partly stored; sending it again would duplicate, keeping what is there");
-                    return Ok(());
-                }
-            }
-            let started = Instant::now();
-            sink.write_batch(batch_id, rows).await?;
-            metrics::histogram!("glimpse_insert_duration_seconds")
-                .record(started.elapsed().as_secs_f64());
-            Ok::<(), crate::sink::SinkError>(())
-        };
-        match attempt.await {
+) -> Option<Shipped> {
+    let maybe_sent = AtomicBool::new(maybe_sent);
+    let attempt = || async {
+        let result = attempt(sink, batch_id, rows, maybe_sent.load(Ordering::Relaxed)).await;
+        match &result {
             Ok(()) => {
                 metrics::counter!("glimpse_batches_total").increment(1);
                 metrics::counter!("glimpse_rows_written_total").increment(rows.len() as u64);
-                return true;
             }
-            Err(error) => {
+            Err(_) => {
                 // The insert may or may not have landed: check before the next attempt.
-                maybe_sent = true;
+                maybe_sent.store(true, Ordering::Relaxed);
                 metrics::counter!("glimpse_insert_errors_total").increment(1);
-                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "spool: batch not shipped yet");
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = control.abandon.cancelled() => return false,
+        result.map(|()| Shipped::Inserted)
+    };
+    let set_aside = |error: SinkError| {
+        if error.rows() == 0 {
+            // The question "is it stored already?" was refused: an earlier attempt may have
+            // landed, so say how to check before replaying.
+            tracing::warn!(
+                batch_id,
+                "the refused batch may already be in ClickHouse: check its batch_id before replaying it"
+            );
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        dead_letter
+            .set_aside(rows, error)
+            .map(|_| Shipped::DeadLettered)
+    };
+    let on_retry = |error: &SinkError, wait: Duration| {
+        tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "spool: batch not shipped yet");
+    };
+    retry(BACKOFF, &control.abandon, attempt, set_aside, on_retry).await
+}
+
+/// One try at a segment: if an earlier one may have landed, asks ClickHouse first.
+async fn attempt<S: Sink>(
+    sink: &S,
+    batch_id: u64,
+    rows: &[EventRow],
+    maybe_sent: bool,
+) -> Result<(), SinkError> {
+    if maybe_sent {
+        let stored = sink.stored_rows(batch_id).await?;
+        if stored >= rows.len() as u64 {
+            tracing::info!(
+                batch_id,
+                rows = rows.len(),
+                "batch already in ClickHouse; not sending it again"
+            );
+            return Ok(());
+        }
+        if stored > 0 {
+            // Cannot happen for single-partition batches; say so loudly if it does.
+            tracing::error!(
+                batch_id,
+                stored,
+                rows = rows.len(),
+                "batch partly stored; sending it again would duplicate, keeping what is there"
+            );
+            return Ok(());
+        }
     }
+    let started = Instant::now();
+    sink.write_batch(batch_id, rows).await?;
+    metrics::histogram!("glimpse_insert_duration_seconds").record(started.elapsed().as_secs_f64());
+    Ok(())
 }
