@@ -81,7 +81,7 @@ fn case_config(ch: &TestClickHouse, case: &Case, data_dir: &Path) -> Config {
     let mut config = Config {
         sites: vec![Site::new(case.site)],
         data_dir: data_dir.to_path_buf(),
-        trusted_proxies: vec!["127.0.0.1".into()],
+        trusted_proxies: "127.0.0.1".parse().unwrap(),
         ..ch.config()
     };
     for kind in case.kinds {

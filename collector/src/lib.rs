@@ -54,16 +54,6 @@ pub enum ServeError {
     Tls(#[from] glimpse_core::db::tls::TlsError),
 }
 
-/// The checks of the configuration the collector makes at start-up without touching the
-/// network or disk (`glimpse config check`); the errors are those [`serve`] returns.
-pub fn check_config(config: &Config) -> Result<(), ServeError> {
-    config
-        .trusted_proxies()
-        .map_err(|e| ServeError::Config(e.to_string()))?;
-    sink::spool::SpoolConfig::from_config(config).map_err(|e| ServeError::Config(e.to_string()))?;
-    Ok(())
-}
-
 /// Runs the collector on `listener` until `shutdown` resolves, then stops accepting, finishes
 /// in-flight requests, writes every queued row and returns, all within
 /// `config.shutdown_timeout_secs`.
@@ -149,9 +139,7 @@ pub async fn serve_with_sink<S: Sink>(
         }
     };
     let enrichers = Enrichers::from_config(&config, geo);
-    let trusted_proxies = config
-        .trusted_proxies()
-        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let trusted_proxies = config.trusted_proxies();
     let now = glimpse_core::clock::unix_now();
     let salts = Arc::new(SaltStore::open(
         &config.salt_dir(),
@@ -164,8 +152,7 @@ pub async fn serve_with_sink<S: Sink>(
     let config = Arc::new(config);
     let control = WriterControl::default();
     let (ingest, buffer) = if config.spool {
-        let spool_config = sink::spool::SpoolConfig::from_config(&config)
-            .map_err(|e| ServeError::Config(e.to_string()))?;
+        let spool_config = sink::spool::SpoolConfig::from_config(&config);
         let (spool, tasks) = sink::spool::open(spool_config, sink, control.clone())?;
         (Ingest::Spool(spool), Buffer::Spool(tasks))
     } else {

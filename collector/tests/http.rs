@@ -797,7 +797,7 @@ async fn proxied_event(server: &Server, extra: &[(&str, String)]) -> Reply {
 async fn forged_forwarding_headers_behind_a_trusted_proxy_are_ignored() {
     // The rate limiter keys on the real address: forging another one each time does not help.
     let server = Server::start(|c| {
-        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.trusted_proxies = "127.0.0.1".parse().unwrap();
         c.rate_limit_per_ip = 1;
         c.rate_limit_burst = 2;
     })
@@ -815,7 +815,7 @@ async fn forged_forwarding_headers_behind_a_trusted_proxy_are_ignored() {
     server.stop().await;
 
     // Visitor ids are the real address's: forged headers do not make another visitor.
-    let server = Server::start(|c| c.trusted_proxies = vec!["127.0.0.1".into()]).await;
+    let server = Server::start(|c| c.trusted_proxies = "127.0.0.1".parse().unwrap()).await;
     assert_eq!(proxied_event(&server, &[]).await.status, 202);
     let forged_forwarded = [("forwarded", "for=198.51.100.7".to_string())];
     assert_eq!(proxied_event(&server, &forged_forwarded).await.status, 202);
@@ -968,7 +968,7 @@ async fn geoip_database_is_reloaded_when_its_file_changes_and_a_damaged_one_is_r
     let db = dir.path().join("GeoIP.mmdb");
     replace_file(&db, &geo_test_dbs::bytes(Kind::MaxMindCity));
     let server = Server::start(|c| {
-        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.trusted_proxies = "127.0.0.1".parse().unwrap();
         c.geoip_db = Some(db.clone());
         c.geoip_check_secs = 1;
     })

@@ -44,18 +44,23 @@ pub fn hashing_network(ip: IpAddr) -> IpAddr {
 }
 
 /// Checks configured prefix lengths (bits): IPv4 at most 32, IPv6 at most 128.
-pub fn validate_prefixes(v4: u8, v6: u8) -> Result<(), String> {
+pub fn validate_prefixes(v4: u8, v6: u8) -> Result<(), PrefixError> {
     if v4 > MAX_V4_PREFIX {
-        return Err(format!(
-            "IPv4 prefix length {v4} is out of range (0 to {MAX_V4_PREFIX} bits)"
-        ));
+        return Err(PrefixError::V4(v4));
     }
     if v6 > MAX_V6_PREFIX {
-        return Err(format!(
-            "IPv6 prefix length {v6} is out of range (0 to {MAX_V6_PREFIX} bits)"
-        ));
+        return Err(PrefixError::V6(v6));
     }
     Ok(())
+}
+
+/// A prefix length longer than the address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    #[error("IPv4 prefix length {0} is out of range (0 to {MAX_V4_PREFIX} bits)")]
+    V4(u8),
+    #[error("IPv6 prefix length {0} is out of range (0 to {MAX_V6_PREFIX} bits)")]
+    V6(u8),
 }
 
 #[cfg(test)]
@@ -157,9 +162,9 @@ mod tests {
         assert!(validate_prefixes(0, 0).is_ok());
         assert!(validate_prefixes(24, 48).is_ok());
         assert!(validate_prefixes(32, 128).is_ok());
-        let err = validate_prefixes(33, 48).unwrap_err();
+        let err = validate_prefixes(33, 48).unwrap_err().to_string();
         assert!(err.contains("IPv4") && err.contains("33"), "{err}");
-        let err = validate_prefixes(24, 129).unwrap_err();
+        let err = validate_prefixes(24, 129).unwrap_err().to_string();
         assert!(err.contains("IPv6") && err.contains("129"), "{err}");
     }
 }

@@ -8,6 +8,50 @@ use http::header::HeaderName;
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Why a proxy setting cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0:?} is not a header name (use x-forwarded-for, forwarded, x-real-ip, or the header your proxy sets, e.g. cf-connecting-ip)")]
+    Header(String),
+    #[error("trusted proxy {0:?} is neither an IP address nor a CIDR network (e.g. 10.0.0.0/8, 127.0.0.1, ::1, fd00::/8)")]
+    Net(String),
+}
+
+/// The networks of the trusted proxies, parsed from their text (`trusted_proxies`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyNets(Vec<IpNet>);
+
+impl ProxyNets {
+    /// CIDRs or bare addresses; blank entries are skipped; the error names the first bad one.
+    pub fn parse(list: &[String]) -> Result<Self, ProxyError> {
+        let mut nets = Vec::with_capacity(list.len());
+        for entry in list {
+            let text = entry.trim();
+            if text.is_empty() {
+                continue;
+            }
+            nets.push(parse_net(text).ok_or_else(|| ProxyError::Net(entry.clone()))?);
+        }
+        Ok(Self(nets))
+    }
+}
+
+impl std::str::FromStr for ProxyNets {
+    type Err = ProxyError;
+
+    /// A comma-separated list, as in `GLIMPSE_TRUSTED_PROXIES`.
+    fn from_str(text: &str) -> Result<Self, ProxyError> {
+        Self::parse(&text.split(',').map(String::from).collect::<Vec<_>>())
+    }
+}
+
+impl Serialize for ProxyNets {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let texts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        texts.serialize(serializer)
+    }
+}
+
 /// The one header trusted proxies report the client's address in (`client_ip_header`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ClientIpHeader {
@@ -25,14 +69,10 @@ pub enum ClientIpHeader {
 
 impl ClientIpHeader {
     /// `x-forwarded-for`, `forwarded`, `x-real-ip`, or another header name (any case).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ProxyError> {
         let name = text.trim().to_ascii_lowercase();
-        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            format!(
-                "{text:?} is not a header name (use x-forwarded-for, forwarded, x-real-ip, \
-                 or the header your proxy sets, e.g. cf-connecting-ip)"
-            )
-        })?;
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ProxyError::Header(text.to_string()))?;
         Ok(match header.as_str() {
             "x-forwarded-for" => Self::XForwardedFor,
             "forwarded" => Self::Forwarded,
@@ -85,22 +125,16 @@ impl TrustedProxies {
     /// skipped; IPv4-mapped IPv6 entries (`::ffff:10.0.0.0/104`) mean the IPv4 network.
     /// The error names the first entry that is neither. The proxies report the client in
     /// `header`; every other forwarding header is ignored.
-    pub fn parse(list: &[String], header: ClientIpHeader) -> Result<Self, String> {
-        let mut nets = Vec::with_capacity(list.len());
-        for entry in list {
-            let text = entry.trim();
-            if text.is_empty() {
-                continue;
-            }
-            let net = parse_net(text).ok_or_else(|| {
-                format!(
-                    "trusted proxy {entry:?} is neither an IP address nor a CIDR network \
-                     (e.g. 10.0.0.0/8, 127.0.0.1, ::1, fd00::/8)"
-                )
-            })?;
-            nets.push(net);
+    pub fn parse(list: &[String], header: ClientIpHeader) -> Result<Self, ProxyError> {
+        Ok(Self::new(ProxyNets::parse(list)?, header))
+    }
+
+    /// Proxies already parsed (the configuration's `trusted_proxies`).
+    pub fn new(nets: ProxyNets, header: ClientIpHeader) -> Self {
+        TrustedProxies {
+            nets: nets.0,
+            header,
         }
-        Ok(TrustedProxies { nets, header })
     }
 
     /// Whether `ip` (IPv4-mapped IPv6 counts as IPv4) is in one of the trusted networks.

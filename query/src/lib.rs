@@ -75,9 +75,7 @@ pub async fn serve(
         .clickhouse_url
         .as_deref()
         .ok_or(QueryError::NoClickHouse)?;
-    let trusted_proxies =
-        TrustedProxies::parse(&config.trusted_proxies, config.client_ip_header.clone())
-            .map_err(|reason| std::io::Error::other(format!("trusted_proxies: {reason}")))?;
+    let trusted_proxies = config.trusted_proxies();
     let client = glimpse_core::db::connect(&config, url);
     glimpse_core::db::tls::check(&client, url).await?;
     // The process-wide metrics recorder (served on `metrics_addr`), before the first request.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
-use super::intake::Protocol;
+use super::protocol::Protocol;
 use super::response::{self, Body};
 use crate::ingest::protocols::MapError;
 use crate::ingest::{BeaconError, DropReason};

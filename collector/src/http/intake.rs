@@ -13,70 +13,12 @@ use http::{header, HeaderMap, Request};
 use http_body_util::{BodyExt, Limited};
 
 use super::ingest_error::IngestError;
+pub use super::protocol::Protocol;
 use super::State;
 use crate::ingest::optout::PrivacySignals;
-use crate::ingest::{self, Beacon, DropReason, RequestFacts};
+use crate::ingest::{self, Beacon, RequestFacts};
 use glimpse_core::net::client_ip::client_ip;
 use glimpse_core::net::rate_limit::Refusal;
-
-/// The protocol an event arrived in: the `protocol` label of
-/// `glimpse_events_accepted_total` and `glimpse_events_ignored_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Plausible,
-    Umami,
-    Matomo,
-    Pixel,
-}
-
-impl Protocol {
-    fn label(self) -> &'static str {
-        match self {
-            Protocol::Plausible => "plausible",
-            Protocol::Umami => "umami",
-            Protocol::Matomo => "matomo",
-            Protocol::Pixel => "pixel",
-        }
-    }
-
-    /// The request field that names the site, for a `403`'s `field`.
-    pub fn site_field(self) -> &'static str {
-        match self {
-            Protocol::Plausible => "d",
-            Protocol::Umami => "payload.website",
-            Protocol::Matomo => "idsite",
-            Protocol::Pixel => "d",
-        }
-    }
-
-    /// The `403`'s reason when the protocol's site id maps to no configured site.
-    pub fn unknown_site_reason(self) -> &'static str {
-        match self {
-            Protocol::Umami => "the website id is not in umami_websites",
-            Protocol::Matomo => "the idsite is not in matomo_sites",
-            Protocol::Plausible | Protocol::Pixel => "no configured site matches",
-        }
-    }
-
-    /// The `403`'s reason when the pipeline refuses an event. Matomo's tracker knows only its
-    /// `idsite`, so it is told about that.
-    pub fn refused_reason(self, reason: DropReason) -> String {
-        match self {
-            Protocol::Matomo => self.unknown_site_reason().to_string(),
-            _ => reason.to_string(),
-        }
-    }
-
-    /// Counts a request the protocol defines but Glimpse does not record.
-    pub fn ignored(self, reason: &'static str) {
-        metrics::counter!(
-            "glimpse_events_ignored_total",
-            "protocol" => self.label(),
-            "reason" => reason
-        )
-        .increment(1);
-    }
-}
 
 /// What the collector believes about the client: the connection (through trusted proxies) and
 /// its headers. Never a payload's fields: a page cannot claim another address or browser.

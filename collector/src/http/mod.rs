@@ -6,6 +6,7 @@ pub use cross_site::FirstParty;
 pub mod ingest_error;
 pub use ingest_error::IngestError;
 mod intake;
+mod protocol;
 pub use intake::Protocol;
 mod matomo;
 mod optout;

@@ -174,6 +174,13 @@ pub(super) fn deserialize_id_map<'de, D: Deserializer<'de>>(
         .collect())
 }
 
+/// Trusted proxies: a list, or a comma-separated string (the environment), parsed.
+pub(super) fn deserialize_proxies<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<crate::proxies::ProxyNets, D::Error> {
+    crate::proxies::ProxyNets::parse(&deserialize_list(d)?).map_err(serde::de::Error::custom)
+}
+
 /// A list, or a comma-separated string (the environment).
 pub(super) fn deserialize_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]

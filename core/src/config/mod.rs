@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 mod values;
 pub use crate::site::{Site, SiteConfig};
-pub use values::{CaCert, FsyncPolicy};
+pub use values::{CaCert, FsyncMode, FsyncPolicy};
 
 /// Everything an operator can set. Defaults are safe for a single-machine install.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,8 +69,8 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// Proxies whose `client_ip_header` is believed (CIDRs or addresses). Empty (the
     /// default): the socket peer is the client.
-    #[serde(deserialize_with = "load::deserialize_list")]
-    pub trusted_proxies: Vec<String>,
+    #[serde(deserialize_with = "load::deserialize_proxies")]
+    pub trusted_proxies: crate::proxies::ProxyNets,
     /// The one header in which `trusted_proxies` report the client's address:
     /// `x-forwarded-for` (default), `forwarded` (RFC 7239), `x-real-ip`, or any header name
     /// such as `cf-connecting-ip`. Every other forwarding header is ignored.
@@ -116,7 +116,7 @@ pub struct Config {
     pub spool_min_free_bytes: u64,
     /// When spooled events are forced to disk: `always` (before the `202`; group commit),
     /// `interval` (every `spool_fsync_interval_ms`), or `never` (when a segment is sealed).
-    pub spool_fsync: String,
+    pub spool_fsync: FsyncMode,
     /// With `spool_fsync = "interval"`: milliseconds between syncs. Default 10.
     pub spool_fsync_interval_ms: u64,
     /// Rows per second shipped while a backlog drains after an outage (0: no cap).
@@ -247,7 +247,7 @@ impl Default for Config {
             max_prop_key_length: 300,
             max_prop_value_length: 2000,
             shutdown_timeout_secs: 30,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: crate::proxies::ProxyNets::default(),
             client_ip_header: Default::default(),
             geoip_db: None,
             geoip_check_secs: 5,
@@ -263,7 +263,7 @@ impl Default for Config {
             spool: true,
             spool_max_bytes: 1024 * 1024 * 1024,
             spool_min_free_bytes: 64 * 1024 * 1024,
-            spool_fsync: "always".into(),
+            spool_fsync: FsyncMode::Always,
             spool_fsync_interval_ms: 10,
             spool_drain_rows_per_sec: 50_000,
             request_timeout_secs: 10,
@@ -327,24 +327,22 @@ impl Config {
     }
 
     /// The spool's fsync policy.
-    pub fn spool_fsync_policy(&self) -> Result<FsyncPolicy, ConfigError> {
-        match self.spool_fsync.as_str() {
-            "always" => Ok(FsyncPolicy::Always),
-            "interval" => Ok(FsyncPolicy::Interval(Duration::from_millis(
-                self.spool_fsync_interval_ms.max(1),
-            ))),
-            "never" => Ok(FsyncPolicy::Never),
-            _ => Err(ConfigError::invalid(
-                "spool_fsync",
-                "must be always, interval or never",
-            )),
+    pub fn spool_fsync_policy(&self) -> FsyncPolicy {
+        match self.spool_fsync {
+            FsyncMode::Always => FsyncPolicy::Always,
+            FsyncMode::Interval => {
+                FsyncPolicy::Interval(Duration::from_millis(self.spool_fsync_interval_ms.max(1)))
+            }
+            FsyncMode::Never => FsyncPolicy::Never,
         }
     }
 
     /// The trusted proxies and the header they report the client in.
-    pub fn trusted_proxies(&self) -> Result<crate::proxies::TrustedProxies, ConfigError> {
-        crate::proxies::TrustedProxies::parse(&self.trusted_proxies, self.client_ip_header.clone())
-            .map_err(|r| ConfigError::invalid("trusted_proxies", r))
+    pub fn trusted_proxies(&self) -> crate::proxies::TrustedProxies {
+        crate::proxies::TrustedProxies::new(
+            self.trusted_proxies.clone(),
+            self.client_ip_header.clone(),
+        )
     }
 
     /// Where batches ClickHouse refuses for good are set aside (`<data_dir>/dead-letter`).

@@ -31,10 +31,8 @@ impl Config {
                 ));
             }
         }
-        self.trusted_proxies()?;
         crate::ip_prefix::validate_prefixes(self.ipv4_prefix_length, self.ipv6_prefix_length)
-            .map_err(|r| ConfigError::invalid("ipv4_prefix_length", r))?;
-        self.spool_fsync_policy()?;
+            .map_err(|r| ConfigError::invalid("ipv4_prefix_length", r.to_string()))?;
         validate_paths(&self.script_path, &self.event_path)?;
         self.validate_tracker_ids()?;
         if let Some(url) = &self.public_url {

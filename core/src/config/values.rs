@@ -7,6 +7,15 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Why a CA certificate file cannot be used; the message names the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CaCertError {
+    #[error("{}: {reason}", path.display())]
+    Read { path: PathBuf, reason: String },
+    #[error("{}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it", .0.display())]
+    Empty(PathBuf),
+}
+
 /// The certificates of a PEM file of trusted CAs, read when the configuration is loaded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaCert {
@@ -16,15 +25,15 @@ pub struct CaCert {
 
 impl CaCert {
     /// Reads every certificate in the PEM file at `path`; a file without one is an error.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, CaCertError> {
         let certs = CertificateDer::pem_file_iter(path)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| CaCertError::Read {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         if certs.is_empty() {
-            return Err(format!(
-                "{}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
-                path.display()
-            ));
+            return Err(CaCertError::Empty(path.to_path_buf()));
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -44,6 +53,16 @@ impl<'de> Deserialize<'de> for CaCert {
         let path = PathBuf::deserialize(deserializer)?;
         Self::load(&path).map_err(serde::de::Error::custom)
     }
+}
+
+/// `spool_fsync`, as written: when appended records are forced to disk (see [`FsyncPolicy`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    #[default]
+    Always,
+    Interval,
+    Never,
 }
 
 /// When appended records are forced to disk.

@@ -133,12 +133,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, "not a certificate\n").unwrap();
-        let error = CaCert::load(&path).unwrap_err();
+        let error = CaCert::load(&path).unwrap_err().to_string();
         assert!(
             error.contains("ca.pem") && error.contains("no PEM certificate"),
             "{error}"
         );
-        let missing = CaCert::load(&dir.path().join("missing.pem")).unwrap_err();
+        let missing = CaCert::load(&dir.path().join("missing.pem"))
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("missing.pem"), "{missing}");
     }
 

@@ -264,7 +264,9 @@ mod tests {
             "1.2.3.4:80",
         ] {
             let list = vec!["127.0.0.1".to_string(), bad.to_string()];
-            let err = TrustedProxies::parse(&list, ClientIpHeader::default()).unwrap_err();
+            let err = TrustedProxies::parse(&list, ClientIpHeader::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(&format!("{bad:?}")), "{err}");
         }
     }
@@ -470,7 +472,7 @@ mod tests {
         assert_eq!(cf.name(), "cf-connecting-ip");
         assert_eq!(ClientIpHeader::default().to_string(), "x-forwarded-for");
         for bad in ["", "two words", "x:y", "é"] {
-            let err = ClientIpHeader::parse(bad).unwrap_err();
+            let err = ClientIpHeader::parse(bad).unwrap_err().to_string();
             assert!(err.contains("header name"), "{err}");
         }
         // Serialised as its name, so the configuration round-trips.

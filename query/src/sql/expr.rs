@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::builder::{rows_between, Sql};
-use super::stats::{Group, StatsQuery};
+use super::question::{Group, StatsQuery};
 use crate::params::{EventProperty, Filter, FilterOp, Interval, Property, VisitProperty};
 use crate::period::{HOUR_FORMAT, MINUTE_FORMAT};
 use glimpse_core::goals::{Goal, GoalKind};

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use super::builder::Sql;
 use super::expr::named_empty;
+use super::question::{Group, Needs, StatsQuery, SUMS};
 use super::rolled::live_source;
-use super::stats::{Group, Needs, StatsQuery, SUMS};
 use crate::params::{EventProperty, Filter, Interval, Property, VisitProperty};
 
 /// The imported aggregates that answer a question: the export's table (`kind`) and the key

@@ -39,7 +39,10 @@ mod builder;
 mod expr;
 mod imported;
 mod lookups;
+mod passes;
+mod question;
 mod rolled;
+mod rolled_days;
 mod stats;
 
 pub(crate) use builder::{day_range, days_condition, rows_between};
@@ -47,5 +50,5 @@ pub use builder::{day_runs, Sql, Value, DAY};
 pub(crate) use expr::visit_value;
 pub use imported::imported_answers;
 pub use lookups::{current_visitors, dropped, imported_ranges, prop_names};
-pub use rolled::{rollup_groups, rollup_may_answer};
+pub use rolled_days::{rollup_groups, rollup_may_answer};
 pub use stats::{stats, Group, StatsQuery, StatsRow};

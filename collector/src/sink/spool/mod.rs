@@ -56,20 +56,18 @@ pub struct SpoolConfig {
 
 impl SpoolConfig {
     /// The spool's settings (directory `<data_dir>/spool`).
-    pub fn from_config(
-        config: &glimpse_core::Config,
-    ) -> Result<Self, glimpse_core::config::ConfigError> {
-        Ok(SpoolConfig {
+    pub fn from_config(config: &glimpse_core::Config) -> Self {
+        SpoolConfig {
             dir: config.data_dir.join("spool"),
             max_bytes: config.spool_max_bytes,
             min_free_bytes: config.spool_min_free_bytes,
-            fsync: config.spool_fsync_policy()?,
+            fsync: config.spool_fsync_policy(),
             segment_max_rows: config.batch_max_rows,
             segment_max_age: config.batch_max_delay(),
             queue_capacity: config.queue_capacity,
             drain_rows_per_sec: config.spool_drain_rows_per_sec,
             dead_letter_dir: config.dead_letter_dir(),
-        })
+        }
     }
 }
 

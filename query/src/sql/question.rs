@@ -1,0 +1,117 @@
+//! One stats question in SQL terms (`StatsQuery`), the rows every stats statement returns
+//! (`StatsRow`), and what a statement must compute for it (`Needs`).
+
+use crate::params::{Filter, Interval, Metric, Property, Sort, SortKey};
+use glimpse_core::goals::Goal;
+
+/// How rows are grouped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Group {
+    /// One row for everything (aggregate).
+    Total,
+    /// Timeseries buckets, labelled as `period::bucket_labels` labels them.
+    Bucket(Interval),
+    /// A breakdown.
+    Property(Property),
+}
+
+/// One stats question in SQL terms.
+#[derive(Debug, Clone)]
+pub struct StatsQuery<'a> {
+    pub database: &'a str,
+    pub site: &'a str,
+    /// An IANA name, validated by the caller.
+    pub timezone: &'a str,
+    /// `[start, end)`, Unix seconds.
+    pub start: i64,
+    pub end: i64,
+    pub group: Group,
+    pub filters: &'a [Filter],
+    /// Breakdown rows with fewer visitors merge into `(other)`; 0 is off.
+    pub min_group_size: u64,
+    pub sort: Option<Sort>,
+    /// The metrics asked for: visit figures are computed only when one needs them.
+    pub metrics: &'a [Metric],
+    /// The site's goals, for `event:goal`.
+    pub goals: &'a [Goal],
+    /// `(limit, offset)`.
+    pub page: Option<(u64, u64)>,
+    /// Add the site's imported daily aggregates; only where [`imported_answers`] says they
+    /// can answer the question (the caller checks).
+    pub imported: bool,
+    /// UTC days (days since 1970) whose per-day figures are complete in `rollup_daily`: the
+    /// statement reads those instead of their events where it can (see `rolled::rollup_answers`).
+    pub rolled: &'a [i64],
+}
+
+/// The columns every stats statement returns, from which all metrics are computed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+pub struct StatsRow {
+    pub key: String,
+    pub visitors: u64,
+    pub visits: u64,
+    pub pageviews: u64,
+    pub events: u64,
+    /// Page views of the visits counted (not only of matching events).
+    pub visit_pageviews: u64,
+    pub bounces: u64,
+    /// Sum of visit durations, seconds.
+    pub duration: u64,
+    /// (visit, page) pairs with engagement reports.
+    pub engaged_pages: u64,
+    pub engaged_ms: u64,
+    /// Sum over those pairs of the largest scroll depth, percent.
+    pub scroll_sum: u64,
+}
+
+/// Whether answering `metric` needs the visits of the period (not only its events).
+fn is_visit_metric(metric: Metric) -> bool {
+    matches!(
+        metric,
+        Metric::Visits | Metric::ViewsPerVisit | Metric::BounceRate | Metric::VisitDuration
+    )
+}
+
+/// The `StatsRow` columns after `visitors`, each with the column of a pass it comes from: `e`
+/// fills the event ones, `v` the visit ones.
+pub(super) const SUMS: [(&str, &str); 9] = [
+    ("visits", "v_visits"),
+    ("pageviews", "e_pageviews"),
+    ("events", "e_events"),
+    ("visit_pageviews", "v_visit_pageviews"),
+    ("bounces", "v_bounces"),
+    ("duration", "v_duration"),
+    ("engaged_pages", "e_engaged_pages"),
+    ("engaged_ms", "e_engaged_ms"),
+    ("scroll_sum", "e_scroll_sum"),
+];
+
+/// What a statement computes beyond visitors, page views and events, from the metrics (and
+/// sort) asked for: each costs aggregation work on every row.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Needs {
+    /// Visit figures (visits, bounces, durations, their page views).
+    pub(super) visits: bool,
+    /// Engagement reports (time on page, scroll depth).
+    pub(super) engagement: bool,
+    /// Mergeable visitor states, for `(other)` rows.
+    pub(super) states: bool,
+}
+
+impl Needs {
+    pub(super) fn of(q: &StatsQuery) -> Needs {
+        let sorted_by = match q.sort {
+            Some(Sort {
+                key: SortKey::Metric(m),
+                ..
+            }) => Some(m),
+            _ => None,
+        };
+        let asked = |f: fn(Metric) -> bool| q.metrics.iter().copied().chain(sorted_by).any(f);
+        Needs {
+            visits: asked(is_visit_metric),
+            engagement: asked(|m| matches!(m, Metric::TimeOnPage | Metric::ScrollDepth)),
+            states: q.min_group_size > 0 && matches!(q.group, Group::Property(_)),
+        }
+    }
+}
