@@ -311,7 +311,7 @@ pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                 tracing::debug!(url = %running.url, "using the ClickHouse of the running Glimpse");
                 config.clickhouse_url = Some(running.url);
                 config.clickhouse_user = running.user;
-                config.clickhouse_password = running.password;
+                config.clickhouse_password = running.password.into();
                 None
             } else {
                 let server = LocalClickHouse::start(&dir, &config.clickhouse_server_bin)
@@ -319,7 +319,7 @@ pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
                     .context("starting the local ClickHouse")?;
                 config.clickhouse_url = Some(server.url().to_string());
                 config.clickhouse_user = server.user().to_string();
-                config.clickhouse_password = server.password().to_string();
+                config.clickhouse_password = server.password().into();
                 let stop = CancellationToken::new();
                 // Time left for ClickHouse once the services are done or out of time.
                 let stop_timeout =
@@ -363,10 +363,10 @@ async fn healthcheck(config: &Config, service: &str, timeout: Duration) -> anyho
 
     let mut services = Vec::new();
     if service != "query" {
-        services.push(("collector", config.collector_addr));
+        services.push(("collector", config.collector.collector_addr));
     }
     if service != "collector" {
-        services.push(("query service", config.query_addr));
+        services.push(("query service", config.query.query_addr));
     }
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     for (name, mut addr) in services {
@@ -411,7 +411,7 @@ async fn run_services(
         ));
     }
     let collector = async {
-        let listener = bind(config.collector_addr, "collector_addr").await?;
+        let listener = bind(config.collector.collector_addr, "collector_addr").await?;
         tracing::info!(addr = %listener.local_addr()?, "collector listening");
         let report =
             glimpse_collector::serve(config.clone(), listener, shutdown.clone().cancelled_owned())
@@ -422,7 +422,7 @@ async fn run_services(
         anyhow::Ok(())
     };
     let query = async {
-        let listener = bind(config.query_addr, "query_addr").await?;
+        let listener = bind(config.query.query_addr, "query_addr").await?;
         tracing::info!(addr = %listener.local_addr()?, "query service listening");
         glimpse_query::serve(config.clone(), listener, shutdown.clone().cancelled_owned()).await?;
         anyhow::Ok(())
@@ -596,7 +596,7 @@ async fn import(
         &config.clickhouse_database,
         input,
         format,
-        config.batch_max_rows,
+        config.collector.batch_max_rows,
     )
     .await?;
     println!("imported {rows} events");

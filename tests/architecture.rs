@@ -271,3 +271,79 @@ fn production_files_are_short_and_errors_are_typed() {
         stringly.len()
     );
 }
+
+/// The dependency names of a manifest's `[section]`.
+fn dependencies(manifest: &str, section: &str) -> Vec<String> {
+    let header = format!("[{section}]");
+    let Some(start) = manifest.lines().position(|l| l.trim() == header) else {
+        return Vec::new();
+    };
+    manifest
+        .lines()
+        .skip(start + 1)
+        .take_while(|l| !l.starts_with('['))
+        .filter(|l| l.contains('=') && !l.trim_start().starts_with('#'))
+        .map(|l| l.split(['=', '.']).next().unwrap_or("").trim().to_string())
+        .collect()
+}
+
+/// Whether `name` (a crate's `snake_case` name) appears as a word in a file under `path`.
+fn used_in(path: &Path, name: &str) -> bool {
+    if path.is_dir() {
+        return std::fs::read_dir(path)
+            .unwrap()
+            .any(|e| used_in(&e.unwrap().path(), name));
+    }
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    // A module included from elsewhere (`#[path = "…"]`) counts as this file's.
+    let included = text.split("#[path = \"").skip(1).any(|rest| {
+        let file = rest.split('"').next().unwrap_or("");
+        path.parent()
+            .is_some_and(|dir| file.ends_with(".rs") && used_in(&dir.join(file), name))
+    });
+    included
+        || text.match_indices(name).any(|(i, _)| {
+            let before = text[..i].chars().next_back();
+            let after = text[i + name.len()..].chars().next();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            !word(before) && !word(after)
+        })
+}
+
+/// `cargo machete`'s check, without installing it: every dependency a manifest lists is
+/// named in the sources that may use it.
+#[test]
+fn every_dependency_is_used() {
+    let mut unused = Vec::new();
+    for (dir, sources) in [
+        ("core", &["src", "build.rs"][..]),
+        ("collector", &["src"][..]),
+        ("query", &["src"][..]),
+        ("bench", &["src"][..]),
+        (".", &["src"][..]),
+    ] {
+        let manifest = std::fs::read_to_string(root().join(dir).join("Cargo.toml")).unwrap();
+        for (section, extra) in [
+            ("dependencies", &[][..]),
+            ("dev-dependencies", &["tests", "benches"][..]),
+        ] {
+            for dep in dependencies(&manifest, section) {
+                let name = dep.replace('-', "_");
+                let found = sources.iter().chain(extra).any(|s| {
+                    let path = if dir == "." && *s == "src" {
+                        root().join("src")
+                    } else {
+                        root().join(dir).join(s)
+                    };
+                    used_in(&path, &name)
+                });
+                if !found {
+                    unused.push(format!("{dir}: {section}.{dep}"));
+                }
+            }
+        }
+    }
+    assert!(unused.is_empty(), "unused dependencies: {unused:?}");
+}

@@ -49,8 +49,8 @@ fn config(ch: &TestClickHouse) -> glimpse_core::Config {
         .into_iter()
         .map(Site::new)
         .collect();
-    config.umami_websites = [(UMAMI_WEBSITE.to_string(), UMAMI_SITE.to_string())].into();
-    config.matomo_sites = [("1".to_string(), MATOMO_SITE.to_string())].into();
+    config.collector.umami_websites = [(UMAMI_WEBSITE.to_string(), UMAMI_SITE.to_string())].into();
+    config.collector.matomo_sites = [("1".to_string(), MATOMO_SITE.to_string())].into();
     config
 }
 

@@ -71,7 +71,10 @@ async fn count_path(ch: &TestClickHouse, path: &str) -> u64 {
 async fn poison_batch_is_set_aside(spool: bool) {
     let ch = TestClickHouse::start().await;
     let config = glimpse_core::Config {
-        spool,
+        collector: glimpse_core::config::CollectorConfig {
+            spool,
+            ..ch.config().collector
+        },
         ..ch.config()
     };
     let dead_letter_dir = config.data_dir.join("dead-letter");

@@ -121,7 +121,7 @@ async fn ten_thousand_beacons_from_32_clients_become_exactly_ten_thousand_rows()
 async fn malformed_oversized_and_unknown_site_beacons_store_nothing() {
     let ch = TestClickHouse::start().await;
     let mut config = ch.config();
-    config.max_body_bytes = 1024;
+    config.collector.max_body_bytes = 1024;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();

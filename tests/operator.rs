@@ -110,10 +110,10 @@ async fn visitors_see_download_and_erase_only_their_own_data() {
     let ch = TestClickHouse::start().await;
     let mut config = ch.config();
     config.sites = vec![Site::new("example.com")];
-    config.batch_max_delay_ms = 50;
+    config.collector.batch_max_delay_ms = 50;
     // The event list is shown only with this opt-in (the default is a summary; see
     // tests/visitor_privacy.rs).
-    config.visitor_data_detail = glimpse_core::config::VisitorDataDetail::Full;
+    config.collector.visitor_data_detail = glimpse_core::config::VisitorDataDetail::Full;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -27,7 +27,10 @@ async fn stats_requests_show_up_as_glimpse_query_metrics_beside_process_metrics(
         .expect("migrate");
     let config = Config {
         sites: vec![Site::new("example.com")],
-        rollup_interval_secs: 3600,
+        query: glimpse_core::config::QueryConfig {
+            rollup_interval_secs: 3600,
+            ..ch.config().query
+        },
         ..ch.config()
     };
     let stop = CancellationToken::new();

@@ -232,8 +232,8 @@ async fn tracker_in_real_chromium_records_exactly_the_right_rows() {
 async fn script_and_beacon_paths_are_configurable() {
     let ch = TestClickHouse::start().await;
     let mut config = ch.config();
-    config.script_path = "/assets/app.js".into();
-    config.event_path = "/assets/collect".into();
+    config.collector.script_path = "/assets/app.js".into();
+    config.collector.event_path = "/assets/collect".into();
     let collector = start_collector(config).await;
     let base = &collector.base;
     let client = browser_client();

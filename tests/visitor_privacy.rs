@@ -51,7 +51,10 @@ impl Collector {
 fn config(ch: &TestClickHouse) -> Config {
     Config {
         sites: vec![Site::new("example.com")],
-        batch_max_delay_ms: 50,
+        collector: glimpse_core::config::CollectorConfig {
+            batch_max_delay_ms: 50,
+            ..ch.config().collector
+        },
         ..ch.config()
     }
 }

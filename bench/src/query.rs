@@ -160,10 +160,13 @@ pub async fn run(
     glimpse_core::schema::migrate(&client, "glimpse").await?;
     let config = Config {
         clickhouse_url: Some(clickhouse.url().to_string()),
-        clickhouse_password: clickhouse.password().to_string(),
+        clickhouse_password: clickhouse.password().into(),
         sites: SITES.iter().map(|s| Site::new(*s)).collect(),
-        // Built below, after each size is loaded.
-        rollup_interval_secs: 0,
+        query: glimpse_core::config::QueryConfig {
+            // Built below, after each size is loaded.
+            rollup_interval_secs: 0,
+            ..Default::default()
+        },
         ..Config::default()
     };
     let (key, _) =

@@ -151,12 +151,12 @@ pub async fn serve_with_sink<S: Sink>(
 
     let config = Arc::new(config);
     let control = WriterControl::default();
-    let (ingest, buffer) = if config.spool {
+    let (ingest, buffer) = if config.collector.spool {
         let spool_config = sink::spool::SpoolConfig::from_config(&config);
         let (spool, tasks) = sink::spool::open(spool_config, sink, control.clone())?;
         (Ingest::Spool(spool), Buffer::Spool(tasks))
     } else {
-        let (queue, rx) = sink::queue(config.queue_capacity);
+        let (queue, rx) = sink::queue(config.collector.queue_capacity);
         let writer = sink::spawn_writer(
             sink,
             rx,
@@ -170,26 +170,26 @@ pub async fn serve_with_sink<S: Sink>(
         enrichers,
         trusted_proxies,
         salts,
-        sessions: Sessions::with_limit(config.max_open_visits),
+        sessions: Sessions::with_limit(config.collector.max_open_visits),
         drops,
         ingest,
         privacy_limiter: glimpse_core::net::rate_limit::RateLimiter::per_minute(10, 5),
         erase_limiter: glimpse_core::net::rate_limit::RateLimiter::per_hour(
-            config.erase_limit_per_hour,
+            config.collector.erase_limit_per_hour,
         ),
         visitor_data: readiness.clickhouse.clone().map(|client| {
             admin::visitor_data::VisitorData::start(
                 client,
                 config.clickhouse_database.clone(),
-                Duration::from_millis(config.erase_batch_ms),
+                Duration::from_millis(config.collector.erase_batch_ms),
             )
         }),
         // Compressed now rather than on the first visitor's request.
-        scripts: http::script::Scripts::new(&config.event_path),
+        scripts: http::script::Scripts::new(&config.collector.event_path),
         first_party: http::FirstParty::from_config(&config),
         rate_limiter: glimpse_core::net::rate_limit::RateLimiter::new(
-            config.rate_limit_per_ip,
-            config.rate_limit_burst,
+            config.collector.rate_limit_per_ip,
+            config.collector.rate_limit_burst,
         ),
         readiness: readiness.clone(),
         config: config.clone(),

@@ -44,19 +44,19 @@ pub fn paragraphs(config: &Config, site: &Site) -> Vec<String> {
         out.push(format!("{} ({}).", credit.text, credit.url));
     }
 
-    let ip = if config.store_ip_prefix {
+    let ip = if config.collector.store_ip_prefix {
         format!(
             "We store only the first {v4} of the 32 bits of an IPv4 address{v4_words} (and the \
              first {v6} of the 128 bits of an IPv6 address); the rest of your address is never \
              stored.",
-            v4 = config.ipv4_prefix_length,
-            v4_words = match config.ipv4_prefix_length {
+            v4 = config.collector.ipv4_prefix_length,
+            v4_words = match config.collector.ipv4_prefix_length {
                 8 => " (its first quarter)",
                 16 => " (its first half)",
                 24 => " (its first three quarters)",
                 _ => "",
             },
-            v6 = config.ipv6_prefix_length,
+            v6 = config.collector.ipv6_prefix_length,
         )
     } else {
         "We do not store your IP address, not even in part.".to_string()
@@ -79,8 +79,11 @@ pub fn paragraphs(config: &Config, site: &Site) -> Vec<String> {
     let mut honoured = Vec::new();
     let mut ignored = Vec::new();
     for (on, name) in [
-        (config.honor_dnt, "the Do Not Track setting of your browser"),
-        (config.honor_gpc, "Global Privacy Control"),
+        (
+            config.collector.honor_dnt,
+            "the Do Not Track setting of your browser",
+        ),
+        (config.collector.honor_gpc, "Global Privacy Control"),
     ] {
         if on {
             honoured.push(name.to_string());
@@ -88,7 +91,7 @@ pub fn paragraphs(config: &Config, site: &Site) -> Vec<String> {
             ignored.push(name);
         }
     }
-    if config.honor_opt_out_cookie {
+    if config.collector.honor_opt_out_cookie {
         honoured.push(format!("an opt-out you set at {}", link("/opt-out")));
     } else {
         ignored.push("the opt-out page");
@@ -114,7 +117,7 @@ pub fn paragraphs(config: &Config, site: &Site) -> Vec<String> {
             .unwrap_or("on servers we operate ourselves")
     ));
 
-    let shown = match config.visitor_data_detail {
+    let shown = match config.collector.visitor_data_detail {
         VisitorDataDetail::Summary => {
             "That page shows, for each site, how many page views and other events were \
              recorded on which days, and what kinds of data are stored with them; it does not \
@@ -204,11 +207,11 @@ mod tests {
     #[test]
     fn every_setting_is_reflected() {
         let (mut config, mut site) = setup();
-        config.store_ip_prefix = true;
-        config.ipv4_prefix_length = 16;
-        config.ipv6_prefix_length = 48;
+        config.collector.store_ip_prefix = true;
+        config.collector.ipv4_prefix_length = 16;
+        config.collector.ipv6_prefix_length = 48;
         config.geoip_db = Some("/x.mmdb".into());
-        config.honor_dnt = false;
+        config.collector.honor_dnt = false;
         config.public_url = Some("https://stats.example.com/".into());
         config.data_location = Some("in Frankfurt, Germany".into());
         config.privacy_contact = Some("privacy@example.com".into());
@@ -228,10 +231,10 @@ mod tests {
         assert!(t.contains("kept in Frankfurt, Germany"));
         assert!(t.contains("privacy@example.com"));
 
-        config.ipv4_prefix_length = 24;
+        config.collector.ipv4_prefix_length = 24;
         assert!(text(&config, &site).contains("(its first three quarters)"));
-        config.honor_gpc = false;
-        config.honor_opt_out_cookie = false;
+        config.collector.honor_gpc = false;
+        config.collector.honor_opt_out_cookie = false;
         let t = text(&config, &site);
         assert!(t.contains("does not act on the Do Not Track setting of your browser, Global Privacy Control or the opt-out page"), "{t}");
     }
@@ -245,7 +248,7 @@ mod tests {
             t.contains("same internet connection with the same browser"),
             "{t}"
         );
-        config.visitor_data_detail = VisitorDataDetail::Full;
+        config.collector.visitor_data_detail = VisitorDataDetail::Full;
         let t = text(&config, &site);
         assert!(t.contains("lists each recorded event with its page"), "{t}");
         assert!(t.contains("can see this list too"), "{t}");

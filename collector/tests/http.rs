@@ -32,8 +32,11 @@ impl Server {
         let data = tempfile::tempdir().unwrap();
         let mut config = Config {
             sites: vec![Site::new("example.com")],
-            batch_max_delay_ms: 20,
             data_dir: data.path().to_path_buf(),
+            collector: glimpse_core::config::CollectorConfig {
+                batch_max_delay_ms: 20,
+                ..Default::default()
+            },
             ..Config::default()
         };
         configure(&mut config);
@@ -235,7 +238,7 @@ async fn unknown_site_is_refused_and_counted() {
 
 #[tokio::test]
 async fn limits_answer_413_and_415() {
-    let server = Server::start(|c| c.max_body_bytes = 200).await;
+    let server = Server::start(|c| c.collector.max_body_bytes = 200).await;
     let big = format!(
         r#"{{"n":"pageview","u":"https://example.com/{}","d":"example.com"}}"#,
         "a".repeat(300)
@@ -324,9 +327,9 @@ async fn wrong_method_is_405_with_allow() {
 #[tokio::test]
 async fn full_queue_answers_503_with_retry_after() {
     let server = Server::start(|c| {
-        c.spool = false;
-        c.queue_capacity = 2;
-        c.batch_max_rows = 1;
+        c.collector.spool = false;
+        c.collector.queue_capacity = 2;
+        c.collector.batch_max_rows = 1;
     })
     .await;
     server.sink.failing.store(true, Ordering::SeqCst);
@@ -353,7 +356,7 @@ async fn full_queue_answers_503_with_retry_after() {
 
 #[tokio::test]
 async fn health_ready_and_metrics() {
-    let server = Server::start(|c| c.spool = false).await;
+    let server = Server::start(|c| c.collector.spool = false).await;
     let get = |path: &str| {
         let request = server.client.get(format!("{}{path}", server.base));
         async move { Reply::from(request.send().await.unwrap()).await }
@@ -406,8 +409,8 @@ async fn health_ready_and_metrics() {
 #[tokio::test]
 async fn shutdown_writes_everything_accepted() {
     let server = Server::start(|c| {
-        c.batch_max_rows = 10_000;
-        c.batch_max_delay_ms = 60_000;
+        c.collector.batch_max_rows = 10_000;
+        c.collector.batch_max_delay_ms = 60_000;
     })
     .await;
     let mut accepted = 0;
@@ -566,9 +569,9 @@ async fn opt_out_page_works_without_javascript() {
 #[tokio::test]
 async fn spool_budget_answers_503_then_recovers() {
     let server = Server::start(|c| {
-        c.spool_max_bytes = 3000;
-        c.batch_max_rows = 1;
-        c.batch_max_delay_ms = 10;
+        c.collector.spool_max_bytes = 3000;
+        c.collector.batch_max_rows = 1;
+        c.collector.batch_max_delay_ms = 10;
     })
     .await;
     server.sink.failing.store(true, Ordering::SeqCst);
@@ -641,8 +644,8 @@ async fn with_the_spool_ready_does_not_need_clickhouse() {
 #[tokio::test]
 async fn rate_limit_per_client_answers_429() {
     let server = Server::start(|c| {
-        c.rate_limit_per_ip = 1;
-        c.rate_limit_burst = 3;
+        c.collector.rate_limit_per_ip = 1;
+        c.collector.rate_limit_burst = 3;
     })
     .await;
     let mut statuses = Vec::new();
@@ -705,7 +708,7 @@ async fn slow_bodies_and_slow_headers_are_cut_off() {
 #[tokio::test]
 async fn connection_limit_makes_new_clients_wait() {
     use tokio::io::AsyncWriteExt;
-    let server = Server::start(|c| c.max_connections = 1).await;
+    let server = Server::start(|c| c.collector.max_connections = 1).await;
     let addr = server.base.trim_start_matches("http://").to_string();
     // One idle connection takes the only slot.
     let mut hog = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -750,8 +753,8 @@ async fn oversized_headers_are_refused() {
 #[tokio::test]
 async fn privacy_page_states_the_configuration() {
     let server = Server::start(|c| {
-        c.store_ip_prefix = true;
-        c.ipv4_prefix_length = 16;
+        c.collector.store_ip_prefix = true;
+        c.collector.ipv4_prefix_length = 16;
     })
     .await;
     let get = |path: &str| server.client.get(format!("{}{path}", server.base)).send();
@@ -798,8 +801,8 @@ async fn forged_forwarding_headers_behind_a_trusted_proxy_are_ignored() {
     // The rate limiter keys on the real address: forging another one each time does not help.
     let server = Server::start(|c| {
         c.trusted_proxies = "127.0.0.1".parse().unwrap();
-        c.rate_limit_per_ip = 1;
-        c.rate_limit_burst = 2;
+        c.collector.rate_limit_per_ip = 1;
+        c.collector.rate_limit_burst = 2;
     })
     .await;
     let mut statuses = Vec::new();
@@ -857,9 +860,9 @@ fn matomo_bulk(n: usize) -> String {
 #[tokio::test]
 async fn rate_limit_counts_every_event_of_a_bulk_request() {
     let server = Server::start(|c| {
-        c.rate_limit_per_ip = 1;
-        c.rate_limit_burst = 10;
-        c.matomo_sites = [("1".to_string(), "example.com".to_string())].into();
+        c.collector.rate_limit_per_ip = 1;
+        c.collector.rate_limit_burst = 10;
+        c.collector.matomo_sites = [("1".to_string(), "example.com".to_string())].into();
     })
     .await;
     let bulk = |n: usize| {
@@ -896,8 +899,8 @@ async fn rate_limit_counts_every_event_of_a_bulk_request() {
 async fn rate_limit_counts_every_site_of_a_beacon() {
     // A beacon for several sites records an event for each.
     let server = Server::start(|c| {
-        c.rate_limit_per_ip = 1;
-        c.rate_limit_burst = 3;
+        c.collector.rate_limit_per_ip = 1;
+        c.collector.rate_limit_burst = 3;
         c.sites.push(glimpse_core::site::Site::new("example.org"));
     })
     .await;
@@ -970,7 +973,7 @@ async fn geoip_database_is_reloaded_when_its_file_changes_and_a_damaged_one_is_r
     let server = Server::start(|c| {
         c.trusted_proxies = "127.0.0.1".parse().unwrap();
         c.geoip_db = Some(db.clone());
-        c.geoip_check_secs = 1;
+        c.collector.geoip_check_secs = 1;
     })
     .await;
     assert_eq!(next_place(&server).await, ("GB".into(), "London".into()));

@@ -118,8 +118,11 @@ async fn hundred_thousand_hostile_bodies() {
     let config = Config {
         sites: vec![Site::new("example.com")],
         data_dir: data.path().to_path_buf(),
-        max_body_bytes: MAX_BODY,
-        batch_max_delay_ms: 50,
+        collector: glimpse_core::config::CollectorConfig {
+            max_body_bytes: MAX_BODY,
+            batch_max_delay_ms: 50,
+            ..Default::default()
+        },
         ..Config::default()
     };
     let limits = BeaconLimits::from_config(&config);

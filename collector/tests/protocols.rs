@@ -32,11 +32,14 @@ impl Server {
         let data = tempfile::tempdir().unwrap();
         let config = Config {
             sites: vec![Site::new("example.com"), Site::new("other.org")],
-            umami_websites: [(WEBSITE.to_string(), "example.com".to_string())].into(),
-            matomo_sites: [("1".to_string(), "example.com".to_string())].into(),
-            batch_max_delay_ms: 20,
-            spool: false,
             data_dir: data.path().to_path_buf(),
+            collector: glimpse_core::config::CollectorConfig {
+                umami_websites: [(WEBSITE.to_string(), "example.com".to_string())].into(),
+                matomo_sites: [("1".to_string(), "example.com".to_string())].into(),
+                batch_max_delay_ms: 20,
+                spool: false,
+                ..Default::default()
+            },
             ..Config::default()
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

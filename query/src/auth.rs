@@ -7,6 +7,8 @@
 //! `glimpse site add` (table `sites`); the configuration wins.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use glimpse_core::config::Config;
 pub use glimpse_core::site::Site;
@@ -83,6 +85,45 @@ pub async fn sites(
         }
     }
     Ok(sites)
+}
+
+/// How long the query service reuses the sites it read: a site added with `glimpse site add`
+/// shows within this long.
+pub const SITES_TTL: Duration = Duration::from_secs(5);
+
+/// Every site the stats API answers for, by domain.
+pub type SitesByDomain = Arc<BTreeMap<String, Site>>;
+
+/// The sites last read from ClickHouse, reused for [`SITES_TTL`].
+pub struct SiteCache {
+    ttl: Duration,
+    current: Mutex<Option<(Instant, SitesByDomain)>>,
+}
+
+impl SiteCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            current: Mutex::new(None),
+        }
+    }
+
+    /// The cached sites, while they are fresh.
+    pub fn get(&self) -> Option<SitesByDomain> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        current
+            .as_ref()
+            .filter(|(read, _)| read.elapsed() < self.ttl)
+            .map(|(_, sites)| sites.clone())
+    }
+
+    /// Keeps `sites`, read just now, and returns them.
+    pub fn put(&self, sites: BTreeMap<String, Site>) -> SitesByDomain {
+        let sites = Arc::new(sites);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), sites.clone()));
+        sites
+    }
 }
 
 /// Adds a site (or changes its time zone). The collector does not read this table yet: list
@@ -319,5 +360,17 @@ mod tests {
                 "{domain} {timezone}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_site_cache_answers_while_fresh_and_then_asks_again() {
+        let sites: BTreeMap<String, Site> = [("a.com".to_string(), Site::new("a.com"))].into();
+        let fresh = SiteCache::new(Duration::from_secs(60));
+        assert!(fresh.get().is_none(), "nothing read yet");
+        fresh.put(sites.clone());
+        assert_eq!(fresh.get().as_deref(), Some(&sites));
+        let stale = SiteCache::new(Duration::ZERO);
+        stale.put(sites);
+        assert!(stale.get().is_none(), "an expired read is not reused");
     }
 }

@@ -63,6 +63,8 @@ struct AppState {
     /// Per-client limit on requests without an API key (`query_rate_limit_per_ip`).
     limiter: Option<RateLimiter>,
     trusted_proxies: TrustedProxies,
+    /// The sites, read at most every `auth::SITES_TTL`.
+    sites: auth::SiteCache,
 }
 
 /// Serves the query API on `listener` until `shutdown` resolves.
@@ -81,22 +83,23 @@ pub async fn serve(
     // The process-wide metrics recorder (served on `metrics_addr`), before the first request.
     glimpse_core::telemetry::install();
     let state = Arc::new(AppState {
-        db: Db::new(client, config.query_max_execution_secs),
+        db: Db::new(client, config.query.query_max_execution_secs),
         database: config.clickhouse_database.clone(),
         config: config.clone(),
         page: dashboard::page(&config),
         limiter: RateLimiter::new(
-            config.query_rate_limit_per_ip,
-            config.query_rate_limit_burst,
+            config.query.query_rate_limit_per_ip,
+            config.query.query_rate_limit_burst,
         ),
         trusted_proxies,
+        sites: auth::SiteCache::new(auth::SITES_TTL),
     });
     let background = tokio_util::sync::CancellationToken::new();
-    if config.rollup_interval_secs > 0 {
+    if config.query.rollup_interval_secs > 0 {
         tokio::spawn(rollup::refresh_periodically(
             state.db.background().clone(),
             state.database.clone(),
-            Duration::from_secs(config.rollup_interval_secs),
+            Duration::from_secs(config.query.rollup_interval_secs),
             background.clone(),
         ));
     }

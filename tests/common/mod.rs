@@ -74,13 +74,19 @@ rm -rf "$2""#;
         Config {
             clickhouse_url: Some(self.server.url().to_string()),
             clickhouse_user: self.server.user().to_string(),
-            clickhouse_password: self.password().to_string(),
+            clickhouse_password: self.password().into(),
             sites: vec![glimpse_core::site::Site::new("example.com")],
-            batch_max_delay_ms: 200,
             data_dir: self._dir.path().join("glimpse"),
-            // Figures must not change under a test's feet: tests that want the rollup build it
-            // themselves (`glimpse_query::rollup::refresh`).
-            rollup_interval_secs: 0,
+            collector: glimpse_core::config::CollectorConfig {
+                batch_max_delay_ms: 200,
+                ..Default::default()
+            },
+            query: glimpse_core::config::QueryConfig {
+                // Figures must not change under a test's feet: tests that want the rollup build
+                // it themselves (`glimpse_query::rollup::refresh`).
+                rollup_interval_secs: 0,
+                ..Default::default()
+            },
             ..Config::default()
         }
     }

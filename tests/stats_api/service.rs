@@ -118,7 +118,10 @@ pub fn config(ch: &TestClickHouse, min_group_size: u64) -> Config {
             Site::parse(site(BERLIN, "Europe/Berlin")).unwrap(),
             Site::parse(site(OTHER, "UTC")).unwrap(),
         ],
-        min_group_size,
+        query: glimpse_core::config::QueryConfig {
+            min_group_size,
+            ..ch.config().query
+        },
         ..ch.config()
     }
 }

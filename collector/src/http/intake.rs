@@ -109,7 +109,7 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let max = state.config.max_body_bytes;
+    let max = state.config.collector.max_body_bytes;
     let too_large = IngestError::BodyTooLarge { max };
     let declared = headers
         .get(header::CONTENT_LENGTH)

@@ -69,7 +69,7 @@ where
     for params in &requests.entries {
         let mapped = matomo::map(
             params,
-            &state.config.matomo_sites,
+            &state.config.collector.matomo_sites,
             &state.limits,
             referer.as_deref(),
         );

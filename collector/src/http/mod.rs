@@ -155,9 +155,9 @@ pub mod paths {
 /// endpoint, every tracker script variant, and [`paths::FIXED`]. (`/health` and `/ready` are
 /// for the operator, not the public.)
 pub fn public_paths(config: &glimpse_core::Config) -> Vec<String> {
-    let mut all = vec![config.event_path.clone()];
+    let mut all = vec![config.collector.event_path.clone()];
     // `/js/script.js` → `/js/script.js`, `/js/script.engagement.js`, ...
-    let stem = config.script_path.trim_end_matches(".js");
+    let stem = config.collector.script_path.trim_end_matches(".js");
     all.extend((0..script::variant_count()).map(|i| {
         let name = script::file_name(i);
         format!("{stem}.{}", name.strip_prefix("script.").unwrap_or(&name))
@@ -174,10 +174,10 @@ where
 {
     let path = request.uri().path();
     let config = &state.config;
-    if path == config.event_path {
+    if path == config.collector.event_path {
         return plausible::handle(state, peer, request).await;
     }
-    if let Some(variant) = script::variant_of(path, &config.script_path) {
+    if let Some(variant) = script::variant_of(path, &config.collector.script_path) {
         return script::handle(&state.scripts, variant, &request);
     }
     match path {
@@ -239,7 +239,10 @@ mod tests {
     #[test]
     fn public_paths_name_every_script_variant_under_the_configured_script_path() {
         let config = glimpse_core::Config {
-            script_path: "/s/a.js".into(),
+            collector: glimpse_core::config::CollectorConfig {
+                script_path: "/s/a.js".into(),
+                ..Default::default()
+            },
             ..glimpse_core::Config::default()
         };
         let all = public_paths(&config);
@@ -248,7 +251,7 @@ mod tests {
         assert_eq!(all[1], "/s/a.js");
         for path in &all[1..=script::variant_count()] {
             assert!(
-                script::variant_of(path, &config.script_path).is_some(),
+                script::variant_of(path, &config.collector.script_path).is_some(),
                 "{path}"
             );
         }

@@ -137,7 +137,7 @@ async fn my_data_response<B>(
         unavailable("looking up your data failed; try again later", 60)
     };
     let summary = data.summary(&keys).await.map_err(lookup_failed)?;
-    let full = state.config.visitor_data_detail == VisitorDataDetail::Full;
+    let full = state.config.collector.visitor_data_detail == VisitorDataDetail::Full;
     let events = if full {
         data.fetch(&keys).await.map_err(lookup_failed)?
     } else {
@@ -249,10 +249,10 @@ fn stored_fields(config: &Config) -> Vec<String> {
     if config.geoip_db.is_some() {
         fields.push("country, region and city, derived from your IP address".into());
     }
-    if config.store_ip_prefix {
+    if config.collector.store_ip_prefix {
         fields.push(format!(
             "the network part of your IP address (the first {} bits of IPv4, {} of IPv6)",
-            config.ipv4_prefix_length, config.ipv6_prefix_length
+            config.collector.ipv4_prefix_length, config.collector.ipv6_prefix_length
         ));
     }
     fields

@@ -49,7 +49,7 @@ where
 {
     let expected = Some("application/json or text/plain");
     let (_, client, body) = intake::receive(state, peer, request, expected).await?;
-    match umami::map(&body, &state.config.umami_websites, &state.limits) {
+    match umami::map(&body, &state.config.collector.umami_websites, &state.limits) {
         Ok(Mapped::Event(beacon)) => {
             intake::record(state, &beacon, &client, Protocol::Umami).await?
         }

@@ -18,11 +18,11 @@ pub struct BeaconLimits {
 impl BeaconLimits {
     pub fn from_config(config: &glimpse_core::config::Config) -> Self {
         Self {
-            max_url_length: config.max_url_length,
-            max_event_name_length: config.max_event_name_length,
-            max_props: config.max_props,
-            max_prop_key_length: config.max_prop_key_length,
-            max_prop_value_length: config.max_prop_value_length,
+            max_url_length: config.collector.max_url_length,
+            max_event_name_length: config.collector.max_event_name_length,
+            max_props: config.collector.max_props,
+            max_prop_key_length: config.collector.max_prop_key_length,
+            max_prop_value_length: config.collector.max_prop_value_length,
         }
     }
 }

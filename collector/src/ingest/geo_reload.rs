@@ -83,7 +83,7 @@ fn inode(_: &std::fs::Metadata) -> u64 {
     0
 }
 
-/// Checks the configured (or installed default) GeoIP files every `config.geoip_check_secs`
+/// Checks the configured (or installed default) GeoIP files every `config.collector.geoip_check_secs`
 /// until `stop`, and reloads `live` when they changed. `loaded` is the fingerprint of what
 /// `live` was opened from.
 pub async fn watch(
@@ -92,10 +92,10 @@ pub async fn watch(
     mut loaded: Fingerprint,
     stop: CancellationToken,
 ) {
-    if config.geoip_check_secs == 0 {
+    if config.collector.geoip_check_secs == 0 {
         return;
     }
-    let every = Duration::from_secs(config.geoip_check_secs);
+    let every = Duration::from_secs(config.collector.geoip_check_secs);
     let mut last = loaded.clone();
     loop {
         tokio::select! {

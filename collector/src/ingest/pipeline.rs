@@ -63,16 +63,17 @@ impl Enrichers {
         Self {
             sites: Sites::new(&config.sites),
             opt_out: OptOutPolicy {
-                honor_dnt: config.honor_dnt,
-                honor_gpc: config.honor_gpc,
-                honor_cookie: config.honor_opt_out_cookie,
+                honor_dnt: config.collector.honor_dnt,
+                honor_gpc: config.collector.honor_gpc,
+                honor_cookie: config.collector.honor_opt_out_cookie,
             },
-            user_agents: UserAgentParser::new(config.user_agent_cache_size),
-            bots: BotDetector::with_cache(config.user_agent_cache_size),
+            user_agents: UserAgentParser::new(config.collector.user_agent_cache_size),
+            bots: BotDetector::with_cache(config.collector.user_agent_cache_size),
             geo: LiveGeoIp::new(geo),
-            ip_prefix: config
-                .store_ip_prefix
-                .then_some((config.ipv4_prefix_length, config.ipv6_prefix_length)),
+            ip_prefix: config.collector.store_ip_prefix.then_some((
+                config.collector.ipv4_prefix_length,
+                config.collector.ipv6_prefix_length,
+            )),
         }
     }
 }
@@ -363,8 +364,8 @@ mod tests {
     #[test]
     fn ip_prefix_only_when_enabled() {
         let mut c = config();
-        c.store_ip_prefix = true;
-        c.ipv4_prefix_length = 16;
+        c.collector.store_ip_prefix = true;
+        c.collector.ipv4_prefix_length = 16;
         let row = Run::new(c, None)
             .one(r#"{"n":"pageview","u":"https://example.com/","d":"example.com"}"#);
         assert_eq!(row.ip_prefix, "81.2.0.0/16");
@@ -513,7 +514,7 @@ mod tests {
     #[test]
     fn honouring_can_be_switched_off() {
         let mut c = config();
-        c.honor_dnt = false;
+        c.collector.honor_dnt = false;
         let run = Run::new(c, None);
         let mut f = facts();
         f.signals.do_not_track = true;

@@ -28,7 +28,7 @@ pub struct WriterConfig {
 impl WriterConfig {
     pub fn from_config(config: &glimpse_core::config::Config) -> Self {
         Self {
-            max_rows: config.batch_max_rows,
+            max_rows: config.collector.batch_max_rows,
             max_delay: config.batch_max_delay(),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),

@@ -35,6 +35,20 @@ impl Config {
                 figment = figment.merge(Serialized::default(key, value));
             }
         }
+        // The parts are flattened into one table, which serde cannot check for unknown keys
+        // (`deny_unknown_fields` does not work with `flatten`): a misspelt key is refused here.
+        let known = Self::keys();
+        let given: BTreeMap<String, figment::value::Value> = figment.extract().map_err(describe)?;
+        if let Some(key) = given.keys().find(|k| !known.contains(*k)) {
+            let source = file.map_or("the configuration".into(), |p| p.display().to_string());
+            return Err(ConfigError::Parse(format!(
+                "`{key}` (from {source}): unknown setting; glimpse.example.toml lists them all"
+            )));
+        }
+        // Each part on its own first: inside a flattened part serde's errors lose the key, so
+        // a bad value is named by these.
+        figment.extract::<CollectorConfig>().map_err(describe)?;
+        figment.extract::<QueryConfig>().map_err(describe)?;
         let mut config: Config = figment.extract().map_err(describe)?;
         config.take_url_credentials()?;
         config.validate()?;
@@ -59,7 +73,7 @@ impl Config {
             self.clickhouse_user = decode(url.username());
         }
         if let Some(password) = url.password() {
-            self.clickhouse_password = decode(password);
+            self.clickhouse_password = decode(password).into();
         }
         if url.username().is_empty() && url.password().is_none() {
             return Ok(());

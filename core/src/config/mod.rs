@@ -15,16 +15,16 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 mod values;
 pub use crate::site::{Site, SiteConfig};
-pub use values::{CaCert, FsyncMode, FsyncPolicy};
+pub use values::{CaCert, FsyncMode, FsyncPolicy, Secret};
 
 /// Everything an operator can set. Defaults are safe for a single-machine install.
+///
+/// The file and the environment are flat (`batch_max_rows`, `GLIMPSE_BATCH_MAX_ROWS`); in the
+/// program the settings are grouped by who reads them: the shared ones here, the collector's
+/// in [`CollectorConfig`], the query service's in [`QueryConfig`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Config {
-    /// Where the collector (beacon endpoint) listens. Default `127.0.0.1:8000`.
-    pub collector_addr: SocketAddr,
-    /// Where the query service (stats API, dashboard) listens. Default `127.0.0.1:8001`.
-    pub query_addr: SocketAddr,
     /// Where the Prometheus metrics of every service of the process are served (`/metrics`).
     /// Default `127.0.0.1:9464`: the counts say how much traffic each site gets.
     pub metrics_addr: SocketAddr,
@@ -36,7 +36,7 @@ pub struct Config {
     /// `clickhouse_user`/`clickhouse_password`.
     pub clickhouse_url: Option<String>,
     pub clickhouse_user: String,
-    pub clickhouse_password: String,
+    pub clickhouse_password: Secret,
     /// PEM file of the CA(s) that signed an `https://` ClickHouse's certificate, for a private
     /// CA; read when the configuration is loaded. Unset: the system's roots are trusted.
     pub clickhouse_ca_cert: Option<CaCert>,
@@ -47,6 +47,53 @@ pub struct Config {
     /// Sites whose beacons are accepted. In the environment: comma-separated domains.
     #[serde(deserialize_with = "load::deserialize_sites")]
     pub sites: Vec<Site>,
+    /// How long a graceful shutdown may take before in-flight work is abandoned, in seconds.
+    pub shutdown_timeout_secs: u64,
+    /// Proxies whose `client_ip_header` is believed (CIDRs or addresses). Empty (the
+    /// default): the socket peer is the client.
+    #[serde(deserialize_with = "load::deserialize_proxies")]
+    pub trusted_proxies: crate::proxies::ProxyNets,
+    /// The one header in which `trusted_proxies` report the client's address:
+    /// `x-forwarded-for` (default), `forwarded` (RFC 7239), `x-real-ip`, or any header name
+    /// such as `cf-connecting-ip`. Every other forwarding header is ignored.
+    pub client_ip_header: crate::proxies::ClientIpHeader,
+    /// A MaxMind GeoLite2/GeoIP2 or DB-IP Lite City or Country database (`.mmdb`). Unset:
+    /// no places are recorded.
+    pub geoip_db: Option<PathBuf>,
+    /// A client must send its request headers within this many seconds, and its body within
+    /// as many again (slowloris protection); an idle keep-alive connection is closed after as
+    /// long. Both services. Default 10.
+    pub request_timeout_secs: u64,
+    /// Largest request head (request line and headers) in bytes; at least 8192. Both
+    /// services. Default 16384.
+    pub max_header_bytes: usize,
+    /// The collector's public address (e.g. `https://stats.example.com`), used for the links in
+    /// the privacy statement and pages. Unset: links are relative to the collector.
+    pub public_url: Option<String>,
+    /// Where the data is kept, in words, for the privacy statement (e.g. "on our own server in
+    /// Frankfurt, Germany"). Unset: the statement says "on servers we operate".
+    pub data_location: Option<String>,
+    /// Who visitors can write to about their data, for the privacy statement (an e-mail
+    /// address or URL). Unset: not mentioned.
+    pub privacy_contact: Option<String>,
+    /// How log lines (on stderr) are written: `text` (the default, for people) or `json` (one
+    /// object a line, with the request's span and its `request_id`, for log collectors).
+    /// `GLIMPSE_LOG` sets which lines.
+    pub log_format: LogFormat,
+    /// The collector's settings.
+    #[serde(flatten)]
+    pub collector: CollectorConfig,
+    /// The query service's settings.
+    #[serde(flatten)]
+    pub query: QueryConfig,
+}
+
+/// The collector's settings (beacon endpoint, pipeline, spool, visitor pages).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CollectorConfig {
+    /// Where the collector (beacon endpoint) listens. Default `127.0.0.1:8000`.
+    pub collector_addr: SocketAddr,
     /// Flush a batch to ClickHouse once it holds this many rows. Default 5000.
     pub batch_max_rows: usize,
     /// ...or once its oldest row has waited this long, in milliseconds. Default 1000.
@@ -65,19 +112,6 @@ pub struct Config {
     pub max_prop_key_length: usize,
     /// Longest property value, in characters. Default 2000.
     pub max_prop_value_length: usize,
-    /// How long a graceful shutdown may take before in-flight work is abandoned, in seconds.
-    pub shutdown_timeout_secs: u64,
-    /// Proxies whose `client_ip_header` is believed (CIDRs or addresses). Empty (the
-    /// default): the socket peer is the client.
-    #[serde(deserialize_with = "load::deserialize_proxies")]
-    pub trusted_proxies: crate::proxies::ProxyNets,
-    /// The one header in which `trusted_proxies` report the client's address:
-    /// `x-forwarded-for` (default), `forwarded` (RFC 7239), `x-real-ip`, or any header name
-    /// such as `cf-connecting-ip`. Every other forwarding header is ignored.
-    pub client_ip_header: crate::proxies::ClientIpHeader,
-    /// A MaxMind GeoLite2/GeoIP2 or DB-IP Lite City or Country database (`.mmdb`). Unset:
-    /// no places are recorded.
-    pub geoip_db: Option<PathBuf>,
     /// How often the collector checks whether the GeoIP database file(s) changed (size,
     /// modification time) and, if so, loads them without a restart, in seconds. 0: never.
     /// Default 5.
@@ -122,29 +156,8 @@ pub struct Config {
     /// Rows per second shipped while a backlog drains after an outage (0: no cap).
     /// Default 10.000.
     pub spool_drain_rows_per_sec: u64,
-    /// A client must send its request headers within this many seconds, and its body within
-    /// as many again (slowloris protection); an idle keep-alive connection is closed after as
-    /// long. Both services. Default 10.
-    pub request_timeout_secs: u64,
     /// Most open client connections; more wait in the kernel's accept queue. Default 10000.
     pub max_connections: usize,
-    /// Largest request head (request line and headers) in bytes; at least 8192. Both
-    /// services. Default 16384.
-    pub max_header_bytes: usize,
-    /// Most open connections to the query service (stats API, dashboard); more wait in the
-    /// kernel's accept queue. Kept well under the collector's, so that a flood of idle
-    /// dashboard connections cannot use up the file descriptors beacons need. Default 512.
-    pub query_max_connections: usize,
-    /// Longest time one ClickHouse query of the stats API may run, in seconds (ClickHouse's
-    /// `max_execution_time`); past it the answer is a `503`. Default 30.
-    pub query_max_execution_secs: u64,
-    /// Stats API requests per second allowed from one client address without an API key
-    /// (share links, and requests that are refused), and dashboard `/ready` checks; over it,
-    /// `429` + `Retry-After`. Requests with an API key are not limited. 0: no limit.
-    /// Default 10.
-    pub query_rate_limit_per_ip: u32,
-    /// Burst allowed above `query_rate_limit_per_ip`. Default 60.
-    pub query_rate_limit_burst: u32,
     /// Events per second allowed from one client (an IPv4 address or an IPv6 /64; token
     /// bucket, in memory only; each event of a bulk request costs a token); over it, `429` +
     /// `Retry-After`. 0 (default): no limit.
@@ -152,14 +165,6 @@ pub struct Config {
     /// Burst allowed above `rate_limit_per_ip`, and the most events one request may carry
     /// when limiting is on. Default 20.
     pub rate_limit_burst: u32,
-    /// Minimum group size k of the stats API: breakdown rows with fewer than k visitors are
-    /// merged into one `(other)` row. 0 (default): off.
-    pub min_group_size: u64,
-    /// How often, in seconds, the query service brings its per-day rollup up to date (whole
-    /// UTC days whose visits have ended; days whose events changed are rebuilt, days whose
-    /// events are gone removed). Long periods are then read from a few rows per day. 0: off,
-    /// every question reads the events. Default 600.
-    pub rollup_interval_secs: u64,
     /// Path the tracker script is served at; its variants sit beside it
     /// (`/js/script.outbound-links.js`). Pick a neutral name to get past ad blockers.
     /// Default `/js/script.js`.
@@ -167,15 +172,6 @@ pub struct Config {
     /// Path of the beacon endpoint; the served tracker posts here by default.
     /// Default `/api/event`.
     pub event_path: String,
-    /// The collector's public address (e.g. `https://stats.example.com`), used for the links in
-    /// the privacy statement and pages. Unset: links are relative to the collector.
-    pub public_url: Option<String>,
-    /// Where the data is kept, in words, for the privacy statement (e.g. "on our own server in
-    /// Frankfurt, Germany"). Unset: the statement says "on servers we operate".
-    pub data_location: Option<String>,
-    /// Who visitors can write to about their data, for the privacy statement (an e-mail
-    /// address or URL). Unset: not mentioned.
-    pub privacy_contact: Option<String>,
     /// Umami website ids mapped to sites, for Umami's tracker (`POST /api/send`):
     /// `{ "<uuid>" = "example.com" }`. In the environment: `uuid=domain,uuid=domain`.
     #[serde(deserialize_with = "load::deserialize_id_map")]
@@ -195,10 +191,36 @@ pub struct Config {
     /// Erase requests arriving within this many milliseconds go to ClickHouse as one
     /// mutation (each mutation rewrites data parts). Default 2000.
     pub erase_batch_ms: u64,
-    /// How log lines (on stderr) are written: `text` (the default, for people) or `json` (one
-    /// object a line, with the request's span and its `request_id`, for log collectors).
-    /// `GLIMPSE_LOG` sets which lines.
-    pub log_format: LogFormat,
+}
+
+/// The query service's settings (stats API, dashboard, rollup).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueryConfig {
+    /// Where the query service (stats API, dashboard) listens. Default `127.0.0.1:8001`.
+    pub query_addr: SocketAddr,
+    /// Most open connections to the query service (stats API, dashboard); more wait in the
+    /// kernel's accept queue. Kept well under the collector's, so that a flood of idle
+    /// dashboard connections cannot use up the file descriptors beacons need. Default 512.
+    pub query_max_connections: usize,
+    /// Longest time one ClickHouse query of the stats API may run, in seconds (ClickHouse's
+    /// `max_execution_time`); past it the answer is a `503`. Default 30.
+    pub query_max_execution_secs: u64,
+    /// Stats API requests per second allowed from one client address without an API key
+    /// (share links, and requests that are refused), and dashboard `/ready` checks; over it,
+    /// `429` + `Retry-After`. Requests with an API key are not limited. 0: no limit.
+    /// Default 10.
+    pub query_rate_limit_per_ip: u32,
+    /// Burst allowed above `query_rate_limit_per_ip`. Default 60.
+    pub query_rate_limit_burst: u32,
+    /// Minimum group size k of the stats API: breakdown rows with fewer than k visitors are
+    /// merged into one `(other)` row. 0 (default): off.
+    pub min_group_size: u64,
+    /// How often, in seconds, the query service brings its per-day rollup up to date (whole
+    /// UTC days whose visits have ended; days whose events changed are rebuilt, days whose
+    /// events are gone removed). Long periods are then read from a few rows per day. 0: off,
+    /// every question reads the events. Default 600.
+    pub rollup_interval_secs: u64,
 }
 
 /// How log lines are written; see [`Config::log_format`].
@@ -226,17 +248,35 @@ pub enum VisitorDataDetail {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            collector_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
-            query_addr: SocketAddr::from(([127, 0, 0, 1], 8001)),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
             data_dir: PathBuf::from("glimpse-data"),
             clickhouse_url: None,
             clickhouse_user: "default".into(),
-            clickhouse_password: String::new(),
+            clickhouse_password: Secret::default(),
             clickhouse_ca_cert: None,
             clickhouse_database: "glimpse".into(),
             clickhouse_server_bin: "clickhouse-server".into(),
             sites: Vec::new(),
+            shutdown_timeout_secs: 30,
+            trusted_proxies: crate::proxies::ProxyNets::default(),
+            client_ip_header: Default::default(),
+            geoip_db: None,
+            request_timeout_secs: 10,
+            max_header_bytes: 16 * 1024,
+            public_url: None,
+            data_location: None,
+            privacy_contact: None,
+            log_format: LogFormat::Text,
+            collector: CollectorConfig::default(),
+            query: QueryConfig::default(),
+        }
+    }
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            collector_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
             batch_max_rows: 5000,
             batch_max_delay_ms: 1000,
             queue_capacity: 100_000,
@@ -246,10 +286,6 @@ impl Default for Config {
             max_props: 30,
             max_prop_key_length: 300,
             max_prop_value_length: 2000,
-            shutdown_timeout_secs: 30,
-            trusted_proxies: crate::proxies::ProxyNets::default(),
-            client_ip_header: Default::default(),
-            geoip_db: None,
             geoip_check_secs: 5,
             store_ip_prefix: false,
             ipv4_prefix_length: 24,
@@ -266,28 +302,30 @@ impl Default for Config {
             spool_fsync: FsyncMode::Always,
             spool_fsync_interval_ms: 10,
             spool_drain_rows_per_sec: 50_000,
-            request_timeout_secs: 10,
             max_connections: 10_000,
-            max_header_bytes: 16 * 1024,
             rate_limit_per_ip: 0,
             rate_limit_burst: 20,
+            script_path: "/js/script.js".into(),
+            event_path: "/api/event".into(),
+            umami_websites: BTreeMap::new(),
+            matomo_sites: BTreeMap::new(),
+            visitor_data_detail: VisitorDataDetail::Summary,
+            erase_limit_per_hour: 4,
+            erase_batch_ms: 2000,
+        }
+    }
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            query_addr: SocketAddr::from(([127, 0, 0, 1], 8001)),
             query_max_connections: 512,
             query_max_execution_secs: 30,
             query_rate_limit_per_ip: 10,
             query_rate_limit_burst: 60,
             min_group_size: 0,
             rollup_interval_secs: 600,
-            script_path: "/js/script.js".into(),
-            event_path: "/api/event".into(),
-            public_url: None,
-            data_location: None,
-            privacy_contact: None,
-            umami_websites: BTreeMap::new(),
-            matomo_sites: BTreeMap::new(),
-            visitor_data_detail: VisitorDataDetail::Summary,
-            erase_limit_per_hour: 4,
-            erase_batch_ms: 2000,
-            log_format: LogFormat::Text,
         }
     }
 }
@@ -319,7 +357,7 @@ impl ConfigError {
 
 impl Config {
     pub fn batch_max_delay(&self) -> Duration {
-        Duration::from_millis(self.batch_max_delay_ms)
+        Duration::from_millis(self.collector.batch_max_delay_ms)
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
@@ -328,11 +366,11 @@ impl Config {
 
     /// The spool's fsync policy.
     pub fn spool_fsync_policy(&self) -> FsyncPolicy {
-        match self.spool_fsync {
+        match self.collector.spool_fsync {
             FsyncMode::Always => FsyncPolicy::Always,
-            FsyncMode::Interval => {
-                FsyncPolicy::Interval(Duration::from_millis(self.spool_fsync_interval_ms.max(1)))
-            }
+            FsyncMode::Interval => FsyncPolicy::Interval(Duration::from_millis(
+                self.collector.spool_fsync_interval_ms.max(1),
+            )),
             FsyncMode::Never => FsyncPolicy::Never,
         }
     }
@@ -352,7 +390,8 @@ impl Config {
 
     /// Where the visitor-id salts live.
     pub fn salt_dir(&self) -> PathBuf {
-        self.salt_dir
+        self.collector
+            .salt_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("salts"))
     }

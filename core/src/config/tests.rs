@@ -16,8 +16,8 @@ fn defaults_without_file_or_env() {
     Jail::expect_with(|_| {
         let c = Config::load(None).unwrap();
         assert_eq!(c, Config::default());
-        assert_eq!(c.collector_addr.to_string(), "127.0.0.1:8000");
-        assert_eq!(c.query_addr.to_string(), "127.0.0.1:8001");
+        assert_eq!(c.collector.collector_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(c.query.query_addr.to_string(), "127.0.0.1:8001");
         assert_eq!(c.clickhouse_database, "glimpse");
         Ok(())
     });
@@ -34,8 +34,8 @@ fn env_overrides_file() {
         jail.set_env("GLIMPSE_CLICKHOUSE_PASSWORD", "123");
         jail.set_env("GLIMPSE_CONFIG", "not-a-setting");
         let c = Config::load(Some(Path::new("glimpse.toml"))).unwrap();
-        assert_eq!(c.collector_addr.to_string(), "0.0.0.0:9000");
-        assert_eq!(c.batch_max_rows, 11);
+        assert_eq!(c.collector.collector_addr.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.collector.batch_max_rows, 11);
         assert_eq!(c.clickhouse_password, "123");
         let domains: Vec<_> = c.sites.iter().map(|s| s.domain.as_str()).collect();
         assert_eq!(domains, ["a.com", "b.com"]);
@@ -74,7 +74,7 @@ fn secrets_are_read_from_the_file_glimpse_key_file_names() {
             Some("https://ch.example:8443/")
         );
         assert_eq!(
-            (c.clickhouse_user.as_str(), c.clickhouse_password.as_str()),
+            (c.clickhouse_user.as_str(), c.clickhouse_password.expose()),
             ("u", "p")
         );
         jail.set_env("GLIMPSE_CLICKHOUSE_URL", "http://127.0.0.1:8123");
@@ -177,7 +177,10 @@ fn tracker_paths_are_checked() {
         jail.set_env("GLIMPSE_EVENT_PATH", "/s/e");
         let c = Config::load(None).unwrap();
         assert_eq!(
-            (c.script_path.as_str(), c.event_path.as_str()),
+            (
+                c.collector.script_path.as_str(),
+                c.collector.event_path.as_str()
+            ),
             ("/s/a.js", "/s/e")
         );
         for (var, value) in [
@@ -201,8 +204,8 @@ fn tracker_ids_map_to_configured_sites() {
         jail.set_env("GLIMPSE_UMAMI_WEBSITES", format!("{uuid}=a.com"));
         jail.set_env("GLIMPSE_MATOMO_SITES", "1=a.com, 2 = b.org");
         let c = Config::load(None).unwrap();
-        assert_eq!(c.umami_websites[&uuid.to_lowercase()], "a.com");
-        assert_eq!(c.matomo_sites["2"], "b.org");
+        assert_eq!(c.collector.umami_websites[&uuid.to_lowercase()], "a.com");
+        assert_eq!(c.collector.matomo_sites["2"], "b.org");
         jail.create_file(
             "t.toml",
             &format!(
@@ -211,8 +214,8 @@ fn tracker_ids_map_to_configured_sites() {
         )?;
         jail.clear_env();
         let c = Config::load(Some(Path::new("t.toml"))).unwrap();
-        assert_eq!(c.matomo_sites["7"], "a.com");
-        assert_eq!(c.umami_websites.len(), 1);
+        assert_eq!(c.collector.matomo_sites["7"], "a.com");
+        assert_eq!(c.collector.umami_websites.len(), 1);
         for (var, value, key) in [
             ("GLIMPSE_MATOMO_SITES", "1=c.net", "matomo_sites"),
             ("GLIMPSE_MATOMO_SITES", "one=a.com", "matomo_sites"),
@@ -276,4 +279,37 @@ fn example_file_parses_and_documents_every_key() {
             "glimpse.example.toml does not document `{key}`"
         );
     }
+}
+
+#[test]
+fn the_clickhouse_password_never_shows_in_debug_output() {
+    Jail::expect_with(|jail| {
+        jail.set_env("GLIMPSE_CLICKHOUSE_PASSWORD", "s3cret-value");
+        let c = Config::load(None).unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("s3cret-value"), "{printed}");
+        assert!(
+            printed.contains("clickhouse_password: \"***\""),
+            "{printed}"
+        );
+        assert_eq!(c.clickhouse_password.expose(), "s3cret-value");
+        Ok(())
+    });
+}
+
+#[test]
+fn settings_are_grouped_by_service_but_the_file_stays_flat() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "glimpse.toml",
+            "batch_max_rows = 7\nquery_max_connections = 9\nclickhouse_database = \"x\"\n",
+        )?;
+        let c = Config::load(Some(Path::new("glimpse.toml"))).unwrap();
+        assert_eq!(c.collector.batch_max_rows, 7);
+        assert_eq!(c.query.query_max_connections, 9);
+        assert_eq!(c.clickhouse_database, "x");
+        assert!(Config::keys().contains("batch_max_rows"));
+        assert!(!Config::keys().contains("collector"));
+        Ok(())
+    });
 }

@@ -31,9 +31,12 @@ impl Config {
                 ));
             }
         }
-        crate::ip_prefix::validate_prefixes(self.ipv4_prefix_length, self.ipv6_prefix_length)
-            .map_err(|r| ConfigError::invalid("ipv4_prefix_length", r.to_string()))?;
-        validate_paths(&self.script_path, &self.event_path)?;
+        crate::ip_prefix::validate_prefixes(
+            self.collector.ipv4_prefix_length,
+            self.collector.ipv6_prefix_length,
+        )
+        .map_err(|r| ConfigError::invalid("ipv4_prefix_length", r.to_string()))?;
+        validate_paths(&self.collector.script_path, &self.collector.event_path)?;
         self.validate_tracker_ids()?;
         if let Some(url) = &self.public_url {
             let parsed = url::Url::parse(url)
@@ -43,21 +46,39 @@ impl Config {
             }
         }
         let positive = [
-            ("batch_max_rows", self.batch_max_rows as u64),
-            ("batch_max_delay_ms", self.batch_max_delay_ms),
-            ("queue_capacity", self.queue_capacity as u64),
-            ("max_body_bytes", self.max_body_bytes as u64),
-            ("max_url_length", self.max_url_length as u64),
-            ("max_event_name_length", self.max_event_name_length as u64),
-            ("max_prop_key_length", self.max_prop_key_length as u64),
-            ("max_prop_value_length", self.max_prop_value_length as u64),
+            ("batch_max_rows", self.collector.batch_max_rows as u64),
+            ("batch_max_delay_ms", self.collector.batch_max_delay_ms),
+            ("queue_capacity", self.collector.queue_capacity as u64),
+            ("max_body_bytes", self.collector.max_body_bytes as u64),
+            ("max_url_length", self.collector.max_url_length as u64),
+            (
+                "max_event_name_length",
+                self.collector.max_event_name_length as u64,
+            ),
+            (
+                "max_prop_key_length",
+                self.collector.max_prop_key_length as u64,
+            ),
+            (
+                "max_prop_value_length",
+                self.collector.max_prop_value_length as u64,
+            ),
             ("request_timeout_secs", self.request_timeout_secs),
-            ("max_connections", self.max_connections as u64),
-            ("max_open_visits", self.max_open_visits as u64),
-            ("erase_limit_per_hour", u64::from(self.erase_limit_per_hour)),
-            ("erase_batch_ms", self.erase_batch_ms),
-            ("query_max_connections", self.query_max_connections as u64),
-            ("query_max_execution_secs", self.query_max_execution_secs),
+            ("max_connections", self.collector.max_connections as u64),
+            ("max_open_visits", self.collector.max_open_visits as u64),
+            (
+                "erase_limit_per_hour",
+                u64::from(self.collector.erase_limit_per_hour),
+            ),
+            ("erase_batch_ms", self.collector.erase_batch_ms),
+            (
+                "query_max_connections",
+                self.query.query_max_connections as u64,
+            ),
+            (
+                "query_max_execution_secs",
+                self.query.query_max_execution_secs,
+            ),
         ];
         if self.max_header_bytes < 8192 {
             return Err(ConfigError::invalid(
@@ -113,7 +134,7 @@ impl Config {
     /// configured site; other trackers' endpoints are not the Plausible event path.
     fn validate_tracker_ids(&self) -> Result<(), ConfigError> {
         let configured = |domain: &str| self.sites.iter().any(|s| s.domain == domain);
-        for (id, domain) in &self.umami_websites {
+        for (id, domain) in &self.collector.umami_websites {
             let uuid = id.len() == 36
                 && id.char_indices().all(|(i, c)| match i {
                     8 | 13 | 18 | 23 => c == '-',
@@ -132,7 +153,7 @@ impl Config {
                 ));
             }
         }
-        for (id, domain) in &self.matomo_sites {
+        for (id, domain) in &self.collector.matomo_sites {
             if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(ConfigError::invalid(
                     "matomo_sites",
@@ -147,7 +168,7 @@ impl Config {
             }
         }
         const OTHER_TRACKERS: [&str; 4] = ["/api/send", "/matomo.php", "/piwik.php", "/pixel.gif"];
-        if OTHER_TRACKERS.contains(&self.event_path.as_str()) {
+        if OTHER_TRACKERS.contains(&self.collector.event_path.as_str()) {
             return Err(ConfigError::invalid(
                 "event_path",
                 "is the endpoint of another tracker (Umami, Matomo, the pixel)",

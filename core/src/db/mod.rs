@@ -15,6 +15,6 @@ pub fn connect(config: &Config, url: &str) -> clickhouse::Client {
     tls::client(config.clickhouse_ca_cert.as_ref())
         .with_url(url)
         .with_user(&config.clickhouse_user)
-        .with_password(&config.clickhouse_password)
+        .with_password(config.clickhouse_password.expose())
         .with_validation(false)
 }

@@ -35,7 +35,7 @@ impl ConnectionLimits {
         Self {
             header_read_timeout: Duration::from_secs(config.request_timeout_secs),
             max_header_bytes: config.max_header_bytes.max(8192),
-            max_connections: config.max_connections,
+            max_connections: config.collector.max_connections,
             service: "collector",
         }
     }
@@ -43,7 +43,7 @@ impl ConnectionLimits {
     /// The query service's: the same timeouts, `query_max_connections`.
     pub fn query(config: &Config) -> Self {
         Self {
-            max_connections: config.query_max_connections,
+            max_connections: config.query.query_max_connections,
             service: "query",
             ..Self::collector(config)
         }
@@ -138,7 +138,8 @@ pub fn raise_file_limit(config: &Config) {
         soft
     };
     // Files, ClickHouse connections, the spool: a margin beside the clients' sockets.
-    let wanted = (config.max_connections + config.query_max_connections) as u64 + 256;
+    let wanted =
+        (config.collector.max_connections + config.query.query_max_connections) as u64 + 256;
     if limit < wanted {
         tracing::warn!(
             limit,

@@ -59,13 +59,13 @@ impl SpoolConfig {
     pub fn from_config(config: &glimpse_core::Config) -> Self {
         SpoolConfig {
             dir: config.data_dir.join("spool"),
-            max_bytes: config.spool_max_bytes,
-            min_free_bytes: config.spool_min_free_bytes,
+            max_bytes: config.collector.spool_max_bytes,
+            min_free_bytes: config.collector.spool_min_free_bytes,
             fsync: config.spool_fsync_policy(),
-            segment_max_rows: config.batch_max_rows,
+            segment_max_rows: config.collector.batch_max_rows,
             segment_max_age: config.batch_max_delay(),
-            queue_capacity: config.queue_capacity,
-            drain_rows_per_sec: config.spool_drain_rows_per_sec,
+            queue_capacity: config.collector.queue_capacity,
+            drain_rows_per_sec: config.collector.spool_drain_rows_per_sec,
             dead_letter_dir: config.dead_letter_dir(),
         }
     }
