@@ -720,7 +720,7 @@ async fn admin_site(command: SiteCommand, config: &Config) -> anyhow::Result<()>
             }
         }
         SiteCommand::List => {
-            for site in auth::sites(&client, db, config).await?.values() {
+            for site in auth::sites(&client, db, config).await?.iter() {
                 println!("{:<30} {}", site.domain, site.timezone);
             }
         }

@@ -420,7 +420,7 @@ pub(crate) async fn sites(
                 .ok_or(ApiError::Unauthorized("invalid or revoked API key"))?;
             all_sites(&state)
                 .await?
-                .values()
+                .iter()
                 .filter(|s| allowed == ALL_SITES || s.domain == allowed)
                 .cloned()
                 .collect()

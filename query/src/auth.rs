@@ -6,13 +6,12 @@
 //! name. Revoking appends a row with `revoked = 1`. Sites come from the configuration and from
 //! `glimpse site add` (table `sites`); the configuration wins.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use glimpse_core::config::Config;
 pub use glimpse_core::site::Site;
-use glimpse_core::site::{validate_timezone, SiteConfig};
+use glimpse_core::site::{validate_timezone, SiteConfig, Sites};
 use serde::Deserialize;
 
 /// Prefix of every key, so that a leaked one is recognisable (e.g. by secret scanners).
@@ -53,7 +52,7 @@ pub async fn sites(
     client: &clickhouse::Client,
     database: &str,
     config: &Config,
-) -> Result<BTreeMap<String, Site>, clickhouse::error::Error> {
+) -> Result<Sites, clickhouse::error::Error> {
     #[derive(clickhouse::Row, Deserialize)]
     struct Stored {
         domain: String,
@@ -65,22 +64,16 @@ pub async fn sites(
         ))
         .fetch_all()
         .await?;
-    let mut sites: BTreeMap<String, Site> = config
-        .sites
-        .iter()
-        .map(|s| (s.domain.clone(), s.clone()))
-        .collect();
+    let mut sites = Sites::new(&config.sites);
     for s in stored {
-        if sites.contains_key(&s.domain) {
+        if sites.get(&s.domain).is_some() {
             continue;
         }
         match Site::parse(SiteConfig {
             timezone: s.timezone,
             ..SiteConfig::new(s.domain)
         }) {
-            Ok(site) => {
-                sites.insert(site.domain.clone(), site);
-            }
+            Ok(site) => sites.add_if_absent(site),
             Err(error) => tracing::warn!(%error, "a stored site is skipped"),
         }
     }
@@ -92,7 +85,7 @@ pub async fn sites(
 pub const SITES_TTL: Duration = Duration::from_secs(5);
 
 /// Every site the stats API answers for, by domain.
-pub type SitesByDomain = Arc<BTreeMap<String, Site>>;
+pub type SitesByDomain = Arc<Sites>;
 
 /// The sites last read from ClickHouse, reused for [`SITES_TTL`].
 pub struct SiteCache {
@@ -118,7 +111,7 @@ impl SiteCache {
     }
 
     /// Keeps `sites`, read just now, and returns them.
-    pub fn put(&self, sites: BTreeMap<String, Site>) -> SitesByDomain {
+    pub fn put(&self, sites: Sites) -> SitesByDomain {
         let sites = Arc::new(sites);
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((Instant::now(), sites.clone()));
@@ -159,7 +152,7 @@ pub async fn create_key(
     site: &str,
     name: &str,
 ) -> Result<(String, String), KeyError> {
-    if site != ALL_SITES && !sites(client, database, config).await?.contains_key(site) {
+    if site != ALL_SITES && sites(client, database, config).await?.get(site).is_none() {
         return Err(KeyError::UnknownSite(site.into()));
     }
     let key = new_key()?;
@@ -364,11 +357,13 @@ mod tests {
 
     #[test]
     fn the_site_cache_answers_while_fresh_and_then_asks_again() {
-        let sites: BTreeMap<String, Site> = [("a.com".to_string(), Site::new("a.com"))].into();
+        let sites = Sites::new(&[Site::new("a.com")]);
         let fresh = SiteCache::new(Duration::from_secs(60));
         assert!(fresh.get().is_none(), "nothing read yet");
         fresh.put(sites.clone());
-        assert_eq!(fresh.get().as_deref(), Some(&sites));
+        let cached = fresh.get().expect("fresh");
+        assert_eq!(cached.get("a.com"), sites.get("a.com"));
+        assert_eq!(cached.len(), 1);
         let stale = SiteCache::new(Duration::ZERO);
         stale.put(sites);
         assert!(stale.get().is_none(), "an expired read is not reused");

@@ -224,13 +224,7 @@ fn router(state: Arc<AppState>) -> Router {
 /// Ready when ClickHouse answers and the schema is at the version this build expects.
 async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
     let tracked = state.db.track();
-    let query = tracked
-        .client
-        .query(&format!(
-            "SELECT max(version) FROM {}.schema_migrations",
-            state.database
-        ))
-        .fetch_one::<u32>();
+    let query = schema::applied_version(&tracked.client, &state.database);
     match tokio::time::timeout(Duration::from_secs(2), tracked.run(query)).await {
         Ok(Ok(version)) if version >= schema::latest_version() => {
             (StatusCode::OK, Json(json!({"status": "ready"})))

@@ -334,6 +334,17 @@ pub async fn migrate(client: &clickhouse::Client, db: &str) -> Result<Flavor, Mi
     Ok(flavor)
 }
 
+/// The newest version `db` has applied (0 for none), for readiness checks.
+pub async fn applied_version(
+    client: &clickhouse::Client,
+    db: &str,
+) -> Result<u32, clickhouse::error::Error> {
+    client
+        .query(&format!("SELECT max(version) FROM {db}.schema_migrations"))
+        .fetch_one::<u32>()
+        .await
+}
+
 /// The newest migration version, which a fully migrated database has applied.
 pub fn latest_version() -> u32 {
     MIGRATIONS.last().map_or(0, |m| m.version)

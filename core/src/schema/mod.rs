@@ -6,7 +6,8 @@ mod migrations;
 
 pub use flavor::{Flavor, ServerVersion};
 pub use migrations::{
-    latest_version, migrate, migration_statements, server_version, MigrationError, MIGRATIONS,
+    applied_version, latest_version, migrate, migration_statements, server_version, MigrationError,
+    MIGRATIONS,
 };
 
 use serde::{Deserialize, Serialize};
