@@ -88,6 +88,9 @@ fn version_names_the_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthcheck_is_0_against_ready_services_and_names_the_one_that_is_not() {
+    // ClickHouse first, so that the ports it takes are taken before ours are picked (and the
+    // picked ones stay free for the moment between the check below and binding them).
+    let ch = TestClickHouse::start().await;
     // Nothing running: non-zero, naming the address asked.
     let (collector, query) = (free_addr(), free_addr());
     let (c, q) = (collector.to_string(), query.to_string());
@@ -103,7 +106,6 @@ async fn healthcheck_is_0_against_ready_services_and_names_the_one_that_is_not()
         text(&down)
     );
 
-    let ch = TestClickHouse::start().await;
     let config = ch.config();
     let stop = tokio_util::sync::CancellationToken::new();
     let listener = TcpListener::bind(collector).await.unwrap();
