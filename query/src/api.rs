@@ -63,14 +63,7 @@ async fn authorize(
     } else {
         let token = share.unwrap_or_default();
         match sites.get(&site_id) {
-            Some(site)
-                if site
-                    .share_token
-                    .as_deref()
-                    .is_some_and(|t| auth::same_secret(t, token)) =>
-            {
-                site
-            }
+            Some(site) if site.accepts_share_token(token) => site,
             _ => return Err(ApiError::Unauthorized("invalid share link")),
         }
     };
