@@ -36,7 +36,8 @@ pub(crate) async fn refuse_cross_site(
         && (headers.contains_key(header::ORIGIN) || headers.contains_key(header::REFERER));
     if changes_state && (session::has_cookie(headers) || signing_in) {
         let own = own_origin(&state, peer.ip(), headers);
-        if !own.is_some_and(|own| claimed_origin(headers).as_deref() == Some(own.as_str())) {
+        let ours = own.is_some_and(|own| claimed_origin(headers) == Some(own));
+        if !ours {
             return ApiError::Denied("cross-site request refused".into()).into_response();
         }
     }

@@ -56,7 +56,10 @@ pub(crate) async fn principal(
 
 /// The principal of a valid session token, as its user's roles are now; `None` when the
 /// session ended or its user is gone.
-pub(crate) async fn signed_in(state: &AppState, token: &str) -> Result<Option<Principal>, ApiError> {
+pub(crate) async fn signed_in(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<Principal>, ApiError> {
     let tracked = state.db.track();
     let Some(email) = tracked
         .run(session::email_of(&tracked.client, &state.database, token))
@@ -66,6 +69,10 @@ pub(crate) async fn signed_in(state: &AppState, token: &str) -> Result<Option<Pr
     };
     let tracked = state.db.track();
     tracked
-        .run(store::user_principal(&tracked.client, &state.database, &email))
+        .run(store::user_principal(
+            &tracked.client,
+            &state.database,
+            &email,
+        ))
         .await
 }
