@@ -691,7 +691,7 @@ async fn admin_key(command: KeyCommand, config: &Config) -> anyhow::Result<()> {
             } else {
                 site.unwrap_or_default()
             };
-            let scope = scope.parse().map_err(anyhow::Error::msg)?;
+            let scope: glimpse_query::accounts::KeyScope = scope.parse()?;
             let (key, id) =
                 auth::create_scoped_key(&client, db, config, &site, &name, scope).await?;
             eprintln!("{scope} key {id} for {site} created; it is shown only this once:");

@@ -39,14 +39,25 @@ pub enum UserCommand {
     },
 }
 
+/// A password read from standard input; its `Debug` shows nothing of it.
+struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(…)")
+    }
+}
+
 /// One line of standard input without its line ending.
-fn read_password() -> anyhow::Result<String> {
+fn read_password() -> anyhow::Result<Password> {
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)
         .context("reading the password from standard input")?;
     let password = line.strip_suffix('\n').unwrap_or(&line);
-    Ok(password.strip_suffix('\r').unwrap_or(password).to_string())
+    Ok(Password(
+        password.strip_suffix('\r').unwrap_or(password).to_string(),
+    ))
 }
 
 pub async fn admin_user(command: UserCommand, config: &Config) -> anyhow::Result<()> {
@@ -61,10 +72,10 @@ pub async fn admin_user(command: UserCommand, config: &Config) -> anyhow::Result
         } => {
             let role = match role.as_str() {
                 "owner" => NewRole::Owner,
-                other => NewRole::Site(other.parse::<Role>().map_err(anyhow::Error::msg)?),
+                other => NewRole::Site(other.parse::<Role>()?),
             };
             let password = read_password()?;
-            store::add_user(&client, db, config, &email, &password, role, &sites).await?;
+            store::add_user(&client, db, config, &email, &password.0, role, &sites).await?;
             println!("user {} added", email.trim().to_lowercase());
         }
         UserCommand::List => {
@@ -89,7 +100,7 @@ pub async fn admin_user(command: UserCommand, config: &Config) -> anyhow::Result
         }
         UserCommand::ResetPassword { email, .. } => {
             let password = read_password()?;
-            store::reset_password(&client, db, &email, &password).await?;
+            store::reset_password(&client, db, &email, &password.0).await?;
             println!(
                 "password of {} set; their sessions have ended",
                 email.trim()

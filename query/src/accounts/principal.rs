@@ -109,13 +109,20 @@ impl fmt::Display for Role {
     }
 }
 
+/// A role or scope name that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnknownName(String);
+
 impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "admin" => Ok(Self::Admin),
             "viewer" => Ok(Self::Viewer),
-            other => Err(format!("no role {other:?}: use admin or viewer")),
+            other => Err(UnknownName(format!(
+                "no role {other:?}: use admin or viewer"
+            ))),
         }
     }
 }
@@ -136,12 +143,14 @@ impl fmt::Display for KeyScope {
 }
 
 impl FromStr for KeyScope {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "stats" => Ok(Self::Stats),
             "sites" => Ok(Self::Sites),
-            other => Err(format!("no key scope {other:?}: use stats or sites")),
+            other => Err(UnknownName(format!(
+                "no key scope {other:?}: use stats or sites"
+            ))),
         }
     }
 }
