@@ -318,6 +318,20 @@ async fn each_principal_reads_what_its_role_allows() {
             assert!(body["results"]["visitors"].is_object(), "{name}: {body}");
         }
     }
+    // A cookie that is no session is refused, not tried as a share link (cookie-bearing
+    // requests skip the per-client limit that keeps share tokens from being guessed).
+    let url = reqwest::Url::parse_with_params(
+        &format!("{base}{aggregate}"),
+        &[("site_id", A), ("auth", SHARE_A)],
+    )
+    .unwrap();
+    let response = http()
+        .get(url)
+        .header("cookie", format!("glimpse_session={ended}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "an ended session with a share link");
     // The site picker lists what each may read.
     // (who, credentials, the share link's site_id, status, the sites listed)
     type SitesCase<'a> = (&'a str, Cred<'a>, Option<&'a str>, u16, &'a [&'a str]);

@@ -195,14 +195,19 @@ async fn request_context(
         .await
 }
 
-/// `Some(wait)` when a request without an API key (a share link, a refused request, a
-/// readiness check) is over its client's rate. The dashboard page and its assets cost
-/// nothing and are not limited; nor are requests with a key.
+/// `Some(wait)` when a request without an API key or session cookie (a share link, a
+/// refused request, a readiness check, a sign-in) is over its client's rate. The dashboard
+/// page and its assets cost nothing and are not limited; nor are requests with a key or the
+/// session cookie (a request with a cookie that is no valid session is refused, never tried as
+/// a share link, so a junk cookie does not open share tokens to unlimited guessing; sign-in
+/// has limits of its own).
 fn limited(state: &AppState, peer: SocketAddr, request: &Request) -> Option<Duration> {
     let limiter = state.limiter.as_ref()?;
     let path = request.uri().path();
     let costly = path.starts_with("/api/") || path == "/ready";
-    if !costly || request.headers().contains_key(header::AUTHORIZATION) {
+    let identified = request.headers().contains_key(header::AUTHORIZATION)
+        || accounts::session::has_cookie(request.headers());
+    if !costly || identified {
         return None;
     }
     let client = client_ip(peer.ip(), request.headers(), &state.trusted_proxies);

@@ -21,7 +21,7 @@ if (!base || !key || !site || !share || !importedSite || !email || !password) {
 }
 
 const log = (...a) => console.error('[dashboard]', ...a)
-const facts = { errors: [], api_requests: 0, api_requests_without_auth: 0, api_requests_with_cookie: 0, signin_stats_requests_with_cookie: 0 }
+const facts = { errors: [], api_requests: 0, api_requests_without_auth: 0, api_requests_with_cookie: 0 }
 
 const dir = mkdtempSync(join(tmpdir(), 'glimpse-chromium-'))
 async function launch() {
@@ -43,10 +43,7 @@ async function open(b, name) {
   page.on('request', (r) => {
     // The sign-in endpoints are not the stats API: they carry no key by design.
     if (!r.url().startsWith(`${base}/api/`) || r.url().startsWith(`${base}/api/auth/`)) return
-    if (name === 'signin') {
-      if (r.headers().cookie) facts.signin_stats_requests_with_cookie++
-      return
-    }
+    if (name === 'signin') return // signed in: neither key nor share token, by design
     facts.api_requests++
     const h = r.headers()
     if (!h.authorization && !new URL(r.url()).searchParams.get('auth')) facts.api_requests_without_auth++

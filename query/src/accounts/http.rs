@@ -90,7 +90,16 @@ pub(crate) async fn login(
 ) -> Result<Response, ApiError> {
     let login: Login = parse(&body)?;
     // An e-mail that is not one is tried (and fails) like any unknown one.
-    let email = normalize_email(&login.email).unwrap_or_else(|_| login.email.trim().to_lowercase());
+    // Capped, so that junk e-mails cannot grow the failure counts' memory much.
+    let email = normalize_email(&login.email).unwrap_or_else(|_| {
+        login
+            .email
+            .trim()
+            .to_lowercase()
+            .chars()
+            .take(254)
+            .collect()
+    });
     let client = client_ip(peer.ip(), &headers, &state.trusted_proxies);
     state
         .logins

@@ -1,6 +1,6 @@
 //! Who is asking: a request's credentials turned into a [`Principal`]. An API key
 //! (`Authorization: Bearer …`) comes first, then the session cookie, then a share link
-//! (`?auth=TOKEN` with the `site_id` it is for). Keys and sessions are read from ClickHouse on
+//! (`?auth=TOKEN` with the `site_id` it is for, on a request without the cookie). Keys and sessions are read from ClickHouse on
 //! every request (never cached) so that revoking one takes effect at once everywhere.
 
 use std::collections::HashMap;
@@ -27,11 +27,13 @@ pub(crate) async fn principal(
             .ok_or(ApiError::Unauthorized("invalid or revoked API key"))?;
         return Ok(Principal::Key { site, scope });
     }
-    let cookie = session::token_of(headers);
-    if let Some(token) = cookie {
-        if let Some(principal) = signed_in(state, token).await? {
-            return Ok(principal);
-        }
+    // A cookie that is no valid session is refused, not tried as a share link: requests with
+    // the cookie skip the per-client rate limit, which share tokens need against guessing.
+    // (The dashboard sends no cookie with share-link requests.)
+    if let Some(token) = session::token_of(headers) {
+        return signed_in(state, token).await?.ok_or(ApiError::Unauthorized(
+            "your session has ended: sign in again",
+        ));
     }
     if let Some(token) = query.get("auth") {
         let site_id = crate::params::parse_site_id(query.get("site_id").map(String::as_str))?;
@@ -47,11 +49,9 @@ pub(crate) async fn principal(
             Err(ApiError::Unauthorized("invalid share link"))
         };
     }
-    Err(ApiError::Unauthorized(if cookie.is_some() {
-        "your session has ended: sign in again"
-    } else {
-        "not signed in: sign in, or send `Authorization: Bearer <API key>`"
-    }))
+    Err(ApiError::Unauthorized(
+        "not signed in: sign in, or send `Authorization: Bearer <API key>`",
+    ))
 }
 
 /// The principal of a valid session token, as its user's roles are now; `None` when the
