@@ -72,7 +72,8 @@ fn who(principal: &Principal) -> Value {
     json!({ "email": principal.email(), "owner": principal.is_owner(), "sites": sites })
 }
 
-/// Runs the argon2 verification off the async threads (it takes tens of milliseconds).
+/// Runs the argon2 verification off the async threads (it takes tens of milliseconds, as
+/// hashing a new password does).
 async fn verify(password: String, stored: Option<String>) -> bool {
     tokio::task::spawn_blocking(move || match stored {
         Some(stored) => password::verify(&password, &stored),
@@ -230,14 +231,18 @@ pub(crate) async fn change_password(
         state.logins.failed(&email);
         return Err(ApiError::Denied("the current password is wrong".into()));
     }
+    let new_password = change.new_password;
+    let hash = tokio::task::spawn_blocking(move || password::hash(&new_password))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("password hashing stopped: {e}")))??;
     let keep = session::hash_token(&token);
     let tracked = state.db.track();
     tracked
-        .run(store::set_password(
+        .run(store::set_password_hash(
             &tracked.client,
             &state.database,
             &user,
-            &change.new_password,
+            &hash,
             Some(&keep),
         ))
         .await?;

@@ -251,16 +251,16 @@ pub async fn remove_user(
     Ok(())
 }
 
-/// Sets a user's password and ends every session of theirs except `keep` (a token hash).
-pub(crate) async fn set_password(
+/// Stores a user's new password hash ([`password::hash`]) and ends every session of theirs
+/// except `keep` (a token hash).
+pub(crate) async fn set_password_hash(
     client: &clickhouse::Client,
     db: &str,
     user: &StoredUser,
-    new_password: &str,
+    hash: &str,
     keep: Option<&str>,
 ) -> Result<(), AccountError> {
-    let hash = password::hash(new_password)?;
-    write_user(client, db, &user.email, &hash, user.owner == 1, false).await?;
+    write_user(client, db, &user.email, hash, user.owner == 1, false).await?;
     session::revoke_all(client, db, &user.email, keep).await?;
     Ok(())
 }
@@ -277,5 +277,6 @@ pub async fn reset_password(
     let user = find_user(client, db, &email)
         .await?
         .ok_or(AccountError::NoSuchUser(email))?;
-    set_password(client, db, &user, new_password, None).await
+    let hash = password::hash(new_password)?;
+    set_password_hash(client, db, &user, &hash, None).await
 }
