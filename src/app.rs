@@ -51,6 +51,9 @@ pub enum Command {
     /// Sites added at run time, beside the configured ones.
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Users who sign in to the dashboard: add, list, remove, reset-password.
+    #[command(subcommand)]
+    User(crate::users::UserCommand),
     /// Print the privacy statement for a site, generated from this configuration.
     PrivacyStatement {
         /// The site's domain.
@@ -167,8 +170,12 @@ pub enum KeyCommand {
         /// A note to recognise the key by in `glimpse key list`.
         #[arg(long, default_value = "")]
         name: String,
+        /// `stats` (read stats) or `sites` (also administer the site(s): settings, goals,
+        /// links, members, keys).
+        #[arg(long, default_value = "stats", value_parser = ["stats", "sites"])]
+        scope: String,
     },
-    /// List keys (ids, sites, names; never the keys).
+    /// List keys (ids, sites, scopes, names; never the keys).
     List,
     /// Revoke a key by the id `glimpse key list` shows.
     Revoke { key_id: String },
@@ -494,6 +501,7 @@ async fn run_services(
         }
         Command::Key(command) => admin_key(command, &config).await,
         Command::Site(command) => admin_site(command, &config).await,
+        Command::User(command) => crate::users::admin_user(command, &config).await,
     }
 }
 
@@ -684,21 +692,30 @@ async fn admin_key(command: KeyCommand, config: &Config) -> anyhow::Result<()> {
             site,
             all_sites,
             name,
+            scope,
         } => {
             let site = if all_sites {
                 auth::ALL_SITES.to_string()
             } else {
                 site.unwrap_or_default()
             };
-            let (key, id) = auth::create_key(&client, db, config, &site, &name).await?;
-            eprintln!("key {id} for {site} created; it is shown only this once:");
+            let scope: glimpse_query::accounts::KeyScope = scope.parse()?;
+            let (key, id) =
+                auth::create_scoped_key(&client, db, config, &site, &name, scope).await?;
+            eprintln!("{scope} key {id} for {site} created; it is shown only this once:");
             println!("{key}");
         }
         KeyCommand::List => {
-            println!("{:<14} {:<30} {:<8} name", "key_id", "site", "state");
+            println!(
+                "{:<14} {:<30} {:<6} {:<8} name",
+                "key_id", "site", "scope", "state"
+            );
             for k in auth::list_keys(&client, db).await? {
                 let state = if k.revoked == 1 { "revoked" } else { "active" };
-                println!("{:<14} {:<30} {:<8} {}", k.key_id, k.site, state, k.name);
+                println!(
+                    "{:<14} {:<30} {:<6} {:<8} {}",
+                    k.key_id, k.site, k.scope, state, k.name
+                );
             }
         }
         KeyCommand::Revoke { key_id } => match auth::revoke_key(&client, db, &key_id).await? {

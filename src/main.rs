@@ -1,6 +1,7 @@
 //! `glimpse`: the command line over the collector and query service.
 
 mod app;
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

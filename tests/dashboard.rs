@@ -2,7 +2,8 @@
 //! in-process, and real headless Chromium driven by `tracker-js/e2e/dashboard.mjs`
 //! (puppeteer-core). The page must show the stats API's numbers, before and after clicking
 //! breakdown rows (which must put the filter in the URL), with a key entered once (kept in
-//! sessionStorage only) and with a share link at phone width. Screenshots go to
+//! sessionStorage only), with a share link at phone width, and signed in with an e-mail and
+//! password (a viewer of one site) and out again. Screenshots go to
 //! `target/dashboard.png`, `target/dashboard-filtered.png` and `target/dashboard-mobile.png`.
 //! Also: how the page and its assets are served, and `/api/v1/sites` and
 //! `/api/v1/stats/props`.
@@ -24,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 const SITE: &str = "example.com";
 const OTHER: &str = "other.org";
 const SHARE_TOKEN: &str = "dashboard-share-0123456789";
+const VIEWER_EMAIL: &str = "viewer@example.com";
+const VIEWER_PASSWORD: &str = "viewer-password-42";
 /// The view the browser opens: the last 7 days up to 2026-03-31 (the fixture's last day).
 const VIEW: [(&str, &str); 2] = [("period", "7d"), ("date", "2026-03-31")];
 const HEADLINE: &str = "visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration";
@@ -199,6 +202,18 @@ async fn start() -> Service {
         }
     };
     let (key, site_key) = (key("*").await, key(SITE).await);
+    // A person who signs in with a password: a viewer of one site.
+    glimpse_query::accounts::store::add_user(
+        &ch.client,
+        "glimpse",
+        &config,
+        VIEWER_EMAIL,
+        VIEWER_PASSWORD,
+        glimpse_query::accounts::store::NewRole::Site(glimpse_query::accounts::Role::Viewer),
+        &[SITE.to_string()],
+    )
+    .await
+    .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
@@ -293,6 +308,8 @@ async fn drive_chromium(s: &Service, shots: &Path) -> Value {
         ("VIEW", view.as_str()),
         ("SHOTS", shots.as_ref()),
         ("IMPORTED_SITE", OTHER),
+        ("EMAIL", VIEWER_EMAIL),
+        ("PASSWORD", VIEWER_PASSWORD),
     ];
     run_driver("dashboard.mjs", &env, Duration::from_secs(150)).await
 }
@@ -311,6 +328,29 @@ async fn dashboard_in_real_chromium_shows_the_apis_numbers() {
     assert_eq!(facts["api_requests_without_auth"], 0);
     assert_eq!(facts["api_requests_with_cookie"], 0);
 
+    // Signed in with e-mail and password (a viewer of SITE): the cookie is HttpOnly and Lax,
+    // the viewer sees only SITE and its real numbers (with neither key nor share link, so the
+    // cookie carried them); signing out drops the cookie.
+    assert_eq!(facts["signin_first_user_hidden"], true, "a user exists");
+    assert_eq!(
+        facts["signin_mobile_overflow"], 0,
+        "the sign-in page fits a phone"
+    );
+    assert_eq!(facts["signin_wrong"], "invalid email or password");
+    assert_eq!(facts["signin_sites"], json!([SITE]));
+    assert_eq!(facts["signin_who"], VIEWER_EMAIL);
+    assert_eq!(facts["signin_forget_hidden"], true);
+    assert_eq!(
+        facts["signin_document_cookie"], "",
+        "the script cannot read it"
+    );
+    assert_eq!(
+        facts["signin_cookies"],
+        json!([{"name": "glimpse_session", "httpOnly": true, "sameSite": "Lax"}])
+    );
+    assert_eq!(facts["signin_password_left"], "", "the field is emptied");
+    assert_eq!(facts["signed_out_cookies"], 0);
+
     // Signed in: the key is in sessionStorage only; no cookie, no localStorage.
     assert_eq!(facts["storage"]["session"], json!(["glimpse.key"]));
     assert_eq!(facts["storage"]["local"], json!([]));
@@ -326,6 +366,7 @@ async fn dashboard_in_real_chromium_shows_the_apis_numbers() {
     // have rows, and the filtered-traffic note counts 20.
     let unfiltered = s.headline("").await;
     assert_shown("unfiltered", &facts["before"], &unfiltered);
+    assert_shown("signed in", &facts["signin_headline"], &unfiltered);
     assert_eq!(facts["chart_points"], 7);
     assert!(
         facts["filtered_note"]

@@ -1,8 +1,9 @@
 // Glimpse dashboard: plain JavaScript over the stats API (/api/v1/…). Site, period, date and
 // filters live in the URL (?site=&period=&date=&filters=), so a view can be bookmarked and
-// shared; a share link adds &auth=TOKEN. An API key entered in the form is kept in
-// sessionStorage only (never a cookie, never localStorage). Data from the API reaches the
-// DOM only through textContent and attributes, never as HTML.
+// shared; a share link adds &auth=TOKEN. People sign in with e-mail and password: the service
+// sets an HttpOnly session cookie this script never sees. An API key entered in the other form
+// is kept in sessionStorage only (never a cookie, never localStorage). Data from the API
+// reaches the DOM only through textContent and attributes, never as HTML.
 'use strict'
 
 const KEY_STORAGE = 'glimpse.key'
@@ -129,6 +130,44 @@ class HttpError extends Error {
   }
 }
 const key = () => sessionStorage.getItem(KEY_STORAGE)
+/** The signed-in person ({email, owner, sites}) or null. */
+let me = null
+
+/** A POST to the sign-in endpoints. The page's no-referrer policy would make the browser send
+ * `Origin: null`, which the service refuses for signed-in state changes: this request names its
+ * origin (and no path) instead. */
+async function authPost(path, body = {}) {
+  const response = await fetch(path, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+    body: JSON.stringify(body),
+    credentials: 'same-origin',
+    referrerPolicy: 'strict-origin',
+    cache: 'no-store',
+  })
+  let answer = null
+  try {
+    answer = await response.json()
+  } catch {
+    // not JSON: the status says enough
+  }
+  if (!response.ok) throw new HttpError(response.status, (answer && answer.error) || `HTTP ${response.status}`)
+  return answer
+}
+
+/** Who is signed in (null when nobody); says whether any user exists at all. */
+async function whoAmI() {
+  const response = await fetch('/api/auth/me', { headers: { Accept: 'application/json' }, credentials: 'same-origin', cache: 'no-store' })
+  let body = null
+  try {
+    body = await response.json()
+  } catch {
+    // not JSON
+  }
+  if (response.ok) return { me: body, usersExist: true }
+  if (response.status === 401) return { me: null, usersExist: !body || body.users_exist !== false }
+  throw new HttpError(response.status, (body && body.error) || `HTTP ${response.status}`)
+}
 
 async function api(path, params = {}, { scoped = true } = {}) {
   const q = new URLSearchParams()
@@ -143,7 +182,9 @@ async function api(path, params = {}, { scoped = true } = {}) {
   if (state.auth) q.set('auth', state.auth)
   const headers = { Accept: 'application/json' }
   if (!state.auth && key()) headers.Authorization = `Bearer ${key()}`
-  const response = await fetch(`${path}?${q}`, { headers, credentials: 'omit', cache: 'no-store' })
+  // The session cookie goes only with requests that have neither a share token nor a key.
+  const credentials = state.auth || key() ? 'omit' : 'same-origin'
+  const response = await fetch(`${path}?${q}`, { headers, credentials, cache: 'no-store' })
   let body = null
   try {
     body = await response.json()
@@ -417,16 +458,27 @@ let siteImports = {}
 
 function show(view) {
   $('login').hidden = view !== 'login'
+  $('signin').hidden = view !== 'login'
   $('dash').hidden = view !== 'dash'
   $('forget').hidden = !key() || !!state.auth
+  const signedIn = !!me && !key() && !state.auth
+  $('signout').hidden = !signedIn
+  $('who').hidden = !signedIn
+  $('who').textContent = signedIn ? me.email : 
   document.body.dataset.state = view === 'dash' ? 'loading' : view
 }
 
 function fail(e) {
   if (e instanceof HttpError && e.status === 401 && !state.auth) {
-    sessionStorage.removeItem(KEY_STORAGE)
+    if (key()) {
+      sessionStorage.removeItem(KEY_STORAGE)
+      $('login-error').textContent = `The key was not accepted: ${e.message}`
+    } else {
+      me = null
+      $('signin-error').textContent = e.message
+    }
+    sites = []
     show('login')
-    $('login-error').textContent = `The key was not accepted: ${e.message}`
     return
   }
   $('error').hidden = false
@@ -452,14 +504,25 @@ async function loadSites() {
 async function load() {
   const seq = ++loadSeq
   $('error').hidden = true
-  if (!state.auth && !key()) {
-    show('login')
-    return
+  if (!state.auth && !key() && !me) {
+    try {
+      const who = await whoAmI()
+      if (seq !== loadSeq) return
+      me = who.me
+      $('first-user').hidden = who.usersExist
+    } catch (e) {
+      fail(e)
+      return
+    }
+    if (!me) {
+      show('login')
+      return
+    }
   }
   show('dash')
   try {
     if (!sites.length) await loadSites()
-    if (!state.site) throw new Error('this key reads no site yet: add one with `glimpse site add`')
+    if (!state.site) throw new Error(me && !key() ? 'your account has no site yet: ask the owner for a role on one' : 'this key reads no site yet: add one with `glimpse site add`')
     const period = $('period')
     period.querySelector('option[value=custom]').hidden = state.period !== 'custom'
     period.value = state.period
@@ -499,6 +562,32 @@ function init() {
     sessionStorage.setItem(KEY_STORAGE, value)
     $('key').value = ''
     $('login-error').textContent = ''
+    sites = []
+    load()
+  })
+  $('signin').addEventListener('submit', async (e) => {
+    e.preventDefault()
+    const email = $('email').value.trim()
+    const password = $('password').value
+    if (!email || !password) return
+    $('signin-error').textContent = ''
+    try {
+      me = await authPost('/api/auth/login', { email, password })
+      $('password').value = ''
+      sites = []
+      load()
+    } catch (err) {
+      $('signin-error').textContent =
+        err instanceof HttpError && err.status === 429 ? 'Too many attempts: wait a few minutes and try again.' : err.message
+    }
+  })
+  $('signout').addEventListener('click', async () => {
+    try {
+      await authPost('/api/auth/logout')
+    } catch {
+      // signed out or not, the page forgets who it was
+    }
+    me = null
     sites = []
     load()
   })

@@ -12,7 +12,8 @@ use axum::Json;
 use jiff::Timestamp;
 use serde_json::{json, Map, Value};
 
-use crate::auth::{self, Site, ALL_SITES};
+use crate::accounts::{resolve, Principal};
+use crate::auth::{self, Site};
 use crate::error::ApiError;
 use crate::params::{self, Endpoint, Format, Metric, Property};
 use crate::period;
@@ -34,46 +35,36 @@ macro_rules! run {
     }};
 }
 
-/// Who asked, for which site: checked before anything else is looked at.
+/// Who asked, for which site: checked before anything else is looked at. 401 without valid
+/// credentials; for a key, 404 for an unknown site and 403 for another site's; for a signed-in
+/// user, 403 for a site they have no role on; for a share link, 401 for any other site.
 async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<Site, ApiError> {
-    let bearer = bearer(headers)?;
-    let share = query.get("auth").map(String::as_str);
-    if bearer.is_none() && share.is_none() {
-        return Err(ApiError::Unauthorized(
-            "missing API key: send `Authorization: Bearer <API key>`",
-        ));
-    }
+    let principal = resolve::principal(state, headers, query).await?;
     let site_id = params::parse_site_id(query.get("site_id").map(String::as_str))?;
     let sites = all_sites(state).await?;
-
-    let site = if let Some(key) = bearer {
-        let allowed = run!(state, |client| auth::key_site(client, &state.database, key))?
-            .ok_or(ApiError::Unauthorized("invalid or revoked API key"))?;
-        let site = sites
-            .get(&site_id)
-            .ok_or_else(|| ApiError::UnknownSite(site_id.clone()))?;
-        if allowed != ALL_SITES && allowed != site_id {
-            return Err(ApiError::Forbidden(site_id));
+    let site = sites.get(&site_id);
+    match (&principal, site) {
+        (_, Some(site)) if principal.may_read(&site_id) => Ok(site.clone()),
+        (Principal::ShareLink { .. }, _) => Err(ApiError::Unauthorized("invalid share link")),
+        (Principal::Key { .. } | Principal::Owner { .. }, None) => {
+            Err(ApiError::UnknownSite(site_id))
         }
-        site
-    } else {
-        let token = share.unwrap_or_default();
-        match sites.get(&site_id) {
-            Some(site) if site.accepts_share_token(token) => site,
-            _ => return Err(ApiError::Unauthorized("invalid share link")),
-        }
-    };
-    Ok(site.clone())
+        (Principal::Key { .. }, Some(_)) => Err(ApiError::Forbidden(site_id)),
+        // Unknown or not theirs, the same answer: no list of sites for the curious.
+        (Principal::User { .. } | Principal::Owner { .. }, _) => Err(ApiError::Denied(format!(
+            "your account cannot read site {site_id:?}"
+        ))),
+    }
 }
 
 /// Every site, from the short-lived cache or (at most once per its lifetime) from ClickHouse:
 /// a stats request then costs one auth round trip (the key) instead of two. Keys are never
 /// cached, so that a revoked key stops working at once.
-async fn all_sites(state: &AppState) -> Result<auth::SitesByDomain, ApiError> {
+pub(crate) async fn all_sites(state: &AppState) -> Result<auth::SitesByDomain, ApiError> {
     if let Some(sites) = state.sites.get() {
         return Ok(sites);
     }
@@ -86,7 +77,7 @@ async fn all_sites(state: &AppState) -> Result<auth::SitesByDomain, ApiError> {
 }
 
 /// The API key of `Authorization: Bearer KEY`, if the header is there.
-fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     headers
         .get(header::AUTHORIZATION)
         .map(|v| {
@@ -398,8 +389,8 @@ pub(crate) async fn filtered(
     Ok(Json(json!({ "results": results, "total": total })).into_response())
 }
 
-/// `GET /api/v1/sites`: the sites the presented key may read (a share token with `site_id`:
-/// that one site), `{"results": [{"domain": …, "timezone": …, "goals": […], "imported":
+/// `GET /api/v1/sites`: the sites the presented key or signed-in user may read (a share token
+/// with `site_id`: that one site), `{"results": [{"domain": …, "timezone": …, "goals": […], "imported":
 /// {"from": …, "to": …} or null}]}`, for the dashboard's site picker.
 pub(crate) async fn sites(
     State(state): State<Arc<AppState>>,
@@ -407,22 +398,20 @@ pub(crate) async fn sites(
     query: Params,
 ) -> Result<Response, ApiError> {
     let query = query_map(query)?;
-    let visible: Vec<Site> = match bearer(&headers)? {
-        Some(key) => {
-            let allowed = run!(state, |client| auth::key_site(client, &state.database, key))?
-                .ok_or(ApiError::Unauthorized("invalid or revoked API key"))?;
-            all_sites(&state)
-                .await?
-                .iter()
-                .filter(|s| allowed == ALL_SITES || s.domain == allowed)
-                .cloned()
-                .collect()
-        }
-        None => {
+    let principal = resolve::principal(&state, &headers, &query).await?;
+    let visible: Vec<Site> = match principal {
+        // A share link names its site: that one only.
+        Principal::ShareLink { .. } => {
             let site = authorize(&state, &headers, &query).await?;
             plan::site_timezone(&site)?;
             vec![site]
         }
+        _ => all_sites(&state)
+            .await?
+            .iter()
+            .filter(|s| principal.may_read(&s.domain))
+            .cloned()
+            .collect(),
     };
     // Which days have imported aggregates (`with_imported=true` adds them).
     let imported: HashMap<String, (String, String)> = run!(state, |client| {

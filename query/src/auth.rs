@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::accounts::KeyScope;
 use glimpse_core::config::Config;
 use glimpse_core::registry::Registry;
 pub use glimpse_core::site::Site;
@@ -167,6 +168,31 @@ pub async fn create_key(
     Ok((key, key_id))
 }
 
+/// A new key with `scope` (a `stats` key is what [`create_key`] makes; a `sites` key also
+/// administers its site(s), see [`crate::accounts::Principal`]).
+pub async fn create_scoped_key(
+    client: &clickhouse::Client,
+    database: &str,
+    config: &Config,
+    site: &str,
+    name: &str,
+    scope: KeyScope,
+) -> Result<(String, String), KeyError> {
+    let (key, key_id) = create_key(client, database, config, site, name).await?;
+    if scope != KeyScope::Stats {
+        client
+            .query(&format!(
+                "INSERT INTO {database}.api_key_scopes (key_hash, scope, created_at) \
+                 VALUES (?, ?, now())"
+            ))
+            .bind(hash_key(&key))
+            .bind(scope.as_str())
+            .execute()
+            .await?;
+    }
+    Ok((key, key_id))
+}
+
 /// One key as listed (never the key itself).
 #[derive(Debug, Clone, clickhouse::Row, Deserialize)]
 pub struct KeyInfo {
@@ -176,6 +202,8 @@ pub struct KeyInfo {
     /// Unix seconds.
     pub created_at: u32,
     pub revoked: u8,
+    /// `stats` or `sites`.
+    pub scope: String,
 }
 
 pub async fn list_keys(
@@ -184,8 +212,9 @@ pub async fn list_keys(
 ) -> Result<Vec<KeyInfo>, KeyError> {
     Ok(client
         .query(&format!(
-            "SELECT any(key_id), any(site), any(name), toUInt32(min(created_at)), max(revoked) \
-             FROM {database}.api_keys GROUP BY key_hash ORDER BY min(created_at)"
+            "SELECT any(key_id), any(site), any(name), toUInt32(min(created_at)), max(revoked), \
+             if(key_hash IN (SELECT key_hash FROM {database}.api_key_scopes WHERE scope = 'sites'), \
+             'sites', 'stats') FROM {database}.api_keys GROUP BY key_hash ORDER BY min(created_at)"
         ))
         .fetch_all()
         .await?)
@@ -234,24 +263,48 @@ pub async fn key_site(
     database: &str,
     key: &str,
 ) -> Result<Option<String>, clickhouse::error::Error> {
+    Ok(key_access(client, database, key)
+        .await?
+        .map(|(site, _)| site))
+}
+
+/// The site (or [`ALL_SITES`]) and scope of a valid, unrevoked key; `None` for an unknown or
+/// revoked key. A key without a scope row is a `stats` key.
+pub async fn key_access(
+    client: &clickhouse::Client,
+    database: &str,
+    key: &str,
+) -> Result<Option<(String, KeyScope)>, clickhouse::error::Error> {
     #[derive(clickhouse::Row, Deserialize)]
     struct Found {
         site: String,
         revoked: u8,
+        sites_scope: u8,
     }
     if !key.starts_with(KEY_PREFIX) || key.len() > 200 {
         return Ok(None);
     }
+    let hash = hash_key(key);
     let found: Option<Found> = client
         .query(&format!(
-            "SELECT any(site), max(revoked) FROM {database}.api_keys WHERE key_hash = ?"
+            "SELECT any(site), max(revoked), \
+             toUInt8(? IN (SELECT key_hash FROM {database}.api_key_scopes WHERE scope = 'sites')) \
+             FROM {database}.api_keys WHERE key_hash = ?"
         ))
-        .bind(hash_key(key))
+        .bind(&hash)
+        .bind(&hash)
         .fetch_optional()
         .await?;
     Ok(found
         .filter(|f| f.revoked == 0 && !f.site.is_empty())
-        .map(|f| f.site))
+        .map(|f| {
+            let scope = if f.sites_scope == 1 {
+                KeyScope::Sites
+            } else {
+                KeyScope::Stats
+            };
+            (f.site, scope)
+        }))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The dashboard: one page of plain HTML, CSS and JavaScript (`query/assets/`), embedded in
-//! the binary and served at `/`. It reads everything through the stats API with the key the
-//! analyst entered (kept in `sessionStorage`) or a share link's `?auth=TOKEN`.
+//! the binary and served at `/`. It reads everything through the stats API as the signed-in
+//! user (the `HttpOnly` session cookie of `/api/auth/login`), with the key the analyst entered
+//! (kept in `sessionStorage`) or with a share link's `?auth=TOKEN`.
 //!
 //! The script and style sheet are served under content-hashed names (`/assets/app-1a2b….js`),
 //! so they can be cached for a year; the page itself is revalidated on every load. Every

@@ -14,12 +14,17 @@ pub enum ApiError {
         param: &'static str,
         message: String,
     },
-    /// No API key, an unknown or revoked key, or a wrong share token.
+    /// No API key or session, an unknown or revoked key, an ended session, a wrong share
+    /// token, a wrong e-mail or password.
     #[error("{0}")]
     Unauthorized(&'static str),
     /// A valid key for another site.
     #[error("this API key cannot read site {0:?}")]
     Forbidden(String),
+    /// Refused for the principal it is (a user without a role on the site, a cross-site
+    /// request, a wrong current password).
+    #[error("{0}")]
+    Denied(String),
     /// The site is not configured.
     #[error("site {0:?} does not exist")]
     UnknownSite(String),
@@ -51,7 +56,7 @@ impl ApiError {
         match self {
             Self::BadParam { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::Denied(_) => StatusCode::FORBIDDEN,
             Self::UnknownSite(_) => StatusCode::NOT_FOUND,
             Self::Unavailable(_) | Self::Database | Self::Timeout(_) => {
                 StatusCode::SERVICE_UNAVAILABLE

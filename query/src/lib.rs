@@ -1,11 +1,12 @@
 //! Glimpse's query service: the HTTP API analysts and the dashboard read numbers from.
 //!
 //! The stats API is compatible with Plausible's Stats API v1 (`/api/v1/stats/…`): `auth`
-//! checks the API key, `params` parses a request into typed values, `period` resolves it in the
-//! site's time zone, `plan` turns it into the statements it runs, `sql` builds them from
-//! whitelisted identifiers and bound values, `api` executes the plan and answers JSON or CSV,
-//! `dashboard` serves the page at `/`.
+//! checks the API key, `accounts` users, sign-in sessions and who may do what, `params` parses
+//! a request into typed values, `period` resolves it in the site's time zone, `plan` turns it
+//! into the statements it runs, `sql` builds them from whitelisted identifiers and bound values,
+//! `api` executes the plan and answers JSON or CSV, `dashboard` serves the page at `/`.
 
+pub mod accounts;
 mod api;
 pub mod auth;
 mod dashboard;
@@ -29,7 +30,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use glimpse_core::config::Config;
 use glimpse_core::net::client_ip::{client_ip, TrustedProxies};
@@ -65,6 +66,10 @@ struct AppState {
     trusted_proxies: TrustedProxies,
     /// The sites, read at most every `auth::SITES_TTL`.
     sites: auth::SiteCache,
+    /// `public_url`'s origin, the only one allowed to change state with the session cookie.
+    public_origin: Option<String>,
+    /// Sign-in attempts per account and per client address.
+    logins: accounts::login_limit::LoginLimits,
 }
 
 /// Serves the query API on `listener` until `shutdown` resolves.
@@ -93,7 +98,15 @@ pub async fn serve(
         ),
         trusted_proxies,
         sites: auth::SiteCache::new(auth::SITES_TTL),
+        public_origin: config
+            .public_url
+            .as_deref()
+            .and_then(accounts::cross_site::origin_of),
+        logins: accounts::login_limit::LoginLimits::new(),
     });
+    // The dummy password hash, so that the first sign-in with an unknown e-mail takes as
+    // long as any other.
+    tokio::task::spawn_blocking(accounts::password::prepare);
     let background = tokio_util::sync::CancellationToken::new();
     if config.query.rollup_interval_secs > 0 {
         tokio::spawn(rollup::refresh_periodically(
@@ -182,14 +195,19 @@ async fn request_context(
         .await
 }
 
-/// `Some(wait)` when a request without an API key (a share link, a refused request, a
-/// readiness check) is over its client's rate. The dashboard page and its assets cost
-/// nothing and are not limited; nor are requests with a key.
+/// `Some(wait)` when a request without an API key or session cookie (a share link, a
+/// refused request, a readiness check, a sign-in) is over its client's rate. The dashboard
+/// page and its assets cost nothing and are not limited; nor are requests with a key or the
+/// session cookie (a request with a cookie that is no valid session is refused, never tried as
+/// a share link, so a junk cookie does not open share tokens to unlimited guessing; sign-in
+/// has limits of its own).
 fn limited(state: &AppState, peer: SocketAddr, request: &Request) -> Option<Duration> {
     let limiter = state.limiter.as_ref()?;
     let path = request.uri().path();
     let costly = path.starts_with("/api/") || path == "/ready";
-    if !costly || request.headers().contains_key(header::AUTHORIZATION) {
+    let identified = request.headers().contains_key(header::AUTHORIZATION)
+        || accounts::session::has_cookie(request.headers());
+    if !costly || identified {
         return None;
     }
     let client = client_ip(peer.ip(), request.headers(), &state.trusted_proxies);
@@ -210,8 +228,21 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/stats/filtered", get(api::filtered))
         .route("/api/v1/stats/props", get(api::prop_names))
         .route("/api/v1/sites", get(api::sites))
+        .route(accounts::http::LOGIN_PATH, post(accounts::http::login))
+        .route("/api/auth/logout", post(accounts::http::logout))
+        .route(
+            "/api/auth/logout-everywhere",
+            post(accounts::http::logout_everywhere),
+        )
+        .route("/api/auth/me", get(accounts::http::me))
+        .route("/api/auth/password", post(accounts::http::change_password))
         .route("/", get(dashboard::index))
         .route("/assets/{name}", get(dashboard::asset))
+        // Inside `request_context`, so that refusals carry a request id and are rate limited.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            accounts::cross_site::refuse_cross_site,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_context,

@@ -1,9 +1,11 @@
 // End-to-end driver for tests/dashboard.rs: real headless Chromium (puppeteer-core over
 // Debian's chromium) opens the query service's dashboard, signs in with an API key, clicks
-// breakdown rows, goes back, reloads, and opens a share link at phone width. It reports what
-// the page showed as one JSON line of facts; the Rust test compares them with the stats API.
+// breakdown rows, goes back, reloads, opens a share link at phone width, and signs in with an
+// e-mail and password (in a browser context of its own) and out again. It reports what the
+// page showed as one JSON line of facts; the Rust test compares them with the stats API.
 //
 //   BASE=http://127.0.0.1:PORT KEY=glimpse_… SITE=example.com SHARE=TOKEN \
+//   EMAIL=viewer@example.com PASSWORD=… \
 //   VIEW='period=7d&date=2026-03-31' SHOTS=../target CHROMIUM=/usr/bin/chromium \
 //   node e2e/dashboard.mjs
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -12,8 +14,11 @@ import { join } from 'node:path'
 import { check, launchChromium } from './chromium.mjs'
 
 const { BASE: base, KEY: key, SITE: site, SHARE: share, VIEW: view = '', SHOTS: shots = '.', IMPORTED_SITE: importedSite } = process.env
+const { EMAIL: email, PASSWORD: password } = process.env
 const chromium = process.env.CHROMIUM || '/usr/bin/chromium'
-if (!base || !key || !site || !share || !importedSite) throw new Error('set BASE, KEY, SITE, SHARE and IMPORTED_SITE')
+if (!base || !key || !site || !share || !importedSite || !email || !password) {
+  throw new Error('set BASE, KEY, SITE, SHARE, IMPORTED_SITE, EMAIL and PASSWORD')
+}
 
 const log = (...a) => console.error('[dashboard]', ...a)
 const facts = { errors: [], api_requests: 0, api_requests_without_auth: 0, api_requests_with_cookie: 0 }
@@ -27,12 +32,18 @@ async function launch() {
 async function open(b, name) {
   const page = await b.newPage()
   page.on('console', (m) => {
-    if (m.type() === 'error') facts.errors.push(`${name}: console: ${m.text()}`)
+    // "Not signed in" is how `/api/auth/me` answers a visitor without a session (and a wrong
+    // password how sign-in answers): expected 401s, which Chromium logs as errors.
+    const url = m.location()?.url || ''
+    const expected = m.text().includes('401') && (url.endsWith('/api/auth/me') || (name === 'signin' && url.endsWith('/api/auth/login')))
+    if (m.type() === 'error' && !expected) facts.errors.push(`${name}: console: ${m.text()}`)
   })
   page.on('pageerror', (e) => facts.errors.push(`${name}: ${e.message}`))
   page.on('requestfailed', (r) => facts.errors.push(`${name}: request failed: ${r.url()} ${r.failure()?.errorText}`))
   page.on('request', (r) => {
-    if (!r.url().startsWith(`${base}/api/`)) return
+    // The sign-in endpoints are not the stats API: they carry no key by design.
+    if (!r.url().startsWith(`${base}/api/`) || r.url().startsWith(`${base}/api/auth/`)) return
+    if (name === 'signin') return // signed in: neither key nor share token, by design
     facts.api_requests++
     const h = r.headers()
     if (!h.authorization && !new URL(r.url()).searchParams.get('auth')) facts.api_requests_without_auth++
@@ -184,6 +195,45 @@ async function mobile(b) {
   facts.errors = facts.errors.filter((e) => !(e.startsWith('bad-share: console:') && e.includes('401')))
 }
 
+/** Signs in with e-mail and password in a fresh browser context (its own cookies), checks
+ * what a viewer of one site sees, and signs out. */
+async function signin(b) {
+  const context = await b.createBrowserContext()
+  const page = await open(context, 'signin')
+  await page.goto(`${base}/?site=${encodeURIComponent(site)}&${view}`)
+  await page.waitForSelector('body[data-state=login]', { timeout: 10_000 })
+  facts.signin_first_user_hidden = await page.$eval('#first-user', (e) => e.hidden)
+  // The sign-in page at phone width: nothing wider than the screen.
+  await page.setViewport({ width: 390, height: 844, deviceScaleFactor: 1, isMobile: true, hasTouch: true })
+  facts.signin_mobile_overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
+  await page.screenshot({ path: join(shots, 'dashboard-signin-mobile.png'), fullPage: true })
+  await page.setViewport({ width: 1366, height: 813 })
+  await page.type('#email', email)
+  await page.type('#password', 'not-the-password')
+  await page.click('#signin button[type=submit]')
+  await page.waitForFunction(() => document.getElementById('signin-error').textContent !== '', { timeout: 10_000 })
+  facts.signin_wrong = await page.$eval('#signin-error', (e) => e.textContent)
+  await page.$eval('#password', (e) => {
+    e.value = ''
+  })
+  await page.type('#password', password)
+  await page.click('#signin button[type=submit]')
+  await ready(page, 'after signing in with a password')
+  facts.signin_headline = await headline(page)
+  facts.signin_sites = await page.$$eval('#site option', (o) => o.map((x) => x.value))
+  facts.signin_who = await page.$eval('#who', (e) => (e.hidden ? null : e.textContent))
+  facts.signin_forget_hidden = await page.$eval('#forget', (e) => e.hidden)
+  facts.signin_document_cookie = await page.evaluate(() => document.cookie)
+  facts.signin_cookies = (await page.cookies()).map((c) => ({ name: c.name, httpOnly: c.httpOnly, sameSite: c.sameSite }))
+  facts.signin_password_left = await page.$eval('#password', (e) => e.value)
+  await page.screenshot({ path: join(shots, 'dashboard-signed-in.png'), fullPage: false })
+  await page.click('#signout')
+  await page.waitForSelector('body[data-state=login]', { timeout: 10_000 })
+  facts.signed_out_cookies = (await page.cookies()).length
+  await page.close()
+  await context.close()
+}
+
 let exit = 0
 const watchdog = setTimeout(() => {
   log('timed out after 120 s')
@@ -195,6 +245,7 @@ try {
   facts.chromium = await b.version()
   await desktop(b)
   await mobile(b)
+  await signin(b)
   console.log(JSON.stringify(facts))
 } catch (e) {
   log(e.stack || String(e))

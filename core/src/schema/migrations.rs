@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create the live site registry",
         statements: create_site_registry,
     },
+    Migration {
+        version: 15,
+        name: "create accounts",
+        statements: create_accounts,
+    },
 ];
 
 /// Stats API keys, stored only as BLAKE3 hashes of the random keys. Append-only: revoking a
@@ -68,6 +73,59 @@ fn create_api_keys(_flavor: Flavor, db: &str) -> Vec<String> {
 ) ENGINE = MergeTree()
 ORDER BY (key_hash, created_at)"
     )]
+}
+
+/// Accounts (the query service's `accounts` module): users, their roles per site, sign-in
+/// sessions and the scope of API keys. Small tables written append-only: every change is a new
+/// row with a larger `version` (nanoseconds since the epoch), readers take `argMax(col,
+/// version)` per key, and `ReplacingMergeTree` drops superseded rows as it merges. Secrets are
+/// never stored: passwords as argon2id PHC strings, session tokens as BLAKE3 hashes. A key with
+/// no `api_key_scopes` row has scope `stats` (18.16 cannot add a column to `api_keys` with
+/// `IF NOT EXISTS`, so the scope lives beside it).
+fn create_accounts(_flavor: Flavor, db: &str) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.users (
+    email String,
+    password_hash String,
+    owner UInt8,
+    deleted UInt8,
+    version UInt64,
+    changed_at DateTime
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY email"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.site_members (
+    site String,
+    email String,
+    role String,
+    deleted UInt8,
+    version UInt64,
+    changed_at DateTime
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (email, site)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.sessions (
+    token_hash String,
+    email String,
+    created_at DateTime,
+    expires_at DateTime,
+    revoked UInt8,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY token_hash"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.api_key_scopes (
+    key_hash String,
+    scope String,
+    created_at DateTime
+) ENGINE = MergeTree()
+ORDER BY (key_hash, created_at)"
+        ),
+    ]
 }
 
 /// Sites added with `glimpse site add`, merged by the query service with the configured
