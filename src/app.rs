@@ -48,7 +48,7 @@ pub enum Command {
     /// Stats API keys: create (printed once, stored hashed), list, revoke.
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Sites the stats API answers for, beside the configured ones.
+    /// Sites added at run time, beside the configured ones.
     #[command(subcommand)]
     Site(SiteCommand),
     /// Users who sign in to the dashboard: add, list, remove, reset-password.
@@ -183,15 +183,23 @@ pub enum KeyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SiteCommand {
-    /// Add a site (or change its time zone). The collector accepts beacons only for configured
-    /// sites (`sites`), so configure it there too.
+    /// Add a site (or change its time zone): every collector and query service picks it up
+    /// within seconds, without a restart. Sites in the configuration file are changed there.
     Add {
         domain: String,
         /// IANA time zone for days, hours and "today" in the stats API.
         #[arg(long, default_value = "UTC")]
         timezone: String,
     },
-    /// List the sites the stats API answers for.
+    /// Remove a site added at run time: its beacons are refused, its keys revoked and all its
+    /// data erased.
+    Remove {
+        domain: String,
+        /// Confirm that the site's data is to be erased.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// List the sites (domain, time zone, where it is managed).
     List,
 }
 
@@ -727,18 +735,35 @@ async fn admin_site(command: SiteCommand, config: &Config) -> anyhow::Result<()>
     let db = &config.clickhouse_database;
     match command {
         SiteCommand::Add { domain, timezone } => {
-            auth::add_site(&client, db, &domain, &timezone).await?;
-            println!("site {domain} ({timezone}) added for the stats API");
-            if !config.sites.iter().any(|s| s.domain == domain) {
-                eprintln!(
-                    "note: the collector accepts beacons only for configured sites; \
-                     add {domain} to `sites` (GLIMPSE_SITES) too"
+            let site = auth::add_site(&client, db, config, &domain, &timezone).await?;
+            println!(
+                "site {} ({}) added: collectors accept its beacons within {} seconds",
+                site.domain,
+                site.timezone,
+                2 * glimpse_core::registry::live::REFRESH_INTERVAL.as_secs()
+            );
+        }
+        SiteCommand::Remove { domain, yes } => {
+            if !yes {
+                anyhow::bail!(
+                    "removing {domain} erases all its data; run again with --yes to confirm"
                 );
             }
+            let erased = auth::remove_site(&client, db, config, &domain).await?;
+            println!(
+                "site {domain} removed: collectors refuse its beacons within {} seconds; \
+                 its keys are revoked and its {erased} events are being erased",
+                2 * glimpse_core::registry::live::REFRESH_INTERVAL.as_secs()
+            );
         }
         SiteCommand::List => {
             for site in auth::sites(&client, db, config).await?.iter() {
-                println!("{:<30} {}", site.domain, site.timezone);
+                let origin = if config.sites.iter().any(|s| s.domain == site.domain) {
+                    "configuration"
+                } else {
+                    "registry"
+                };
+                println!("{:<30} {:<24} {origin}", site.domain, site.timezone);
             }
         }
     }

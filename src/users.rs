@@ -90,7 +90,10 @@ pub async fn admin_user(command: UserCommand, config: &Config) -> anyhow::Result
         UserCommand::ResetPassword { email, .. } => {
             let password = read_password()?;
             store::reset_password(&client, db, &email, &password).await?;
-            println!("password of {} set; their sessions have ended", email.trim());
+            println!(
+                "password of {} set; their sessions have ended",
+                email.trim()
+            );
         }
     }
     Ok(())

@@ -90,12 +90,6 @@ pub async fn serve(
         Duration::from_secs(5),
         background.clone(),
     ));
-    tokio::spawn(retention_periodically(
-        client.clone(),
-        config.clickhouse_database.clone(),
-        config.sites.clone(),
-        background.clone(),
-    ));
     let sink = ClickHouseSink::new(client, &config.clickhouse_database, flavor);
     let report = serve_with_sink(config, listener, shutdown, sink, readiness, drops).await;
     background.cancel();
@@ -145,7 +139,23 @@ pub async fn serve_with_sink<S: Sink>(
         &config.salt_dir(),
         ingest::pseudonym::day_of(u64::from(now)),
     )?);
-    if enrichers.sites.is_empty() {
+    // Sites added at run time, as last seen: accepted even if ClickHouse is down now.
+    let sites_snapshot = config.data_dir.join("sites.json");
+    enrichers.sites.restore(&sites_snapshot);
+    let stop_registry = CancellationToken::new();
+    if let Some(client) = &readiness.clickhouse {
+        tokio::spawn(enrichers.sites.clone().refresh_periodically(
+            glimpse_core::registry::Registry::new(client.clone(), &config.clickhouse_database),
+            Some(sites_snapshot),
+            stop_registry.clone(),
+        ));
+        tokio::spawn(retention_periodically(
+            client.clone(),
+            config.clickhouse_database.clone(),
+            enrichers.sites.clone(),
+            stop_registry.clone(),
+        ));
+    } else if enrichers.sites.current().is_empty() {
         tracing::warn!("no sites configured: every beacon will be refused (set GLIMPSE_SITES)");
     }
 
@@ -186,7 +196,6 @@ pub async fn serve_with_sink<S: Sink>(
         }),
         // Compressed now rather than on the first visitor's request.
         scripts: http::script::Scripts::new(&config.collector.event_path),
-        first_party: http::FirstParty::from_config(&config),
         rate_limiter: glimpse_core::net::rate_limit::RateLimiter::new(
             config.collector.rate_limit_per_ip,
             config.collector.rate_limit_burst,
@@ -226,6 +235,7 @@ pub async fn serve_with_sink<S: Sink>(
     let _ = rotation.await;
     stop_geo_reload.cancel();
     let _ = geo_reload.await;
+    stop_registry.cancel();
     // The last handle on the queue or spool goes with the state: the writer or the spool's
     // appender now sees the end of the input.
     drop(state);
@@ -315,7 +325,7 @@ async fn watch_clickhouse(client: clickhouse::Client, every: Duration, stop: Can
 async fn retention_periodically(
     client: clickhouse::Client,
     database: String,
-    sites: Vec<glimpse_core::site::Site>,
+    sites: Arc<glimpse_core::registry::LiveSites>,
     stop: CancellationToken,
 ) {
     let mut wait = Duration::from_secs(60);
@@ -325,6 +335,12 @@ async fn retention_periodically(
             _ = stop.cancelled() => return,
         }
         wait = Duration::from_secs(6 * 60 * 60);
+        let registry = glimpse_core::registry::Registry::new(client.clone(), &database);
+        let configured = glimpse_core::site::Sites::new(sites.configured());
+        if let Err(error) = registry.erase_late_rows_of_deleted_sites(&configured).await {
+            tracing::warn!(%error, "rows of deleted sites not erased; will retry");
+        }
+        let sites: Vec<_> = sites.current().iter().cloned().collect();
         match admin::retention::apply(&client, &database, &sites, glimpse_core::clock::unix_now())
             .await
         {

@@ -15,6 +15,7 @@ pub mod goals;
 pub mod ip_prefix;
 pub mod net;
 pub mod proxies;
+pub mod registry;
 pub mod schema;
 pub mod site;
 pub mod telemetry;

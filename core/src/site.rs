@@ -46,6 +46,9 @@ pub struct Site {
     pub retention_days: u32,
     /// The conversions the stats API reports.
     pub goals: Vec<Goal>,
+    /// Named read-only links added at run time (the Sites API, the dashboard), beside
+    /// `share_token` from the configuration.
+    pub shared_links: Vec<SharedLink>,
     /// Page host names whose events count, normalised; empty: any host.
     allowed_hostnames: Vec<String>,
     allow_subdomains: bool,
@@ -64,6 +67,7 @@ impl Site {
             share_token: None,
             retention_days: config.retention_days,
             goals: Vec::new(),
+            shared_links: Vec::new(),
             allowed_hostnames: Vec::new(),
             allow_subdomains: true,
             exclude_ips: Vec::new(),
@@ -116,6 +120,7 @@ impl Site {
             share_token: config.share_token,
             retention_days: config.retention_days,
             goals,
+            shared_links: Vec::new(),
             allowed_hostnames: config
                 .allowed_hostnames
                 .iter()
@@ -144,6 +149,15 @@ impl Site {
             retention_days: self.retention_days,
             goals: self.goals.iter().map(|g| g.name.clone()).collect(),
         }
+    }
+
+    /// Whether `token` opens this site's stats read-only: the configured `share_token` or one
+    /// of its shared links. Compared in time independent of where the texts differ.
+    pub fn accepts_share_token(&self, token: &str) -> bool {
+        self.share_token
+            .iter()
+            .chain(self.shared_links.iter().map(|l| &l.token))
+            .any(|t| same_secret(t, token))
     }
 
     /// Whether a page on `host` (normalised: lower case, no `www.`) belongs to the site.
@@ -182,6 +196,20 @@ impl<'de> Deserialize<'de> for Site {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Site::parse(SiteConfig::deserialize(deserializer)?).map_err(serde::de::Error::custom)
     }
+}
+
+/// A named read-only link to a site's stats (`?auth=TOKEN`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedLink {
+    pub name: String,
+    pub token: String,
+}
+
+/// Compares secrets by their SHA-256 digests, so the time taken does not tell how much of a
+/// guess was right.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(a.as_bytes()) == Sha256::digest(b.as_bytes())
 }
 
 fn parse_net(entry: &str) -> Option<IpNet> {
@@ -242,6 +270,11 @@ impl Sites {
     /// over sites added at run time).
     pub fn add_if_absent(&mut self, site: Site) {
         self.by_domain.entry(site.domain.clone()).or_insert(site);
+    }
+
+    /// Removes the site with this domain, if any.
+    pub fn remove(&mut self, domain: &str) -> Option<Site> {
+        self.by_domain.remove(domain)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Site> {
@@ -370,6 +403,28 @@ mod tests {
         assert!(r.excludes_path("/preview"));
         assert!(!r.excludes_path("/previews"));
         assert!(!r.excludes_path("/blog"));
+    }
+
+    #[test]
+    fn share_tokens_from_the_configuration_and_from_links_must_match_exactly() {
+        let mut site = rules(|s| s.share_token = Some("share-me-0123456789".into()));
+        site.shared_links.push(SharedLink {
+            name: "press".into(),
+            token: "link-token-abcdefghij".into(),
+        });
+        assert!(site.accepts_share_token("share-me-0123456789"));
+        assert!(site.accepts_share_token("link-token-abcdefghij"));
+        for other in [
+            "share-me-0123456780",
+            "share-me-012345678",
+            "share-me-01234567890",
+            "Share-me-0123456789",
+            "press",
+            "",
+        ] {
+            assert!(!site.accepts_share_token(other), "{other:?}");
+        }
+        assert!(!Site::new("x.com").accepts_share_token(""));
     }
 
     #[test]

@@ -4,15 +4,16 @@
 //! ClickHouse stores only its BLAKE3 hash, a short `key_id` (the hash's first 12 hex digits)
 //! to list and revoke it by, the site (`*` for an operator key that reads every site) and a
 //! name. Revoking appends a row with `revoked = 1`. Sites come from the configuration and from
-//! `glimpse site add` (table `sites`); the configuration wins.
+//! the site registry (`glimpse_core::registry`); the configuration wins.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::accounts::KeyScope;
 use glimpse_core::config::Config;
+use glimpse_core::registry::Registry;
 pub use glimpse_core::site::Site;
-use glimpse_core::site::{validate_timezone, SiteConfig, Sites};
+use glimpse_core::site::{validate_timezone, Sites};
 use serde::Deserialize;
 
 /// Prefix of every key, so that a leaked one is recognisable (e.g. by secret scanners).
@@ -30,6 +31,8 @@ pub enum KeyError {
     UnknownSite(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Registry(#[from] glimpse_core::registry::RegistryError),
 }
 
 /// The stored form of a key.
@@ -47,41 +50,18 @@ fn new_key() -> Result<String, KeyError> {
     Ok(key)
 }
 
-/// Every site: the configured ones, then those added with `glimpse site add` (a stored row
-/// that no longer parses is skipped with a warning).
+/// Every site: the configured ones, then the registry's with their goals and shared links.
 pub async fn sites(
     client: &clickhouse::Client,
     database: &str,
     config: &Config,
 ) -> Result<Sites, clickhouse::error::Error> {
-    #[derive(clickhouse::Row, Deserialize)]
-    struct Stored {
-        domain: String,
-        timezone: String,
-    }
-    let stored: Vec<Stored> = client
-        .query(&format!(
-            "SELECT domain, argMax(timezone, created_at) FROM {database}.sites GROUP BY domain"
-        ))
-        .fetch_all()
-        .await?;
-    let mut sites = Sites::new(&config.sites);
-    for s in stored {
-        if sites.get(&s.domain).is_some() {
-            continue;
-        }
-        match Site::parse(SiteConfig {
-            timezone: s.timezone,
-            ..SiteConfig::new(s.domain)
-        }) {
-            Ok(site) => sites.add_if_absent(site),
-            Err(error) => tracing::warn!(%error, "a stored site is skipped"),
-        }
-    }
-    Ok(sites)
+    Registry::new(client.clone(), database)
+        .sites(&config.sites)
+        .await
 }
 
-/// How long the query service reuses the sites it read: a site added with `glimpse site add`
+/// How long the query service reuses the sites it read: a site added or deleted anywhere
 /// shows within this long.
 pub const SITES_TTL: Duration = Duration::from_secs(5);
 
@@ -120,29 +100,44 @@ impl SiteCache {
     }
 }
 
-/// Adds a site (or changes its time zone). The collector does not read this table yet: list
-/// the site in the configuration too for its beacons to be accepted.
+/// Adds a site to the registry (or changes its time zone): every collector accepts its
+/// beacons within seconds. Refused for a configured site.
 pub async fn add_site(
     client: &clickhouse::Client,
     database: &str,
+    config: &Config,
     domain: &str,
     timezone: &str,
-) -> Result<(), KeyError> {
+) -> Result<Site, KeyError> {
     crate::params::parse_site_id(Some(domain)).map_err(|_| {
         KeyError::Invalid(format!(
             "{domain:?} is not a site domain: use the bare lower-case host name, e.g. example.com"
         ))
     })?;
     validate_timezone(timezone).map_err(|e| KeyError::Invalid(e.to_string()))?;
-    client
-        .query(&format!(
-            "INSERT INTO {database}.sites (domain, timezone, created_at) VALUES (?, ?, now())"
-        ))
-        .bind(domain)
-        .bind(timezone)
-        .execute()
+    Ok(Registry::new(client.clone(), database)
+        .put_site(&Sites::new(&config.sites), domain, timezone)
+        .await?)
+}
+
+/// Deletes a site added at run time: every collector refuses its beacons within seconds, its
+/// keys are revoked and all its data is erased (ClickHouse deletes in the background).
+/// Returns how many events are being erased.
+pub async fn remove_site(
+    client: &clickhouse::Client,
+    database: &str,
+    config: &Config,
+    domain: &str,
+) -> Result<u64, KeyError> {
+    let erased = Registry::new(client.clone(), database)
+        .delete_site(&Sites::new(&config.sites), domain)
         .await?;
-    Ok(())
+    for key in list_keys(client, database).await? {
+        if key.site == domain && key.revoked == 0 {
+            revoke_key(client, database, &key.key_id).await?;
+        }
+    }
+    Ok(erased)
 }
 
 /// A new key for `site` (or [`ALL_SITES`]); returns the key, which is not stored, and its id.
@@ -312,11 +307,6 @@ pub async fn key_access(
         }))
 }
 
-/// Compares secrets in time independent of where they differ.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    blake3::hash(a.as_bytes()) == blake3::hash(b.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,20 +344,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn share_tokens_must_match_exactly() {
-        assert!(same_secret("share-me-0123456789", "share-me-0123456789"));
-        for other in [
-            "share-me-0123456780",
-            "share-me-012345678",
-            "share-me-01234567890",
-            "Share-me-0123456789",
-            "",
-        ] {
-            assert!(!same_secret("share-me-0123456789", other), "{other:?}");
-        }
-    }
-
     /// A client whose every query fails: nothing listens on port 1.
     fn unreachable() -> clickhouse::Client {
         clickhouse::Client::default().with_url("http://127.0.0.1:1")
@@ -398,9 +374,15 @@ mod tests {
             ("Example.com", "UTC"),
             ("a.example", "Mars/Base"),
         ] {
-            let err = add_site(&unreachable(), "glimpse", domain, timezone)
-                .await
-                .unwrap_err();
+            let err = add_site(
+                &unreachable(),
+                "glimpse",
+                &Config::default(),
+                domain,
+                timezone,
+            )
+            .await
+            .unwrap_err();
             assert!(
                 matches!(err, KeyError::Invalid(_)),
                 "{domain} {timezone}: {err:?}"

@@ -14,6 +14,7 @@
 use http::header::{self, HeaderMap, HeaderValue};
 
 use glimpse_core::config::Config;
+use glimpse_core::site::Site;
 
 /// The origins allowed to post to the collector and to frame its pages.
 #[derive(Debug, Clone)]
@@ -28,8 +29,13 @@ pub struct FirstParty {
 
 impl FirstParty {
     pub fn from_config(config: &Config) -> Self {
+        Self::new(config.sites.iter(), config.public_url.as_deref())
+    }
+
+    /// For these sites (the configured ones and those added at run time) and `public_url`.
+    pub fn new<'a>(sites: impl Iterator<Item = &'a Site>, public_url: Option<&str>) -> Self {
         let mut site_hosts: Vec<String> = Vec::new();
-        for site in &config.sites {
+        for site in sites {
             for host in std::iter::once(&site.domain).chain(site.allowed_hostnames()) {
                 let host = host.trim().to_ascii_lowercase();
                 let bare = host.strip_prefix("www.").unwrap_or(&host).to_string();
@@ -41,9 +47,7 @@ impl FirstParty {
                 }
             }
         }
-        let public_origin = config
-            .public_url
-            .as_deref()
+        let public_origin = public_url
             .and_then(|u| url::Url::parse(u).ok())
             .map(|u| u.origin().ascii_serialization());
         let mut csp = String::from("frame-ancestors 'self'");
@@ -123,7 +127,7 @@ impl FirstParty {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use glimpse_core::site::{Site, SiteConfig};
+    use glimpse_core::site::SiteConfig;
 
     fn first_party() -> FirstParty {
         FirstParty::from_config(&Config {

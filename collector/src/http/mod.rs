@@ -58,9 +58,18 @@ pub struct State {
     pub visitor_data: Option<crate::admin::visitor_data::VisitorData>,
     /// The tracker scripts, rewritten for `event_path` and compressed at start-up.
     pub scripts: script::Scripts,
-    /// Who may post to the privacy endpoints and frame the HTML pages.
-    pub first_party: cross_site::FirstParty,
     pub readiness: Arc<Readiness>,
+}
+
+impl State {
+    /// Who may post to the privacy endpoints and frame the HTML pages: built per request from
+    /// the sites in use (these pages are rare; the sites change at run time).
+    pub fn first_party(&self) -> cross_site::FirstParty {
+        cross_site::FirstParty::new(
+            self.enrichers.sites.current().iter(),
+            self.config.public_url.as_deref(),
+        )
+    }
 }
 
 /// Whether this collector should receive traffic: schema in place, ClickHouse answering, and
@@ -181,7 +190,7 @@ where
         return script::handle(&state.scripts, variant, &request);
     }
     match path {
-        paths::OPT_OUT | paths::OPT_IN => optout::handle(&state.first_party, &request),
+        paths::OPT_OUT | paths::OPT_IN => optout::handle(&state.first_party(), &request),
         // Other trackers' protocols, mapped into the same pipeline (`ingest::protocols`).
         paths::UMAMI_SEND => umami::handle(state, peer, request).await,
         paths::MATOMO | paths::PIWIK => matomo::handle(state, peer, request).await,

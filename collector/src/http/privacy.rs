@@ -22,10 +22,11 @@ pub fn statement<B>(state: &State, request: &Request<B>) -> Response<Body> {
         return IngestError::PageMethodNotAllowed { allow: "GET" }.into_response();
     }
     let wanted = query_param(request, "site");
-    let sites = &state.config.sites;
+    let current = state.enrichers.sites.current();
+    let sites: Vec<_> = current.iter().collect();
     let site = match (&wanted, sites.as_slice()) {
-        (Some(domain), _) => sites.iter().find(|s| &s.domain == domain),
-        (None, [only]) => Some(only),
+        (Some(domain), _) => current.get(domain),
+        (None, [only]) => Some(*only),
         (None, _) => None,
     };
     let mut r = match site {
@@ -53,7 +54,7 @@ pub fn statement<B>(state: &State, request: &Request<B>) -> Response<Body> {
             )
         }
     };
-    state.first_party.frame_only_first_party(r.headers_mut());
+    state.first_party().frame_only_first_party(r.headers_mut());
     r
 }
 
@@ -69,7 +70,7 @@ pub async fn my_data<B>(state: &State, peer: SocketAddr, request: Request<B>) ->
     let mut r = my_data_response(state, peer, request)
         .await
         .unwrap_or_else(IngestError::into_response);
-    state.first_party.frame_only_first_party(r.headers_mut());
+    state.first_party().frame_only_first_party(r.headers_mut());
     r
 }
 
@@ -86,7 +87,7 @@ async fn my_data_response<B>(
     }
     if erase {
         state
-            .first_party
+            .first_party()
             .check(request.headers())
             .map_err(IngestError::CrossSite)?;
     }
@@ -122,9 +123,11 @@ async fn my_data_response<B>(
         .salts
         .salts_at(u64::from(glimpse_core::clock::unix_now()))
         .map_err(|_| unavailable("visitor ids cannot be computed now", 60))?;
+    // Every site this collector records, including those added at run time.
     let sites: Vec<String> = state
-        .config
+        .enrichers
         .sites
+        .current()
         .iter()
         .map(|s| s.domain.clone())
         .collect();

@@ -7,6 +7,7 @@
 //! only derived values (browser, country, keyed hash, optional truncated prefix).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use percent_encoding::percent_decode_str;
 use url::Url;
@@ -21,8 +22,8 @@ use super::referrer::{self, Campaign};
 use super::useragent::{refine_device, UserAgentParser};
 use glimpse_core::config::Config;
 use glimpse_core::ip_prefix;
+use glimpse_core::registry::LiveSites;
 use glimpse_core::schema::EventRow;
-use glimpse_core::site::Sites;
 
 /// What the HTTP layer knows about the request, beyond its body.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +48,8 @@ pub struct Dropped {
 
 /// What the pipeline needs beyond the request, built once from the configuration.
 pub struct Enrichers {
-    pub sites: Sites,
+    /// The sites beacons may name: the configured ones and the registry's, kept fresh.
+    pub sites: Arc<LiveSites>,
     pub opt_out: OptOutPolicy,
     pub user_agents: UserAgentParser,
     pub bots: BotDetector,
@@ -61,7 +63,7 @@ impl Enrichers {
     /// Everything but the GeoIP database, which the caller opens (it is I/O and may fail).
     pub fn from_config(config: &Config, geo: Option<GeoIp>) -> Self {
         Self {
-            sites: Sites::new(&config.sites),
+            sites: Arc::new(LiveSites::new(config.sites.clone())),
             opt_out: OptOutPolicy {
                 honor_dnt: config.collector.honor_dnt,
                 honor_gpc: config.collector.honor_gpc,
@@ -95,10 +97,11 @@ pub fn process(
     enrichers: &Enrichers,
     salts: &DailySalts,
 ) -> Result<Vec<Processed>, Dropped> {
+    let current = enrichers.sites.current();
     let sites: Vec<_> = beacon
         .domains
         .iter()
-        .filter_map(|d| enrichers.sites.get(d))
+        .filter_map(|d| current.get(d))
         .collect();
     let Some(first_site) = sites.first() else {
         return Err(Dropped {

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         statements: create_rollups,
     },
     Migration {
+        version: 14,
+        name: "create the live site registry",
+        statements: create_site_registry,
+    },
+    Migration {
         version: 15,
         name: "create accounts",
         statements: create_accounts,
@@ -134,6 +139,54 @@ fn create_sites(_flavor: Flavor, db: &str) -> Vec<String> {
 ) ENGINE = MergeTree()
 ORDER BY (domain, created_at)"
     )]
+}
+
+/// The sites, goals and shared links managed at run time (the Sites API, the dashboard,
+/// `glimpse site add`), which every collector and query service reloads every few seconds
+/// (`crate::registry`). Versioned rows, never updated in place: a change or a deletion appends
+/// a row with a higher `version` (nanoseconds since 1970), readers take the newest row per key
+/// (`argMax`), and merges drop the older ones. The last statement carries over the sites
+/// `glimpse site add` stored before (repeatable: the copies have the same version).
+fn create_site_registry(_flavor: Flavor, db: &str) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.site_registry (
+    domain String,
+    timezone String,
+    deleted UInt8,
+    version UInt64,
+    changed_at DateTime
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY domain"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.site_goals (
+    site String,
+    goal String,
+    deleted UInt8,
+    version UInt64,
+    changed_at DateTime
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (site, goal)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.shared_links (
+    site String,
+    name String,
+    token String,
+    deleted UInt8,
+    version UInt64,
+    changed_at DateTime
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (site, name)"
+        ),
+        format!(
+            "INSERT INTO {db}.site_registry (domain, timezone, deleted, version, changed_at) \
+             SELECT domain, argMax(timezone, created_at), 0, \
+             toUInt64(max(created_at)) * 1000000000, max(created_at) \
+             FROM {db}.sites GROUP BY domain"
+        ),
+    ]
 }
 
 /// Daily aggregates imported from another analytics product (Plausible's CSV export): one row

@@ -21,6 +21,15 @@ pub fn day_number(date: jiff::civil::Date) -> i64 {
 /// Name of the events table inside the Glimpse database.
 pub const EVENTS_TABLE: &str = "events";
 
+/// Every table holding a site's data (each has a `site` column): what deleting a site erases.
+pub const SITE_DATA_TABLES: &[&str] = &[
+    EVENTS_TABLE,
+    "dropped_events",
+    "imported_daily",
+    "rollup_daily",
+    "rollup_days",
+];
+
 /// One stored event: a page view, an engagement report or a custom event.
 ///
 /// No column holds a raw IP address or user agent: `ip_prefix` is only the truncated network

@@ -127,7 +127,9 @@ async fn current(state: &AppState, headers: &HeaderMap) -> Result<(Principal, St
     let token = session::token_of(headers).ok_or(ApiError::Unauthorized("not signed in"))?;
     let principal = resolve::signed_in(state, token)
         .await?
-        .ok_or(ApiError::Unauthorized("your session has ended: sign in again"))?;
+        .ok_or(ApiError::Unauthorized(
+            "your session has ended: sign in again",
+        ))?;
     Ok((principal, token.to_string()))
 }
 
@@ -182,7 +184,12 @@ pub(crate) async fn logout_everywhere(
     let email = principal.email().unwrap_or_default().to_string();
     let tracked = state.db.track();
     tracked
-        .run(session::revoke_all(&tracked.client, &state.database, &email, None))
+        .run(session::revoke_all(
+            &tracked.client,
+            &state.database,
+            &email,
+            None,
+        ))
         .await?;
     Ok(signed_out(&state, peer, &headers))
 }
@@ -207,7 +214,9 @@ pub(crate) async fn change_password(
     let user = tracked
         .run(store::find_user(&tracked.client, &state.database, &email))
         .await?
-        .ok_or(ApiError::Unauthorized("your session has ended: sign in again"))?;
+        .ok_or(ApiError::Unauthorized(
+            "your session has ended: sign in again",
+        ))?;
     if !verify(change.current_password, Some(user.password_hash.clone())).await {
         state.logins.failed(&email);
         return Err(ApiError::Denied("the current password is wrong".into()));

@@ -69,7 +69,10 @@ impl LoginLimits {
             let window = self.window;
             failures.retain(|_, times| times.iter().any(|t| t.elapsed() < window));
         }
-        failures.entry(email.to_string()).or_default().push(Instant::now());
+        failures
+            .entry(email.to_string())
+            .or_default()
+            .push(Instant::now());
     }
 
     /// A successful sign-in clears the account's failures.
@@ -102,7 +105,10 @@ mod tests {
         }
         let wait = limits.check(HOME, "a@example.com").unwrap_err();
         assert!(wait > Duration::from_secs(590) && wait <= Duration::from_secs(600));
-        assert!(limits.check(HOME, "b@example.com").is_ok(), "another account");
+        assert!(
+            limits.check(HOME, "b@example.com").is_ok(),
+            "another account"
+        );
     }
 
     #[test]
@@ -116,7 +122,10 @@ mod tests {
         limits.failed("a@example.com");
         limits.succeeded("a@example.com");
         limits.failed("a@example.com");
-        assert!(limits.check(HOME, "a@example.com").is_ok(), "one failure since");
+        assert!(
+            limits.check(HOME, "a@example.com").is_ok(),
+            "one failure since"
+        );
     }
 
     #[test]

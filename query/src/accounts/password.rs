@@ -103,7 +103,10 @@ mod tests {
     #[test]
     fn the_dummy_matches_nothing() {
         prepare();
-        assert!(DUMMY_HASH.starts_with("$argon2id$"), "a real hash, same cost");
+        assert!(
+            DUMMY_HASH.starts_with("$argon2id$"),
+            "a real hash, same cost"
+        );
         assert!(!verify_dummy(""));
         assert!(!verify_dummy("password"));
     }

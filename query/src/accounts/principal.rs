@@ -177,7 +177,11 @@ mod tests {
                 },
                 [true, true, true, true],
             ),
-            ("admin of A", user(&[(A, Role::Admin)]), [true, false, true, false]),
+            (
+                "admin of A",
+                user(&[(A, Role::Admin)]),
+                [true, false, true, false],
+            ),
             (
                 "viewer of A",
                 user(&[(A, Role::Viewer)]),
@@ -189,8 +193,16 @@ mod tests {
                 [true, true, true, false],
             ),
             ("user without roles", user(&[]), [false; 4]),
-            ("stats key of A", key(A, KeyScope::Stats), [true, false, false, false]),
-            ("sites key of A", key(A, KeyScope::Sites), [true, false, true, false]),
+            (
+                "stats key of A",
+                key(A, KeyScope::Stats),
+                [true, false, false, false],
+            ),
+            (
+                "sites key of A",
+                key(A, KeyScope::Sites),
+                [true, false, true, false],
+            ),
             (
                 "stats key of every site",
                 key(ALL_SITES, KeyScope::Stats),
@@ -218,7 +230,10 @@ mod tests {
             assert_eq!(principal.may_admin(B), admin_b, "{name} administers B");
             // Whoever may administer a site may read it.
             for site in [A, B] {
-                assert!(!principal.may_admin(site) || principal.may_read(site), "{name}");
+                assert!(
+                    !principal.may_admin(site) || principal.may_read(site),
+                    "{name}"
+                );
             }
         }
     }

@@ -36,11 +36,9 @@ pub(crate) async fn principal(
     if let Some(token) = query.get("auth") {
         let site_id = crate::params::parse_site_id(query.get("site_id").map(String::as_str))?;
         let sites = crate::api::all_sites(state).await?;
-        let matches = sites.get(&site_id).is_some_and(|site| {
-            site.share_token
-                .as_deref()
-                .is_some_and(|t| auth::same_secret(t, token))
-        });
+        let matches = sites
+            .get(&site_id)
+            .is_some_and(|site| site.accepts_share_token(token));
         return if matches {
             Ok(Principal::ShareLink { site: site_id })
         } else {
@@ -56,7 +54,10 @@ pub(crate) async fn principal(
 
 /// The principal of a valid session token, as its user's roles are now; `None` when the
 /// session ended or its user is gone.
-pub(crate) async fn signed_in(state: &AppState, token: &str) -> Result<Option<Principal>, ApiError> {
+pub(crate) async fn signed_in(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<Principal>, ApiError> {
     let tracked = state.db.track();
     let Some(email) = tracked
         .run(session::email_of(&tracked.client, &state.database, token))
@@ -66,6 +67,10 @@ pub(crate) async fn signed_in(state: &AppState, token: &str) -> Result<Option<Pr
     };
     let tracked = state.db.track();
     tracked
-        .run(store::user_principal(&tracked.client, &state.database, &email))
+        .run(store::user_principal(
+            &tracked.client,
+            &state.database,
+            &email,
+        ))
         .await
 }

@@ -1,0 +1,398 @@
+//! The live site registry: sites, goals and shared links managed at run time (the Sites API,
+//! the dashboard, `glimpse site add`), stored in ClickHouse — the store every collector and
+//! query service already shares — beside the sites of the configuration file, which win and
+//! stay read-only. Readers merge both into [`Sites`]; [`live::LiveSites`] keeps a process's
+//! copy fresh.
+//!
+//! The tables (migration 14) are versioned: a change appends a row with a newer `version`
+//! ([`crate::clock::version_now`]) and readers take the newest row per key, so writers on
+//! several machines never update in place and a reader never sees half a change.
+
+pub mod live;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::version_now;
+use crate::goals::Goal;
+use crate::schema::SITE_DATA_TABLES;
+use crate::site::{SharedLink, Site, SiteConfig, SiteError, Sites};
+
+pub use live::LiveSites;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("ClickHouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("{0}")]
+    Invalid(#[from] SiteError),
+    #[error("site {0} is managed in the configuration file: change it there")]
+    Configured(String),
+    #[error("no site {0}")]
+    UnknownSite(String),
+}
+
+/// A site as stored (its settings; goals and links are rows of their own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clickhouse::Row)]
+pub struct StoredSite {
+    pub domain: String,
+    pub timezone: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Deserialize)]
+struct StoredGoal {
+    site: String,
+    goal: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Deserialize)]
+struct StoredLink {
+    site: String,
+    name: String,
+    token: String,
+}
+
+/// The registry's tables in one database.
+#[derive(Clone)]
+pub struct Registry {
+    client: clickhouse::Client,
+    db: String,
+}
+
+impl Registry {
+    /// `client` must not be bound to a database; `db` is the Glimpse database.
+    pub fn new(client: clickhouse::Client, db: &str) -> Self {
+        Self {
+            client,
+            db: db.to_string(),
+        }
+    }
+
+    /// The stored sites that are not deleted, by domain.
+    pub async fn stored_sites(&self) -> Result<Vec<StoredSite>, clickhouse::error::Error> {
+        let db = &self.db;
+        self.client
+            .query(&format!(
+                "SELECT domain, timezone FROM (SELECT domain, argMax(timezone, version) AS timezone, \
+                 argMax(deleted, version) AS gone FROM {db}.site_registry GROUP BY domain) \
+                 WHERE gone = 0 ORDER BY domain"
+            ))
+            .fetch_all()
+            .await
+    }
+
+    /// Every site: the configured ones, then the stored ones with their goals and shared
+    /// links. A stored row that no longer parses is skipped with a warning, so one bad row
+    /// cannot stop every beacon.
+    pub async fn sites(&self, configured: &[Site]) -> Result<Sites, clickhouse::error::Error> {
+        let db = &self.db;
+        let stored = self.stored_sites().await?;
+        let goals: Vec<StoredGoal> = self
+            .client
+            .query(&format!(
+                "SELECT site, goal FROM (SELECT site, goal, argMax(deleted, version) AS gone \
+                 FROM {db}.site_goals GROUP BY site, goal) WHERE gone = 0 ORDER BY site, goal"
+            ))
+            .fetch_all()
+            .await?;
+        let links: Vec<StoredLink> = self
+            .client
+            .query(&format!(
+                "SELECT site, name, token FROM (SELECT site, name, argMax(token, version) AS token, \
+                 argMax(deleted, version) AS gone FROM {db}.shared_links GROUP BY site, name) \
+                 WHERE gone = 0 ORDER BY site, name"
+            ))
+            .fetch_all()
+            .await?;
+        Ok(merge(configured, &stored, &goals, &links))
+    }
+
+    /// Adds a site or changes its time zone. Refused for a configured site.
+    pub async fn put_site(
+        &self,
+        configured: &Sites,
+        domain: &str,
+        timezone: &str,
+    ) -> Result<Site, RegistryError> {
+        if configured.get(domain).is_some() {
+            return Err(RegistryError::Configured(domain.to_string()));
+        }
+        let site = Site::parse(SiteConfig {
+            timezone: timezone.to_string(),
+            ..SiteConfig::new(domain)
+        })?;
+        self.client
+            .query(&format!(
+                "INSERT INTO {}.site_registry (domain, timezone, deleted, version, changed_at) \
+                 VALUES (?, ?, 0, ?, now())",
+                self.db
+            ))
+            .bind(&site.domain)
+            .bind(&site.timezone)
+            .bind(version_now())
+            .execute()
+            .await?;
+        Ok(site)
+    }
+
+    /// Deletes a stored site, its goals and links (a site added again later starts without
+    /// them: an old share link must not come back), and schedules the deletion of all its
+    /// data (events, rollups, imports, filtered-traffic counts). Collectors refuse its beacons
+    /// from their next refresh. Returns how many of its events are being erased.
+    pub async fn delete_site(
+        &self,
+        configured: &Sites,
+        domain: &str,
+    ) -> Result<u64, RegistryError> {
+        let db = &self.db;
+        if configured.get(domain).is_some() {
+            return Err(RegistryError::Configured(domain.to_string()));
+        }
+        if !self
+            .stored_sites()
+            .await?
+            .iter()
+            .any(|s| s.domain == domain)
+        {
+            return Err(RegistryError::UnknownSite(domain.to_string()));
+        }
+        // The registry first: from the collectors' next refresh no new rows arrive.
+        let version = version_now();
+        for statement in [
+            format!(
+                "INSERT INTO {db}.site_registry (domain, timezone, deleted, version, changed_at) \
+                 VALUES (?, 'UTC', 1, {version}, now())"
+            ),
+            format!(
+                "INSERT INTO {db}.site_goals (site, goal, deleted, version, changed_at) \
+                 SELECT site, goal, 1, {version}, now() FROM {db}.site_goals \
+                 WHERE site = ? GROUP BY site, goal"
+            ),
+            format!(
+                "INSERT INTO {db}.shared_links (site, name, token, deleted, version, changed_at) \
+                 SELECT site, name, '', 1, {version}, now() FROM {db}.shared_links \
+                 WHERE site = ? GROUP BY site, name"
+            ),
+        ] {
+            self.client.query(&statement).bind(domain).execute().await?;
+        }
+        Ok(self.erase_site_data(domain).await?)
+    }
+
+    /// Schedules the deletion of every row of `domain` (a mutation per table, applied by
+    /// ClickHouse in the background); returns how many events it had.
+    async fn erase_site_data(&self, domain: &str) -> Result<u64, clickhouse::error::Error> {
+        let db = &self.db;
+        let events: u64 = self
+            .client
+            .query(&format!("SELECT count() FROM {db}.events WHERE site = ?"))
+            .bind(domain)
+            .fetch_one()
+            .await?;
+        for table in SITE_DATA_TABLES {
+            self.client
+                .query(&format!("ALTER TABLE {db}.{table} DELETE WHERE site = ?"))
+                .bind(domain)
+                .execute()
+                .await?;
+        }
+        Ok(events)
+    }
+
+    /// Erases the rows that arrived for deleted sites after their deletion: beacons a
+    /// collector accepted before it saw the deletion, written after the erasure began. Run by
+    /// every collector some seconds after it sees a site go, and with retention. Returns the
+    /// sites erased.
+    pub async fn erase_late_rows_of_deleted_sites(
+        &self,
+        configured: &Sites,
+    ) -> Result<Vec<String>, clickhouse::error::Error> {
+        let db = &self.db;
+        let deleted: Vec<String> = self
+            .client
+            .query(&format!(
+                "SELECT domain FROM (SELECT domain, argMax(deleted, version) AS gone \
+                 FROM {db}.site_registry GROUP BY domain) \
+                 WHERE gone = 1 AND domain IN (SELECT DISTINCT site FROM {db}.events)"
+            ))
+            .fetch_all()
+            .await?;
+        let mut erased = Vec::new();
+        // A domain deleted from the registry and later configured in the file is the
+        // configuration's now: its data stays.
+        for domain in deleted.into_iter().filter(|d| configured.get(d).is_none()) {
+            self.erase_site_data(&domain).await?;
+            erased.push(domain);
+        }
+        Ok(erased)
+    }
+
+    /// Adds a goal (its text as configured: `Signup`, `Visit /pricing`); adding it again
+    /// changes nothing.
+    pub async fn put_goal(&self, site: &str, goal: &Goal) -> Result<(), RegistryError> {
+        self.client
+            .query(&format!(
+                "INSERT INTO {}.site_goals (site, goal, deleted, version, changed_at) \
+                 VALUES (?, ?, 0, ?, now())",
+                self.db
+            ))
+            .bind(site)
+            .bind(&goal.name)
+            .bind(version_now())
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_goal(&self, site: &str, goal: &str) -> Result<(), RegistryError> {
+        self.client
+            .query(&format!(
+                "INSERT INTO {}.site_goals (site, goal, deleted, version, changed_at) \
+                 VALUES (?, ?, 1, ?, now())",
+                self.db
+            ))
+            .bind(site)
+            .bind(goal)
+            .bind(version_now())
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a shared link (a new one, or a new token for a name: the old token stops
+    /// working).
+    pub async fn put_link(&self, site: &str, link: &SharedLink) -> Result<(), RegistryError> {
+        self.client
+            .query(&format!(
+                "INSERT INTO {}.shared_links (site, name, token, deleted, version, changed_at) \
+                 VALUES (?, ?, ?, 0, ?, now())",
+                self.db
+            ))
+            .bind(site)
+            .bind(&link.name)
+            .bind(&link.token)
+            .bind(version_now())
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_link(&self, site: &str, name: &str) -> Result<(), RegistryError> {
+        self.client
+            .query(&format!(
+                "INSERT INTO {}.shared_links (site, name, token, deleted, version, changed_at) \
+                 VALUES (?, ?, '', 1, ?, now())",
+                self.db
+            ))
+            .bind(site)
+            .bind(name)
+            .bind(version_now())
+            .execute()
+            .await?;
+        Ok(())
+    }
+}
+
+/// The configured sites, then the stored ones (a stored site with a configured domain is
+/// ignored: the configuration wins), each with its stored goals and links.
+fn merge(
+    configured: &[Site],
+    stored: &[StoredSite],
+    goals: &[StoredGoal],
+    links: &[StoredLink],
+) -> Sites {
+    let mut sites = Sites::new(configured);
+    for s in stored {
+        if sites.get(&s.domain).is_some() {
+            continue;
+        }
+        let config = SiteConfig {
+            timezone: s.timezone.clone(),
+            goals: goals
+                .iter()
+                .filter(|g| g.site == s.domain)
+                .map(|g| g.goal.clone())
+                .collect(),
+            ..SiteConfig::new(s.domain.clone())
+        };
+        match Site::parse(config) {
+            Ok(mut site) => {
+                site.shared_links = links
+                    .iter()
+                    .filter(|l| l.site == s.domain)
+                    .map(|l| SharedLink {
+                        name: l.name.clone(),
+                        token: l.token.clone(),
+                    })
+                    .collect();
+                sites.add_if_absent(site);
+            }
+            Err(error) => tracing::warn!(%error, "a stored site is skipped"),
+        }
+    }
+    sites
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(domain: &str, timezone: &str) -> StoredSite {
+        StoredSite {
+            domain: domain.into(),
+            timezone: timezone.into(),
+        }
+    }
+
+    #[test]
+    fn stored_sites_join_the_configured_ones_which_win() {
+        let configured = [Site::new("conf.example")];
+        let goals = [
+            StoredGoal {
+                site: "shop.example".into(),
+                goal: "Visit /checkout".into(),
+            },
+            StoredGoal {
+                site: "conf.example".into(),
+                goal: "Ignored".into(),
+            },
+        ];
+        let links = [StoredLink {
+            site: "shop.example".into(),
+            name: "press".into(),
+            token: "t0123456789abcdef".into(),
+        }];
+        let sites = merge(
+            &configured,
+            &[
+                stored("conf.example", "Asia/Tokyo"),
+                stored("shop.example", "Europe/Berlin"),
+            ],
+            &goals,
+            &links,
+        );
+        assert_eq!(sites.len(), 2);
+        let conf = sites.get("conf.example").unwrap();
+        assert_eq!(conf.timezone, "UTC", "the configuration wins");
+        assert!(conf.goals.is_empty());
+        let shop = sites.get("shop.example").unwrap();
+        assert_eq!(shop.timezone, "Europe/Berlin");
+        assert_eq!(shop.goals.len(), 1);
+        assert_eq!(shop.goals[0].name, "Visit /checkout");
+        assert!(shop.accepts_share_token("t0123456789abcdef"));
+    }
+
+    #[test]
+    fn a_stored_row_that_does_not_parse_is_skipped_not_fatal() {
+        let sites = merge(
+            &[],
+            &[
+                stored("ok.example", "UTC"),
+                stored("bad.example", "Mars/Base"),
+            ],
+            &[],
+            &[],
+        );
+        assert!(sites.get("ok.example").is_some());
+        assert!(sites.get("bad.example").is_none());
+    }
+}
