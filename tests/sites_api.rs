@@ -705,6 +705,84 @@ async fn who_may_do_what_and_the_life_of_a_site_created_over_http() {
         .unwrap();
     assert_eq!(forged.status(), 403);
 
+    // The audit log: each change, by whom, readable by the site's admins and the owner.
+    let (status, log) = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/sites/audit?site_id={A}"),
+            None,
+            &admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{log}");
+    let entries = log["entries"].as_array().unwrap();
+    let has = |actor: &str, action: &str, detail: &str| {
+        entries
+            .iter()
+            .any(|e| e["actor"] == actor && e["action"] == action && e["detail"] == detail)
+    };
+    assert!(has("owner@example.com", "goal.create", "Signup"), "{log}");
+    assert!(has("admin@example.com", "goal.create", "Trial"), "{log}");
+    assert!(has("key:a.example:sites", "goal.create", "Demo"), "{log}");
+    assert!(has("admin@example.com", "link.create", "press"), "{log}");
+    assert!(entries.iter().all(|e| e["site"] == A), "{log}");
+    let Cred::Share(share_token) = &share_a else {
+        unreachable!()
+    };
+    assert!(
+        !log.to_string().contains(share_token.as_str()),
+        "no secret in the log"
+    );
+    for (who, cred, path, want) in [
+        (
+            "viewer A",
+            &viewer,
+            format!("/api/v1/sites/audit?site_id={A}"),
+            403,
+        ),
+        (
+            "stats key A",
+            &stats_key_a,
+            format!("/api/v1/sites/audit?site_id={A}"),
+            403,
+        ),
+        (
+            "admin A on B",
+            &admin,
+            format!("/api/v1/sites/audit?site_id={B}"),
+            404,
+        ),
+        (
+            "admin A, every site",
+            &admin,
+            "/api/v1/sites/audit".to_string(),
+            400,
+        ),
+        (
+            "nobody",
+            &nobody,
+            format!("/api/v1/sites/audit?site_id={A}"),
+            401,
+        ),
+    ] {
+        let (status, body) = api.call(Method::GET, &path, None, cred).await;
+        assert_eq!(status, want, "{who}: {body}");
+    }
+    let (status, all) = api
+        .call(Method::GET, "/api/v1/sites/audit", None, &owner)
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        all["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "key:*:sites"
+                && e["action"] == "site.delete"
+                && e["site"] == "x5.example"),
+        "{all}"
+    );
+
     // The goals as Plausible lists them; one deleted by id.
     let (status, goals) = api
         .call(

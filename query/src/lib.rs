@@ -8,6 +8,7 @@
 
 pub mod accounts;
 mod api;
+pub mod audit;
 pub mod auth;
 mod dashboard;
 pub mod db;
@@ -227,6 +228,7 @@ fn router(state: Arc<AppState>) -> Router {
             "/api/v1/sites",
             get(sites_api::sites::list).post(sites_api::sites::create),
         )
+        .route("/api/v1/sites/audit", get(audit::list))
         .route(
             "/api/v1/sites/goals",
             get(sites_api::goals::list).put(sites_api::goals::put),

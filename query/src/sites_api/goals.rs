@@ -12,8 +12,9 @@ use axum::Json;
 use glimpse_core::goals::{Goal, GoalKind};
 use serde_json::{json, Value};
 
-use super::sites::{registry_error, who};
+use super::sites::registry_error;
 use super::{administered_site, changed, page, principal, readable_site, registry, Params};
+use crate::audit;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -122,7 +123,7 @@ pub(crate) async fn put(
             .await
             .map_err(registry_error)?;
         changed(&state);
-        tracing::info!(site = %site.domain, goal = %goal.name, by = %who(&principal), "goal added");
+        audit::record_by(&state, &principal, "goal.create", &site.domain, &goal.name).await;
     }
     Ok(Json(goal_json(&site.domain, &goal)).into_response())
 }
@@ -147,7 +148,7 @@ pub(crate) async fn delete(
         .await
         .map_err(registry_error)?;
     changed(&state);
-    tracing::info!(site = %site.domain, goal = %goal.name, by = %who(&principal), "goal deleted");
+    audit::record_by(&state, &principal, "goal.delete", &site.domain, &goal.name).await;
     Ok(Json(json!({ "deleted": "true" })).into_response())
 }
 

@@ -14,9 +14,10 @@ use axum::Json;
 use glimpse_core::site::SharedLink;
 use serde_json::{json, Value};
 
-use super::sites::{registry_error, who};
+use super::sites::registry_error;
 use super::{administered_site, changed, page, principal, registry, Params};
 use crate::accounts::cross_site::own_origin;
+use crate::audit;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -95,7 +96,7 @@ pub(crate) async fn put(
         .await
         .map_err(registry_error)?;
     changed(&state);
-    tracing::info!(site = %site.domain, link = %link.name, by = %who(&principal), "shared link created");
+    audit::record_by(&state, &principal, "link.create", &site.domain, &link.name).await;
     Ok(Json(link_json(origin.as_deref(), &site.domain, &link)).into_response())
 }
 
@@ -120,7 +121,7 @@ pub(crate) async fn delete(
         .await
         .map_err(registry_error)?;
     changed(&state);
-    tracing::info!(site = %site.domain, link = %name, by = %who(&principal), "shared link revoked");
+    audit::record_by(&state, &principal, "link.revoke", &site.domain, &name).await;
     Ok(Json(json!({ "deleted": "true" })).into_response())
 }
 

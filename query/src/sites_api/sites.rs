@@ -17,7 +17,7 @@ use crate::accounts::{KeyScope, Principal};
 use crate::api::all_sites;
 use crate::auth::{self, Site, ALL_SITES};
 use crate::error::ApiError;
-use crate::{plan, AppState};
+use crate::{audit, plan, AppState};
 
 /// Plausible's site object, with Glimpse's additions: goals, imported days, and where the
 /// site is managed (`configuration`: read-only here).
@@ -117,7 +117,14 @@ pub(crate) async fn create(
         .await
         .map_err(registry_error)?;
     changed(&state);
-    tracing::info!(site = %site.domain, by = %who(&principal), "site created");
+    audit::record_by(
+        &state,
+        &principal,
+        "site.create",
+        &site.domain,
+        &format!("timezone {}", site.timezone),
+    )
+    .await;
     Ok(Json(json!({ "domain": site.domain, "timezone": site.timezone })).into_response())
 }
 
@@ -145,6 +152,14 @@ pub(crate) async fn update(
         .await
         .map_err(registry_error)?;
     changed(&state);
+    audit::record_by(
+        &state,
+        &principal,
+        "site.update",
+        &site.domain,
+        &format!("timezone {}", site.timezone),
+    )
+    .await;
     Ok(Json(json!({ "domain": site.domain, "timezone": site.timezone })).into_response())
 }
 
@@ -173,7 +188,14 @@ pub(crate) async fn delete(
             other => ApiError::Unavailable(other.to_string()),
         })?;
     changed(&state);
-    tracing::info!(site = %site.domain, events = erased, by = %who(&principal), "site deleted");
+    audit::record_by(
+        &state,
+        &principal,
+        "site.delete",
+        &site.domain,
+        &format!("{erased} events erased"),
+    )
+    .await;
     Ok(Json(json!({ "deleted": "true" })).into_response())
 }
 
@@ -184,14 +206,5 @@ pub(crate) fn registry_error(error: RegistryError) -> ApiError {
         RegistryError::Invalid(e) => ApiError::bad("site", e.to_string()),
         RegistryError::Configured(_) => ApiError::bad("site_id", error.to_string()),
         RegistryError::UnknownSite(site) => ApiError::UnknownSite(site),
-    }
-}
-
-/// Who made a change, for the log (no secrets: a key is named by its site and scope).
-pub(crate) fn who(principal: &Principal) -> String {
-    match principal {
-        Principal::Owner { email } | Principal::User { email, .. } => email.clone(),
-        Principal::Key { site, scope } => format!("key:{site}:{scope:?}"),
-        Principal::ShareLink { site } => format!("share:{site}"),
     }
 }
