@@ -702,6 +702,14 @@ async fn admin_key(command: KeyCommand, config: &Config) -> anyhow::Result<()> {
             let scope: glimpse_query::accounts::KeyScope = scope.parse()?;
             let (key, id) =
                 auth::create_scoped_key(&client, db, config, &site, &name, scope).await?;
+            glimpse_query::audit::record_cli(
+                &client,
+                db,
+                "key.create",
+                &site,
+                &format!("{id} ({scope})"),
+            )
+            .await;
             eprintln!("{scope} key {id} for {site} created; it is shown only this once:");
             println!("{key}");
         }
@@ -720,7 +728,10 @@ async fn admin_key(command: KeyCommand, config: &Config) -> anyhow::Result<()> {
         }
         KeyCommand::Revoke { key_id } => match auth::revoke_key(&client, db, &key_id).await? {
             0 => anyhow::bail!("no key has the id {key_id:?} (see `glimpse key list`)"),
-            _ => println!("key {key_id} revoked"),
+            _ => {
+                glimpse_query::audit::record_cli(&client, db, "key.revoke", "", &key_id).await;
+                println!("key {key_id} revoked")
+            }
         },
     }
     Ok(())
@@ -736,6 +747,9 @@ async fn admin_site(command: SiteCommand, config: &Config) -> anyhow::Result<()>
     match command {
         SiteCommand::Add { domain, timezone } => {
             let site = auth::add_site(&client, db, config, &domain, &timezone).await?;
+            let detail = format!("timezone {}", site.timezone);
+            glimpse_query::audit::record_cli(&client, db, "site.create", &site.domain, &detail)
+                .await;
             println!(
                 "site {} ({}) added: collectors accept its beacons within {} seconds",
                 site.domain,
@@ -750,6 +764,8 @@ async fn admin_site(command: SiteCommand, config: &Config) -> anyhow::Result<()>
                 );
             }
             let erased = auth::remove_site(&client, db, config, &domain).await?;
+            let detail = format!("{erased} events erased");
+            glimpse_query::audit::record_cli(&client, db, "site.delete", &domain, &detail).await;
             println!(
                 "site {domain} removed: collectors refuse its beacons within {} seconds; \
                  its keys are revoked and its {erased} events are being erased",

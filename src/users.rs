@@ -8,6 +8,7 @@ use glimpse_core::schema;
 use glimpse_core::Config;
 use glimpse_query::accounts::store::{self, NewRole};
 use glimpse_query::accounts::Role;
+use glimpse_query::audit::record_cli;
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -76,7 +77,18 @@ pub async fn admin_user(command: UserCommand, config: &Config) -> anyhow::Result
             };
             let password = read_password()?;
             store::add_user(&client, db, config, &email, &password.0, role, &sites).await?;
-            println!("user {} added", email.trim().to_lowercase());
+            let email = email.trim().to_lowercase();
+            let detail = match role {
+                NewRole::Owner => format!("{email} as owner"),
+                NewRole::Site(role) => format!("{email} as {role}"),
+            };
+            if sites.is_empty() {
+                record_cli(&client, db, "user.add", "", &detail).await;
+            }
+            for site in &sites {
+                record_cli(&client, db, "user.add", site, &detail).await;
+            }
+            println!("user {email} added");
         }
         UserCommand::List => {
             for user in store::list_users(&client, db).await? {
@@ -96,11 +108,13 @@ pub async fn admin_user(command: UserCommand, config: &Config) -> anyhow::Result
         }
         UserCommand::Remove { email } => {
             store::remove_user(&client, db, &email).await?;
+            record_cli(&client, db, "user.remove", "", email.trim()).await;
             println!("user {} removed; their sessions have ended", email.trim());
         }
         UserCommand::ResetPassword { email, .. } => {
             let password = read_password()?;
             store::reset_password(&client, db, &email, &password.0).await?;
+            record_cli(&client, db, "user.reset-password", "", email.trim()).await;
             println!(
                 "password of {} set; their sessions have ended",
                 email.trim()

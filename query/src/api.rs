@@ -389,52 +389,6 @@ pub(crate) async fn filtered(
     Ok(Json(json!({ "results": results, "total": total })).into_response())
 }
 
-/// `GET /api/v1/sites`: the sites the presented key or signed-in user may read (a share token
-/// with `site_id`: that one site), `{"results": [{"domain": …, "timezone": …, "goals": […], "imported":
-/// {"from": …, "to": …} or null}]}`, for the dashboard's site picker.
-pub(crate) async fn sites(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    query: Params,
-) -> Result<Response, ApiError> {
-    let query = query_map(query)?;
-    let principal = resolve::principal(&state, &headers, &query).await?;
-    let visible: Vec<Site> = match principal {
-        // A share link names its site: that one only.
-        Principal::ShareLink { .. } => {
-            let site = authorize(&state, &headers, &query).await?;
-            plan::site_timezone(&site)?;
-            vec![site]
-        }
-        _ => all_sites(&state)
-            .await?
-            .iter()
-            .filter(|s| principal.may_read(&s.domain))
-            .cloned()
-            .collect(),
-    };
-    // Which days have imported aggregates (`with_imported=true` adds them).
-    let imported: HashMap<String, (String, String)> = run!(state, |client| {
-        plan::imported_ranges_statement(&state.database)
-            .query(client)
-            .fetch_all::<(String, String, String)>()
-    })?
-    .into_iter()
-    .map(|(site, first, last)| (site, (first, last)))
-    .collect();
-    let results: Vec<Value> = visible
-        .iter()
-        .map(|s| {
-            let goals: Vec<&str> = s.goals.iter().map(|g| g.name.as_str()).collect();
-            let imported = imported
-                .get(&s.domain)
-                .map(|(first, last)| json!({ "from": first, "to": last }));
-            json!({ "domain": s.domain, "timezone": s.timezone, "goals": goals, "imported": imported })
-        })
-        .collect();
-    Ok(Json(json!({ "results": results })).into_response())
-}
-
 /// `GET /api/v1/stats/props`: the custom property names used in the period, most used first,
 /// `{"results": ["plan", …]}`, for the dashboard's property breakdowns.
 pub(crate) async fn prop_names(

@@ -91,6 +91,12 @@ impl SiteCache {
             .map(|(_, sites)| sites.clone())
     }
 
+    /// Forgets the cached sites: the next request reads them again (after a change made here,
+    /// so that this service shows it at once).
+    pub fn clear(&self) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// Keeps `sites`, read just now, and returns them.
     pub fn put(&self, sites: Sites) -> SitesByDomain {
         let sites = Arc::new(sites);

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// The site is not configured.
     #[error("site {0:?} does not exist")]
     UnknownSite(String),
+    /// Something else the request names does not exist (a goal, a link, a guest).
+    #[error("{0}")]
+    NotFound(String),
     /// Something on the server's side is wrong (not ClickHouse: its errors are
     /// [`Database`](Self::Database)).
     #[error("the service is unavailable: {0}")]
@@ -57,7 +60,7 @@ impl ApiError {
             Self::BadParam { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::Denied(_) => StatusCode::FORBIDDEN,
-            Self::UnknownSite(_) => StatusCode::NOT_FOUND,
+            Self::UnknownSite(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Unavailable(_) | Self::Database | Self::Timeout(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 mod api;
+pub mod audit;
 pub mod auth;
 mod dashboard;
 pub mod db;
@@ -18,6 +19,7 @@ pub mod period;
 pub mod plan;
 mod request_id;
 pub mod rollup;
+mod sites_api;
 pub mod sql;
 
 use std::convert::Infallible;
@@ -30,7 +32,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use glimpse_core::config::Config;
 use glimpse_core::net::client_ip::{client_ip, TrustedProxies};
@@ -227,7 +229,33 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/stats/filtered", get(api::filtered))
         .route("/api/v1/stats/props", get(api::prop_names))
-        .route("/api/v1/sites", get(api::sites))
+        .route(
+            "/api/v1/sites",
+            get(sites_api::sites::list).post(sites_api::sites::create),
+        )
+        .route("/api/v1/sites/audit", get(audit::list))
+        .route(
+            "/api/v1/sites/goals",
+            get(sites_api::goals::list).put(sites_api::goals::put),
+        )
+        .route(
+            "/api/v1/sites/goals/{goal_id}",
+            delete(sites_api::goals::delete),
+        )
+        .route(
+            "/api/v1/sites/shared-links",
+            get(sites_api::links::list).put(sites_api::links::put),
+        )
+        .route(
+            "/api/v1/sites/shared-links/{name}",
+            delete(sites_api::links::delete),
+        )
+        .route(
+            "/api/v1/sites/{site_id}",
+            get(sites_api::sites::get)
+                .put(sites_api::sites::update)
+                .delete(sites_api::sites::delete),
+        )
         .route(accounts::http::LOGIN_PATH, post(accounts::http::login))
         .route("/api/auth/logout", post(accounts::http::logout))
         .route(

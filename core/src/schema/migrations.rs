@@ -56,7 +56,30 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create accounts",
         statements: create_accounts,
     },
+    Migration {
+        version: 16,
+        name: "create audit_log",
+        statements: create_audit_log,
+    },
 ];
+
+/// Every administrative change (who, what, when, on which site), for owners and site admins
+/// to read (`GET /api/v1/sites/audit`). Never visitor data, never a secret: keys and links
+/// are named by their ids and names.
+fn create_audit_log(_flavor: Flavor, db: &str) -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {db}.audit_log (
+    time DateTime,
+    actor String,
+    action String,
+    site String,
+    detail String,
+    request_id String
+) ENGINE = MergeTree()
+PARTITION BY toYYYYMM(time)
+ORDER BY (site, time)"
+    )]
+}
 
 /// Stats API keys, stored only as BLAKE3 hashes of the random keys. Append-only: revoking a
 /// key inserts a row with `revoked = 1`, and readers take `max(revoked)` per key.

@@ -1,0 +1,186 @@
+//! The audit log: each administrative change — who, what, when, on which site — in its own
+//! table (`audit_log`, migration 16), readable by the owner (every entry) and by a site's
+//! admins (that site's), through `GET /api/v1/sites/audit`. Entries name keys and links by
+//! their ids and names, never their secrets, and hold no visitor data.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::accounts::Principal;
+use crate::error::ApiError;
+use crate::sites_api::{administered_site, principal, Params};
+use crate::AppState;
+
+/// Most entries one answer holds.
+const MAX_ENTRIES: u64 = 1000;
+
+/// One change as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clickhouse::Row)]
+pub struct AuditEntry {
+    /// Unix seconds.
+    pub time: u32,
+    /// `owner@example.com`, `key:example.com:sites`, `cli:root`.
+    pub actor: String,
+    /// `site.create`, `goal.delete`, `link.create`, …
+    pub action: String,
+    /// The site changed; empty for changes of the instance (users).
+    pub site: String,
+    /// What changed, e.g. the goal's name.
+    pub detail: String,
+    pub request_id: String,
+}
+
+/// Who made a change, as the log names them.
+pub fn actor(principal: &Principal) -> String {
+    match principal {
+        Principal::Owner { email } | Principal::User { email, .. } => email.clone(),
+        Principal::Key { site, scope } => format!("key:{site}:{}", scope.as_str()),
+        Principal::ShareLink { site } => format!("share:{site}"),
+    }
+}
+
+/// The actor of a command run on the server: `cli:` and the operating-system user.
+pub fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+/// Records a change. A failure is logged and does not undo the change (which has happened).
+pub async fn record(
+    client: &clickhouse::Client,
+    db: &str,
+    actor: &str,
+    action: &str,
+    site: &str,
+    detail: &str,
+) {
+    let result = client
+        .query(&format!(
+            "INSERT INTO {db}.audit_log (time, actor, action, site, detail, request_id) \
+             VALUES (now(), ?, ?, ?, ?, ?)"
+        ))
+        .bind(actor)
+        .bind(action)
+        .bind(site)
+        .bind(detail)
+        .bind(crate::request_id::request_id())
+        .execute()
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, actor, action, site, "the audit log could not record a change");
+    }
+    tracing::info!(actor, action, site, detail, "administrative change");
+}
+
+/// Records a change made with a command on the server ([`cli_actor`]).
+pub async fn record_cli(
+    client: &clickhouse::Client,
+    db: &str,
+    action: &str,
+    site: &str,
+    detail: &str,
+) {
+    record(client, db, &cli_actor(), action, site, detail).await;
+}
+
+/// Records a change made over HTTP by `principal`.
+pub(crate) async fn record_by(
+    state: &AppState,
+    principal: &Principal,
+    action: &str,
+    site: &str,
+    detail: &str,
+) {
+    record(
+        state.db.background(),
+        &state.database,
+        &actor(principal),
+        action,
+        site,
+        detail,
+    )
+    .await;
+}
+
+/// The newest entries first, of one site or (`None`) of all.
+pub async fn entries(
+    client: &clickhouse::Client,
+    db: &str,
+    site: Option<&str>,
+    limit: u64,
+) -> Result<Vec<AuditEntry>, clickhouse::error::Error> {
+    let filter = if site.is_some() { "WHERE site = ?" } else { "" };
+    let mut query = client.query(&format!(
+        "SELECT toUInt32(time), actor, action, site, detail, request_id \
+         FROM {db}.audit_log {filter} ORDER BY time DESC LIMIT {}",
+        limit.min(MAX_ENTRIES)
+    ));
+    if let Some(site) = site {
+        query = query.bind(site);
+    }
+    query.fetch_all().await
+}
+
+/// `GET /api/v1/sites/audit?site_id=` (a site's admins and the owner) or without `site_id`
+/// (the owner: every entry). `limit` up to 1000, default 100.
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (headers, params) = Params::read(request).await?;
+    let principal = principal(&state, &headers, &params).await?;
+    let site = match params.get("site_id") {
+        Some(site_id) => Some(administered_site(&state, &principal, site_id).await?.domain),
+        None if principal.is_owner() => None,
+        None => return Err(ApiError::bad("site_id", "site_id can't be blank")),
+    };
+    let limit = match params.get("limit") {
+        None => 100,
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=MAX_ENTRIES).contains(n))
+            .ok_or_else(|| ApiError::bad("limit", format!("limit must be 1 to {MAX_ENTRIES}")))?,
+    };
+    let tracked = state.db.track();
+    let entries = tracked
+        .run(entries(
+            &tracked.client,
+            &state.database,
+            site.as_deref(),
+            limit,
+        ))
+        .await?;
+    Ok(Json(json!({ "entries": entries })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::KeyScope;
+
+    #[test]
+    fn actors_name_people_by_email_and_keys_by_their_reach_never_their_secret() {
+        assert_eq!(
+            actor(&Principal::Owner {
+                email: "o@example.com".into()
+            }),
+            "o@example.com"
+        );
+        assert_eq!(
+            actor(&Principal::Key {
+                site: "*".into(),
+                scope: KeyScope::Sites
+            }),
+            "key:*:sites"
+        );
+        assert!(cli_actor().starts_with("cli:"));
+    }
+}

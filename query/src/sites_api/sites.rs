@@ -1,0 +1,210 @@
+//! `GET`/`POST /api/v1/sites`, `GET`/`PUT`/`DELETE /api/v1/sites/:site_id`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use glimpse_core::registry::RegistryError;
+use glimpse_core::site::Sites;
+use serde_json::{json, Value};
+
+use super::{
+    administered_site, changed, configured, page, principal, readable_site, registry, Params,
+};
+use crate::accounts::{KeyScope, Principal};
+use crate::api::all_sites;
+use crate::auth::{self, Site, ALL_SITES};
+use crate::error::ApiError;
+use crate::{audit, plan, AppState};
+
+/// Plausible's site object, with Glimpse's additions: goals, imported days, and where the
+/// site is managed (`configuration`: read-only here).
+fn site_json(site: &Site, configured: bool, imported: Option<&(String, String)>) -> Value {
+    let goals: Vec<&str> = site.goals.iter().map(|g| g.name.as_str()).collect();
+    json!({
+        "domain": site.domain,
+        "timezone": site.timezone,
+        "custom_properties": [],
+        "goals": goals,
+        "imported": imported.map(|(first, last)| json!({ "from": first, "to": last })),
+        "managed_in": if configured { "configuration" } else { "registry" },
+    })
+}
+
+/// `GET /api/v1/sites`: the sites the caller may read, in Plausible's shape (`sites`, `meta`,
+/// paginated) and, for Glimpse's earlier readers, the same list as `results`.
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (headers, params) = Params::read(request).await?;
+    let principal = principal(&state, &headers, &params).await?;
+    let visible: Vec<Site> = match &principal {
+        // A share link names its site: that one only.
+        Principal::ShareLink { site } => vec![readable_site(&state, &principal, site).await?],
+        _ => all_sites(&state)
+            .await?
+            .iter()
+            .filter(|s| principal.may_read(&s.domain))
+            .cloned()
+            .collect(),
+    };
+    for site in &visible {
+        plan::site_timezone(site)?;
+    }
+    // Which days have imported aggregates (`with_imported=true` adds them).
+    let tracked = state.db.track();
+    let imported: HashMap<String, (String, String)> = tracked
+        .run(
+            plan::imported_ranges_statement(&state.database)
+                .query(&tracked.client)
+                .fetch_all::<(String, String, String)>(),
+        )
+        .await?
+        .into_iter()
+        .map(|(site, first, last)| (site, (first, last)))
+        .collect();
+    let (visible, meta) = page(visible, |s| s.domain.clone(), &params)?;
+    let sites: Vec<Value> = visible
+        .iter()
+        .map(|s| site_json(s, configured(&state, &s.domain), imported.get(&s.domain)))
+        .collect();
+    Ok(Json(json!({ "sites": sites, "results": sites, "meta": meta })).into_response())
+}
+
+/// `GET /api/v1/sites/:site_id`.
+pub(crate) async fn get(
+    State(state): State<Arc<AppState>>,
+    Path(site_id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (headers, params) = Params::read(request).await?;
+    let principal = principal(&state, &headers, &params).await?;
+    let site = readable_site(&state, &principal, &site_id).await?;
+    Ok(Json(site_json(&site, configured(&state, &site.domain), None)).into_response())
+}
+
+/// `POST /api/v1/sites` `{domain, timezone?}`: by the owner or an all-sites `sites` key.
+pub(crate) async fn create(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (headers, params) = Params::read(request).await?;
+    let principal = principal(&state, &headers, &params).await?;
+    let may_create = match &principal {
+        Principal::Owner { .. } => true,
+        Principal::Key { site, scope } => site == ALL_SITES && *scope == KeyScope::Sites,
+        _ => false,
+    };
+    if !may_create {
+        return Err(ApiError::Denied(
+            "only the owner or an all-sites key with the `sites` scope can create sites".into(),
+        ));
+    }
+    let domain = params.required("domain")?.to_ascii_lowercase();
+    let timezone = match params.get("timezone") {
+        // Plausible's default name for UTC.
+        None | Some("Etc/UTC") => "UTC",
+        Some(tz) => tz,
+    };
+    if all_sites(&state).await?.get(&domain).is_some() {
+        return Err(ApiError::bad("domain", "domain has already been taken"));
+    }
+    let site = registry(&state)
+        .put_site(&Sites::new(&state.config.sites), &domain, timezone)
+        .await
+        .map_err(registry_error)?;
+    changed(&state);
+    audit::record_by(
+        &state,
+        &principal,
+        "site.create",
+        &site.domain,
+        &format!("timezone {}", site.timezone),
+    )
+    .await;
+    Ok(Json(json!({ "domain": site.domain, "timezone": site.timezone })).into_response())
+}
+
+/// `PUT /api/v1/sites/:site_id` `{timezone}`: changes the time zone. Changing the domain is
+/// refused: the stored events are keyed by it.
+pub(crate) async fn update(
+    State(state): State<Arc<AppState>>,
+    Path(site_id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (headers, params) = Params::read(request).await?;
+    let principal = principal(&state, &headers, &params).await?;
+    let site = administered_site(&state, &principal, &site_id).await?;
+    super::writable(&state, &site)?;
+    if params.get("domain").is_some_and(|d| d != site.domain) {
+        return Err(ApiError::bad(
+            "domain",
+            "changing a site's domain is not supported: add the new domain as a site \
+             (its events are stored under the domain)",
+        ));
+    }
+    let timezone = params.get("timezone").unwrap_or(&site.timezone).to_string();
+    let site = registry(&state)
+        .put_site(&Sites::new(&state.config.sites), &site.domain, &timezone)
+        .await
+        .map_err(registry_error)?;
+    changed(&state);
+    audit::record_by(
+        &state,
+        &principal,
+        "site.update",
+        &site.domain,
+        &format!("timezone {}", site.timezone),
+    )
+    .await;
+    Ok(Json(json!({ "domain": site.domain, "timezone": site.timezone })).into_response())
+}
+
+/// `DELETE /api/v1/sites/:site_id`: the site, its goals, links and keys, and all its data. By
+/// the owner or a `sites` key for it (a site admin may not: it erases everything).
+pub(crate) async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(site_id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (headers, params) = Params::read(request).await?;
+    let principal = principal(&state, &headers, &params).await?;
+    let site = administered_site(&state, &principal, &site_id).await?;
+    if matches!(principal, Principal::User { .. }) {
+        return Err(ApiError::Denied(
+            "only the owner or a key with the `sites` scope can delete a site".into(),
+        ));
+    }
+    super::writable(&state, &site)?;
+    let client = state.db.background().clone();
+    let erased = auth::remove_site(&client, &state.database, &state.config, &site.domain)
+        .await
+        .map_err(|e| match e {
+            auth::KeyError::ClickHouse(e) => ApiError::from(e),
+            auth::KeyError::Registry(e) => registry_error(e),
+            other => ApiError::Unavailable(other.to_string()),
+        })?;
+    changed(&state);
+    audit::record_by(
+        &state,
+        &principal,
+        "site.delete",
+        &site.domain,
+        &format!("{erased} events erased"),
+    )
+    .await;
+    Ok(Json(json!({ "deleted": "true" })).into_response())
+}
+
+/// A registry failure as an answer: bad input is the caller's, ClickHouse's is ours.
+pub(crate) fn registry_error(error: RegistryError) -> ApiError {
+    match error {
+        RegistryError::ClickHouse(e) => ApiError::from(e),
+        RegistryError::Invalid(e) => ApiError::bad("site", e.to_string()),
+        RegistryError::Configured(_) => ApiError::bad("site_id", error.to_string()),
+        RegistryError::UnknownSite(site) => ApiError::UnknownSite(site),
+    }
+}

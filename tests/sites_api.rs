@@ -1,0 +1,943 @@
+//! Plausible's Sites API end to end against a real ClickHouse: who may do what (owner, site
+//! admin, viewer, stats and sites keys, share links, nobody: a table of cases), the three body
+//! forms, and the whole life of a site created over HTTP — its beacons accepted by a running
+//! collector within 10 s, its goal in `event:goal`, its shared link reading only it, and once
+//! deleted its beacons refused within 10 s and its rows gone.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{browser_client, wait_for_200, TestClickHouse};
+use glimpse_core::site::Site;
+use glimpse_core::Config;
+use glimpse_query::accounts::store::{self, NewRole};
+use glimpse_query::accounts::{KeyScope, Role};
+use glimpse_query::auth;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const A: &str = "a.example";
+const B: &str = "b.example";
+const CONFIGURED: &str = "conf.example";
+const PASSWORD: &str = "correct horse battery";
+
+fn config(ch: &TestClickHouse) -> Config {
+    Config {
+        sites: vec![Site::new(CONFIGURED)],
+        query: glimpse_core::config::QueryConfig {
+            // Many requests from one address on purpose.
+            query_rate_limit_per_ip: 0,
+            ..ch.config().query
+        },
+        ..ch.config()
+    }
+}
+
+/// How a request identifies itself.
+#[derive(Debug, Clone)]
+enum Cred {
+    Nobody,
+    Cookie(String),
+    Key(String),
+    Share(String),
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// A request with `cred` (a cookie-bearing change says it comes from this service).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        cred: &Cred,
+    ) -> (u16, Value) {
+        let mut url = reqwest::Url::parse(&format!("{}{path}", self.base)).unwrap();
+        if let Cred::Share(token) = cred {
+            url.query_pairs_mut().append_pair("auth", token);
+        }
+        let mut request = self.http.request(method, url);
+        match cred {
+            Cred::Nobody | Cred::Share(_) => {}
+            Cred::Cookie(token) => {
+                request = request
+                    .header("cookie", format!("glimpse_session={token}"))
+                    .header("origin", &self.base);
+            }
+            Cred::Key(key) => request = request.bearer_auth(key),
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn sign_in(&self, email: &str) -> Cred {
+        let response = self
+            .http
+            .post(format!("{}/api/auth/login", self.base))
+            .json(&json!({ "email": email, "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{email}");
+        let cookie = response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let token = cookie
+            .strip_prefix("glimpse_session=")
+            .and_then(|c| c.split(';').next())
+            .unwrap();
+        Cred::Cookie(token.to_string())
+    }
+}
+
+async fn start_query(config: Config, stop: &CancellationToken) -> Api {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(glimpse_query::serve(
+        config,
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+    wait_for_200(
+        &reqwest::Client::new(),
+        &format!("{base}/ready"),
+        Duration::from_secs(30),
+    )
+    .await;
+    Api {
+        base,
+        http: reqwest::Client::new(),
+    }
+}
+
+async fn start_collector(config: Config, stop: &CancellationToken) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(glimpse_collector::serve(
+        config,
+        listener,
+        stop.clone().cancelled_owned(),
+    ));
+    wait_for_200(
+        &browser_client(),
+        &format!("http://{addr}/ready"),
+        Duration::from_secs(30),
+    )
+    .await;
+    addr
+}
+
+async fn beacon(collector: SocketAddr, site: &str, path: &str) -> u16 {
+    browser_client()
+        .post(format!("http://{collector}/api/event"))
+        .body(format!(
+            r#"{{"n":"pageview","u":"https://{site}{path}","d":"{site}"}}"#
+        ))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Sends beacons until the collector answers `want`; how long that took (at most 15 s).
+async fn beacon_until(collector: SocketAddr, site: &str, want: u16) -> Duration {
+    let started = Instant::now();
+    loop {
+        if beacon(collector, site, "/").await == want {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "never {want}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+use reqwest::Method;
+
+/// Who, method, path, body, the status expected.
+type Case<'a> = (&'a str, &'a Cred, Method, String, Option<Value>, u16);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_may_do_what_and_the_life_of_a_site_created_over_http() {
+    let ch = TestClickHouse::start().await;
+    let stop = CancellationToken::new();
+    let config = config(&ch);
+    // The collector applies the migrations the query service waits for.
+    let collector = start_collector(config.clone(), &stop).await;
+    let api = start_query(config.clone(), &stop).await;
+    let client = ch.client.clone();
+    store::add_user(
+        &client,
+        "glimpse",
+        &config,
+        "owner@example.com",
+        PASSWORD,
+        NewRole::Owner,
+        &[],
+    )
+    .await
+    .unwrap();
+    let owner = api.sign_in("owner@example.com").await;
+    let nobody = Cred::Nobody;
+
+    // Created by the owner, in each body form a client may send.
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/api/v1/sites",
+            Some(json!({"domain": A, "timezone": "Europe/Berlin"})),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"domain": A, "timezone": "Europe/Berlin"}));
+    let Cred::Cookie(owner_token) = &owner else {
+        unreachable!()
+    };
+    let form = api
+        .http
+        .post(format!("{}/api/v1/sites", api.base))
+        .header("cookie", format!("glimpse_session={owner_token}"))
+        .header("origin", &api.base)
+        .form(&[("domain", B)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 200);
+    let multipart = api
+        .http
+        .post(format!("{}/api/v1/sites", api.base))
+        .header("cookie", format!("glimpse_session={owner_token}"))
+        .header("origin", &api.base)
+        .multipart(reqwest::multipart::Form::new().text("domain", "c.example"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(multipart.status(), 200);
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/api/v1/sites",
+            Some(json!({"domain": A})),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 400, "taken: {body}");
+    assert_eq!(
+        body["error"],
+        "invalid parameter `domain`: domain has already been taken"
+    );
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/api/v1/sites",
+            Some(json!({"timezone": "UTC"})),
+            &owner,
+        )
+        .await;
+    assert_eq!((status, body["parameter"].clone()), (400, json!("domain")));
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/sites",
+            Some(json!({"domain": "Bad Domain!"})),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // The new site's beacons are accepted by the running collector within 10 s.
+    let took = beacon_until(collector, A, 202).await;
+    println!("collector accepted {A} after {took:?}");
+    assert!(took <= Duration::from_secs(10), "{took:?}");
+
+    // Everyone else.
+    store::add_user(
+        &client,
+        "glimpse",
+        &config,
+        "admin@example.com",
+        PASSWORD,
+        NewRole::Site(Role::Admin),
+        &[A.to_string()],
+    )
+    .await
+    .unwrap();
+    store::add_user(
+        &client,
+        "glimpse",
+        &config,
+        "viewer@example.com",
+        PASSWORD,
+        NewRole::Site(Role::Viewer),
+        &[A.to_string()],
+    )
+    .await
+    .unwrap();
+    let admin = api.sign_in("admin@example.com").await;
+    let viewer = api.sign_in("viewer@example.com").await;
+    let key = |site: &'static str, scope| {
+        let client = client.clone();
+        let config = config.clone();
+        async move {
+            let (key, _) = auth::create_scoped_key(&client, "glimpse", &config, site, "t", scope)
+                .await
+                .unwrap();
+            Cred::Key(key)
+        }
+    };
+    let stats_key_a = key(A, KeyScope::Stats).await;
+    let sites_key_a = key(A, KeyScope::Sites).await;
+    let sites_key_all = key(auth::ALL_SITES, KeyScope::Sites).await;
+    let (status, link) = api
+        .call(
+            Method::PUT,
+            "/api/v1/sites/shared-links",
+            Some(json!({"site_id": A, "name": "press"})),
+            &admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{link}");
+    assert_eq!(link["name"], "press");
+    let url = link["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("{}/?site={A}&auth=", api.base)),
+        "{url}"
+    );
+    let share_a = Cred::Share(url.rsplit("auth=").next().unwrap().to_string());
+    let (status, again) = api
+        .call(
+            Method::PUT,
+            "/api/v1/sites/shared-links",
+            Some(json!({"site_id": A, "name": "press"})),
+            &owner,
+        )
+        .await;
+    assert_eq!((status, &again), (200, &link), "found, not created again");
+
+    let goal = |site: &str, event: &str| {
+        Some(json!({"site_id": site, "goal_type": "event", "event_name": event}))
+    };
+    let link_body = |site: &str, name: &str| Some(json!({"site_id": site, "name": name}));
+    let cases: Vec<Case> = vec![
+        // Reading a site.
+        (
+            "owner",
+            &owner,
+            Method::GET,
+            format!("/api/v1/sites/{A}"),
+            None,
+            200,
+        ),
+        (
+            "admin A",
+            &admin,
+            Method::GET,
+            format!("/api/v1/sites/{A}"),
+            None,
+            200,
+        ),
+        (
+            "viewer A",
+            &viewer,
+            Method::GET,
+            format!("/api/v1/sites/{A}"),
+            None,
+            200,
+        ),
+        (
+            "viewer A on B",
+            &viewer,
+            Method::GET,
+            format!("/api/v1/sites/{B}"),
+            None,
+            404,
+        ),
+        (
+            "stats key A",
+            &stats_key_a,
+            Method::GET,
+            format!("/api/v1/sites/{A}"),
+            None,
+            200,
+        ),
+        (
+            "stats key A on B",
+            &stats_key_a,
+            Method::GET,
+            format!("/api/v1/sites/{B}"),
+            None,
+            404,
+        ),
+        (
+            "share A",
+            &share_a,
+            Method::GET,
+            format!("/api/v1/sites/{A}?site_id={A}"),
+            None,
+            200,
+        ),
+        (
+            "share A on B",
+            &share_a,
+            Method::GET,
+            format!("/api/v1/sites/{B}?site_id={B}"),
+            None,
+            401,
+        ),
+        (
+            "nobody",
+            &nobody,
+            Method::GET,
+            format!("/api/v1/sites/{A}"),
+            None,
+            401,
+        ),
+        (
+            "unknown site",
+            &owner,
+            Method::GET,
+            "/api/v1/sites/none.example".into(),
+            None,
+            404,
+        ),
+        // Creating sites.
+        (
+            "admin A",
+            &admin,
+            Method::POST,
+            "/api/v1/sites".into(),
+            Some(json!({"domain": "x1.example"})),
+            403,
+        ),
+        (
+            "viewer A",
+            &viewer,
+            Method::POST,
+            "/api/v1/sites".into(),
+            Some(json!({"domain": "x2.example"})),
+            403,
+        ),
+        (
+            "stats key A",
+            &stats_key_a,
+            Method::POST,
+            "/api/v1/sites".into(),
+            Some(json!({"domain": "x3.example"})),
+            403,
+        ),
+        (
+            "sites key A",
+            &sites_key_a,
+            Method::POST,
+            "/api/v1/sites".into(),
+            Some(json!({"domain": "x4.example"})),
+            403,
+        ),
+        (
+            "sites key *",
+            &sites_key_all,
+            Method::POST,
+            "/api/v1/sites".into(),
+            Some(json!({"domain": "x5.example"})),
+            200,
+        ),
+        (
+            "nobody",
+            &nobody,
+            Method::POST,
+            "/api/v1/sites".into(),
+            Some(json!({"domain": "x6.example"})),
+            401,
+        ),
+        // Goals.
+        (
+            "owner",
+            &owner,
+            Method::PUT,
+            "/api/v1/sites/goals".into(),
+            goal(A, "Signup"),
+            200,
+        ),
+        (
+            "admin A",
+            &admin,
+            Method::PUT,
+            "/api/v1/sites/goals".into(),
+            goal(A, "Trial"),
+            200,
+        ),
+        (
+            "sites key A",
+            &sites_key_a,
+            Method::PUT,
+            "/api/v1/sites/goals".into(),
+            goal(A, "Demo"),
+            200,
+        ),
+        (
+            "viewer A",
+            &viewer,
+            Method::PUT,
+            "/api/v1/sites/goals".into(),
+            goal(A, "No1"),
+            403,
+        ),
+        (
+            "stats key A",
+            &stats_key_a,
+            Method::PUT,
+            "/api/v1/sites/goals".into(),
+            goal(A, "No2"),
+            403,
+        ),
+        (
+            "admin A on B",
+            &admin,
+            Method::PUT,
+            "/api/v1/sites/goals".into(),
+            goal(B, "No3"),
+            404,
+        ),
+        (
+            "sites key A on B",
+            &sites_key_a,
+            Method::PUT,
+            "/api/v1/sites/goals".into(),
+            goal(B, "No4"),
+            404,
+        ),
+        (
+            "nobody",
+            &nobody,
+            Method::PUT,
+            "/api/v1/sites/goals".into(),
+            goal(A, "No5"),
+            401,
+        ),
+        (
+            "owner, configured site",
+            &owner,
+            Method::PUT,
+            "/api/v1/sites/goals".into(),
+            goal(CONFIGURED, "No6"),
+            400,
+        ),
+        (
+            "viewer A",
+            &viewer,
+            Method::GET,
+            format!("/api/v1/sites/goals?site_id={A}"),
+            None,
+            200,
+        ),
+        (
+            "stats key A",
+            &stats_key_a,
+            Method::GET,
+            format!("/api/v1/sites/goals?site_id={A}"),
+            None,
+            200,
+        ),
+        (
+            "stats key A on B",
+            &stats_key_a,
+            Method::GET,
+            format!("/api/v1/sites/goals?site_id={B}"),
+            None,
+            404,
+        ),
+        // Shared links (a link is a key: admins only, even to list).
+        (
+            "viewer A",
+            &viewer,
+            Method::PUT,
+            "/api/v1/sites/shared-links".into(),
+            link_body(A, "v"),
+            403,
+        ),
+        (
+            "stats key A",
+            &stats_key_a,
+            Method::PUT,
+            "/api/v1/sites/shared-links".into(),
+            link_body(A, "k"),
+            403,
+        ),
+        (
+            "share A",
+            &share_a,
+            Method::PUT,
+            format!("/api/v1/sites/shared-links?site_id={A}"),
+            link_body(A, "s"),
+            403,
+        ),
+        (
+            "sites key A",
+            &sites_key_a,
+            Method::PUT,
+            "/api/v1/sites/shared-links".into(),
+            link_body(A, "key"),
+            200,
+        ),
+        (
+            "viewer A",
+            &viewer,
+            Method::GET,
+            format!("/api/v1/sites/shared-links?site_id={A}"),
+            None,
+            403,
+        ),
+        (
+            "admin A",
+            &admin,
+            Method::GET,
+            format!("/api/v1/sites/shared-links?site_id={A}"),
+            None,
+            200,
+        ),
+        // Settings and deletion.
+        (
+            "viewer A",
+            &viewer,
+            Method::PUT,
+            format!("/api/v1/sites/{A}"),
+            Some(json!({"timezone": "UTC"})),
+            403,
+        ),
+        (
+            "admin A",
+            &admin,
+            Method::PUT,
+            format!("/api/v1/sites/{A}"),
+            Some(json!({"domain": "moved.example"})),
+            400,
+        ),
+        (
+            "admin A",
+            &admin,
+            Method::DELETE,
+            format!("/api/v1/sites/{A}"),
+            None,
+            403,
+        ),
+        (
+            "viewer A",
+            &viewer,
+            Method::DELETE,
+            format!("/api/v1/sites/{A}"),
+            None,
+            403,
+        ),
+        (
+            "stats key A",
+            &stats_key_a,
+            Method::DELETE,
+            format!("/api/v1/sites/{A}"),
+            None,
+            403,
+        ),
+        (
+            "sites key A on B",
+            &sites_key_a,
+            Method::DELETE,
+            format!("/api/v1/sites/{B}"),
+            None,
+            404,
+        ),
+        (
+            "owner, configured site",
+            &owner,
+            Method::DELETE,
+            format!("/api/v1/sites/{CONFIGURED}"),
+            None,
+            400,
+        ),
+        (
+            "sites key *",
+            &sites_key_all,
+            Method::DELETE,
+            "/api/v1/sites/x5.example".into(),
+            None,
+            200,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (who, cred, method, path, body, want) in &cases {
+        let (status, answer) = api.call(method.clone(), path, body.clone(), cred).await;
+        if status != *want {
+            failures.push(format!(
+                "{who}: {method} {path} → {status} (want {want}) {answer}"
+            ));
+        }
+        if status >= 400 {
+            assert!(
+                answer["error"].is_string(),
+                "{who} {method} {path}: {answer}"
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    println!("{} permission cases as expected", cases.len());
+
+    // A signed-in change from another website is refused before anything happens.
+    let Cred::Cookie(admin_token) = &admin else {
+        unreachable!()
+    };
+    let forged = api
+        .http
+        .put(format!("{}/api/v1/sites/goals", api.base))
+        .header("cookie", format!("glimpse_session={admin_token}"))
+        .header("origin", "https://evil.example")
+        .json(&json!({"site_id": A, "goal_type": "event", "event_name": "Forged"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+
+    // The audit log: each change, by whom, readable by the site's admins and the owner.
+    let (status, log) = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/sites/audit?site_id={A}"),
+            None,
+            &admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{log}");
+    let entries = log["entries"].as_array().unwrap();
+    let has = |actor: &str, action: &str, detail: &str| {
+        entries
+            .iter()
+            .any(|e| e["actor"] == actor && e["action"] == action && e["detail"] == detail)
+    };
+    assert!(has("owner@example.com", "goal.create", "Signup"), "{log}");
+    assert!(has("admin@example.com", "goal.create", "Trial"), "{log}");
+    assert!(has("key:a.example:sites", "goal.create", "Demo"), "{log}");
+    assert!(has("admin@example.com", "link.create", "press"), "{log}");
+    assert!(entries.iter().all(|e| e["site"] == A), "{log}");
+    let Cred::Share(share_token) = &share_a else {
+        unreachable!()
+    };
+    assert!(
+        !log.to_string().contains(share_token.as_str()),
+        "no secret in the log"
+    );
+    for (who, cred, path, want) in [
+        (
+            "viewer A",
+            &viewer,
+            format!("/api/v1/sites/audit?site_id={A}"),
+            403,
+        ),
+        (
+            "stats key A",
+            &stats_key_a,
+            format!("/api/v1/sites/audit?site_id={A}"),
+            403,
+        ),
+        (
+            "admin A on B",
+            &admin,
+            format!("/api/v1/sites/audit?site_id={B}"),
+            404,
+        ),
+        (
+            "admin A, every site",
+            &admin,
+            "/api/v1/sites/audit".to_string(),
+            400,
+        ),
+        (
+            "nobody",
+            &nobody,
+            format!("/api/v1/sites/audit?site_id={A}"),
+            401,
+        ),
+    ] {
+        let (status, body) = api.call(Method::GET, &path, None, cred).await;
+        assert_eq!(status, want, "{who}: {body}");
+    }
+    let (status, all) = api
+        .call(Method::GET, "/api/v1/sites/audit", None, &owner)
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        all["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "key:*:sites"
+                && e["action"] == "site.delete"
+                && e["site"] == "x5.example"),
+        "{all}"
+    );
+
+    // The goals as Plausible lists them; one deleted by id.
+    let (status, goals) = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/sites/goals?site_id={A}"),
+            None,
+            &admin,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut names: Vec<&str> = goals["goals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["display_name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Demo", "Signup", "Trial"], "{goals}");
+    assert!(!goals.to_string().contains("Forged"));
+    let demo = goals["goals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["display_name"] == "Demo")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/sites/goals/{demo}"),
+            Some(json!({"site_id": A})),
+            &admin,
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({"deleted": "true"})));
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/sites/goals/{demo}"),
+            Some(json!({"site_id": A})),
+            &admin,
+        )
+        .await;
+    assert_eq!(status, 404, "gone");
+    let (status, page_goal) = api
+        .call(
+            Method::PUT,
+            "/api/v1/sites/goals",
+            Some(json!({"site_id": A, "goal_type": "page", "page_path": "/pricing"})),
+            &admin,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(page_goal["display_name"], "Visit /pricing");
+    assert_eq!(page_goal["goal_type"], "page");
+
+    // The site's visits, its goal in event:goal, its shared link reading only it.
+    for path in ["/pricing", "/", "/about"] {
+        assert_eq!(beacon(collector, A, path).await, 202);
+    }
+    common::wait_for_event_rows(&ch.client, 4, Duration::from_secs(15)).await;
+    let breakdown = format!(
+        "/api/v1/stats/breakdown?site_id={A}&period=day&property=event:goal&metrics=visitors"
+    );
+    let (status, body) = api.call(Method::GET, &breakdown, None, &viewer).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["goal"] == "Visit /pricing" && r["visitors"] == 1),
+        "{body}"
+    );
+    let aggregate =
+        |site: &str| format!("/api/v1/stats/aggregate?site_id={site}&period=day&metrics=pageviews");
+    let (status, body) = api.call(Method::GET, &aggregate(A), None, &share_a).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["results"]["pageviews"]["value"].as_u64().unwrap() >= 4);
+    let (status, _) = api.call(Method::GET, &aggregate(B), None, &share_a).await;
+    assert_eq!(status, 401, "the link reads only its site");
+    // Revoked: it stops working at once on this service.
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            "/api/v1/sites/shared-links/press",
+            Some(json!({"site_id": A})),
+            &admin,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = api.call(Method::GET, &aggregate(A), None, &share_a).await;
+    assert_eq!(status, 401, "a revoked link");
+
+    // Listing: Plausible's shape, paginated, only what the caller may read.
+    let (status, list) = api
+        .call(Method::GET, "/api/v1/sites?limit=2", None, &owner)
+        .await;
+    assert_eq!(status, 200);
+    let domains: Vec<&str> = list["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["domain"].as_str().unwrap())
+        .collect();
+    assert_eq!(domains, [A, B], "{list}");
+    assert_eq!(list["meta"]["after"], B);
+    assert_eq!(list["results"], list["sites"], "Glimpse's earlier readers");
+    let (_, rest) = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/sites?limit=2&after={B}"),
+            None,
+            &owner,
+        )
+        .await;
+    let rest: Vec<&str> = rest["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["domain"].as_str().unwrap())
+        .collect();
+    assert_eq!(rest, ["c.example", CONFIGURED]);
+    let (_, mine) = api.call(Method::GET, "/api/v1/sites", None, &viewer).await;
+    assert_eq!(mine["sites"].as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(mine["sites"][0]["domain"], A);
+
+    // Deleted by the owner: refused by the collector within 10 s, its rows erased.
+    let (status, body) = api
+        .call(Method::DELETE, &format!("/api/v1/sites/{A}"), None, &owner)
+        .await;
+    assert_eq!((status, body), (200, json!({"deleted": "true"})));
+    let took = beacon_until(collector, A, 403).await;
+    println!("collector refused {A} after {took:?}");
+    assert!(took <= Duration::from_secs(10), "{took:?}");
+    let deadline = Instant::now() + glimpse_core::registry::live::LATE_ROWS_GRACE * 3;
+    loop {
+        let left = ch
+            .count(&format!(
+                "SELECT count() FROM glimpse.events WHERE site = '{A}'"
+            ))
+            .await;
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} rows of {A} left");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (status, _) = api
+        .call(Method::GET, &aggregate(A), None, &stats_key_a)
+        .await;
+    assert_eq!(status, 401, "its keys are revoked");
+    stop.cancel();
+}
