@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use glimpse_core::registry::RegistryError;
@@ -74,7 +75,8 @@ pub(crate) async fn list(
     Ok(Json(json!({ "sites": sites, "results": sites, "meta": meta })).into_response())
 }
 
-/// `GET /api/v1/sites/:site_id`.
+/// `GET /api/v1/sites/:site_id`: the site, and for those who may change it, its tracker
+/// snippet (the dashboard's settings page shows it).
 pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
     Path(site_id): Path<String>,
@@ -83,7 +85,48 @@ pub(crate) async fn get(
     let (headers, params) = Params::read(request).await?;
     let principal = principal(&state, &headers, &params).await?;
     let site = readable_site(&state, &principal, &site_id).await?;
-    Ok(Json(site_json(&site, configured(&state, &site.domain), None)).into_response())
+    let mut answer = site_json(&site, configured(&state, &site.domain), None);
+    if principal.may_admin(&site.domain) {
+        answer["tracker"] = tracker_json(&state.config, &headers, &site.domain);
+    }
+    Ok(Json(answer).into_response())
+}
+
+/// Where the site's pages load the tracker from, and the tags to paste: the collector's
+/// `public_url`, else the collector's port on the host this request was addressed to (the
+/// single-machine `glimpse serve`).
+fn tracker_json(config: &glimpse_core::Config, headers: &HeaderMap, domain: &str) -> Value {
+    let base = match &config.public_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host))
+                .unwrap_or("localhost");
+            format!("http://{host}:{}", config.collector.collector_addr.port())
+        }
+    };
+    let stem = config.collector.script_path.trim_end_matches(".js");
+    let variants: Vec<Value> = glimpse_core::tracker::VARIANT_NAMES
+        .iter()
+        .map(|name| {
+            let path = if name.is_empty() {
+                config.collector.script_path.clone()
+            } else {
+                format!("{stem}.{name}.js")
+            };
+            let src = format!("{base}{path}");
+            json!({
+                "name": if name.is_empty() { "core" } else { name },
+                "src": src,
+                "snippet": format!(
+                    "<script defer data-domain=\"{domain}\" src=\"{src}\"></script>"
+                ),
+            })
+        })
+        .collect();
+    json!({ "script_url": variants[0]["src"], "snippet": variants[0]["snippet"], "variants": variants })
 }
 
 /// `POST /api/v1/sites` `{domain, timezone?}`: by the owner or an all-sites `sites` key.
@@ -206,5 +249,37 @@ pub(crate) fn registry_error(error: RegistryError) -> ApiError {
         RegistryError::Invalid(e) => ApiError::bad("site", e.to_string()),
         RegistryError::Configured(_) => ApiError::bad("site_id", error.to_string()),
         RegistryError::UnknownSite(site) => ApiError::UnknownSite(site),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snippet_points_at_the_collector() {
+        let mut config = glimpse_core::Config::default();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "stats.local:8001".parse().unwrap());
+        let tracker = tracker_json(&config, &headers, "a.com");
+        assert_eq!(
+            tracker["script_url"],
+            "http://stats.local:8000/js/script.js"
+        );
+        assert_eq!(
+            tracker["snippet"],
+            "<script defer data-domain=\"a.com\" src=\"http://stats.local:8000/js/script.js\"></script>"
+        );
+        assert_eq!(tracker["variants"].as_array().unwrap().len(), 8);
+        assert_eq!(
+            tracker["variants"][1]["src"],
+            "http://stats.local:8000/js/script.engagement.js"
+        );
+        config.public_url = Some("https://collector.example/".into());
+        let tracker = tracker_json(&config, &headers, "a.com");
+        assert_eq!(
+            tracker["script_url"],
+            "https://collector.example/js/script.js"
+        );
     }
 }
