@@ -146,7 +146,7 @@ async fn a_clickhouse_error_is_answered_without_its_text() {
     let stop = CancellationToken::new();
     let addr = query_service(&ch, &stop).await;
     ch.client
-        .query("DROP TABLE glimpse.sites")
+        .query("DROP TABLE glimpse.site_registry")
         .execute()
         .await
         .unwrap();
@@ -165,7 +165,7 @@ async fn a_clickhouse_error_is_answered_without_its_text() {
     for clickhouse_text in [
         "DB::Exception",
         "Code:",
-        "glimpse.sites",
+        "glimpse.site_registry",
         "doesn't exist",
         "e.what",
     ] {
@@ -187,7 +187,7 @@ async fn a_clickhouse_error_is_answered_without_its_text() {
 async fn running(ch: &TestClickHouse) -> u64 {
     ch.count(
         "SELECT count() FROM system.processes \
-         WHERE query LIKE '%FROM glimpse.sites%' AND query NOT LIKE '%system.processes%'",
+         WHERE query LIKE '%FROM glimpse.site_registry%' AND query NOT LIKE '%system.processes%'",
     )
     .await
 }
@@ -197,11 +197,12 @@ async fn a_query_whose_client_hung_up_is_killed() {
     let ch = TestClickHouse::start().await;
     let stop = CancellationToken::new();
     let addr = query_service(&ch, &stop).await;
-    // Every request reads the sites table first: made a view that scans 10^11 numbers (minutes).
+    // Every request reads the site registry first: made a view that scans 10^11 numbers (minutes).
     for sql in [
-        "DROP TABLE glimpse.sites",
-        "CREATE VIEW glimpse.sites AS SELECT 'slow.example' AS domain, 'UTC' AS timezone, \
-         toDateTime(0) AS created_at FROM numbers(100000000000) WHERE number = 99999999999",
+        "DROP TABLE glimpse.site_registry",
+        "CREATE VIEW glimpse.site_registry AS SELECT 'slow.example' AS domain, 'UTC' AS timezone, \
+         toUInt8(0) AS deleted, toUInt64(1) AS version, toDateTime(0) AS changed_at \
+         FROM numbers(100000000000) WHERE number = 99999999999",
     ] {
         ch.client.query(sql).execute().await.unwrap();
     }
@@ -240,7 +241,7 @@ async fn a_query_whose_client_hung_up_is_killed() {
     let _ = ch
         .client
         .query(
-            "KILL QUERY WHERE query LIKE '%FROM glimpse.sites%' AND query NOT LIKE '%KILL%' SYNC",
+            "KILL QUERY WHERE query LIKE '%FROM glimpse.site_registry%' AND query NOT LIKE '%KILL%' SYNC",
         )
         .execute()
         .await;
