@@ -25,7 +25,6 @@ use super::invitations::{self, Invitation};
 use super::principal::Role;
 use super::{cross_site, password, resolve, session, store};
 use crate::error::ApiError;
-use crate::sites_api::guests::plausible_role;
 use crate::{audit, AppState};
 
 pub(crate) const ACCEPT_PATH: &str = "/api/auth/accept-invitation";
@@ -79,7 +78,7 @@ pub(crate) async fn show(
     Ok(Json(json!({
         "email": invitation.email,
         "site": invitation.site,
-        "role": plausible_role(role),
+        "role": role.plausible_name(),
     }))
     .into_response())
 }
@@ -158,7 +157,7 @@ pub(crate) async fn accept(
         &email,
         "invitation.accept",
         &invitation.site,
-        plausible_role(role),
+        role.plausible_name(),
     )
     .await;
     state.logins.succeeded(&email);

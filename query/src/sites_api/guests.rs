@@ -23,14 +23,6 @@ use crate::error::ApiError;
 use crate::mail::{self, InvitationMail};
 use crate::{audit, AppState};
 
-/// Plausible's word for a role.
-pub(crate) fn plausible_role(role: Role) -> &'static str {
-    match role {
-        Role::Admin => "editor",
-        Role::Viewer => "viewer",
-    }
-}
-
 /// A role in Plausible's words or Glimpse's.
 fn parse_role(text: &str) -> Result<Role, ApiError> {
     match text {
@@ -41,7 +33,7 @@ fn parse_role(text: &str) -> Result<Role, ApiError> {
 }
 
 fn guest_json(email: &str, role: Role, accepted: bool) -> Value {
-    json!({ "email": email, "role": plausible_role(role), "accepted": accepted })
+    json!({ "email": email, "role": role.plausible_name(), "accepted": accepted })
 }
 
 /// The e-mail of a request, normalised; 400 when it is not one.
@@ -111,7 +103,7 @@ pub(crate) async fn put(
     let user = tracked
         .run(store::find_user(&tracked.client, db, &email))
         .await?;
-    let detail = format!("{email} {}", plausible_role(role));
+    let detail = format!("{email} {}", role.plausible_name());
     if let Some(user) = user {
         if user.owner == 1 {
             return Err(ApiError::bad(
@@ -140,7 +132,7 @@ pub(crate) async fn put(
         &InvitationMail {
             to: &email,
             site: &site.domain,
-            role: plausible_role(role),
+            role: role.plausible_name(),
             inviter: &inviter,
             url: &url,
         },
@@ -197,7 +189,7 @@ mod tests {
         for bad in ["owner", "Viewer", ""] {
             assert!(parse_role(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(plausible_role(Role::Admin), "editor");
+        assert_eq!(Role::Admin.plausible_name(), "editor");
         assert_eq!(
             guest_json("g@example.com", Role::Viewer, false),
             json!({"email": "g@example.com", "role": "viewer", "accepted": false})
