@@ -125,7 +125,12 @@ pub(crate) async fn put(
         .as_deref()
         .and_then(|o| url::Url::parse(o).ok())
         .and_then(|u| u.host_str().map(str::to_string));
-    let inviter = audit::actor(&principal);
+    // A person by their e-mail; a key by what it stands for (its actor name means nothing to
+    // the invitee).
+    let inviter = principal
+        .email()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("An administrator of {}", site.domain));
     let mailed = mail::send_invitation(
         &state.config.query,
         host.as_deref(),
