@@ -894,6 +894,23 @@ async fn an_invitee_accepts_by_mail_reads_only_their_site_until_removed() {
         assert!(actions.contains(&entry), "{entry:?} not in {actions:?}");
     }
     assert_no_secret_in_clear(&ch, logs, &secrets).await;
+
+    // Guessing tokens spends the address's sign-in budget (20 a minute).
+    let mut tries = 0;
+    while api.invitation(&unknown).await.0 == 404 {
+        tries += 1;
+        assert!(tries <= 20, "never limited");
+    }
+    assert_eq!(api.invitation(&unknown).await.0, 429);
+    let login = api
+        .http
+        .post(format!("{}/api/auth/login", api.base))
+        .json(&json!({"email": "owner@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 429, "the same budget as sign-in");
+    println!("token guesses limited after {tries} more tries");
 }
 
 /// No secret in clear: every table of the database as text, the system logs ClickHouse keeps,
