@@ -590,6 +590,26 @@ async fn who_may_manage_guests_and_keys_and_keys_end_at_once() {
             .starts_with(&format!("{}/?invitation=", api.base)),
         "{invited}"
     );
+    // A mail server that does not answer: the invitation stands, the answer says so.
+    let mut dead_mail = config(&ch);
+    dead_mail.query.smtp_url = Some(format!("smtp://{}", common::free_addr()).into());
+    let other = Api::start(&ch, dead_mail).await;
+    let (status, unmailed) = other
+        .call(
+            put.clone(),
+            &guests,
+            invite("late@example.com", "editor"),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 200, "{unmailed}");
+    assert_eq!(unmailed["mail"], "failed", "{unmailed}");
+    let stale = token_of(&invited["invitation_url"]);
+    let fresh = token_of(&unmailed["invitation_url"]);
+    assert_eq!(other.invitation(&stale).await.0, 404, "replaced");
+    assert_eq!(other.invitation(&fresh).await.0, 200);
+    let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(logged.contains("invitation mail not sent"), "logged");
     let (_, listed) = api.call(Method::GET, &guests, None, &owner).await;
     assert_eq!(
         listed["guests"],
@@ -671,9 +691,10 @@ async fn who_may_manage_guests_and_keys_and_keys_end_at_once() {
         assert!(actions.contains(&action), "{action} not in {actions:?}");
     }
     assert!(!audit.to_string().contains(&secret));
-    let token = token_of(&invited["invitation_url"]);
-    assert!(!audit.to_string().contains(&token));
-    assert_no_secret_in_clear(&ch, logs, &[secret, token]).await;
+    for token in [&stale, &fresh] {
+        assert!(!audit.to_string().contains(token.as_str()));
+    }
+    assert_no_secret_in_clear(&ch, logs, &[secret, stale, fresh]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
