@@ -13,6 +13,7 @@ pub mod auth;
 mod dashboard;
 pub mod db;
 pub mod error;
+mod mail;
 mod observe;
 pub mod params;
 pub mod period;
@@ -243,6 +244,22 @@ fn router(state: Arc<AppState>) -> Router {
             delete(sites_api::goals::delete),
         )
         .route(
+            "/api/v1/sites/guests",
+            get(sites_api::guests::list).put(sites_api::guests::put),
+        )
+        .route(
+            "/api/v1/sites/guests/{email}",
+            delete(sites_api::guests::delete),
+        )
+        .route(
+            "/api/v1/sites/keys",
+            get(sites_api::keys::list).put(sites_api::keys::put),
+        )
+        .route(
+            "/api/v1/sites/keys/{key_id}",
+            delete(sites_api::keys::delete),
+        )
+        .route(
             "/api/v1/sites/shared-links",
             get(sites_api::links::list).put(sites_api::links::put),
         )
@@ -264,6 +281,11 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/auth/me", get(accounts::http::me))
         .route("/api/auth/password", post(accounts::http::change_password))
+        .route("/api/auth/invitation", get(accounts::invitation_http::show))
+        .route(
+            accounts::invitation_http::ACCEPT_PATH,
+            post(accounts::invitation_http::accept),
+        )
         .route("/", get(dashboard::index))
         .route("/assets/{name}", get(dashboard::asset))
         // Inside `request_context`, so that refusals carry a request id and are rate limited.

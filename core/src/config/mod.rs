@@ -221,6 +221,14 @@ pub struct QueryConfig {
     /// events are gone removed). Long periods are then read from a few rows per day. 0: off,
     /// every question reads the events. Default 600.
     pub rollup_interval_secs: u64,
+    /// The mail server invitations are sent through: `smtp://host:25` (unencrypted; add
+    /// `?tls=required` for STARTTLS) or `smtps://user:password@host:465` (TLS). A secret (it
+    /// may hold a password). Unset: no mail; the invitation link is only in the answer to
+    /// whoever invited.
+    pub smtp_url: Option<Secret>,
+    /// The sender of invitation mails. Unset: `glimpse@` and the host of `public_url` (or of
+    /// the address the inviting request was sent to).
+    pub smtp_from: Option<String>,
 }
 
 /// How log lines are written; see [`Config::log_format`].
@@ -326,6 +334,8 @@ impl Default for QueryConfig {
             query_rate_limit_burst: 60,
             min_group_size: 0,
             rollup_interval_secs: 600,
+            smtp_url: None,
+            smtp_from: None,
         }
     }
 }

@@ -313,3 +313,34 @@ fn settings_are_grouped_by_service_but_the_file_stays_flat() {
         Ok(())
     });
 }
+
+#[test]
+fn mail_settings_are_checked_and_the_smtp_url_is_a_secret() {
+    Jail::expect_with(|jail| {
+        jail.set_env(
+            "GLIMPSE_SMTP_URL",
+            "smtps://glimpse:s3cret-mail@mail.example:465",
+        );
+        jail.set_env("GLIMPSE_SMTP_FROM", "stats@example.com");
+        let c = Config::load(None).unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("s3cret-mail"), "{printed}");
+        assert_eq!(
+            c.query.smtp_url.as_ref().map(|s| s.expose()),
+            Some("smtps://glimpse:s3cret-mail@mail.example:465")
+        );
+        assert_eq!(c.query.smtp_from.as_deref(), Some("stats@example.com"));
+        jail.set_env(
+            "GLIMPSE_SMTP_URL",
+            "http://glimpse:s3cret-mail@mail.example",
+        );
+        let err = Config::load(None).unwrap_err().to_string();
+        assert!(err.contains("smtp_url"), "{err}");
+        assert!(!err.contains("s3cret-mail"), "{err}");
+        jail.set_env("GLIMPSE_SMTP_URL", "smtp://localhost:25");
+        jail.set_env("GLIMPSE_SMTP_FROM", "not an address");
+        let err = Config::load(None).unwrap_err().to_string();
+        assert!(err.contains("smtp_from"), "{err}");
+        Ok(())
+    });
+}

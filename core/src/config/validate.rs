@@ -45,6 +45,7 @@ impl Config {
                 return Err(ConfigError::invalid("public_url", "must be an http(s) URL"));
             }
         }
+        self.validate_mail()?;
         let positive = [
             ("batch_max_rows", self.collector.batch_max_rows as u64),
             ("batch_max_delay_ms", self.collector.batch_max_delay_ms),
@@ -89,6 +90,38 @@ impl Config {
         for (key, value) in positive {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// `smtp_url` must be a mail server's URL (its text is never put in the message: it may
+    /// hold a password); `smtp_from` an address.
+    fn validate_mail(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.query.smtp_url {
+            let scheme_ok = url::Url::parse(url.expose())
+                .is_ok_and(|u| matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some());
+            if !scheme_ok {
+                return Err(ConfigError::invalid(
+                    "smtp_url",
+                    "must be smtp://host[:port] or smtps://[user:password@]host[:port]",
+                ));
+            }
+        }
+        if let Some(from) = &self.query.smtp_from {
+            let plain = from
+                .split_once('@')
+                .is_some_and(|(local, host)| !local.is_empty() && host.contains('.'))
+                && !from
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '<');
+            if !plain {
+                return Err(ConfigError::invalid(
+                    "smtp_from",
+                    "must be an e-mail address such as glimpse@stats.example.com",
+                ));
             }
         }
         Ok(())

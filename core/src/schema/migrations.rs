@@ -61,7 +61,33 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create audit_log",
         statements: create_audit_log,
     },
+    Migration {
+        version: 17,
+        name: "create invitations",
+        statements: create_invitations,
+    },
 ];
+
+/// Invitations to a site (`PUT /api/v1/sites/guests` for an e-mail with no user yet): the
+/// token only as its BLAKE3 hash, the role it gives, until when it may be accepted. Versioned
+/// rows like the accounts' tables: readers take the newest row per `token_hash`; a new token
+/// for the same site and e-mail replaces the old one by marking it `deleted`.
+fn create_invitations(_flavor: Flavor, db: &str) -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {db}.invitations (
+    token_hash String,
+    site String,
+    email String,
+    role String,
+    expires_at DateTime,
+    accepted UInt8,
+    deleted UInt8,
+    version UInt64,
+    changed_at DateTime
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY token_hash"
+    )]
+}
 
 /// Every administrative change (who, what, when, on which site), for owners and site admins
 /// to read (`GET /api/v1/sites/audit`). Never visitor data, never a secret: keys and links

@@ -7,7 +7,8 @@
 //! page on a name that merely resolves here is refused), else the request's `Host` with the
 //! scheme the browser used. Requests without the cookie (API keys, scripts) are not affected:
 //! no other website can make a browser attach a key. A sign-in from another website's page is
-//! refused too (login CSRF), when the browser says where it comes from.
+//! refused too (login CSRF), when the browser says where it comes from; so is accepting an
+//! invitation, which signs in too.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -32,7 +33,9 @@ pub(crate) async fn refuse_cross_site(
         Method::GET | Method::HEAD | Method::OPTIONS
     );
     let headers = request.headers();
-    let signing_in = request.uri().path() == super::http::LOGIN_PATH
+    let path = request.uri().path();
+    let signing_in = (path == super::http::LOGIN_PATH
+        || path == super::invitation_http::ACCEPT_PATH)
         && (headers.contains_key(header::ORIGIN) || headers.contains_key(header::REFERER));
     if changes_state && (session::has_cookie(headers) || signing_in) {
         let own = own_origin(&state, peer.ip(), headers);

@@ -22,7 +22,7 @@ use crate::AppState;
 pub(crate) const LOGIN_PATH: &str = "/api/auth/login";
 
 /// The same answer for an unknown e-mail and a wrong password.
-const INVALID_LOGIN: &str = "invalid email or password";
+pub(super) const INVALID_LOGIN: &str = "invalid email or password";
 
 #[derive(Deserialize)]
 struct Login {
@@ -36,7 +36,7 @@ struct PasswordChange {
     new_password: String,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     // The error names the field, never echoes the body (it holds a password).
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad(
@@ -61,7 +61,7 @@ impl ClassifyName for serde_json::Error {
 }
 
 /// `{"email", "owner", "sites": [{"domain", "role"}]}` for a signed-in person.
-fn who(principal: &Principal) -> Value {
+pub(super) fn who(principal: &Principal) -> Value {
     let sites: Vec<Value> = match principal {
         Principal::User { roles, .. } => roles
             .iter()
@@ -74,7 +74,7 @@ fn who(principal: &Principal) -> Value {
 
 /// Runs the argon2 verification off the async threads (it takes tens of milliseconds, as
 /// hashing a new password does).
-async fn verify(password: String, stored: Option<String>) -> bool {
+pub(super) async fn verify(password: String, stored: Option<String>) -> bool {
     tokio::task::spawn_blocking(move || match stored {
         Some(stored) => password::verify(&password, &stored),
         None => password::verify_dummy(&password),

@@ -62,6 +62,13 @@ impl LoginLimits {
         Ok(())
     }
 
+    /// `Err(wait)` when `client` may not try now (an attempt at a secret that is not a
+    /// password, such as an invitation token: no account to count failures of). Counts as an
+    /// attempt of `client`.
+    pub fn check_address(&self, client: IpAddr) -> Result<(), Duration> {
+        self.per_address.check(client)
+    }
+
     /// A wrong password (or unknown e-mail) for `email`.
     pub fn failed(&self, email: &str) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
@@ -135,7 +142,9 @@ mod tests {
             assert!(limits.check(HOME, &format!("u{n}@example.com")).is_ok());
         }
         assert!(limits.check(HOME, "u9@example.com").is_err());
+        assert!(limits.check_address(HOME).is_err(), "the same bucket");
         let other: IpAddr = "198.51.100.7".parse().unwrap();
         assert!(limits.check(other, "u9@example.com").is_ok());
+        assert!(limits.check_address(other).is_ok());
     }
 }

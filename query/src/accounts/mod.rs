@@ -4,7 +4,8 @@
 //! `principal` is the permission table, `password` hashes and verifies, `store` reads and
 //! writes users and roles in ClickHouse (the CLI's `glimpse user …`), `session` makes, checks
 //! and ends sessions, `login_limit` slows password guessing, `cross_site` refuses state changes
-//! other websites make a signed-in browser send, `http` is the `/api/auth/…` endpoints, and
+//! other websites make a signed-in browser send, `http` is the `/api/auth/…` endpoints,
+//! `invitations` stores invitations to a site and `invitation_http` lets invitees accept them, and
 //! `resolve` turns a request's credentials (key, cookie, share link) into a principal.
 //!
 //! Every table is append-only with a `version` (nanoseconds since the epoch, strictly
@@ -12,6 +13,8 @@
 
 pub(crate) mod cross_site;
 pub(crate) mod http;
+pub(crate) mod invitation_http;
+pub(crate) mod invitations;
 pub(crate) mod login_limit;
 pub mod password;
 pub mod principal;

@@ -103,6 +103,16 @@ impl Role {
     }
 }
 
+impl Role {
+    /// Plausible's word for the role (its Sites API's guests): `editor` is Glimpse's admin.
+    pub fn plausible_name(self) -> &'static str {
+        match self {
+            Self::Admin => "editor",
+            Self::Viewer => "viewer",
+        }
+    }
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -140,7 +140,7 @@ async fn write_user(
         .await
 }
 
-async fn write_member(
+pub(crate) async fn write_member(
     client: &clickhouse::Client,
     db: &str,
     site: &str,
@@ -160,6 +160,42 @@ async fn write_member(
         .bind(glimpse_core::clock::version_now())
         .execute()
         .await
+}
+
+/// The current members of `site` and their roles, by e-mail.
+pub(crate) async fn site_members(
+    client: &clickhouse::Client,
+    db: &str,
+    site: &str,
+) -> Result<Vec<(String, Role)>, clickhouse::error::Error> {
+    let rows: Vec<(String, String, u8)> = client
+        .query(&format!(
+            "SELECT email, argMax(role, version), argMax(deleted, version) \
+             FROM {db}.site_members WHERE site = ? GROUP BY email ORDER BY email"
+        ))
+        .bind(site)
+        .fetch_all()
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, _, deleted)| *deleted == 0)
+        .filter_map(|(email, role, _)| Some((email, role.parse().ok()?)))
+        .collect())
+}
+
+/// Creates the user of an accepted invitation: `role` on `site`, and the password whose hash
+/// ([`password::hash`], made by the caller off the async threads) is given.
+pub(crate) async fn add_invited_user(
+    client: &clickhouse::Client,
+    db: &str,
+    email: &str,
+    password_hash: &str,
+    site: &str,
+    role: Role,
+) -> Result<(), clickhouse::error::Error> {
+    write_member(client, db, site, email, role.as_str(), false).await?;
+    // The user row last, as in `add_user`.
+    write_user(client, db, email, password_hash, false, false).await
 }
 
 /// Adds a user: the owner, or `role` on each of `sites` (which must exist). An e-mail that

@@ -10,9 +10,12 @@
 //! session cookie has passed the cross-site check (`accounts::cross_site`) before it gets here.
 //!
 //! `sites` is the sites themselves, `goals` their goals, `links` their shared links, `guests`
-//! their members; this module holds what they share: parameters, pagination and permission.
+//! their members and invitations, `keys` their API keys; this module holds what they share:
+//! parameters, pagination and permission.
 
 pub(crate) mod goals;
+pub(crate) mod guests;
+pub(crate) mod keys;
 pub(crate) mod links;
 pub(crate) mod sites;
 
