@@ -493,7 +493,7 @@ function auditSection(site) {
 
 function deleteSection(site) {
   const line = errorLine()
-  const confirm = el('input', { type: 'text', required: '', autocomplete: 'off', spellcheck: 'false', placeholder: site })
+  const confirm = el('input', { type: 'text', required: '', autocomplete: 'off', spellcheck: 'false' })
   return section(
     'delete',
     'Delete this site',

@@ -182,11 +182,14 @@ async function owner(b) {
   facts.delete_section = !!(await page.$('[data-section=delete]'))
   await page.mouse.move(0, 0)
   await page.screenshot({ path: join(shots, 'settings-desktop.png'), fullPage: true })
-  await page.setViewport(PHONE)
-  await new Promise((r) => setTimeout(r, 300))
+  await page.setViewport(PHONE) // a mobile viewport reloads the page
+  await ready(page, 'settings at phone width')
+  await listed(page, 'audit')
   facts.settings_phone_overflow = await overflow(page)
   await page.screenshot({ path: join(shots, 'settings-phone.png'), fullPage: true })
+  await page.screenshot({ path: join(shots, 'settings-phone-top.png') })
   await page.setViewport(DESKTOP)
+  await ready(page, 'settings at desktop width')
 
   // A site from the configuration file: settings read-only.
   await page.goto(`${base}/?site=${encodeURIComponent(configuredSite)}#settings`)
@@ -200,11 +203,15 @@ async function owner(b) {
   await page.goto(`${base}/?site=${encodeURIComponent(site)}&period=day`)
   await ready(page, 'the new site\'s stats')
   facts.stats_visitors = await page.$eval('[data-metric=visitors]', (t) => t.dataset.value)
+  await page.screenshot({ path: join(shots, 'stats-desktop.png') })
 
   // The account page: change the password.
   await page.click('#nav-account')
   await page.waitForSelector('[data-view=account]')
-  await ready(page, 'account')
+  await page.setViewport(PHONE)
+  await page.waitForSelector('[data-view=account]')
+  await ready(page, 'account at phone width')
+  facts.account_phone_overflow = await overflow(page)
   facts.account_email = await text(page, '#account-email')
   const inputs = await page.$$('#password-form input')
   await inputs[0].type(password)
@@ -216,8 +223,6 @@ async function owner(b) {
   })
   facts.password_changed = await text(page, '#password-changed')
   facts.password_error = await text(page, '#password-form + .error')
-  await page.setViewport(PHONE)
-  facts.account_phone_overflow = await overflow(page)
   await page.screenshot({ path: join(shots, 'account-phone.png'), fullPage: true })
   await context.close()
 }
@@ -246,9 +251,11 @@ async function invitation(b) {
   facts.invitation_page_error = await text(page, '[data-section=invitation] .error')
   await page.screenshot({ path: join(shots, 'invitation-desktop.png'), fullPage: true })
   await page.setViewport(PHONE)
+  await page.waitForSelector('[data-view=invitation] [data-section=invitation]', { timeout: 10_000 })
   facts.invitation_phone_overflow = await overflow(page)
   await page.screenshot({ path: join(shots, 'invitation-phone.png'), fullPage: true })
   await page.setViewport(DESKTOP)
+  await page.waitForSelector('[data-view=invitation] [data-section=invitation]', { timeout: 10_000 })
   if (facts.invitation_url) {
     const inputs = await page.$$('#invitation-form input[type=password]')
     await inputs[0].type(inviteePassword)
