@@ -65,9 +65,17 @@ async fn start() -> Service {
     )
     .await
     .unwrap();
-    let (key, _) = glimpse_query::auth::create_key(&ch.client, "glimpse", &config, "*", "admin")
-        .await
-        .unwrap();
+    // The test's own view of the service: a key that reads and administers every site.
+    let (key, _) = glimpse_query::auth::create_scoped_key(
+        &ch.client,
+        "glimpse",
+        &config,
+        "*",
+        "admin",
+        glimpse_query::accounts::KeyScope::Sites,
+    )
+    .await
+    .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(glimpse_query::serve(
@@ -93,6 +101,13 @@ impl Service {
     async fn get(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
         let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), params).unwrap();
         let response = self.http.get(url).bearer_auth(&self.key).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get_anonymously(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), params).unwrap();
+        let response = self.http.get(url).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -174,7 +189,9 @@ async fn an_owner_runs_glimpse_from_the_dashboard_in_real_chromium() {
     // The site exists with that zone, and the page moved to its settings.
     let (status, site) = s.get(&format!("/api/v1/sites/{NEW_SITE}"), &[]).await;
     assert_eq!(status, 200, "{site}");
-    assert_eq!(site["timezone"], "Europe/Berlin");
+    // Created in the browser's zone (the audit log says), then changed to Tokyo.
+    assert_eq!(site["timezone"], "Asia/Tokyo");
+    assert_eq!(facts["timezone_saved"], "Saved: Asia/Tokyo");
     assert_eq!(site["managed_in"], "registry");
     assert_eq!(facts["settings_title"], format!("Settings for {NEW_SITE}"));
     assert!(facts["url_after_add"]
@@ -230,8 +247,31 @@ async fn an_owner_runs_glimpse_from_the_dashboard_in_real_chromium() {
     let (_, goals) = s
         .get("/api/v1/sites/goals", &[("site_id", NEW_SITE)])
         .await;
+    assert_eq!(goals["goals"].as_array().unwrap().len(), 1, "{goals}");
     assert_eq!(goals["goals"][0]["event_name"], "Signup", "{goals}");
     assert_eq!(facts["goals"].as_array().unwrap().len(), 1);
+    assert_eq!(facts["goals_with_page"].as_array().unwrap().len(), 1);
+    let (_, links) = s
+        .get("/api/v1/sites/shared-links", &[("site_id", NEW_SITE)])
+        .await;
+    assert_eq!(links["shared_links"].as_array().unwrap().len(), 1, "{links}");
+    assert_eq!(links["shared_links"][0]["name"], "Public");
+    assert_eq!(facts["links"], json!(["Public"]));
+    // The revoked link opens nothing.
+    let revoked = reqwest::Url::parse(facts["revoked_url"].as_str().unwrap()).unwrap();
+    let token = revoked
+        .query_pairs()
+        .find(|(k, _)| k == "auth")
+        .unwrap()
+        .1
+        .to_string();
+    let (status, _) = s
+        .get_anonymously(
+            "/api/v1/stats/aggregate",
+            &[("site_id", NEW_SITE), ("auth", &token)],
+        )
+        .await;
+    assert_eq!(status, 401, "a revoked link still reads the stats");
     let share = facts["share_url"].as_str().unwrap();
     assert!(
         share.starts_with(&format!("{}/?site={NEW_SITE}&auth=", s.base)),
@@ -245,7 +285,14 @@ async fn an_owner_runs_glimpse_from_the_dashboard_in_real_chromium() {
 
     // Every change is in the audit log, as the page shows it.
     let audit = facts["audit"].to_string();
-    for action in ["site.create", "goal.create", "link.create"] {
+    for action in [
+        "site.createtimezone Europe/Berlin",
+        "site.updatetimezone Asia/Tokyo",
+        "goal.createSignup",
+        "goal.deleteVisit /pricing",
+        "link.createPublic",
+        "link.revokeTemporary",
+    ] {
         assert!(audit.contains(action), "{action} not in {audit}");
     }
     assert_eq!(facts["delete_section"], true, "the owner may delete the site");
@@ -276,6 +323,11 @@ async fn an_owner_runs_glimpse_from_the_dashboard_in_real_chromium() {
         .starts_with("Password changed"));
     assert_eq!(s.login(OWNER, NEW_PASSWORD).await, 200);
     assert_eq!(s.login(OWNER, PASSWORD).await, 401);
+    assert_eq!(facts["signed_out_everywhere_cookies"], 0);
+    assert!(!facts["signed_out_everywhere_url"]
+        .as_str()
+        .unwrap()
+        .contains('#'));
 
     if guests_exist {
         // Invited as a viewer: the link was shown, the invitee set a password, is signed in,

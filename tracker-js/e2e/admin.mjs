@@ -134,7 +134,20 @@ async function owner(b) {
   facts.visits = visits
   await visitor.close()
 
-  // A goal.
+  // The time zone, changed.
+  await page.select('#timezone-form select', 'Asia/Tokyo')
+  await page.click('#timezone-form button[type=submit]')
+  await page.waitForFunction(() => document.querySelector('#timezone-form .saved').textContent, { timeout: 10_000 })
+  facts.timezone_saved = await text(page, '#timezone-form .saved')
+
+  // A page goal added and deleted again, and an event goal that stays.
+  await page.select('#goal-form select', 'page')
+  await page.type('#goal-form input', '/pricing')
+  await page.click('#goal-form button[type=submit]')
+  await page.waitForSelector('[data-goal="Visit /pricing"]', { timeout: 10_000 })
+  facts.goals_with_page = (await listed(page, 'goals')).rows
+  await page.click('[data-goal="Visit /pricing"] button')
+  await page.waitForFunction(() => !document.querySelector('[data-goal="Visit /pricing"]'), { timeout: 10_000 })
   await page.select('#goal-form select', 'event')
   await page.type('#goal-form input', 'Signup')
   await page.click('#goal-form button[type=submit]')
@@ -146,6 +159,14 @@ async function owner(b) {
   await page.click('#link-form button[type=submit]')
   await page.waitForSelector('[data-link="Public"] input', { timeout: 10_000 })
   facts.share_url = await page.$eval('[data-link="Public"] input', (i) => i.value)
+  // And one revoked at once.
+  await page.type('#link-form input', 'Temporary')
+  await page.click('#link-form button[type=submit]')
+  await page.waitForSelector('[data-link="Temporary"] button.danger-link', { timeout: 10_000 })
+  facts.revoked_url = await page.$eval('[data-link="Temporary"] input', (i) => i.value)
+  await page.click('[data-link="Temporary"] button.danger-link')
+  await page.waitForFunction(() => !document.querySelector('[data-link="Temporary"]'), { timeout: 10_000 })
+  facts.links = await page.$$eval('[data-link]', (l) => l.map((x) => x.dataset.link))
 
   // Members: invite someone as a viewer.
   facts.members_before = await listed(page, 'members')
@@ -224,6 +245,12 @@ async function owner(b) {
   facts.password_changed = await text(page, '#password-changed')
   facts.password_error = await text(page, '#password-form + .error')
   await page.screenshot({ path: join(shots, 'account-phone.png'), fullPage: true })
+
+  // Signing out everywhere ends this session too: back to the sign-in form, cookie gone.
+  await page.click('#signout-everywhere')
+  await page.waitForSelector('body[data-state=login]', { timeout: 10_000 })
+  facts.signed_out_everywhere_cookies = (await page.cookies()).length
+  facts.signed_out_everywhere_url = page.url()
   await context.close()
 }
 
