@@ -30,10 +30,24 @@ async function send(method, path, body) {
 }
 const query = (params) => `?${new URLSearchParams(params)}`
 
-/** Whether the signed-in person (or a key, which the service judges) may change `site`. */
+/** Per key and site, whether the key may change the site (a `sites` key), as the service said. */
+const keyAdmins = new Map()
+/** Asks the service whether the key entered may change `site`: the site's answer includes its
+ * tracker snippet only for those who may. */
+async function learnKeyScope(site) {
+  const which = `${key()}\n${site}`
+  if (!key() || !site || keyAdmins.has(which)) return
+  try {
+    keyAdmins.set(which, !!(await send('GET', `/api/v1/sites/${encodeURIComponent(site)}`)).tracker)
+  } catch {
+    keyAdmins.set(which, false)
+  }
+}
+
+/** Whether the signed-in person (or the key entered) may change `site`. */
 function mayAdmin(site) {
   if (state.auth) return false
-  if (key()) return true
+  if (key()) return keyAdmins.get(`${key()}\n${site}`) === true
   if (!me) return false
   return me.owner || (me.sites || []).some((s) => s.domain === site && (s.role === 'admin' || s.role === 'editor'))
 }
@@ -162,6 +176,10 @@ function adminRoute() {
   return ADMIN_VIEWS.includes(route) ? route : ''
 }
 let receivedPoll = null
+function stopAdminPolling() {
+  clearInterval(receivedPoll)
+  receivedPoll = null
+}
 /** Opens `route` ('' for the stats) for `state`'s site. Not through `location.hash`: Chromium
  * fires popstate for that at once, which would read the site from the old URL. */
 function navigate(route) {
@@ -172,8 +190,7 @@ function navigate(route) {
 
 /** Renders `route` into #admin (replacing what was there), unless a newer load started. */
 async function renderAdmin(route, seq) {
-  clearInterval(receivedPoll)
-  receivedPoll = null
+  stopAdminPolling()
   const root = el('div', { class: 'admin', 'data-view': route })
   const views = { settings: settingsView, 'add-site': addSiteView, account: accountView }
   await views[route](root)
@@ -272,8 +289,7 @@ function trackerSection(info) {
         status.textContent = 'Received ✓ — events are arriving'
         status.className = 'received ok'
         status.dataset.received = 'true'
-        clearInterval(receivedPoll)
-        receivedPoll = null
+        stopAdminPolling()
       }
     } catch (e) {
       status.textContent = `Could not check for events: ${e.message}`

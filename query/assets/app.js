@@ -463,7 +463,10 @@ function show(view) {
   $('signin').hidden = view !== 'login'
   $('dash').hidden = view !== 'dash'
   $('admin').hidden = view !== 'admin' && view !== 'invitation'
-  if (view !== 'admin' && view !== 'invitation') $('admin').replaceChildren()
+  if (view !== 'admin' && view !== 'invitation') {
+    stopAdminPolling()
+    $('admin').replaceChildren()
+  }
   $('forget').hidden = !key() || !!state.auth
   const signedIn = !!me && !key() && !state.auth
   $('signout').hidden = !signedIn
@@ -473,7 +476,7 @@ function show(view) {
   const route = view === 'admin' ? adminRoute() : ''
   $('period').hidden = $('date').hidden = view !== 'dash'
   $('site').hidden = view === 'invitation' || route === 'account' || route === 'add-site'
-  const nav = view === 'dash' || view === 'admin'
+  const nav = (view === 'dash' || view === 'admin') && !state.auth
   $('nav').hidden = !nav
   $('nav-stats').hidden = !nav || !route
   $('nav-settings').hidden = !nav || route === 'settings' || !mayAdmin(state.site)
@@ -547,6 +550,7 @@ async function load() {
   show(route ? 'admin' : 'dash')
   try {
     if (!sites.length) await loadSites()
+    await learnKeyScope(state.site)
     if (seq !== loadSeq) return
     // The owner of a new Glimpse starts by adding a site.
     if (!state.site && me && me.owner && !key() && route !== 'account') {
@@ -558,6 +562,7 @@ async function load() {
       await renderAdmin(adminRoute(), seq)
       return
     }
+    show('dash') // again: whether Settings is offered depends on the site
     if (!state.site) throw new Error(me && !key() ? 'your account has no site yet: ask the owner for a role on one' : 'this key reads no site yet: add one with `glimpse site add`')
     const period = $('period')
     period.querySelector('option[value=custom]').hidden = state.period !== 'custom'
