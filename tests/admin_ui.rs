@@ -86,7 +86,12 @@ async fn start() -> Service {
     let http = reqwest::Client::new();
     common::wait_for_200(&http, &format!("{base}/ready"), Duration::from_secs(30)).await;
     let collector = format!("http://{}", config.collector.collector_addr);
-    common::wait_for_200(&http, &format!("{collector}/ready"), Duration::from_secs(30)).await;
+    common::wait_for_200(
+        &http,
+        &format!("{collector}/ready"),
+        Duration::from_secs(30),
+    )
+    .await;
     Service {
         _ch: ch,
         base,
@@ -100,7 +105,13 @@ async fn start() -> Service {
 impl Service {
     async fn get(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
         let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), params).unwrap();
-        let response = self.http.get(url).bearer_auth(&self.key).send().await.unwrap();
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -137,9 +148,13 @@ fn unexpected_errors(facts: &Value, guests_exist: bool) -> Vec<String> {
         .filter(|e| {
             guests_exist
                 || !(e.contains("404")
-                    && ["/api/v1/sites/guests", "/api/v1/sites/keys", "/api/auth/invitation"]
-                        .iter()
-                        .any(|path| e.contains(path)))
+                    && [
+                        "/api/v1/sites/guests",
+                        "/api/v1/sites/keys",
+                        "/api/auth/invitation",
+                    ]
+                    .iter()
+                    .any(|path| e.contains(path)))
         })
         .collect()
 }
@@ -202,8 +217,10 @@ async fn an_owner_runs_glimpse_from_the_dashboard_in_real_chromium() {
 
     // The snippet: the in-process collector's script, copied to the clipboard as shown; the
     // variants are the tracker's.
-    let snippet =
-        format!("<script defer data-domain=\"{NEW_SITE}\" src=\"{}/js/script.js\"></script>", s.collector);
+    let snippet = format!(
+        "<script defer data-domain=\"{NEW_SITE}\" src=\"{}/js/script.js\"></script>",
+        s.collector
+    );
     assert_eq!(facts["snippet_shown"], snippet);
     assert_eq!(facts["copy_ok"], "true");
     assert_eq!(facts["clipboard"], snippet);
@@ -213,7 +230,10 @@ async fn an_owner_runs_glimpse_from_the_dashboard_in_real_chromium() {
     );
     // Waiting, then green once the page with the snippet had been visited; the stats agree.
     assert_eq!(facts["received_before"], "false");
-    assert_eq!(facts["received_text_before"], "Waiting for the first event…");
+    assert_eq!(
+        facts["received_text_before"],
+        "Waiting for the first event…"
+    );
     assert!(
         facts["received_text"]
             .as_str()
@@ -244,9 +264,7 @@ async fn an_owner_runs_glimpse_from_the_dashboard_in_real_chromium() {
     );
 
     // The goal and the share link are the service's.
-    let (_, goals) = s
-        .get("/api/v1/sites/goals", &[("site_id", NEW_SITE)])
-        .await;
+    let (_, goals) = s.get("/api/v1/sites/goals", &[("site_id", NEW_SITE)]).await;
     assert_eq!(goals["goals"].as_array().unwrap().len(), 1, "{goals}");
     assert_eq!(goals["goals"][0]["event_name"], "Signup", "{goals}");
     assert_eq!(facts["goals"].as_array().unwrap().len(), 1);
@@ -254,7 +272,11 @@ async fn an_owner_runs_glimpse_from_the_dashboard_in_real_chromium() {
     let (_, links) = s
         .get("/api/v1/sites/shared-links", &[("site_id", NEW_SITE)])
         .await;
-    assert_eq!(links["shared_links"].as_array().unwrap().len(), 1, "{links}");
+    assert_eq!(
+        links["shared_links"].as_array().unwrap().len(),
+        1,
+        "{links}"
+    );
     assert_eq!(links["shared_links"][0]["name"], "Public");
     assert_eq!(facts["links"], json!(["Public"]));
     // The revoked link opens nothing.
@@ -295,7 +317,10 @@ async fn an_owner_runs_glimpse_from_the_dashboard_in_real_chromium() {
     ] {
         assert!(audit.contains(action), "{action} not in {audit}");
     }
-    assert_eq!(facts["delete_section"], true, "the owner may delete the site");
+    assert_eq!(
+        facts["delete_section"], true,
+        "the owner may delete the site"
+    );
 
     // A configured site: read-only, said so.
     assert!(facts["configured_note"]
@@ -311,7 +336,11 @@ async fn an_owner_runs_glimpse_from_the_dashboard_in_real_chromium() {
         "account_phone_overflow",
         "invitation_phone_overflow",
     ] {
-        assert!(facts[page].as_i64().unwrap() <= 0, "{page}: {}", facts[page]);
+        assert!(
+            facts[page].as_i64().unwrap() <= 0,
+            "{page}: {}",
+            facts[page]
+        );
     }
 
     // The password changed: the new one signs in, the old one no longer.
@@ -333,7 +362,10 @@ async fn an_owner_runs_glimpse_from_the_dashboard_in_real_chromium() {
         // Invited as a viewer: the link was shown, the invitee set a password, is signed in,
         // sees that site only, and no settings.
         assert_eq!(facts["invite_error"], "");
-        assert!(facts["invitation_url"].as_str().unwrap().contains("?invitation="));
+        assert!(facts["invitation_url"]
+            .as_str()
+            .unwrap()
+            .contains("?invitation="));
         assert_eq!(
             facts["invitation_title"],
             format!("You are invited to {NEW_SITE} as viewer")
