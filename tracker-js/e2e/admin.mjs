@@ -220,6 +220,26 @@ async function owner(b) {
   facts.configured_zone_disabled = await page.$eval('#timezone-form select', (s) => s.disabled)
   facts.configured_forms = await page.$$eval('#goal-form, #link-form, #delete-form', (f) => f.length)
 
+  // A second site, refused under a taken name, then deleted with the typed confirmation.
+  await page.goto(`${base}/?site=${encodeURIComponent(site)}#add-site`)
+  await page.waitForSelector('[data-view=add-site]')
+  await page.type('#add-site-form input', site)
+  await page.click('#add-site-form button[type=submit]')
+  await page.waitForFunction(() => document.querySelector('#add-site-form + .error').textContent, { timeout: 10_000 })
+  facts.add_taken_error = await text(page, '#add-site-form + .error')
+  await fill(page, '#add-site-form input', `doomed.${site}`)
+  await page.click('#add-site-form button[type=submit]')
+  await page.waitForSelector('[data-section=delete]', { timeout: 10_000 })
+  await ready(page, 'settings of the site to delete')
+  await page.type('#delete-form input', 'not the domain')
+  await page.click('#delete-form button[type=submit]')
+  await page.waitForFunction(() => document.querySelector('#delete-form + .error').textContent, { timeout: 10_000 })
+  facts.delete_unconfirmed_error = await text(page, '#delete-form + .error')
+  await fill(page, '#delete-form input', `doomed.${site}`)
+  await page.click('#delete-form button[type=submit]')
+  await page.waitForFunction(() => !location.hash && document.body.dataset.state === 'ready', { timeout: 20_000 })
+  facts.sites_after_delete = await page.$$eval('#site option', (o) => o.map((x) => x.value))
+
   // Back to the stats: the new site's numbers come from the stats API.
   await page.goto(`${base}/?site=${encodeURIComponent(site)}&period=day`)
   await ready(page, 'the new site\'s stats')
@@ -297,6 +317,23 @@ async function invitation(b) {
   await context.close()
 }
 
+/** A Glimpse without sites: the owner lands on Add site. */
+async function firstRun(b) {
+  const context = await b.createBrowserContext()
+  const page = await open(context, 'first-run')
+  await page.goto(`${base}/`)
+  await page.waitForSelector('body[data-state=login]', { timeout: 10_000 })
+  await page.type('#email', email)
+  await page.type('#password', password)
+  await page.click('#signin button[type=submit]')
+  await page.waitForSelector('[data-view=add-site]', { timeout: 10_000 })
+  await ready(page, 'the first run')
+  facts.first_run_url = page.url()
+  facts.first_run_focus = await page.evaluate(() => document.activeElement.textContent)
+  await page.screenshot({ path: join(shots, 'first-run-desktop.png') })
+  await context.close()
+}
+
 let exit = 0
 const watchdog = setTimeout(() => {
   log('timed out after 170 s')
@@ -306,9 +343,13 @@ const dir = mkdtempSync(join(tmpdir(), 'glimpse-chromium-'))
 let b
 try {
   b = await launchChromium(dir, env.CHROMIUM, [`--host-resolver-rules=MAP ${site} 127.0.0.1`])
-  await owner(b)
-  await shared(b)
-  await invitation(b)
+  if (env.FIRST_RUN) {
+    await firstRun(b)
+  } else {
+    await owner(b)
+    await shared(b)
+    await invitation(b)
+  }
   console.log(JSON.stringify(facts))
 } catch (e) {
   log(e.stack || String(e))
