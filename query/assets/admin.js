@@ -430,7 +430,8 @@ function membersSection(site) {
       email.value = ''
       if (answer.invitation_url) {
         const url = new URL(answer.invitation_url, location.origin).href
-        invited.append(el('p', { text: `Invitation for ${answer.email}${answer.mail ? ' (also sent by e-mail)' : ''}: send them this link.` }), copyField(url, 'Invitation link'))
+        const mail = { sent: 'It was also sent by e-mail.', failed: 'Sending it by e-mail failed: send it yourself.' }[answer.mail] || 'Send it to them.'
+        invited.append(el('p', { text: `Invitation link for ${answer.email} (${answer.role}). ${mail}` }), copyField(url, 'Invitation link'))
       } else {
         invited.append(el('p', { text: `${answer.email} is now ${answer.role}.` }))
       }
@@ -603,7 +604,7 @@ async function invitationView(token) {
     section(
       'invitation',
       `You are invited to ${invitation.site} as ${invitation.role}`,
-      el('p', { class: 'hint', text: 'Choose a password to sign in with from now on.' }),
+      el('p', { class: 'hint', text: 'Choose a password to sign in with from now on. If you already have an account here, enter its password instead.' }),
       form({ id: 'invitation-form' }, line, async () => {
         if (password.value !== again.value) throw new Error('the passwords differ')
         me = await authPost('/api/auth/accept-invitation', { token, password: password.value })
