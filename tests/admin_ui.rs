@@ -398,8 +398,27 @@ async fn an_owner_runs_glimpse_from_the_dashboard_in_real_chromium() {
         assert_eq!(facts["invitee_who"], INVITEE);
         assert_eq!(facts["invitee_sites"], json!([NEW_SITE]));
         assert_eq!(facts["invitee_settings_link_hidden"], true);
+        assert_eq!(
+            facts["members_after_remove"],
+            json!([INVITEE]),
+            "the one invited by mistake was removed"
+        );
+        // The key was shown once, listed, and revoked: it reads nothing now.
         assert_eq!(facts["key_error"], "");
-        assert!(facts["new_key"].as_str().unwrap().starts_with("glimpse_"));
+        let new_key = facts["new_key"].as_str().unwrap();
+        assert!(new_key.starts_with("glimpse_"));
+        assert_eq!(facts["keys_after"].as_array().unwrap().len(), 1);
+        assert!(facts["keys_after"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("CI exportstats"));
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/stats/aggregate", s.base),
+            &[("site_id", NEW_SITE)],
+        )
+        .unwrap();
+        let revoked = s.http.get(url).bearer_auth(new_key).send().await.unwrap();
+        assert_eq!(revoked.status(), 401, "a revoked key still reads");
         assert_eq!(s.login(INVITEE, INVITEE_PASSWORD).await, 200);
     } else {
         // Until the endpoints exist, the page says so where they are used, never silently.

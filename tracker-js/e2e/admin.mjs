@@ -180,6 +180,16 @@ async function owner(b) {
   facts.invitation_url = await page.$eval('#invitation input', (i) => i.value).catch(() => null)
   facts.invite_error = await text(page, '#invite-form + .error')
   facts.members_after = await listed(page, 'members')
+  if (facts.invitation_url) {
+    await (await page.$('[data-section=members]')).screenshot({ path: join(shots, 'settings-members-invited.png') })
+    // Someone invited by mistake, removed again.
+    await page.type('#invite-form input', `mistake.${invitee}`)
+    await page.click('#invite-form button[type=submit]')
+    await page.waitForSelector(`[data-member="mistake.${invitee}"]`, { timeout: 10_000 })
+    await page.click(`[data-member="mistake.${invitee}"] button`)
+    await page.waitForFunction((e) => !document.querySelector(`[data-member="${e}"]`), { timeout: 10_000 }, `mistake.${invitee}`)
+    facts.members_after_remove = await page.$$eval('[data-member]', (m) => m.map((x) => x.dataset.member))
+  }
 
   // API keys: one created, shown once.
   facts.keys_before = await listed(page, 'keys')
@@ -191,6 +201,12 @@ async function owner(b) {
   })
   facts.new_key = await page.$eval('#new-key input', (i) => i.value).catch(() => null)
   facts.key_error = await text(page, '#key-form + .error')
+  if (facts.new_key) {
+    await page.waitForSelector('[data-key="CI export"]', { timeout: 10_000 })
+    facts.keys_after = (await listed(page, 'keys')).rows
+    await page.click('[data-key="CI export"] button')
+    await page.waitForFunction(() => !document.querySelector('[data-key="CI export"]'), { timeout: 10_000 })
+  }
 
   // The audit log, reloaded with the page: what the owner just did.
   await page.reload()
