@@ -477,5 +477,10 @@ async fn a_new_glimpse_opens_add_site_for_its_owner() {
         facts["first_run_focus"], "Add a site",
         "the heading has the focus"
     );
+    assert_eq!(
+        facts["first_run_nav"],
+        json!(["Account"]),
+        "no stats or settings yet"
+    );
     s.stop.cancel();
 }

@@ -478,8 +478,9 @@ function show(view) {
   $('site').hidden = view === 'invitation' || route === 'account' || route === 'add-site'
   const nav = (view === 'dash' || view === 'admin') && !state.auth
   $('nav').hidden = !nav
-  $('nav-stats').hidden = !nav || !route
-  $('nav-settings').hidden = !nav || route === 'settings' || !mayAdmin(state.site)
+  // Without a site (a new Glimpse) there are neither stats nor settings to go to.
+  $('nav-stats').hidden = !nav || !route || !state.site
+  $('nav-settings').hidden = !nav || route === 'settings' || !state.site || !mayAdmin(state.site)
   $('nav-add-site').hidden = !nav || route === 'add-site' || !(signedIn && me.owner)
   $('nav-account').hidden = !nav || route === 'account' || !signedIn
   document.body.dataset.state = view === 'dash' || view === 'admin' ? 'loading' : view

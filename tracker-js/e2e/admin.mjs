@@ -346,6 +346,7 @@ async function firstRun(b) {
   await ready(page, 'the first run')
   facts.first_run_url = page.url()
   facts.first_run_focus = await page.evaluate(() => document.activeElement.textContent)
+  facts.first_run_nav = await page.$$eval('#nav a', (a) => a.filter((x) => !x.hidden).map((x) => x.textContent))
   await page.screenshot({ path: join(shots, 'first-run-desktop.png') })
   await context.close()
 }
