@@ -340,6 +340,10 @@ async fn dashboard_in_real_chromium_shows_the_apis_numbers() {
     assert_eq!(facts["signin_sites"], json!([SITE]));
     assert_eq!(facts["signin_who"], VIEWER_EMAIL);
     assert_eq!(facts["signin_forget_hidden"], true);
+    // A viewer has an account page but no settings; so has neither a stats key nor a share link.
+    assert_eq!(facts["signin_settings_hidden"], true);
+    assert_eq!(facts["signin_account_hidden"], false);
+    assert_eq!(facts["key_settings_hidden"], true);
     assert_eq!(
         facts["signin_document_cookie"], "",
         "the script cannot read it"
@@ -532,6 +536,7 @@ async fn dashboard_in_real_chromium_shows_the_apis_numbers() {
     assert_shown("share link", &facts["share"], &unfiltered);
     assert_eq!(facts["share_sites"], json!([SITE]));
     assert_eq!(facts["share_forget_hidden"], true);
+    assert_eq!(facts["share_nav_hidden"], true);
     assert!(
         facts["mobile_overflow"].as_i64().unwrap() <= 0,
         "the page is wider than a phone: {}",

@@ -91,8 +91,9 @@ function writeUrl(push) {
   if (state.date) set('date', state.date)
   if (state.filters.length) set('filters', state.filters.join(';'))
   if (state.auth) set('auth', state.auth)
-  const url = `${location.pathname}?${q.join('&')}`
-  if (url !== location.pathname + location.search) history[push ? 'pushState' : 'replaceState'](null, '', url)
+  // The hash is the admin view (#settings, #account): kept as it is.
+  const url = `${location.pathname}?${q.join('&')}${location.hash}`
+  if (url !== location.pathname + location.search + location.hash) history[push ? 'pushState' : 'replaceState'](null, '', url)
 }
 
 /** A filter part of the API's syntax: `event:page==/a` → {property, op, values}. */
@@ -401,7 +402,7 @@ async function loadCard(card, index, seq) {
   const property = tabs[active][0]
   if (card.goals && !(siteGoals[state.site] || []).length) {
     renderRows(card.list, property, [], null)
-    card.list.firstChild.textContent = 'No goals set for this site (goals in its [[sites]] configuration)'
+    card.list.firstChild.textContent = 'No goals set for this site (add them in its settings)'
     return
   }
   const metric = card.goals ? 'conversion_rate' : card.events || card.props ? 'events' : null
@@ -456,16 +457,33 @@ let siteGoals = {}
 /** Each site's imported days ({from, to}) or null: where there are some, every figure includes them. */
 let siteImports = {}
 
+/** Shows one view: `login`, `dash` (the stats), `admin` (settings, account) or `invitation`. */
 function show(view) {
   $('login').hidden = view !== 'login'
   $('signin').hidden = view !== 'login'
   $('dash').hidden = view !== 'dash'
+  $('admin').hidden = view !== 'admin' && view !== 'invitation'
+  if (view !== 'admin' && view !== 'invitation') {
+    stopAdminPolling()
+    $('admin').replaceChildren()
+  }
   $('forget').hidden = !key() || !!state.auth
   const signedIn = !!me && !key() && !state.auth
   $('signout').hidden = !signedIn
   $('who').hidden = !signedIn
-  $('who').textContent = signedIn ? me.email : 
-  document.body.dataset.state = view === 'dash' ? 'loading' : view
+  $('who').textContent = signedIn ? me.email : ''
+  // The period applies to the stats only; the site picker to the stats and the settings.
+  const route = view === 'admin' ? adminRoute() : ''
+  $('period').hidden = $('date').hidden = view !== 'dash'
+  $('site').hidden = view === 'invitation' || route === 'account' || route === 'add-site'
+  const nav = (view === 'dash' || view === 'admin') && !state.auth
+  $('nav').hidden = !nav
+  // Without a site (a new Glimpse) there are neither stats nor settings to go to.
+  $('nav-stats').hidden = !nav || !route || !state.site
+  $('nav-settings').hidden = !nav || route === 'settings' || !state.site || !mayAdmin(state.site)
+  $('nav-add-site').hidden = !nav || route === 'add-site' || !(signedIn && me.owner)
+  $('nav-account').hidden = !nav || route === 'account' || !signedIn
+  document.body.dataset.state = view === 'dash' || view === 'admin' ? 'loading' : view
 }
 
 function fail(e) {
@@ -504,6 +522,16 @@ async function loadSites() {
 async function load() {
   const seq = ++loadSeq
   $('error').hidden = true
+  const invitation = new URLSearchParams(location.search).get('invitation')
+  if (invitation) {
+    show('invitation')
+    const view = await invitationView(invitation)
+    if (seq !== loadSeq) return
+    $('admin').replaceChildren(view)
+    document.title = 'Invitation · Glimpse'
+    view.querySelector('h1').focus()
+    return
+  }
   if (!state.auth && !key() && !me) {
     try {
       const who = await whoAmI()
@@ -519,9 +547,23 @@ async function load() {
       return
     }
   }
-  show('dash')
+  const route = adminRoute()
+  show(route ? 'admin' : 'dash')
   try {
     if (!sites.length) await loadSites()
+    await learnKeyScope(state.site)
+    if (seq !== loadSeq) return
+    // The owner of a new Glimpse starts by adding a site.
+    if (!state.site && me && me.owner && !key() && route !== 'account') {
+      if (route !== 'add-site') history.replaceState(null, '', `${location.pathname}${location.search}#add-site`)
+      show('admin')
+    }
+    if (adminRoute()) {
+      show('admin') // again: the site is known now, and with it whether it may be changed
+      await renderAdmin(adminRoute(), seq)
+      return
+    }
+    show('dash') // again: whether Settings is offered depends on the site
     if (!state.site) throw new Error(me && !key() ? 'your account has no site yet: ask the owner for a role on one' : 'this key reads no site yet: add one with `glimpse site add`')
     const period = $('period')
     period.querySelector('option[value=custom]').hidden = state.period !== 'custom'
@@ -589,6 +631,7 @@ function init() {
     }
     me = null
     sites = []
+    if (location.hash) history.replaceState(null, '', location.pathname + location.search)
     load()
   })
   $('forget').addEventListener('click', () => {
@@ -613,6 +656,8 @@ function init() {
     writeUrl(true)
     load()
   })
+  // #settings and #account links: a history entry each (popstate follows them as well).
+  window.addEventListener('hashchange', () => load())
   window.addEventListener('popstate', () => {
     state = readUrl()
     load()

@@ -27,7 +27,13 @@ struct Asset {
     body: &'static [u8],
 }
 
-const SOURCES: [(&str, &str, &str, &[u8]); 3] = [
+const SOURCES: [(&str, &str, &str, &[u8]); 4] = [
+    (
+        "admin",
+        "js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/admin.js"),
+    ),
     (
         "app",
         "js",
@@ -59,7 +65,7 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
         .collect()
 });
 
-/// `index.html` with `{{app.js}}`, `{{app.css}}`, `{{icon.svg}}` replaced by hashed paths
+/// `index.html` with `{{admin.js}}`, `{{app.js}}`, `{{app.css}}`, `{{icon.svg}}` replaced by hashed paths
 /// (`{{geoip_attribution}}` is filled by [`page`]).
 static PAGE: LazyLock<String> = LazyLock::new(|| {
     let mut page = INDEX.to_string();

@@ -6,8 +6,8 @@ import puppeteer from 'puppeteer-core'
 export const USER_AGENT =
   'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36'
 
-/** Launches Chromium with its profile in `userDataDir`. */
-export function launchChromium(userDataDir, chromium = process.env.CHROMIUM || '/usr/bin/chromium') {
+/** Launches Chromium with its profile in `userDataDir` (and `extraArgs`). */
+export function launchChromium(userDataDir, chromium = process.env.CHROMIUM || '/usr/bin/chromium', extraArgs = []) {
   return puppeteer.launch({
     executablePath: chromium,
     headless: true,
@@ -23,6 +23,7 @@ export function launchChromium(userDataDir, chromium = process.env.CHROMIUM || '
       '--disable-sync',
       '--window-size=1366,900',
       `--user-agent=${USER_AGENT}`,
+      ...extraArgs,
     ],
     defaultViewport: null,
   })

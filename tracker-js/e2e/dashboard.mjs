@@ -96,6 +96,7 @@ async function desktop(b) {
   await ready(page, 'after signing in')
   facts.before = await headline(page)
   facts.sites = await page.$$eval('#site option', (o) => o.map((x) => x.value))
+  facts.key_settings_hidden = await page.$eval('#nav-settings', (e) => e.hidden)
   facts.rows = await page.$$eval('[data-card]', (cards) =>
     Object.fromEntries(cards.map((c) => [c.dataset.card, [...c.querySelectorAll('li.row')].map((r) => r.dataset.value)])),
   )
@@ -181,6 +182,7 @@ async function mobile(b) {
   facts.share = await headline(page)
   facts.share_sites = await page.$$eval('#site option', (o) => o.map((x) => x.value))
   facts.share_forget_hidden = await page.$eval('#forget', (e) => e.hidden)
+  facts.share_nav_hidden = await page.$eval('#nav', (e) => e.hidden)
   facts.mobile_overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
   await page.screenshot({ path: join(shots, 'dashboard-mobile.png'), fullPage: true })
   await page.close()
@@ -223,6 +225,8 @@ async function signin(b) {
   facts.signin_sites = await page.$$eval('#site option', (o) => o.map((x) => x.value))
   facts.signin_who = await page.$eval('#who', (e) => (e.hidden ? null : e.textContent))
   facts.signin_forget_hidden = await page.$eval('#forget', (e) => e.hidden)
+  facts.signin_settings_hidden = await page.$eval('#nav-settings', (e) => e.hidden)
+  facts.signin_account_hidden = await page.$eval('#nav-account', (e) => e.hidden)
   facts.signin_document_cookie = await page.evaluate(() => document.cookie)
   facts.signin_cookies = (await page.cookies()).map((c) => ({ name: c.name, httpOnly: c.httpOnly, sameSite: c.sameSite }))
   facts.signin_password_left = await page.$eval('#password', (e) => e.value)
