@@ -1,8 +1,8 @@
 //! Proves that every statement the administration code sends — the site registry, accounts
-//! and sessions, keys and their scopes, the audit log — runs on ClickHouse 18.16 and on
+//! and sessions, members and invitations, keys and their scopes, the audit log — runs on ClickHouse 18.16 and on
 //! current ClickHouse (26.x, chdb): a collector and a query service run against a real 18.16
 //! through a recording proxy while a site's life is driven over HTTP (sign-in, Sites API,
-//! keys, password change, sign-out, deletion), then exactly the statements they sent to those
+//! guests and an accepted invitation, keys, password change, sign-out, deletion), then exactly the statements they sent to those
 //! tables are replayed, in order, on chdb by `tests/chdb/queries.py`.
 
 mod common;
@@ -227,6 +227,63 @@ async fn every_administration_statement_runs_on_18_16_and_on_current_clickhouse(
     glimpse_query::auth::revoke_key(&client, "glimpse", &key_id)
         .await
         .unwrap();
+    // Members, invitations and the site's keys.
+    let invited = ok(call(
+        reqwest::Method::PUT,
+        "/api/v1/sites/guests",
+        Some(json!({"site_id": SITE, "email": "new@example.com", "role": "viewer"})),
+    )
+    .await);
+    let token = invited["invitation_url"]
+        .as_str()
+        .unwrap()
+        .rsplit("invitation=")
+        .next()
+        .unwrap()
+        .to_string();
+    ok(call(
+        reqwest::Method::GET,
+        &format!("/api/auth/invitation?token={token}"),
+        None,
+    )
+    .await);
+    let accepted = http
+        .post(format!("{base}/api/auth/accept-invitation"))
+        .header("origin", &base)
+        .json(&json!({"token": token, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 200);
+    ok(call(
+        reqwest::Method::GET,
+        &format!("/api/v1/sites/guests?site_id={SITE}"),
+        None,
+    )
+    .await);
+    ok(call(
+        reqwest::Method::DELETE,
+        &format!("/api/v1/sites/guests/new@example.com?site_id={SITE}"),
+        None,
+    )
+    .await);
+    let created = ok(call(
+        reqwest::Method::PUT,
+        "/api/v1/sites/keys",
+        Some(json!({"site_id": SITE, "name": "ci", "scope": "stats"})),
+    )
+    .await);
+    ok(call(
+        reqwest::Method::GET,
+        &format!("/api/v1/sites/keys?site_id={SITE}"),
+        None,
+    )
+    .await);
+    let revoke = format!(
+        "/api/v1/sites/keys/{}?site_id={SITE}",
+        created["key_id"].as_str().unwrap()
+    );
+    ok(call(reqwest::Method::DELETE, &revoke, None).await);
     ok(call(
         reqwest::Method::GET,
         &format!("/api/v1/sites/audit?site_id={SITE}"),
@@ -267,7 +324,7 @@ async fn every_administration_statement_runs_on_18_16_and_on_current_clickhouse(
         .filter(|s| is_admin_statement(s))
         .map(|s| without_format(s))
         .collect();
-    for table in ADMIN_TABLES.iter().filter(|t| **t != "invitations") {
+    for table in ADMIN_TABLES {
         assert!(
             statements
                 .iter()
