@@ -29,4 +29,6 @@ if [ -z "${GLIMPSE_GEOIP_DB:-}" ]; then
     "$glimpse" geoip update --if-missing --edition "${GLIMPSE_GEOIP_EDITION:-country}" \
         || echo "==> warning: no GeoIP database could be installed; countries and cities stay empty"
 fi
+echo "==> open http://localhost:8001/ and sign in; the first time, create the owner beside it:"
+echo "    $glimpse user add you@example.com --role owner --password-stdin"
 exec "$glimpse" serve "$@"

@@ -20,6 +20,9 @@ use crate::site::{Site, Sites};
 /// within this (plus one read).
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How long after start a failed read is expected (the schema is being made) and not warned of.
+const STARTUP_GRACE: Duration = Duration::from_secs(30);
+
 /// The sites in use now: the configured ones plus the registry's, swapped atomically.
 pub struct LiveSites {
     configured: Vec<Site>,
@@ -118,6 +121,9 @@ impl LiveSites {
         stop: CancellationToken,
     ) {
         let mut failing = false;
+        // A process starting beside a fresh database reads before the migrations have made
+        // the tables: that is not worth a warning.
+        let started = std::time::Instant::now();
         loop {
             match self.refresh_reporting_removed(&registry).await {
                 Ok(changed) => {
@@ -140,6 +146,9 @@ impl LiveSites {
                             }
                         }
                     }
+                }
+                Err(error) if started.elapsed() < STARTUP_GRACE => {
+                    tracing::debug!(%error, "site registry not readable yet");
                 }
                 Err(error) => {
                     if !failing {

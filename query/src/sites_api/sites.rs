@@ -108,6 +108,10 @@ fn tracker_json(config: &glimpse_core::Config, headers: &HeaderMap, domain: &str
         }
     };
     let stem = config.collector.script_path.trim_end_matches(".js");
+    // The tracker stays silent on local pages unless told (developers' own visits do not
+    // count): a site named after a local host gets the attribute in its snippet.
+    let local = domain == "localhost" || domain.starts_with("127.");
+    let allow_local = if local { " data-allow-local" } else { "" };
     let variants: Vec<Value> = glimpse_core::tracker::VARIANT_NAMES
         .iter()
         .map(|name| {
@@ -121,7 +125,7 @@ fn tracker_json(config: &glimpse_core::Config, headers: &HeaderMap, domain: &str
                 "name": if name.is_empty() { "core" } else { name },
                 "src": src,
                 "snippet": format!(
-                    "<script defer data-domain=\"{domain}\" src=\"{src}\"></script>"
+                    "<script defer{allow_local} data-domain=\"{domain}\" src=\"{src}\"></script>"
                 ),
             })
         })
@@ -274,6 +278,11 @@ mod tests {
         assert_eq!(
             tracker["variants"][1]["src"],
             "http://stats.local:8000/js/script.engagement.js"
+        );
+        let local = tracker_json(&config, &headers, "localhost");
+        assert_eq!(
+            local["snippet"],
+            "<script defer data-allow-local data-domain=\"localhost\" src=\"http://stats.local:8000/js/script.js\"></script>"
         );
         config.public_url = Some("https://collector.example/".into());
         let tracker = tracker_json(&config, &headers, "a.com");
