@@ -7,9 +7,9 @@
 mod common;
 
 use std::io::Write as _;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use common::secrets::{captured_logs, clickhouse_text};
 use common::TestClickHouse;
 use glimpse_core::site::{Site, SiteConfig};
 use glimpse_core::Config;
@@ -484,33 +484,6 @@ async fn each_principal_reads_what_its_role_allows() {
     );
 }
 
-/// Every log line of this test binary (the services run in-process).
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-            .with_writer(move || Capture(sink.clone()))
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        logs
-    })
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_end_everywhere_at_once_and_no_secret_is_kept_in_clear() {
     let logs = captured_logs();
@@ -819,82 +792,23 @@ async fn sessions_end_everywhere_at_once_and_no_secret_is_kept_in_clear() {
 
     // No secret in clear: every table of the database as text, the system logs ClickHouse
     // keeps, the data directories and this process's log lines.
-    let tables: Vec<String> = ch
-        .client
-        .query("SELECT name FROM system.tables WHERE database = 'glimpse'")
-        .fetch_all()
-        .await
-        .unwrap();
-    assert!(tables.contains(&"sessions".to_string()), "{tables:?}");
-    let mut text = String::new();
-    for table in &tables {
-        text.push_str(&clickhouse_text(&ch, &format!("SELECT * FROM glimpse.{table}")).await);
-    }
     let stored_sessions = clickhouse_text(&ch, "SELECT * FROM glimpse.sessions").await;
     assert!(stored_sessions.lines().count() > 10, "{stored_sessions}");
     let users = clickhouse_text(&ch, "SELECT password_hash FROM glimpse.users").await;
     assert!(users.contains("$argon2id$v=19$m=19456,t=2,p=1$"), "{users}");
-    for system in ["query_log", "text_log"] {
-        let exists = ch
-            .count(&format!(
-                "SELECT count() FROM system.tables WHERE database = 'system' AND name = '{system}'"
-            ))
-            .await;
-        if exists > 0 {
-            text.push_str(&clickhouse_text(&ch, &format!("SELECT * FROM system.{system}")).await);
-        }
-    }
-    let root = ch.data_dir().parent().unwrap().to_path_buf();
-    let mut files = Vec::new();
-    collect_files(&root, &mut files);
     let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     assert!(logs.contains("sign-in refused"), "the logs were captured");
-    for secret in &secrets {
-        assert!(!text.contains(secret.as_str()), "{secret} in ClickHouse");
-        assert!(!logs.contains(secret.as_str()), "{secret} in the logs");
-        for (path, content) in &files {
-            assert!(
-                !content.contains(secret.as_str()),
-                "{secret} in {}",
-                path.display()
-            );
-        }
-    }
+    let searched = common::secrets::assert_absent(&ch, &logs, &secrets).await;
+    assert!(
+        searched.tables.contains(&"sessions".to_string()),
+        "{searched:?}"
+    );
     println!(
         "{} secrets absent from {} tables ({} bytes), {} files, {} bytes of logs",
         secrets.len(),
-        tables.len(),
-        text.len(),
-        files.len(),
-        logs.len()
+        searched.tables.len(),
+        searched.table_bytes,
+        searched.files,
+        searched.log_bytes
     );
-}
-
-/// A query's answer as ClickHouse's tab-separated text.
-async fn clickhouse_text(ch: &TestClickHouse, sql: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(ch.server.url())
-        .header("X-ClickHouse-User", ch.server.user())
-        .header("X-ClickHouse-Key", ch.password())
-        .body(format!("{sql} FORMAT TabSeparated"))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{sql}");
-    response.text().await.unwrap()
-}
-
-/// Every file under `dir`, as text (invalid UTF-8 replaced: the secrets are ASCII).
-fn collect_files(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_files(&path, out);
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            out.push((path, String::from_utf8_lossy(&bytes).into_owned()));
-        }
-    }
 }

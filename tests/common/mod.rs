@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod browser;
+pub mod secrets;
 pub mod sql_recorder;
 pub mod stats_matrix;
 
