@@ -726,13 +726,23 @@ async fn admin_key(command: KeyCommand, config: &Config) -> anyhow::Result<()> {
                 );
             }
         }
-        KeyCommand::Revoke { key_id } => match auth::revoke_key(&client, db, &key_id).await? {
-            0 => anyhow::bail!("no key has the id {key_id:?} (see `glimpse key list`)"),
-            _ => {
-                glimpse_query::audit::record_cli(&client, db, "key.revoke", "", &key_id).await;
-                println!("key {key_id} revoked")
+        KeyCommand::Revoke { key_id } => {
+            // Its site first, so that the audit entry shows to that site's admins.
+            let site = auth::list_keys(&client, db)
+                .await?
+                .into_iter()
+                .find(|k| k.key_id == key_id)
+                .map(|k| k.site)
+                .unwrap_or_default();
+            match auth::revoke_key(&client, db, &key_id).await? {
+                0 => anyhow::bail!("no key has the id {key_id:?} (see `glimpse key list`)"),
+                _ => {
+                    glimpse_query::audit::record_cli(&client, db, "key.revoke", &site, &key_id)
+                        .await;
+                    println!("key {key_id} revoked")
+                }
             }
-        },
+        }
     }
     Ok(())
 }
