@@ -141,14 +141,7 @@ pub(crate) async fn list(
         None if principal.is_owner() => None,
         None => return Err(ApiError::bad("site_id", "site_id can't be blank")),
     };
-    let limit = match params.get("limit") {
-        None => 100,
-        Some(text) => text
-            .parse::<u64>()
-            .ok()
-            .filter(|n| (1..=MAX_ENTRIES).contains(n))
-            .ok_or_else(|| ApiError::bad("limit", format!("limit must be 1 to {MAX_ENTRIES}")))?,
-    };
+    let limit = params.limit(100, MAX_ENTRIES as usize)? as u64;
     let tracked = state.db.track();
     let entries = tracked
         .run(entries(

@@ -119,6 +119,18 @@ impl Params {
             .ok_or_else(|| ApiError::bad(name, format!("{name} can't be blank")))
     }
 
+    /// `limit`: `default` when absent, else 1 to `max`.
+    pub(crate) fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None => Ok(default),
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| ApiError::bad("limit", format!("limit must be 1 to {max}"))),
+        }
+    }
+
     /// The parameters as the stats API's map (for resolving a share link or a key).
     pub(crate) fn as_map(&self) -> &HashMap<String, String> {
         &self.0
@@ -221,14 +233,7 @@ pub(crate) fn page<T>(
     key: impl Fn(&T) -> String,
     params: &Params,
 ) -> Result<(Vec<T>, Value), ApiError> {
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::bad("limit", format!("limit must be 1 to {MAX_LIMIT}")))?,
-    };
+    let limit = params.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
     let keys: Vec<String> = items.iter().map(&key).collect();
     let (start, end) = match (params.get("after"), params.get("before")) {
         (Some(_), Some(_)) => {

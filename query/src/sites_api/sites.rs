@@ -159,20 +159,7 @@ pub(crate) async fn create(
     if all_sites(&state).await?.get(&domain).is_some() {
         return Err(ApiError::bad("domain", "domain has already been taken"));
     }
-    let site = registry(&state)
-        .put_site(&Sites::new(&state.config.sites), &domain, timezone)
-        .await
-        .map_err(registry_error)?;
-    changed(&state);
-    audit::record_by(
-        &state,
-        &principal,
-        "site.create",
-        &site.domain,
-        &format!("timezone {}", site.timezone),
-    )
-    .await;
-    Ok(Json(json!({ "domain": site.domain, "timezone": site.timezone })).into_response())
+    put_site(&state, &principal, "site.create", &domain, timezone).await
 }
 
 /// `PUT /api/v1/sites/:site_id` `{timezone}`: changes the time zone. Changing the domain is
@@ -193,20 +180,25 @@ pub(crate) async fn update(
              (its events are stored under the domain)",
         ));
     }
-    let timezone = params.get("timezone").unwrap_or(&site.timezone).to_string();
-    let site = registry(&state)
-        .put_site(&Sites::new(&state.config.sites), &site.domain, &timezone)
+    let timezone = params.get("timezone").unwrap_or(&site.timezone);
+    put_site(&state, &principal, "site.update", &site.domain, timezone).await
+}
+
+/// Stores a site's settings in the registry, records `action` and answers Plausible's site.
+async fn put_site(
+    state: &AppState,
+    principal: &Principal,
+    action: &str,
+    domain: &str,
+    timezone: &str,
+) -> Result<Response, ApiError> {
+    let site = registry(state)
+        .put_site(&Sites::new(&state.config.sites), domain, timezone)
         .await
         .map_err(registry_error)?;
-    changed(&state);
-    audit::record_by(
-        &state,
-        &principal,
-        "site.update",
-        &site.domain,
-        &format!("timezone {}", site.timezone),
-    )
-    .await;
+    changed(state);
+    let detail = format!("timezone {}", site.timezone);
+    audit::record_by(state, principal, action, &site.domain, &detail).await;
     Ok(Json(json!({ "domain": site.domain, "timezone": site.timezone })).into_response())
 }
 
