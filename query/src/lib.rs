@@ -119,7 +119,9 @@ pub async fn serve(
             background.clone(),
         ));
     }
-    if state.limiter.is_some() {
+    {
+        // Rate-limit state of idle clients (stats requests, sign-ins) is forgotten once a
+        // minute, so memory follows the active clients.
         let state = state.clone();
         let background = background.clone();
         tokio::spawn(async move {
@@ -132,6 +134,7 @@ pub async fn serve(
                 if let Some(limiter) = &state.limiter {
                     limiter.forget_idle();
                 }
+                state.logins.forget_idle();
             }
         });
     }

@@ -82,6 +82,12 @@ impl LoginLimits {
             .push(Instant::now());
     }
 
+    /// Drops the state of addresses back at full burst (called every minute, so that many
+    /// addresses trying once each do not grow memory without bound).
+    pub fn forget_idle(&self) {
+        self.per_address.forget_idle();
+    }
+
     /// A successful sign-in clears the account's failures.
     pub fn succeeded(&self, email: &str) {
         self.failures
@@ -146,5 +152,8 @@ mod tests {
         let other: IpAddr = "198.51.100.7".parse().unwrap();
         assert!(limits.check(other, "u9@example.com").is_ok());
         assert!(limits.check_address(other).is_ok());
+        // Forgetting idle addresses keeps the ones still limited.
+        limits.forget_idle();
+        assert!(limits.check_address(HOME).is_err(), "still limited");
     }
 }
