@@ -638,6 +638,8 @@ async fn import_plausible(
             "{site} is not a site: configure it (`sites`) or add it with `glimpse site add` first"
         )
     })?;
+    // Imported rows are kept under the site's id (a renamed site's first domain).
+    let site = known.domain.as_str();
     let timezone = jiff::tz::TimeZone::get(&known.timezone)
         .with_context(|| format!("site {site} has an unknown time zone {:?}", known.timezone))?;
     let import_id = u64::try_from(jiff::Timestamp::now().as_millisecond()).unwrap_or_default();
@@ -789,7 +791,15 @@ async fn admin_site(command: SiteCommand, config: &Config) -> anyhow::Result<()>
                 } else {
                     "registry"
                 };
-                println!("{:<30} {:<24} {origin}", site.domain, site.timezone);
+                let renamed = match &site.renamed_to {
+                    Some(_) => format!(" (renamed; first domain {}, still accepted)", site.domain),
+                    None => String::new(),
+                };
+                println!(
+                    "{:<30} {:<24} {origin}{renamed}",
+                    site.current_domain(),
+                    site.timezone
+                );
             }
         }
     }

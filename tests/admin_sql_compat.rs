@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 /// The administration tables: statements touching any of them are replayed.
 const ADMIN_TABLES: &[&str] = &[
     "site_registry",
+    "site_domains",
     "site_goals",
     "shared_links",
     "users",
@@ -151,6 +152,13 @@ async fn every_administration_statement_runs_on_18_16_and_on_current_clickhouse(
         reqwest::Method::PUT,
         &format!("/api/v1/sites/{SITE}"),
         Some(json!({"timezone": "Europe/Berlin"})),
+    )
+    .await);
+    // Renamed (the site keeps its id, which the calls below use).
+    ok(call(
+        reqwest::Method::PUT,
+        &format!("/api/v1/sites/{SITE}"),
+        Some(json!({"domain": "renamed.example"})),
     )
     .await);
     ok(call(

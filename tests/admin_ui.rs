@@ -213,7 +213,10 @@ async fn an_owner_runs_glimpse_from_the_dashboard_in_real_chromium() {
     assert_eq!(status, 200, "{site}");
     // Created in the browser's zone (the audit log says), then changed to Tokyo.
     assert_eq!(site["timezone"], "Asia/Tokyo");
-    assert_eq!(facts["timezone_saved"], "Saved: Asia/Tokyo");
+    assert_eq!(
+        facts["timezone_saved"],
+        format!("Saved: {NEW_SITE}, Asia/Tokyo")
+    );
     assert_eq!(site["managed_in"], "registry");
     assert_eq!(facts["settings_title"], format!("Settings for {NEW_SITE}"));
     assert!(facts["url_after_add"]
@@ -337,23 +340,40 @@ async fn an_owner_runs_glimpse_from_the_dashboard_in_real_chromium() {
     assert_eq!(facts["configured_zone_disabled"], true);
     assert_eq!(facts["configured_forms"], 0);
 
-    // A taken domain is refused in the form; a site is deleted only with its name typed.
+    // A taken domain is refused in the form; a site renamed in its settings goes by its new
+    // name (title, snippet) and says what it was; it is deleted only with that name typed.
     assert_eq!(
         facts["add_taken_error"],
         "invalid parameter `domain`: domain has already been taken (HTTP 400)"
     );
     assert_eq!(
+        facts["renamed_title"],
+        format!("Settings for renamed.{NEW_SITE}")
+    );
+    assert!(facts["renamed_snippet"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("data-domain=\"renamed.{NEW_SITE}\"")));
+    assert_eq!(
+        facts["renamed_hint"],
+        json!([format!(
+            "Renamed from doomed.{NEW_SITE}, which is still accepted."
+        )])
+    );
+    assert_eq!(
         facts["delete_unconfirmed_error"],
-        format!("type doomed.{NEW_SITE} to confirm")
+        format!("type renamed.{NEW_SITE} to confirm")
     );
     assert_eq!(
         facts["sites_after_delete"],
         json!([CONFIGURED_SITE, NEW_SITE])
     );
-    let (status, _) = s
-        .get(&format!("/api/v1/sites/doomed.{NEW_SITE}"), &[])
-        .await;
-    assert_eq!(status, 404, "the deleted site is gone");
+    for name in ["doomed", "renamed"] {
+        let (status, _) = s
+            .get(&format!("/api/v1/sites/{name}.{NEW_SITE}"), &[])
+            .await;
+        assert_eq!(status, 404, "the deleted site is gone by both names");
+    }
 
     // Phone width: nothing wider than the screen.
     for page in [

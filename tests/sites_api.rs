@@ -2,7 +2,8 @@
 //! admin, viewer, stats and sites keys, share links, nobody: a table of cases), the three body
 //! forms, and the whole life of a site created over HTTP — its beacons accepted by a running
 //! collector within 10 s, its goal in `event:goal`, its shared link reading only it, and once
-//! deleted its beacons refused within 10 s and its rows gone.
+//! deleted its beacons refused within 10 s and its rows gone; and a renamed site, which keeps
+//! its stats, members, keys and links and accepts both of its domains.
 
 mod common;
 
@@ -618,11 +619,27 @@ async fn who_may_do_what_and_the_life_of_a_site_created_over_http() {
             403,
         ),
         (
-            "admin A",
-            &admin,
+            "viewer A renaming",
+            &viewer,
             Method::PUT,
             format!("/api/v1/sites/{A}"),
             Some(json!({"domain": "moved.example"})),
+            403,
+        ),
+        (
+            "admin A renaming to a taken domain",
+            &admin,
+            Method::PUT,
+            format!("/api/v1/sites/{A}"),
+            Some(json!({"domain": B})),
+            400,
+        ),
+        (
+            "admin A renaming to a bad domain",
+            &admin,
+            Method::PUT,
+            format!("/api/v1/sites/{A}"),
+            Some(json!({"domain": "not a domain"})),
             400,
         ),
         (
@@ -939,5 +956,275 @@ async fn who_may_do_what_and_the_life_of_a_site_created_over_http() {
         .call(Method::GET, &aggregate(A), None, &stats_key_a)
         .await;
     assert_eq!(status, 401, "its keys are revoked");
+    stop.cancel();
+}
+
+/// Renaming a site (Plausible's `PUT /api/v1/sites/:site_id {domain}`): instant, nothing
+/// copied or lost. Its rows stay under its first domain (its id), both domains are accepted by
+/// the collector and as `site_id`, its members, keys, goals and links keep working, the new
+/// domain is what it is shown and snipped as, and deleting it by the new name erases it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_site_keeps_everything_and_accepts_both_domains() {
+    const OLD: &str = "old.example";
+    const NEW: &str = "new.example";
+    let ch = TestClickHouse::start().await;
+    let stop = CancellationToken::new();
+    let config = config(&ch);
+    let collector = start_collector(config.clone(), &stop).await;
+    let api = start_query(config.clone(), &stop).await;
+    let client = ch.client.clone();
+    store::add_user(
+        &client,
+        "glimpse",
+        &config,
+        "owner@example.com",
+        PASSWORD,
+        NewRole::Owner,
+        &[],
+    )
+    .await
+    .unwrap();
+    let owner = api.sign_in("owner@example.com").await;
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/sites",
+            Some(json!({"domain": OLD})),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 200);
+    store::add_user(
+        &client,
+        "glimpse",
+        &config,
+        "viewer@example.com",
+        PASSWORD,
+        NewRole::Site(Role::Viewer),
+        &[OLD.to_string()],
+    )
+    .await
+    .unwrap();
+    let viewer = api.sign_in("viewer@example.com").await;
+    let (key, _) = auth::create_scoped_key(&client, "glimpse", &config, OLD, "t", KeyScope::Stats)
+        .await
+        .unwrap();
+    let stats_key = Cred::Key(key);
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            "/api/v1/sites/goals",
+            Some(json!({"site_id": OLD, "goal_type": "page", "page_path": "/pricing"})),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, link) = api
+        .call(
+            Method::PUT,
+            "/api/v1/sites/shared-links",
+            Some(json!({"site_id": OLD, "name": "press"})),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let share = Cred::Share(
+        link["url"]
+            .as_str()
+            .unwrap()
+            .rsplit("auth=")
+            .next()
+            .unwrap()
+            .to_string(),
+    );
+    beacon_until(collector, OLD, 202).await;
+    assert_eq!(beacon(collector, OLD, "/pricing").await, 202);
+
+    // Renamed by the owner; taken names refused, for the rename and for new sites.
+    let (status, body) = api
+        .call(
+            Method::PUT,
+            &format!("/api/v1/sites/{OLD}"),
+            Some(json!({"domain": NEW})),
+            &owner,
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"domain": NEW, "timezone": "UTC"}))
+    );
+    for domain in [OLD, NEW] {
+        let (status, body) = api
+            .call(
+                Method::POST,
+                "/api/v1/sites",
+                Some(json!({"domain": domain})),
+                &owner,
+            )
+            .await;
+        assert_eq!(status, 400, "{domain} is taken: {body}");
+    }
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            &format!("/api/v1/sites/{NEW}"),
+            Some(json!({"domain": CONFIGURED})),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 400, "a configured site's domain is taken");
+
+    // The collector takes the new domain within 10 s, and still the old one.
+    let took = beacon_until(collector, NEW, 202).await;
+    println!("collector accepted {NEW} after {took:?}");
+    assert!(took <= Duration::from_secs(10), "{took:?}");
+    assert_eq!(beacon(collector, OLD, "/").await, 202);
+    // Both names in one beacon are one site: one row.
+    let both = browser_client()
+        .post(format!("http://{collector}/api/event"))
+        .body(format!(
+            r#"{{"n":"pageview","u":"https://{NEW}/both","d":"{OLD},{NEW}"}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(both.status(), 202);
+    let rows_of = |site: &str, path: &str| {
+        format!("SELECT count() FROM glimpse.events WHERE site = '{site}' AND pathname = '{path}'")
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ch.count(&rows_of(OLD, "/both")).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the two-name beacon never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let total = ch
+        .count(&format!(
+            "SELECT count() FROM glimpse.events WHERE site = '{OLD}' AND name = 'pageview'"
+        ))
+        .await;
+    assert_eq!(
+        ch.count(&rows_of(OLD, "/both")).await,
+        1,
+        "one row, not two"
+    );
+    assert_eq!(
+        ch.count(&format!(
+            "SELECT count() FROM glimpse.events WHERE site = '{NEW}'"
+        ))
+        .await,
+        0,
+        "rows stay under the site's id"
+    );
+
+    // Every earlier reader reads it by either name: the viewer, the stats key, the link.
+    for site_id in [NEW, OLD] {
+        for (who, cred) in [
+            ("viewer", &viewer),
+            ("stats key", &stats_key),
+            ("share link", &share),
+        ] {
+            let (status, body) = api
+                .call(
+                    Method::GET,
+                    &format!(
+                        "/api/v1/stats/aggregate?site_id={site_id}&period=day&metrics=pageviews"
+                    ),
+                    None,
+                    cred,
+                )
+                .await;
+            assert_eq!(status, 200, "{who} on {site_id}: {body}");
+            assert_eq!(
+                body["results"]["pageviews"]["value"].as_u64(),
+                Some(total),
+                "{who} on {site_id}: {body}"
+            );
+        }
+    }
+    let (status, body) = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/stats/breakdown?site_id={NEW}&period=day&property=event:goal"),
+            None,
+            &viewer,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["results"][0]["goal"], "Visit /pricing", "{body}");
+
+    // Shown by its new name, with its snippet; listed by it for its viewer.
+    let (status, site) = api
+        .call(Method::GET, &format!("/api/v1/sites/{NEW}"), None, &owner)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(site["domain"], NEW);
+    assert_eq!(site["first_domain"], OLD);
+    let snippet = site["tracker"]["snippet"].as_str().unwrap();
+    assert!(
+        snippet.contains(&format!("data-domain=\"{NEW}\"")),
+        "{snippet}"
+    );
+    let (_, mine) = api.call(Method::GET, "/api/v1/sites", None, &viewer).await;
+    assert_eq!(mine["sites"][0]["domain"], NEW, "{mine}");
+    let (_, log) = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/sites/audit?site_id={NEW}"),
+            None,
+            &owner,
+        )
+        .await;
+    assert!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "site.rename" && e["detail"] == format!("{OLD} → {NEW}")),
+        "{log}"
+    );
+
+    // Deleted by its new name: both names refused, every row gone; its first domain is then
+    // free for a new site, which starts unrenamed.
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/sites/{NEW}"),
+            None,
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 200);
+    beacon_until(collector, NEW, 403).await;
+    assert_eq!(beacon(collector, OLD, "/").await, 403);
+    let deadline = Instant::now() + glimpse_core::registry::live::LATE_ROWS_GRACE * 3;
+    loop {
+        let left = ch
+            .count(&format!(
+                "SELECT count() FROM glimpse.events WHERE site = '{OLD}'"
+            ))
+            .await;
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} rows of {OLD} left");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v1/sites",
+            Some(json!({"domain": OLD})),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, again) = api
+        .call(Method::GET, &format!("/api/v1/sites/{OLD}"), None, &owner)
+        .await;
+    assert_eq!(again["domain"], OLD);
+    assert!(again.get("first_domain").is_none(), "{again}");
     stop.cancel();
 }

@@ -17,7 +17,7 @@ pub fn paragraphs(config: &Config, site: &Site) -> Vec<String> {
         "We count visits to {} with Glimpse, a self-hosted web analytics tool, to learn which \
          pages are read and how visitors find them. It sets no cookies to recognise you, builds \
          no profile of you, and does not follow you across websites or from one day to the next.",
-        site.domain
+        site.current_domain()
     ));
 
     let geo = glimpse_core::geoip::Source::of(config);
@@ -163,7 +163,7 @@ pub fn html(config: &Config, site: &Site) -> String {
          <title>Analytics and your privacy</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:42rem;margin:2rem auto;\
          padding:0 1rem;line-height:1.55}}</style></head>\n<body>\n<h1>Analytics on {}</h1>\n{body}</body></html>\n",
-        html_escape::encode_text(&site.domain)
+        html_escape::encode_text(site.current_domain())
     )
 }
 

@@ -36,8 +36,13 @@ pub enum SiteError {
 /// One site, parsed: every value checked and compiled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Site {
-    /// The domain the tracker sends in `d`, e.g. `example.com`.
+    /// The domain the tracker sends in `d`, e.g. `example.com`, and the site's id: its rows,
+    /// goals, links, members and keys are stored under it. A renamed site keeps it as its id
+    /// (and keeps accepting it) and goes by [`Site::renamed_to`].
     pub domain: String,
+    /// The domain a stored site goes by since it was renamed (the Sites API's `domain`
+    /// change); shown, put in its snippet and accepted beside `domain`.
+    pub renamed_to: Option<String>,
     /// An IANA time zone name the bundled database knows (checked).
     pub timezone: String,
     /// The secret of the site's public share link, if any (at least 16 characters).
@@ -63,6 +68,7 @@ impl Site {
         let config = SiteConfig::new(domain);
         Self {
             domain: config.domain,
+            renamed_to: None,
             timezone: config.timezone,
             share_token: None,
             retention_days: config.retention_days,
@@ -116,6 +122,7 @@ impl Site {
         }
         Ok(Self {
             domain: config.domain,
+            renamed_to: None,
             timezone: config.timezone,
             share_token: config.share_token,
             retention_days: config.retention_days,
@@ -149,6 +156,11 @@ impl Site {
             retention_days: self.retention_days,
             goals: self.goals.iter().map(|g| g.name.clone()).collect(),
         }
+    }
+
+    /// The domain the site goes by: its new one when renamed, else its id.
+    pub fn current_domain(&self) -> &str {
+        self.renamed_to.as_deref().unwrap_or(&self.domain)
     }
 
     /// Whether `token` opens this site's stats read-only: the configured `share_token` or one
@@ -220,7 +232,8 @@ fn parse_net(entry: &str) -> Option<IpNet> {
         .or_else(|| entry.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
-fn validate_domain(domain: &str) -> Result<(), SiteError> {
+/// A site domain: lower-case letters, digits, dots and dashes, at most 253 characters.
+pub fn validate_domain(domain: &str) -> Result<(), SiteError> {
     let ok = !domain.is_empty()
         && domain.len() <= 253
         && domain
@@ -249,31 +262,46 @@ pub struct TimezoneError(pub String);
 #[derive(Debug, Clone, Default)]
 pub struct Sites {
     by_domain: BTreeMap<String, Site>,
+    /// A renamed site's new domain → its id (its `domain`).
+    renamed: BTreeMap<String, String>,
 }
 
 impl Sites {
     pub fn new(sites: &[Site]) -> Self {
-        Self {
-            by_domain: sites
-                .iter()
-                .map(|s| (s.domain.clone(), s.clone()))
-                .collect(),
+        let mut all = Self::default();
+        for site in sites {
+            all.add_if_absent(site.clone());
         }
+        all
     }
 
-    /// The site for `domain`, which the beacon parser has already lower-cased.
+    /// The site for `domain` (its id or, renamed, its new domain), which the beacon parser has
+    /// already lower-cased. An id wins over another site's new name.
     pub fn get(&self, domain: &str) -> Option<&Site> {
-        self.by_domain.get(domain)
+        self.by_domain.get(domain).or_else(|| {
+            self.renamed
+                .get(domain)
+                .and_then(|id| self.by_domain.get(id))
+        })
     }
 
     /// Adds `site` unless a site with its domain is already known (the configuration wins
-    /// over sites added at run time).
+    /// over sites added at run time). Its new name, if renamed, counts unless taken.
     pub fn add_if_absent(&mut self, site: Site) {
-        self.by_domain.entry(site.domain.clone()).or_insert(site);
+        if self.by_domain.contains_key(&site.domain) {
+            return;
+        }
+        if let Some(name) = &site.renamed_to {
+            if self.get(name).is_none() {
+                self.renamed.insert(name.clone(), site.domain.clone());
+            }
+        }
+        self.by_domain.insert(site.domain.clone(), site);
     }
 
-    /// Removes the site with this domain, if any.
+    /// Removes the site with this domain (its id), if any.
     pub fn remove(&mut self, domain: &str) -> Option<Site> {
+        self.renamed.retain(|_, id| id != domain);
         self.by_domain.remove(domain)
     }
 
@@ -363,6 +391,36 @@ impl SiteConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn renamed(id: &str, to: &str) -> Site {
+        Site {
+            renamed_to: Some(to.into()),
+            ..Site::new(id)
+        }
+    }
+
+    #[test]
+    fn a_renamed_site_answers_to_both_names_and_an_id_wins_over_a_new_name() {
+        let sites = Sites::new(&[
+            Site::new("conf.example"),
+            renamed("old.example", "new.example"),
+            // Its new name is another site's id: the id wins, the name is not used.
+            renamed("b.example", "conf.example"),
+        ]);
+        assert_eq!(sites.get("new.example").unwrap().domain, "old.example");
+        assert_eq!(sites.get("old.example").unwrap().domain, "old.example");
+        assert_eq!(
+            sites.get("new.example").unwrap().current_domain(),
+            "new.example"
+        );
+        assert_eq!(sites.get("conf.example").unwrap().domain, "conf.example");
+        assert_eq!(sites.len(), 3);
+
+        let mut sites = sites;
+        sites.remove("old.example");
+        assert!(sites.get("new.example").is_none(), "its name goes with it");
+        assert!(sites.get("old.example").is_none());
+    }
 
     fn rules(f: impl FnOnce(&mut SiteConfig)) -> Site {
         let mut site = SiteConfig::new("example.com");

@@ -260,15 +260,26 @@ function generalSection(info, configured) {
   const line = errorLine()
   const zone = zonePicker(info.timezone)
   zone.disabled = configured
+  // A rename keeps the site's stats, goals, links, members and keys; its first domain stays
+  // accepted, so pages not yet updated keep counting.
+  const domain = el('input', { type: 'text', id: 'domain', value: info.domain, required: '', autocomplete: 'off', spellcheck: 'false', inputmode: 'url' })
+  domain.disabled = configured
   const saved = el('span', { class: 'saved', 'aria-live': 'polite' })
-  const children = [field('Time zone', zone)]
+  const children = [field('Domain', domain), field('Time zone', zone)]
+  if (info.first_domain) children.push(el('p', { class: 'hint', text: `Renamed from ${info.first_domain}, which is still accepted.` }))
   if (!configured) children.push(el('div', { class: 'actions' }, submit('Save'), saved))
   return section(
     'general',
     'General',
     form({ id: 'timezone-form' }, line, async () => {
-      const answer = await send('PUT', `/api/v1/sites/${encodeURIComponent(info.domain)}`, { timezone: zone.value })
-      saved.textContent = `Saved: ${answer.timezone}`
+      const answer = await send('PUT', `/api/v1/sites/${encodeURIComponent(info.domain)}`, { domain: domain.value.trim().toLowerCase(), timezone: zone.value })
+      saved.textContent = `Saved: ${answer.domain}, ${answer.timezone}`
+      if (answer.domain !== info.domain) {
+        // The snippet and the site switcher follow the new name.
+        state.site = answer.domain
+        sites = []
+        navigate('settings')
+      }
     }, ...children),
     line,
   )

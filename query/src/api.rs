@@ -48,7 +48,8 @@ async fn authorize(
     let sites = all_sites(state).await?;
     let site = sites.get(&site_id);
     match (&principal, site) {
-        (_, Some(site)) if principal.may_read(&site_id) => Ok(site.clone()),
+        // Permissions are kept by the site's id (a renamed site's first domain).
+        (_, Some(site)) if principal.may_read(&site.domain) => Ok(site.clone()),
         (Principal::ShareLink { .. }, _) => Err(ApiError::Unauthorized("invalid share link")),
         (Principal::Key { .. } | Principal::Owner { .. }, None) => {
             Err(ApiError::UnknownSite(site_id))

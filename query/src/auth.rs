@@ -121,6 +121,16 @@ pub async fn add_site(
         ))
     })?;
     validate_timezone(timezone).map_err(|e| KeyError::Invalid(e.to_string()))?;
+    if let Some(renamed) = sites(client, database, config)
+        .await?
+        .get(domain)
+        .filter(|site| site.domain != domain)
+    {
+        return Err(KeyError::Invalid(format!(
+            "{domain} is the new domain of site {}: change that site instead",
+            renamed.domain
+        )));
+    }
     Ok(Registry::new(client.clone(), database)
         .put_site(&Sites::new(&config.sites), domain, timezone)
         .await?)
@@ -135,6 +145,12 @@ pub async fn remove_site(
     config: &Config,
     domain: &str,
 ) -> Result<u64, KeyError> {
+    // By its id, or by its new domain when renamed.
+    let id = match sites(client, database, config).await?.get(domain) {
+        Some(site) => site.domain.clone(),
+        None => domain.to_string(),
+    };
+    let domain = id.as_str();
     let erased = Registry::new(client.clone(), database)
         .delete_site(&Sites::new(&config.sites), domain)
         .await?;
@@ -154,9 +170,16 @@ pub async fn create_key(
     site: &str,
     name: &str,
 ) -> Result<(String, String), KeyError> {
-    if site != ALL_SITES && sites(client, database, config).await?.get(site).is_none() {
-        return Err(KeyError::UnknownSite(site.into()));
-    }
+    // A key is kept by its site's id (a renamed site's first domain).
+    let id = if site == ALL_SITES {
+        ALL_SITES.to_string()
+    } else {
+        match sites(client, database, config).await?.get(site) {
+            Some(known) => known.domain.clone(),
+            None => return Err(KeyError::UnknownSite(site.into())),
+        }
+    };
+    let site = id.as_str();
     let key = new_key()?;
     let hash = hash_key(&key);
     let key_id = hash[..12].to_string();

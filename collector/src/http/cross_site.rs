@@ -36,7 +36,8 @@ impl FirstParty {
     pub fn new<'a>(sites: impl Iterator<Item = &'a Site>, public_url: Option<&str>) -> Self {
         let mut site_hosts: Vec<String> = Vec::new();
         for site in sites {
-            for host in std::iter::once(&site.domain).chain(site.allowed_hostnames()) {
+            let names = std::iter::once(&site.domain).chain(&site.renamed_to);
+            for host in names.chain(site.allowed_hostnames()) {
                 let host = host.trim().to_ascii_lowercase();
                 let bare = host.strip_prefix("www.").unwrap_or(&host).to_string();
                 // `www.` is the same site, as for the site's hostname rules.

@@ -40,7 +40,7 @@ pub fn statement<B>(state: &State, request: &Request<B>) -> Response<Body> {
             let links: String = sites
                 .iter()
                 .map(|s| {
-                    let d = html_escape::encode_text(&s.domain);
+                    let d = html_escape::encode_text(s.current_domain());
                     format!("<li><a href=\"?site={d}\">{d}</a></li>")
                 })
                 .collect();

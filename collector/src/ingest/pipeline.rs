@@ -24,6 +24,7 @@ use glimpse_core::config::Config;
 use glimpse_core::ip_prefix;
 use glimpse_core::registry::LiveSites;
 use glimpse_core::schema::EventRow;
+use glimpse_core::site::Site;
 
 /// What the HTTP layer knows about the request, beyond its body.
 #[derive(Debug, Clone, Copy)]
@@ -98,11 +99,13 @@ pub fn process(
     salts: &DailySalts,
 ) -> Result<Vec<Processed>, Dropped> {
     let current = enrichers.sites.current();
-    let sites: Vec<_> = beacon
-        .domains
-        .iter()
-        .filter_map(|d| current.get(d))
-        .collect();
+    let mut sites: Vec<&Site> = Vec::with_capacity(beacon.domains.len());
+    for site in beacon.domains.iter().filter_map(|d| current.get(d)) {
+        // A renamed site's two names in one `d` are one site: one row, not two.
+        if !sites.iter().any(|s| s.domain == site.domain) {
+            sites.push(site);
+        }
+    }
     let Some(first_site) = sites.first() else {
         return Err(Dropped {
             reason: DropReason::UnknownSite,

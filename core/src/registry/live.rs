@@ -91,6 +91,7 @@ impl LiveSites {
             .map(|s| StoredSite {
                 domain: s.domain.clone(),
                 timezone: s.timezone.clone(),
+                renamed_to: s.renamed_to.clone().unwrap_or_default(),
             })
             .collect()
     }
@@ -224,6 +225,7 @@ mod tests {
             &[StoredSite {
                 domain: "added.example".into(),
                 timezone: "Europe/Paris".into(),
+                renamed_to: String::new(),
             }],
             &[],
             &[],

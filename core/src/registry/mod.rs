@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::version_now;
 use crate::goals::Goal;
 use crate::schema::SITE_DATA_TABLES;
-use crate::site::{SharedLink, Site, SiteConfig, SiteError, Sites};
+use crate::site::{validate_domain, SharedLink, Site, SiteConfig, SiteError, Sites};
 
 pub use live::LiveSites;
 
@@ -34,8 +34,12 @@ pub enum RegistryError {
 /// A site as stored (its settings; goals and links are rows of their own).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clickhouse::Row)]
 pub struct StoredSite {
+    /// The site's id: the domain it was created with.
     pub domain: String,
     pub timezone: String,
+    /// The domain it goes by since it was renamed; empty when it was not.
+    #[serde(default)]
+    pub renamed_to: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Deserialize)]
@@ -67,17 +71,36 @@ impl Registry {
         }
     }
 
-    /// The stored sites that are not deleted, by domain.
+    /// The stored sites that are not deleted, by id, with the domain each goes by if renamed.
     pub async fn stored_sites(&self) -> Result<Vec<StoredSite>, clickhouse::error::Error> {
         let db = &self.db;
-        self.client
+        let mut sites: Vec<StoredSite> = self
+            .client
             .query(&format!(
-                "SELECT domain, timezone FROM (SELECT domain, argMax(timezone, version) AS timezone, \
-                 argMax(deleted, version) AS gone FROM {db}.site_registry GROUP BY domain) \
-                 WHERE gone = 0 ORDER BY domain"
+                "SELECT domain, timezone, '' AS renamed_to FROM (SELECT domain, \
+                 argMax(timezone, version) AS timezone, argMax(deleted, version) AS gone \
+                 FROM {db}.site_registry GROUP BY domain) WHERE gone = 0 ORDER BY domain"
             ))
             .fetch_all()
-            .await
+            .await?;
+        // A second small read rather than a join: the join forms of 18.16 and current servers
+        // differ, and these tables hold a row per site.
+        let renamed: std::collections::HashMap<String, String> = self
+            .client
+            .query(&format!(
+                "SELECT site, argMax(domain, version) AS renamed_to FROM {db}.site_domains \
+                 GROUP BY site"
+            ))
+            .fetch_all::<(String, String)>()
+            .await?
+            .into_iter()
+            .collect();
+        for site in &mut sites {
+            if let Some(name) = renamed.get(&site.domain) {
+                site.renamed_to.clone_from(name);
+            }
+        }
+        Ok(sites)
     }
 
     /// Every site: the configured ones, then the stored ones with their goals and shared
@@ -134,6 +157,36 @@ impl Registry {
         Ok(site)
     }
 
+    /// Renames a stored site: from now on it goes by `new_domain` (shown, put in its snippet,
+    /// accepted in beacons and `site_id`), and keeps its id — the domain it was created with,
+    /// under which its events, goals, links, members and keys stay — which is accepted too.
+    /// Renaming it back to its id ends the rename. The caller checks that no other site has
+    /// the name.
+    pub async fn rename_site(
+        &self,
+        configured: &Sites,
+        id: &str,
+        new_domain: &str,
+    ) -> Result<(), RegistryError> {
+        if configured.get(id).is_some() {
+            return Err(RegistryError::Configured(id.to_string()));
+        }
+        validate_domain(new_domain)?;
+        let name = if new_domain == id { "" } else { new_domain };
+        self.client
+            .query(&format!(
+                "INSERT INTO {}.site_domains (site, domain, version, changed_at) \
+                 VALUES (?, ?, ?, now())",
+                self.db
+            ))
+            .bind(id)
+            .bind(name)
+            .bind(version_now())
+            .execute()
+            .await?;
+        Ok(())
+    }
+
     /// Deletes a stored site, its goals and links (a site added again later starts without
     /// them: an old share link must not come back), and schedules the deletion of all its
     /// data (events, rollups, imports, filtered-traffic counts). Collectors refuse its beacons
@@ -161,6 +214,11 @@ impl Registry {
             format!(
                 "INSERT INTO {db}.site_registry (domain, timezone, deleted, version, changed_at) \
                  VALUES (?, 'UTC', 1, {version}, now())"
+            ),
+            // Its new name goes too: a site added again under this id starts without it.
+            format!(
+                "INSERT INTO {db}.site_domains (site, domain, version, changed_at) \
+                 VALUES (?, '', {version}, now())"
             ),
             format!(
                 "INSERT INTO {db}.site_goals (site, goal, deleted, version, changed_at) \
@@ -316,6 +374,7 @@ fn merge(
         };
         match Site::parse(config) {
             Ok(mut site) => {
+                site.renamed_to = (!s.renamed_to.is_empty()).then(|| s.renamed_to.clone());
                 site.shared_links = links
                     .iter()
                     .filter(|l| l.site == s.domain)
@@ -340,6 +399,7 @@ mod tests {
         StoredSite {
             domain: domain.into(),
             timezone: timezone.into(),
+            renamed_to: String::new(),
         }
     }
 

@@ -66,7 +66,29 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create invitations",
         statements: create_invitations,
     },
+    Migration {
+        version: 18,
+        name: "create site_domains",
+        statements: create_site_domains,
+    },
 ];
+
+/// The domain a stored site goes by since it was renamed (`PUT /api/v1/sites/:site_id`
+/// `{domain}`). A site's data, goals, links, members and keys stay keyed by the domain it was
+/// created with (its id, `site_registry.domain`): renaming is one row here, instant and
+/// lossless, with nothing to copy. An empty `domain` means "not renamed" (written when the
+/// site is deleted, so a site added again under its id starts with its own name).
+fn create_site_domains(_flavor: Flavor, db: &str) -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {db}.site_domains (
+    site String,
+    domain String,
+    version UInt64,
+    changed_at DateTime
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY site"
+    )]
+}
 
 /// Invitations to a site (`PUT /api/v1/sites/guests` for an e-mail with no user yet): the
 /// token only as its BLAKE3 hash, the role it gives, until when it may be accepted. Versioned

@@ -38,13 +38,11 @@ pub(crate) async fn principal(
     if let Some(token) = query.get("auth") {
         let site_id = crate::params::parse_site_id(query.get("site_id").map(String::as_str))?;
         let sites = crate::api::all_sites(state).await?;
-        let matches = sites
-            .get(&site_id)
-            .is_some_and(|site| site.accepts_share_token(token));
-        return if matches {
-            Ok(Principal::ShareLink { site: site_id })
-        } else {
-            Err(ApiError::Unauthorized("invalid share link"))
+        return match sites.get(&site_id) {
+            Some(site) if site.accepts_share_token(token) => Ok(Principal::ShareLink {
+                site: site.domain.clone(),
+            }),
+            _ => Err(ApiError::Unauthorized("invalid share link")),
         };
     }
     Err(ApiError::Unauthorized(

@@ -225,9 +225,14 @@ pub async fn add_user(
         _ => {}
     }
     let known = crate::auth::sites(client, db, config).await?;
-    if let Some(unknown) = sites.iter().find(|s| known.get(s).is_none()) {
-        return Err(AccountError::UnknownSite(unknown.clone()));
-    }
+    // Roles are kept by the sites' ids (a renamed site's first domain).
+    let sites = sites
+        .iter()
+        .map(|s| match known.get(s) {
+            Some(site) => Ok(site.domain.clone()),
+            None => Err(AccountError::UnknownSite(s.clone())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     if find_user(client, db, &email).await?.is_some() {
         return Err(AccountError::Invalid(format!(
             "{email} already has a user (see `glimpse user list`)"
@@ -235,7 +240,7 @@ pub async fn add_user(
     }
     let hash = password::hash(password)?;
     if let NewRole::Site(role) = role {
-        for site in sites {
+        for site in &sites {
             write_member(client, db, site, &email, role.as_str(), false).await?;
         }
     }

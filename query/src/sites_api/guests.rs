@@ -130,13 +130,13 @@ pub(crate) async fn put(
     let inviter = principal
         .email()
         .map(str::to_string)
-        .unwrap_or_else(|| format!("An administrator of {}", site.domain));
+        .unwrap_or_else(|| format!("An administrator of {}", site.current_domain()));
     let mailed = mail::send_invitation(
         &state.config.query,
         host.as_deref(),
         &InvitationMail {
             to: &email,
-            site: &site.domain,
+            site: site.current_domain(),
             role: role.plausible_name(),
             inviter: &inviter,
             url: &url,

@@ -174,7 +174,7 @@ pub(crate) async fn administered_site(
     site_id: &str,
 ) -> Result<Site, ApiError> {
     let site = readable_site(state, principal, site_id).await?;
-    if principal.may_admin(site_id) {
+    if principal.may_admin(&site.domain) {
         Ok(site)
     } else {
         Err(ApiError::Denied(format!(
@@ -191,7 +191,8 @@ pub(crate) async fn readable_site(
 ) -> Result<Site, ApiError> {
     let sites = all_sites(state).await?;
     match sites.get(site_id) {
-        Some(site) if principal.may_read(site_id) => Ok(site.clone()),
+        // Permissions are kept by the site's id (a renamed site's first domain).
+        Some(site) if principal.may_read(&site.domain) => Ok(site.clone()),
         _ => Err(ApiError::UnknownSite(site_id.to_string())),
     }
 }

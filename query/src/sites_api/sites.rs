@@ -20,18 +20,23 @@ use crate::auth::{self, Site, ALL_SITES};
 use crate::error::ApiError;
 use crate::{audit, plan, AppState};
 
-/// Plausible's site object, with Glimpse's additions: goals, imported days, and where the
-/// site is managed (`configuration`: read-only here).
+/// Plausible's site object, with Glimpse's additions: goals, imported days, where the site is
+/// managed (`configuration`: read-only here) and, for a renamed site, the domain it was
+/// created with (still accepted, and what the audit log names it by).
 fn site_json(site: &Site, configured: bool, imported: Option<&(String, String)>) -> Value {
     let goals: Vec<&str> = site.goals.iter().map(|g| g.name.as_str()).collect();
-    json!({
-        "domain": site.domain,
+    let mut answer = json!({
+        "domain": site.current_domain(),
         "timezone": site.timezone,
         "custom_properties": [],
         "goals": goals,
         "imported": imported.map(|(first, last)| json!({ "from": first, "to": last })),
         "managed_in": if configured { "configuration" } else { "registry" },
-    })
+    });
+    if site.renamed_to.is_some() {
+        answer["first_domain"] = json!(site.domain);
+    }
+    answer
 }
 
 /// `GET /api/v1/sites`: the sites the caller may read, in Plausible's shape (`sites`, `meta`,
@@ -87,7 +92,7 @@ pub(crate) async fn get(
     let site = readable_site(&state, &principal, &site_id).await?;
     let mut answer = site_json(&site, configured(&state, &site.domain), None);
     if principal.may_admin(&site.domain) {
-        answer["tracker"] = tracker_json(&state.config, &headers, &site.domain);
+        answer["tracker"] = tracker_json(&state.config, &headers, site.current_domain());
     }
     Ok(Json(answer).into_response())
 }
@@ -159,11 +164,14 @@ pub(crate) async fn create(
     if all_sites(&state).await?.get(&domain).is_some() {
         return Err(ApiError::bad("domain", "domain has already been taken"));
     }
-    put_site(&state, &principal, "site.create", &domain, timezone).await
+    let site = put_site(&state, &principal, "site.create", &domain, timezone).await?;
+    Ok(Json(json!({ "domain": site.domain, "timezone": site.timezone })).into_response())
 }
 
-/// `PUT /api/v1/sites/:site_id` `{timezone}`: changes the time zone. Changing the domain is
-/// refused: the stored events are keyed by it.
+/// `PUT /api/v1/sites/:site_id` `{domain?, timezone?}`: renames the site and/or changes its
+/// time zone. A rename is instant and keeps everything: the site keeps its id (the domain it
+/// was created with, which stays accepted in beacons and `site_id`, as Plausible accepts the
+/// old domain after a change) and goes by the new domain everywhere it is shown.
 pub(crate) async fn update(
     State(state): State<Arc<AppState>>,
     Path(site_id): Path<String>,
@@ -173,25 +181,59 @@ pub(crate) async fn update(
     let principal = principal(&state, &headers, &params).await?;
     let site = administered_site(&state, &principal, &site_id).await?;
     super::writable(&state, &site)?;
-    if params.get("domain").is_some_and(|d| d != site.domain) {
-        return Err(ApiError::bad(
-            "domain",
-            "changing a site's domain is not supported: add the new domain as a site \
-             (its events are stored under the domain)",
-        ));
+    let mut current = site.current_domain().to_string();
+    if let Some(new) = params.get("domain").map(str::to_ascii_lowercase) {
+        if new != current {
+            rename(&state, &principal, &site, &new).await?;
+            current = new;
+        }
     }
-    let timezone = params.get("timezone").unwrap_or(&site.timezone);
-    put_site(&state, &principal, "site.update", &site.domain, timezone).await
+    let timezone = match params.get("timezone") {
+        Some(tz) if tz != site.timezone => {
+            put_site(&state, &principal, "site.update", &site.domain, tz)
+                .await?
+                .timezone
+        }
+        _ => site.timezone.clone(),
+    };
+    Ok(Json(json!({ "domain": current, "timezone": timezone })).into_response())
 }
 
-/// Stores a site's settings in the registry, records `action` and answers Plausible's site.
+/// Gives `site` the domain `new` (refused when another site has it as its id or new name).
+async fn rename(
+    state: &AppState,
+    principal: &Principal,
+    site: &Site,
+    new: &str,
+) -> Result<(), ApiError> {
+    if all_sites(state)
+        .await?
+        .get(new)
+        .is_some_and(|other| other.domain != site.domain)
+    {
+        return Err(ApiError::bad("domain", "domain has already been taken"));
+    }
+    registry(state)
+        .rename_site(&Sites::new(&state.config.sites), &site.domain, new)
+        .await
+        .map_err(|e| match e {
+            RegistryError::Invalid(e) => ApiError::bad("domain", e.to_string()),
+            other => registry_error(other),
+        })?;
+    changed(state);
+    let detail = format!("{} → {new}", site.current_domain());
+    audit::record_by(state, principal, "site.rename", &site.domain, &detail).await;
+    Ok(())
+}
+
+/// Stores a site's settings in the registry and records `action`.
 async fn put_site(
     state: &AppState,
     principal: &Principal,
     action: &str,
     domain: &str,
     timezone: &str,
-) -> Result<Response, ApiError> {
+) -> Result<Site, ApiError> {
     let site = registry(state)
         .put_site(&Sites::new(&state.config.sites), domain, timezone)
         .await
@@ -199,7 +241,7 @@ async fn put_site(
     changed(state);
     let detail = format!("timezone {}", site.timezone);
     audit::record_by(state, principal, action, &site.domain, &detail).await;
-    Ok(Json(json!({ "domain": site.domain, "timezone": site.timezone })).into_response())
+    Ok(site)
 }
 
 /// `DELETE /api/v1/sites/:site_id`: the site, its goals, links and keys, and all its data. By
