@@ -735,9 +735,18 @@ async fn sessions_end_everywhere_at_once_and_no_secret_is_kept_in_clear() {
     let c8 = sign_in(&one, "carol@example.com", carol_password).await;
     remember(&c8);
 
-    // Secure cookies over HTTPS: `public_url` says so, or a trusted proxy does.
+    // Secure cookies over HTTPS: `dashboard_url` says so, or a trusted proxy does.
     let https = serve(Config {
-        public_url: Some("https://stats.example.test".into()),
+        query: glimpse_core::config::QueryConfig {
+            dashboard_url: Some("https://stats.example.test".into()),
+            ..config(&ch).query
+        },
+        ..config(&ch)
+    })
+    .await;
+    // The collector's `public_url` is another origin: it says nothing about the dashboard's.
+    let collector_public = serve(Config {
+        public_url: Some("https://collector.example.test".into()),
         ..config(&ch)
     })
     .await;
@@ -749,6 +758,7 @@ async fn sessions_end_everywhere_at_once_and_no_secret_is_kept_in_clear() {
     let forwarded = [("x-forwarded-proto", "https")];
     for (base, extra, secure) in [
         (&https, &[][..], true),
+        (&collector_public, &[][..], false),
         (&proxied, &forwarded[..], true),
         (&proxied, &[][..], false),
         (&one, &forwarded[..], false), // not from a trusted proxy
@@ -774,7 +784,21 @@ async fn sessions_end_everywhere_at_once_and_no_secret_is_kept_in_clear() {
                 .trim_start_matches("glimpse_session="),
         );
     }
-    // With `public_url`, its origin is the only own one: not the Host the request named.
+    let cc = sign_in(&collector_public, "carol@example.com", carol_password).await;
+    remember(&cc);
+    let (status, _, _) = post_with_cookie(
+        &collector_public,
+        "/api/auth/logout",
+        &cc,
+        Some(&collector_public),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "the dashboard's own origin, whatever `public_url` says"
+    );
+    // With `dashboard_url`, its origin is the only own one: not the Host the request named.
     let cs = sign_in(&https, "carol@example.com", carol_password).await;
     remember(&cs);
     let (status, _, _) =

@@ -69,7 +69,7 @@ struct AppState {
     trusted_proxies: TrustedProxies,
     /// The sites, read at most every `auth::SITES_TTL`.
     sites: auth::SiteCache,
-    /// `public_url`'s origin, the only one allowed to change state with the session cookie.
+    /// `dashboard_url`'s origin, the only one allowed to change state with the session cookie.
     public_origin: Option<String>,
     /// Sign-in attempts per account and per client address.
     logins: accounts::login_limit::LoginLimits,
@@ -102,7 +102,8 @@ pub async fn serve(
         trusted_proxies,
         sites: auth::SiteCache::new(auth::SITES_TTL),
         public_origin: config
-            .public_url
+            .query
+            .dashboard_url
             .as_deref()
             .and_then(accounts::cross_site::origin_of),
         logins: accounts::login_limit::LoginLimits::new(),

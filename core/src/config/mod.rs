@@ -229,6 +229,12 @@ pub struct QueryConfig {
     /// The sender of invitation mails. Unset: `glimpse@` and the host of `public_url` (or of
     /// the address the inviting request was sent to).
     pub smtp_from: Option<String>,
+    /// The dashboard's public address (e.g. `https://stats.example.com`): the only origin
+    /// allowed to change state with the session cookie (the `Host` header is then not
+    /// trusted), whether the cookie is `Secure`, and the origin of invitation and share
+    /// links. Unset: the address each request was sent to. Distinct from `public_url`, the
+    /// collector's, which usually has another origin.
+    pub dashboard_url: Option<String>,
 }
 
 /// How log lines are written; see [`Config::log_format`].
@@ -336,6 +342,7 @@ impl Default for QueryConfig {
             rollup_interval_secs: 600,
             smtp_url: None,
             smtp_from: None,
+            dashboard_url: None,
         }
     }
 }

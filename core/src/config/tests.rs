@@ -341,6 +341,16 @@ fn mail_settings_are_checked_and_the_smtp_url_is_a_secret() {
         jail.set_env("GLIMPSE_SMTP_FROM", "not an address");
         let err = Config::load(None).unwrap_err().to_string();
         assert!(err.contains("smtp_from"), "{err}");
+        jail.set_env("GLIMPSE_SMTP_FROM", "stats@example.com");
+        jail.set_env("GLIMPSE_DASHBOARD_URL", "https://stats.example.com/");
+        let c = Config::load(None).unwrap();
+        assert_eq!(
+            c.query.dashboard_url.as_deref(),
+            Some("https://stats.example.com/")
+        );
+        jail.set_env("GLIMPSE_DASHBOARD_URL", "ftp://stats.example.com");
+        let err = Config::load(None).unwrap_err().to_string();
+        assert!(err.contains("dashboard_url"), "{err}");
         Ok(())
     });
 }

@@ -38,11 +38,16 @@ impl Config {
         .map_err(|r| ConfigError::invalid("ipv4_prefix_length", r.to_string()))?;
         validate_paths(&self.collector.script_path, &self.collector.event_path)?;
         self.validate_tracker_ids()?;
-        if let Some(url) = &self.public_url {
-            let parsed = url::Url::parse(url)
-                .map_err(|e| ConfigError::invalid("public_url", e.to_string()))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(ConfigError::invalid("public_url", "must be an http(s) URL"));
+        for (key, url) in [
+            ("public_url", &self.public_url),
+            ("dashboard_url", &self.query.dashboard_url),
+        ] {
+            if let Some(url) = url {
+                let parsed =
+                    url::Url::parse(url).map_err(|e| ConfigError::invalid(key, e.to_string()))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(ConfigError::invalid(key, "must be an http(s) URL"));
+                }
             }
         }
         self.validate_mail()?;

@@ -3,7 +3,7 @@
 //! origin, in `Origin` or, without it, `Referer`; anything else is refused with 403 before any
 //! handler runs. One middleware, so every endpoint added later is covered.
 //!
-//! The own origin is `public_url`'s when it is set (the `Host` header is then not trusted, so a
+//! The own origin is `dashboard_url`'s when it is set (the `Host` header is then not trusted, so a
 //! page on a name that merely resolves here is refused), else the request's `Host` with the
 //! scheme the browser used. Requests without the cookie (API keys, scripts) are not affected:
 //! no other website can make a browser attach a key. A sign-in from another website's page is
@@ -61,7 +61,7 @@ pub(crate) fn own_origin(state: &AppState, peer: IpAddr, headers: &HeaderMap) ->
     origin_of(&format!("{scheme}://{host}"))
 }
 
-/// Whether the browser reached us over HTTPS: `public_url` says so, or a trusted proxy sent
+/// Whether the browser reached us over HTTPS: `dashboard_url` says so, or a trusted proxy sent
 /// `X-Forwarded-Proto: https` (anyone else could send that header).
 pub(crate) fn is_https(state: &AppState, peer: IpAddr, headers: &HeaderMap) -> bool {
     if let Some(public) = &state.public_origin {
