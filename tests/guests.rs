@@ -297,12 +297,12 @@ async fn who_may_manage_guests_and_keys_and_keys_end_at_once() {
             401,
         ),
         (
-            "the owner as guest",
+            "the owner's e-mail: invited like anyone's (no tell who the owner is)",
             &owner,
             put.clone(),
             guests.clone(),
             invite("owner@example.com", "viewer"),
-            400,
+            200,
         ),
         (
             "a role that is none",
@@ -617,6 +617,7 @@ async fn who_may_manage_guests_and_keys_and_keys_end_at_once() {
         json!([
             {"email": "admin@example.com", "role": "editor", "accepted": true},
             {"email": "late@example.com", "role": "editor", "accepted": false},
+            {"email": "owner@example.com", "role": "viewer", "accepted": false},
             {"email": "viewer@example.com", "role": "viewer", "accepted": true},
         ]),
         "{listed}"
@@ -807,7 +808,9 @@ async fn an_invitee_accepts_by_mail_reads_only_their_site_until_removed() {
         json!([{"email": "guest@example.com", "role": "viewer", "accepted": true}])
     );
 
-    // An existing user gets the role at once, without an invitation or mail.
+    // A user with an account (on another site) is invited like anyone: the answer does not
+    // tell the admin which e-mails have accounts here. They accept with their own password,
+    // never by choosing one; then a role change for a member applies at once.
     let (status, member) = api
         .call(
             Method::PUT,
@@ -817,14 +820,54 @@ async fn an_invitee_accepts_by_mail_reads_only_their_site_until_removed() {
         )
         .await;
     assert_eq!(status, 200);
+    let (_, stranger) = api
+        .call(
+            Method::PUT,
+            &guests,
+            invite("nobody-yet@example.com", "editor"),
+            &owner,
+        )
+        .await;
+    let shape = |v: &Value| {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        (keys, v["accepted"].clone(), v["mail"].clone())
+    };
+    assert_eq!(shape(&member), shape(&stranger), "{member} vs {stranger}");
+    assert_eq!(member["accepted"], false);
+    let member_token = token_of(&member["invitation_url"]);
+    secrets.push(member_token.clone());
     assert_eq!(
-        member,
-        json!({"email": "member@example.com", "role": "editor", "accepted": true})
+        api.accept(&member_token, "a new password to take it over", &api.base)
+            .await
+            .status(),
+        401,
+        "an invitation is no way into an existing account"
     );
+    let accepted = api.accept(&member_token, PASSWORD, &api.base).await;
+    assert_eq!(accepted.status(), 200);
     let member_cred = api.sign_in("member@example.com").await;
     assert_eq!(
         api.call(Method::GET, &guests, None, &member_cred).await.0,
         200
+    );
+    let (status, changed) = api
+        .call(
+            Method::PUT,
+            &guests,
+            invite("member@example.com", "viewer"),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        changed,
+        json!({"email": "member@example.com", "role": "viewer", "accepted": true})
+    );
+    assert_eq!(
+        api.call(Method::GET, &guests, None, &member_cred).await.0,
+        403,
+        "a viewer now"
     );
 
     // Removed: the invitee's access ends with their next request.
@@ -910,7 +953,7 @@ async fn an_invitee_accepts_by_mail_reads_only_their_site_until_removed() {
     for entry in [
         ("guest.invite", "owner@example.com"),
         ("invitation.accept", "guest@example.com"),
-        ("guest.add", "owner@example.com"),
+        ("guest.update", "owner@example.com"),
         ("guest.remove", "owner@example.com"),
     ] {
         assert!(actions.contains(&entry), "{entry:?} not in {actions:?}");

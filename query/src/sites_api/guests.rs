@@ -1,12 +1,13 @@
 //! Guests: a site's members and pending invitations, in Plausible's shape.
 //! `GET /api/v1/sites/guests?site_id=` lists them, `PUT /api/v1/sites/guests`
-//! `{site_id, email, role}` finds or creates one (a role at once for an existing user, an
-//! invitation otherwise), `DELETE /api/v1/sites/guests/:email` with `site_id` removes one.
+//! `{site_id, email, role}` finds or creates one (a new role at once for a member of the
+//! site, an invitation for anyone else, account or not), `DELETE /api/v1/sites/guests/:email` with `site_id` removes one.
 //!
 //! Plausible's roles are `viewer` and `editor`; Glimpse's `admin` is Plausible's `editor`
 //! (both words are accepted, answers say `editor`). Guests of a site managed in the
 //! configuration file are allowed: members are accounts, not configuration. The owner has
-//! every site and is never a guest.
+//! every site and is never a guest (an invitation to the owner's e-mail changes nothing when
+//! accepted, and is not refused: that would tell who the owner is).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -100,21 +101,18 @@ pub(crate) async fn put(
     let client = state.db.background();
     let db = &state.database;
     let tracked = state.db.track();
-    let user = tracked
-        .run(store::find_user(&tracked.client, db, &email))
+    let members = tracked
+        .run(store::site_members(&tracked.client, db, &site.domain))
         .await?;
     let detail = format!("{email} {}", role.plausible_name());
-    if let Some(user) = user {
-        if user.owner == 1 {
-            return Err(ApiError::bad(
-                "email",
-                format!("{email} is the owner, who has every site"),
-            ));
-        }
+    // A member of this site (whom the admin sees in the list anyway) gets the new role at
+    // once. Anyone else gets an invitation, whether or not they have an account here: the
+    // answer must not tell a site's admin which e-mails have accounts on the instance (one
+    // with an account accepts with their password).
+    if members.iter().any(|(member, _)| *member == email) {
         store::write_member(client, db, &site.domain, &email, role.as_str(), false).await?;
-        // A role given directly replaces an invitation sent before the user existed.
         invitations::withdraw(client, db, &site.domain, &email).await?;
-        audit::record_by(&state, &principal, "guest.add", &site.domain, &detail).await;
+        audit::record_by(&state, &principal, "guest.update", &site.domain, &detail).await;
         return Ok(Json(guest_json(&email, role, true)).into_response());
     }
     let token = invitations::invite(client, db, &site.domain, &email, role).await?;
