@@ -95,17 +95,15 @@ async fn every_administration_statement_runs_on_18_16_and_on_current_clickhouse(
 
     // Through the proxy: the CLI's functions and the HTTP endpoints.
     let client = ch.client.clone().with_url(&proxy);
-    store::add_user(
+    common::accounts::add_user(
         &client,
-        "glimpse",
         &config,
         "owner@example.com",
         PASSWORD,
         NewRole::Owner,
         &[],
     )
-    .await
-    .unwrap();
+    .await;
     let http = reqwest::Client::new();
     let login = http
         .post(format!("{base}/api/auth/login"))
@@ -198,17 +196,15 @@ async fn every_administration_statement_runs_on_18_16_and_on_current_clickhouse(
         Some(json!({"site_id": SITE})),
     )
     .await);
-    store::add_user(
+    common::accounts::add_user(
         &client,
-        "glimpse",
         &config,
         "viewer@example.com",
         PASSWORD,
         NewRole::Site(Role::Viewer),
-        &[SITE.to_string()],
+        &[SITE],
     )
-    .await
-    .unwrap();
+    .await;
     store::list_users(&client, "glimpse").await.unwrap();
     let (key, key_id) = glimpse_query::auth::create_scoped_key(
         &client,

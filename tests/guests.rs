@@ -15,7 +15,7 @@ use common::secrets::captured_logs;
 use common::TestClickHouse;
 use glimpse_core::site::{Site, SiteConfig};
 use glimpse_core::Config;
-use glimpse_query::accounts::store::{self, NewRole};
+use glimpse_query::accounts::store::NewRole;
 use glimpse_query::accounts::{KeyScope, Role};
 use glimpse_query::auth;
 use reqwest::Method;
@@ -148,18 +148,7 @@ fn session_of(response: &reqwest::Response) -> String {
 }
 
 async fn add(ch: &TestClickHouse, email: &str, role: NewRole, sites: &[&str]) {
-    let sites: Vec<String> = sites.iter().map(|s| s.to_string()).collect();
-    store::add_user(
-        &ch.client,
-        "glimpse",
-        &config(ch),
-        email,
-        PASSWORD,
-        role,
-        &sites,
-    )
-    .await
-    .unwrap();
+    common::accounts::add_user(&ch.client, &config(ch), email, PASSWORD, role, sites).await;
 }
 
 async fn key(ch: &TestClickHouse, site: &str, scope: KeyScope) -> (String, String) {

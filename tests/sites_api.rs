@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::{browser_client, wait_for_200, TestClickHouse};
 use glimpse_core::site::Site;
 use glimpse_core::Config;
-use glimpse_query::accounts::store::{self, NewRole};
+use glimpse_query::accounts::store::NewRole;
 use glimpse_query::accounts::{KeyScope, Role};
 use glimpse_query::auth;
 use serde_json::{json, Value};
@@ -80,6 +80,19 @@ impl Api {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A new user, signed in.
+    async fn new_user(
+        &self,
+        ch: &TestClickHouse,
+        config: &Config,
+        email: &str,
+        role: NewRole,
+        sites: &[&str],
+    ) -> Cred {
+        common::accounts::add_user(&ch.client, config, email, PASSWORD, role, sites).await;
+        self.sign_in(email).await
     }
 
     async fn sign_in(&self, email: &str) -> Cred {
@@ -165,6 +178,48 @@ async fn beacon_until(collector: SocketAddr, site: &str, want: u16) -> Duration 
     }
 }
 
+/// The services of one test and the owner's signed-in session.
+struct Started {
+    config: Config,
+    collector: SocketAddr,
+    api: Api,
+    owner: Cred,
+}
+
+async fn start_with_owner(ch: &TestClickHouse, stop: &CancellationToken) -> Started {
+    let config = config(ch);
+    // The collector applies the migrations the query service waits for.
+    let collector = start_collector(config.clone(), stop).await;
+    let api = start_query(config.clone(), stop).await;
+    let owner = api
+        .new_user(ch, &config, "owner@example.com", NewRole::Owner, &[])
+        .await;
+    Started {
+        config,
+        collector,
+        api,
+        owner,
+    }
+}
+
+/// Waits until a deleted site has no event rows left (erased at once, late rows some seconds
+/// later).
+async fn wait_until_erased(ch: &TestClickHouse, site: &str) {
+    let deadline = Instant::now() + glimpse_core::registry::live::LATE_ROWS_GRACE * 3;
+    loop {
+        let left = ch
+            .count(&format!(
+                "SELECT count() FROM glimpse.events WHERE site = '{site}'"
+            ))
+            .await;
+        if left == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{left} rows of {site} left");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 use reqwest::Method;
 
 /// Who, method, path, body, the status expected.
@@ -174,23 +229,13 @@ type Case<'a> = (&'a str, &'a Cred, Method, String, Option<Value>, u16);
 async fn who_may_do_what_and_the_life_of_a_site_created_over_http() {
     let ch = TestClickHouse::start().await;
     let stop = CancellationToken::new();
-    let config = config(&ch);
-    // The collector applies the migrations the query service waits for.
-    let collector = start_collector(config.clone(), &stop).await;
-    let api = start_query(config.clone(), &stop).await;
+    let Started {
+        config,
+        collector,
+        api,
+        owner,
+    } = start_with_owner(&ch, &stop).await;
     let client = ch.client.clone();
-    store::add_user(
-        &client,
-        "glimpse",
-        &config,
-        "owner@example.com",
-        PASSWORD,
-        NewRole::Owner,
-        &[],
-    )
-    .await
-    .unwrap();
-    let owner = api.sign_in("owner@example.com").await;
     let nobody = Cred::Nobody;
 
     // Created by the owner, in each body form a client may send.
@@ -265,30 +310,24 @@ async fn who_may_do_what_and_the_life_of_a_site_created_over_http() {
     assert!(took <= Duration::from_secs(10), "{took:?}");
 
     // Everyone else.
-    store::add_user(
-        &client,
-        "glimpse",
-        &config,
-        "admin@example.com",
-        PASSWORD,
-        NewRole::Site(Role::Admin),
-        &[A.to_string()],
-    )
-    .await
-    .unwrap();
-    store::add_user(
-        &client,
-        "glimpse",
-        &config,
-        "viewer@example.com",
-        PASSWORD,
-        NewRole::Site(Role::Viewer),
-        &[A.to_string()],
-    )
-    .await
-    .unwrap();
-    let admin = api.sign_in("admin@example.com").await;
-    let viewer = api.sign_in("viewer@example.com").await;
+    let admin = api
+        .new_user(
+            &ch,
+            &config,
+            "admin@example.com",
+            NewRole::Site(Role::Admin),
+            &[A],
+        )
+        .await;
+    let viewer = api
+        .new_user(
+            &ch,
+            &config,
+            "viewer@example.com",
+            NewRole::Site(Role::Viewer),
+            &[A],
+        )
+        .await;
     let key = |site: &'static str, scope| {
         let client = client.clone();
         let config = config.clone();
@@ -939,19 +978,7 @@ async fn who_may_do_what_and_the_life_of_a_site_created_over_http() {
     let took = beacon_until(collector, A, 403).await;
     println!("collector refused {A} after {took:?}");
     assert!(took <= Duration::from_secs(10), "{took:?}");
-    let deadline = Instant::now() + glimpse_core::registry::live::LATE_ROWS_GRACE * 3;
-    loop {
-        let left = ch
-            .count(&format!(
-                "SELECT count() FROM glimpse.events WHERE site = '{A}'"
-            ))
-            .await;
-        if left == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{left} rows of {A} left");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_until_erased(&ch, A).await;
     let (status, _) = api
         .call(Method::GET, &aggregate(A), None, &stats_key_a)
         .await;
@@ -969,22 +996,13 @@ async fn a_renamed_site_keeps_everything_and_accepts_both_domains() {
     const NEW: &str = "new.example";
     let ch = TestClickHouse::start().await;
     let stop = CancellationToken::new();
-    let config = config(&ch);
-    let collector = start_collector(config.clone(), &stop).await;
-    let api = start_query(config.clone(), &stop).await;
+    let Started {
+        config,
+        collector,
+        api,
+        owner,
+    } = start_with_owner(&ch, &stop).await;
     let client = ch.client.clone();
-    store::add_user(
-        &client,
-        "glimpse",
-        &config,
-        "owner@example.com",
-        PASSWORD,
-        NewRole::Owner,
-        &[],
-    )
-    .await
-    .unwrap();
-    let owner = api.sign_in("owner@example.com").await;
     let (status, _) = api
         .call(
             Method::POST,
@@ -994,18 +1012,15 @@ async fn a_renamed_site_keeps_everything_and_accepts_both_domains() {
         )
         .await;
     assert_eq!(status, 200);
-    store::add_user(
-        &client,
-        "glimpse",
-        &config,
-        "viewer@example.com",
-        PASSWORD,
-        NewRole::Site(Role::Viewer),
-        &[OLD.to_string()],
-    )
-    .await
-    .unwrap();
-    let viewer = api.sign_in("viewer@example.com").await;
+    let viewer = api
+        .new_user(
+            &ch,
+            &config,
+            "viewer@example.com",
+            NewRole::Site(Role::Viewer),
+            &[OLD],
+        )
+        .await;
     let (key, _) = auth::create_scoped_key(&client, "glimpse", &config, OLD, "t", KeyScope::Stats)
         .await
         .unwrap();
@@ -1199,19 +1214,7 @@ async fn a_renamed_site_keeps_everything_and_accepts_both_domains() {
     assert_eq!(status, 200);
     beacon_until(collector, NEW, 403).await;
     assert_eq!(beacon(collector, OLD, "/").await, 403);
-    let deadline = Instant::now() + glimpse_core::registry::live::LATE_ROWS_GRACE * 3;
-    loop {
-        let left = ch
-            .count(&format!(
-                "SELECT count() FROM glimpse.events WHERE site = '{OLD}'"
-            ))
-            .await;
-        if left == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{left} rows of {OLD} left");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_until_erased(&ch, OLD).await;
     let (status, _) = api
         .call(
             Method::POST,

@@ -2,6 +2,7 @@
 //! start one), free ports, and small HTTP helpers.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod accounts;
 pub mod browser;
 pub mod secrets;
 pub mod sql_recorder;
