@@ -9,7 +9,10 @@
 //! whenever its events change — late rows, erasure, retention — as told by a fingerprint of
 //! its rows (count and visitor-id checksum). A build's rows are written first, then its line in
 //! `rollup_days`; readers take only days listed there and each day's newest listed build, so
-//! they never see half a build.
+//! they never see half a build. A running query service ([`Upkeep`]) fingerprints only the
+//! days whose events may have changed since its last refresh ([`changes`]).
+
+mod changes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -31,6 +34,48 @@ pub struct RefreshReport {
     pub days_built: Vec<(String, String)>,
     /// `(site, day)` whose events are gone (retention, erasure): their figures were removed.
     pub days_removed: Vec<(String, String)>,
+    /// Whether every event was read (the first refresh of a process, or no part marks);
+    /// otherwise only the days that may have changed.
+    pub read_all: bool,
+    /// How many `(site, day)` fingerprints were read.
+    pub days_checked: usize,
+}
+
+/// A query service's rollup upkeep: what the events' parts looked like at its last refresh,
+/// so that the next one reads only the days that may have changed.
+#[derive(Debug, Default)]
+pub struct Upkeep {
+    last: Option<(HashMap<String, changes::PartitionMark>, i64)>,
+}
+
+impl Upkeep {
+    /// Brings the rollup up to date as of `now`, reading all events the first time and only
+    /// the changed days after that.
+    pub async fn refresh(
+        &mut self,
+        client: &clickhouse::Client,
+        database: &str,
+        now: i64,
+    ) -> Result<RefreshReport, clickhouse::error::Error> {
+        let until = settled_until(now);
+        // Read before the events: a change landing meanwhile shows in the next marks.
+        let marks = changes::partition_marks(client, database).await?;
+        let days = match &self.last {
+            Some((before, before_until)) if !marks.is_empty() => {
+                changes::changed_days(before, *before_until, &marks, until)
+            }
+            _ => None,
+        };
+        let report = refresh_days(client, database, until, days.as_deref()).await?;
+        // Kept only after a refresh that succeeded: a failed one is retried from the old marks.
+        self.last = (!marks.is_empty()).then_some((marks, until));
+        Ok(report)
+    }
+}
+
+/// Visits started before this ended before it plus a day, at least [`SETTLE_SECS`] ago.
+fn settled_until(now: i64) -> i64 {
+    ((now - SETTLE_SECS).div_euclid(DAY) - 1) * DAY
 }
 
 #[derive(Debug, clickhouse::Row, Serialize)]
@@ -42,18 +87,48 @@ struct RolledDay {
     checksum: u64,
 }
 
-/// Brings the rollup of every site up to date with the events, as of `now` (Unix seconds).
+/// Brings the rollup of every site up to date with the events, as of `now` (Unix seconds),
+/// reading every event's fingerprint.
 pub async fn refresh(
     client: &clickhouse::Client,
     database: &str,
     now: i64,
 ) -> Result<RefreshReport, clickhouse::error::Error> {
-    // Visits started before `until` ended before `until + DAY`, at least SETTLE_SECS ago.
-    let until = ((now - SETTLE_SECS).div_euclid(DAY) - 1) * DAY;
-    let events: Vec<(String, String, u64, u64)> = fingerprints_statement(database, until)
-        .query(client)
-        .fetch_all()
-        .await?;
+    refresh_days(client, database, settled_until(now), None).await
+}
+
+/// Brings the rollup up to date for the visits started before `until`: on the UTC days of
+/// `only` (inclusive ranges of day numbers), or on every day.
+async fn refresh_days(
+    client: &clickhouse::Client,
+    database: &str,
+    until: i64,
+    only: Option<&[(i64, i64)]>,
+) -> Result<RefreshReport, clickhouse::error::Error> {
+    let mut events: Vec<(String, String, u64, u64)> = Vec::new();
+    match only {
+        None => {
+            events = fingerprints_statement(database, until)
+                .query(client)
+                .fetch_all()
+                .await?
+        }
+        Some(ranges) => {
+            for &(first, last) in ranges {
+                events.extend(
+                    day_fingerprints_statement(database, first, last)
+                        .query(client)
+                        .fetch_all::<(String, String, u64, u64)>()
+                        .await?,
+                );
+            }
+        }
+    }
+    let in_scope = |day: &str| match (only, day_number(day)) {
+        (None, _) => true,
+        (Some(ranges), Some(n)) => ranges.iter().any(|&(first, last)| first <= n && n <= last),
+        (Some(_), None) => false,
+    };
     let built: Vec<(String, String, u64, u64, u64)> = manifest_statement(database)
         .query(client)
         .fetch_all()
@@ -70,7 +145,11 @@ pub async fn refresh(
         .map(|(site, day, version, rows, checksum)| ((site, day), (version, rows, checksum)))
         .collect();
 
-    let mut report = RefreshReport::default();
+    let mut report = RefreshReport {
+        read_all: only.is_none(),
+        days_checked: events.len(),
+        ..RefreshReport::default()
+    };
     // Per site: the days to build, with their fingerprints.
     let mut to_build: BTreeMap<String, Vec<(i64, u64, u64)>> = BTreeMap::new();
     let mut with_events = std::collections::HashSet::new();
@@ -92,7 +171,7 @@ pub async fn refresh(
     }
     let mut to_remove: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for (site, day) in built.keys() {
-        if !with_events.contains(&(site.clone(), day.clone())) {
+        if in_scope(day) && !with_events.contains(&(site.clone(), day.clone())) {
             if let Some(number) = day_number(day) {
                 to_remove.entry(site.clone()).or_default().push(number);
                 report.days_removed.push((site.clone(), day.clone()));
@@ -177,6 +256,8 @@ pub fn maintenance_statements(database: &str, site: &str) -> Vec<String> {
     let days = [20_536, 20_537, 20_539];
     let mut statements = vec![
         fingerprints_statement(database, 20_540 * DAY),
+        day_fingerprints_statement(database, 20_535, 20_537),
+        changes::parts_statement(database),
         manifest_statement(database),
         rolled_days_statement(database, site, 20_530, 20_540),
     ];
@@ -271,6 +352,29 @@ fn fingerprints_statement(database: &str, until: i64) -> Sql {
     sql
 }
 
+/// The fingerprints (as [`fingerprints_statement`]) of the visits started on the UTC days
+/// `first..=last`. Their rows lie between the first day's start and a visit's length after
+/// the last day: the bound on `timestamp` lets ClickHouse skip the other months' partitions.
+fn day_fingerprints_statement(database: &str, first: i64, last: i64) -> Sql {
+    let (from, to) = (first * DAY, (last + 1) * DAY);
+    let mut sql = Sql::default();
+    let _ = write!(
+        sql.template,
+        "SELECT toString(site), toString(toDate(visit_start, 'UTC')) AS day, count(), \
+         sum(visitor_id) FROM {database}.events WHERE name != 'engagement' AND \
+         visit_start >= toDateTime("
+    );
+    sql.bind_int(from.max(DAY))
+        .push(") AND visit_start < toDateTime(")
+        .bind_int(to)
+        .push(") AND timestamp >= toDateTime(")
+        .bind_int(from.max(DAY))
+        .push(") AND timestamp < toDateTime(")
+        .bind_int(to + sql::MAX_VISIT_SECS)
+        .push(") GROUP BY site, day");
+    sql
+}
+
 /// The newest complete build of every rolled day: site, day, version and what it was built from.
 fn manifest_statement(database: &str) -> Sql {
     let mut sql = Sql::default();
@@ -335,6 +439,7 @@ pub async fn refresh_periodically(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut wait = std::time::Duration::from_secs(5);
+    let mut upkeep = Upkeep::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -343,7 +448,7 @@ pub async fn refresh_periodically(
         wait = interval;
         let now = jiff::Timestamp::now().as_second();
         let started = std::time::Instant::now();
-        let result = refresh(&client, &database, now).await;
+        let result = upkeep.refresh(&client, &database, now).await;
         let seconds = started.elapsed().as_secs_f64();
         metrics::histogram!("glimpse_query_rollup_refresh_duration_seconds").record(seconds);
         match result {
@@ -353,6 +458,8 @@ pub async fn refresh_periodically(
                 tracing::info!(
                     days_built = report.days_built.len(),
                     days_removed = report.days_removed.len(),
+                    days_checked = report.days_checked,
+                    read_all = report.read_all,
                     seconds,
                     "rollup refreshed"
                 )

@@ -242,6 +242,103 @@ pub async fn rollup(s: &Service) {
     let report = refresh(&s.ch.client, s.db, now).await.unwrap();
     assert_eq!(report.days_removed, vec![(OTHER.to_string(), day.clone())]);
     assert!(report.days_built.is_empty(), "{report:?}");
+
+    incremental_upkeep(s, now).await;
+}
+
+/// A running query service's refreshes read only the days whose events may have changed (told
+/// by the events' parts), and still rebuild exactly the changed days: a late row, an erasure,
+/// a month far from the others; a merge changes nothing.
+async fn incremental_upkeep(s: &Service, now: i64) {
+    use glimpse_query::rollup::Upkeep;
+    let mut upkeep = Upkeep::default();
+    let first = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
+    assert!(
+        first.read_all,
+        "the first refresh of a process reads everything"
+    );
+    assert!(
+        first.days_built.is_empty() && first.days_removed.is_empty(),
+        "{first:?}"
+    );
+    let march_days = first.days_checked;
+    assert!(march_days > 10, "{first:?}");
+    let noop = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
+    assert!(!noop.read_all);
+    assert_eq!(
+        noop.days_checked, 0,
+        "nothing changed, nothing read: {noop:?}"
+    );
+
+    let insert_row = |day: &'static str, visitor: u64| async move {
+        let mut rows = vec![EventRow {
+            site: OTHER.into(),
+            timestamp: utc_seconds(day, 9, 0) as u32,
+            name: "pageview".into(),
+            hostname: OTHER.into(),
+            pathname: "/upkeep".into(),
+            visitor_id: visitor,
+            session_id: visitor,
+            ..EventRow::default()
+        }];
+        stamp_visits(&mut rows);
+        let mut insert =
+            s.ch.client
+                .clone()
+                .with_database(s.db)
+                .insert::<EventRow>("events")
+                .await
+                .unwrap();
+        insert.write(&rows[0]).await.unwrap();
+        insert.end().await.unwrap();
+    };
+    // A row in a month of its own: only that month (and the day before it) is read.
+    insert_row("2025-11-15", 9_001).await;
+    let report = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
+    assert_eq!(
+        (
+            report.days_built.clone(),
+            report.days_checked,
+            report.read_all
+        ),
+        (
+            vec![(OTHER.to_string(), "2025-11-15".to_string())],
+            1,
+            false
+        ),
+        "{report:?}"
+    );
+    // Merging the parts changes no mark.
+    s.ch.client
+        .query(&format!("OPTIMIZE TABLE {}.events FINAL", s.db))
+        .execute()
+        .await
+        .unwrap();
+    let merged = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
+    assert_eq!(merged.days_checked, 0, "a merge: {merged:?}");
+    // Its erasure: the day's figures go; nothing else is read.
+    delete_events(s, "visitor_id = 9001").await;
+    let report = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
+    assert_eq!(
+        report.days_removed,
+        vec![(OTHER.to_string(), "2025-11-15".to_string())]
+    );
+    assert!(report.days_built.is_empty(), "{report:?}");
+    assert_eq!(report.days_checked, 0, "{report:?}");
+    // A late row in March: March is read, only its day rebuilt.
+    insert_row("2026-03-20", 9_002).await;
+    let report = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
+    assert_eq!(
+        report.days_built,
+        vec![(OTHER.to_string(), "2026-03-20".to_string())]
+    );
+    assert!(report.days_checked <= march_days + 1, "{report:?}");
+    assert!(report.days_removed.is_empty());
+    println!(
+        "rollup upkeep: {march_days} days read at start, 0 when nothing changed, 1 for a month \
+         of its own, {} for a late row in March",
+        report.days_checked
+    );
 }
 
 /// Deletes the events matching `condition` and waits until the mutation has run.

@@ -11,7 +11,7 @@ use glimpse_core::goals::{Goal, GoalKind};
 
 /// Longest a visit lasts (the collector starts a new one after): how far after a period's end
 /// the rows of a visit that started in it can reach.
-pub(super) const MAX_VISIT_SECS: i64 = glimpse_core::visit::MAX_VISIT_SECS as i64;
+pub(crate) const MAX_VISIT_SECS: i64 = glimpse_core::visit::MAX_VISIT_SECS as i64;
 
 /// The stored column holding a visit property, stamped on every row of the visit; `None` for
 /// the exit page, which only a visit's last page view knows.

@@ -47,7 +47,7 @@ mod stats;
 
 pub(crate) use builder::{day_range, days_condition, rows_between};
 pub use builder::{day_runs, Sql, Value, DAY};
-pub(crate) use expr::visit_value;
+pub(crate) use expr::{visit_value, MAX_VISIT_SECS};
 pub use imported::imported_answers;
 pub use lookups::{current_visitors, dropped, imported_ranges, prop_names};
 pub use rolled_days::{rollup_groups, rollup_may_answer};
