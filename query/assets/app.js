@@ -540,12 +540,11 @@ async function loadCard(card, index, seq) {
   const compared = 'comparison' in params
   const columns = 1 + (metric ? 1 : 0) + (compared ? 1 : 0)
   card.head.className = `list-head cols-${columns}`
-  card.head.replaceChildren(
-    el('span', { text: '' }),
-    el('span', { text: 'Visitors' }),
-    metric ? el('span', { text: card.goals ? 'CR' : 'Events' }) : null,
-    compared ? el('span', { text: 'Change' }) : null,
-  )
+  // The CSV button sits in the head's first column, above the names.
+  const head = [el('span', {}, card.csv), el('span', { text: 'Visitors' })]
+  if (metric) head.push(el('span', { text: card.goals ? 'CR' : 'Events' }))
+  if (compared) head.push(el('span', { text: 'Change' }))
+  card.head.replaceChildren(...head)
   // The CSV of the report shown: this tab's breakdown, up to the API's largest page.
   card.download = () => ['/api/v1/stats/breakdown', { ...params, limit: 1000 }, `${card.title}-${tabs[active][1]}`.toLowerCase().replace(/[^a-z0-9]+/g, '-')]
   const body = await api('/api/v1/stats/breakdown', params)
@@ -565,7 +564,7 @@ function buildCards() {
     card.head = el('div', { class: 'list-head' })
     card.list = el('ol', { class: 'rows' })
     card.csv = csvButton(card.title, () => card.download())
-    grid.append(el('section', { class: 'card', 'data-card': card.title }, el('div', { class: 'card-head' }, el('h2', { text: card.title }), card.tabList, card.csv), card.head, card.list))
+    grid.append(el('section', { class: 'card', 'data-card': card.title }, el('div', { class: 'card-head' }, el('h2', { text: card.title }), card.tabList), card.head, card.list))
   })
 }
 
