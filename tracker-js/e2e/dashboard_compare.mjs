@@ -3,7 +3,8 @@
 // range from the date inputs compared with custom dates, a chart metric, and downloads a
 // breakdown's CSV. It reports what the page showed (headline tiles, chart buckets, breakdown
 // rows, the CSV's text) as one JSON line; the Rust test compares it with the stats API.
-// Screenshots: dashboard-yoy.png, dashboard-custom.png, dashboard-compare-mobile.png.
+// Screenshots: dashboard-yoy.png, dashboard-custom.png, dashboard-compare-mobile.png (and its
+// first screen and the cards' at phone size: dashboard-compare-mobile-top|cards.png).
 //
 //   BASE=http://127.0.0.1:PORT KEY=glimpse_… SITE=example.com VIEW='period=month&date=2026-03-15' \
 //   FROM=2026-03-10 TO=2026-03-16 COMPARE_FROM=2026-03-01 COMPARE_TO=2026-03-07 \
@@ -149,6 +150,10 @@ try {
   facts.mobile = await shown(page)
   facts.mobile_overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)
   await page.screenshot({ path: join(shots, 'dashboard-compare-mobile.png'), fullPage: true })
+  // And two screens of it at the phone's own size, for a closer look.
+  await page.screenshot({ path: join(shots, 'dashboard-compare-mobile-top.png') })
+  await page.$eval('[data-card="Sources"]', (e) => e.scrollIntoView())
+  await page.screenshot({ path: join(shots, 'dashboard-compare-mobile-cards.png') })
 } finally {
   await b.close()
   rmSync(dir, { recursive: true, force: true })
