@@ -265,6 +265,36 @@ pub async fn custom_range_timeseries_and_csv(s: &Service) {
         .collect();
         assert_eq!(cells, json_cells, "{line}");
     }
+    // The aggregate's CSV: one row of values, compared values and changes, as its JSON.
+    let mut aggregate_q = q.to_vec();
+    aggregate_q.push(("format", "csv"));
+    let (status, body) = s
+        .get_with(
+            &s.base,
+            Some(&s.key),
+            "/api/v1/stats/aggregate",
+            &aggregate_q,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let json = s.json("/api/v1/stats/aggregate", &q).await;
+    let names: Vec<&str> = metrics.split(',').collect();
+    let mut header: Vec<String> = names.iter().map(|m| m.to_string()).collect();
+    header.extend(names.iter().map(|m| format!("comparison_{m}")));
+    header.extend(names.iter().map(|m| format!("change_{m}")));
+    let row: Vec<String> = ["value", "comparison_value", "change"]
+        .iter()
+        .flat_map(|field| {
+            let json = &json;
+            names
+                .iter()
+                .map(move |m| json["results"][m][field].to_string())
+        })
+        .collect();
+    assert_eq!(
+        body,
+        format!("{}\r\n{}\r\n", header.join(","), row.join(","))
+    );
     println!("custom comparison: 4 days against 3, CSV equal to the JSON");
 }
 
