@@ -113,22 +113,16 @@ pub fn rows(request: &Request, key: &str, lines: &[Line]) -> Response {
             Json(body).into_response()
         }
         Format::Csv => {
-            let compared = request.comparison.is_some();
-            let mut header = vec![Some(key)];
-            header.extend(metrics.iter().map(|m| Some(m.name())));
-            let mut names: Vec<String> = Vec::new();
-            if compared {
+            let mut header = vec![key.to_string()];
+            header.extend(metric_names(metrics, ""));
+            if request.comparison.is_some() {
                 if timeseries {
-                    names.push("comparison_date".into());
+                    header.push("comparison_date".into());
                 }
-                names.extend(metrics.iter().map(|m| format!("comparison_{}", m.name())));
-                names.extend(metrics.iter().map(|m| format!("change_{}", m.name())));
+                header.extend(metric_names(metrics, "comparison_"));
+                header.extend(metric_names(metrics, "change_"));
             }
-            let header = header
-                .into_iter()
-                .flatten()
-                .map(Cell::from)
-                .chain(names.iter().map(|n| Cell::from(n.as_str())));
+            let header = header.iter().map(|h| Cell::from(h.as_str())).collect();
             let table = lines.iter().map(|line| {
                 let mut cells = vec![Cell::from(line.label.as_str())];
                 cells.extend(metrics.iter().map(|&m| Cell::from(&line.figures.value(m))));
@@ -140,17 +134,17 @@ pub fn rows(request: &Request, key: &str, lines: &[Line]) -> Response {
                 }
                 cells
             });
-            csv(header.collect(), table)
+            csv(header, table)
         }
     }
 }
 
 /// The aggregate as CSV: one row of the metrics (and their comparison and change).
 pub fn aggregate_csv(metrics: &[Metric], line: &Line) -> Response {
-    let mut header: Vec<String> = metrics.iter().map(|m| m.name().to_string()).collect();
+    let mut header: Vec<String> = metric_names(metrics, "").collect();
     if line.compared.is_some() {
-        header.extend(metrics.iter().map(|m| format!("comparison_{}", m.name())));
-        header.extend(metrics.iter().map(|m| format!("change_{}", m.name())));
+        header.extend(metric_names(metrics, "comparison_"));
+        header.extend(metric_names(metrics, "change_"));
     }
     let mut cells: Vec<Cell> = metrics
         .iter()
@@ -193,17 +187,17 @@ fn compared_cells<'a>(line: &Line, compared: &Compared, metrics: &[Metric]) -> V
         return vec![Cell::from(""); 2 * metrics.len()];
     };
     let values: Vec<Value> = metrics.iter().map(|&m| before.value(m)).collect();
-    let changes = metrics
+    let changes: Vec<Value> = metrics
         .iter()
         .zip(&values)
-        .map(|(&m, then)| change(m, &line.figures.value(m), then));
-    values
-        .iter()
-        .map(Cell::from)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .chain(changes.map(|c| Cell::from(&c)))
-        .collect()
+        .map(|(&m, then)| change(m, &line.figures.value(m), then))
+        .collect();
+    values.iter().chain(&changes).map(Cell::from).collect()
+}
+
+/// CSV column names: each metric's name after `prefix`.
+fn metric_names<'a>(metrics: &'a [Metric], prefix: &'a str) -> impl Iterator<Item = String> + 'a {
+    metrics.iter().map(move |m| format!("{prefix}{}", m.name()))
 }
 
 /// One CSV file: labels are visitor text (paths, sources, properties) and get the formula
