@@ -131,6 +131,57 @@ pub async fn year_over_year_across_dst(s: &Service) {
         got["comparison"],
         json!({"from": "2026-03-29", "to": "2026-03-29"})
     );
+    // February 29 compared a year earlier is February 28; a leap February with 28 days.
+    for (period, date, from, to) in [
+        ("day", "2028-02-29", "2027-02-28", "2027-02-28"),
+        ("month", "2028-02-10", "2027-02-01", "2027-02-28"),
+        ("month", "2029-02-10", "2028-02-01", "2028-02-28"),
+    ] {
+        let got = s
+            .json(
+                "/api/v1/stats/aggregate",
+                &[
+                    ("site_id", SITE),
+                    ("period", period),
+                    ("date", date),
+                    ("comparison", "year_over_year"),
+                ],
+            )
+            .await;
+        assert_eq!(
+            got["comparison"],
+            json!({"from": from, "to": to}),
+            "{period} {date}"
+        );
+    }
+    // A week in 2027 against the fixture's week in 2026, in UTC.
+    let got = s
+        .json(
+            "/api/v1/stats/aggregate",
+            &[
+                ("site_id", SITE),
+                ("period", "custom"),
+                ("date", "2027-03-24,2027-03-31"),
+                ("metrics", metrics),
+                ("comparison", "year_over_year"),
+            ],
+        )
+        .await;
+    let week = expected(
+        &s.fixture,
+        SITE,
+        day_range("UTC", "2026-03-24", "2026-03-31"),
+        &[],
+        Key::Total,
+        0,
+    );
+    for m in metrics.split(',') {
+        assert_eq!(
+            got["results"][m]["comparison_value"],
+            week[""].metric(m),
+            "{m}"
+        );
+    }
     println!(
         "year over year across DST: {with_traffic} compared hours with traffic; {}",
         got["results"]["visitors"]
