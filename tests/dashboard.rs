@@ -388,12 +388,14 @@ async fn dashboard_in_real_chromium_shows_the_apis_numbers() {
     }
     assert_eq!(facts["rows"]["Custom events"], json!(["Signup"]));
 
-    // Goals: the card shows the API's goal breakdown, visitors and conversion rate per goal.
+    // Goals: the card shows the API's goal breakdown, visitors and conversion rate per goal,
+    // and the change of visitors from the previous period (the default comparison).
     let mut params = vec![
         ("site_id", SITE),
         ("property", "event:goal"),
         ("metrics", "visitors,conversion_rate"),
         ("limit", "10"),
+        ("comparison", "previous_period"),
     ];
     params.extend_from_slice(&VIEW);
     let (status, body) = s
@@ -407,9 +409,19 @@ async fn dashboard_in_real_chromium_shows_the_apis_numbers() {
         .map(|r| {
             // As JavaScript prints the number: 20, not 20.0.
             let rate = r["conversion_rate"].as_f64().unwrap();
+            let change = r["change"]["visitors"].as_i64().unwrap();
+            let arrow = match change.signum() {
+                1 => "↑",
+                -1 => "↓",
+                _ => "→",
+            };
             json!({
                 "value": r["goal"],
-                "cells": [r["visitors"].to_string(), format!("{rate}%")],
+                "cells": [
+                    r["visitors"].to_string(),
+                    format!("{rate}%"),
+                    format!("{arrow} {}%", change.abs()),
+                ],
             })
         })
         .collect();

@@ -135,6 +135,10 @@ struct SizeResult {
 const QUERIES: &[(&str, &str)] = &[
     ("aggregate + compare", "aggregate?period=30d&metrics=visitors,visits,pageviews,bounce_rate,visit_duration&compare=previous_period"),
     ("timeseries 30d", "timeseries?period=30d&metrics=visitors,pageviews"),
+    // The dashboard compares by default: the chart's comparison line and a breakdown's
+    // change column (its second step reads the page's keys in the previous period).
+    ("timeseries 30d + compare", "timeseries?period=30d&metrics=visitors&comparison=previous_period"),
+    ("breakdown source + compare", "breakdown?period=30d&property=visit:source&metrics=visitors&limit=10&comparison=previous_period"),
     ("breakdown page", "breakdown?period=30d&property=event:page&metrics=visitors,pageviews&limit=10"),
     ("breakdown entry page", "breakdown?period=30d&property=visit:entry_page&metrics=visitors,bounce_rate&limit=10"),
     ("breakdown exit page", "breakdown?period=30d&property=visit:exit_page&metrics=visitors&limit=10"),

@@ -1,12 +1,27 @@
-// Glimpse dashboard: plain JavaScript over the stats API (/api/v1/…). Site, period, date and
-// filters live in the URL (?site=&period=&date=&filters=), so a view can be bookmarked and
-// shared; a share link adds &auth=TOKEN. People sign in with e-mail and password: the service
+// Glimpse dashboard: plain JavaScript over the stats API (/api/v1/…). Site, period, date,
+// filters, comparison and the chart's metric live in the URL (?site=&period=&date=&filters=
+// &comparison=&compare_from=&compare_to=&metric=), so a view can be bookmarked and shared; a share link adds &auth=TOKEN. People sign in with e-mail and password: the service
 // sets an HttpOnly session cookie this script never sees. An API key entered in the other form
 // is kept in sessionStorage only (never a cookie, never localStorage). Data from the API
 // reaches the DOM only through textContent and attributes, never as HTML.
 'use strict'
 
 const KEY_STORAGE = 'glimpse.key'
+/** Every metric the stats API offers, with its label: the chart can show any of them. */
+const METRICS = [
+  ['visitors', 'Unique visitors'],
+  ['visits', 'Visits'],
+  ['pageviews', 'Page views'],
+  ['views_per_visit', 'Views per visit'],
+  ['bounce_rate', 'Bounce rate'],
+  ['visit_duration', 'Visit duration'],
+  ['events', 'Total events'],
+  ['time_on_page', 'Time on page'],
+  ['scroll_depth', 'Scroll depth'],
+  ['conversion_rate', 'Conversion rate'], // with a goal filter only
+]
+/** Rates: their change is in points, not percent. */
+const RATES = new Set(['bounce_rate', 'conversion_rate'])
 const HEADLINE = [
   ['visitors', 'Unique visitors'],
   ['visits', 'Visits'],
@@ -76,6 +91,12 @@ function readUrl() {
     date: q.get('date') || '',
     filters: (q.get('filters') || '').split(';').filter(Boolean),
     auth: q.get('auth') || '',
+    // What the period is compared with: previous_period (the default), year_over_year, custom
+    // (compare_from..compare_to) or off.
+    comparison: q.get('comparison') || 'previous_period',
+    compareFrom: q.get('compare_from') || '',
+    compareTo: q.get('compare_to') || '',
+    metric: q.get('metric') || 'visitors', // the chart's
     tabs: {}, // the tab shown per card: not in the URL
   }
 }
@@ -90,6 +111,12 @@ function writeUrl(push) {
   if (state.period !== '30d') set('period', state.period)
   if (state.date) set('date', state.date)
   if (state.filters.length) set('filters', state.filters.join(';'))
+  if (state.comparison !== 'previous_period') set('comparison', state.comparison)
+  if (state.comparison === 'custom') {
+    if (state.compareFrom) set('compare_from', state.compareFrom)
+    if (state.compareTo) set('compare_to', state.compareTo)
+  }
+  if (state.metric !== 'visitors') set('metric', state.metric)
   if (state.auth) set('auth', state.auth)
   // The hash is the admin view (#settings, #account): kept as it is.
   const url = `${location.pathname}?${q.join('&')}${location.hash}`
@@ -170,7 +197,9 @@ async function whoAmI() {
   throw new HttpError(response.status, (body && body.error) || `HTTP ${response.status}`)
 }
 
-async function api(path, params = {}, { scoped = true } = {}) {
+/** A stats API request: its URL (with the view's site, period and filters where `scoped`) and
+ * fetch options (the key, the share token or the session cookie). */
+function apiRequest(path, params, scoped) {
   const q = new URLSearchParams()
   if (scoped) {
     q.set('site_id', state.site)
@@ -185,7 +214,11 @@ async function api(path, params = {}, { scoped = true } = {}) {
   if (!state.auth && key()) headers.Authorization = `Bearer ${key()}`
   // The session cookie goes only with requests that have neither a share token nor a key.
   const credentials = state.auth || key() ? 'omit' : 'same-origin'
-  const response = await fetch(`${path}?${q}`, { headers, credentials, cache: 'no-store' })
+  return [`${path}?${q}`, { headers, credentials, cache: 'no-store' }]
+}
+
+async function api(path, params = {}, { scoped = true } = {}) {
+  const response = await fetch(...apiRequest(path, params, scoped))
   let body = null
   try {
     body = await response.json()
@@ -195,6 +228,58 @@ async function api(path, params = {}, { scoped = true } = {}) {
   if (!response.ok) throw new HttpError(response.status, (body && body.error) || `HTTP ${response.status}`)
   return body
 }
+
+/** Downloads a report as the API's CSV (formula-safe cells, written by the server) with the
+ * view's filters: fetched with the same credentials as the page, saved through a blob link. */
+async function downloadCsv(path, params, name) {
+  const [url, init] = apiRequest(path, { ...params, format: 'csv' }, true)
+  const response = await fetch(url, { ...init, headers: { ...init.headers, Accept: 'text/csv' } })
+  if (!response.ok) {
+    let message = `HTTP ${response.status}`
+    try {
+      message = (await response.json()).error || message
+    } catch {
+      // not JSON
+    }
+    throw new HttpError(response.status, message)
+  }
+  const link = el('a', { href: URL.createObjectURL(await response.blob()), download: `${state.site}-${name}-${state.period}.csv` })
+  document.body.append(link)
+  link.click()
+  link.remove()
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000)
+}
+/** A "CSV" button for one report: `what()` gives its API path, parameters and file name. */
+function csvButton(label, what) {
+  return el('button', {
+    type: 'button',
+    class: 'link csv',
+    title: `Download ${label} as CSV (with the current filters)`,
+    'aria-label': `Download ${label} as CSV`,
+    text: 'CSV',
+    onclick: () => downloadCsv(...what()).catch(fail),
+  })
+}
+
+/** The comparison parameters of the view: none in realtime, when off, or while a custom
+ * comparison range is incomplete. */
+function compareParams() {
+  if (state.period === 'realtime' || state.comparison === 'off') return {}
+  if (state.comparison !== 'custom') return { comparison: state.comparison }
+  if (!validRange(state.compareFrom, state.compareTo)) return {}
+  return { comparison: 'custom', compare_from: state.compareFrom, compare_to: state.compareTo }
+}
+const isDate = (d) => /^\d{4}-\d{2}-\d{2}$/.test(d)
+const validRange = (from, to) => isDate(from) && isDate(to) && from <= to
+/** The metrics the view can ask for: conversion rates need a goal filter. */
+function availableMetrics() {
+  const goals = state.filters.some((f) => f.startsWith('event:goal'))
+  return METRICS.filter(([m]) => m !== 'conversion_rate' || goals)
+}
+function chartMetric() {
+  return availableMetrics().some(([m]) => m === state.metric) ? state.metric : 'visitors'
+}
+const metricLabel = (metric) => (METRICS.find(([m]) => m === metric) || [metric, metric])[1]
 
 // --- Formatting -----------------------------------------------------------------------------
 const integer = new Intl.NumberFormat('en')
@@ -206,9 +291,12 @@ function formatMetric(metric, v) {
   if (v == null) return '—'
   switch (metric) {
     case 'bounce_rate':
+    case 'scroll_depth':
+    case 'conversion_rate':
       return `${v}%`
     case 'views_per_visit':
       return v.toFixed(2)
+    case 'time_on_page':
     case 'visit_duration': {
       const m = Math.floor(v / 60)
       const s = v % 60
@@ -257,7 +345,20 @@ function renderFilters() {
   }
 }
 
-function renderMetrics(results) {
+/** A change as shown: an arrow, the amount, `%` (points for rates), and whether it is good. */
+function changeBadge(metric, change, title) {
+  // A lower bounce rate is better; for the rest, up is good.
+  const good = metric === 'bounce_rate' ? change < 0 : change > 0
+  const cls = change === 0 ? 'flat' : good ? 'up' : 'down'
+  const arrow = change > 0 ? '↑' : change < 0 ? '↓' : '→'
+  const unit = RATES.has(metric) ? ' pts' : '%'
+  return el('span', { class: `change ${cls}`, 'data-change': String(change), title, text: `${arrow} ${Math.abs(change)}${unit}` })
+}
+
+/** "2026-03-01 – 2026-03-31", the compared dates the API names. */
+const comparedDates = (c) => (c ? (c.from === c.to ? c.from : `${c.from} – ${c.to}`) : '')
+
+function renderMetrics(results, comparison) {
   const box = $('metrics')
   box.replaceChildren()
   for (const [metric, label] of HEADLINE) {
@@ -265,88 +366,16 @@ function renderMetrics(results) {
     const tile = el('div', { class: 'metric', 'data-metric': metric, 'data-value': String(r.value ?? '') })
     tile.append(el('div', { class: 'metric-label', text: label }), el('div', { class: 'metric-value', text: formatMetric(metric, r.value) }))
     if (r.change != null) {
-      // A lower bounce rate is better; for the rest, up is good.
-      const good = metric === 'bounce_rate' ? r.change < 0 : r.change > 0
-      const cls = r.change === 0 ? 'flat' : good ? 'up' : 'down'
-      const arrow = r.change > 0 ? '↑' : r.change < 0 ? '↓' : '→'
-      const unit = metric === 'bounce_rate' ? ' pts' : '%'
-      tile.append(
-        el('div', {
-          class: `metric-change ${cls}`,
-          'data-change': String(r.change),
-          title: `previous period: ${formatMetric(metric, r.comparison_value)}`,
-          text: `${arrow} ${Math.abs(r.change)}${unit}`,
-        }),
-      )
+      tile.dataset.comparison = String(r.comparison_value ?? '')
+      const badge = changeBadge(metric, r.change, `${comparedDates(comparison)}: ${formatMetric(metric, r.comparison_value)}`)
+      badge.classList.add('metric-change')
+      tile.append(badge, el('div', { class: 'metric-compared', text: `vs ${formatMetric(metric, r.comparison_value)}` }))
     }
     box.append(tile)
   }
 }
 
-function niceMax(v) {
-  if (v <= 5) return 5
-  const p = 10 ** Math.floor(Math.log10(v))
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p
-  return 10 * p
-}
-
-let lastSeries = null
-function renderChart(results, iv) {
-  lastSeries = [results, iv]
-  const box = $('chart')
-  box.replaceChildren()
-  const width = Math.max(box.clientWidth, 280)
-  const height = width < 500 ? 180 : 240
-  const pad = { l: 40, r: 8, t: 10, b: 24 }
-  const w = width - pad.l - pad.r
-  const h = height - pad.t - pad.b
-  const max = niceMax(Math.max(1, ...results.map((r) => Math.max(r.visitors, r.pageviews))))
-  const n = results.length
-  const x = (i) => pad.l + (n <= 1 ? w / 2 : (i * w) / (n - 1))
-  const y = (v) => pad.t + h - (v / max) * h
-  const chart = svg('svg', { viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', 'aria-label': 'Visitors and page views over time' })
-  for (const t of [0, max / 2, max]) {
-    chart.append(svg('line', { x1: pad.l, x2: width - pad.r, y1: y(t), y2: y(t), class: 'grid-line' }))
-    const label = svg('text', { x: pad.l - 6, y: y(t) + 4, 'text-anchor': 'end', class: 'axis' })
-    label.textContent = formatNumber(t)
-    chart.append(label)
-  }
-  const step = Math.max(1, Math.ceil(n / Math.max(2, Math.floor(w / 70))))
-  results.forEach((r, i) => {
-    if (i % step === 0 || i === n - 1) {
-      if (i === n - 1 && i % step !== 0 && i % step < step / 2) return
-      const label = svg('text', { x: x(i), y: height - 6, 'text-anchor': i === 0 ? 'start' : i === n - 1 ? 'end' : 'middle', class: 'axis' })
-      label.textContent = shortDate(r.date, iv)
-      chart.append(label)
-    }
-  })
-  const path = (metric) => results.map((r, i) => `${i ? 'L' : 'M'}${x(i).toFixed(1)},${y(r[metric]).toFixed(1)}`).join('')
-  if (n > 0) {
-    chart.append(svg('path', { d: `${path('pageviews')}L${x(n - 1)},${y(0)}L${x(0)},${y(0)}Z`, class: 'area-pageviews' }))
-    chart.append(svg('path', { d: path('pageviews'), class: 'line-pageviews' }))
-    chart.append(svg('path', { d: `${path('visitors')}L${x(n - 1)},${y(0)}L${x(0)},${y(0)}Z`, class: 'area-visitors' }))
-    chart.append(svg('path', { d: path('visitors'), class: 'line-visitors' }))
-  }
-  // One hover target per bucket, with its numbers as a native tooltip.
-  results.forEach((r, i) => {
-    const half = n <= 1 ? w / 2 : w / (n - 1) / 2
-    const hit = svg('rect', { x: x(i) - half, y: pad.t, width: 2 * half, height: h, class: 'hit' })
-    const title = svg('title')
-    title.textContent = `${r.date}: ${integer.format(r.visitors)} visitors, ${integer.format(r.pageviews)} page views`
-    hit.append(title)
-    chart.append(hit)
-    if (n <= 40) chart.append(svg('circle', { cx: x(i), cy: y(r.visitors), r: 2.5, class: 'dot-visitors' }))
-  })
-  const legend = el(
-    'div',
-    { class: 'legend' },
-    el('span', { class: 'key visitors', text: 'Visitors' }),
-    el('span', { class: 'key pageviews', text: 'Page views' }),
-  )
-  box.append(chart, legend)
-}
-
-function renderRows(list, property, rows, metric) {
+function renderRows(list, property, rows, metric, compared) {
   list.replaceChildren()
   if (!rows.length) {
     list.append(el('li', { class: 'empty', text: 'No data for this period' }))
@@ -354,6 +383,7 @@ function renderRows(list, property, rows, metric) {
   }
   const max = Math.max(1, ...rows.map((r) => r.visitors))
   const key = resultKey(property)
+  const columns = 1 + (metric ? 1 : 0) + (compared ? 1 : 0)
   for (const r of rows) {
     const value = String(r[key] ?? '')
     const bar = el('span', { class: 'bar' })
@@ -365,13 +395,29 @@ function renderRows(list, property, rows, metric) {
       : el('span', { class: 'row-name', text: displayValue(property, value) })
     const cells = [el('span', { class: 'row-value', text: formatNumber(r.visitors) })]
     if (metric) cells.push(el('span', { class: 'row-value', text: metric === 'conversion_rate' ? `${r[metric]}%` : formatNumber(r[metric]) }))
-    list.append(el('li', { class: metric ? 'row wide' : 'row', 'data-property': property, 'data-value': value }, bar, name, ...cells))
+    const item = el('li', { class: `row cols-${columns}`, 'data-property': property, 'data-value': value }, bar, name, ...cells)
+    if (compared) {
+      // The change of visitors; none where the comparison is withheld (under the (other)
+      // threshold then) or for (other) itself.
+      const change = r.change ? r.change.visitors : null
+      item.dataset.change = change == null ? '' : String(change)
+      const before = r.comparison ? `${integer.format(r.comparison.visitors)} visitors then` : 'not comparable'
+      item.append(el('span', { class: 'row-value' }, change == null ? el('span', { class: 'change flat', title: before, text: '—' }) : changeBadge('visitors', change, before)))
+    }
+    list.append(item)
   }
 }
 
 /** The field a breakdown row's value is in: `page` for event:page, `plan` for event:props:plan. */
 function resultKey(property) {
   return property.startsWith('event:props:') ? property.slice(12) : property.split(':').pop()
+}
+
+/** The breakdown request of a card's active tab. */
+function cardQuery(card, property) {
+  const metric = card.goals ? 'conversion_rate' : card.events || card.props ? 'events' : null
+  const limit = card.events || card.props ? 20 : 10
+  return { metric, params: { property, metrics: metric ? `visitors,${metric}` : 'visitors', limit, ...compareParams() } }
 }
 
 async function loadCard(card, index, seq) {
@@ -394,6 +440,7 @@ async function loadCard(card, index, seq) {
       }),
     )
   })
+  card.csv.hidden = !tabs.length
   if (!tabs.length) {
     renderRows(card.list, '', [], null)
     card.list.firstChild.textContent = 'No custom properties in this period'
@@ -401,21 +448,29 @@ async function loadCard(card, index, seq) {
   }
   const property = tabs[active][0]
   if (card.goals && !(siteGoals[state.site] || []).length) {
+    card.csv.hidden = true
     renderRows(card.list, property, [], null)
     card.list.firstChild.textContent = 'No goals set for this site (add them in its settings)'
     return
   }
-  const metric = card.goals ? 'conversion_rate' : card.events || card.props ? 'events' : null
-  card.head.lastChild.textContent = card.goals ? 'CR' : metric ? 'Events' : ''
-  card.head.classList.toggle('wide', !!metric)
-  const limit = card.events || card.props ? 20 : 10
-  const body = await api('/api/v1/stats/breakdown', { property, metrics: metric ? `visitors,${metric}` : 'visitors', limit })
+  const { metric, params } = cardQuery(card, property)
+  const compared = 'comparison' in params
+  const columns = 1 + (metric ? 1 : 0) + (compared ? 1 : 0)
+  card.head.className = `list-head cols-${columns}`
+  // The CSV button sits in the head's first column, above the names.
+  const head = [el('span', {}, card.csv), el('span', { text: 'Visitors' })]
+  if (metric) head.push(el('span', { text: card.goals ? 'CR' : 'Events' }))
+  if (compared) head.push(el('span', { text: 'Change' }))
+  card.head.replaceChildren(...head)
+  // The CSV of the report shown: this tab's breakdown, up to the API's largest page.
+  card.download = () => ['/api/v1/stats/breakdown', { ...params, limit: 1000 }, `${card.title}-${tabs[active][1]}`.toLowerCase().replace(/[^a-z0-9]+/g, '-')]
+  const body = await api('/api/v1/stats/breakdown', params)
   if (seq !== loadSeq) return
   let rows = body.results
   if (card.events) rows = rows.filter((r) => !NOT_EVENTS.has(r.name))
   // Visits without a campaign or events without the property are not worth a row.
   if (card.props || property.startsWith('visit:utm_')) rows = rows.filter((r) => r[resultKey(property)] !== '(none)')
-  renderRows(card.list, property, rows.slice(0, 10), metric)
+  renderRows(card.list, property, rows.slice(0, 10), metric, compared)
 }
 
 function buildCards() {
@@ -423,8 +478,9 @@ function buildCards() {
   grid.replaceChildren()
   CARDS.forEach((card) => {
     card.tabList = el('div', { class: 'tabs', role: 'tablist' })
-    card.head = el('div', { class: 'list-head' }, el('span', { text: '' }), el('span', { text: 'Visitors' }), el('span', { text: '' }))
+    card.head = el('div', { class: 'list-head' })
     card.list = el('ol', { class: 'rows' })
+    card.csv = csvButton(card.title, () => card.download())
     grid.append(el('section', { class: 'card', 'data-card': card.title }, el('div', { class: 'card-head' }, el('h2', { text: card.title }), card.tabList), card.head, card.list))
   })
 }
@@ -474,7 +530,7 @@ function show(view) {
   $('who').textContent = signedIn ? me.email : ''
   // The period applies to the stats only; the site picker to the stats and the settings.
   const route = view === 'admin' ? adminRoute() : ''
-  $('period').hidden = $('date').hidden = view !== 'dash'
+  $('period-pickers').hidden = view !== 'dash'
   $('site').hidden = view === 'invitation' || route === 'account' || route === 'add-site'
   const nav = (view === 'dash' || view === 'admin') && !state.auth
   $('nav').hidden = !nav
@@ -517,6 +573,48 @@ async function loadSites() {
   }
   picker.value = state.site
   picker.disabled = sites.length < 2
+}
+
+/** The requests behind the headline and the chart, for their CSV buttons. */
+const reports = {}
+
+/** The pickers as the view is: period, its end date or custom range, comparison, metric. */
+function showPickers() {
+  $('period').value = state.period
+  $('date').value = isDate(state.date) ? state.date : ''
+  $('date').hidden = state.period === 'custom'
+  $('date').disabled = state.period === 'realtime'
+  const [from, to] = state.period === 'custom' ? state.date.split(',') : ['', '']
+  $('range').hidden = state.period !== 'custom'
+  $('from').value = from || ''
+  $('to').value = to || ''
+  const comparison = $('comparison')
+  comparison.value = state.comparison
+  comparison.disabled = state.period === 'realtime'
+  comparison.title = comparison.disabled ? 'The last 30 minutes are not compared' : 'Compare with'
+  $('compare-range').hidden = state.comparison !== 'custom' || state.period === 'realtime'
+  $('compare-from').value = state.compareFrom
+  $('compare-to').value = state.compareTo
+  const metric = $('chart-metric')
+  metric.replaceChildren(...availableMetrics().map(([m, label]) => el('option', { value: m, text: label })))
+  metric.value = chartMetric()
+  $('chart-title').textContent = metricLabel(chartMetric())
+}
+
+/** A local date `days` before today, YYYY-MM-DD. */
+function daysAgo(days) {
+  const d = new Date()
+  d.setDate(d.getDate() - days)
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`
+}
+
+/** Reads a pair of date inputs: both set and in order, or marked invalid (and `null`). */
+function readRange(fromId, toId) {
+  const [from, to] = [$(fromId).value, $(toId).value]
+  const ok = validRange(from, to)
+  $(toId).setCustomValidity(ok || !from || !to ? '' : 'The end is before the start')
+  $(toId).reportValidity()
+  return ok ? [from, to] : null
 }
 
 async function load() {
@@ -565,26 +663,27 @@ async function load() {
     }
     show('dash') // again: whether Settings is offered depends on the site
     if (!state.site) throw new Error(me && !key() ? 'your account has no site yet: ask the owner for a role on one' : 'this key reads no site yet: add one with `glimpse site add`')
-    const period = $('period')
-    period.querySelector('option[value=custom]').hidden = state.period !== 'custom'
-    period.value = state.period
-    $('date').value = /^\d{4}-\d{2}-\d{2}$/.test(state.date) ? state.date : ''
-    $('date').disabled = state.period === 'custom' || state.period === 'realtime'
+    showPickers()
     renderFilters()
-    const realtime = state.period === 'realtime'
     const iv = interval()
     const props = await api('/api/v1/stats/props')
     CARDS[CARDS.length - 1].tabs = props.results.slice(0, 6).map((p) => [`event:props:${p}`, p])
-    const [aggregate, series, filtered, live] = await Promise.all([
-      api('/api/v1/stats/aggregate', { metrics: HEADLINE.map((m) => m[0]).join(','), ...(realtime ? {} : { compare: 'previous_period' }) }),
-      api('/api/v1/stats/timeseries', { metrics: 'visitors,pageviews', interval: iv }),
+    const compare = compareParams()
+    const headline = { metrics: HEADLINE.map((m) => m[0]).join(','), ...compare }
+    const metric = chartMetric()
+    const series = { metrics: metric, interval: iv, ...compare }
+    reports.headline = () => ['/api/v1/stats/aggregate', headline, 'headline']
+    reports.chart = () => ['/api/v1/stats/timeseries', series, `${metric}-by-${iv}`]
+    const [aggregate, timeseries, filtered, live] = await Promise.all([
+      api('/api/v1/stats/aggregate', headline),
+      api('/api/v1/stats/timeseries', series),
       api('/api/v1/stats/filtered'),
       api('/api/v1/stats/realtime/visitors', { site_id: state.site }, { scoped: false }).catch(() => null),
       ...CARDS.map((card, i) => loadCard(card, i, seq)),
     ])
     if (seq !== loadSeq) return
-    renderMetrics(aggregate.results)
-    renderChart(series.results, iv)
+    renderMetrics(aggregate.results, aggregate.comparison)
+    renderChart(timeseries.results, iv, metric, aggregate.comparison)
     renderFiltered(filtered)
     renderImported(aggregate)
     $('live').textContent = live == null ? '' : `${integer.format(live)} current visitor${live === 1 ? '' : 's'}`
@@ -648,9 +747,43 @@ function init() {
   $('period').addEventListener('change', (e) => {
     state.period = e.target.value
     if (state.period !== 'custom' && state.date.includes(',')) state.date = ''
+    // A custom range starts as the last 7 days (in this browser's calendar), then the dates
+    // are picked.
+    if (state.period === 'custom' && !state.date.includes(',')) state.date = `${daysAgo(6)},${daysAgo(0)}`
     writeUrl(true)
     load()
   })
+  for (const id of ['from', 'to']) {
+    $(id).addEventListener('change', () => {
+      const range = readRange('from', 'to')
+      if (!range) return
+      state.date = range.join(',')
+      writeUrl(true)
+      load()
+    })
+  }
+  $('comparison').addEventListener('change', (e) => {
+    state.comparison = e.target.value
+    // A custom comparison compares nothing until both of its dates are picked.
+    writeUrl(true)
+    load()
+  })
+  for (const id of ['compare-from', 'compare-to']) {
+    $(id).addEventListener('change', () => {
+      const range = readRange('compare-from', 'compare-to')
+      if (!range) return
+      ;[state.compareFrom, state.compareTo] = range
+      writeUrl(true)
+      load()
+    })
+  }
+  $('chart-metric').addEventListener('change', (e) => {
+    state.metric = e.target.value
+    writeUrl(true)
+    load()
+  })
+  $('chart-csv').append(csvButton('the chart', () => reports.chart()))
+  $('headline-csv').append(csvButton('the headline figures', () => reports.headline()))
   $('date').addEventListener('change', (e) => {
     state.date = e.target.value
     writeUrl(true)

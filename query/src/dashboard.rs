@@ -27,12 +27,18 @@ struct Asset {
     body: &'static [u8],
 }
 
-const SOURCES: [(&str, &str, &str, &[u8]); 4] = [
+const SOURCES: [(&str, &str, &str, &[u8]); 5] = [
     (
         "admin",
         "js",
         "text/javascript; charset=utf-8",
         include_bytes!("../assets/admin.js"),
+    ),
+    (
+        "chart",
+        "js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/chart.js"),
     ),
     (
         "app",
@@ -65,7 +71,8 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
         .collect()
 });
 
-/// `index.html` with `{{admin.js}}`, `{{app.js}}`, `{{app.css}}`, `{{icon.svg}}` replaced by hashed paths
+/// `index.html` with `{{admin.js}}`, `{{chart.js}}`, `{{app.js}}`, `{{app.css}}`,
+/// `{{icon.svg}}` replaced by hashed paths
 /// (`{{geoip_attribution}}` is filled by [`page`]).
 static PAGE: LazyLock<String> = LazyLock::new(|| {
     let mut page = INDEX.to_string();

@@ -7,6 +7,7 @@
 //! `api` executes the plan and answers JSON or CSV, `dashboard` serves the page at `/`.
 
 pub mod accounts;
+mod answer;
 mod api;
 pub mod audit;
 pub mod auth;

@@ -30,6 +30,17 @@ pub enum Period {
     Custom(Date, Date),
 }
 
+/// What a period is compared with (`comparison=` or `compare=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    /// The period just before, of the same kind (`period::previous`).
+    PreviousPeriod,
+    /// The same dates a year earlier; February 29 becomes February 28.
+    YearOverYear,
+    /// `compare_from` to `compare_to`, both inclusive, in the site's time zone.
+    Custom(Date, Date),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interval {
     /// Only with `period=realtime`.
@@ -288,7 +299,8 @@ pub struct StatsParams {
     pub metrics: Vec<Metric>,
     pub property: Option<Property>,
     pub filters: Vec<Filter>,
-    pub compare: bool,
+    /// What the period is compared with, if anything.
+    pub compare: Option<Comparison>,
     /// `with_imported=true`: add the site's imported aggregates (Plausible's export) where
     /// they can answer the question. Default false, as in Plausible's API v1.
     pub with_imported: bool,
@@ -451,20 +463,11 @@ pub fn parse(endpoint: Endpoint, query: &HashMap<String, String>) -> Result<Stat
             ))
         }
     };
-    let compare = match get("compare") {
-        None | Some("") => false,
-        Some("previous_period") => true,
-        Some(other) => {
-            return Err(ApiError::bad(
-                "compare",
-                format!("{:?} is not previous_period", truncate(other)),
-            ))
-        }
-    };
-    if compare && endpoint != Endpoint::Aggregate {
+    let compare = parse_comparison(&get)?;
+    if period == Period::Realtime && compare.is_some_and(|c| c != Comparison::PreviousPeriod) {
         return Err(ApiError::bad(
-            "compare",
-            "compare=previous_period is available on aggregate",
+            "comparison",
+            "period=realtime compares with the previous 30 minutes only",
         ));
     }
 
@@ -508,13 +511,7 @@ pub fn parse(endpoint: Endpoint, query: &HashMap<String, String>) -> Result<Stat
 
     let format = match get("format") {
         None | Some("json") | Some("") => Format::Json,
-        Some("csv") if endpoint != Endpoint::Aggregate => Format::Csv,
-        Some("csv") => {
-            return Err(ApiError::bad(
-                "format",
-                "CSV is available on timeseries and breakdown",
-            ))
-        }
+        Some("csv") => Format::Csv,
         Some(other) => {
             return Err(ApiError::bad(
                 "format",
@@ -540,6 +537,59 @@ pub fn parse(endpoint: Endpoint, query: &HashMap<String, String>) -> Result<Stat
     })
 }
 
+/// `comparison=previous_period|year_over_year|custom` with `compare_from=` and `compare_to=`
+/// (Plausible's dashboard), or `compare=` (Plausible's Stats API v1) with the same values;
+/// `off` or nothing: no comparison.
+fn parse_comparison<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<Option<Comparison>, ApiError> {
+    let (param, text) = match (get("comparison"), get("compare")) {
+        (Some(a), Some(b)) if a != b && !a.is_empty() && !b.is_empty() => {
+            return Err(ApiError::bad(
+                "comparison",
+                "comparison and compare disagree; send one of them",
+            ))
+        }
+        (Some(a), _) if !a.is_empty() => ("comparison", a),
+        (_, Some(b)) => ("compare", b),
+        _ => return Ok(None),
+    };
+    let comparison = match text {
+        "" | "off" => return Ok(None),
+        "previous_period" => Comparison::PreviousPeriod,
+        "year_over_year" => Comparison::YearOverYear,
+        "custom" => {
+            let date = |name: &'static str| {
+                let text = get(name).ok_or_else(|| {
+                    ApiError::bad(
+                        name,
+                        "a custom comparison needs compare_from and compare_to (YYYY-MM-DD)",
+                    )
+                })?;
+                parse_date_as(text, name)
+            };
+            let (from, to) = (date("compare_from")?, date("compare_to")?);
+            if from > to {
+                return Err(ApiError::bad(
+                    "compare_to",
+                    "compare_from is after compare_to",
+                ));
+            }
+            Comparison::Custom(from, to)
+        }
+        other => {
+            return Err(ApiError::bad(
+                param,
+                format!(
+                    "{:?} is not one of previous_period, year_over_year, custom, off",
+                    truncate(other)
+                ),
+            ))
+        }
+    };
+    Ok(Some(comparison))
+}
+
 /// A site domain as configured: lower-case letters, digits, dots and dashes.
 pub fn parse_site_id(text: Option<&str>) -> Result<String, ApiError> {
     let text = text.ok_or_else(|| ApiError::bad("site_id", "missing"))?;
@@ -559,9 +609,14 @@ pub fn parse_site_id(text: Option<&str>) -> Result<String, ApiError> {
 }
 
 fn parse_date(text: &str) -> Result<Date, ApiError> {
+    parse_date_as(text, "date")
+}
+
+/// A date `YYYY-MM-DD` of parameter `param`, in the years ClickHouse's `DateTime` holds.
+fn parse_date_as(text: &str, param: &'static str) -> Result<Date, ApiError> {
     let bad = || {
         ApiError::bad(
-            "date",
+            param,
             format!("{:?} is not a date YYYY-MM-DD", truncate(text)),
         )
     };
@@ -572,7 +627,7 @@ fn parse_date(text: &str) -> Result<Date, ApiError> {
     let date: Date = text.parse().map_err(|_| bad())?;
     // ClickHouse's DateTime holds 1970 to 2105.
     if !(1970..=2100).contains(&date.year()) {
-        return Err(ApiError::bad("date", "dates are between 1970 and 2100"));
+        return Err(ApiError::bad(param, "dates are between 1970 and 2100"));
     }
     Ok(date)
 }
@@ -718,6 +773,76 @@ mod tests {
     }
 
     #[test]
+    fn comparisons() {
+        let t = Endpoint::Timeseries;
+        let compare = |pairs: &[(&str, &str)]| {
+            let mut q = q(pairs);
+            q.insert("site_id".into(), "a.com".into());
+            parse(t, &q).map(|p| p.compare)
+        };
+        assert_eq!(compare(&[]).unwrap(), None);
+        assert_eq!(compare(&[("comparison", "off")]).unwrap(), None);
+        assert_eq!(
+            compare(&[("compare", "previous_period")]).unwrap(),
+            Some(Comparison::PreviousPeriod)
+        );
+        assert_eq!(
+            compare(&[("comparison", "year_over_year")]).unwrap(),
+            Some(Comparison::YearOverYear)
+        );
+        assert_eq!(
+            compare(&[
+                ("comparison", "custom"),
+                ("compare_from", "2025-02-01"),
+                ("compare_to", "2025-02-28")
+            ])
+            .unwrap(),
+            Some(Comparison::Custom(
+                "2025-02-01".parse().unwrap(),
+                "2025-02-28".parse().unwrap()
+            ))
+        );
+        let bad = |pairs: &[(&str, &str)]| match compare(pairs) {
+            Err(ApiError::BadParam { param, .. }) => param,
+            other => panic!("{pairs:?}: {other:?}"),
+        };
+        assert_eq!(bad(&[("comparison", "last_year")]), "comparison");
+        assert_eq!(bad(&[("compare", "yoy")]), "compare");
+        assert_eq!(
+            bad(&[
+                ("comparison", "previous_period"),
+                ("compare", "year_over_year")
+            ]),
+            "comparison"
+        );
+        assert_eq!(bad(&[("comparison", "custom")]), "compare_from");
+        assert_eq!(
+            bad(&[("comparison", "custom"), ("compare_from", "2025-01-01")]),
+            "compare_to"
+        );
+        assert_eq!(
+            bad(&[
+                ("comparison", "custom"),
+                ("compare_from", "2025-01-02"),
+                ("compare_to", "2025-01-01")
+            ]),
+            "compare_to"
+        );
+        assert_eq!(
+            bad(&[
+                ("comparison", "custom"),
+                ("compare_from", "1969-12-31"),
+                ("compare_to", "2025-01-01")
+            ]),
+            "compare_from"
+        );
+        assert_eq!(
+            bad(&[("period", "realtime"), ("comparison", "year_over_year")]),
+            "comparison"
+        );
+    }
+
+    #[test]
     fn bad_values_name_the_parameter() {
         let b = Endpoint::Breakdown;
         let a = Endpoint::Aggregate;
@@ -774,7 +899,7 @@ mod tests {
             ),
             "sort"
         );
-        assert_eq!(err(a, &[("site_id", "a.com"), ("format", "csv")]), "format");
+        assert_eq!(err(a, &[("site_id", "a.com"), ("format", "xml")]), "format");
         assert_eq!(
             err(
                 Endpoint::Timeseries,

@@ -1,12 +1,13 @@
-//! Periods in a site's time zone: which UTC seconds a period covers, the previous period to
-//! compare with, and the labels of a timeseries' buckets, DST changes included.
+//! Periods in a site's time zone: which UTC seconds a period covers, the period it is compared
+//! with (the previous one, a year earlier, or custom dates), the labels of a timeseries'
+//! buckets and which buckets of the two periods face each other, DST changes included.
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 
 use crate::error::ApiError;
-use crate::params::{Interval, Period};
+use crate::params::{Comparison, Interval, Period};
 
 /// `[start, end)` in Unix seconds (UTC), the local dates it spans, and how to label buckets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +93,65 @@ pub fn previous(period: Period, range: &Range, tz: &TimeZone) -> Result<Range, A
     days(first, last, tz)
 }
 
+/// The range `range` (of `period`) is compared with. A year earlier shifts both local dates by
+/// a year (February 29 becomes February 28), so the comparison covers the same calendar days
+/// and, around DST changes, the UTC hours those days had then.
+pub fn compared(
+    period: Period,
+    comparison: Comparison,
+    range: &Range,
+    tz: &TimeZone,
+) -> Result<Range, ApiError> {
+    match comparison {
+        Comparison::PreviousPeriod => previous(period, range, tz),
+        Comparison::YearOverYear if range.realtime => Err(ApiError::bad(
+            "comparison",
+            "period=realtime compares with the previous 30 minutes only",
+        )),
+        Comparison::YearOverYear => {
+            days(add_years(range.first, -1)?, add_years(range.last, -1)?, tz)
+        }
+        Comparison::Custom(from, to) => days(from, to, tz),
+    }
+}
+
+/// For each of a timeseries' buckets (`current`, its labels), the index of the bucket of the
+/// comparison (`compared`) it faces, if any. Days, weeks and months face the one at the same
+/// place (the n-th day of one period and the n-th of the other; the longer period's last
+/// buckets face nothing). Hours face the same local hour of the same day of the period, so
+/// that 03:00 on the day clocks go forward faces 03:00, not the 02:00 that day does not have.
+/// Minutes (realtime) face the minute at the same place.
+pub fn aligned(current: &[String], compared: &[String], interval: Interval) -> Vec<Option<usize>> {
+    if interval != Interval::Hour {
+        return (0..current.len())
+            .map(|i| (i < compared.len()).then_some(i))
+            .collect();
+    }
+    // (day of the period, local time of day) of each label `YYYY-MM-DD HH:00:00`.
+    fn places(labels: &[String]) -> Vec<(usize, &str)> {
+        let mut day = 0;
+        labels
+            .iter()
+            .enumerate()
+            .map(|(i, label)| {
+                if i > 0 && labels[i - 1].get(..10) != label.get(..10) {
+                    day += 1;
+                }
+                (day, label.get(11..).unwrap_or(""))
+            })
+            .collect()
+    }
+    let by_place: std::collections::HashMap<(usize, &str), usize> = places(compared)
+        .into_iter()
+        .enumerate()
+        .map(|(i, place)| (place, i))
+        .collect();
+    places(current)
+        .into_iter()
+        .map(|place| by_place.get(&place).copied())
+        .collect()
+}
+
 fn days(first: Date, last: Date, tz: &TimeZone) -> Result<Range, ApiError> {
     if first.year() < 1970 {
         return Err(ApiError::bad("date", "dates are between 1970 and 2100"));
@@ -121,6 +181,11 @@ fn add_days(date: Date, n: i64) -> Result<Date, ApiError> {
 
 fn add_months(date: Date, n: i64) -> Result<Date, ApiError> {
     date.checked_add(n.months()).map_err(date_error)
+}
+
+fn add_years(date: Date, n: i64) -> Result<Date, ApiError> {
+    // jiff clamps February 29 to February 28 in a year without it.
+    date.checked_add(n.years()).map_err(date_error)
 }
 
 fn date_error(error: jiff::Error) -> ApiError {
@@ -227,6 +292,104 @@ mod tests {
             bucket_labels(&autumn, Interval::Hour, &tz).unwrap().len(),
             24
         );
+    }
+
+    #[test]
+    fn a_year_earlier_is_the_same_dates_february_29_becoming_28() {
+        let tz = berlin();
+        let now = Timestamp::UNIX_EPOCH;
+        let yoy = |period, d: &str| {
+            let r = resolve(period, Some(date(d)), &tz, now).unwrap();
+            let c = compared(period, Comparison::YearOverYear, &r, &tz).unwrap();
+            (c.first.to_string(), c.last.to_string())
+        };
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            yoy(Period::Day, "2028-02-29"),
+            pair("2027-02-28", "2027-02-28")
+        );
+        assert_eq!(
+            yoy(Period::Month, "2028-02-10"),
+            pair("2027-02-01", "2027-02-28")
+        );
+        // A year after a leap month: 28 days compared with 29.
+        assert_eq!(
+            yoy(Period::Month, "2029-02-10"),
+            pair("2028-02-01", "2028-02-28")
+        );
+        assert_eq!(
+            yoy(Period::Month, "2026-03-31"),
+            pair("2025-03-01", "2025-03-31")
+        );
+        assert_eq!(
+            yoy(Period::SevenDays, "2028-03-03"),
+            pair("2027-02-26", "2027-03-03")
+        );
+        assert_eq!(
+            yoy(
+                Period::Custom(date("2028-02-29"), date("2028-03-01")),
+                "2028-01-01"
+            ),
+            pair("2027-02-28", "2027-03-01")
+        );
+        // 2026-03-29 (Berlin's spring change) had 23 hours; 2025-03-29 had 24, and
+        // 2025-03-30, its own change, 23 again.
+        let spring = resolve(Period::Day, Some(date("2026-03-29")), &tz, now).unwrap();
+        let before = compared(Period::Day, Comparison::YearOverYear, &spring, &tz).unwrap();
+        assert_eq!(before.end - before.start, 24 * 3600);
+        assert_eq!(
+            before.start,
+            date("2025-03-29")
+                .to_zoned(tz.clone())
+                .unwrap()
+                .timestamp()
+                .as_second()
+        );
+        let realtime = resolve(Period::Realtime, None, &tz, now).unwrap();
+        assert!(compared(Period::Realtime, Comparison::YearOverYear, &realtime, &tz).is_err());
+    }
+
+    #[test]
+    fn custom_comparisons_and_the_previous_month_end() {
+        let tz = berlin();
+        let now = Timestamp::UNIX_EPOCH;
+        let r = resolve(Period::Month, Some(date("2026-03-15")), &tz, now).unwrap();
+        let c = compared(
+            Period::Month,
+            Comparison::Custom(date("2025-10-20"), date("2025-10-27")),
+            &r,
+            &tz,
+        )
+        .unwrap();
+        assert_eq!((c.first, c.last), (date("2025-10-20"), date("2025-10-27")));
+        // Eight days with the autumn change (2025-10-26): 8 * 24 + 1 hours.
+        assert_eq!(c.end - c.start, (8 * 24 + 1) * 3600);
+        // The month before March 31 is the whole of February, not March 3.
+        let p = compared(Period::Month, Comparison::PreviousPeriod, &r, &tz).unwrap();
+        assert_eq!((p.first, p.last), (date("2026-02-01"), date("2026-02-28")));
+    }
+
+    #[test]
+    fn buckets_face_the_same_place_and_hours_the_same_local_hour() {
+        let tz = berlin();
+        let now = Timestamp::UNIX_EPOCH;
+        let spring = resolve(Period::Day, Some(date("2026-03-29")), &tz, now).unwrap();
+        let before = compared(Period::Day, Comparison::YearOverYear, &spring, &tz).unwrap();
+        let a = bucket_labels(&spring, Interval::Hour, &tz).unwrap();
+        let b = bucket_labels(&before, Interval::Hour, &tz).unwrap();
+        assert_eq!((a.len(), b.len()), (23, 24));
+        let faces = aligned(&a, &b, Interval::Hour);
+        assert_eq!(b[faces[2].unwrap()], "2025-03-29 03:00:00");
+        assert_eq!(a[2], "2026-03-29 03:00:00");
+        assert_eq!(b[faces[22].unwrap()], "2025-03-29 23:00:00");
+        // Days: the n-th of each; March has three days more than February.
+        let march = resolve(Period::Month, Some(date("2026-03-01")), &tz, now).unwrap();
+        let feb = compared(Period::Month, Comparison::PreviousPeriod, &march, &tz).unwrap();
+        let a = bucket_labels(&march, Interval::Date, &tz).unwrap();
+        let b = bucket_labels(&feb, Interval::Date, &tz).unwrap();
+        let faces = aligned(&a, &b, Interval::Date);
+        assert_eq!(b[faces[27].unwrap()], "2026-02-28");
+        assert_eq!(&faces[28..], [None, None, None]);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Request {
     pub tz: TimeZone,
     pub params: StatsParams,
     pub range: Range,
+    /// The range the period is compared with (`comparison=` or `compare=`), if asked.
+    pub comparison: Option<Range>,
     /// Whether the site's imported aggregates are added (asked for, and able to answer).
     pub imported: bool,
 }
@@ -55,6 +57,10 @@ impl Request {
         let params = params::parse(endpoint, query)?;
         check_goals(&site, &params)?;
         let range = period::resolve(params.period, params.date, &tz, now)?;
+        let comparison = params
+            .compare
+            .map(|c| period::compared(params.period, c, &range, &tz))
+            .transpose()?;
         let imported = params.with_imported
             && sql::imported_answers(&group_of(endpoint, &params), &params.filters);
         Ok(Request {
@@ -63,6 +69,7 @@ impl Request {
             tz,
             params,
             range,
+            comparison,
             imported,
         })
     }
@@ -87,7 +94,7 @@ impl Request {
         if !sql::rollup_may_answer(&self.group(), &self.params.filters) {
             return None;
         }
-        let (first, last) = rolled_window(&self.range);
+        let (first, last) = rolled_window(&self.range, self.comparison.as_ref());
         Some(RolledDaysLookup {
             first,
             last,
@@ -103,20 +110,45 @@ impl Request {
     /// The statements of the request given the site's `rolled` days (the answer of
     /// [`rolled_days_lookup`](Self::rolled_days_lookup), UTC days since 1970; none without
     /// it). `min_group_size` is the breakdowns' `(other)` threshold (0: off).
+    ///
+    /// With a comparison, the compared period's statements too, except for a breakdown: its
+    /// comparison reads only the keys of the page it compares, a second step
+    /// ([`breakdown_comparison`](Self::breakdown_comparison)).
     pub fn stats_plan(
         &self,
         database: &str,
         min_group_size: u64,
         rolled: &[i64],
     ) -> Result<StatsPlan, ApiError> {
-        let current = self.period_plan(database, min_group_size, rolled, self.range.clone());
-        let previous = if self.params.compare {
-            let range = period::previous(self.params.period, &self.range, &self.tz)?;
-            Some(self.period_plan(database, min_group_size, rolled, range))
-        } else {
-            None
+        let current = self.period_plan(database, min_group_size, rolled, self.range.clone(), None);
+        let comparison = match &self.comparison {
+            Some(range) if self.endpoint != Endpoint::Breakdown => {
+                Some(self.period_plan(database, min_group_size, rolled, range.clone(), None))
+            }
+            _ => None,
         };
-        Ok(StatsPlan { current, previous })
+        Ok(StatsPlan {
+            current,
+            comparison,
+        })
+    }
+
+    /// A breakdown's comparison, given the `keys` of the page it compares (the current
+    /// period's rows): the same breakdown over the compared range, those keys only, with the
+    /// same `(other)` threshold (a key with fewer visitors then is not shown). `None` without
+    /// a comparison or keys.
+    pub fn breakdown_comparison(
+        &self,
+        database: &str,
+        min_group_size: u64,
+        rolled: &[i64],
+        keys: &[String],
+    ) -> Option<PeriodPlan> {
+        let range = self.comparison.clone()?;
+        if keys.is_empty() || self.endpoint != Endpoint::Breakdown {
+            return None;
+        }
+        Some(self.period_plan(database, min_group_size, rolled, range, Some(keys)))
     }
 
     fn period_plan(
@@ -125,14 +157,18 @@ impl Request {
         min_group_size: u64,
         rolled: &[i64],
         range: Range,
+        keys: Option<&[String]>,
     ) -> PeriodPlan {
         let p = &self.params;
         let group = self.group();
         let breakdown = self.endpoint == Endpoint::Breakdown;
+        // The current page is sorted and cut; a comparison takes the page's keys as they are.
+        let paged = breakdown && keys.is_none();
         let stats = sql::stats(&StatsQuery {
             min_group_size: if breakdown { min_group_size } else { 0 },
-            sort: breakdown.then_some(p.sort),
-            page: breakdown.then_some((p.limit, (p.page - 1) * p.limit)),
+            sort: paged.then_some(p.sort),
+            page: paged.then_some((p.limit, (p.page - 1) * p.limit)),
+            keys,
             ..self.question(database, &range, group, &p.filters, &p.metrics, rolled)
         });
         // A timeseries' rates are per bucket; the others' share the period's denominator.
@@ -191,6 +227,7 @@ impl Request {
             page: None,
             imported: self.imported,
             rolled,
+            keys: None,
         }
     }
 
@@ -236,19 +273,20 @@ pub struct RolledDaysLookup {
     pub statement: Sql,
 }
 
-/// The statements of one stats request: its period's, and with `compare` the previous
-/// period's, which are independent of each other.
+/// The statements of one stats request: its period's, and with a comparison the compared
+/// period's (aggregates and timeseries; see [`Request::breakdown_comparison`] for
+/// breakdowns), which are independent of each other.
 #[derive(Debug, Clone)]
 pub struct StatsPlan {
     pub current: PeriodPlan,
-    pub previous: Option<PeriodPlan>,
+    pub comparison: Option<PeriodPlan>,
 }
 
 impl StatsPlan {
     /// Every statement, in the order the handlers start them.
     pub fn statements(&self) -> Vec<&Sql> {
         std::iter::once(&self.current)
-            .chain(&self.previous)
+            .chain(&self.comparison)
             .flat_map(|p| std::iter::once(&p.stats).chain(&p.goal_totals))
             .collect()
     }
@@ -294,14 +332,13 @@ fn group_of(endpoint: Endpoint, p: &StatsParams) -> Group {
     }
 }
 
-/// The UTC days whose rollup a request over `range` may use: those of the period and of the
-/// one before it (for `compare`), `(first, last)`.
-fn rolled_window(range: &Range) -> (i64, i64) {
-    let (start, end) = (range.start, range.end);
-    (
-        (start - (end - start)).div_euclid(sql::DAY) - 1,
-        end.div_euclid(sql::DAY),
-    )
+/// The UTC days whose rollup a request over `range` (compared with `comparison`) may use:
+/// from the first day of either period to the last, `(first, last)`.
+fn rolled_window(range: &Range, comparison: Option<&Range>) -> (i64, i64) {
+    let (start, end) = comparison.map_or((range.start, range.end), |c| {
+        (c.start.min(range.start), c.end.max(range.end))
+    });
+    (start.div_euclid(sql::DAY) - 1, end.div_euclid(sql::DAY))
 }
 
 /// Goal filters must name the site's goals: a typo would otherwise read as zero conversions.
@@ -370,7 +407,7 @@ mod tests {
         );
         let plan = r.stats_plan("glimpse", 0, &[]).unwrap();
         let previous = plan
-            .previous
+            .comparison
             .as_ref()
             .expect("compare plans the previous period");
         assert_eq!(
@@ -395,13 +432,68 @@ mod tests {
     fn without_conversions_or_compare_one_statement() {
         let r = request(Endpoint::Breakdown, &[("property", "visit:source")]);
         let plan = r.stats_plan("glimpse", 5, &[]).unwrap();
-        assert!(plan.previous.is_none() && plan.current.goal_totals.is_none());
+        assert!(plan.comparison.is_none() && plan.current.goal_totals.is_none());
         assert_eq!(plan.statements().len(), 1);
         // The `(other)` threshold applies to breakdowns only.
         assert!(plan.current.stats.template.contains("'(other)'"));
         let r = request(Endpoint::Aggregate, &[]);
         let plan = r.stats_plan("glimpse", 5, &[]).unwrap();
         assert!(!plan.current.stats.template.contains("'(other)'"));
+    }
+
+    #[test]
+    fn comparisons_plan_the_compared_range_and_breakdowns_their_page_keys() {
+        let r = request(
+            Endpoint::Timeseries,
+            &[
+                ("period", "month"),
+                ("date", "2028-02-10"),
+                ("comparison", "year_over_year"),
+            ],
+        );
+        let plan = r.stats_plan("glimpse", 0, &[]).unwrap();
+        let compared = plan.comparison.as_ref().expect("a comparison plan");
+        assert_eq!(
+            (
+                compared.range.first.to_string(),
+                compared.range.last.to_string()
+            ),
+            ("2027-02-01".to_string(), "2027-02-28".to_string())
+        );
+        assert_eq!(plan.statements().len(), 2);
+
+        let r = request(
+            Endpoint::Breakdown,
+            &[
+                ("property", "visit:source"),
+                ("comparison", "custom"),
+                ("compare_from", "2026-01-01"),
+                ("compare_to", "2026-01-31"),
+                ("limit", "2"),
+            ],
+        );
+        let plan = r.stats_plan("glimpse", 5, &[]).unwrap();
+        assert!(
+            plan.comparison.is_none(),
+            "a breakdown's comparison is a second step"
+        );
+        assert!(plan.current.stats.template.contains("LIMIT"));
+        let keys = ["Google".to_string(), "x' OR 1=1".to_string()];
+        let compared = r.breakdown_comparison("glimpse", 5, &[], &keys).unwrap();
+        assert_eq!(compared.range.first.to_string(), "2026-01-01");
+        let sql = &compared.stats;
+        assert!(
+            sql.template.contains("WHERE key IN (?, ?)"),
+            "{}",
+            sql.template
+        );
+        assert!(!sql.template.contains("LIMIT") && !sql.template.contains("ORDER BY"));
+        assert!(sql.binds.contains(&Value::Str(keys[1].clone())));
+        assert!(r.breakdown_comparison("glimpse", 5, &[], &[]).is_none());
+        let uncompared = request(Endpoint::Breakdown, &[("property", "visit:source")]);
+        assert!(uncompared
+            .breakdown_comparison("glimpse", 5, &[], &keys)
+            .is_none());
     }
 
     #[test]
@@ -430,13 +522,16 @@ mod tests {
         let hourly = request(Endpoint::Timeseries, &[("interval", "hour")]);
         assert!(hourly.rolled_days_lookup("glimpse").is_none());
 
-        let r = request(Endpoint::Aggregate, &[("period", "30d")]);
+        let r = request(
+            Endpoint::Aggregate,
+            &[("period", "30d"), ("comparison", "year_over_year")],
+        );
         let lookup = r
             .rolled_days_lookup("glimpse")
             .expect("the rollup may answer");
-        // The window covers the period and the one before it (for `compare`).
-        let previous = period::previous(r.params.period, &r.range, &r.tz).unwrap();
-        assert!(lookup.first * sql::DAY <= previous.start, "{lookup:?}");
+        // The window covers the period and the one it is compared with.
+        let year_before = r.comparison.as_ref().unwrap();
+        assert!(lookup.first * sql::DAY <= year_before.start, "{lookup:?}");
         assert!((lookup.last + 1) * sql::DAY >= r.range.end, "{lookup:?}");
         assert!(lookup.statement.template.contains("rollup_days"));
         // The lookup's answer is what the plan reads from the rollup.

@@ -56,6 +56,16 @@ const FILTERS: [&str; 8] = [
     "visit:exit_page==/docs;visit:browser_version==131;visit:referrer~google",
 ];
 
+/// The comparisons beyond the previous period.
+const COMPARISONS: [&[(&str, &str)]; 2] = [
+    &[("comparison", "year_over_year")],
+    &[
+        ("comparison", "custom"),
+        ("compare_from", "2025-02-01"),
+        ("compare_to", "2025-03-01"),
+    ],
+];
+
 /// Every distinct statement for the matrix, for a site in `timezone`.
 pub fn statements(database: &str, timezone: &str) -> Vec<String> {
     let site = Site::parse(SiteConfig {
@@ -76,10 +86,20 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
         let request = Request::new(endpoint, &query, site.clone(), now)
             .unwrap_or_else(|e| panic!("{pairs:?}: {e}"));
         let stats = |rolled: &[i64]| {
-            request
+            let mut texts = request
                 .stats_plan(database, k, rolled)
                 .unwrap_or_else(|e| panic!("{pairs:?}: {e}"))
-                .texts()
+                .texts();
+            // A breakdown's comparison: the second step, over a page's keys.
+            let keys = ["/a".to_string(), "x'y".to_string(), "(none)".to_string()];
+            if let Some(compared) = request.breakdown_comparison(database, k, rolled, &keys) {
+                texts.extend(
+                    std::iter::once(&compared.stats)
+                        .chain(&compared.goal_totals)
+                        .map(Sql::final_text),
+                );
+            }
+            texts
         };
         out.extend(stats(&[]));
         // Where the rollup may answer: the lookup of the rolled days, and the plan again with
@@ -127,6 +147,19 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
         compare.push(("compare", "previous_period"));
         add(Endpoint::Aggregate, &compare, 0);
         add(Endpoint::Timeseries, &q, 0);
+        // A year earlier and custom dates (realtime compares with the previous 30 minutes).
+        if period[0].1 != "realtime" {
+            for comparison in COMPARISONS {
+                let mut compared = q.clone();
+                compared.extend_from_slice(comparison);
+                add(Endpoint::Aggregate, &compared, 0);
+                add(Endpoint::Timeseries, &compared, 0);
+            }
+        } else {
+            let mut compared = q.clone();
+            compared.push(("comparison", "previous_period"));
+            add(Endpoint::Timeseries, &compared, 0);
+        }
     }
     for interval in ["hour", "date", "week", "month"] {
         for filters in FILTERS {
@@ -181,6 +214,20 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
                 ],
                 0,
             );
+        }
+        // Compared, each row with its key's figures then (with and without `(other)`).
+        for comparison in COMPARISONS {
+            for k in [0, 5] {
+                let mut q = vec![
+                    ("site_id", "example.com"),
+                    ("period", "30d"),
+                    ("property", property),
+                    ("metrics", VISIT_METRICS),
+                    ("limit", "10"),
+                ];
+                q.extend_from_slice(comparison);
+                add(Endpoint::Breakdown, &q, k);
+            }
         }
         // Without engagement metrics (the rollup's questions), over a month.
         add(
@@ -258,7 +305,12 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
             let mut breakdown = q.to_vec();
             breakdown.push(("property", property));
             add(Endpoint::Breakdown, &breakdown, 0);
+            breakdown.push(("comparison", "year_over_year"));
+            add(Endpoint::Breakdown, &breakdown, 5);
         }
+        let mut compared = q.to_vec();
+        compared.push(("comparison", "year_over_year"));
+        add(Endpoint::Timeseries, &compared, 0);
     }
     // Imported aggregates (`with_imported=true`): every question they answer, and a filtered
     // one they do not.

@@ -204,8 +204,21 @@ pub async fn injection_attempts(s: &Service) {
         "/api/v1/stats/breakdown",
     ];
     let params = [
-        "site_id", "period", "date", "interval", "metrics", "property", "filters", "compare",
-        "limit", "page", "sort", "format",
+        "site_id",
+        "period",
+        "date",
+        "interval",
+        "metrics",
+        "property",
+        "filters",
+        "compare",
+        "comparison",
+        "compare_from",
+        "compare_to",
+        "limit",
+        "page",
+        "sort",
+        "format",
     ];
     let mut tried = 0;
     for endpoint in endpoints {
@@ -218,6 +231,12 @@ pub async fn injection_attempts(s: &Service) {
                 ];
                 if endpoint.ends_with("breakdown") {
                     q.push(("property", "event:page".into()));
+                }
+                // The custom comparison's dates are read only with comparison=custom.
+                if param.starts_with("compare_") {
+                    q.push(("comparison", "custom".into()));
+                    q.push(("compare_from", "2026-03-01".into()));
+                    q.push(("compare_to", "2026-03-07".into()));
                 }
                 q.retain(|(k, _)| *k != param);
                 q.push((param, attack.to_string()));

@@ -14,6 +14,7 @@ mod common;
 
 mod access;
 mod breakdowns;
+mod comparisons;
 mod expected;
 mod fixture;
 mod generated_sql;
@@ -48,6 +49,26 @@ fn dst_day_hourly_in_berlin() {
 #[test]
 fn comparison() {
     reading(totals::comparison);
+}
+
+#[test]
+fn year_over_year_across_dst() {
+    reading(comparisons::year_over_year_across_dst);
+}
+
+#[test]
+fn previous_month_across_a_month_end() {
+    reading(comparisons::previous_month_across_a_month_end);
+}
+
+#[test]
+fn custom_comparison_timeseries_and_csv() {
+    reading(comparisons::custom_range_timeseries_and_csv);
+}
+
+#[test]
+fn breakdown_comparisons() {
+    reading(comparisons::breakdown_rows);
 }
 
 #[test]

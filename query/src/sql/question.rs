@@ -42,6 +42,9 @@ pub struct StatsQuery<'a> {
     /// UTC days (days since 1970) whose per-day figures are complete in `rollup_daily`: the
     /// statement reads those instead of their events where it can (see `rolled::rollup_answers`).
     pub rolled: &'a [i64],
+    /// Only the rows of these keys (a breakdown's comparison: the keys of the page it
+    /// compares); `None`: every key.
+    pub keys: Option<&'a [String]>,
 }
 
 /// The columns every stats statement returns, from which all metrics are computed.

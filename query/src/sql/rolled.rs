@@ -77,6 +77,7 @@ mod tests {
             // 2026-03-24 23:00 UTC to 2026-03-31 22:00 UTC: a Berlin week over the DST change.
             start: 20_536 * DAY + 23 * 3600,
             end: 20_543 * DAY + 22 * 3600,
+            keys: None,
             group,
             filters: &[],
             min_group_size: 0,

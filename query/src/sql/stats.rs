@@ -59,6 +59,7 @@ pub fn stats(q: &StatsQuery) -> Sql {
         }
         sql.push(" FROM ");
         source(&mut sql, q, needs);
+        only_keys(&mut sql, q.keys);
         sql.push(") GROUP BY key");
     } else {
         sql.push("SELECT key, toUInt64(e_visitors) AS visitors");
@@ -67,6 +68,7 @@ pub fn stats(q: &StatsQuery) -> Sql {
         }
         sql.push(" FROM ");
         source(&mut sql, q, needs);
+        only_keys(&mut sql, q.keys);
     }
     if let Some(sort) = q.sort {
         let direction = if sort.descending { "DESC" } else { "ASC" };
@@ -83,6 +85,25 @@ pub fn stats(q: &StatsQuery) -> Sql {
             .bind_int(offset as i64);
     }
     sql
+}
+
+/// `WHERE key IN (…)` after the source, each key bound; nothing for `None`. An empty list
+/// keeps no row.
+fn only_keys(sql: &mut Sql, keys: Option<&[String]>) {
+    let Some(keys) = keys else { return };
+    if keys.is_empty() {
+        // `IN ()` is not SQL.
+        sql.push(" WHERE 0");
+        return;
+    }
+    sql.push(" WHERE key IN (");
+    for (i, key) in keys.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind_str(key);
+    }
+    sql.push(")");
 }
 
 #[cfg(test)]
@@ -115,6 +136,7 @@ mod tests {
             page: Some((10, 0)),
             imported: false,
             rolled: &[],
+            keys: Some(&[hostile.to_string()]),
         };
         let sql = stats(&q);
         assert!(!sql.template.contains("DROP"), "{}", sql.template);
