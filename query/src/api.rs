@@ -38,7 +38,7 @@ macro_rules! run {
 /// Who asked, for which site: checked before anything else is looked at. 401 without valid
 /// credentials; for a key, 404 for an unknown site and 403 for another site's; for a signed-in
 /// user, 403 for a site they have no role on; for a share link, 401 for any other site.
-async fn authorize(
+pub(crate) async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
@@ -112,7 +112,7 @@ async fn prepare(
 
 /// The request's stats plan: where the rollup may answer, its rolled days are looked up
 /// first (the plan's first step).
-async fn stats_plan(state: &AppState, request: &Request) -> Result<StatsPlan, ApiError> {
+pub(crate) async fn stats_plan(state: &AppState, request: &Request) -> Result<StatsPlan, ApiError> {
     let rolled = match request.rolled_days_lookup(&state.database) {
         Some(lookup) => run!(state, |client| rollup::fetch_days(
             client,
@@ -160,7 +160,15 @@ async fn goal_totals(
     state: &AppState,
     period: &PeriodPlan,
 ) -> Result<HashMap<String, u64>, ApiError> {
-    let Some(sql) = &period.goal_totals else {
+    totals_by_key(state, period.goal_totals.as_ref()).await
+}
+
+/// The `(key, visitors)` rows of a denominator statement, by key; empty without one.
+pub(crate) async fn totals_by_key(
+    state: &AppState,
+    sql: Option<&Sql>,
+) -> Result<HashMap<String, u64>, ApiError> {
+    let Some(sql) = sql else {
         return Ok(HashMap::new());
     };
     Ok(fetch(state, sql)
@@ -170,7 +178,12 @@ async fn goal_totals(
         .collect())
 }
 
-async fn fetch(state: &AppState, sql: &Sql) -> Result<Vec<StatsRow>, ApiError> {
+/// The one number a count statement returns.
+pub(crate) async fn fetch_count(state: &AppState, sql: &Sql) -> Result<u64, ApiError> {
+    run!(state, |client| sql.query(client).fetch_one::<u64>())
+}
+
+pub(crate) async fn fetch(state: &AppState, sql: &Sql) -> Result<Vec<StatsRow>, ApiError> {
     run!(state, |client| sql.query(client).fetch_all::<StatsRow>())
 }
 

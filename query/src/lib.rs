@@ -10,6 +10,7 @@ pub mod accounts;
 mod api;
 pub mod audit;
 pub mod auth;
+pub mod condition;
 mod dashboard;
 pub mod db;
 pub mod error;
@@ -22,6 +23,7 @@ mod request_id;
 pub mod rollup;
 mod sites_api;
 pub mod sql;
+pub mod v2;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -233,6 +235,7 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/stats/filtered", get(api::filtered))
         .route("/api/v1/stats/props", get(api::prop_names))
+        .route("/api/v2/query", post(v2::query))
         .route(
             "/api/v1/sites",
             get(sites_api::sites::list).post(sites_api::sites::create),

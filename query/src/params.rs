@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use jiff::civil::Date;
 
+use crate::condition::Condition;
 use crate::error::ApiError;
 
 /// Which question is asked.
@@ -86,7 +87,7 @@ impl Metric {
         }
     }
 
-    fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|m| m.name() == text)
     }
 
@@ -185,9 +186,9 @@ pub enum Property {
 /// Longest custom property name accepted (the collector's default limit).
 const MAX_PROP_NAME: usize = 300;
 /// Longest filter value accepted.
-const MAX_FILTER_VALUE: usize = 2000;
-const MAX_FILTERS: usize = 20;
-const MAX_ALTERNATIVES: usize = 50;
+pub(crate) const MAX_FILTER_VALUE: usize = 2000;
+pub(crate) const MAX_FILTERS: usize = 20;
+pub(crate) const MAX_ALTERNATIVES: usize = 50;
 
 impl Property {
     pub fn parse(text: &str, param: &'static str) -> Result<Self, ApiError> {
@@ -247,6 +248,12 @@ pub enum FilterOp {
     IsNot,
     /// `~`: contains one of the values (case-sensitive).
     Contains,
+    /// Contains none of the values (Stats API v2).
+    ContainsNot,
+    /// Matches one of the regular expressions (RE2 syntax, ClickHouse's `match`; v2).
+    Matches,
+    /// Matches none of the regular expressions (v2).
+    MatchesNot,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,14 +294,17 @@ pub struct StatsParams {
     pub interval: Interval,
     pub metrics: Vec<Metric>,
     pub property: Option<Property>,
-    pub filters: Vec<Filter>,
+    /// Joined by `and`; v1's are single filters, v2's may nest `and`, `or` and `not`.
+    pub filters: Vec<Condition>,
     pub compare: bool,
     /// `with_imported=true`: add the site's imported aggregates (Plausible's export) where
     /// they can answer the question. Default false, as in Plausible's API v1.
     pub with_imported: bool,
     pub limit: u64,
-    pub page: u64,
-    pub sort: Sort,
+    /// Rows skipped before the page (v1: `(page - 1) * limit`).
+    pub offset: u64,
+    /// Breakdowns: by each in turn, then by the property's value.
+    pub sort: Vec<Sort>,
     pub format: Format,
 }
 
@@ -428,12 +438,13 @@ pub fn parse(endpoint: Endpoint, query: &HashMap<String, String>) -> Result<Stat
 
     let filters = match get("filters") {
         None | Some("") => Vec::new(),
-        Some(text) => parse_filters(text)?,
+        Some(text) => parse_filters(text)?
+            .into_iter()
+            .map(Condition::Filter)
+            .collect(),
     };
     let about_goals = property == Some(Property::Event(EventProperty::Goal))
-        || filters
-            .iter()
-            .any(|f| f.property == Property::Event(EventProperty::Goal));
+        || filters.iter().any(Condition::is_goal_filter);
     if metrics.contains(&Metric::ConversionRate) && !about_goals {
         return Err(ApiError::bad(
             "metrics",
@@ -534,8 +545,8 @@ pub fn parse(endpoint: Endpoint, query: &HashMap<String, String>) -> Result<Stat
         compare,
         with_imported,
         limit,
-        page,
-        sort,
+        offset: (page - 1) * limit,
+        sort: vec![sort],
         format,
     })
 }
@@ -558,7 +569,7 @@ pub fn parse_site_id(text: Option<&str>) -> Result<String, ApiError> {
     }
 }
 
-fn parse_date(text: &str) -> Result<Date, ApiError> {
+pub(crate) fn parse_date(text: &str) -> Result<Date, ApiError> {
     let bad = || {
         ApiError::bad(
             "date",
@@ -672,7 +683,7 @@ fn split_alternatives(text: &str) -> Vec<String> {
 }
 
 /// At most 60 characters of client text in an error message.
-fn truncate(text: &str) -> String {
+pub(crate) fn truncate(text: &str) -> String {
     text.chars().take(60).collect()
 }
 

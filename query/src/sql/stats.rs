@@ -29,6 +29,14 @@ fn sort_expression(key: SortKey) -> &'static str {
     }
 }
 
+/// The number of rows `stats` (a stats statement) returns, as one `UInt64`.
+pub fn row_count(stats: &Sql) -> Sql {
+    Sql {
+        template: format!("SELECT toUInt64(count()) AS rows FROM ({})", stats.template),
+        binds: stats.binds.clone(),
+    }
+}
+
 /// The statement for one stats question; its rows are [`StatsRow`]s.
 pub fn stats(q: &StatsQuery) -> Sql {
     let mut sql = Sql::default();
@@ -68,13 +76,13 @@ pub fn stats(q: &StatsQuery) -> Sql {
         sql.push(" FROM ");
         source(&mut sql, q, needs);
     }
-    if let Some(sort) = q.sort {
-        let direction = if sort.descending { "DESC" } else { "ASC" };
-        let _ = write!(
-            sql.template,
-            " ORDER BY {} {direction}, key ASC",
-            sort_expression(sort.key)
-        );
+    if !q.sort.is_empty() {
+        sql.push(" ORDER BY ");
+        for sort in q.sort {
+            let direction = if sort.descending { "DESC" } else { "ASC" };
+            let _ = write!(sql.template, "{} {direction}, ", sort_expression(sort.key));
+        }
+        sql.push("key ASC");
     }
     if let Some((limit, offset)) = q.page {
         sql.push(" LIMIT ")
@@ -88,6 +96,7 @@ pub fn stats(q: &StatsQuery) -> Sql {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::condition::Condition;
     use crate::params::{parse_filters, EventProperty, Property};
 
     #[test]
@@ -100,6 +109,7 @@ mod tests {
                 *name = hostile.into();
             }
         }
+        let filters: Vec<Condition> = filters.into_iter().map(Condition::from).collect();
         let q = StatsQuery {
             database: "glimpse",
             site: hostile,
@@ -109,7 +119,7 @@ mod tests {
             group: Group::Property(Property::Event(EventProperty::Prop(hostile.into()))),
             filters: &filters,
             min_group_size: 3,
-            sort: None,
+            sort: &[],
             metrics: &Metric::ALL,
             goals: &[],
             page: Some((10, 0)),
