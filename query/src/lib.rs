@@ -5,6 +5,8 @@
 //! a request into typed values, `period` resolves it in the site's time zone, `plan` turns it
 //! into the statements it runs, `sql` builds them from whitelisted identifiers and bound values,
 //! `api` executes the plan and answers JSON or CSV, `dashboard` serves the page at `/`.
+//! `v2` answers Plausible's Stats API v2 (`POST /api/v2/query`) by translating its JSON into
+//! the same request and plan; `condition` is the filters' `and`/`or`/`not` tree both share.
 
 pub mod accounts;
 mod api;
