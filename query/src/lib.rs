@@ -6,13 +6,12 @@
 //! into the statements it runs, `sql` builds them from whitelisted identifiers and bound values,
 //! `api` executes the plan and answers JSON or CSV, `dashboard` serves the page at `/`.
 //! `v2` answers Plausible's Stats API v2 (`POST /api/v2/query`) by translating its JSON into
-//! the same request and plan; `condition` is the filters' `and`/`or`/`not` tree both share.
+//! the same request and plan.
 
 pub mod accounts;
 mod api;
 pub mod audit;
 pub mod auth;
-pub mod condition;
 mod dashboard;
 pub mod db;
 pub mod error;

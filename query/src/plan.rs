@@ -13,10 +13,11 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
 use crate::auth::Site;
-use crate::condition::{all_filters, Condition};
 use crate::error::ApiError;
 use crate::params::StatsParams;
-use crate::params::{self, Endpoint, EventProperty, FilterOp, Metric, Property};
+use crate::params::{
+    self, all_filters, Condition, Endpoint, EventProperty, FilterOp, Metric, Property,
+};
 use crate::period::{self, Range};
 use crate::sql::{self, Group, Sql, StatsQuery};
 

@@ -5,8 +5,7 @@ use std::fmt::Write as _;
 
 use super::builder::{rows_between, Sql};
 use super::question::{Group, StatsQuery};
-use crate::condition::{is_negative, negated, Condition};
-use crate::params::{EventProperty, FilterOp, Interval, Property, VisitProperty};
+use crate::params::{Condition, EventProperty, FilterOp, Interval, Property, VisitProperty};
 use crate::period::{HOUR_FORMAT, MINUTE_FORMAT};
 use glimpse_core::goals::{Goal, GoalKind};
 
@@ -147,7 +146,7 @@ fn condition(sql: &mut Sql, op: FilterOp, values: &[String], write_expr: &dyn Fn
             sql.push(")");
         }
         FilterOp::Contains | FilterOp::ContainsNot | FilterOp::Matches | FilterOp::MatchesNot => {
-            if is_negative(op) {
+            if op.is_negative() {
                 sql.push("NOT ");
             }
             let regex = matches!(op, FilterOp::Matches | FilterOp::MatchesNot);
@@ -212,7 +211,7 @@ pub(super) fn row_conditions(sql: &mut Sql, q: &StatsQuery) {
 fn row_condition(sql: &mut Sql, q: &StatsQuery, c: &Condition, negate: bool) {
     match c {
         Condition::Filter(f) => {
-            let op = if negate { negated(f.op) } else { f.op };
+            let op = if negate { f.op.negated() } else { f.op };
             filter_condition(sql, q, &f.property, op, &f.values);
         }
         Condition::Not(inner) => row_condition(sql, q, inner, !negate),
@@ -277,7 +276,7 @@ fn filter_condition(
                     FilterOp::Matches | FilterOp::MatchesNot => false,
                 })
                 .collect();
-            if is_negative(op) {
+            if op.is_negative() {
                 sql.push("NOT ");
             }
             any_goal_condition(sql, &chosen);

@@ -7,8 +7,7 @@ use super::builder::Sql;
 use super::expr::named_empty;
 use super::question::{Group, Needs, StatsQuery, SUMS};
 use super::rolled::live_source;
-use crate::condition::Condition;
-use crate::params::{EventProperty, Interval, Property, VisitProperty};
+use crate::params::{Condition, EventProperty, Interval, Property, VisitProperty};
 
 /// The imported aggregates that answer a question: the export's table (`kind`) and the key
 /// over its columns, written like the live key (`visit_value`'s names for empty values).

@@ -1,8 +1,7 @@
 //! One stats question in SQL terms (`StatsQuery`), the rows every stats statement returns
 //! (`StatsRow`), and what a statement must compute for it (`Needs`).
 
-use crate::condition::Condition;
-use crate::params::{Interval, Metric, Property, Sort, SortKey};
+use crate::params::{Condition, Interval, Metric, Property, Sort, SortKey};
 use glimpse_core::goals::Goal;
 
 /// How rows are grouped.

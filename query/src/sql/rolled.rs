@@ -124,7 +124,7 @@ mod tests {
     #[test]
     fn the_rollup_does_not_answer_what_it_does_not_keep() {
         let all: Vec<i64> = (20_530..20_550).collect();
-        let filters: Vec<crate::condition::Condition> = parse_filters("visit:country==DE")
+        let filters: Vec<crate::params::Condition> = parse_filters("visit:country==DE")
             .unwrap()
             .into_iter()
             .map(Into::into)

@@ -4,8 +4,7 @@
 use super::builder::{day_runs, timestamps_between, Sql, DAY};
 use super::expr::MAX_VISIT_SECS;
 use super::question::{Group, Needs, StatsQuery};
-use crate::condition::Condition;
-use crate::params::{EventProperty, Property, VisitProperty};
+use crate::params::{Condition, EventProperty, Property, VisitProperty};
 
 /// The `property` value of the rollup rows that answer `group`, if the rollup keeps it: the
 /// totals (`''`), the page and every visit property.

@@ -96,8 +96,7 @@ pub fn stats(q: &StatsQuery) -> Sql {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::condition::Condition;
-    use crate::params::{parse_filters, EventProperty, Property};
+    use crate::params::{parse_filters, Condition, EventProperty, Property};
 
     #[test]
     fn client_text_is_only_ever_bound() {

@@ -6,7 +6,8 @@ use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 
-use super::request::{bad, DateRange};
+use super::bad;
+use super::request::DateRange;
 use crate::error::ApiError;
 use crate::params::{Interval, Period};
 use crate::period::{self, Range};

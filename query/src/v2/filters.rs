@@ -3,9 +3,9 @@
 
 use serde_json::Value;
 
-use super::request::bad;
-use crate::condition::Condition;
+use super::{bad, short};
 use crate::error::ApiError;
+use crate::params::Condition;
 use crate::params::{
     truncate, EventProperty, Filter, FilterOp, Property, MAX_ALTERNATIVES, MAX_FILTERS,
     MAX_FILTER_VALUE,
@@ -238,11 +238,6 @@ fn check_modifiers(modifiers: &Value, path: &str) -> Result<(), ApiError> {
         }
     }
     Ok(())
-}
-
-/// A client value in an error message, short.
-pub(super) fn short(value: &Value) -> String {
-    truncate(&value.to_string())
 }
 
 #[cfg(test)]

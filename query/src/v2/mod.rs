@@ -29,6 +29,16 @@ use request::{Dimension, OrderKey, V2Metric};
 /// Largest body accepted, as for the Sites API: a query is a few hundred bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// A 400 for `field`; v2's messages start with the JSON path of the value (`#/metrics/1`).
+fn bad(field: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::bad(field, message)
+}
+
+/// A client value in an error message, short.
+fn short(value: &Value) -> String {
+    crate::params::truncate(&value.to_string())
+}
+
 /// `POST /api/v2/query`.
 pub(crate) async fn query(
     State(state): State<Arc<AppState>>,

@@ -4,9 +4,9 @@
 use jiff::civil::Date;
 use serde_json::{Map, Value};
 
-use super::filters::{self, short};
-use crate::condition::Condition;
+use super::{bad, filters, short};
 use crate::error::ApiError;
+use crate::params::Condition;
 use crate::params::{self, EventProperty, Interval, Metric, Property};
 
 /// A metric of v2: one the stats statement computes, or one computed from it and a
@@ -107,10 +107,6 @@ pub struct Query {
     pub include: Include,
     pub limit: u64,
     pub offset: u64,
-}
-
-pub(super) fn bad(field: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::bad(field, message)
 }
 
 const FIELDS: [&str; 9] = [
