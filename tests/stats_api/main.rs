@@ -144,3 +144,9 @@ fn v2_same_as_v1() {
 fn v2_refusals_and_access() {
     reading(v2::refusals_and_access);
 }
+
+/// Reads only, and checks that the row and table counts did not change.
+#[test]
+fn v2_injection_attempts() {
+    reading(v2::injection_attempts);
+}

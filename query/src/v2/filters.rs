@@ -135,7 +135,7 @@ fn leaf(parts: &[Value], path: &str) -> Result<Filter, ApiError> {
             format!("{path}/1: time is chosen by date_range, not filtered"),
         ));
     }
-    let property = Property::parse(name, "filters")?;
+    let property = super::property(name, "filters", &format!("{path}/1"))?;
     if property == Property::Event(EventProperty::Goal)
         && matches!(op, FilterOp::Matches | FilterOp::MatchesNot)
     {
@@ -280,7 +280,10 @@ mod tests {
     fn bad_filters_name_their_place() {
         for (filters, expected) in [
             (json!([["equals", "event:page", ["/"]]]), "#/filters/0/0"),
-            (json!([["is", "visit:nope", ["/"]]]), "visit:nope"),
+            (
+                json!([["is", "visit:nope", ["/"]]]),
+                "#/filters/0/1: unknown property",
+            ),
             (json!([["is", "event:page", []]]), "#/filters/0/2"),
             (json!([["is", "event:page", [1]]]), "#/filters/0/2"),
             (json!([["contains", "event:page", [""]]]), "#/filters/0/2/0"),

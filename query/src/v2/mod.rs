@@ -20,7 +20,9 @@ use serde_json::Value;
 use crate::api;
 use crate::auth::Site;
 use crate::error::ApiError;
-use crate::params::{Endpoint, Format, Interval, Metric, Period, Sort, SortKey, StatsParams};
+use crate::params::{
+    Endpoint, Format, Interval, Metric, Period, Property, Sort, SortKey, StatsParams,
+};
 use crate::plan::{self, Extras, Request};
 use crate::AppState;
 pub use request::{parse, Query};
@@ -32,6 +34,14 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// A 400 for `field`; v2's messages start with the JSON path of the value (`#/metrics/1`).
 fn bad(field: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::bad(field, message)
+}
+
+/// A property's name read for v2: its errors start with the value's JSON path.
+fn property(name: &str, field: &'static str, path: &str) -> Result<Property, ApiError> {
+    Property::parse(name, field).map_err(|e| match e {
+        ApiError::BadParam { param, message } => bad(param, format!("{path}: {message}")),
+        other => other,
+    })
 }
 
 /// A client value in an error message, short.

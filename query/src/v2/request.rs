@@ -265,7 +265,7 @@ fn parse_dimensions(
                 "time:day" => Dimension::Time(Some(Interval::Date)),
                 "time:week" => Dimension::Time(Some(Interval::Week)),
                 "time:month" => Dimension::Time(Some(Interval::Month)),
-                _ => Dimension::Property(Property::parse(name, "dimensions")?),
+                _ => Dimension::Property(super::property(name, "dimensions", "#/dimensions/0")?),
             };
             Ok((Some(dimension), Some(name.to_string())))
         }
@@ -540,7 +540,7 @@ mod tests {
             (
                 json!({"dimensions": ["visit:nope"]}),
                 "dimensions",
-                "visit:nope",
+                "#/dimensions/0: unknown property \"visit:nope\"",
             ),
             (
                 json!({"dimensions": ["time", "visit:source"]}),
