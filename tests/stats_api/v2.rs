@@ -257,10 +257,34 @@ pub async fn goals(s: &Service) {
             "{source}"
         );
     }
+    // By day: each day's converted visitors of that day's, both rates (as v1's timeseries).
+    let got = s
+        .v2(json!({
+            "site_id": SITE, "date_range": ["2026-03-24", "2026-03-31"],
+            "metrics": ["visitors", "conversion_rate", "group_conversion_rate"],
+            "filters": [["is", "event:goal", ["Signup"]]],
+            "dimensions": ["time:day"],
+        }))
+        .await;
+    let day = local_label("UTC", "%Y-%m-%d");
+    let converted = expected(&s.fixture, SITE, week(), &signup, Key::Bucket(&day), 0);
+    let by_day = expected(&s.fixture, SITE, week(), &[], Key::Bucket(&day), 0);
+    let days = rows(&got);
+    assert_eq!(days.len(), converted.len(), "{got}");
+    for ((label, values), (k, sums)) in days.iter().zip(&converted) {
+        assert_eq!(label, k);
+        let rate = pct(sums.visitors.len(), by_day[k].visitors.len());
+        assert_eq!(
+            values,
+            &vec![json!(sums.visitors.len()), rate.clone(), rate],
+            "{label}"
+        );
+    }
     println!(
-        "v2 goals: {} goals, {} sources with conversions",
+        "v2 goals: {} goals, {} sources and {} days with conversions",
         GOALS.len(),
-        got_rows.len()
+        got_rows.len(),
+        days.len()
     );
 }
 
