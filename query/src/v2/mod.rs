@@ -79,22 +79,28 @@ pub(crate) async fn query(
     let request = translate(&query, site, Timestamp::now())?;
     let plan = api::stats_plan(&state, &request).await?;
     let current = &plan.current;
-    let (rows, goal_totals, group_totals) = tokio::try_join!(
+    // Every statement of the period is independent of the others: ClickHouse runs them side
+    // by side.
+    let (rows, goal_totals, group_totals, total_visitors, row_count) = tokio::try_join!(
         api::fetch(&state, &current.stats),
         api::totals_by_key(&state, current.goal_totals.as_ref()),
         api::totals_by_key(&state, current.group_totals.as_ref()),
+        async {
+            match &current.total_visitors {
+                Some(sql) => Ok(api::fetch(&state, sql)
+                    .await?
+                    .first()
+                    .map_or(0, |r| r.visitors)),
+                None => Ok(0),
+            }
+        },
+        async {
+            match &current.row_count {
+                Some(sql) => api::fetch_count(&state, sql).await.map(Some),
+                None => Ok(None),
+            }
+        },
     )?;
-    let total_visitors = match &current.total_visitors {
-        Some(sql) => api::fetch(&state, sql)
-            .await?
-            .first()
-            .map_or(0, |r| r.visitors),
-        None => 0,
-    };
-    let row_count = match &current.row_count {
-        Some(sql) => Some(api::fetch_count(&state, sql).await?),
-        None => None,
-    };
     let figures = answer::Figures {
         rows,
         goal_totals,
