@@ -150,3 +150,9 @@ fn v2_refusals_and_access() {
 fn v2_injection_attempts() {
     reading(v2::injection_attempts);
 }
+
+/// Inserts imported aggregates (days no other section reads with imports).
+#[test]
+fn v2_imports() {
+    writing(v2::imports_as_v1);
+}

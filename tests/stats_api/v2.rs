@@ -1070,3 +1070,136 @@ fn regex_literal(text: &str) -> String {
         })
         .collect()
 }
+
+/// Imported aggregates (two days before the fixture's): v2 with `include.imports` adds them as
+/// v1 with `with_imported=true` does, for totals, days, sources and pages.
+pub async fn imports_as_v1(s: &Service) {
+    s.ch.client
+        .query(
+            "INSERT INTO glimpse.imported_daily (site, date, kind, source, page, visitors, visits, \
+             pageviews, bounces, visit_duration, events) VALUES \
+             ('example.com', '2026-03-10', 'visitors', '', '', 30, 35, 80, 12, 4200, 0), \
+             ('example.com', '2026-03-11', 'visitors', '', '', 20, 22, 50, 9, 1800, 0), \
+             ('example.com', '2026-03-10', 'sources', 'Google', '', 18, 20, 44, 7, 2000, 0), \
+             ('example.com', '2026-03-11', 'sources', 'Hacker News', '', 11, 12, 30, 5, 900, 0), \
+             ('example.com', '2026-03-10', 'pages', '', '/pricing', 9, 0, 25, 0, 0, 0), \
+             ('example.com', '2026-03-11', 'pages', '', '/legacy', 4, 0, 6, 0, 0, 0)",
+        )
+        .execute()
+        .await
+        .unwrap();
+    let month = [("period", "custom"), ("date", "2026-03-01,2026-03-31")];
+    let metrics = [
+        "visitors",
+        "visits",
+        "pageviews",
+        "bounce_rate",
+        "visit_duration",
+    ];
+    let list = metrics.join(",");
+    let v2_body = |dimension: Option<&str>, metrics: &[&str]| {
+        json!({"site_id": SITE, "metrics": metrics, "date_range": ["2026-03-01", "2026-03-31"],
+            "dimensions": dimension.into_iter().collect::<Vec<_>>(), "include": {"imports": true}})
+    };
+    // Totals: the imported visitors are added, as v1 adds them.
+    let mut q = vec![
+        ("site_id", SITE),
+        ("metrics", list.as_str()),
+        ("with_imported", "true"),
+    ];
+    q.extend_from_slice(&month);
+    let v1 = s.json("/api/v1/stats/aggregate", &q).await;
+    let v2 = s.v2(v2_body(None, &metrics)).await;
+    assert_eq!(rows(&v2)[0].1, v1_values(&v1["results"], &metrics));
+    assert_eq!(v2["meta"]["imports_included"], json!(true));
+    let live = expected(
+        &s.fixture,
+        SITE,
+        day_range("UTC", "2026-03-01", "2026-03-31"),
+        &[],
+        Key::Total,
+        0,
+    )[""]
+        .visitors
+        .len();
+    assert_eq!(rows(&v2)[0].1[0], json!(live + 50), "{v2}");
+    // Days, sources and pages, each from its own table.
+    for (dimension, v1_path, v1_extra, key) in [
+        (
+            "time:day",
+            "/api/v1/stats/timeseries",
+            ("interval", "date"),
+            "date",
+        ),
+        (
+            "visit:source",
+            "/api/v1/stats/breakdown",
+            ("property", "visit:source"),
+            "source",
+        ),
+        (
+            "event:page",
+            "/api/v1/stats/breakdown",
+            ("property", "event:page"),
+            "page",
+        ),
+    ] {
+        let metrics: &[&str] = if dimension == "event:page" {
+            &["visitors", "pageviews", "percentage"]
+        } else {
+            &metrics
+        };
+        let v1_metrics: Vec<&str> = metrics
+            .iter()
+            .copied()
+            .filter(|m| *m != "percentage")
+            .collect();
+        let v1_list = v1_metrics.join(",");
+        let mut q = vec![
+            ("site_id", SITE),
+            ("metrics", v1_list.as_str()),
+            ("with_imported", "true"),
+            v1_extra,
+        ];
+        q.extend_from_slice(&month);
+        let v1 = s.json(v1_path, &q).await;
+        let v2 = s.v2(v2_body(Some(dimension), metrics)).await;
+        let v2_rows = rows(&v2);
+        let v1_rows: BTreeMap<String, Vec<Value>> = v1["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r[key].as_str().unwrap().to_string(),
+                    v1_values(r, &v1_metrics),
+                )
+            })
+            .collect();
+        for (label, values) in &v2_rows {
+            assert_eq!(
+                Some(&values[..v1_metrics.len()].to_vec()),
+                v1_rows.get(label),
+                "{dimension} {label}"
+            );
+        }
+        let imported_key = match dimension {
+            "time:day" => "2026-03-10",
+            "visit:source" => "Hacker News",
+            _ => "/legacy",
+        };
+        assert!(
+            v2_rows.iter().any(|(k, _)| k == imported_key),
+            "{dimension}: {v2}"
+        );
+        if dimension == "event:page" {
+            // Percentages of the period's visitors, the imported ones included.
+            let total = live + 50;
+            for (label, values) in &v2_rows {
+                let visitors = values[0].as_u64().unwrap() as usize;
+                assert_eq!(values[2], pct(visitors, total), "{label}");
+            }
+        }
+    }
+    println!("v2 imports: totals, days, sources and pages as v1's with_imported");
+}
