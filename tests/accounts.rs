@@ -88,6 +88,30 @@ async fn get(base: &str, path: &str, site: Option<&str>, cred: Cred<'_>) -> (u16
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// A Stats API v2 query of `site`'s visitors, sent from `origin` (the `Origin` header).
+async fn query_v2(base: &str, site: &str, cred: Cred<'_>, origin: Option<&str>) -> (u16, Value) {
+    let mut url = format!("{base}/api/v2/query");
+    if let Cred::Share(token) = cred {
+        url.push_str(&format!("?auth={token}"));
+    }
+    let mut request = http()
+        .post(url)
+        .json(&json!({"site_id": site, "metrics": ["visitors"], "date_range": "7d"}));
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    match cred {
+        Cred::Nobody | Cred::Share(_) => {}
+        Cred::Cookie(token) => {
+            request = request.header("cookie", format!("glimpse_session={token}"));
+        }
+        Cred::Key(key) => request = request.bearer_auth(key),
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// A sign-in: status, body, `Set-Cookie`.
 async fn login_with(
     base: &str,
@@ -317,7 +341,26 @@ async fn each_principal_reads_what_its_role_allows() {
         if status == 200 {
             assert!(body["results"]["visitors"].is_object(), "{name}: {body}");
         }
+        // Stats API v2 decides exactly as v1.
+        let (status, body) = query_v2(&base, site, *cred, Some(&base)).await;
+        assert_eq!(status, *expected, "v2, {name}: {body}");
+        if status == 200 {
+            assert_eq!(
+                body["results"][0]["metrics"],
+                json!([0]),
+                "v2, {name}: {body}"
+            );
+        }
     }
+    // A v2 query is a POST: with the session cookie, only from the service's own pages.
+    let (status, body) = query_v2(
+        &base,
+        A,
+        Cred::Cookie(&viewer),
+        Some("https://evil.example"),
+    )
+    .await;
+    assert_eq!(status, 403, "cross-site v2 query: {body}");
     // A cookie that is no session is refused, not tried as a share link (cookie-bearing
     // requests skip the per-client limit that keeps share tokens from being guessed).
     let url = reqwest::Url::parse_with_params(

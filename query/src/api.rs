@@ -38,7 +38,7 @@ macro_rules! run {
 /// Who asked, for which site: checked before anything else is looked at. 401 without valid
 /// credentials; for a key, 404 for an unknown site and 403 for another site's; for a signed-in
 /// user, 403 for a site they have no role on; for a share link, 401 for any other site.
-async fn authorize(
+pub(crate) async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
@@ -113,7 +113,7 @@ async fn prepare(
 
 /// The request's stats plan and the rolled days it was made with: where the rollup may
 /// answer, those days are looked up first (the plan's first step).
-async fn stats_plan(
+pub(crate) async fn stats_plan(
     state: &AppState,
     request: &Request,
 ) -> Result<(StatsPlan, Vec<i64>), ApiError> {
@@ -156,18 +156,31 @@ async fn execute(
 /// A period's figures, then its `conversion_rate` denominators (by key; none when not asked).
 async fn run_period(state: &AppState, period: &PeriodPlan) -> Result<PeriodRows, ApiError> {
     let rows = fetch(state, &period.stats).await?;
-    let totals = match &period.goal_totals {
-        Some(sql) => fetch(state, sql)
-            .await?
-            .into_iter()
-            .map(|r| (r.key, r.visitors))
-            .collect(),
-        None => HashMap::new(),
-    };
+    let totals = totals_by_key(state, period.goal_totals.as_ref()).await?;
     Ok(PeriodRows { rows, totals })
 }
 
-async fn fetch(state: &AppState, sql: &Sql) -> Result<Vec<StatsRow>, ApiError> {
+/// The `(key, visitors)` rows of a denominator statement, by key; empty without one.
+pub(crate) async fn totals_by_key(
+    state: &AppState,
+    sql: Option<&Sql>,
+) -> Result<HashMap<String, u64>, ApiError> {
+    let Some(sql) = sql else {
+        return Ok(HashMap::new());
+    };
+    Ok(fetch(state, sql)
+        .await?
+        .into_iter()
+        .map(|r| (r.key, r.visitors))
+        .collect())
+}
+
+/// The one number a count statement returns.
+pub(crate) async fn fetch_count(state: &AppState, sql: &Sql) -> Result<u64, ApiError> {
+    run!(state, |client| sql.query(client).fetch_one::<u64>())
+}
+
+pub(crate) async fn fetch(state: &AppState, sql: &Sql) -> Result<Vec<StatsRow>, ApiError> {
     run!(state, |client| sql.query(client).fetch_all::<StatsRow>())
 }
 

@@ -5,6 +5,8 @@
 //! a request into typed values, `period` resolves it in the site's time zone, `plan` turns it
 //! into the statements it runs, `sql` builds them from whitelisted identifiers and bound values,
 //! `api` executes the plan and answers JSON or CSV, `dashboard` serves the page at `/`.
+//! `v2` answers Plausible's Stats API v2 (`POST /api/v2/query`) by translating its JSON into
+//! the same request and plan.
 
 pub mod accounts;
 mod answer;
@@ -23,6 +25,7 @@ mod request_id;
 pub mod rollup;
 mod sites_api;
 pub mod sql;
+pub mod v2;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -235,6 +238,7 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/stats/filtered", get(api::filtered))
         .route("/api/v1/stats/props", get(api::prop_names))
+        .route("/api/v2/query", post(v2::query))
         .route(
             "/api/v1/sites",
             get(sites_api::sites::list).post(sites_api::sites::create),

@@ -97,7 +97,7 @@ impl Metric {
         }
     }
 
-    fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|m| m.name() == text)
     }
 
@@ -196,9 +196,9 @@ pub enum Property {
 /// Longest custom property name accepted (the collector's default limit).
 const MAX_PROP_NAME: usize = 300;
 /// Longest filter value accepted.
-const MAX_FILTER_VALUE: usize = 2000;
-const MAX_FILTERS: usize = 20;
-const MAX_ALTERNATIVES: usize = 50;
+pub(crate) const MAX_FILTER_VALUE: usize = 2000;
+pub(crate) const MAX_FILTERS: usize = 20;
+pub(crate) const MAX_ALTERNATIVES: usize = 50;
 
 impl Property {
     pub fn parse(text: &str, param: &'static str) -> Result<Self, ApiError> {
@@ -258,6 +258,12 @@ pub enum FilterOp {
     IsNot,
     /// `~`: contains one of the values (case-sensitive).
     Contains,
+    /// Contains none of the values (Stats API v2).
+    ContainsNot,
+    /// Matches one of the regular expressions (RE2 syntax, ClickHouse's `match`; v2).
+    Matches,
+    /// Matches none of the regular expressions (v2).
+    MatchesNot,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +272,81 @@ pub struct Filter {
     pub op: FilterOp,
     /// One or more alternatives (`a|b`).
     pub values: Vec<String>,
+}
+
+/// Filters combined with `and`, `or` and `not` (Stats API v2). A request's conditions are a
+/// list joined by `and`; v1's are single filters. The SQL builder writes the tree with
+/// negations pushed down to the filters, so that each keeps its own rules (engagement
+/// reports stay with their page view, goals are written as goal conditions).
+/// One condition: a filter, or filters combined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    Filter(Filter),
+    And(Vec<Condition>),
+    Or(Vec<Condition>),
+    Not(Box<Condition>),
+}
+
+impl From<Filter> for Condition {
+    fn from(filter: Filter) -> Self {
+        Condition::Filter(filter)
+    }
+}
+
+impl Condition {
+    /// Every filter in the tree, depth first.
+    pub fn filters(&self) -> Vec<&Filter> {
+        let mut out = Vec::new();
+        self.collect(&mut out);
+        out
+    }
+
+    fn collect<'a>(&'a self, out: &mut Vec<&'a Filter>) {
+        match self {
+            Condition::Filter(f) => out.push(f),
+            Condition::And(cs) | Condition::Or(cs) => cs.iter().for_each(|c| c.collect(out)),
+            Condition::Not(c) => c.collect(out),
+        }
+    }
+
+    /// Whether any filter of the tree is on an event property.
+    pub fn has_event_filter(&self) -> bool {
+        self.filters()
+            .iter()
+            .any(|f| matches!(f.property, Property::Event(_)))
+    }
+
+    /// Whether this is a single goal filter (what `conversion_rate`'s denominator leaves out).
+    pub fn is_goal_filter(&self) -> bool {
+        matches!(self, Condition::Filter(f) if f.property == Property::Event(EventProperty::Goal))
+    }
+}
+
+/// Every filter of a list of conditions.
+pub fn all_filters(conditions: &[Condition]) -> impl Iterator<Item = &Filter> {
+    conditions.iter().flat_map(Condition::filters)
+}
+
+impl FilterOp {
+    /// The operator that holds exactly where this one does not.
+    pub fn negated(self) -> FilterOp {
+        match self {
+            FilterOp::Is => FilterOp::IsNot,
+            FilterOp::IsNot => FilterOp::Is,
+            FilterOp::Contains => FilterOp::ContainsNot,
+            FilterOp::ContainsNot => FilterOp::Contains,
+            FilterOp::Matches => FilterOp::MatchesNot,
+            FilterOp::MatchesNot => FilterOp::Matches,
+        }
+    }
+
+    /// Whether this is a negative operator (holds where none of the values does).
+    pub fn is_negative(self) -> bool {
+        matches!(
+            self,
+            FilterOp::IsNot | FilterOp::ContainsNot | FilterOp::MatchesNot
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,15 +379,18 @@ pub struct StatsParams {
     pub interval: Interval,
     pub metrics: Vec<Metric>,
     pub property: Option<Property>,
-    pub filters: Vec<Filter>,
+    /// Joined by `and`; v1's are single filters, v2's may nest `and`, `or` and `not`.
+    pub filters: Vec<Condition>,
     /// What the period is compared with, if anything.
     pub compare: Option<Comparison>,
     /// `with_imported=true`: add the site's imported aggregates (Plausible's export) where
     /// they can answer the question. Default false, as in Plausible's API v1.
     pub with_imported: bool,
     pub limit: u64,
-    pub page: u64,
-    pub sort: Sort,
+    /// Rows skipped before the page (v1: `(page - 1) * limit`).
+    pub offset: u64,
+    /// Breakdowns: by each in turn, then by the property's value.
+    pub sort: Vec<Sort>,
     pub format: Format,
 }
 
@@ -440,12 +524,13 @@ pub fn parse(endpoint: Endpoint, query: &HashMap<String, String>) -> Result<Stat
 
     let filters = match get("filters") {
         None | Some("") => Vec::new(),
-        Some(text) => parse_filters(text)?,
+        Some(text) => parse_filters(text)?
+            .into_iter()
+            .map(Condition::Filter)
+            .collect(),
     };
     let about_goals = property == Some(Property::Event(EventProperty::Goal))
-        || filters
-            .iter()
-            .any(|f| f.property == Property::Event(EventProperty::Goal));
+        || filters.iter().any(Condition::is_goal_filter);
     if metrics.contains(&Metric::ConversionRate) && !about_goals {
         return Err(ApiError::bad(
             "metrics",
@@ -531,8 +616,8 @@ pub fn parse(endpoint: Endpoint, query: &HashMap<String, String>) -> Result<Stat
         compare,
         with_imported,
         limit,
-        page,
-        sort,
+        offset: (page - 1) * limit,
+        sort: vec![sort],
         format,
     })
 }
@@ -608,7 +693,7 @@ pub fn parse_site_id(text: Option<&str>) -> Result<String, ApiError> {
     }
 }
 
-fn parse_date(text: &str) -> Result<Date, ApiError> {
+pub(crate) fn parse_date(text: &str) -> Result<Date, ApiError> {
     parse_date_as(text, "date")
 }
 
@@ -727,7 +812,7 @@ fn split_alternatives(text: &str) -> Vec<String> {
 }
 
 /// At most 60 characters of client text in an error message.
-fn truncate(text: &str) -> String {
+pub(crate) fn truncate(text: &str) -> String {
     text.chars().take(60).collect()
 }
 
@@ -907,5 +992,24 @@ mod tests {
             ),
             "interval"
         );
+    }
+
+    #[test]
+    fn the_condition_tree_lists_its_filters_and_goals() {
+        let leaves: Vec<Condition> = parse_filters("event:goal==Signup;visit:country==DE")
+            .unwrap()
+            .into_iter()
+            .map(Condition::from)
+            .collect();
+        assert!(leaves[0].is_goal_filter() && !leaves[1].is_goal_filter());
+        let tree = Condition::Not(Box::new(Condition::Or(leaves.clone())));
+        assert_eq!(tree.filters().len(), 2);
+        assert!(tree.has_event_filter());
+        assert!(!tree.is_goal_filter());
+        assert!(!leaves[1].has_event_filter());
+        for op in [FilterOp::Is, FilterOp::Contains, FilterOp::Matches] {
+            assert!(!op.is_negative() && op.negated().is_negative());
+            assert_eq!(op.negated().negated(), op);
+        }
     }
 }

@@ -15,7 +15,9 @@ use jiff::Timestamp;
 use crate::auth::Site;
 use crate::error::ApiError;
 use crate::params::StatsParams;
-use crate::params::{self, Endpoint, EventProperty, Filter, FilterOp, Metric, Property};
+use crate::params::{
+    self, all_filters, Condition, Endpoint, EventProperty, FilterOp, Metric, Property,
+};
 use crate::period::{self, Range};
 use crate::sql::{self, Group, Sql, StatsQuery};
 
@@ -32,6 +34,20 @@ pub struct Request {
     pub comparison: Option<Range>,
     /// Whether the site's imported aggregates are added (asked for, and able to answer).
     pub imported: bool,
+    /// What the plan answers beyond the metrics' figures (v2; none for v1).
+    pub extras: Extras,
+}
+
+/// What a request answers beyond its metrics' figures (Stats API v2), each one more statement
+/// per period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// The number of rows before the page (`include.total_rows`).
+    pub row_count: bool,
+    /// The period's visitors with the same filters, not grouped (`percentage`).
+    pub total_visitors: bool,
+    /// The visitors of each key without the goal filters (`group_conversion_rate`).
+    pub group_totals: bool,
 }
 
 /// The site's time zone; a 503, as the site's settings are the server's to fix.
@@ -55,8 +71,21 @@ impl Request {
     ) -> Result<Self, ApiError> {
         let tz = site_timezone(&site)?;
         let params = params::parse(endpoint, query)?;
-        check_goals(&site, &params)?;
         let range = period::resolve(params.period, params.date, &tz, now)?;
+        Self::typed(endpoint, site, tz, params, range, Extras::default())
+    }
+
+    /// A request from parameters already typed and a range already resolved in `tz`, the
+    /// site's time zone (Stats API v2, which reads another shape).
+    pub fn typed(
+        endpoint: Endpoint,
+        site: Site,
+        tz: TimeZone,
+        params: StatsParams,
+        range: Range,
+        extras: Extras,
+    ) -> Result<Self, ApiError> {
+        check_goals(&site, &params)?;
         let comparison = params
             .compare
             .map(|c| period::compared(params.period, c, &range, &tz))
@@ -71,6 +100,7 @@ impl Request {
             range,
             comparison,
             imported,
+            extras,
         })
     }
 
@@ -164,41 +194,75 @@ impl Request {
         let breakdown = self.endpoint == Endpoint::Breakdown;
         // The current page is sorted and cut; a comparison takes the page's keys as they are.
         let paged = breakdown && keys.is_none();
-        let stats = sql::stats(&StatsQuery {
+        let figures = StatsQuery {
             min_group_size: if breakdown { min_group_size } else { 0 },
-            sort: paged.then_some(p.sort),
-            page: paged.then_some((p.limit, (p.page - 1) * p.limit)),
             keys,
-            ..self.question(database, &range, group, &p.filters, &p.metrics, rolled)
+            ..self.question(
+                database,
+                &range,
+                group.clone(),
+                &p.filters,
+                &p.metrics,
+                rolled,
+            )
+        };
+        let stats = sql::stats(&StatsQuery {
+            sort: if paged { &p.sort } else { &[] },
+            page: paged.then_some((p.limit, p.offset)),
+            ..figures.clone()
         });
+        // The rows before the page: the same statement, neither sorted nor cut.
+        let row_count = self
+            .extras
+            .row_count
+            .then(|| sql::row_count(&sql::stats(&figures)));
         // A timeseries' rates are per bucket; the others' share the period's denominator.
         let totals_by_key = self.endpoint == Endpoint::Timeseries;
-        let goal_totals = p.metrics.contains(&Metric::ConversionRate).then(|| {
-            let totals_group = if totals_by_key {
-                Group::Bucket(p.interval)
-            } else {
-                Group::Total
-            };
-            let filters: Vec<Filter> = p
-                .filters
-                .iter()
-                .filter(|f| f.property != Property::Event(EventProperty::Goal))
-                .cloned()
-                .collect();
+        let without_goals = without_goal_filters(&p.filters);
+        let visitors_by = |group: Group, filters: &[Condition]| {
             sql::stats(&self.question(
                 database,
                 &range,
-                totals_group,
-                &filters,
+                group,
+                filters,
                 &[Metric::Visitors],
                 rolled,
             ))
+        };
+        let totals_group = if totals_by_key {
+            group.clone()
+        } else {
+            Group::Total
+        };
+        let goal_totals = p
+            .metrics
+            .contains(&Metric::ConversionRate)
+            .then(|| visitors_by(totals_group.clone(), &without_goals));
+        // Per key, but by goal the key is the goal itself: the period's visitors instead.
+        let group_key = group != Group::Property(Property::Event(EventProperty::Goal));
+        let group_totals = self.extras.group_totals.then(|| {
+            visitors_by(
+                if group_key {
+                    group.clone()
+                } else {
+                    Group::Total
+                },
+                &without_goals,
+            )
         });
+        let total_visitors = self
+            .extras
+            .total_visitors
+            .then(|| visitors_by(Group::Total, &p.filters));
         PeriodPlan {
             range,
             stats,
             goal_totals,
             totals_by_key,
+            row_count,
+            total_visitors,
+            group_totals,
+            group_totals_by_key: group_key,
         }
     }
 
@@ -208,7 +272,7 @@ impl Request {
         database: &'a str,
         range: &Range,
         group: Group,
-        filters: &'a [Filter],
+        filters: &'a [Condition],
         metrics: &'a [Metric],
         rolled: &'a [i64],
     ) -> StatsQuery<'a> {
@@ -221,7 +285,7 @@ impl Request {
             group,
             filters,
             min_group_size: 0,
-            sort: None,
+            sort: &[],
             metrics,
             goals: &self.site.goals,
             page: None,
@@ -287,7 +351,13 @@ impl StatsPlan {
     pub fn statements(&self) -> Vec<&Sql> {
         std::iter::once(&self.current)
             .chain(&self.comparison)
-            .flat_map(|p| std::iter::once(&p.stats).chain(&p.goal_totals))
+            .flat_map(|p| {
+                std::iter::once(&p.stats)
+                    .chain(&p.goal_totals)
+                    .chain(&p.row_count)
+                    .chain(&p.total_visitors)
+                    .chain(&p.group_totals)
+            })
             .collect()
     }
 
@@ -308,6 +378,14 @@ pub struct PeriodPlan {
     /// (see [`denominator`](Self::denominator)).
     pub goal_totals: Option<Sql>,
     totals_by_key: bool,
+    /// With [`Extras::row_count`]: one row, the number of rows before the page.
+    pub row_count: Option<Sql>,
+    /// With [`Extras::total_visitors`]: one `StatsRow`, the period's visitors.
+    pub total_visitors: Option<Sql>,
+    /// With [`Extras::group_totals`]: `(key, visitors)` rows without the goal filters (see
+    /// [`group_denominator`](Self::group_denominator)).
+    pub group_totals: Option<Sql>,
+    group_totals_by_key: bool,
 }
 
 impl PeriodPlan {
@@ -315,6 +393,14 @@ impl PeriodPlan {
     /// (0 without them): per bucket for a timeseries, the period's total otherwise.
     pub fn denominator(&self, totals: &HashMap<String, u64>, key: &str) -> u64 {
         let key = if self.totals_by_key { key } else { "" };
+        totals.get(key).copied().unwrap_or(0)
+    }
+
+    /// The `group_conversion_rate` denominator of the stats row `key`, from the
+    /// `group_totals` rows: the key's visitors without the goal filters (by goal, the
+    /// period's).
+    pub fn group_denominator(&self, totals: &HashMap<String, u64>, key: &str) -> u64 {
+        let key = if self.group_totals_by_key { key } else { "" };
         totals.get(key).copied().unwrap_or(0)
     }
 }
@@ -341,10 +427,24 @@ fn rolled_window(range: &Range, comparison: Option<&Range>) -> (i64, i64) {
     (start.div_euclid(sql::DAY) - 1, end.div_euclid(sql::DAY))
 }
 
+/// The conditions without the single goal filters joined by `and`: the `conversion_rate`
+/// denominator's. (A goal filter nested in `or`/`not` stays; v2 refuses conversion rates
+/// with one.)
+fn without_goal_filters(conditions: &[Condition]) -> Vec<Condition> {
+    conditions
+        .iter()
+        .filter(|c| !c.is_goal_filter())
+        .cloned()
+        .collect()
+}
+
 /// Goal filters must name the site's goals: a typo would otherwise read as zero conversions.
 fn check_goals(site: &Site, params: &StatsParams) -> Result<(), ApiError> {
-    for f in &params.filters {
-        if f.property != Property::Event(EventProperty::Goal) || f.op == FilterOp::Contains {
+    for f in all_filters(&params.filters) {
+        // Only the operators that name goals; the others match goal names by text.
+        if f.property != Property::Event(EventProperty::Goal)
+            || !matches!(f.op, FilterOp::Is | FilterOp::IsNot)
+        {
             continue;
         }
         if let Some(unknown) = f

@@ -350,3 +350,129 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
     ));
     statements
 }
+
+/// Stats API v2 filter trees: every operator, `and`/`or`/`not` nesting, visit and event
+/// filters mixed, the exit page and goals inside `not`.
+const V2_FILTERS: [&str; 8] = [
+    "[]",
+    r#"[["is", "event:page", ["/a", "/b"]], ["is_not", "visit:country", ["DE"]]]"#,
+    r#"[["contains", "visit:source", ["oo", "x'y"]], ["contains_not", "event:page", ["blog"]]]"#,
+    r#"[["matches", "event:page", ["^/blog/[a-z]+$"]], ["matches_not", "visit:browser", ["^(Fire|Chr)"]]]"#,
+    r#"[["or", [["is", "visit:device", ["mobile"]], ["is", "event:name", ["Signup"]]]]]"#,
+    r#"[["not", ["or", [["is", "visit:exit_page", ["/docs"]], ["contains", "event:props:plan", ["pro"]]]]]]"#,
+    r#"[["or", [["and", [["is", "visit:city", ["Paris"]], ["not", ["is", "event:goal", ["Signup"]]]]], ["matches", "visit:referrer", ["google"]]]]]"#,
+    r#"[["not", ["not", ["is", "event:hostname", ["example.com"]]]], ["contains_not", "event:goal", ["Visit"]]]"#,
+];
+
+/// Every distinct statement of a matrix of v2 queries (`glimpse_query::v2`), through the plan
+/// the handler runs, for a site in `timezone`.
+pub fn v2_statements(database: &str, timezone: &str) -> Vec<String> {
+    use glimpse_query::plan::Request;
+    use serde_json::{json, Value};
+
+    let site = Site::parse(SiteConfig {
+        timezone: timezone.into(),
+        goals: GOALS.map(String::from).to_vec(),
+        ..SiteConfig::new("example.com")
+    })
+    .unwrap();
+    let now = "2026-03-29T12:00:00Z".parse().unwrap();
+    let mut out = BTreeSet::new();
+    let mut add = |body: Value, k: u64| {
+        let query = glimpse_query::v2::parse(&body).unwrap_or_else(|e| panic!("{body}: {e}"));
+        let request: Request = glimpse_query::v2::translate(&query, site.clone(), now)
+            .unwrap_or_else(|e| panic!("{body}: {e}"));
+        let texts = |rolled: &[i64]| {
+            request
+                .stats_plan(database, k, rolled)
+                .unwrap_or_else(|e| panic!("{body}: {e}"))
+                .texts()
+        };
+        out.extend(texts(&[]));
+        if let Some(lookup) = request.rolled_days_lookup(database) {
+            let every_day: Vec<i64> = (lookup.first..=lookup.last).collect();
+            out.extend(texts(&every_day));
+            out.insert(lookup.statement.final_text());
+        }
+    };
+    let all: Vec<&str> = METRICS.split(',').collect();
+    let mut dimensions: Vec<Option<&str>> = vec![
+        None,
+        Some("time"),
+        Some("time:hour"),
+        Some("time:day"),
+        Some("time:week"),
+        Some("time:month"),
+        Some("event:goal"),
+    ];
+    dimensions.extend(PROPERTIES.iter().map(|p| Some(*p)));
+    for dimension in dimensions {
+        let per_event = matches!(dimension, Some("event:name" | "event:goal"));
+        let mut metrics: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|m| !per_event || !matches!(*m, "time_on_page" | "scroll_depth"))
+            .collect();
+        if dimension.is_some() {
+            metrics.push("percentage");
+        }
+        let dims: Vec<&str> = dimension.into_iter().collect();
+        for filters in V2_FILTERS {
+            let filters: Value = serde_json::from_str(filters).unwrap();
+            for k in [0, 5] {
+                add(
+                    json!({
+                        "site_id": "example.com", "metrics": metrics, "date_range": "7d",
+                        "dimensions": dims, "filters": filters,
+                        "include": {"total_rows": true},
+                        "order_by": [[metrics[1], "asc"]],
+                        "pagination": {"limit": 10, "offset": 20},
+                    }),
+                    k,
+                );
+            }
+        }
+        // Without filters, engagement or visit metrics: the rollup's questions, with imports.
+        add(
+            json!({
+                "site_id": "example.com", "metrics": ["visitors", "pageviews"],
+                "date_range": "30d", "dimensions": dims, "include": {"imports": true},
+            }),
+            0,
+        );
+        // Conversion rates, of all visitors and of each group's.
+        let mut goal_metrics = vec!["visitors", "conversion_rate"];
+        if dimension.is_some() {
+            goal_metrics.push("group_conversion_rate");
+        }
+        add(
+            json!({
+                "site_id": "example.com", "metrics": goal_metrics, "date_range": "28d",
+                "dimensions": dims,
+                "filters": [["is", "event:goal", ["Signup", "Visit /a"]], ["is", "visit:device", ["mobile"]]],
+            }),
+            0,
+        );
+    }
+    for date_range in [
+        json!("day"),
+        json!("91d"),
+        json!("month"),
+        json!("6mo"),
+        json!("12mo"),
+        json!("year"),
+        json!("all"),
+        json!(["2026-03-01", "2026-03-31"]),
+        json!(["2026-03-29T01:00:00+01:00", "2026-03-29T05:59:59+02:00"]),
+        json!(["2026-03-28 10:00:00", "2026-03-28 16:29:59"]),
+    ] {
+        add(
+            json!({
+                "site_id": "example.com", "metrics": all, "date_range": date_range,
+                "dimensions": ["time"], "include": {"time_labels": true},
+            }),
+            0,
+        );
+    }
+    out.into_iter().collect()
+}

@@ -133,9 +133,10 @@ fn event_value(e: &EventRow, property: &str) -> String {
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Filter {
     pub property: &'static str,
+    /// v1's `==`, `!=`, `~`, or v2's operator names.
     pub op: &'static str,
     pub values: Vec<&'static str>,
 }
@@ -149,13 +150,49 @@ impl Filter {
         }
     }
 
-    pub fn matches(&self, value: &str) -> bool {
-        match self.op {
-            "==" => self.values.contains(&value),
-            "!=" => !self.values.contains(&value),
-            "~" => self.values.iter().any(|v| value.contains(v)),
-            _ => unreachable!(),
+    /// Whether the operator holds where the values do not.
+    fn negative(op: &str) -> bool {
+        matches!(op, "!=" | "is_not" | "contains_not" | "matches_not")
+    }
+
+    /// The operator's positive form (`is_not` → `is`).
+    fn positive(op: &str) -> &'static str {
+        match op {
+            "==" | "!=" | "is" | "is_not" => "is",
+            "~" | "contains" | "contains_not" => "contains",
+            "matches" | "matches_not" => "matches",
+            other => panic!("unknown operator {other}"),
         }
+    }
+
+    /// Whether one of the values holds for `value` under the positive form of the operator.
+    fn any_value(&self, value: &str) -> bool {
+        match Self::positive(self.op) {
+            "is" => self.values.contains(&value),
+            "contains" => self.values.iter().any(|v| value.contains(v)),
+            _ => self
+                .values
+                .iter()
+                .any(|v| regex::Regex::new(v).unwrap().is_match(value)),
+        }
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        self.any_value(value) != Self::negative(self.op)
+    }
+
+    /// The filter that holds exactly where this one does not.
+    fn negated(&self) -> Filter {
+        let op = match self.op {
+            "==" | "is" => "is_not",
+            "!=" | "is_not" => "is",
+            "~" | "contains" => "contains_not",
+            "contains_not" => "contains",
+            "matches" => "matches_not",
+            "matches_not" => "matches",
+            other => panic!("unknown operator {other}"),
+        };
+        Filter { op, ..self.clone() }
     }
 
     pub fn query(filters: &[Filter]) -> String {
@@ -164,6 +201,63 @@ impl Filter {
             .map(|f| format!("{}{}{}", f.property, f.op, f.values.join("|")))
             .collect::<Vec<_>>()
             .join(";")
+    }
+}
+
+/// Filters combined (Stats API v2's `and`, `or`, `not`).
+#[derive(Clone, Debug)]
+pub enum Cond {
+    Leaf(Filter),
+    And(Vec<Cond>),
+    Or(Vec<Cond>),
+    Not(Box<Cond>),
+}
+
+impl Cond {
+    fn has_event_filter(&self) -> bool {
+        match self {
+            Cond::Leaf(f) => !f.property.starts_with("visit:"),
+            Cond::And(cs) | Cond::Or(cs) => cs.iter().any(Cond::has_event_filter),
+            Cond::Not(c) => c.has_event_filter(),
+        }
+    }
+
+    /// The condition with its negations taken to the filters: `not` says which values an
+    /// event or visit must not have.
+    fn pushed_down(&self, negate: bool) -> Cond {
+        match (self, negate) {
+            (Cond::Leaf(f), false) => Cond::Leaf(f.clone()),
+            (Cond::Leaf(f), true) => Cond::Leaf(f.negated()),
+            (Cond::Not(c), _) => c.pushed_down(!negate),
+            (Cond::And(cs), _) | (Cond::Or(cs), _) => {
+                let cs = cs.iter().map(|c| c.pushed_down(negate)).collect();
+                if matches!(self, Cond::And(_)) != negate {
+                    Cond::And(cs)
+                } else {
+                    Cond::Or(cs)
+                }
+            }
+        }
+    }
+
+    /// Whether event `e` of `visit` meets the condition (negations pushed down).
+    fn holds(&self, e: &EventRow, visit: &Visit, in_period: bool) -> bool {
+        match self {
+            Cond::And(cs) => cs.iter().all(|c| c.holds(e, visit, in_period)),
+            Cond::Or(cs) => cs.iter().any(|c| c.holds(e, visit, in_period)),
+            Cond::Not(_) => unreachable!("negations are pushed down"),
+            Cond::Leaf(f) => match f.property.strip_prefix("visit:") {
+                // Only the period's visits have an exit page to match.
+                Some("exit_page") => in_period && f.matches(&visit.props["exit_page"]),
+                Some(p) => f.matches(&visit.props[p]),
+                // Engagement reports stay with their page view whatever its name.
+                None if f.property == "event:name" && e.name == "engagement" => true,
+                None if f.property == "event:goal" => {
+                    goals_of(e).iter().any(|g| f.any_value(g)) != Filter::negative(f.op)
+                }
+                None => f.matches(&event_value(e, f.property)),
+            },
+        }
     }
 }
 
@@ -224,44 +318,37 @@ pub const ALL_METRICS: &str = "visitors,visits,pageviews,views_per_visit,bounce_
 pub fn expected(
     fixture: &[EventRow],
     site: &str,
-    (start, end): (i64, i64),
+    range: (i64, i64),
     filters: &[Filter],
+    key: Key,
+    min_group_size: usize,
+) -> BTreeMap<String, Sums> {
+    let all = Cond::And(filters.iter().cloned().map(Cond::Leaf).collect());
+    expected_where(fixture, site, range, &all, key, min_group_size)
+}
+
+/// [`expected`] for a condition tree: an event counts where it meets the condition, a visit
+/// where one of its events (not an engagement report) does.
+pub fn expected_where(
+    fixture: &[EventRow],
+    site: &str,
+    (start, end): (i64, i64),
+    condition: &Cond,
     key: Key,
     min_group_size: usize,
 ) -> BTreeMap<String, Sums> {
     let site_rows: Vec<&EventRow> = fixture.iter().filter(|e| e.site == site).collect();
     let visits = visits(&site_rows);
     let in_period = |v: &Visit| (start..end).contains(&v.start);
-    let visit_ok = |v: &Visit| {
-        filters
+    let condition = condition.pushed_down(false);
+    let event_ok = |e: &EventRow, v: &Visit| condition.holds(e, v, in_period(v));
+    let event_filtered = condition.has_event_filter();
+    let matching = |v: &Visit| {
+        v.rows
             .iter()
-            .all(|f| match f.property.strip_prefix("visit:") {
-                Some("exit_page") => in_period(v) && f.matches(&v.props["exit_page"]),
-                Some(p) => f.matches(&v.props[p]),
-                None => true,
-            })
+            .any(|e| e.name != "engagement" && event_ok(e, v))
+            || (!event_filtered && event_ok(v.rows[0], v))
     };
-    let event_ok = |e: &EventRow| {
-        filters.iter().all(|f| {
-            if f.property.starts_with("visit:") {
-                return true;
-            }
-            if f.property == "event:name" && e.name == "engagement" {
-                return true;
-            }
-            if f.property == "event:goal" {
-                let reached = goals_of(e);
-                return match f.op {
-                    "!=" => !reached.iter().any(|g| f.values.contains(&g.as_str())),
-                    _ => reached.iter().any(|g| f.matches(g)),
-                };
-            }
-            f.matches(&event_value(e, f.property))
-        })
-    };
-    let event_filtered = filters.iter().any(|f| !f.property.starts_with("visit:"));
-    let matching =
-        |v: &Visit| !event_filtered || v.rows.iter().any(|e| e.name != "engagement" && event_ok(e));
     let exit_breakdown = matches!(key, Key::Property("visit:exit_page"));
 
     // Event figures.
@@ -269,7 +356,7 @@ pub fn expected(
     if !exit_breakdown {
         for e in &site_rows {
             let visit = &visits[&e.session_id];
-            if !(start..end).contains(&(e.timestamp as i64)) || !event_ok(e) || !visit_ok(visit) {
+            if !(start..end).contains(&(e.timestamp as i64)) || !event_ok(e, visit) {
                 continue;
             }
             let keys = match &key {
@@ -300,7 +387,7 @@ pub fn expected(
     // Visit figures, and every figure of the exit page breakdown.
     let mut out = event_sums;
     for visit in visits.values() {
-        if !in_period(visit) || !visit_ok(visit) {
+        if !in_period(visit) {
             continue;
         }
         let keys: BTreeSet<String> = match &key {
@@ -311,7 +398,7 @@ pub fn expected(
                 None => visit
                     .rows
                     .iter()
-                    .filter(|e| e.name != "engagement" && event_ok(e))
+                    .filter(|e| e.name != "engagement" && event_ok(e, visit))
                     .flat_map(|e| event_values(e, p))
                     .collect(),
             },

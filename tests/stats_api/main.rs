@@ -21,6 +21,7 @@ mod generated_sql;
 mod rollup;
 mod service;
 mod totals;
+mod v2;
 
 use service::{on_own_database, reading, writing};
 
@@ -128,4 +129,51 @@ fn rollup() {
 #[test]
 fn every_generated_statement_runs() {
     reading(generated_sql::every_generated_statement_runs);
+}
+
+#[test]
+fn v2_dimensions() {
+    reading(v2::dimensions);
+}
+
+#[test]
+fn v2_goals() {
+    reading(v2::goals);
+}
+
+#[test]
+fn v2_filters() {
+    reading(v2::filters);
+}
+
+#[test]
+fn v2_date_ranges() {
+    reading(v2::date_ranges);
+}
+
+#[test]
+fn v2_include_pagination_order() {
+    reading(v2::include_pagination_order);
+}
+
+#[test]
+fn v2_same_as_v1() {
+    reading(v2::same_as_v1);
+}
+
+#[test]
+fn v2_refusals_and_access() {
+    reading(v2::refusals_and_access);
+}
+
+/// Reads only, and checks that the row and table counts did not change.
+#[test]
+fn v2_injection_attempts() {
+    reading(v2::injection_attempts);
+}
+
+/// Inserts imported aggregates (days no other section reads with imports).
+#[test]
+fn v2_imports() {
+    writing(v2::imports_as_v1);
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::builder::{rows_between, Sql};
 use super::question::{Group, StatsQuery};
-use crate::params::{EventProperty, Filter, FilterOp, Interval, Property, VisitProperty};
+use crate::params::{Condition, EventProperty, FilterOp, Interval, Property, VisitProperty};
 use crate::period::{HOUR_FORMAT, MINUTE_FORMAT};
 use glimpse_core::goals::{Goal, GoalKind};
 
@@ -126,18 +126,18 @@ pub(super) fn event_expression(sql: &mut Sql, p: &EventProperty, goals: &[Goal])
     }
 }
 
-/// `<expr> IN (…)`, `NOT IN`, or a disjunction of `position(…) > 0`, with `expr` written by
-/// `write_expr` once per use.
-fn condition(sql: &mut Sql, filter: &Filter, write_expr: &dyn Fn(&mut Sql)) {
-    match filter.op {
+/// `<expr> IN (…)`, `NOT IN`, or a disjunction of `position(…) > 0` or `match(…)` (negated
+/// for the negative operators), with `expr` written by `write_expr` once per use.
+fn condition(sql: &mut Sql, op: FilterOp, values: &[String], write_expr: &dyn Fn(&mut Sql)) {
+    match op {
         FilterOp::Is | FilterOp::IsNot => {
             write_expr(sql);
-            sql.push(if filter.op == FilterOp::Is {
+            sql.push(if op == FilterOp::Is {
                 " IN ("
             } else {
                 " NOT IN ("
             });
-            for (i, value) in filter.values.iter().enumerate() {
+            for (i, value) in values.iter().enumerate() {
                 if i > 0 {
                     sql.push(", ");
                 }
@@ -145,15 +145,22 @@ fn condition(sql: &mut Sql, filter: &Filter, write_expr: &dyn Fn(&mut Sql)) {
             }
             sql.push(")");
         }
-        FilterOp::Contains => {
+        FilterOp::Contains | FilterOp::ContainsNot | FilterOp::Matches | FilterOp::MatchesNot => {
+            if op.is_negative() {
+                sql.push("NOT ");
+            }
+            let regex = matches!(op, FilterOp::Matches | FilterOp::MatchesNot);
             sql.push("(");
-            for (i, value) in filter.values.iter().enumerate() {
+            for (i, value) in values.iter().enumerate() {
                 if i > 0 {
                     sql.push(" OR ");
                 }
-                sql.push("position(");
+                // ClickHouse's `match` is RE2: linear in the text, whatever the pattern.
+                sql.push(if regex { "match(" } else { "position(" });
                 write_expr(sql);
-                sql.push(", ").bind_str(value).push(") > 0");
+                sql.push(", ")
+                    .bind_str(value)
+                    .push(if regex { ")" } else { ") > 0" });
             }
             sql.push(")");
         }
@@ -181,20 +188,67 @@ pub(super) fn started_in_period(sql: &mut Sql, q: &StatsQuery) {
         .push(")");
 }
 
-/// ` AND …` for each visit filter: a row condition on the stamped properties, or for the exit
-/// page, membership of the visits whose last page view matches.
+/// ` AND …` for each of the question's conditions without event filters: row conditions on
+/// the stamped visit properties (or, for the exit page, membership of the visits whose last
+/// page view matches), which every row of a visit shares.
 pub(super) fn visit_conditions(sql: &mut Sql, q: &StatsQuery) {
-    for f in q.filters {
-        let Property::Visit(p) = &f.property else {
-            continue;
-        };
+    for c in q.filters.iter().filter(|c| !c.has_event_filter()) {
         sql.push(" AND ");
-        if visit_column(*p).is_some() {
+        row_condition(sql, q, c, false);
+    }
+}
+
+/// ` AND …` for each of the question's conditions, as a row condition: what events count.
+pub(super) fn row_conditions(sql: &mut Sql, q: &StatsQuery) {
+    for c in q.filters {
+        sql.push(" AND ");
+        row_condition(sql, q, c, false);
+    }
+}
+
+/// One condition as a row condition, negated with `negate`: negations are pushed down to the
+/// filters, so that each writes its own negative form.
+fn row_condition(sql: &mut Sql, q: &StatsQuery, c: &Condition, negate: bool) {
+    match c {
+        Condition::Filter(f) => {
+            let op = if negate { f.op.negated() } else { f.op };
+            filter_condition(sql, q, &f.property, op, &f.values);
+        }
+        Condition::Not(inner) => row_condition(sql, q, inner, !negate),
+        Condition::And(cs) | Condition::Or(cs) => {
+            let all = matches!(c, Condition::And(_)) != negate;
+            if cs.is_empty() {
+                sql.push(if all { "1" } else { "0" });
+                return;
+            }
+            sql.push("(");
+            for (i, c) in cs.iter().enumerate() {
+                if i > 0 {
+                    sql.push(if all { " AND " } else { " OR " });
+                }
+                row_condition(sql, q, c, negate);
+            }
+            sql.push(")");
+        }
+    }
+}
+
+/// One filter as a row condition.
+fn filter_condition(
+    sql: &mut Sql,
+    q: &StatsQuery,
+    property: &Property,
+    op: FilterOp,
+    values: &[String],
+) {
+    match property {
+        Property::Visit(p) if visit_column(*p).is_some() => {
             let value = visit_value(*p);
-            condition(sql, f, &|s: &mut Sql| {
+            condition(sql, op, values, &|s: &mut Sql| {
                 s.push(&value);
             });
-        } else {
+        }
+        Property::Visit(p) => {
             let _ = write!(
                 sql.template,
                 "session_id IN (SELECT session_id FROM {}.events WHERE ",
@@ -203,55 +257,53 @@ pub(super) fn visit_conditions(sql: &mut Sql, q: &StatsQuery) {
             visit_rows(sql, q);
             sql.push(" GROUP BY session_id HAVING ");
             let value = visit_value(*p);
-            condition(sql, f, &|s: &mut Sql| {
+            condition(sql, op, values, &|s: &mut Sql| {
                 s.push(&value);
             });
             sql.push(")");
         }
-    }
-}
-
-/// ` AND …` for each event filter, as a row condition.
-pub(super) fn event_conditions(sql: &mut Sql, q: &StatsQuery) {
-    for f in q.filters {
-        let Property::Event(p) = &f.property else {
-            continue;
-        };
-        sql.push(" AND ");
-        if *p == EventProperty::Goal {
-            // The goals named (or, for `~`, whose names contain a value); unknown names were
-            // refused before.
+        Property::Event(EventProperty::Goal) => {
+            // The goals named (or whose names contain a value); unknown names were refused
+            // before, and v2 refuses regular expressions on goals.
             let chosen: Vec<&Goal> = q
                 .goals
                 .iter()
-                .filter(|g| match f.op {
-                    FilterOp::Is | FilterOp::IsNot => f.values.contains(&g.name),
-                    FilterOp::Contains => f.values.iter().any(|v| g.name.contains(v.as_str())),
+                .filter(|g| match op {
+                    FilterOp::Is | FilterOp::IsNot => values.contains(&g.name),
+                    FilterOp::Contains | FilterOp::ContainsNot => {
+                        values.iter().any(|v| g.name.contains(v.as_str()))
+                    }
+                    FilterOp::Matches | FilterOp::MatchesNot => false,
                 })
                 .collect();
-            if f.op == FilterOp::IsNot {
+            if op.is_negative() {
                 sql.push("NOT ");
             }
             any_goal_condition(sql, &chosen);
-        } else if *p == EventProperty::Name {
+        }
+        Property::Event(p) => {
             // Engagement reports belong to their page view, whatever its name filter says, so
             // that time on page and scroll depth survive; they are not counted as events.
-            sql.push("(name = 'engagement' OR ");
-            condition(sql, f, &|s: &mut Sql| event_expression(s, p, q.goals));
-            sql.push(")");
-        } else {
-            condition(sql, f, &|s: &mut Sql| event_expression(s, p, q.goals));
+            let name = *p == EventProperty::Name;
+            if name {
+                sql.push("(name = 'engagement' OR ");
+            }
+            condition(sql, op, values, &|s: &mut Sql| {
+                event_expression(s, p, q.goals)
+            });
+            if name {
+                sql.push(")");
+            }
         }
     }
 }
 
 pub(super) fn has_event_filters(q: &StatsQuery) -> bool {
-    q.filters
-        .iter()
-        .any(|f| matches!(f.property, Property::Event(_)))
+    q.filters.iter().any(Condition::has_event_filter)
 }
 
-/// With event filters, ` AND session_id IN (visits of the period with a matching event)`.
+/// With event filters, ` AND session_id IN (visits of the period with an event that meets
+/// every condition with event filters)`.
 pub(super) fn matching_visits(sql: &mut Sql, q: &StatsQuery) {
     if !has_event_filters(q) {
         return;
@@ -262,7 +314,10 @@ pub(super) fn matching_visits(sql: &mut Sql, q: &StatsQuery) {
         q.database
     );
     visit_rows(sql, q);
-    event_conditions(sql, q);
+    for c in q.filters.iter().filter(|c| c.has_event_filter()) {
+        sql.push(" AND ");
+        row_condition(sql, q, c, false);
+    }
     sql.push(")");
 }
 

@@ -7,14 +7,17 @@ use super::builder::Sql;
 use super::expr::named_empty;
 use super::question::{Group, Needs, StatsQuery, SUMS};
 use super::rolled::live_source;
-use crate::params::{EventProperty, Filter, Interval, Property, VisitProperty};
+use crate::params::{Condition, EventProperty, Interval, Property, VisitProperty};
 
 /// The imported aggregates that answer a question: the export's table (`kind`) and the key
 /// over its columns, written like the live key (`visit_value`'s names for empty values).
 /// `None` where the export has nothing for it: filtered questions (its rows are per one
 /// dimension, so they cannot be narrowed by another), hours and minutes (its rows are days),
 /// and the properties it does not export (city, host name, custom properties, goals).
-fn imported_table(group: &Group, filters: &[Filter]) -> Option<(&'static [&'static str], String)> {
+fn imported_table(
+    group: &Group,
+    filters: &[Condition],
+) -> Option<(&'static [&'static str], String)> {
     if !filters.is_empty() {
         return None;
     }
@@ -62,7 +65,7 @@ fn imported_table(group: &Group, filters: &[Filter]) -> Option<(&'static [&'stat
 
 /// Whether imported aggregates can be added to the answer of a question grouped by `group`
 /// with `filters` (see [`imported_table`]).
-pub fn imported_answers(group: &Group, filters: &[Filter]) -> bool {
+pub fn imported_answers(group: &Group, filters: &[Condition]) -> bool {
     imported_table(group, filters).is_some()
 }
 

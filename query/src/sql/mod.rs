@@ -51,4 +51,4 @@ pub(crate) use expr::{visit_value, MAX_VISIT_SECS};
 pub use imported::imported_answers;
 pub use lookups::{current_visitors, dropped, imported_ranges, prop_names};
 pub use rolled_days::{rollup_groups, rollup_may_answer};
-pub use stats::{stats, Group, StatsQuery, StatsRow};
+pub use stats::{row_count, stats, Group, StatsQuery, StatsRow};

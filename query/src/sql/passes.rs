@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use super::builder::{rows_between, Sql};
 use super::expr::{
-    event_conditions, event_expression, event_rows, has_event_filters, key_expression,
-    matching_visits, started_in_period, visit_conditions, visit_rows, visit_value, MAX_VISIT_SECS,
+    event_expression, event_rows, has_event_filters, key_expression, matching_visits,
+    row_conditions, started_in_period, visit_conditions, visit_rows, visit_value, MAX_VISIT_SECS,
 };
 use super::question::{Group, Needs, StatsQuery, SUMS};
 use super::rolled_days::not_rolled;
@@ -45,8 +45,7 @@ fn events_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
     if !needs.engagement {
         sql.push(" AND name != 'engagement'");
     }
-    visit_conditions(sql, q);
-    event_conditions(sql, q);
+    row_conditions(sql, q);
     not_rolled(sql, q, needs);
     sql.push(" GROUP BY key HAVING e_events > 0");
 }
@@ -142,8 +141,7 @@ fn visits_pass(sql: &mut Sql, q: &StatsQuery) {
             " AS key FROM {db}.events WHERE name != 'engagement' AND "
         );
         visit_rows(sql, q);
-        visit_conditions(sql, q);
-        event_conditions(sql, q);
+        row_conditions(sql, q);
         sql.push(
             " GROUP BY session_id, key) AS l ALL INNER JOIN (SELECT session_id, \
              countIf(name = 'pageview') AS s_pageviews, sum(visit_bounce) AS s_bounce, \

@@ -1,7 +1,7 @@
 //! One stats question in SQL terms (`StatsQuery`), the rows every stats statement returns
 //! (`StatsRow`), and what a statement must compute for it (`Needs`).
 
-use crate::params::{Filter, Interval, Metric, Property, Sort, SortKey};
+use crate::params::{Condition, Interval, Metric, Property, Sort, SortKey};
 use glimpse_core::goals::Goal;
 
 /// How rows are grouped.
@@ -26,10 +26,12 @@ pub struct StatsQuery<'a> {
     pub start: i64,
     pub end: i64,
     pub group: Group,
-    pub filters: &'a [Filter],
+    /// Joined by `and`.
+    pub filters: &'a [Condition],
     /// Breakdown rows with fewer visitors merge into `(other)`; 0 is off.
     pub min_group_size: u64,
-    pub sort: Option<Sort>,
+    /// By each in turn, then by the key.
+    pub sort: &'a [Sort],
     /// The metrics asked for: visit figures are computed only when one needs them.
     pub metrics: &'a [Metric],
     /// The site's goals, for `event:goal`.
@@ -103,14 +105,15 @@ pub(super) struct Needs {
 
 impl Needs {
     pub(super) fn of(q: &StatsQuery) -> Needs {
-        let sorted_by = match q.sort {
-            Some(Sort {
+        let sorted_by = q.sort.iter().filter_map(|s| match s {
+            Sort {
                 key: SortKey::Metric(m),
                 ..
-            }) => Some(m),
+            } => Some(*m),
             _ => None,
-        };
-        let asked = |f: fn(Metric) -> bool| q.metrics.iter().copied().chain(sorted_by).any(f);
+        });
+        let asked =
+            |f: fn(Metric) -> bool| q.metrics.iter().copied().chain(sorted_by.clone()).any(f);
         Needs {
             visits: asked(is_visit_metric),
             engagement: asked(|m| matches!(m, Metric::TimeOnPage | Metric::ScrollDepth)),

@@ -81,7 +81,7 @@ mod tests {
             group,
             filters: &[],
             min_group_size: 0,
-            sort: None,
+            sort: &[],
             metrics,
             goals: &[],
             page: None,
@@ -125,7 +125,11 @@ mod tests {
     #[test]
     fn the_rollup_does_not_answer_what_it_does_not_keep() {
         let all: Vec<i64> = (20_530..20_550).collect();
-        let filters = parse_filters("visit:country==DE").unwrap();
+        let filters: Vec<crate::params::Condition> = parse_filters("visit:country==DE")
+            .unwrap()
+            .into_iter()
+            .map(Into::into)
+            .collect();
         let engagement = [Metric::Visitors, Metric::TimeOnPage];
         let visits = [Metric::Visitors, Metric::Visits];
         let visitors = [Metric::Visitors];

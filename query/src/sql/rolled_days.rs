@@ -4,7 +4,7 @@
 use super::builder::{day_runs, timestamps_between, Sql, DAY};
 use super::expr::MAX_VISIT_SECS;
 use super::question::{Group, Needs, StatsQuery};
-use crate::params::{EventProperty, Filter, Property, VisitProperty};
+use crate::params::{Condition, EventProperty, Property, VisitProperty};
 
 /// The `property` value of the rollup rows that answer `group`, if the rollup keeps it: the
 /// totals (`''`), the page and every visit property.
@@ -36,7 +36,7 @@ pub fn rollup_groups() -> Vec<(String, Group)> {
 
 /// Whether the rollup may answer a question grouped by `group` with `filters` (the metrics
 /// decide the rest): for the caller, to skip looking up rolled days otherwise.
-pub fn rollup_may_answer(group: &Group, filters: &[Filter]) -> bool {
+pub fn rollup_may_answer(group: &Group, filters: &[Condition]) -> bool {
     filters.is_empty() && rollup_property(group).is_some()
 }
 

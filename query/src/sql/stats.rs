@@ -29,6 +29,14 @@ fn sort_expression(key: SortKey) -> &'static str {
     }
 }
 
+/// The number of rows `stats` (a stats statement) returns, as one `UInt64`.
+pub fn row_count(stats: &Sql) -> Sql {
+    Sql {
+        template: format!("SELECT toUInt64(count()) AS rows FROM ({})", stats.template),
+        binds: stats.binds.clone(),
+    }
+}
+
 /// The statement for one stats question; its rows are [`StatsRow`]s.
 pub fn stats(q: &StatsQuery) -> Sql {
     let mut sql = Sql::default();
@@ -70,13 +78,13 @@ pub fn stats(q: &StatsQuery) -> Sql {
         source(&mut sql, q, needs);
         only_keys(&mut sql, q.keys);
     }
-    if let Some(sort) = q.sort {
-        let direction = if sort.descending { "DESC" } else { "ASC" };
-        let _ = write!(
-            sql.template,
-            " ORDER BY {} {direction}, key ASC",
-            sort_expression(sort.key)
-        );
+    if !q.sort.is_empty() {
+        sql.push(" ORDER BY ");
+        for sort in q.sort {
+            let direction = if sort.descending { "DESC" } else { "ASC" };
+            let _ = write!(sql.template, "{} {direction}, ", sort_expression(sort.key));
+        }
+        sql.push("key ASC");
     }
     if let Some((limit, offset)) = q.page {
         sql.push(" LIMIT ")
@@ -109,7 +117,7 @@ fn only_keys(sql: &mut Sql, keys: Option<&[String]>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::{parse_filters, EventProperty, Property};
+    use crate::params::{parse_filters, Condition, EventProperty, Property};
 
     #[test]
     fn client_text_is_only_ever_bound() {
@@ -121,6 +129,7 @@ mod tests {
                 *name = hostile.into();
             }
         }
+        let filters: Vec<Condition> = filters.into_iter().map(Condition::from).collect();
         let q = StatsQuery {
             database: "glimpse",
             site: hostile,
@@ -130,7 +139,7 @@ mod tests {
             group: Group::Property(Property::Event(EventProperty::Prop(hostile.into()))),
             filters: &filters,
             min_group_size: 3,
-            sort: None,
+            sort: &[],
             metrics: &Metric::ALL,
             goals: &[],
             page: Some((10, 0)),

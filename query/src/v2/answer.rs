@@ -1,0 +1,248 @@
+//! v2's answer: `{"results": [{"metrics": [...], "dimensions": [...]}], "meta": {...},
+//! "query": {...}}`, from the plan's rows and denominators. Metrics are rounded as v1 rounds
+//! them (`api::metric_value`), so that both APIs give the same numbers.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use serde_json::{json, Map, Value};
+
+use super::request::{Dimension, OrderKey, Query, V2Metric};
+use crate::answer::metric_value;
+use crate::error::ApiError;
+use crate::params::Endpoint;
+use crate::period;
+use crate::plan::{PeriodPlan, Request};
+use crate::sql::StatsRow;
+
+/// What the plan's statements returned for the current period.
+pub struct Figures {
+    pub rows: Vec<StatsRow>,
+    pub goal_totals: HashMap<String, u64>,
+    pub group_totals: HashMap<String, u64>,
+    pub total_visitors: u64,
+    /// Breakdowns with `total_rows`: the rows before the page.
+    pub row_count: Option<u64>,
+}
+
+/// One answer row: its dimension value (if any) and metric values.
+struct Row {
+    dimension: Option<String>,
+    metrics: Vec<Value>,
+}
+
+pub fn shape(
+    query: &Query,
+    request: &Request,
+    plan: &PeriodPlan,
+    figures: Figures,
+) -> Result<Value, ApiError> {
+    let labels = match request.endpoint {
+        Endpoint::Timeseries => Some(
+            period::bucket_labels(&request.range, request.params.interval, &request.tz).map_err(
+                |e| match e {
+                    ApiError::BadParam { message, .. } => {
+                        ApiError::bad("dimensions", format!("#/dimensions/0: {message}"))
+                    }
+                    other => other,
+                },
+            )?,
+        ),
+        _ => None,
+    };
+    let values = |row: &StatsRow| -> Vec<Value> {
+        query
+            .metrics
+            .iter()
+            .map(|m| match m {
+                V2Metric::Stats(metric) => metric_value(
+                    row,
+                    *metric,
+                    plan.denominator(&figures.goal_totals, &row.key),
+                ),
+                V2Metric::Percentage => percent(row.visitors, figures.total_visitors),
+                V2Metric::GroupConversionRate => percent(
+                    row.visitors,
+                    plan.group_denominator(&figures.group_totals, &row.key),
+                ),
+            })
+            .collect()
+    };
+    let (rows, total_rows) = match (&request.endpoint, &labels) {
+        (Endpoint::Breakdown, _) => {
+            let rows: Vec<Row> = figures
+                .rows
+                .iter()
+                .map(|r| Row {
+                    dimension: Some(r.key.clone()),
+                    metrics: values(r),
+                })
+                .collect();
+            (rows, figures.row_count)
+        }
+        (Endpoint::Timeseries, Some(labels)) => {
+            // Buckets with figures only, in time order; `time_labels` lists them all.
+            let by_key: HashMap<&str, &StatsRow> =
+                figures.rows.iter().map(|r| (r.key.as_str(), r)).collect();
+            let mut rows: Vec<Row> = labels
+                .iter()
+                .filter_map(|label| by_key.get(label.as_str()))
+                .map(|r| Row {
+                    dimension: Some(r.key.clone()),
+                    metrics: values(r),
+                })
+                .collect();
+            sort(&mut rows, &query.order_by);
+            let total = rows.len() as u64;
+            (page(rows, query), Some(total))
+        }
+        _ => {
+            let row = figures.rows.first().cloned().unwrap_or_default();
+            let rows = vec![Row {
+                dimension: None,
+                metrics: values(&row),
+            }];
+            (page(rows, query), Some(1))
+        }
+    };
+    let results: Vec<Value> = rows
+        .into_iter()
+        .map(|r| json!({"metrics": r.metrics, "dimensions": r.dimension.into_iter().collect::<Vec<_>>()}))
+        .collect();
+    let mut meta = Map::new();
+    if query.include.imports {
+        meta.insert("imports_included".into(), json!(request.imported));
+        if let Some(warning) = request.imported_warning() {
+            meta.insert("imports_warning".into(), json!(warning));
+        }
+    }
+    if query.include.time_labels {
+        meta.insert("time_labels".into(), json!(labels.unwrap_or_default()));
+    }
+    if query.include.total_rows {
+        meta.insert("total_rows".into(), json!(total_rows.unwrap_or(0)));
+    }
+    Ok(json!({
+        "results": results,
+        "meta": meta,
+        "query": echo(query, request)?,
+    }))
+}
+
+/// `part` in percent of `whole`, one decimal, as v1's conversion rate.
+fn percent(part: u64, whole: u64) -> Value {
+    let ratio = if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    };
+    json!((ratio * 1000.0).round() / 10.0)
+}
+
+/// Rows sorted by `order_by` (stable: time order breaks ties).
+fn sort(rows: &mut [Row], order_by: &[(OrderKey, bool)]) {
+    rows.sort_by(|a, b| {
+        for (key, descending) in order_by {
+            let ordering = match key {
+                OrderKey::Dimension => a.dimension.cmp(&b.dimension),
+                OrderKey::Metric(i) => {
+                    let (x, y) = (a.metrics[*i].as_f64(), b.metrics[*i].as_f64());
+                    x.partial_cmp(&y).unwrap_or(Ordering::Equal)
+                }
+            };
+            let ordering = if *descending {
+                ordering.reverse()
+            } else {
+                ordering
+            };
+            if ordering != Ordering::Equal {
+                return ordering;
+            }
+        }
+        Ordering::Equal
+    });
+}
+
+fn page(rows: Vec<Row>, query: &Query) -> Vec<Row> {
+    rows.into_iter()
+        .skip(query.offset as usize)
+        .take(query.limit as usize)
+        .collect()
+}
+
+/// The query as answered: the resolved range (its last second inclusive, in the site's
+/// time zone), the dimension and order used.
+fn echo(query: &Query, request: &Request) -> Result<Value, ApiError> {
+    let iso = |t: i64| -> Result<String, ApiError> {
+        let t = Timestamp::from_second(t)
+            .map_err(|_| ApiError::bad("date_range", "#/date_range: out of range"))?;
+        Ok(t.to_zoned(request.tz.clone())
+            .strftime("%Y-%m-%dT%H:%M:%S%:z")
+            .to_string())
+    };
+    let dimension = match &query.dimension {
+        Some(Dimension::Time(None)) => Some(
+            match request.params.interval {
+                crate::params::Interval::Hour => "time:hour",
+                crate::params::Interval::Week => "time:week",
+                crate::params::Interval::Month => "time:month",
+                _ => "time:day",
+            }
+            .to_string(),
+        ),
+        _ => query.dimension_name.clone(),
+    };
+    let order_by: Vec<Value> = query
+        .order_by
+        .iter()
+        .map(|(key, descending)| {
+            let name = match key {
+                OrderKey::Metric(i) => query.metrics[*i].name().to_string(),
+                OrderKey::Dimension => dimension.clone().unwrap_or_default(),
+            };
+            json!([name, if *descending { "desc" } else { "asc" }])
+        })
+        .collect();
+    Ok(json!({
+        "site_id": query.site_id,
+        "metrics": query.metrics.iter().map(|m| m.name()).collect::<Vec<_>>(),
+        "date_range": [iso(request.range.start)?, iso(request.range.end - 1)?],
+        "filters": query.filters_json,
+        "dimensions": dimension.into_iter().collect::<Vec<_>>(),
+        "order_by": order_by,
+        "include": {
+            "imports": query.include.imports,
+            "time_labels": query.include.time_labels,
+            "total_rows": query.include.total_rows,
+        },
+        "pagination": {"limit": query.limit, "offset": query.offset},
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_have_one_decimal_and_survive_zero() {
+        assert_eq!(percent(1, 3), json!(33.3));
+        assert_eq!(percent(3, 3), json!(100.0));
+        assert_eq!(percent(5, 0), json!(0.0));
+    }
+
+    #[test]
+    fn rows_sort_by_each_key_in_turn() {
+        let row = |d: &str, v: u64| Row {
+            dimension: Some(d.into()),
+            metrics: vec![json!(v)],
+        };
+        let mut rows = vec![row("b", 1), row("a", 2), row("c", 1)];
+        sort(
+            &mut rows,
+            &[(OrderKey::Metric(0), false), (OrderKey::Dimension, true)],
+        );
+        let order: Vec<_> = rows.iter().map(|r| r.dimension.clone().unwrap()).collect();
+        assert_eq!(order, ["c", "b", "a"]);
+    }
+}

@@ -1,0 +1,230 @@
+//! Plausible's Stats API v2 (`POST /api/v2/query`) on v1's machinery: the body is read into a
+//! typed query (`request`, `filters`, `date_range`), translated into the same stats request
+//! and plan v1 runs (`translate`), and the plan's rows shaped into v2's answer (`answer`).
+//! Who may read which site is decided exactly as for v1 (`api::authorize`).
+
+mod answer;
+mod date_range;
+mod filters;
+mod request;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use jiff::Timestamp;
+use serde_json::Value;
+
+use crate::api;
+use crate::auth::Site;
+use crate::error::ApiError;
+use crate::params::{
+    Endpoint, Format, Interval, Metric, Period, Property, Sort, SortKey, StatsParams,
+};
+use crate::plan::{self, Extras, Request};
+use crate::AppState;
+pub use request::{parse, Query};
+use request::{Dimension, OrderKey, V2Metric};
+
+/// Largest body accepted, as for the Sites API: a query is a few hundred bytes.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A 400 for `field`; v2's messages start with the JSON path of the value (`#/metrics/1`).
+fn bad(field: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::bad(field, message)
+}
+
+/// A property's name read for v2: its errors start with the value's JSON path.
+fn property(name: &str, field: &'static str, path: &str) -> Result<Property, ApiError> {
+    Property::parse(name, field).map_err(|e| match e {
+        ApiError::BadParam { param, message } => bad(param, format!("{path}: {message}")),
+        other => other,
+    })
+}
+
+/// A client value in an error message, short.
+fn short(value: &Value) -> String {
+    crate::params::truncate(&value.to_string())
+}
+
+/// `POST /api/v2/query`.
+pub(crate) async fn query(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let headers = request.headers().clone();
+    // A share link's token comes in the query string, as for v1.
+    let share_token = request.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "auth")
+            .map(|(_, v)| v.into_owned())
+    });
+    let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::bad("body", "the body is too large or unreadable"))?;
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad("body", format!("#: the body is not JSON: {e}")))?;
+    // Credentials first, as v1: nothing else is looked at for a stranger.
+    let mut auth_query = HashMap::new();
+    if let Some(site_id) = body.get("site_id").and_then(Value::as_str) {
+        auth_query.insert("site_id".to_string(), site_id.to_string());
+    }
+    if let Some(token) = share_token {
+        auth_query.insert("auth".to_string(), token);
+    }
+    let site = api::authorize(&state, &headers, &auth_query).await?;
+    let query = parse(&body)?;
+    let request = translate(&query, site, Timestamp::now())?;
+    let (plan, _rolled) = api::stats_plan(&state, &request).await?;
+    let current = &plan.current;
+    // Every statement of the period is independent of the others: ClickHouse runs them side
+    // by side.
+    let (rows, goal_totals, group_totals, total_visitors, row_count) = tokio::try_join!(
+        api::fetch(&state, &current.stats),
+        api::totals_by_key(&state, current.goal_totals.as_ref()),
+        api::totals_by_key(&state, current.group_totals.as_ref()),
+        async {
+            match &current.total_visitors {
+                Some(sql) => Ok(api::fetch(&state, sql)
+                    .await?
+                    .first()
+                    .map_or(0, |r| r.visitors)),
+                None => Ok(0),
+            }
+        },
+        async {
+            match &current.row_count {
+                Some(sql) => api::fetch_count(&state, sql).await.map(Some),
+                None => Ok(None),
+            }
+        },
+    )?;
+    let figures = answer::Figures {
+        rows,
+        goal_totals,
+        group_totals,
+        total_visitors,
+        row_count,
+    };
+    let body = answer::shape(&query, &request, current, figures)?;
+    Ok(Json(body).into_response())
+}
+
+/// The v1 stats request that answers `query` on `site` (`now` for relative ranges), with
+/// what v2 adds to the plan.
+pub fn translate(query: &Query, site: Site, now: Timestamp) -> Result<Request, ApiError> {
+    let tz = plan::site_timezone(&site)?;
+    let range = date_range::resolve(&query.date_range, query.date, &tz, site.retention_days, now)?;
+    let (endpoint, property, interval) = match &query.dimension {
+        None => (Endpoint::Aggregate, None, Interval::Date),
+        Some(Dimension::Time(interval)) => (
+            Endpoint::Timeseries,
+            None,
+            interval.unwrap_or_else(|| date_range::auto_interval(&range)),
+        ),
+        Some(Dimension::Property(p)) => (Endpoint::Breakdown, Some(p.clone()), Interval::Date),
+    };
+    let mut metrics: Vec<Metric> = Vec::new();
+    for m in &query.metrics {
+        if !metrics.contains(&m.figure()) {
+            metrics.push(m.figure());
+        }
+    }
+    let params = StatsParams {
+        site_id: query.site_id.clone(),
+        // Only a comparison reads the period's kind; v2 has none yet.
+        period: Period::Custom(range.first, range.last),
+        date: None,
+        interval,
+        metrics,
+        property,
+        filters: query.filters.clone(),
+        compare: None,
+        with_imported: query.include.imports,
+        limit: query.limit,
+        offset: query.offset,
+        sort: breakdown_sort(query),
+        format: Format::Json,
+    };
+    let extras = Extras {
+        // Timeseries and totals are counted after the statement, breakdowns by another.
+        row_count: query.include.total_rows && endpoint == Endpoint::Breakdown,
+        total_visitors: query.metrics.contains(&V2Metric::Percentage),
+        group_totals: query.metrics.contains(&V2Metric::GroupConversionRate),
+    };
+    Request::typed(endpoint, site, tz, params, range, extras)
+}
+
+/// A breakdown's order in SQL: `order_by`, or the first metric descending. Percentages and
+/// conversion rates order as their visitors (one denominator for every row).
+fn breakdown_sort(query: &Query) -> Vec<Sort> {
+    let metric_key = |m: V2Metric| SortKey::Metric(m.figure());
+    if query.order_by.is_empty() {
+        return vec![Sort {
+            key: metric_key(query.metrics[0]),
+            descending: true,
+        }];
+    }
+    query
+        .order_by
+        .iter()
+        .map(|(key, descending)| Sort {
+            key: match key {
+                OrderKey::Metric(i) => metric_key(query.metrics[*i]),
+                OrderKey::Dimension => SortKey::Property,
+            },
+            descending: *descending,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glimpse_core::site::SiteConfig;
+    use serde_json::json;
+
+    fn site() -> Site {
+        Site::parse(SiteConfig {
+            goals: vec!["Signup".to_string()],
+            ..SiteConfig::new("example.com")
+        })
+        .unwrap()
+    }
+
+    fn request(body: Value) -> Result<Request, ApiError> {
+        let now = "2026-03-29T12:00:00Z".parse().unwrap();
+        translate(&parse(&body).unwrap(), site(), now)
+    }
+
+    #[test]
+    fn v2_plans_are_v1_plans_plus_what_v2_adds() {
+        let r = request(json!({
+            "site_id": "example.com", "metrics": ["visitors", "percentage"],
+            "date_range": "7d", "dimensions": ["visit:source"],
+            "include": {"total_rows": true}
+        }))
+        .unwrap();
+        assert_eq!(r.endpoint, Endpoint::Breakdown);
+        assert_eq!(r.params.metrics, [Metric::Visitors]);
+        let plan = r.stats_plan("glimpse", 0, &[]).unwrap();
+        assert!(plan.current.row_count.is_some() && plan.current.total_visitors.is_some());
+        assert!(plan.current.group_totals.is_none() && plan.current.goal_totals.is_none());
+        assert_eq!(plan.statements().len(), 3);
+        let count = plan.current.row_count.as_ref().unwrap();
+        assert!(!count.template.contains("LIMIT"), "{}", count.template);
+        assert!(plan.current.stats.template.contains("LIMIT"));
+    }
+
+    #[test]
+    fn unknown_goals_are_refused_as_in_v1() {
+        let error = request(json!({
+            "site_id": "example.com", "metrics": ["visitors"], "date_range": "7d",
+            "filters": [["not", ["is", "event:goal", ["Sign up"]]]]
+        }))
+        .unwrap_err();
+        assert!(error.to_string().contains("Signup"), "{error}");
+    }
+}
