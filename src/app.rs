@@ -298,7 +298,12 @@ pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
         } else {
             Flavor::Modern
         };
-        for statement in schema::migration_statements(flavor, &config.clickhouse_database) {
+        let statements = schema::migration_statements_on(
+            flavor,
+            &config.clickhouse_database,
+            config.clickhouse_cluster.as_ref(),
+        )?;
+        for statement in statements {
             println!("{statement};\n");
         }
         return Ok(());
@@ -461,7 +466,12 @@ async fn run_services(
         Command::Migrate => {
             let url = config.clickhouse_url.as_deref().unwrap_or_default();
             let client = glimpse_core::db::connect(&config, url);
-            let flavor = schema::migrate(&client, &config.clickhouse_database).await?;
+            let flavor = schema::migrate_on(
+                &client,
+                &config.clickhouse_database,
+                config.clickhouse_cluster.as_ref(),
+            )
+            .await?;
             println!(
                 "schema of database {} is at version {} ({flavor:?} ClickHouse)",
                 config.clickhouse_database,
@@ -510,7 +520,7 @@ async fn retention_apply(config: &Config) -> anyhow::Result<()> {
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
     let client = glimpse_core::db::connect(config, url);
     let db = &config.clickhouse_database;
-    schema::migrate(&client, db).await?;
+    schema::migrate_on(&client, db, config.clickhouse_cluster.as_ref()).await?;
     let now = glimpse_core::clock::unix_now();
     let report = retention::apply(&client, db, &config.sites, now).await?;
     for partition in &report.partitions_dropped {
@@ -599,7 +609,12 @@ async fn import(
 ) -> anyhow::Result<()> {
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
     let client = glimpse_core::db::connect(config, url);
-    schema::migrate(&client, &config.clickhouse_database).await?;
+    schema::migrate_on(
+        &client,
+        &config.clickhouse_database,
+        config.clickhouse_cluster.as_ref(),
+    )
+    .await?;
     let input: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
@@ -629,7 +644,7 @@ async fn import_plausible(
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
     let client = glimpse_core::db::connect(config, url);
     let db = &config.clickhouse_database;
-    schema::migrate(&client, db).await?;
+    schema::migrate_on(&client, db, config.clickhouse_cluster.as_ref()).await?;
     // The export's days are the site's days: its time zone decides which of them Glimpse's
     // own data already covers.
     let sites = glimpse_query::auth::sites(&client, db, config).await?;
@@ -685,7 +700,12 @@ async fn admin_key(command: KeyCommand, config: &Config) -> anyhow::Result<()> {
     // The schema brought up to date first: the keys and sites tables are migrations.
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
     let client = glimpse_core::db::connect(config, url);
-    schema::migrate(&client, &config.clickhouse_database).await?;
+    schema::migrate_on(
+        &client,
+        &config.clickhouse_database,
+        config.clickhouse_cluster.as_ref(),
+    )
+    .await?;
     let db = &config.clickhouse_database;
     match command {
         KeyCommand::Create {
@@ -752,7 +772,12 @@ async fn admin_site(command: SiteCommand, config: &Config) -> anyhow::Result<()>
     // The schema brought up to date first: the keys and sites tables are migrations.
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
     let client = glimpse_core::db::connect(config, url);
-    schema::migrate(&client, &config.clickhouse_database).await?;
+    schema::migrate_on(
+        &client,
+        &config.clickhouse_database,
+        config.clickhouse_cluster.as_ref(),
+    )
+    .await?;
     let db = &config.clickhouse_database;
     match command {
         SiteCommand::Add { domain, timezone } => {

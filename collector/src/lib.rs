@@ -74,6 +74,7 @@ pub async fn serve(
     tokio::spawn(migrate_until_done(
         client.clone(),
         config.clickhouse_database.clone(),
+        config.clickhouse_cluster.clone(),
         readiness.clone(),
         flavor.clone(),
         background.clone(),
@@ -359,13 +360,14 @@ async fn retention_periodically(
 async fn migrate_until_done(
     client: clickhouse::Client,
     database: String,
+    cluster: Option<glimpse_core::config::ClusterName>,
     readiness: Arc<Readiness>,
     flavor: Arc<std::sync::OnceLock<glimpse_core::schema::Flavor>>,
     stop: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(200);
     loop {
-        match glimpse_core::schema::migrate(&client, &database).await {
+        match glimpse_core::schema::migrate_on(&client, &database, cluster.as_ref()).await {
             Ok(detected) => {
                 let _ = flavor.set(detected);
                 readiness.migrated.store(true, Ordering::SeqCst);
