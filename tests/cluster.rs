@@ -1,0 +1,350 @@
+//! Glimpse on a real ClickHouse cluster (`clickhouse_cluster`): ZooKeeper and four ClickHouse
+//! 18.16 servers as 2 shards × 2 replicas on loopback (`common::cluster`). The product's own
+//! migrations create `glimpse.events` as a `Distributed` table over replicated `events_local`
+//! tables on every server; beacons through an in-process collector land on both shards, once,
+//! a visitor's events on one shard, and both replicas of a shard agree; a re-sent batch is
+//! stored once; a query service connected to another server counts every page view.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use common::cluster::{ClusterNode, TestCluster, REPLICAS, SHARDS};
+use common::{browser_client, wait_for_200};
+use glimpse_collector::sink::{ClickHouseSink, Sink as _};
+use glimpse_core::schema::{self, EventRow};
+use glimpse_core::Config;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+/// Page views sent, each from its own address (its own visitor) and of its own page.
+const BEACONS: usize = 400;
+const WAIT: Duration = Duration::from_secs(60);
+
+fn beacon(i: usize) -> String {
+    format!(r#"{{"n":"pageview","u":"https://example.com/page/{i}","d":"example.com"}}"#)
+}
+
+/// A distinct public-looking address per visitor (documentation ranges are not special-cased).
+fn visitor_ip(i: usize) -> String {
+    format!("198.51.{}.{}", i / 250, i % 250 + 1)
+}
+
+/// The cluster's configuration, with the proxy header believed so that every beacon has its
+/// own client address.
+fn config(cluster: &TestCluster) -> Config {
+    Config {
+        trusted_proxies: glimpse_core::proxies::ProxyNets::parse(&["127.0.0.1".into()]).unwrap(),
+        ..cluster.config()
+    }
+}
+
+/// The same configuration, connected to another server of the cluster.
+fn config_on(cluster: &TestCluster, node: &ClusterNode) -> Config {
+    Config {
+        clickhouse_url: Some(node.server.url().to_string()),
+        ..config(cluster)
+    }
+}
+
+async fn engine(node: &ClusterNode, table: &str) -> String {
+    node.client()
+        .query("SELECT engine FROM system.tables WHERE database = 'glimpse' AND name = ?")
+        .bind(table)
+        .fetch_optional::<String>()
+        .await
+        .unwrap()
+        .unwrap_or_else(|| format!("(no table {table} on {})", node.name()))
+}
+
+/// Polls `sql` on `node` until it returns `want`, failing with the last value after [`WAIT`].
+async fn wait_for_count(node: &ClusterNode, sql: &str, want: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = node.client().query(sql).fetch_one::<u64>().await;
+        if got.as_ref().ok() == Some(&want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sql} on {}: {got:?}, want {want}",
+            node.name()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_shards_by_visitor_replicates_and_counts_every_beacon_once() {
+    let cluster = TestCluster::start().await;
+    let config = config(&cluster);
+    let url = config.clickhouse_url.clone().unwrap();
+
+    // Migrations through the product's code, twice: the second run finds them all applied and
+    // runs no DDL (so a server that is down would not hold up a restart).
+    let client = glimpse_core::db::connect(&config, &url);
+    let mut flavor = None;
+    for _ in 0..2 {
+        let migrated = schema::migrate_on(&client, "glimpse", config.clickhouse_cluster.as_ref())
+            .await
+            .expect("migrations on the cluster");
+        flavor = Some(migrated);
+    }
+    let flavor = flavor.unwrap();
+    check_table_layout(&cluster).await;
+
+    ingest_beacons(&cluster, &config).await;
+    check_rows_are_sharded_by_visitor_and_replicated(&cluster).await;
+    check_a_resent_batch_is_stored_once(&cluster, &config, flavor).await;
+    check_the_stats_api_counts_every_page_view(&cluster, &config).await;
+}
+
+/// On every server: the tables under today's names are `Distributed` over replicated local
+/// tables, the small tables are replicated, and the bookkeeping says every migration ran.
+async fn check_table_layout(cluster: &TestCluster) {
+    let latest = schema::latest_version();
+    for node in &cluster.nodes {
+        for (table, _) in schema::cluster::SHARDED {
+            assert_eq!(engine(node, table).await, "Distributed", "{table}");
+            let local = schema::cluster::local_table(table, Some(&cluster.cluster_name()));
+            assert!(
+                engine(node, &local).await.starts_with("Replicated"),
+                "{local} on {}: {}",
+                node.name(),
+                engine(node, &local).await
+            );
+        }
+        assert_eq!(
+            engine(node, "events_local").await,
+            "ReplicatedMergeTree",
+            "{}",
+            node.name()
+        );
+        for table in ["site_registry", "users", "api_keys", "audit_log"] {
+            let engine = engine(node, table).await;
+            assert!(engine.starts_with("Replicated"), "{table}: {engine}");
+        }
+        wait_for_count(
+            node,
+            &format!("SELECT toUInt64(countIf(version = {latest})) FROM glimpse.schema_migrations"),
+            1,
+        )
+        .await;
+    }
+    // The Distributed table covers the whole cluster.
+    let hosts = cluster.nodes[0]
+        .count("SELECT count() FROM system.clusters WHERE cluster = 'glimpse_test'")
+        .await;
+    assert_eq!(hosts, u64::from(SHARDS * REPLICAS));
+}
+
+/// Sends [`BEACONS`] page views through an in-process collector on the cluster; every one is
+/// accepted (`202`) and, once the collector has shut down cleanly, stored.
+async fn ingest_beacons(cluster: &TestCluster, config: &Config) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(glimpse_collector::serve(config.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    let http = browser_client();
+    wait_for_200(&http, &format!("{base}/ready"), WAIT).await;
+    let http = Arc::new(http);
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let (http, base) = (http.clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = BTreeMap::<u16, usize>::new();
+            for i in (worker..BEACONS).step_by(8) {
+                let status = http
+                    .post(format!("{base}/api/event"))
+                    .header("content-type", "text/plain")
+                    .header("x-forwarded-for", visitor_ip(i))
+                    .body(beacon(i))
+                    .send()
+                    .await
+                    .expect("beacon")
+                    .status()
+                    .as_u16();
+                *statuses.entry(status).or_default() += 1;
+            }
+            statuses
+        }));
+    }
+    let mut statuses = BTreeMap::<u16, usize>::new();
+    for task in tasks {
+        for (status, n) in task.await.unwrap() {
+            *statuses.entry(status).or_default() += n;
+        }
+    }
+    assert_eq!(statuses, BTreeMap::from([(202, BEACONS)]));
+    let _ = stop.send(());
+    let report = server.await.unwrap().expect("collector");
+    println!("collector: {report:?}");
+    wait_for_count(
+        &cluster.nodes[0],
+        "SELECT count() FROM glimpse.events",
+        BEACONS as u64,
+    )
+    .await;
+}
+
+/// Both shards hold rows, each visitor's rows on one shard only, each page view once, and the
+/// two replicas of a shard hold the same rows.
+async fn check_rows_are_sharded_by_visitor_and_replicated(cluster: &TestCluster) {
+    const ROWS: &str = "SELECT count() FROM glimpse.events_local";
+    let mut total = 0;
+    let mut visitors_per_shard = Vec::new();
+    for shard in 1..=SHARDS {
+        let first = cluster.node(shard, 1);
+        let rows = first.count(ROWS).await;
+        println!("shard {shard}: {rows} rows");
+        assert!(
+            rows > BEACONS as u64 / 5,
+            "shard {shard} holds {rows} of {BEACONS}: not sharded"
+        );
+        total += rows;
+        let visitors: Vec<u64> = first
+            .client()
+            .query("SELECT DISTINCT visitor_id FROM glimpse.events_local")
+            .fetch_all()
+            .await
+            .unwrap();
+        visitors_per_shard.push(visitors.into_iter().collect::<HashSet<u64>>());
+        // The other replica catches up with the same rows.
+        for replica in 2..=REPLICAS {
+            let other = cluster.node(shard, replica);
+            wait_for_count(other, ROWS, rows).await;
+            let checksum = "SELECT sum(cityHash64(pathname, visitor_id, session_id, timestamp)) \
+                            FROM glimpse.events_local";
+            assert_eq!(
+                first.count(checksum).await,
+                other.count(checksum).await,
+                "replicas of shard {shard} differ"
+            );
+        }
+    }
+    assert_eq!(total, BEACONS as u64, "every beacon stored exactly once");
+    let overlap = visitors_per_shard[0]
+        .intersection(&visitors_per_shard[1])
+        .count();
+    assert_eq!(overlap, 0, "a visitor's events on both shards");
+    assert_eq!(
+        visitors_per_shard.iter().map(HashSet::len).sum::<usize>(),
+        BEACONS,
+        "one visitor per beacon"
+    );
+    let node = &cluster.nodes[REPLICAS as usize]; // a server of the other shard
+    assert_eq!(
+        node.count("SELECT uniqExact(pathname) FROM glimpse.events")
+            .await,
+        BEACONS as u64,
+        "every page once, read through another server"
+    );
+}
+
+/// A batch sent again (its first answer lost) through the product's sink, under the same
+/// batch id: the replicated tables of each shard recognise their part of it and store it once.
+async fn check_a_resent_batch_is_stored_once(
+    cluster: &TestCluster,
+    config: &Config,
+    flavor: schema::Flavor,
+) {
+    const BATCH_ID: u64 = 0x00C1_u64 << 40 | 77;
+    let rows: Vec<EventRow> = (0..64u64)
+        .map(|i| EventRow {
+            site: "resent.example".into(),
+            timestamp: glimpse_core::clock::unix_now(),
+            name: "pageview".into(),
+            pathname: format!("/resent/{i}"),
+            visitor_id: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            session_id: i,
+            batch_id: BATCH_ID,
+            ..EventRow::default()
+        })
+        .collect();
+    let url = config.clickhouse_url.clone().unwrap();
+    let sink = ClickHouseSink::new(
+        glimpse_core::db::connect(config, &url),
+        "glimpse",
+        Arc::new(OnceLock::from(flavor)),
+    );
+    // Through two different servers, as a collector that failed over would.
+    let other_url = cluster.node(2, 2).server.url().to_string();
+    let other = ClickHouseSink::new(
+        glimpse_core::db::connect(config, &other_url),
+        "glimpse",
+        Arc::new(OnceLock::from(flavor)),
+    );
+    sink.write_batch(BATCH_ID, &rows).await.expect("first send");
+    sink.write_batch(BATCH_ID, &rows)
+        .await
+        .expect("second send");
+    other
+        .write_batch(BATCH_ID, &rows)
+        .await
+        .expect("third send");
+    let stored = sink.stored_rows(BATCH_ID).await.expect("count");
+    assert_eq!(stored, rows.len() as u64, "a re-sent batch stored once");
+    for shard in 1..=SHARDS {
+        let part = cluster
+            .node(shard, 1)
+            .count("SELECT count() FROM glimpse.events_local WHERE site = 'resent.example'")
+            .await;
+        assert!(part > 0, "shard {shard} holds none of the batch");
+    }
+}
+
+/// A query service connected to a server of the other shard (and the other replica) counts
+/// every page view and visitor, with a key created through the first server (the key tables
+/// are replicated to every server).
+async fn check_the_stats_api_counts_every_page_view(cluster: &TestCluster, config: &Config) {
+    let query_node = cluster.node(2, 2);
+    let query_config = config_on(cluster, query_node);
+    let url = config.clickhouse_url.clone().unwrap();
+    let (key, _) = glimpse_query::auth::create_key(
+        &glimpse_core::db::connect(config, &url),
+        "glimpse",
+        config,
+        "example.com",
+        "cluster test",
+    )
+    .await
+    .expect("creating a key");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(glimpse_query::serve(
+        query_config,
+        listener,
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::new();
+    wait_for_200(&http, &format!("{base}/ready"), WAIT).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let body: Value = loop {
+        let response = http
+            .get(format!(
+                "{base}/api/v1/stats/aggregate?site_id=example.com&period=day\
+                 &metrics=pageviews,visitors,visits"
+            ))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        // 401 until the key has reached the query service's server.
+        if status == 200 || tokio::time::Instant::now() > deadline {
+            assert_eq!(status, 200, "{body}");
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("aggregate: {body}");
+    let results = &body["results"];
+    assert_eq!(results["pageviews"]["value"], BEACONS as u64, "{body}");
+    assert_eq!(results["visitors"]["value"], BEACONS as u64, "{body}");
+    assert_eq!(results["visits"]["value"], BEACONS as u64, "{body}");
+}
