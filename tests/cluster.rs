@@ -89,7 +89,9 @@ async fn a_cluster_shards_by_visitor_replicates_and_counts_every_beacon_once() {
     for _ in 0..2 {
         let migrated = schema::migrate_on(&client, "glimpse", config.clickhouse_cluster.as_ref())
             .await
-            .expect("migrations on the cluster");
+            .unwrap_or_else(|e| {
+                panic!("migrations on the cluster: {e:?}\n{}", cluster.log_tails())
+            });
         flavor = Some(migrated);
     }
     let flavor = flavor.unwrap();
@@ -195,12 +197,31 @@ async fn ingest_beacons(cluster: &TestCluster, config: &Config) {
 /// two replicas of a shard hold the same rows.
 async fn check_rows_are_sharded_by_visitor_and_replicated(cluster: &TestCluster) {
     const ROWS: &str = "SELECT count() FROM glimpse.events_local";
+    // Replication is asynchronous: each replica has caught up once its shards' rows add up to
+    // every beacon (each replica of a shard only ever gains the shard's rows).
+    for replica in 1..=REPLICAS {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut counts = Vec::new();
+            for shard in 1..=SHARDS {
+                counts.push(cluster.node(shard, replica).count(ROWS).await);
+            }
+            if counts.iter().sum::<u64>() == BEACONS as u64 {
+                println!("replica {replica} of each shard: {counts:?} rows");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "replica {replica} of each shard: {counts:?} rows, want {BEACONS} in all"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let mut total = 0;
     let mut visitors_per_shard = Vec::new();
     for shard in 1..=SHARDS {
         let first = cluster.node(shard, 1);
         let rows = first.count(ROWS).await;
-        println!("shard {shard}: {rows} rows");
         assert!(
             rows > BEACONS as u64 / 5,
             "shard {shard} holds {rows} of {BEACONS}: not sharded"
@@ -213,12 +234,12 @@ async fn check_rows_are_sharded_by_visitor_and_replicated(cluster: &TestCluster)
             .await
             .unwrap();
         visitors_per_shard.push(visitors.into_iter().collect::<HashSet<u64>>());
-        // The other replica catches up with the same rows.
+        // The other replicas hold the same rows.
+        let checksum = "SELECT sum(cityHash64(pathname, visitor_id, session_id, timestamp)) \
+                        FROM glimpse.events_local";
         for replica in 2..=REPLICAS {
             let other = cluster.node(shard, replica);
-            wait_for_count(other, ROWS, rows).await;
-            let checksum = "SELECT sum(cityHash64(pathname, visitor_id, session_id, timestamp)) \
-                            FROM glimpse.events_local";
+            assert_eq!(other.count(ROWS).await, rows, "shard {shard}");
             assert_eq!(
                 first.count(checksum).await,
                 other.count(checksum).await,

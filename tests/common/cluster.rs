@@ -180,6 +180,20 @@ impl TestCluster {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The last lines of every server's log, for a failure's message.
+    pub fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for node in &self.nodes {
+            let log =
+                std::fs::read_to_string(node.server.dir().join("server.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            out.push_str(&format!("--- {} ---\n", node.name()));
+            out.push_str(&lines[lines.len().saturating_sub(15)..].join("\n"));
+            out.push('\n');
+        }
+        out
+    }
 }
 
 /// `remote_servers` with the one cluster: shards of replicas, each replica with the shared
@@ -250,7 +264,7 @@ impl ZooKeeper {
             format!(
                 "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={port}\n\
                  clientPortAddress=127.0.0.1\nadmin.enableServer=false\nmaxClientCnxns=0\n\
-                 4lw.commands.whitelist=ruok\n",
+                 forceSync=no\n4lw.commands.whitelist=ruok,srvr\n",
                 data.display()
             ),
         )
@@ -292,7 +306,9 @@ impl ZooKeeper {
                     std::fs::read_to_string(log).unwrap_or_default()
                 );
             }
-            if ruok(self.port) {
+            if four_letters(self.port, "ruok") == "imok"
+                && four_letters(self.port, "srvr").contains("Mode: standalone")
+            {
                 return;
             }
             assert!(
@@ -304,15 +320,17 @@ impl ZooKeeper {
     }
 }
 
-fn ruok(port: u16) -> bool {
+/// ZooKeeper's answer to a four-letter command (`ruok`, `srvr`); empty if none.
+fn four_letters(port: u16, command: &str) -> String {
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
+        return String::new();
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut answer = String::new();
-    stream.write_all(b"ruok").is_ok()
-        && stream.read_to_string(&mut answer).is_ok()
-        && answer == "imok"
+    if stream.write_all(command.as_bytes()).is_ok() {
+        let _ = stream.read_to_string(&mut answer);
+    }
+    answer
 }
 
 impl Drop for ZooKeeper {

@@ -496,33 +496,40 @@ pub async fn migrate_on(
     let flavor = version.flavor();
     tracing::info!(server_version = %text, ?flavor, cluster = ?cluster.map(ClusterName::as_str), "ClickHouse version detected");
 
-    let applied = match applied_versions(client, db).await {
-        Ok(applied) => applied,
-        // A fresh install: create the database and the bookkeeping first. Only then, because
-        // on a cluster these are `ON CLUSTER`, which waits for every server (a server that is
-        // down would hold up every start).
-        Err(_) => {
-            let bootstrap = placed(bootstrap_statements(db), db, cluster).map_err(|source| {
-                MigrationError::Unplaced {
+    // A fresh install creates the database and the bookkeeping first; later starts skip that,
+    // because on a cluster it is `ON CLUSTER` DDL, which waits for every server (a server that
+    // is down would hold up every start). Asked of `system.tables`: a query of a missing table
+    // is an exception, after which ClickHouse 18.16 may drop the connection under the next
+    // request.
+    let bookkeeping: u64 = client
+        .query(
+            "SELECT count() FROM system.tables WHERE database = ? AND name = 'schema_migrations'",
+        )
+        .bind(db)
+        .fetch_one()
+        .await
+        .map_err(MigrationError::Bookkeeping)?;
+    if bookkeeping == 0 {
+        let bootstrap = placed(bootstrap_statements(db), db, cluster).map_err(|source| {
+            MigrationError::Unplaced {
+                version: 0,
+                name: "bootstrap",
+                source,
+            }
+        })?;
+        for statement in bootstrap {
+            client.query(&statement).execute().await.map_err(|source| {
+                MigrationError::Statement {
                     version: 0,
                     name: "bootstrap",
                     source,
                 }
             })?;
-            for statement in bootstrap {
-                client.query(&statement).execute().await.map_err(|source| {
-                    MigrationError::Statement {
-                        version: 0,
-                        name: "bootstrap",
-                        source,
-                    }
-                })?;
-            }
-            applied_versions(client, db)
-                .await
-                .map_err(MigrationError::Bookkeeping)?
         }
-    };
+    }
+    let applied = applied_versions(client, db)
+        .await
+        .map_err(MigrationError::Bookkeeping)?;
 
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         tracing::info!(version = m.version, name = m.name, "applying migration");
