@@ -91,7 +91,8 @@ pub async fn serve(
         Duration::from_secs(5),
         background.clone(),
     ));
-    let sink = ClickHouseSink::new(client, &config.clickhouse_database, flavor);
+    let sink = ClickHouseSink::new(client, &config.clickhouse_database, flavor)
+        .on_cluster(config.clickhouse_cluster.is_some());
     let report = serve_with_sink(config, listener, shutdown, sink, readiness, drops).await;
     background.cancel();
     let _ = flusher.await;
