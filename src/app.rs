@@ -522,7 +522,14 @@ async fn retention_apply(config: &Config) -> anyhow::Result<()> {
     let db = &config.clickhouse_database;
     schema::migrate_on(&client, db, config.clickhouse_cluster.as_ref()).await?;
     let now = glimpse_core::clock::unix_now();
-    let report = retention::apply(&client, db, &config.sites, now).await?;
+    let report = retention::apply(
+        &client,
+        db,
+        config.clickhouse_cluster.as_ref(),
+        &config.sites,
+        now,
+    )
+    .await?;
     for partition in &report.partitions_dropped {
         println!("dropped partition {partition}");
     }
@@ -681,7 +688,14 @@ async fn erase_visitor(config: &Config, site: &str, visitor_id: u64) -> anyhow::
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
     let client = glimpse_core::db::connect(config, url);
     let db = &config.clickhouse_database;
-    let rows = erase::visitor(&client, db, site, visitor_id).await?;
+    let rows = erase::visitor(
+        &client,
+        db,
+        config.clickhouse_cluster.as_ref(),
+        site,
+        visitor_id,
+    )
+    .await?;
     let timeout = std::time::Duration::from_secs(120);
     let done = erase::wait_until_erased(&client, db, site, visitor_id, timeout).await?;
     println!(

@@ -77,7 +77,7 @@ async fn wait_for_count(node: &ClusterNode, sql: &str, want: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_shards_by_visitor_replicates_and_counts_every_beacon_once() {
+async fn a_cluster_shards_by_visitor_replicates_counts_every_beacon_once_and_erases_everywhere() {
     let cluster = TestCluster::start().await;
     let config = config(&cluster);
     let url = config.clickhouse_url.clone().unwrap();
@@ -101,6 +101,8 @@ async fn a_cluster_shards_by_visitor_replicates_and_counts_every_beacon_once() {
     check_rows_are_sharded_by_visitor_and_replicated(&cluster).await;
     check_a_resent_batch_is_stored_once(&cluster, &config, flavor).await;
     check_the_stats_api_counts_every_page_view(&cluster, &config).await;
+    check_an_erasure_reaches_every_server(&cluster, &config).await;
+    check_retention_reaches_every_server(&cluster, &config).await;
 }
 
 /// On every server: the tables under today's names are `Distributed` over replicated local
@@ -402,4 +404,113 @@ async fn check_the_stats_api_counts_every_page_view(cluster: &TestCluster, confi
     assert_eq!(results["pageviews"]["value"], BEACONS as u64, "{body}");
     assert_eq!(results["visitors"]["value"], BEACONS as u64, "{body}");
     assert_eq!(results["visits"]["value"], BEACONS as u64, "{body}");
+}
+
+/// The operator's erasure of a visitor (`glimpse erase`'s code) removes the visitor's rows from
+/// both replicas of its shard, and nothing else.
+async fn check_an_erasure_reaches_every_server(cluster: &TestCluster, config: &Config) {
+    let client = glimpse_core::db::connect(config, config.clickhouse_url.as_deref().unwrap());
+    let visitor: u64 = client
+        .query("SELECT visitor_id FROM glimpse.events WHERE site = 'example.com' LIMIT 1")
+        .fetch_one()
+        .await
+        .unwrap();
+    let rows = glimpse_collector::admin::erase::visitor(
+        &client,
+        "glimpse",
+        config.clickhouse_cluster.as_ref(),
+        "example.com",
+        visitor,
+    )
+    .await
+    .expect("erasure on the cluster");
+    assert_eq!(rows, 1);
+    let left = format!(
+        "SELECT count() FROM glimpse.events_local WHERE site = 'example.com' \
+         AND visitor_id = {visitor}"
+    );
+    for node in &cluster.nodes {
+        wait_for_count(node, &left, 0).await;
+    }
+    let total = "SELECT count() FROM glimpse.events WHERE site = 'example.com'";
+    assert_eq!(cluster.nodes[0].count(total).await, BEACONS as u64 - 1);
+}
+
+/// Retention (the collector's daily job) drops expired partitions and deletes expired rows on
+/// every shard and replica, and keeps what has not expired.
+async fn check_retention_reaches_every_server(cluster: &TestCluster, config: &Config) {
+    use glimpse_core::site::{Site, SiteConfig};
+    let now = glimpse_core::clock::unix_now();
+    let event = |site: &str, days_ago: u32, visitor_id: u64| EventRow {
+        site: site.into(),
+        timestamp: now - days_ago * 86_400,
+        name: "pageview".into(),
+        pathname: format!("/{days_ago}"),
+        visitor_id,
+        session_id: visitor_id,
+        ..EventRow::default()
+    };
+    // `old.example` keeps the default 180 days, `long.example` a year: the month 200 days ago
+    // stays (long.example's row) and loses old.example's rows; the month 400 days ago goes.
+    let mut rows = Vec::new();
+    for visitor in 1..=8 {
+        rows.push(event("old.example", 400, visitor));
+        rows.push(event("old.example", 200, visitor));
+        rows.push(event("old.example", 0, visitor));
+    }
+    rows.push(event("long.example", 200, 99));
+    let client = glimpse_core::db::connect(config, config.clickhouse_url.as_deref().unwrap());
+    let mut insert = client
+        .clone()
+        .with_database("glimpse")
+        .insert::<EventRow>("events")
+        .await
+        .unwrap();
+    for row in &rows {
+        insert.write(row).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    let long = Site::parse(SiteConfig {
+        retention_days: 365,
+        ..SiteConfig::new("long.example")
+    })
+    .unwrap();
+    let report = glimpse_collector::admin::retention::apply(
+        &client,
+        "glimpse",
+        config.clickhouse_cluster.as_ref(),
+        &[long],
+        now,
+    )
+    .await
+    .expect("retention on the cluster");
+    println!("retention: {report:?}");
+    assert_eq!(report.partitions_dropped.len(), 1, "{report:?}");
+    // Each replica of each shard: the rows of its shard that are left.
+    let kept = |site: &str| {
+        format!("SELECT count() FROM glimpse.events_local WHERE site = '{site}' AND timestamp < now() - 86400")
+    };
+    for node in &cluster.nodes {
+        wait_for_count(node, &kept("old.example"), 0).await;
+    }
+    let shard_sum = |sql: String| async move {
+        let mut sum = 0;
+        for shard in 1..=SHARDS {
+            sum += cluster.node(shard, 1).count(&sql).await;
+        }
+        sum
+    };
+    assert_eq!(
+        shard_sum(kept("long.example")).await,
+        1,
+        "long.example kept"
+    );
+    let fresh = "SELECT count() FROM glimpse.events_local WHERE site = 'old.example'".to_string();
+    for replica in 1..=REPLICAS {
+        let mut sum = 0;
+        for shard in 1..=SHARDS {
+            sum += cluster.node(shard, replica).count(&fresh).await;
+        }
+        assert_eq!(sum, 8, "replica {replica}: today's old.example rows kept");
+    }
 }

@@ -154,6 +154,7 @@ pub async fn serve_with_sink<S: Sink>(
         tokio::spawn(retention_periodically(
             client.clone(),
             config.clickhouse_database.clone(),
+            config.clickhouse_cluster.clone(),
             enrichers.sites.clone(),
             stop_registry.clone(),
         ));
@@ -193,6 +194,7 @@ pub async fn serve_with_sink<S: Sink>(
             admin::visitor_data::VisitorData::start(
                 client,
                 config.clickhouse_database.clone(),
+                config.clickhouse_cluster.clone(),
                 Duration::from_millis(config.collector.erase_batch_ms),
             )
         }),
@@ -327,6 +329,7 @@ async fn watch_clickhouse(client: clickhouse::Client, every: Duration, stop: Can
 async fn retention_periodically(
     client: clickhouse::Client,
     database: String,
+    cluster: Option<glimpse_core::config::ClusterName>,
     sites: Arc<glimpse_core::registry::LiveSites>,
     stop: CancellationToken,
 ) {
@@ -343,8 +346,14 @@ async fn retention_periodically(
             tracing::warn!(%error, "rows of deleted sites not erased; will retry");
         }
         let sites: Vec<_> = sites.current().iter().cloned().collect();
-        match admin::retention::apply(&client, &database, &sites, glimpse_core::clock::unix_now())
-            .await
+        match admin::retention::apply(
+            &client,
+            &database,
+            cluster.as_ref(),
+            &sites,
+            glimpse_core::clock::unix_now(),
+        )
+        .await
         {
             Ok(report) => tracing::info!(
                 partitions_dropped = ?report.partitions_dropped,

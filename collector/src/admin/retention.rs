@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use glimpse_core::config::ClusterName;
+use glimpse_core::schema::cluster::alter_table;
 use glimpse_core::schema::IMPORTED_TABLE;
 use glimpse_core::site::Site;
 
@@ -41,10 +43,11 @@ pub fn cutoff(retention_days: u32, now: u32) -> u32 {
     today.saturating_sub(retention_days * 86_400)
 }
 
-/// Applies retention for `sites` to database `db`.
+/// Applies retention for `sites` to database `db` (on every shard of `cluster`).
 pub async fn apply(
     client: &clickhouse::Client,
     db: &str,
+    cluster: Option<&ClusterName>,
     sites: &[Site],
     now: u32,
 ) -> Result<RetentionReport, clickhouse::error::Error> {
@@ -81,7 +84,8 @@ pub async fn apply(
     for partition in &partitions {
         client
             .query(&format!(
-                "ALTER TABLE {db}.events DROP PARTITION {partition}"
+                "{} DROP PARTITION {partition}",
+                alter_table(db, "events", cluster)
             ))
             .execute()
             .await?;
@@ -110,7 +114,8 @@ pub async fn apply(
         if old > 0 {
             client
                 .query(&format!(
-                    "ALTER TABLE {db}.events DELETE WHERE site = ? AND timestamp < toDateTime(?)"
+                    "{} DELETE WHERE site = ? AND timestamp < toDateTime(?)",
+                    alter_table(db, "events", cluster)
                 ))
                 .bind(&site)
                 .bind(cut)
@@ -131,7 +136,8 @@ pub async fn apply(
             if old_days > 0 {
                 client
                     .query(&format!(
-                        "ALTER TABLE {db}.{table} DELETE WHERE site = ? AND date < toDate(toDateTime(?))"
+                        "{} DELETE WHERE site = ? AND date < toDate(toDateTime(?))",
+                        alter_table(db, table, cluster)
                     ))
                     .bind(&site)
                     .bind(cut)

@@ -55,6 +55,20 @@ pub fn local_table(table: &str, cluster: Option<&ClusterName>) -> String {
     }
 }
 
+/// The start of an `ALTER TABLE` that changes `table`'s rows (`DELETE`, `DROP PARTITION`)
+/// where they are: `<db>.<table>` on one server; on a cluster, for a sharded table (a
+/// `Distributed` table holds no rows), `<db>.<table>_local ON CLUSTER <cluster>`, which
+/// ClickHouse runs on one replica of each shard and replication takes to the others; for a
+/// table replicated to every server the table itself, whose replicas all apply the change.
+pub fn alter_table(db: &str, table: &str, cluster: Option<&ClusterName>) -> String {
+    match cluster {
+        Some(cluster) if sharding_key(table).is_some() => {
+            format!("ALTER TABLE {db}.{table}{LOCAL_SUFFIX} ON CLUSTER {cluster}")
+        }
+        _ => format!("ALTER TABLE {db}.{table}"),
+    }
+}
+
 /// The sharding key of a sharded table; `None` for a table replicated to every server.
 pub fn sharding_key(table: &str) -> Option<&'static str> {
     SHARDED
@@ -225,6 +239,20 @@ mod tests {
             "site_registry"
         );
         assert!(all.contains("CREATE DATABASE IF NOT EXISTS glimpse ON CLUSTER c2x2"));
+    }
+
+    #[test]
+    fn alters_go_to_the_rows() {
+        let c = cluster();
+        assert_eq!(alter_table("g", "events", None), "ALTER TABLE g.events");
+        assert_eq!(
+            alter_table("g", "events", Some(&c)),
+            "ALTER TABLE g.events_local ON CLUSTER c2x2"
+        );
+        assert_eq!(
+            alter_table("g", "site_registry", Some(&c)),
+            "ALTER TABLE g.site_registry"
+        );
     }
 
     #[test]
