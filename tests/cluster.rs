@@ -3,7 +3,8 @@
 //! migrations create `glimpse.events` as a `Distributed` table over replicated `events_local`
 //! tables on every server; beacons through an in-process collector land on both shards, once,
 //! a visitor's events on one shard, and both replicas of a shard agree; a re-sent batch is
-//! stored once; a query service connected to another server counts every page view.
+//! stored once; a query service connected to another server counts every page view; erasure,
+//! retention and a site's deletion remove rows on every server.
 
 mod common;
 
@@ -103,6 +104,7 @@ async fn a_cluster_shards_by_visitor_replicates_counts_every_beacon_once_and_era
     check_the_stats_api_counts_every_page_view(&cluster, &config).await;
     check_an_erasure_reaches_every_server(&cluster, &config).await;
     check_retention_reaches_every_server(&cluster, &config).await;
+    check_a_deleted_sites_rows_go_from_every_server(&cluster, &config).await;
 }
 
 /// On every server: the tables under today's names are `Distributed` over replicated local
@@ -512,5 +514,48 @@ async fn check_retention_reaches_every_server(cluster: &TestCluster, config: &Co
             sum += cluster.node(shard, replica).count(&fresh).await;
         }
         assert_eq!(sum, 8, "replica {replica}: today's old.example rows kept");
+    }
+}
+
+/// Deleting a site added at run time (the Sites API's and `glimpse site remove`'s code) erases
+/// its rows from every shard and replica, and the registry's change reaches every server.
+async fn check_a_deleted_sites_rows_go_from_every_server(cluster: &TestCluster, config: &Config) {
+    const SITE: &str = "gone.example";
+    let client = glimpse_core::db::connect(config, config.clickhouse_url.as_deref().unwrap());
+    glimpse_query::auth::add_site(&client, "glimpse", config, SITE, "UTC")
+        .await
+        .expect("adding a site");
+    let rows: Vec<EventRow> = (0..16u64)
+        .map(|visitor_id| EventRow {
+            site: SITE.into(),
+            timestamp: glimpse_core::clock::unix_now(),
+            name: "pageview".into(),
+            visitor_id,
+            session_id: visitor_id,
+            ..EventRow::default()
+        })
+        .collect();
+    let mut insert = client
+        .clone()
+        .with_database("glimpse")
+        .insert::<EventRow>("events")
+        .await
+        .unwrap();
+    for row in &rows {
+        insert.write(row).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    let erased = glimpse_query::auth::remove_site(&client, "glimpse", config, SITE)
+        .await
+        .expect("removing the site");
+    assert_eq!(erased, rows.len() as u64);
+    let left = format!("SELECT count() FROM glimpse.events_local WHERE site = '{SITE}'");
+    let listed = format!(
+        "SELECT toUInt64(argMax(deleted, version)) FROM glimpse.site_registry \
+         WHERE domain = '{SITE}'"
+    );
+    for node in &cluster.nodes {
+        wait_for_count(node, &left, 0).await;
+        wait_for_count(node, &listed, 1).await;
     }
 }

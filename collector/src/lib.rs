@@ -340,7 +340,8 @@ async fn retention_periodically(
             _ = stop.cancelled() => return,
         }
         wait = Duration::from_secs(6 * 60 * 60);
-        let registry = glimpse_core::registry::Registry::new(client.clone(), &database);
+        let registry = glimpse_core::registry::Registry::new(client.clone(), &database)
+            .on_cluster(cluster.clone());
         let configured = glimpse_core::site::Sites::new(sites.configured());
         if let Err(error) = registry.erase_late_rows_of_deleted_sites(&configured).await {
             tracing::warn!(%error, "rows of deleted sites not erased; will retry");

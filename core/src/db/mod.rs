@@ -22,6 +22,11 @@ use crate::config::Config;
 ///   sharded table (`session_id IN (SELECT session_id FROM events …)`) reads each shard's own
 ///   rows. Exact, because rows are sharded by visitor (`schema::cluster`) and a visit keeps its
 ///   first visitor id, so a visit never spans shards; ClickHouse refuses such queries by default.
+/// - `load_balancing = in_order`: every query and insert through a `Distributed` table uses the
+///   first healthy replica of each shard (in `remote_servers` order), so a read sees the rows
+///   just written (replication to the other replica is asynchronous): the spool's check of a
+///   re-sent batch, an erasure's count, a deleted site's rows. The other replicas are hot
+///   standbys, used when the first is down.
 pub fn connect(config: &Config, url: &str) -> clickhouse::Client {
     let client = tls::client(config.clickhouse_ca_cert.as_ref())
         .with_url(url)
@@ -31,7 +36,8 @@ pub fn connect(config: &Config, url: &str) -> clickhouse::Client {
     match &config.clickhouse_cluster {
         Some(_) => client
             .with_setting("insert_distributed_sync", "1")
-            .with_setting("distributed_product_mode", "local"),
+            .with_setting("distributed_product_mode", "local")
+            .with_setting("load_balancing", "in_order"),
         None => client,
     }
 }
