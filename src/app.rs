@@ -667,7 +667,16 @@ async fn import_plausible(
     for name in &skipped {
         eprintln!("skipped {name}: not a table Glimpse imports");
     }
-    let report = plausible_import::import(&client, db, site, &timezone, files, replace).await?;
+    let report = plausible_import::import(
+        &client,
+        db,
+        config.clickhouse_cluster.as_ref(),
+        site,
+        &timezone,
+        files,
+        replace,
+    )
+    .await?;
     if report.replaced_rows > 0 {
         println!("replaced {} earlier imported rows", report.replaced_rows);
     }

@@ -4,7 +4,7 @@
 //! tables on every server; beacons through an in-process collector land on both shards, once,
 //! a visitor's events on one shard, and both replicas of a shard agree; a re-sent batch is
 //! stored once; a query service connected to another server counts every page view; erasure,
-//! retention and a site's deletion remove rows on every server.
+//! retention and a site's deletion remove rows on every server; the rollup adds up.
 
 mod common;
 
@@ -101,10 +101,11 @@ async fn a_cluster_shards_by_visitor_replicates_counts_every_beacon_once_and_era
     ingest_beacons(&cluster, &config).await;
     check_rows_are_sharded_by_visitor_and_replicated(&cluster).await;
     check_a_resent_batch_is_stored_once(&cluster, &config, flavor).await;
-    check_the_stats_api_counts_every_page_view(&cluster, &config).await;
+    let api = check_the_stats_api_counts_every_page_view(&cluster, &config).await;
     check_an_erasure_reaches_every_server(&cluster, &config).await;
     check_retention_reaches_every_server(&cluster, &config).await;
     check_a_deleted_sites_rows_go_from_every_server(&cluster, &config).await;
+    check_the_rollup_adds_up(&cluster, &config, &api).await;
 }
 
 /// On every server: the tables under today's names are `Distributed` over replicated local
@@ -359,7 +360,10 @@ async fn check_a_resent_batch_is_stored_once(
 /// A query service connected to a server of the other shard (and the other replica) counts
 /// every page view and visitor, with a key created through the first server (the key tables
 /// are replicated to every server).
-async fn check_the_stats_api_counts_every_page_view(cluster: &TestCluster, config: &Config) {
+async fn check_the_stats_api_counts_every_page_view(
+    cluster: &TestCluster,
+    config: &Config,
+) -> StatsApi {
     let query_node = cluster.node(2, 2);
     let query_config = config_on(cluster, query_node);
     let url = config.clickhouse_url.clone().unwrap();
@@ -406,6 +410,118 @@ async fn check_the_stats_api_counts_every_page_view(cluster: &TestCluster, confi
     assert_eq!(results["pageviews"]["value"], BEACONS as u64, "{body}");
     assert_eq!(results["visitors"]["value"], BEACONS as u64, "{body}");
     assert_eq!(results["visits"]["value"], BEACONS as u64, "{body}");
+    StatsApi { base, key }
+}
+
+/// A query service on the cluster and a key for `example.com`.
+struct StatsApi {
+    base: String,
+    key: String,
+}
+
+impl StatsApi {
+    /// The aggregate page views, visitors and visits of `example.com` on UTC day `day`.
+    async fn day(&self, day: &str) -> (u64, u64, u64) {
+        let response = reqwest::Client::new()
+            .get(format!(
+                "{}/api/v1/stats/aggregate?site_id=example.com&period=custom\
+                 &date={day},{day}&metrics=pageviews,visitors,visits",
+                self.base
+            ))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let body: Value = response.json().await.unwrap();
+        let value = |metric: &str| body["results"][metric]["value"].as_u64().unwrap();
+        (value("pageviews"), value("visitors"), value("visits"))
+    }
+}
+
+/// The query service's per-day rollup on the cluster (built through the `Distributed` tables,
+/// a superseded build deleted on every shard): the stats API's figures for a rolled day are
+/// the events', before and after the day changes and is built again.
+async fn check_the_rollup_adds_up(cluster: &TestCluster, config: &Config, api: &StatsApi) {
+    let now = glimpse_core::clock::unix_now();
+    let noon = (now / 86_400 - 3) * 86_400 + 12 * 3600;
+    let day = jiff::Timestamp::from_second(i64::from(noon))
+        .unwrap()
+        .strftime("%Y-%m-%d")
+        .to_string();
+    // 10 visitors with 3 page views each, one visit each.
+    let visit = |visitor_id: u64, pages: u32| {
+        (0..pages).map(move |page| EventRow {
+            site: "example.com".into(),
+            timestamp: noon + page * 60,
+            name: "pageview".into(),
+            pathname: format!("/rolled/{page}"),
+            visitor_id: 1_000_000 + visitor_id,
+            session_id: 1_000_000 + visitor_id,
+            visit_start: noon,
+            visit_entry: u8::from(page == 0),
+            visit_duration: if page == 0 { 0 } else { 60 },
+            ..EventRow::default()
+        })
+    };
+    let client = glimpse_core::db::connect(config, config.clickhouse_url.as_deref().unwrap());
+    let insert_rows = |rows: Vec<EventRow>| {
+        let client = client.clone();
+        async move {
+            let mut insert = client
+                .with_database("glimpse")
+                .insert::<EventRow>("events")
+                .await
+                .unwrap();
+            for row in &rows {
+                insert.write(row).await.unwrap();
+            }
+            insert.end().await.unwrap();
+        }
+    };
+    insert_rows((0..10).flat_map(|v| visit(v, 3)).collect()).await;
+    let cluster_name = config.clickhouse_cluster.as_ref();
+    let refresh =
+        || glimpse_query::rollup::refresh_on(&client, "glimpse", cluster_name, i64::from(now));
+    let report = refresh().await.expect("rollup on the cluster");
+    assert!(
+        report
+            .days_built
+            .contains(&("example.com".to_string(), day.clone())),
+        "{report:?}"
+    );
+    assert_eq!(api.day(&day).await, (30, 10, 10));
+
+    // One more visit that day: the day is built again, the first build deleted everywhere.
+    insert_rows(visit(10, 1).collect()).await;
+    let report = refresh().await.expect("rollup on the cluster");
+    assert!(
+        report
+            .days_built
+            .contains(&("example.com".to_string(), day.clone())),
+        "{report:?}"
+    );
+    let rolled = format!(
+        "SELECT sum(pageviews) FROM glimpse.rollup_daily WHERE site = 'example.com' \
+         AND property = '' AND day = toDate('{day}')"
+    );
+    let builds = format!(
+        "SELECT uniqExact(version) FROM glimpse.rollup_daily_local WHERE site = 'example.com' \
+         AND day = toDate('{day}')"
+    );
+    for node in &cluster.nodes {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while node.count(&builds).await > 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: old build left",
+                node.name()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(cluster.nodes[0].count(&rolled).await, 31);
+    assert_eq!(api.day(&day).await, (31, 11, 11));
 }
 
 /// The operator's erasure of a visitor (`glimpse erase`'s code) removes the visitor's rows from

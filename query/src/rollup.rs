@@ -14,6 +14,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
+use glimpse_core::config::ClusterName;
+use glimpse_core::schema::cluster::alter_table;
 use jiff::civil::Date;
 use serde::Serialize;
 
@@ -46,6 +48,18 @@ struct RolledDay {
 pub async fn refresh(
     client: &clickhouse::Client,
     database: &str,
+    now: i64,
+) -> Result<RefreshReport, clickhouse::error::Error> {
+    refresh_on(client, database, None, now).await
+}
+
+/// [`refresh`] on one server or, with `cluster`, on a cluster: builds are written through the
+/// `Distributed` tables (a site's rollup on one shard, `schema::cluster`), superseded builds
+/// deleted on every shard.
+pub async fn refresh_on(
+    client: &clickhouse::Client,
+    database: &str,
+    cluster: Option<&ClusterName>,
     now: i64,
 ) -> Result<RefreshReport, clickhouse::error::Error> {
     // Visits started before `until` ended before `until + DAY`, at least SETTLE_SECS ago.
@@ -126,12 +140,12 @@ pub async fn refresh(
                 .await?;
         }
         insert.end().await?;
-        for statement in delete_statements(database, &site, &numbers, Some(version)) {
+        for statement in delete_statements(database, cluster, &site, &numbers, Some(version)) {
             statement.query(client).execute().await?;
         }
     }
     for (site, days) in to_remove {
-        for statement in delete_statements(database, &site, &days, None) {
+        for statement in delete_statements(database, cluster, &site, &days, None) {
             statement.query(client).execute().await?;
         }
     }
@@ -181,8 +195,8 @@ pub fn maintenance_statements(database: &str, site: &str) -> Vec<String> {
         rolled_days_statement(database, site, 20_530, 20_540),
     ];
     statements.extend(build_statements(database, site, (20_536, 20_537), 1));
-    statements.extend(delete_statements(database, site, &days, Some(1)));
-    statements.extend(delete_statements(database, site, &days, None));
+    statements.extend(delete_statements(database, None, site, &days, Some(1)));
+    statements.extend(delete_statements(database, None, site, &days, None));
     statements.iter().map(Sql::final_text).collect()
 }
 
@@ -287,6 +301,7 @@ fn manifest_statement(database: &str) -> Sql {
 /// whose figures are being deleted.
 fn delete_statements(
     database: &str,
+    cluster: Option<&ClusterName>,
     site: &str,
     days: &[i64],
     below_version: Option<u64>,
@@ -295,7 +310,8 @@ fn delete_statements(
         let mut sql = Sql::default();
         let _ = write!(
             sql.template,
-            "ALTER TABLE {database}.{table} DELETE WHERE site = "
+            "{} DELETE WHERE site = ",
+            alter_table(database, table, cluster)
         );
         sql.bind_str(site).push(" AND ");
         sql::days_condition(&mut sql, days);
@@ -331,6 +347,7 @@ fn day_number(text: &str) -> Option<i64> {
 pub async fn refresh_periodically(
     client: clickhouse::Client,
     database: String,
+    cluster: Option<ClusterName>,
     interval: std::time::Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
@@ -343,7 +360,7 @@ pub async fn refresh_periodically(
         wait = interval;
         let now = jiff::Timestamp::now().as_second();
         let started = std::time::Instant::now();
-        let result = refresh(&client, &database, now).await;
+        let result = refresh_on(&client, &database, cluster.as_ref(), now).await;
         let seconds = started.elapsed().as_secs_f64();
         metrics::histogram!("glimpse_query_rollup_refresh_duration_seconds").record(seconds);
         match result {
