@@ -675,3 +675,56 @@ async fn check_a_deleted_sites_rows_go_from_every_server(cluster: &TestCluster, 
         wait_for_count(node, &listed, 1).await;
     }
 }
+
+/// Current ClickHouse (26.x through chdb) parses every statement Glimpse runs on a cluster: the
+/// migrations placed `ON CLUSTER` (modern flavor) and the `ALTER`s of erasure, retention and
+/// the rollup. chdb cannot run a cluster (no ZooKeeper, no `remote_servers`), so they are
+/// parsed (`EXPLAIN AST`), not run: that replicated and `Distributed` tables are created and
+/// behave as on 18.16 is not covered on current ClickHouse.
+#[test]
+fn the_cluster_statements_parse_on_current_clickhouse() {
+    let cluster = glimpse_core::config::ClusterName::parse(common::cluster::CLUSTER).unwrap();
+    let mut statements =
+        schema::migration_statements_on(schema::Flavor::Modern, "glimpse", Some(&cluster))
+            .expect("every migration has a cluster form");
+    for table in ["events", "rollup_daily", "site_registry"] {
+        let alter = schema::cluster::alter_table("glimpse", table, Some(&cluster));
+        statements.push(format!("{alter} DELETE WHERE site = 'example.com'"));
+    }
+    statements.push(format!(
+        "{} DELETE WHERE toYYYYMM(timestamp) = 202401",
+        schema::cluster::alter_table("glimpse", "events", Some(&cluster))
+    ));
+    assert!(statements
+        .iter()
+        .any(|s| s.contains("ENGINE = Distributed(")));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("statements.json");
+    std::fs::write(&path, serde_json::to_vec(&statements).unwrap()).unwrap();
+    const PARSE: &str = r#"
+import json, sys
+import chdb
+statements = json.load(open(sys.argv[1]))
+for s in statements:
+    try:
+        chdb.query("EXPLAIN AST " + s, "TSV")
+    except Exception as e:
+        sys.exit(f"does not parse on current ClickHouse: {s}\n{e}")
+print(f"{len(statements)} statements parse")
+"#;
+    let python = common::test_python();
+    let output = std::process::Command::new(&python)
+        .args(["-c", PARSE])
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
+    assert!(
+        output.status.success(),
+        "{} (chdb is needed: run scripts/test.sh, which creates .venv with chdb-core and sets \
+         GLIMPSE_TEST_PYTHON)\n{}{}",
+        python.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+}
