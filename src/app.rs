@@ -301,7 +301,12 @@ pub async fn run(command: Command, mut config: Config) -> anyhow::Result<()> {
         } else {
             Flavor::Modern
         };
-        for statement in schema::migration_statements(flavor, &config.clickhouse_database) {
+        let statements = schema::migration_statements_on(
+            flavor,
+            &config.clickhouse_database,
+            config.clickhouse_cluster.as_ref(),
+        )?;
+        for statement in statements {
             println!("{statement};\n");
         }
         return Ok(());
@@ -464,7 +469,12 @@ async fn run_services(
         Command::Migrate => {
             let url = config.clickhouse_url.as_deref().unwrap_or_default();
             let client = glimpse_core::db::connect(&config, url);
-            let flavor = schema::migrate(&client, &config.clickhouse_database).await?;
+            let flavor = schema::migrate_on(
+                &client,
+                &config.clickhouse_database,
+                config.clickhouse_cluster.as_ref(),
+            )
+            .await?;
             println!(
                 "schema of database {} is at version {} ({flavor:?} ClickHouse)",
                 config.clickhouse_database,
@@ -513,9 +523,16 @@ async fn retention_apply(config: &Config) -> anyhow::Result<()> {
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
     let client = glimpse_core::db::connect(config, url);
     let db = &config.clickhouse_database;
-    schema::migrate(&client, db).await?;
+    schema::migrate_on(&client, db, config.clickhouse_cluster.as_ref()).await?;
     let now = glimpse_core::clock::unix_now();
-    let report = retention::apply(&client, db, &config.sites, now).await?;
+    let report = retention::apply(
+        &client,
+        db,
+        config.clickhouse_cluster.as_ref(),
+        &config.sites,
+        now,
+    )
+    .await?;
     for partition in &report.partitions_dropped {
         println!("dropped partition {partition}");
     }
@@ -602,7 +619,12 @@ async fn import(
 ) -> anyhow::Result<()> {
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
     let client = glimpse_core::db::connect(config, url);
-    schema::migrate(&client, &config.clickhouse_database).await?;
+    schema::migrate_on(
+        &client,
+        &config.clickhouse_database,
+        config.clickhouse_cluster.as_ref(),
+    )
+    .await?;
     let input: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
@@ -632,7 +654,7 @@ async fn import_plausible(
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
     let client = glimpse_core::db::connect(config, url);
     let db = &config.clickhouse_database;
-    schema::migrate(&client, db).await?;
+    schema::migrate_on(&client, db, config.clickhouse_cluster.as_ref()).await?;
     // The export's days are the site's days: its time zone decides which of them Glimpse's
     // own data already covers.
     let sites = glimpse_query::auth::sites(&client, db, config).await?;
@@ -650,7 +672,16 @@ async fn import_plausible(
     for name in &skipped {
         eprintln!("skipped {name}: not a table Glimpse imports");
     }
-    let report = plausible_import::import(&client, db, site, &timezone, files, replace).await?;
+    let report = plausible_import::import(
+        &client,
+        db,
+        config.clickhouse_cluster.as_ref(),
+        site,
+        &timezone,
+        files,
+        replace,
+    )
+    .await?;
     if report.replaced_rows > 0 {
         println!("replaced {} earlier imported rows", report.replaced_rows);
     }
@@ -671,7 +702,14 @@ async fn erase_visitor(config: &Config, site: &str, visitor_id: u64) -> anyhow::
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
     let client = glimpse_core::db::connect(config, url);
     let db = &config.clickhouse_database;
-    let rows = erase::visitor(&client, db, site, visitor_id).await?;
+    let rows = erase::visitor(
+        &client,
+        db,
+        config.clickhouse_cluster.as_ref(),
+        site,
+        visitor_id,
+    )
+    .await?;
     let timeout = std::time::Duration::from_secs(120);
     let done = erase::wait_until_erased(&client, db, site, visitor_id, timeout).await?;
     println!(
@@ -690,7 +728,12 @@ async fn admin_key(command: KeyCommand, config: &Config) -> anyhow::Result<()> {
     // The schema brought up to date first: the keys and sites tables are migrations.
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
     let client = glimpse_core::db::connect(config, url);
-    schema::migrate(&client, &config.clickhouse_database).await?;
+    schema::migrate_on(
+        &client,
+        &config.clickhouse_database,
+        config.clickhouse_cluster.as_ref(),
+    )
+    .await?;
     let db = &config.clickhouse_database;
     match command {
         KeyCommand::Create {
@@ -757,7 +800,12 @@ async fn admin_site(command: SiteCommand, config: &Config) -> anyhow::Result<()>
     // The schema brought up to date first: the keys and sites tables are migrations.
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
     let client = glimpse_core::db::connect(config, url);
-    schema::migrate(&client, &config.clickhouse_database).await?;
+    schema::migrate_on(
+        &client,
+        &config.clickhouse_database,
+        config.clickhouse_cluster.as_ref(),
+    )
+    .await?;
     let db = &config.clickhouse_database;
     match command {
         SiteCommand::Add {
@@ -765,7 +813,12 @@ async fn admin_site(command: SiteCommand, config: &Config) -> anyhow::Result<()>
             timezone,
             if_missing,
         } => {
-            if if_missing && auth::sites(&client, db, config).await?.get(&domain).is_some() {
+            if if_missing
+                && auth::sites(&client, db, config)
+                    .await?
+                    .get(&domain)
+                    .is_some()
+            {
                 println!("site {domain} exists already: left as it is");
                 return Ok(());
             }

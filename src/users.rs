@@ -65,7 +65,12 @@ pub async fn admin_user(command: UserCommand, config: &Config) -> anyhow::Result
     let url = config.clickhouse_url.as_deref().unwrap_or_default();
     let client = glimpse_core::db::connect(config, url);
     // The accounts tables are a migration.
-    schema::migrate(&client, &config.clickhouse_database).await?;
+    schema::migrate_on(
+        &client,
+        &config.clickhouse_database,
+        config.clickhouse_cluster.as_ref(),
+    )
+    .await?;
     let db = &config.clickhouse_database;
     match command {
         UserCommand::Add {

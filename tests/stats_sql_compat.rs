@@ -51,7 +51,7 @@ fn every_stats_statement_runs_on_current_clickhouse() {
         &["'example.com'", "1774569600"],
     ));
     statements.push(inline(
-        erase_sql("glimpse", 3),
+        erase_sql("glimpse", None, 3),
         &[
             "'example.com'",
             "1",

@@ -74,6 +74,7 @@ pub async fn serve(
     tokio::spawn(migrate_until_done(
         client.clone(),
         config.clickhouse_database.clone(),
+        config.clickhouse_cluster.clone(),
         readiness.clone(),
         flavor.clone(),
         background.clone(),
@@ -90,7 +91,8 @@ pub async fn serve(
         Duration::from_secs(5),
         background.clone(),
     ));
-    let sink = ClickHouseSink::new(client, &config.clickhouse_database, flavor);
+    let sink = ClickHouseSink::new(client, &config.clickhouse_database, flavor)
+        .on_cluster(config.clickhouse_cluster.is_some());
     let report = serve_with_sink(config, listener, shutdown, sink, readiness, drops).await;
     background.cancel();
     let _ = flusher.await;
@@ -152,6 +154,7 @@ pub async fn serve_with_sink<S: Sink>(
         tokio::spawn(retention_periodically(
             client.clone(),
             config.clickhouse_database.clone(),
+            config.clickhouse_cluster.clone(),
             enrichers.sites.clone(),
             stop_registry.clone(),
         ));
@@ -191,6 +194,7 @@ pub async fn serve_with_sink<S: Sink>(
             admin::visitor_data::VisitorData::start(
                 client,
                 config.clickhouse_database.clone(),
+                config.clickhouse_cluster.clone(),
                 Duration::from_millis(config.collector.erase_batch_ms),
             )
         }),
@@ -325,6 +329,7 @@ async fn watch_clickhouse(client: clickhouse::Client, every: Duration, stop: Can
 async fn retention_periodically(
     client: clickhouse::Client,
     database: String,
+    cluster: Option<glimpse_core::config::ClusterName>,
     sites: Arc<glimpse_core::registry::LiveSites>,
     stop: CancellationToken,
 ) {
@@ -335,14 +340,21 @@ async fn retention_periodically(
             _ = stop.cancelled() => return,
         }
         wait = Duration::from_secs(6 * 60 * 60);
-        let registry = glimpse_core::registry::Registry::new(client.clone(), &database);
+        let registry = glimpse_core::registry::Registry::new(client.clone(), &database)
+            .on_cluster(cluster.clone());
         let configured = glimpse_core::site::Sites::new(sites.configured());
         if let Err(error) = registry.erase_late_rows_of_deleted_sites(&configured).await {
             tracing::warn!(%error, "rows of deleted sites not erased; will retry");
         }
         let sites: Vec<_> = sites.current().iter().cloned().collect();
-        match admin::retention::apply(&client, &database, &sites, glimpse_core::clock::unix_now())
-            .await
+        match admin::retention::apply(
+            &client,
+            &database,
+            cluster.as_ref(),
+            &sites,
+            glimpse_core::clock::unix_now(),
+        )
+        .await
         {
             Ok(report) => tracing::info!(
                 partitions_dropped = ?report.partitions_dropped,
@@ -359,13 +371,14 @@ async fn retention_periodically(
 async fn migrate_until_done(
     client: clickhouse::Client,
     database: String,
+    cluster: Option<glimpse_core::config::ClusterName>,
     readiness: Arc<Readiness>,
     flavor: Arc<std::sync::OnceLock<glimpse_core::schema::Flavor>>,
     stop: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(200);
     loop {
-        match glimpse_core::schema::migrate(&client, &database).await {
+        match glimpse_core::schema::migrate_on(&client, &database, cluster.as_ref()).await {
             Ok(detected) => {
                 let _ = flavor.set(detected);
                 readiness.migrated.store(true, Ordering::SeqCst);

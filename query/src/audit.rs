@@ -50,7 +50,9 @@ pub fn actor(principal: &Principal) -> String {
 pub fn cli_actor() -> String {
     use std::os::unix::fs::MetadataExt;
     let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
-    let name = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).ok();
+    let name = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok();
     match (name, uid) {
         (Some(name), Some(uid)) => format!("cli:{name} (uid {uid})"),
         (None, Some(uid)) => format!("cli:uid {uid}"),

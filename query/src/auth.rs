@@ -152,6 +152,7 @@ pub async fn remove_site(
     };
     let domain = id.as_str();
     let erased = Registry::new(client.clone(), database)
+        .on_cluster(config.clickhouse_cluster.clone())
         .delete_site(&Sites::new(&config.sites), domain)
         .await?;
     for key in list_keys(client, database).await? {

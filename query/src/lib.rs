@@ -120,6 +120,7 @@ pub async fn serve(
         tokio::spawn(rollup::refresh_periodically(
             state.db.background().clone(),
             state.database.clone(),
+            config.clickhouse_cluster.clone(),
             Duration::from_secs(config.query.rollup_interval_secs),
             background.clone(),
         ));

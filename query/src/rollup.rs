@@ -17,6 +17,8 @@ mod changes;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
+use glimpse_core::config::ClusterName;
+use glimpse_core::schema::cluster::alter_table;
 use jiff::civil::Date;
 use serde::Serialize;
 
@@ -57,6 +59,18 @@ impl Upkeep {
         database: &str,
         now: i64,
     ) -> Result<RefreshReport, clickhouse::error::Error> {
+        self.refresh_on(client, database, None, now).await
+    }
+
+    /// [`refresh`](Self::refresh) on one server or a cluster. On a cluster the events are a
+    /// `Distributed` table without parts of its own: every refresh reads all of them.
+    pub async fn refresh_on(
+        &mut self,
+        client: &clickhouse::Client,
+        database: &str,
+        cluster: Option<&ClusterName>,
+        now: i64,
+    ) -> Result<RefreshReport, clickhouse::error::Error> {
         let until = settled_until(now);
         // Read before the events: a change landing meanwhile shows in the next marks.
         let marks = changes::partition_marks(client, database).await?;
@@ -66,7 +80,7 @@ impl Upkeep {
             }
             _ => None,
         };
-        let report = refresh_days(client, database, until, days.as_deref()).await?;
+        let report = refresh_days(client, database, cluster, until, days.as_deref()).await?;
         // Kept only after a refresh that succeeded: a failed one is retried from the old marks.
         self.last = (!marks.is_empty()).then_some((marks, until));
         Ok(report)
@@ -94,7 +108,19 @@ pub async fn refresh(
     database: &str,
     now: i64,
 ) -> Result<RefreshReport, clickhouse::error::Error> {
-    refresh_days(client, database, settled_until(now), None).await
+    refresh_on(client, database, None, now).await
+}
+
+/// [`refresh`] on one server or, with `cluster`, on a cluster: builds are written through the
+/// `Distributed` tables (a site's rollup on one shard, `schema::cluster`), superseded builds
+/// deleted on every shard.
+pub async fn refresh_on(
+    client: &clickhouse::Client,
+    database: &str,
+    cluster: Option<&ClusterName>,
+    now: i64,
+) -> Result<RefreshReport, clickhouse::error::Error> {
+    refresh_days(client, database, cluster, settled_until(now), None).await
 }
 
 /// Brings the rollup up to date for the visits started before `until`: on the UTC days of
@@ -102,6 +128,7 @@ pub async fn refresh(
 async fn refresh_days(
     client: &clickhouse::Client,
     database: &str,
+    cluster: Option<&ClusterName>,
     until: i64,
     only: Option<&[(i64, i64)]>,
 ) -> Result<RefreshReport, clickhouse::error::Error> {
@@ -205,12 +232,12 @@ async fn refresh_days(
                 .await?;
         }
         insert.end().await?;
-        for statement in delete_statements(database, &site, &numbers, Some(version)) {
+        for statement in delete_statements(database, cluster, &site, &numbers, Some(version)) {
             statement.query(client).execute().await?;
         }
     }
     for (site, days) in to_remove {
-        for statement in delete_statements(database, &site, &days, None) {
+        for statement in delete_statements(database, cluster, &site, &days, None) {
             statement.query(client).execute().await?;
         }
     }
@@ -262,8 +289,8 @@ pub fn maintenance_statements(database: &str, site: &str) -> Vec<String> {
         rolled_days_statement(database, site, 20_530, 20_540),
     ];
     statements.extend(build_statements(database, site, (20_536, 20_537), 1));
-    statements.extend(delete_statements(database, site, &days, Some(1)));
-    statements.extend(delete_statements(database, site, &days, None));
+    statements.extend(delete_statements(database, None, site, &days, Some(1)));
+    statements.extend(delete_statements(database, None, site, &days, None));
     statements.iter().map(Sql::final_text).collect()
 }
 
@@ -391,6 +418,7 @@ fn manifest_statement(database: &str) -> Sql {
 /// whose figures are being deleted.
 fn delete_statements(
     database: &str,
+    cluster: Option<&ClusterName>,
     site: &str,
     days: &[i64],
     below_version: Option<u64>,
@@ -399,7 +427,8 @@ fn delete_statements(
         let mut sql = Sql::default();
         let _ = write!(
             sql.template,
-            "ALTER TABLE {database}.{table} DELETE WHERE site = "
+            "{} DELETE WHERE site = ",
+            alter_table(database, table, cluster)
         );
         sql.bind_str(site).push(" AND ");
         sql::days_condition(&mut sql, days);
@@ -435,6 +464,7 @@ fn day_number(text: &str) -> Option<i64> {
 pub async fn refresh_periodically(
     client: clickhouse::Client,
     database: String,
+    cluster: Option<ClusterName>,
     interval: std::time::Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
@@ -448,7 +478,9 @@ pub async fn refresh_periodically(
         wait = interval;
         let now = jiff::Timestamp::now().as_second();
         let started = std::time::Instant::now();
-        let result = upkeep.refresh(&client, &database, now).await;
+        let result = upkeep
+            .refresh_on(&client, &database, cluster.as_ref(), now)
+            .await;
         let seconds = started.elapsed().as_secs_f64();
         metrics::histogram!("glimpse_query_rollup_refresh_duration_seconds").record(seconds);
         match result {

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod browser;
+pub mod cluster;
 pub mod secrets;
 pub mod sql_recorder;
 pub mod stats_matrix;
@@ -74,24 +75,7 @@ rm -rf "$2""#;
 
     /// A collector configuration pointed at this server, accepting `example.com`.
     pub fn config(&self) -> Config {
-        Config {
-            clickhouse_url: Some(self.server.url().to_string()),
-            clickhouse_user: self.server.user().to_string(),
-            clickhouse_password: self.password().into(),
-            sites: vec![glimpse_core::site::Site::new("example.com")],
-            data_dir: self._dir.path().join("glimpse"),
-            collector: glimpse_core::config::CollectorConfig {
-                batch_max_delay_ms: 200,
-                ..Default::default()
-            },
-            query: glimpse_core::config::QueryConfig {
-                // Figures must not change under a test's feet: tests that want the rollup build
-                // it themselves (`glimpse_query::rollup::refresh`).
-                rollup_interval_secs: 0,
-                ..Default::default()
-            },
-            ..Config::default()
-        }
+        test_config(&self.server, self._dir.path().join("glimpse"))
     }
 
     pub async fn count(&self, sql: &str) -> u64 {
@@ -113,6 +97,28 @@ rm -rf "$2""#;
             return 0;
         }
         self.count("SELECT count() FROM glimpse.events").await
+    }
+}
+
+/// A Glimpse configuration pointed at `server`, accepting `example.com`, keeping its state in
+/// `data_dir`: quick flushes, no rollup (figures must not change under a test's feet: tests
+/// that want the rollup build it themselves, `glimpse_query::rollup::refresh`).
+pub fn test_config(server: &LocalClickHouse, data_dir: std::path::PathBuf) -> Config {
+    Config {
+        clickhouse_url: Some(server.url().to_string()),
+        clickhouse_user: server.user().to_string(),
+        clickhouse_password: server.password().into(),
+        sites: vec![glimpse_core::site::Site::new("example.com")],
+        data_dir,
+        collector: glimpse_core::config::CollectorConfig {
+            batch_max_delay_ms: 200,
+            ..Default::default()
+        },
+        query: glimpse_core::config::QueryConfig {
+            rollup_interval_secs: 0,
+            ..Default::default()
+        },
+        ..Config::default()
     }
 }
 

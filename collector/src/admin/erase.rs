@@ -1,10 +1,15 @@
 //! Erasure on request by the operator (`glimpse erase --site S --visitor-id ID`), for requests
 //! that arrive by e-mail with the id the visitor's `/privacy/my-data` page showed.
 
-/// Schedules deletion of every row of `visitor_id` on `site`; returns how many there were.
+use glimpse_core::config::ClusterName;
+use glimpse_core::schema::cluster::alter_table;
+
+/// Schedules deletion of every row of `visitor_id` on `site` (on every shard of `cluster`);
+/// returns how many there were.
 pub async fn visitor(
     client: &clickhouse::Client,
     db: &str,
+    cluster: Option<&ClusterName>,
     site: &str,
     visitor_id: u64,
 ) -> Result<u64, clickhouse::error::Error> {
@@ -19,7 +24,8 @@ pub async fn visitor(
     if n > 0 {
         client
             .query(&format!(
-                "ALTER TABLE {db}.events DELETE WHERE site = ? AND visitor_id = ?"
+                "{} DELETE WHERE site = ? AND visitor_id = ?",
+                alter_table(db, "events", cluster)
             ))
             .bind(site)
             .bind(visitor_id)

@@ -424,10 +424,11 @@ pub struct ImportReport {
 /// Writes parsed files for `site` (time zone `timezone`). Days on or after the first day of
 /// Glimpse's own data for the site are left out, so no day is counted twice (Plausible does the
 /// same with its imports). A site that already has imported data is refused unless `replace`,
-/// which deletes it first.
+/// which deletes it first (on every shard of `cluster`).
 pub async fn import(
     client: &clickhouse::Client,
     db: &str,
+    cluster: Option<&glimpse_core::config::ClusterName>,
     site: &str,
     timezone: &TimeZone,
     files: Vec<ParsedFile>,
@@ -450,7 +451,8 @@ pub async fn import(
     if existing > 0 {
         client
             .query(&format!(
-                "ALTER TABLE {db}.{IMPORTED_TABLE} DELETE WHERE site = ?"
+                "{} DELETE WHERE site = ?",
+                glimpse_core::schema::cluster::alter_table(db, IMPORTED_TABLE, cluster)
             ))
             .bind(site)
             .execute()

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use glimpse_core::config::ClusterName;
+use glimpse_core::schema::cluster::alter_table;
 use glimpse_core::schema::IMPORTED_TABLE;
 use glimpse_core::site::Site;
 
@@ -18,7 +20,8 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 180;
 /// What a run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RetentionReport {
-    /// Monthly partitions (`YYYYMM`) dropped from the events table.
+    /// Monthly partitions (`YYYYMM`) dropped from the events table (on a cluster: emptied by
+    /// one mutation each).
     pub partitions_dropped: Vec<u32>,
     /// Sites whose older rows were scheduled for deletion, with the number of rows.
     pub rows_scheduled: Vec<(String, u64)>,
@@ -41,10 +44,11 @@ pub fn cutoff(retention_days: u32, now: u32) -> u32 {
     today.saturating_sub(retention_days * 86_400)
 }
 
-/// Applies retention for `sites` to database `db`.
+/// Applies retention for `sites` to database `db` (on every shard of `cluster`).
 pub async fn apply(
     client: &clickhouse::Client,
     db: &str,
+    cluster: Option<&ClusterName>,
     sites: &[Site],
     now: u32,
 ) -> Result<RetentionReport, clickhouse::error::Error> {
@@ -79,12 +83,15 @@ pub async fn apply(
         .collect();
     partitions.sort_unstable();
     for partition in &partitions {
-        client
-            .query(&format!(
-                "ALTER TABLE {db}.events DROP PARTITION {partition}"
-            ))
-            .execute()
-            .await?;
+        let events = alter_table(db, "events", cluster);
+        let statement = match cluster {
+            None => format!("{events} DROP PARTITION {partition}"),
+            // ClickHouse 18.16 passes a DROP PARTITION that reaches a replica other than the
+            // shard's leader on to the leader as user `default` without a password, which a
+            // secured cluster refuses; a mutation goes through ZooKeeper instead.
+            Some(_) => format!("{events} DELETE WHERE toYYYYMM(timestamp) = {partition}"),
+        };
+        client.query(&statement).execute().await?;
     }
     report.partitions_dropped = partitions;
 
@@ -110,7 +117,8 @@ pub async fn apply(
         if old > 0 {
             client
                 .query(&format!(
-                    "ALTER TABLE {db}.events DELETE WHERE site = ? AND timestamp < toDateTime(?)"
+                    "{} DELETE WHERE site = ? AND timestamp < toDateTime(?)",
+                    alter_table(db, "events", cluster)
                 ))
                 .bind(&site)
                 .bind(cut)
@@ -131,7 +139,8 @@ pub async fn apply(
             if old_days > 0 {
                 client
                     .query(&format!(
-                        "ALTER TABLE {db}.{table} DELETE WHERE site = ? AND date < toDate(toDateTime(?))"
+                        "{} DELETE WHERE site = ? AND date < toDate(toDateTime(?))",
+                        alter_table(db, table, cluster)
                     ))
                     .bind(&site)
                     .bind(cut)

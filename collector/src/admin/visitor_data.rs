@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ingest::pseudonym::DailySalts;
+use glimpse_core::config::ClusterName;
+use glimpse_core::schema::cluster::alter_table;
 
 /// What a visitor sees of one of their events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clickhouse::Row)]
@@ -108,11 +110,12 @@ pub fn summary_sql(db: &str, ids: &[u64]) -> String {
 
 /// One mutation deleting the events of `pairs` `(site, visitor id)` pairs; binds: each pair's
 /// site and id, then the first second that counts.
-pub fn erase_sql(db: &str, pairs: usize) -> String {
+/// On a cluster, the mutation runs on every shard.
+pub fn erase_sql(db: &str, cluster: Option<&ClusterName>, pairs: usize) -> String {
     let tuples = vec!["(?, ?)"; pairs].join(", ");
     format!(
-        "ALTER TABLE {db}.events DELETE WHERE (site, visitor_id) IN ({tuples}) \
-         AND timestamp >= toDateTime(?)"
+        "{} DELETE WHERE (site, visitor_id) IN ({tuples}) AND timestamp >= toDateTime(?)",
+        alter_table(db, "events", cluster)
     )
 }
 
@@ -211,8 +214,13 @@ pub struct VisitorData {
 
 impl VisitorData {
     /// Starts the erase queue (one mutation per `erase_interval`).
-    pub fn start(client: clickhouse::Client, db: String, erase_interval: Duration) -> Self {
-        let erasures = EraseQueue::start(client.clone(), db.clone(), erase_interval);
+    pub fn start(
+        client: clickhouse::Client,
+        db: String,
+        cluster: Option<ClusterName>,
+        erase_interval: Duration,
+    ) -> Self {
+        let erasures = EraseQueue::start(client.clone(), db.clone(), cluster, erase_interval);
         Self {
             client,
             db,
@@ -276,9 +284,14 @@ pub struct EraseQueue {
 }
 
 impl EraseQueue {
-    pub fn start(client: clickhouse::Client, db: String, interval: Duration) -> Self {
+    pub fn start(
+        client: clickhouse::Client,
+        db: String,
+        cluster: Option<ClusterName>,
+        interval: Duration,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(ERASE_QUEUE_CAPACITY);
-        tokio::spawn(run_erasures(rx, client, db, interval));
+        tokio::spawn(run_erasures(rx, client, db, cluster, interval));
         Self { tx }
     }
 
@@ -301,6 +314,7 @@ async fn run_erasures(
     mut rx: mpsc::Receiver<EraseRequest>,
     client: clickhouse::Client,
     db: String,
+    cluster: Option<ClusterName>,
     interval: Duration,
 ) {
     while let Some(first) = rx.recv().await {
@@ -314,10 +328,12 @@ async fn run_erasures(
             }
         }
         let keys: Vec<&VisitorKeys> = batch.iter().map(|r| &r.keys).collect();
-        let result = erase_all(&client, &db, &keys).await.map_err(|e| {
-            tracing::warn!(error = %e, requests = batch.len(), "visitor erase failed");
-            EraseError::ClickHouse(e.to_string())
-        });
+        let result = erase_all(&client, &db, cluster.as_ref(), &keys)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, requests = batch.len(), "visitor erase failed");
+                EraseError::ClickHouse(e.to_string())
+            });
         metrics::counter!("glimpse_erase_mutations_total").increment(1);
         for request in batch {
             let _ = request.done.send(result.clone());
@@ -329,6 +345,7 @@ async fn run_erasures(
 async fn erase_all(
     client: &clickhouse::Client,
     db: &str,
+    cluster: Option<&ClusterName>,
     keys: &[&VisitorKeys],
 ) -> Result<(), clickhouse::error::Error> {
     let pairs: Vec<(&str, u64)> = keys
@@ -342,7 +359,7 @@ async fn erase_all(
     if pairs.is_empty() {
         return Ok(());
     }
-    let mut query = client.query(&erase_sql(db, pairs.len()));
+    let mut query = client.query(&erase_sql(db, cluster, pairs.len()));
     for (site, id) in pairs {
         query = query.bind(site).bind(id);
     }

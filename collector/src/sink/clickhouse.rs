@@ -12,6 +12,8 @@ pub struct ClickHouseSink {
     client: clickhouse::Client,
     /// The server's flavor once migrations have detected it (decides deduplication tokens).
     flavor: Arc<OnceLock<Flavor>>,
+    /// On a cluster: the events are in replicated tables, which recognise a re-sent block.
+    replicated: bool,
 }
 
 /// How long `stored_rows` waits for a running insert of the batch to finish; past it the
@@ -28,7 +30,16 @@ impl ClickHouseSink {
         Self {
             client: client.with_database(database),
             flavor,
+            replicated: false,
         }
+    }
+
+    /// For a cluster (`clickhouse_cluster`): the events table is `Distributed` over replicated
+    /// tables, so a batch whose insert reached only some shards is completed by sending it
+    /// again (each shard's replicated table drops the block it already has).
+    pub fn on_cluster(mut self, cluster: bool) -> Self {
+        self.replicated = cluster;
+        self
     }
 }
 
@@ -78,6 +89,10 @@ impl Sink for ClickHouseSink {
 
     async fn write_batch(&self, batch_id: u64, rows: &[EventRow]) -> Result<(), SinkError> {
         self.insert(rows, Some(batch_id)).await
+    }
+
+    fn resend_completes_partial(&self) -> bool {
+        self.replicated
     }
 
     async fn stored_rows(&self, batch_id: u64) -> Result<u64, SinkError> {

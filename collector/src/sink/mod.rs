@@ -104,7 +104,9 @@ impl Ingest {
     }
 }
 
-/// Somewhere batches of rows are written. A write either stores the whole batch or fails.
+/// Somewhere batches of rows are written. A write either stores the whole batch or fails, on
+/// one server; on a cluster a failed write may have stored the part of some shards (see
+/// [`Sink::resend_completes_partial`]).
 pub trait Sink: Send + Sync + 'static {
     fn write(&self, rows: &[EventRow]) -> impl Future<Output = Result<(), SinkError>> + Send;
 
@@ -121,6 +123,13 @@ pub trait Sink: Send + Sync + 'static {
 
     /// How many rows of batch `batch_id` the store holds.
     fn stored_rows(&self, batch_id: u64) -> impl Future<Output = Result<u64, SinkError>> + Send;
+
+    /// Whether sending a batch again stores none of the rows the store already holds from it,
+    /// so that a batch stored in part is completed by sending all of it again: true on a
+    /// cluster, whose replicated tables recognise each shard's block of a re-sent batch.
+    fn resend_completes_partial(&self) -> bool {
+        false
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 mod values;
 pub use crate::site::{Site, SiteConfig};
-pub use values::{CaCert, FsyncMode, FsyncPolicy, Secret};
+pub use values::{CaCert, ClusterName, FsyncMode, FsyncPolicy, Secret};
 
 /// Everything an operator can set. Defaults are safe for a single-machine install.
 ///
@@ -42,6 +42,11 @@ pub struct Config {
     pub clickhouse_ca_cert: Option<CaCert>,
     /// Database holding Glimpse's tables; created by the migrations. Default `glimpse`.
     pub clickhouse_database: String,
+    /// A ClickHouse cluster (a name in the servers' `remote_servers`) to run on: migrations
+    /// run `ON CLUSTER` and create the large tables sharded and replicated, the small ones
+    /// replicated to every server (see `schema::cluster`). Needs `clickhouse_url`. Unset (the
+    /// default): one server.
+    pub clickhouse_cluster: Option<ClusterName>,
     /// The `clickhouse-server` binary used when Glimpse starts its own ClickHouse.
     pub clickhouse_server_bin: String,
     /// Sites whose beacons are accepted. In the environment: comma-separated domains.
@@ -269,6 +274,7 @@ impl Default for Config {
             clickhouse_password: Secret::default(),
             clickhouse_ca_cert: None,
             clickhouse_database: "glimpse".into(),
+            clickhouse_cluster: None,
             clickhouse_server_bin: "clickhouse-server".into(),
             sites: Vec::new(),
             shutdown_timeout_secs: 30,

@@ -111,6 +111,35 @@ fn clickhouse_ca_cert_must_be_a_pem_file_with_a_certificate() {
 }
 
 #[test]
+fn clickhouse_cluster_is_a_plain_name_and_needs_a_url() {
+    Jail::expect_with(|jail| {
+        assert_eq!(Config::load(None).unwrap().clickhouse_cluster, None);
+        jail.set_env("GLIMPSE_CLICKHOUSE_URL", "http://127.0.0.1:8123");
+        jail.set_env("GLIMPSE_CLICKHOUSE_CLUSTER", "glimpse_2x2");
+        let c = Config::load(None).unwrap();
+        assert_eq!(
+            c.clickhouse_cluster.as_ref().map(ClusterName::as_str),
+            Some("glimpse_2x2")
+        );
+        for bad in ["", "two words", "x;DROP", "9lives", "a-b"] {
+            jail.set_env("GLIMPSE_CLICKHOUSE_CLUSTER", bad);
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(
+                error.contains("clickhouse_cluster") && error.contains("letters, digits"),
+                "{bad:?}: {error}"
+            );
+        }
+        jail.clear_env();
+        let error = load_err(jail, "GLIMPSE_CLICKHOUSE_CLUSTER", "glimpse");
+        assert!(
+            error.contains("clickhouse_cluster") && error.contains("needs clickhouse_url"),
+            "{error}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
 fn sites_from_comma_separated_env() {
     Jail::expect_with(|jail| {
         jail.set_env("GLIMPSE_SITES", "a.com, b.org,");

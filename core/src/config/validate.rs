@@ -14,6 +14,12 @@ impl Config {
                 ));
             }
         }
+        if self.clickhouse_cluster.is_some() && self.clickhouse_url.is_none() {
+            return Err(ConfigError::invalid(
+                "clickhouse_cluster",
+                "needs clickhouse_url: Glimpse starts only single servers itself",
+            ));
+        }
         let db = &self.clickhouse_database;
         if db.is_empty() || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(ConfigError::invalid(

@@ -118,3 +118,44 @@ impl PartialEq<&str> for Secret {
         self.0 == *other
     }
 }
+
+/// The name of a ClickHouse cluster in the servers' `remote_servers` (`clickhouse_cluster`):
+/// letters, digits and `_`, not starting with a digit, so that it can stand unquoted in
+/// `ON CLUSTER` and in a `Distributed` engine's arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ClusterName(String);
+
+impl ClusterName {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let plain = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if plain {
+            Ok(Self(name.to_string()))
+        } else {
+            Err(format!(
+                "{name:?} must be a cluster name of `remote_servers`: letters, digits and _, \
+                 not starting with a digit"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClusterName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::parse(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}

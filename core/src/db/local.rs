@@ -150,8 +150,7 @@ fn ours(dir: &Path, pid: u32) -> bool {
 /// The server's password: generated on first start (32 random bytes, hex), kept in the
 /// directory readable by its owner only.
 fn password(dir: &Path) -> std::io::Result<String> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    use std::os::unix::fs::PermissionsExt as _;
     let path = dir.join(PASSWORD_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => {
@@ -165,14 +164,21 @@ fn password(dir: &Path) -> std::io::Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
     let password = hex(&bytes);
+    write_password(&path, &password)?;
+    Ok(password)
+}
+
+/// Writes a new password file, readable by its owner only.
+fn write_password(path: &Path, password: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)?;
+        .open(path)?;
     file.write_all(password.as_bytes())?;
-    file.sync_all()?;
-    Ok(password)
+    file.sync_all()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -211,6 +217,31 @@ impl LocalClickHouse {
                 result => return result,
             }
         }
+    }
+
+    /// Starts one node of a cluster: on ports chosen beforehand (every node's configuration
+    /// names the others'), with `password` (a cluster's nodes share their credentials), and
+    /// with the settings in `dir/config.d/*.xml` merged into the generated configuration by
+    /// ClickHouse itself (`remote_servers`, `macros`, `zookeeper`, …). The test cluster of
+    /// `tests/common/cluster.rs` starts four this way; Glimpse itself never starts a cluster.
+    pub async fn start_node(
+        dir: &Path,
+        bin: &str,
+        ports: (u16, u16),
+        password: &str,
+    ) -> Result<Self, LocalClickHouseError> {
+        let io = |source| LocalClickHouseError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let path = dir.join(PASSWORD_FILE);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        write_password(&path, password).map_err(io)?;
+        Self::start_on(dir, bin, Some(ports)).await
     }
 
     /// Starts a server that was stopped, on the same directory and ports (its URL is unchanged).

@@ -11,10 +11,33 @@ use crate::config::Config;
 ///
 /// Validation is off: it needs `RowBinaryWithNamesAndTypes`, which ClickHouse 18.16 lacks. The
 /// row type is checked against the DDL by tests on 18.16 and on current ClickHouse instead.
+///
+/// On a cluster (`clickhouse_cluster`) every request carries two settings:
+/// - `insert_distributed_sync = 1`: an insert into a `Distributed` table returns only once
+///   every shard's part of it is stored on one replica of that shard, so a `202` (and the
+///   spool's deletion of a shipped segment) never rests on a server's local queue of pending
+///   distributed sends. A re-sent batch is split into the same blocks per shard, which the
+///   replicated tables deduplicate.
+/// - `distributed_product_mode = local`: a subquery on a sharded table inside a query on a
+///   sharded table (`session_id IN (SELECT session_id FROM events …)`) reads each shard's own
+///   rows. Exact, because rows are sharded by visitor (`schema::cluster`) and a visit keeps its
+///   first visitor id, so a visit never spans shards; ClickHouse refuses such queries by default.
+/// - `load_balancing = in_order`: every query and insert through a `Distributed` table uses the
+///   first healthy replica of each shard (in `remote_servers` order), so a read sees the rows
+///   just written (replication to the other replica is asynchronous): the spool's check of a
+///   re-sent batch, an erasure's count, a deleted site's rows. The other replicas are hot
+///   standbys, used when the first is down.
 pub fn connect(config: &Config, url: &str) -> clickhouse::Client {
-    tls::client(config.clickhouse_ca_cert.as_ref())
+    let client = tls::client(config.clickhouse_ca_cert.as_ref())
         .with_url(url)
         .with_user(&config.clickhouse_user)
         .with_password(config.clickhouse_password.expose())
-        .with_validation(false)
+        .with_validation(false);
+    match &config.clickhouse_cluster {
+        Some(_) => client
+            .with_setting("insert_distributed_sync", "1")
+            .with_setting("distributed_product_mode", "local")
+            .with_setting("load_balancing", "in_order"),
+        None => client,
+    }
 }

@@ -60,6 +60,8 @@ struct StoredLink {
 pub struct Registry {
     client: clickhouse::Client,
     db: String,
+    /// Where a deleted site's rows are erased (`schema::cluster::alter_table`).
+    cluster: Option<crate::config::ClusterName>,
 }
 
 impl Registry {
@@ -68,7 +70,14 @@ impl Registry {
         Self {
             client,
             db: db.to_string(),
+            cluster: None,
         }
+    }
+
+    /// On a cluster (`clickhouse_cluster`): a deleted site's rows are erased on every shard.
+    pub fn on_cluster(mut self, cluster: Option<crate::config::ClusterName>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// The stored sites that are not deleted, by id, with the domain each goes by if renamed.
@@ -248,7 +257,10 @@ impl Registry {
             .await?;
         for table in SITE_DATA_TABLES {
             self.client
-                .query(&format!("ALTER TABLE {db}.{table} DELETE WHERE site = ?"))
+                .query(&format!(
+                    "{} DELETE WHERE site = ?",
+                    crate::schema::cluster::alter_table(db, table, self.cluster.as_ref())
+                ))
                 .bind(domain)
                 .execute()
                 .await?;

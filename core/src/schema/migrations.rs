@@ -4,7 +4,9 @@
 
 use std::collections::HashSet;
 
+use super::cluster::{self, Unplaced};
 use super::{Flavor, ServerVersion};
+use crate::config::ClusterName;
 
 /// One schema change, in the order applied.
 pub struct Migration {
@@ -434,6 +436,32 @@ pub fn migration_statements(flavor: Flavor, db: &str) -> Vec<String> {
     all
 }
 
+/// [`migration_statements`] for one server (`cluster` unset) or placed on a cluster
+/// (`schema::cluster`).
+pub fn migration_statements_on(
+    flavor: Flavor,
+    db: &str,
+    cluster: Option<&ClusterName>,
+) -> Result<Vec<String>, Unplaced> {
+    placed(migration_statements(flavor, db), db, cluster)
+}
+
+/// `statements` as they run where the tables live.
+fn placed(
+    statements: Vec<String>,
+    db: &str,
+    cluster: Option<&ClusterName>,
+) -> Result<Vec<String>, Unplaced> {
+    let Some(cluster) = cluster else {
+        return Ok(statements);
+    };
+    let mut all = Vec::new();
+    for statement in statements {
+        all.extend(cluster::place(&statement, db, cluster)?);
+    }
+    Ok(all)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
     #[error("cannot ask ClickHouse for its version: {0}")]
@@ -449,6 +477,13 @@ pub enum MigrationError {
     },
     #[error("cannot read or record applied migrations: {0}")]
     Bookkeeping(#[source] clickhouse::error::Error),
+    #[error("migration {version} ({name}) cannot run on a cluster: {source}")]
+    Unplaced {
+        version: u32,
+        name: &'static str,
+        #[source]
+        source: Unplaced,
+    },
 }
 
 /// Asks the server for its version.
@@ -465,35 +500,69 @@ pub async fn server_version(
     Ok((version, text))
 }
 
-/// Brings database `db` up to the latest schema. `client` must not be bound to `db` (it may not
-/// exist yet). Returns the server's flavor.
+/// Brings database `db` on one server up to the latest schema. `client` must not be bound to
+/// `db` (it may not exist yet). Returns the server's flavor.
 pub async fn migrate(client: &clickhouse::Client, db: &str) -> Result<Flavor, MigrationError> {
+    migrate_on(client, db, None).await
+}
+
+/// Brings database `db` up to the latest schema, on one server or, with `cluster`, on every
+/// server of that cluster (`schema::cluster`; `client` may be connected to any of them).
+/// `client` must not be bound to `db` (it may not exist yet). Returns the server's flavor.
+pub async fn migrate_on(
+    client: &clickhouse::Client,
+    db: &str,
+    cluster: Option<&ClusterName>,
+) -> Result<Flavor, MigrationError> {
     let (version, text) = server_version(client).await?;
     let flavor = version.flavor();
-    tracing::info!(server_version = %text, ?flavor, "ClickHouse version detected");
+    tracing::info!(server_version = %text, ?flavor, cluster = ?cluster.map(ClusterName::as_str), "ClickHouse version detected");
 
-    for statement in bootstrap_statements(db) {
-        client
-            .query(&statement)
-            .execute()
-            .await
-            .map_err(|source| MigrationError::Statement {
+    // A fresh install creates the database and the bookkeeping first; later starts skip that,
+    // because on a cluster it is `ON CLUSTER` DDL, which waits for every server (a server that
+    // is down would hold up every start). Asked of `system.tables`: a query of a missing table
+    // is an exception, after which ClickHouse 18.16 may drop the connection under the next
+    // request.
+    let bookkeeping: u64 = client
+        .query(
+            "SELECT count() FROM system.tables WHERE database = ? AND name = 'schema_migrations'",
+        )
+        .bind(db)
+        .fetch_one()
+        .await
+        .map_err(MigrationError::Bookkeeping)?;
+    if bookkeeping == 0 {
+        let bootstrap = placed(bootstrap_statements(db), db, cluster).map_err(|source| {
+            MigrationError::Unplaced {
                 version: 0,
                 name: "bootstrap",
                 source,
+            }
+        })?;
+        for statement in bootstrap {
+            client.query(&statement).execute().await.map_err(|source| {
+                MigrationError::Statement {
+                    version: 0,
+                    name: "bootstrap",
+                    source,
+                }
             })?;
+        }
     }
-    let applied: HashSet<u32> = client
-        .query(&format!("SELECT version FROM {db}.schema_migrations"))
-        .fetch_all::<u32>()
+    let applied = applied_versions(client, db)
         .await
-        .map_err(MigrationError::Bookkeeping)?
-        .into_iter()
-        .collect();
+        .map_err(MigrationError::Bookkeeping)?;
 
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         tracing::info!(version = m.version, name = m.name, "applying migration");
-        for statement in (m.statements)(flavor, db) {
+        let statements = placed((m.statements)(flavor, db), db, cluster).map_err(|source| {
+            MigrationError::Unplaced {
+                version: m.version,
+                name: m.name,
+                source,
+            }
+        })?;
+        for statement in statements {
             client.query(&statement).execute().await.map_err(|source| {
                 MigrationError::Statement {
                     version: m.version,
@@ -514,6 +583,19 @@ pub async fn migrate(client: &clickhouse::Client, db: &str) -> Result<Flavor, Mi
             .map_err(MigrationError::Bookkeeping)?;
     }
     Ok(flavor)
+}
+
+/// The versions recorded as applied (on a cluster: in the connected server's replica).
+async fn applied_versions(
+    client: &clickhouse::Client,
+    db: &str,
+) -> Result<HashSet<u32>, clickhouse::error::Error> {
+    Ok(client
+        .query(&format!("SELECT version FROM {db}.schema_migrations"))
+        .fetch_all::<u32>()
+        .await?
+        .into_iter()
+        .collect())
 }
 
 /// The newest version `db` has applied (0 for none), for readiness checks.

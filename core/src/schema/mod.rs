@@ -1,13 +1,14 @@
-//! The one place Glimpse's ClickHouse schema lives: the row types, the versioned migrations and
-//! the differences between ClickHouse versions.
+//! The one place Glimpse's ClickHouse schema lives: the row types, the versioned migrations,
+//! the differences between ClickHouse versions and where each table lives on a cluster.
 
+pub mod cluster;
 mod flavor;
 mod migrations;
 
 pub use flavor::{Flavor, ServerVersion};
 pub use migrations::{
-    applied_version, latest_version, migrate, migration_statements, server_version, MigrationError,
-    MIGRATIONS,
+    applied_version, latest_version, migrate, migrate_on, migration_statements,
+    migration_statements_on, server_version, MigrationError, MIGRATIONS,
 };
 
 use serde::{Deserialize, Serialize};

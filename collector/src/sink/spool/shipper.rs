@@ -11,7 +11,9 @@
 //! mid-request can still be running inside ClickHouse and land after a count of 0: inserts
 //! carry the batch as their query id, the count waits until no query with it is running, and
 //! ClickHouse refuses a second query with the id of a running one. This works on 18.16, which
-//! has no deduplication for plain MergeTree tables.
+//! has no deduplication for plain MergeTree tables. On a cluster an insert that failed may
+//! have reached some shards: a partly stored batch is sent again whole, and each shard's
+//! replicated table recognises the block it already holds (`Sink::resend_completes_partial`).
 //!
 //! A segment ClickHouse refuses for good (a permanent error) is not retried: its rows go to the
 //! dead-letter directory, and only once that file is on disk is the segment deleted. Transient
@@ -229,8 +231,16 @@ async fn attempt<S: Sink>(
             );
             return Ok(());
         }
-        if stored > 0 {
-            // Cannot happen for single-partition batches; say so loudly if it does.
+        if stored > 0 && sink.resend_completes_partial() {
+            // A cluster's insert that reached some shards: the others get their part now.
+            tracing::warn!(
+                batch_id,
+                stored,
+                rows = rows.len(),
+                "batch partly stored (some shards); sending it again, the rest is recognised"
+            );
+        } else if stored > 0 {
+            // Cannot happen for single-partition batches on one server; say so loudly if it does.
             tracing::error!(
                 batch_id,
                 stored,
@@ -244,4 +254,81 @@ async fn attempt<S: Sink>(
     sink.write_batch(batch_id, rows).await?;
     metrics::histogram!("glimpse_insert_duration_seconds").record(started.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A store of two "shards" (even and odd visitor ids) that deduplicates a shard's part of a
+    /// re-sent batch, as a cluster's replicated tables do, or not (one server).
+    struct TwoShards {
+        deduplicates: bool,
+        stored: Mutex<Vec<EventRow>>,
+    }
+
+    impl Sink for TwoShards {
+        async fn write(&self, rows: &[EventRow]) -> Result<(), SinkError> {
+            let mut stored = self.stored.lock().unwrap();
+            for row in rows {
+                let duplicate = self.deduplicates && stored.contains(row);
+                if !duplicate {
+                    stored.push(row.clone());
+                }
+            }
+            Ok(())
+        }
+
+        async fn stored_rows(&self, batch_id: u64) -> Result<u64, SinkError> {
+            let stored = self.stored.lock().unwrap();
+            Ok(stored.iter().filter(|r| r.batch_id == batch_id).count() as u64)
+        }
+
+        fn resend_completes_partial(&self) -> bool {
+            self.deduplicates
+        }
+    }
+
+    fn batch() -> Vec<EventRow> {
+        (0..6)
+            .map(|i| EventRow {
+                visitor_id: i,
+                batch_id: 9,
+                ..EventRow::default()
+            })
+            .collect()
+    }
+
+    /// The even shard took its part before the insert failed.
+    fn partly_stored(deduplicates: bool) -> TwoShards {
+        let even = batch().into_iter().filter(|r| r.visitor_id % 2 == 0);
+        TwoShards {
+            deduplicates,
+            stored: Mutex::new(even.collect()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_partly_stored_on_a_cluster_is_completed_once() {
+        let sink = partly_stored(true);
+        attempt(&sink, 9, &batch(), true).await.unwrap();
+        let mut ids: Vec<u64> = sink
+            .stored
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.visitor_id)
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_partly_stored_on_one_server_is_not_sent_again() {
+        let sink = partly_stored(false);
+        attempt(&sink, 9, &batch(), true).await.unwrap();
+        assert_eq!(sink.stored.lock().unwrap().len(), 3, "no duplicates");
+    }
 }
