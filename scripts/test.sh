@@ -28,8 +28,9 @@ if ! .venv/bin/hadolint --version >/dev/null 2>&1 || ! .venv/bin/python -c "impo
 fi
 ensure_apt shellcheck
 # tests/packaging.rs: `systemd-analyze verify` on packaging/glimpse.service (works without
-# systemd running); nginx runs docker/README.md's reverse-proxy example.
-ensure_apt systemd nginx
+# systemd running); nginx runs docker/README.md's reverse-proxy example; ZooKeeper coordinates
+# the real ClickHouse cluster of tests/cluster.rs.
+ensure_apt systemd nginx zookeeper
 echo "==> hadolint docker/Dockerfile; compose-spec docker/compose.yml; shellcheck scripts, CI, docker/*.sh"
 .venv/bin/hadolint --config docker/.hadolint.yaml docker/Dockerfile
 .venv/bin/python tests/docker/check_compose.py docker/compose.yml
