@@ -170,26 +170,7 @@ pub async fn rollup(s: &Service) {
         .chain(WEEK)
         .collect();
     let before = visitors(s.json("/api/v1/stats/aggregate", &week).await);
-    let mut late = vec![EventRow {
-        site: SITE.into(),
-        timestamp: utc_seconds("2026-03-26", 12, 0) as u32,
-        name: "pageview".into(),
-        hostname: SITE.into(),
-        pathname: "/late".into(),
-        visitor_id: 777_777,
-        session_id: 777_777,
-        ..EventRow::default()
-    }];
-    stamp_visits(&mut late);
-    let mut insert =
-        s.ch.client
-            .clone()
-            .with_database(s.db)
-            .insert::<EventRow>("events")
-            .await
-            .unwrap();
-    insert.write(&late[0]).await.unwrap();
-    insert.end().await.unwrap();
+    insert_visit(s, SITE, utc_seconds("2026-03-26", 12, 0), "/late", 777_777).await;
     assert_eq!(
         visitors(s.json("/api/v1/stats/aggregate", &week).await),
         before,
@@ -270,30 +251,8 @@ async fn incremental_upkeep(s: &Service, now: i64) {
         "nothing changed, nothing read: {noop:?}"
     );
 
-    let insert_row = |day: &'static str, visitor: u64| async move {
-        let mut rows = vec![EventRow {
-            site: OTHER.into(),
-            timestamp: utc_seconds(day, 9, 0) as u32,
-            name: "pageview".into(),
-            hostname: OTHER.into(),
-            pathname: "/upkeep".into(),
-            visitor_id: visitor,
-            session_id: visitor,
-            ..EventRow::default()
-        }];
-        stamp_visits(&mut rows);
-        let mut insert =
-            s.ch.client
-                .clone()
-                .with_database(s.db)
-                .insert::<EventRow>("events")
-                .await
-                .unwrap();
-        insert.write(&rows[0]).await.unwrap();
-        insert.end().await.unwrap();
-    };
     // A row in a month of its own: only that month (and the day before it) is read.
-    insert_row("2025-11-15", 9_001).await;
+    insert_visit(s, OTHER, utc_seconds("2025-11-15", 9, 0), "/upkeep", 9_001).await;
     let report = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
     assert_eq!(
         (
@@ -326,7 +285,7 @@ async fn incremental_upkeep(s: &Service, now: i64) {
     assert!(report.days_built.is_empty(), "{report:?}");
     assert_eq!(report.days_checked, 0, "{report:?}");
     // A late row in March: March is read, only its day rebuilt.
-    insert_row("2026-03-20", 9_002).await;
+    insert_visit(s, OTHER, utc_seconds("2026-03-20", 9, 0), "/upkeep", 9_002).await;
     let report = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
     assert_eq!(
         report.days_built,
@@ -339,6 +298,31 @@ async fn incremental_upkeep(s: &Service, now: i64) {
          of its own, {} for a late row in March",
         report.days_checked
     );
+}
+
+/// Inserts a one-page visit of `visitor` on `site` at `time` straight into the events (as a
+/// collector's spool replayed late would).
+async fn insert_visit(s: &Service, site: &str, time: i64, path: &str, visitor: u64) {
+    let mut rows = vec![EventRow {
+        site: site.into(),
+        timestamp: time as u32,
+        name: "pageview".into(),
+        hostname: site.into(),
+        pathname: path.into(),
+        visitor_id: visitor,
+        session_id: visitor,
+        ..EventRow::default()
+    }];
+    stamp_visits(&mut rows);
+    let mut insert =
+        s.ch.client
+            .clone()
+            .with_database(s.db)
+            .insert::<EventRow>("events")
+            .await
+            .unwrap();
+    insert.write(&rows[0]).await.unwrap();
+    insert.end().await.unwrap();
 }
 
 /// Deletes the events matching `condition` and waits until the mutation has run.
