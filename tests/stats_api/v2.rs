@@ -67,7 +67,7 @@ impl Service {
         self.v2_at(&self.base, &self.key, body).await
     }
 
-    async fn v2_at(&self, base: &str, key: &str, body: Value) -> Value {
+    pub async fn v2_at(&self, base: &str, key: &str, body: Value) -> Value {
         let (status, got) = self.post_v2(base, Some(key), None, &body).await;
         assert_eq!(status, 200, "{body}: {got}");
         got
