@@ -936,9 +936,9 @@ pub async fn refusals_and_access(s: &Service) {
             "invalid regular expression",
         ),
         (
-            with(json!({"include": {"comparisons": {"mode": "previous_period"}}})),
+            with(json!({"include": {"comparisons": {"mode": "last_week"}}})),
             "include",
-            "comparisons are not supported yet",
+            "#/include/comparisons/mode",
         ),
         (
             with(json!({"pagination": {"limit": 10001}})),
