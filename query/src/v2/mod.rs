@@ -253,6 +253,45 @@ mod tests {
     }
 
     #[test]
+    fn comparisons_are_v1_comparisons() {
+        let body = |range: Value, dimensions: Value, comparisons: Value| {
+            json!({
+                "site_id": "example.com", "metrics": ["visitors", "percentage"],
+                "date_range": range, "date": "2026-03-15", "dimensions": dimensions,
+                "include": {"comparisons": comparisons, "total_rows": true}
+            })
+        };
+        let previous = json!({"mode": "previous_period"});
+        // The previous period of a month is the previous calendar month, as in v1.
+        let r = request(body(json!("month"), json!(["time:day"]), previous.clone())).unwrap();
+        let compared = r.comparison.clone().unwrap();
+        assert_eq!(
+            (compared.first.to_string(), compared.last.to_string()),
+            ("2026-02-01".into(), "2026-02-28".into())
+        );
+        assert!(r
+            .stats_plan("glimpse", 0, &[])
+            .unwrap()
+            .comparison
+            .is_some());
+        // A breakdown's comparison is its second step, on the page's keys, without a count.
+        let r = request(body(json!("7d"), json!(["visit:source"]), previous)).unwrap();
+        assert!(r
+            .stats_plan("glimpse", 0, &[])
+            .unwrap()
+            .comparison
+            .is_none());
+        let second = r
+            .breakdown_comparison("glimpse", 3, &[], &["Google".to_string()])
+            .unwrap();
+        assert!(second.row_count.is_none() && second.total_visitors.is_some());
+        assert!(second.stats.template.contains("key IN ("));
+        let custom = json!({"mode": "custom", "date_range": ["2025-01-01", "2025-01-07"]});
+        let r = request(body(json!("7d"), json!(["visit:device"]), custom)).unwrap();
+        assert_eq!(r.comparison.unwrap().last.to_string(), "2025-01-07");
+    }
+
+    #[test]
     fn unknown_goals_are_refused_as_in_v1() {
         let error = request(json!({
             "site_id": "example.com", "metrics": ["visitors"], "date_range": "7d",
