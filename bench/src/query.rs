@@ -149,6 +149,71 @@ const QUERIES: &[(&str, &str)] = &[
     ("filtered: country DE, pages", "breakdown?period=30d&property=event:page&metrics=visitors&filters=visit:country%3D%3DDE&limit=10"),
 ];
 
+/// The same questions through Stats API v2 (`POST /api/v2/query`), timed in the same run: a
+/// v2 body goes through the same plan, so the difference is the answer's shape.
+const V2_QUERIES: &[(&str, &str)] = &[
+    (
+        "v2 aggregate + compare",
+        r#"{"metrics": ["visitors", "visits", "pageviews", "bounce_rate", "visit_duration"], "date_range": "30d", "include": {"comparisons": {"mode": "previous_period"}}}"#,
+    ),
+    (
+        "v2 timeseries 30d",
+        r#"{"metrics": ["visitors", "pageviews"], "date_range": "30d", "dimensions": ["time:day"]}"#,
+    ),
+    (
+        "v2 timeseries 30d + compare",
+        r#"{"metrics": ["visitors"], "date_range": "30d", "dimensions": ["time:day"], "include": {"comparisons": {"mode": "previous_period"}}}"#,
+    ),
+    (
+        "v2 breakdown source + compare",
+        r#"{"metrics": ["visitors"], "date_range": "30d", "dimensions": ["visit:source"], "pagination": {"limit": 10}, "include": {"comparisons": {"mode": "previous_period"}}}"#,
+    ),
+    (
+        "v2 breakdown page",
+        r#"{"metrics": ["visitors", "pageviews"], "date_range": "30d", "dimensions": ["event:page"], "pagination": {"limit": 10}}"#,
+    ),
+    (
+        "v2 breakdown entry page",
+        r#"{"metrics": ["visitors", "bounce_rate"], "date_range": "30d", "dimensions": ["visit:entry_page"], "pagination": {"limit": 10}}"#,
+    ),
+    (
+        "v2 breakdown exit page",
+        r#"{"metrics": ["visitors"], "date_range": "30d", "dimensions": ["visit:exit_page"], "pagination": {"limit": 10}}"#,
+    ),
+    (
+        "v2 breakdown source",
+        r#"{"metrics": ["visitors", "visits"], "date_range": "30d", "dimensions": ["visit:source"], "pagination": {"limit": 10}}"#,
+    ),
+    (
+        "v2 breakdown country",
+        r#"{"metrics": ["visitors"], "date_range": "30d", "dimensions": ["visit:country"], "pagination": {"limit": 10}}"#,
+    ),
+    (
+        "v2 breakdown device",
+        r#"{"metrics": ["visitors"], "date_range": "30d", "dimensions": ["visit:device"], "pagination": {"limit": 10}}"#,
+    ),
+    (
+        "v2 breakdown browser",
+        r#"{"metrics": ["visitors"], "date_range": "30d", "dimensions": ["visit:browser"], "pagination": {"limit": 10}}"#,
+    ),
+    (
+        "v2 filtered: country DE, pages",
+        r#"{"metrics": ["visitors"], "date_range": "30d", "dimensions": ["event:page"], "filters": [["is", "visit:country", ["DE"]]], "pagination": {"limit": 10}}"#,
+    ),
+];
+
+/// Every timed query's name: v1's, then v2's.
+fn names() -> impl Iterator<Item = &'static str> {
+    QUERIES.iter().chain(V2_QUERIES).map(|(name, _)| *name)
+}
+
+/// A v2 body for the largest site.
+fn v2_body(body: &str) -> anyhow::Result<serde_json::Value> {
+    let mut body: serde_json::Value = serde_json::from_str(body)?;
+    body["site_id"] = serde_json::json!("example.com");
+    Ok(body)
+}
+
 pub async fn run(
     sizes: &[u64],
     repeats: usize,
@@ -176,7 +241,7 @@ pub async fn run(
     let (key, _) =
         glimpse_query::auth::create_key(&client, "glimpse", &config, "*", "bench").await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}/api/v1/stats", listener.local_addr()?);
+    let origin = format!("http://{}", listener.local_addr()?);
     let server = tokio::spawn(glimpse_query::serve(
         config,
         listener,
@@ -211,7 +276,7 @@ pub async fn run(
                 .execute()
                 .await?;
         }
-        let events_only = time_api(&base, &key, repeats).await?;
+        let events_only = time_api(&origin, &key, repeats).await?;
         // The rollup as the query service keeps it: every day whose visits have ended.
         let started = Instant::now();
         let report = glimpse_query::rollup::refresh(&client, "glimpse", i64::from(now)).await?;
@@ -220,7 +285,7 @@ pub async fn run(
             "{size} events: rollup of {} site days built in {rollup_secs:.1} s",
             report.days_built.len()
         );
-        let with_rollup = time_api(&base, &key, repeats).await?;
+        let with_rollup = time_api(&origin, &key, repeats).await?;
         // The floor, measured in the same run: ClickHouse counting the period's rows of the
         // site, straight (no API), the least a question over the events must do.
         let mut samples = Vec::with_capacity(repeats);
@@ -297,17 +362,29 @@ pub async fn run(
     Ok(())
 }
 
-/// Times every dashboard query through the API: (p50, p95) ms each.
-async fn time_api(base: &str, key: &str, repeats: usize) -> anyhow::Result<Timings> {
+/// Times every dashboard query through the API, v1's then v2's: (p50, p95) ms each.
+async fn time_api(origin: &str, key: &str, repeats: usize) -> anyhow::Result<Timings> {
     let mut timings = Vec::new();
     for (_, path) in QUERIES {
         let mut samples = Vec::with_capacity(repeats);
         for _ in 0..repeats {
-            let url = format!("{base}/{path}&site_id=example.com");
+            let url = format!("{origin}/api/v1/stats/{path}&site_id=example.com");
             let t = Instant::now();
-            let status = http_get(&url, key).await?;
+            let status = http_request(&url, key, None).await?;
             samples.push(t.elapsed());
             anyhow::ensure!(status == 200, "{url} answered {status}");
+        }
+        timings.push(percentiles(&mut samples));
+    }
+    let url = format!("{origin}/api/v2/query");
+    for (name, body) in V2_QUERIES {
+        let body = serde_json::to_vec(&v2_body(body)?)?;
+        let mut samples = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            let t = Instant::now();
+            let status = http_request(&url, key, Some(&body)).await?;
+            samples.push(t.elapsed());
+            anyhow::ensure!(status == 200, "{name} answered {status}");
         }
         timings.push(percentiles(&mut samples));
     }
@@ -327,7 +404,7 @@ fn print_table(table: &[SizeResult], pick: impl Fn(&SizeResult) -> Option<(&Timi
         .collect();
     println!("| query | {} | p95 speed-up |", header.join(" | "));
     println!("| --- |{} ---: |", " ---: |".repeat(sizes.len()));
-    for (i, (name, _)) in QUERIES.iter().enumerate() {
+    for (i, name) in names().enumerate() {
         let cells: Vec<String> = sizes
             .iter()
             .map(|(_, (plain, rolled))| {
@@ -415,22 +492,44 @@ async fn time_on_chdb(
             ));
         }
     }
+    let count = names().count();
     anyhow::ensure!(
-        figures.len() == 2 * QUERIES.len(),
+        figures.len() == 2 * count,
         "chdb answered {} queries",
         figures.len()
     );
-    let with_rollup = figures.split_off(QUERIES.len());
+    let with_rollup = figures.split_off(count);
     Ok((version, figures, with_rollup))
 }
 
-/// The exact statements the stats API sends for each dashboard query (largest site, UTC).
+/// The exact statements the stats API sends for each dashboard query (largest site, UTC),
+/// v1's then v2's. A breakdown's comparison is a second step on the page's keys: here the
+/// generated sources, a page of them.
 pub fn dashboard_statements(
     now: jiff::Timestamp,
     rolled: &[i64],
 ) -> anyhow::Result<Vec<(&'static str, Vec<String>)>> {
     use anyhow::Context;
+    use glimpse_query::plan::Request;
     let site = glimpse_core::site::Site::new("example.com");
+    let page_keys: Vec<String> = SOURCES
+        .iter()
+        .map(|s| if s.is_empty() { "Direct / None" } else { s }.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // The request's plan, as the handlers build it, with `rolled` as its lookup's answer.
+    let statements = |name: &str, request: Result<Request, glimpse_query::error::ApiError>| {
+        let request = request.map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        let mut texts = request
+            .stats_plan("glimpse", 0, rolled)
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?
+            .texts();
+        if let Some(compared) = request.breakdown_comparison("glimpse", 0, rolled, &page_keys) {
+            texts.push(compared.stats.final_text());
+        }
+        anyhow::Ok(texts)
+    };
     let mut queries = Vec::new();
     for (name, path) in QUERIES {
         let (endpoint, query) = path.split_once('?').context("query path")?;
@@ -444,12 +543,14 @@ pub fn dashboard_statements(
                 .into_owned()
                 .collect();
         params.insert("site_id".into(), "example.com".into());
-        // The request's plan, as the handlers build it, with `rolled` as its lookup's answer.
-        let statements = glimpse_query::plan::Request::new(endpoint, &params, site.clone(), now)
-            .and_then(|request| request.stats_plan("glimpse", 0, rolled))
-            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?
-            .texts();
-        queries.push((*name, statements));
+        let request = Request::new(endpoint, &params, site.clone(), now);
+        queries.push((*name, statements(name, request)?));
+    }
+    for (name, body) in V2_QUERIES {
+        let body = v2_body(body)?;
+        let request = glimpse_query::v2::parse(&body)
+            .and_then(|query| glimpse_query::v2::translate(&query, site.clone(), now));
+        queries.push((*name, statements(name, request)?));
     }
     Ok(queries)
 }
@@ -471,14 +572,22 @@ fn percentiles(samples: &mut [Duration]) -> (f64, f64) {
     (at(0.5), at(0.95))
 }
 
-async fn http_get(url: &str, key: &str) -> anyhow::Result<u16> {
-    use http_body_util::{BodyExt, Empty};
-    let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
+/// A GET, or with `body` a JSON POST; the answer's status.
+async fn http_request(url: &str, key: &str, body: Option<&[u8]>) -> anyhow::Result<u16> {
+    use http_body_util::{BodyExt, Full};
+    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http();
-    let request = hyper::Request::get(url)
-        .header("authorization", format!("Bearer {key}"))
-        .body(Empty::new())?;
+    let request = hyper::Request::builder()
+        .uri(url)
+        .header("authorization", format!("Bearer {key}"));
+    let request = match body {
+        Some(body) => request
+            .method("POST")
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::copy_from_slice(body)))?,
+        None => request.method("GET").body(Full::default())?,
+    };
     let response = client.request(request).await?;
     let status = response.status().as_u16();
     let _ = response.into_body().collect().await;

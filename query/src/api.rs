@@ -347,7 +347,7 @@ pub(crate) async fn breakdown(
 }
 
 /// The breakdown row of the groups under the `(other)` threshold.
-const OTHER: &str = "(other)";
+pub(crate) const OTHER: &str = "(other)";
 /// `GET /api/v1/stats/realtime/visitors`: visitors of the last 5 minutes, a bare number.
 pub(crate) async fn realtime_visitors(
     State(state): State<Arc<AppState>>,

@@ -211,10 +211,9 @@ impl Request {
             page: paged.then_some((p.limit, p.offset)),
             ..figures.clone()
         });
-        // The rows before the page: the same statement, neither sorted nor cut.
-        let row_count = self
-            .extras
-            .row_count
+        // The rows before the page: the same statement, neither sorted nor cut (the page's
+        // comparison has no page of its own).
+        let row_count = (self.extras.row_count && keys.is_none())
             .then(|| sql::row_count(&sql::stats(&figures)));
         // A timeseries' rates are per bucket; the others' share the period's denominator.
         let totals_by_key = self.endpoint == Endpoint::Timeseries;

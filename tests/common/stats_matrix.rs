@@ -389,9 +389,18 @@ pub fn v2_statements(database: &str, timezone: &str) -> Vec<String> {
                 .texts()
         };
         out.extend(texts(&[]));
+        // A breakdown's comparison: the second step, on a page of keys (quotes included).
+        let keys = ["/a".to_string(), "x'y".to_string()];
+        let compared = |rolled: &[i64]| {
+            request
+                .breakdown_comparison(database, k, rolled, &keys)
+                .map(|p| p.stats.final_text())
+        };
+        out.extend(compared(&[]));
         if let Some(lookup) = request.rolled_days_lookup(database) {
             let every_day: Vec<i64> = (lookup.first..=lookup.last).collect();
             out.extend(texts(&every_day));
+            out.extend(compared(&every_day));
             out.insert(lookup.statement.final_text());
         }
     };
@@ -453,6 +462,52 @@ pub fn v2_statements(database: &str, timezone: &str) -> Vec<String> {
             }),
             0,
         );
+    }
+    // Comparisons: every mode, with each kind of dimension, its extras and k-suppression.
+    for comparison in [
+        json!({"mode": "previous_period"}),
+        json!({"mode": "year_over_year"}),
+        json!({"mode": "custom", "date_range": ["2025-02-01", "2025-02-28"]}),
+    ] {
+        for dimensions in [
+            json!([]),
+            json!(["time:hour"]),
+            json!(["time"]),
+            json!(["visit:source"]),
+            json!(["event:page"]),
+            json!(["event:goal"]),
+        ] {
+            let by_dimension = dimensions != json!([]);
+            let mut metrics = all.clone();
+            if dimensions == json!(["event:goal"]) {
+                metrics.retain(|m| !matches!(*m, "time_on_page" | "scroll_depth"));
+            }
+            if by_dimension {
+                metrics.push("percentage");
+            }
+            for (filters, k) in [
+                (json!([]), 0),
+                (serde_json::from_str(V2_FILTERS[6]).unwrap(), 5),
+            ] {
+                add(
+                    json!({
+                        "site_id": "example.com", "metrics": metrics, "date_range": "month",
+                        "dimensions": dimensions, "filters": filters,
+                        "include": {"comparisons": comparison, "total_rows": by_dimension},
+                    }),
+                    k,
+                );
+            }
+            add(
+                json!({
+                    "site_id": "example.com", "metrics": ["visitors", "conversion_rate"],
+                    "date_range": "7d", "dimensions": dimensions,
+                    "filters": [["is", "event:goal", ["Signup"]]],
+                    "include": {"comparisons": comparison, "imports": true},
+                }),
+                0,
+            );
+        }
     }
     for date_range in [
         json!("day"),

@@ -22,6 +22,7 @@ mod rollup;
 mod service;
 mod totals;
 mod v2;
+mod v2_comparisons;
 
 use service::{on_own_database, reading, writing};
 
@@ -176,4 +177,19 @@ fn v2_injection_attempts() {
 #[test]
 fn v2_imports() {
     writing(v2::imports_as_v1);
+}
+
+#[test]
+fn v2_comparison_dst_day_by_the_hour() {
+    reading(v2_comparisons::dst_day_by_the_hour);
+}
+
+#[test]
+fn v2_comparison_month_ends() {
+    reading(v2_comparisons::month_ends);
+}
+
+#[test]
+fn v2_comparison_custom_and_breakdowns() {
+    reading(v2_comparisons::custom_and_breakdowns);
 }

@@ -67,7 +67,7 @@ impl Service {
         self.v2_at(&self.base, &self.key, body).await
     }
 
-    async fn v2_at(&self, base: &str, key: &str, body: Value) -> Value {
+    pub async fn v2_at(&self, base: &str, key: &str, body: Value) -> Value {
         let (status, got) = self.post_v2(base, Some(key), None, &body).await;
         assert_eq!(status, 200, "{body}: {got}");
         got
@@ -936,9 +936,9 @@ pub async fn refusals_and_access(s: &Service) {
             "invalid regular expression",
         ),
         (
-            with(json!({"include": {"comparisons": {"mode": "previous_period"}}})),
+            with(json!({"include": {"comparisons": {"mode": "last_week"}}})),
             "include",
-            "comparisons are not supported yet",
+            "#/include/comparisons/mode",
         ),
         (
             with(json!({"pagination": {"limit": 10001}})),

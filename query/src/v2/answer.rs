@@ -9,7 +9,8 @@ use jiff::Timestamp;
 use serde_json::{json, Map, Value};
 
 use super::request::{Dimension, OrderKey, Query, V2Metric};
-use crate::answer::metric_value;
+use crate::answer::{change, metric_value};
+use crate::api;
 use crate::error::ApiError;
 use crate::params::Endpoint;
 use crate::period;
@@ -26,10 +27,63 @@ pub struct Figures {
     pub row_count: Option<u64>,
 }
 
-/// One answer row: its dimension value (if any) and metric values.
+/// The compared period: its plan and figures.
+pub struct Compared {
+    pub plan: PeriodPlan,
+    pub figures: Figures,
+    /// A breakdown key missing from the compared rows was under the `(other)` threshold
+    /// then: its comparison is withheld (`null`), not zero.
+    pub withheld_when_missing: bool,
+}
+
+/// One answer row: its dimension value (if any), metric values and comparison.
 struct Row {
     dimension: Option<String>,
     metrics: Vec<Value>,
+    /// With a comparison: `{"dimensions", "metrics", "change"}`, `null` where there is
+    /// nothing to compare with (no facing bucket, the `(other)` row, a withheld key).
+    comparison: Option<Value>,
+}
+
+/// The metric values of the stats row `row` of a period.
+fn values(query: &Query, plan: &PeriodPlan, figures: &Figures, row: &StatsRow) -> Vec<Value> {
+    query
+        .metrics
+        .iter()
+        .map(|m| match m {
+            V2Metric::Stats(metric) => metric_value(
+                row,
+                *metric,
+                plan.denominator(&figures.goal_totals, &row.key),
+            ),
+            V2Metric::Percentage => percent(row.visitors, figures.total_visitors),
+            V2Metric::GroupConversionRate => percent(
+                row.visitors,
+                plan.group_denominator(&figures.group_totals, &row.key),
+            ),
+        })
+        .collect()
+}
+
+/// A row's comparison: the compared row's dimension values and metrics, and the change of
+/// each metric as v1 reports it (percent; points for rates and percentages).
+fn comparison(query: &Query, now: &[Value], dimension: Option<String>, then: Vec<Value>) -> Value {
+    let change: Vec<Value> = query
+        .metrics
+        .iter()
+        .zip(now.iter().zip(&then))
+        .map(|(metric, (a, b))| match metric {
+            V2Metric::Stats(m) => change(*m, a, b),
+            V2Metric::Percentage | V2Metric::GroupConversionRate => {
+                json!((a.as_f64().unwrap_or(0.0) - b.as_f64().unwrap_or(0.0)).round() as i64)
+            }
+        })
+        .collect();
+    json!({
+        "dimensions": dimension.into_iter().collect::<Vec<_>>(),
+        "metrics": then,
+        "change": change,
+    })
 }
 
 pub fn shape(
@@ -37,60 +91,98 @@ pub fn shape(
     request: &Request,
     plan: &PeriodPlan,
     figures: Figures,
+    compared: Option<&Compared>,
 ) -> Result<Value, ApiError> {
+    let timeseries_labels = |range: &period::Range| {
+        period::bucket_labels(range, request.params.interval, &request.tz).map_err(|e| match e {
+            ApiError::BadParam { message, .. } => {
+                ApiError::bad("dimensions", format!("#/dimensions/0: {message}"))
+            }
+            other => other,
+        })
+    };
     let labels = match request.endpoint {
-        Endpoint::Timeseries => Some(
-            period::bucket_labels(&request.range, request.params.interval, &request.tz).map_err(
-                |e| match e {
-                    ApiError::BadParam { message, .. } => {
-                        ApiError::bad("dimensions", format!("#/dimensions/0: {message}"))
-                    }
-                    other => other,
-                },
-            )?,
-        ),
+        Endpoint::Timeseries => Some(timeseries_labels(&request.range)?),
         _ => None,
     };
-    let values = |row: &StatsRow| -> Vec<Value> {
-        query
-            .metrics
-            .iter()
-            .map(|m| match m {
-                V2Metric::Stats(metric) => metric_value(
-                    row,
-                    *metric,
-                    plan.denominator(&figures.goal_totals, &row.key),
-                ),
-                V2Metric::Percentage => percent(row.visitors, figures.total_visitors),
-                V2Metric::GroupConversionRate => percent(
-                    row.visitors,
-                    plan.group_denominator(&figures.group_totals, &row.key),
-                ),
-            })
-            .collect()
+    let labels_then = match (&labels, compared) {
+        (Some(_), Some(c)) => Some(timeseries_labels(&c.plan.range)?),
+        _ => None,
+    };
+    let empty = StatsRow::default();
+    let then_by_key: HashMap<&str, &StatsRow> = compared
+        .map(|c| c.figures.rows.iter().map(|r| (r.key.as_str(), r)).collect())
+        .unwrap_or_default();
+    // The comparison of a row whose compared row is `then` (`None`: nothing to compare).
+    let compare = |now: &[Value], key: &str, then: Option<&StatsRow>| -> Option<Value> {
+        let c = compared?;
+        Some(match then {
+            Some(row) => comparison(
+                query,
+                now,
+                (request.endpoint != Endpoint::Aggregate).then(|| key.to_string()),
+                values(query, &c.plan, &c.figures, row),
+            ),
+            None => Value::Null,
+        })
     };
     let (rows, total_rows) = match (&request.endpoint, &labels) {
         (Endpoint::Breakdown, _) => {
             let rows: Vec<Row> = figures
                 .rows
                 .iter()
-                .map(|r| Row {
-                    dimension: Some(r.key.clone()),
-                    metrics: values(r),
+                .map(|r| {
+                    let metrics = values(query, plan, &figures, r);
+                    let then = match compared {
+                        Some(_) if r.key == api::OTHER => None,
+                        Some(c) => match then_by_key.get(r.key.as_str()) {
+                            Some(row) => Some(*row),
+                            None if c.withheld_when_missing => None,
+                            None => Some(&empty),
+                        },
+                        None => None,
+                    };
+                    let comparison = compare(&metrics, &r.key, then);
+                    Row {
+                        dimension: Some(r.key.clone()),
+                        metrics,
+                        comparison,
+                    }
                 })
                 .collect();
             (rows, figures.row_count)
         }
         (Endpoint::Timeseries, Some(labels)) => {
-            // Buckets with figures only, in time order; `time_labels` lists them all.
+            // Buckets with figures only, in time order; `time_labels` lists them all. A
+            // bucket faces the compared bucket at the same place (`period::aligned`).
+            let faces = labels_then
+                .as_ref()
+                .map(|then| period::aligned(labels, then, request.params.interval));
             let by_key: HashMap<&str, &StatsRow> =
                 figures.rows.iter().map(|r| (r.key.as_str(), r)).collect();
             let mut rows: Vec<Row> = labels
                 .iter()
-                .filter_map(|label| by_key.get(label.as_str()))
-                .map(|r| Row {
-                    dimension: Some(r.key.clone()),
-                    metrics: values(r),
+                .enumerate()
+                .filter_map(|(i, label)| Some((i, *by_key.get(label.as_str())?)))
+                .map(|(i, r)| {
+                    let metrics = values(query, plan, &figures, r);
+                    let facing = faces
+                        .as_ref()
+                        .zip(labels_then.as_ref())
+                        .and_then(|(faces, then)| Some(then[faces[i]?].as_str()));
+                    let comparison = match facing {
+                        Some(label) => compare(
+                            &metrics,
+                            label,
+                            Some(then_by_key.get(label).copied().unwrap_or(&empty)),
+                        ),
+                        None => compare(&metrics, "", None),
+                    };
+                    Row {
+                        dimension: Some(r.key.clone()),
+                        metrics,
+                        comparison,
+                    }
                 })
                 .collect();
             sort(&mut rows, &query.order_by);
@@ -99,16 +191,29 @@ pub fn shape(
         }
         _ => {
             let row = figures.rows.first().cloned().unwrap_or_default();
+            let metrics = values(query, plan, &figures, &row);
+            let then = compared.map(|c| c.figures.rows.first().unwrap_or(&empty));
+            let comparison = compare(&metrics, "", then);
             let rows = vec![Row {
                 dimension: None,
-                metrics: values(&row),
+                metrics,
+                comparison,
             }];
             (page(rows, query), Some(1))
         }
     };
     let results: Vec<Value> = rows
         .into_iter()
-        .map(|r| json!({"metrics": r.metrics, "dimensions": r.dimension.into_iter().collect::<Vec<_>>()}))
+        .map(|r| {
+            let mut row = json!({
+                "metrics": r.metrics,
+                "dimensions": r.dimension.into_iter().collect::<Vec<_>>(),
+            });
+            if let Some(comparison) = r.comparison {
+                row["comparison"] = comparison;
+            }
+            row
+        })
         .collect();
     let mut meta = Map::new();
     if query.include.imports {
@@ -119,15 +224,34 @@ pub fn shape(
     }
     if query.include.time_labels {
         meta.insert("time_labels".into(), json!(labels.unwrap_or_default()));
+        if let Some(then) = labels_then {
+            meta.insert("comparison_time_labels".into(), json!(then));
+        }
     }
     if query.include.total_rows {
         meta.insert("total_rows".into(), json!(total_rows.unwrap_or(0)));
+    }
+    if let Some(range) = &request.comparison {
+        // Which dates were compared: a year earlier or the previous month is not obvious.
+        meta.insert(
+            "comparison_date_range".into(),
+            json!([iso(request, range.start)?, iso(request, range.end - 1)?]),
+        );
     }
     Ok(json!({
         "results": results,
         "meta": meta,
         "query": echo(query, request)?,
     }))
+}
+
+/// `t` (Unix seconds) in the site's time zone, ISO 8601 with its offset.
+fn iso(request: &Request, t: i64) -> Result<String, ApiError> {
+    let t = Timestamp::from_second(t)
+        .map_err(|_| ApiError::bad("date_range", "#/date_range: out of range"))?;
+    Ok(t.to_zoned(request.tz.clone())
+        .strftime("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string())
 }
 
 /// `part` in percent of `whole`, one decimal, as v1's conversion rate.
@@ -174,13 +298,7 @@ fn page(rows: Vec<Row>, query: &Query) -> Vec<Row> {
 /// The query as answered: the resolved range (its last second inclusive, in the site's
 /// time zone), the dimension and order used.
 fn echo(query: &Query, request: &Request) -> Result<Value, ApiError> {
-    let iso = |t: i64| -> Result<String, ApiError> {
-        let t = Timestamp::from_second(t)
-            .map_err(|_| ApiError::bad("date_range", "#/date_range: out of range"))?;
-        Ok(t.to_zoned(request.tz.clone())
-            .strftime("%Y-%m-%dT%H:%M:%S%:z")
-            .to_string())
-    };
+    let iso = |t: i64| iso(request, t);
     let dimension = match &query.dimension {
         Some(Dimension::Time(None)) => Some(
             match request.params.interval {
@@ -215,6 +333,7 @@ fn echo(query: &Query, request: &Request) -> Result<Value, ApiError> {
             "imports": query.include.imports,
             "time_labels": query.include.time_labels,
             "total_rows": query.include.total_rows,
+            "comparisons": query.include.comparisons_json,
         },
         "pagination": {"limit": query.limit, "offset": query.offset},
     }))
@@ -236,6 +355,7 @@ mod tests {
         let row = |d: &str, v: u64| Row {
             dimension: Some(d.into()),
             metrics: vec![json!(v)],
+            comparison: None,
         };
         let mut rows = vec![row("b", 1), row("a", 2), row("c", 1)];
         sort(

@@ -13,14 +13,15 @@ use crate::params::{Interval, Period};
 use crate::period::{self, Range};
 
 /// The range of `range` for a site in `tz` keeping events `retention_days`, relative to
-/// `date` (default: today there).
+/// `date` (default: today there), and v1's period of the same kind (a comparison with the
+/// previous period reads it: the month before a month, as in v1).
 pub fn resolve(
     range: &DateRange,
     date: Option<Date>,
     tz: &TimeZone,
     retention_days: u32,
     now: Timestamp,
-) -> Result<Range, ApiError> {
+) -> Result<(Period, Range), ApiError> {
     let today = date.unwrap_or_else(|| now.to_zoned(tz.clone()).date());
     let days_back =
         |n: i64| -> Result<Period, ApiError> { Ok(Period::Custom(add_days(today, 1 - n)?, today)) };
@@ -39,9 +40,13 @@ pub fn resolve(
             _ => days_back(i64::from(retention_days.max(1)))?,
         },
         DateRange::Dates(first, last) => Period::Custom(*first, *last),
-        DateRange::Times(from, to) => return times(from, to, tz),
+        DateRange::Times(from, to) => {
+            let range = times(from, to, tz)?;
+            return Ok((Period::Custom(range.first, range.last), range));
+        }
     };
-    period::resolve(period, Some(today), tz, now).map_err(as_date_range)
+    let range = period::resolve(period, Some(today), tz, now).map_err(as_date_range)?;
+    Ok((period, range))
 }
 
 /// `[from, to]`, both ISO 8601 date-times, `to` inclusive (to the second, as Plausible's
@@ -137,7 +142,7 @@ mod tests {
         let tz = TimeZone::get("Europe/Berlin").unwrap();
         let now = Timestamp::UNIX_EPOCH;
         let on = |name: &'static str| {
-            let r = resolve(
+            let (_, r) = resolve(
                 &DateRange::Relative(name),
                 Some(date("2026-03-31")),
                 &tz,

@@ -20,10 +20,8 @@ use serde_json::Value;
 use crate::api;
 use crate::auth::Site;
 use crate::error::ApiError;
-use crate::params::{
-    Endpoint, Format, Interval, Metric, Period, Property, Sort, SortKey, StatsParams,
-};
-use crate::plan::{self, Extras, Request};
+use crate::params::{Endpoint, Format, Interval, Metric, Property, Sort, SortKey, StatsParams};
+use crate::plan::{self, Extras, PeriodPlan, Request};
 use crate::AppState;
 pub use request::{parse, Query};
 use request::{Dimension, OrderKey, V2Metric};
@@ -77,17 +75,54 @@ pub(crate) async fn query(
     let site = api::authorize(&state, &headers, &auth_query).await?;
     let query = parse(&body)?;
     let request = translate(&query, site, Timestamp::now())?;
-    let (plan, _rolled) = api::stats_plan(&state, &request).await?;
-    let current = &plan.current;
-    // Every statement of the period is independent of the others: ClickHouse runs them side
-    // by side.
+    let (plan, rolled) = api::stats_plan(&state, &request).await?;
+    // The two periods are independent: ClickHouse runs them side by side.
+    let (figures, before) = tokio::try_join!(run_period(&state, &plan.current), async {
+        match &plan.comparison {
+            Some(period) => run_period(&state, period).await.map(Some),
+            None => Ok(None),
+        }
+    })?;
+    let min_group_size = state.config.query.min_group_size;
+    let compared = match (plan.comparison, before) {
+        (Some(plan), Some(figures)) => Some(answer::Compared {
+            plan,
+            figures,
+            withheld_when_missing: false,
+        }),
+        // A breakdown's comparison reads the page's keys only: a second step.
+        _ => {
+            let keys: Vec<String> = figures
+                .rows
+                .iter()
+                .map(|r| r.key.clone())
+                .filter(|k| k != api::OTHER)
+                .collect();
+            match request.breakdown_comparison(&state.database, min_group_size, &rolled, &keys) {
+                Some(plan) => Some(answer::Compared {
+                    figures: run_period(&state, &plan).await?,
+                    plan,
+                    // Under the `(other)` threshold then: withheld, not zero (as v1).
+                    withheld_when_missing: min_group_size > 0,
+                }),
+                None => None,
+            }
+        }
+    };
+    let body = answer::shape(&query, &request, &plan.current, figures, compared.as_ref())?;
+    Ok(Json(body).into_response())
+}
+
+/// Runs the statements of one period; they are independent of each other, so ClickHouse
+/// runs them side by side.
+async fn run_period(state: &AppState, period: &PeriodPlan) -> Result<answer::Figures, ApiError> {
     let (rows, goal_totals, group_totals, total_visitors, row_count) = tokio::try_join!(
-        api::fetch(&state, &current.stats),
-        api::totals_by_key(&state, current.goal_totals.as_ref()),
-        api::totals_by_key(&state, current.group_totals.as_ref()),
+        api::fetch(state, &period.stats),
+        api::totals_by_key(state, period.goal_totals.as_ref()),
+        api::totals_by_key(state, period.group_totals.as_ref()),
         async {
-            match &current.total_visitors {
-                Some(sql) => Ok(api::fetch(&state, sql)
+            match &period.total_visitors {
+                Some(sql) => Ok(api::fetch(state, sql)
                     .await?
                     .first()
                     .map_or(0, |r| r.visitors)),
@@ -95,28 +130,27 @@ pub(crate) async fn query(
             }
         },
         async {
-            match &current.row_count {
-                Some(sql) => api::fetch_count(&state, sql).await.map(Some),
+            match &period.row_count {
+                Some(sql) => api::fetch_count(state, sql).await.map(Some),
                 None => Ok(None),
             }
         },
     )?;
-    let figures = answer::Figures {
+    Ok(answer::Figures {
         rows,
         goal_totals,
         group_totals,
         total_visitors,
         row_count,
-    };
-    let body = answer::shape(&query, &request, current, figures)?;
-    Ok(Json(body).into_response())
+    })
 }
 
 /// The v1 stats request that answers `query` on `site` (`now` for relative ranges), with
 /// what v2 adds to the plan.
 pub fn translate(query: &Query, site: Site, now: Timestamp) -> Result<Request, ApiError> {
     let tz = plan::site_timezone(&site)?;
-    let range = date_range::resolve(&query.date_range, query.date, &tz, site.retention_days, now)?;
+    let (period, range) =
+        date_range::resolve(&query.date_range, query.date, &tz, site.retention_days, now)?;
     let (endpoint, property, interval) = match &query.dimension {
         None => (Endpoint::Aggregate, None, Interval::Date),
         Some(Dimension::Time(interval)) => (
@@ -134,14 +168,14 @@ pub fn translate(query: &Query, site: Site, now: Timestamp) -> Result<Request, A
     }
     let params = StatsParams {
         site_id: query.site_id.clone(),
-        // Only a comparison reads the period's kind; v2 has none yet.
-        period: Period::Custom(range.first, range.last),
+        // Only a comparison reads the period's kind: the month before a month, as in v1.
+        period,
         date: None,
         interval,
         metrics,
         property,
         filters: query.filters.clone(),
-        compare: None,
+        compare: query.include.comparison,
         with_imported: query.include.imports,
         limit: query.limit,
         offset: query.offset,
@@ -216,6 +250,45 @@ mod tests {
         let count = plan.current.row_count.as_ref().unwrap();
         assert!(!count.template.contains("LIMIT"), "{}", count.template);
         assert!(plan.current.stats.template.contains("LIMIT"));
+    }
+
+    #[test]
+    fn comparisons_are_v1_comparisons() {
+        let body = |range: Value, dimensions: Value, comparisons: Value| {
+            json!({
+                "site_id": "example.com", "metrics": ["visitors", "percentage"],
+                "date_range": range, "date": "2026-03-15", "dimensions": dimensions,
+                "include": {"comparisons": comparisons, "total_rows": true}
+            })
+        };
+        let previous = json!({"mode": "previous_period"});
+        // The previous period of a month is the previous calendar month, as in v1.
+        let r = request(body(json!("month"), json!(["time:day"]), previous.clone())).unwrap();
+        let compared = r.comparison.clone().unwrap();
+        assert_eq!(
+            (compared.first.to_string(), compared.last.to_string()),
+            ("2026-02-01".into(), "2026-02-28".into())
+        );
+        assert!(r
+            .stats_plan("glimpse", 0, &[])
+            .unwrap()
+            .comparison
+            .is_some());
+        // A breakdown's comparison is its second step, on the page's keys, without a count.
+        let r = request(body(json!("7d"), json!(["visit:source"]), previous)).unwrap();
+        assert!(r
+            .stats_plan("glimpse", 0, &[])
+            .unwrap()
+            .comparison
+            .is_none());
+        let second = r
+            .breakdown_comparison("glimpse", 3, &[], &["Google".to_string()])
+            .unwrap();
+        assert!(second.row_count.is_none() && second.total_visitors.is_some());
+        assert!(second.stats.template.contains("key IN ("));
+        let custom = json!({"mode": "custom", "date_range": ["2025-01-01", "2025-01-07"]});
+        let r = request(body(json!("7d"), json!(["visit:device"]), custom)).unwrap();
+        assert_eq!(r.comparison.unwrap().last.to_string(), "2025-01-07");
     }
 
     #[test]

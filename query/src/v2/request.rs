@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::{bad, filters, short};
 use crate::error::ApiError;
 use crate::params::Condition;
-use crate::params::{self, EventProperty, Interval, Metric, Property};
+use crate::params::{self, Comparison, EventProperty, Interval, Metric, Property};
 
 /// A metric of v2: one the stats statement computes, or one computed from it and a
 /// denominator.
@@ -77,11 +77,15 @@ pub enum OrderKey {
     Dimension,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Include {
     pub imports: bool,
     pub time_labels: bool,
     pub total_rows: bool,
+    /// `comparisons`: what the period is compared with.
+    pub comparison: Option<Comparison>,
+    /// `comparisons` as sent, for the answer's `query`.
+    pub comparisons_json: Option<Value>,
 }
 
 /// Plausible's default and largest page.
@@ -347,10 +351,9 @@ fn parse_include(value: Option<&Value>) -> Result<Include, ApiError> {
             "time_labels" => &mut include.time_labels,
             "total_rows" => &mut include.total_rows,
             "comparisons" => {
-                return Err(bad(
-                    "include",
-                    "#/include/comparisons: comparisons are not supported yet",
-                ))
+                include.comparison = parse_comparisons(value)?;
+                include.comparisons_json = include.comparison.map(|_| value.clone());
+                continue;
             }
             other => {
                 return Err(bad(
@@ -367,6 +370,84 @@ fn parse_include(value: Option<&Value>) -> Result<Include, ApiError> {
         })?;
     }
     Ok(include)
+}
+
+/// `{"mode": "previous_period" | "year_over_year"}` or `{"mode": "custom", "date_range":
+/// ["YYYY-MM-DD", "YYYY-MM-DD"]}`; `null` or `false`: none. Plausible's `match_day_of_week`
+/// is read but only `false` is answered: the compared dates are the calendar's.
+fn parse_comparisons(value: &Value) -> Result<Option<Comparison>, ApiError> {
+    let field = |path: &str, message: &str| {
+        bad("include", format!("#/include/comparisons{path}: {message}"))
+    };
+    let object = match value {
+        Value::Null | Value::Bool(false) => return Ok(None),
+        Value::Object(object) => object,
+        _ => {
+            return Err(field(
+                "",
+                "expected {\"mode\": \"previous_period\" | \"year_over_year\" | \"custom\"}",
+            ))
+        }
+    };
+    if let Some(unknown) = object
+        .keys()
+        .find(|k| !["mode", "date_range", "match_day_of_week"].contains(&k.as_str()))
+    {
+        return Err(field(
+            "",
+            &format!("unknown field {:?}", params::truncate(unknown)),
+        ));
+    }
+    match object.get("match_day_of_week") {
+        None | Some(Value::Bool(false)) => {}
+        Some(Value::Bool(true)) => {
+            return Err(field(
+                "/match_day_of_week",
+                "matching the day of the week is not supported; the same dates are compared",
+            ))
+        }
+        Some(_) => return Err(field("/match_day_of_week", "expected true or false")),
+    }
+    let mode = object.get("mode").and_then(Value::as_str);
+    let date_range = object.get("date_range");
+    let comparison = match mode {
+        Some("previous_period") => Comparison::PreviousPeriod,
+        Some("year_over_year") => Comparison::YearOverYear,
+        Some("custom") => {
+            let dates = date_range
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .and_then(|pair| match pair {
+                    [Value::String(a), Value::String(b)] => {
+                        Some((params::parse_date(a).ok()?, params::parse_date(b).ok()?))
+                    }
+                    _ => None,
+                });
+            let Some((first, last)) = dates else {
+                return Err(field(
+                    "/date_range",
+                    "mode custom needs a date_range [\"YYYY-MM-DD\", \"YYYY-MM-DD\"]",
+                ));
+            };
+            if first > last {
+                return Err(field("/date_range", "the first date is after the second"));
+            }
+            Comparison::Custom(first, last)
+        }
+        _ => {
+            return Err(field(
+                "/mode",
+                &format!(
+                    "Invalid comparison mode {}; use previous_period, year_over_year or custom",
+                    object.get("mode").map_or("(none)".to_string(), short)
+                ),
+            ))
+        }
+    };
+    if date_range.is_some() && !matches!(comparison, Comparison::Custom(..)) {
+        return Err(field("/date_range", "only mode custom takes a date_range"));
+    }
+    Ok(Some(comparison))
 }
 
 fn parse_pagination(value: Option<&Value>) -> Result<(u64, u64), ApiError> {
@@ -454,6 +535,12 @@ fn check(q: &Query) -> Result<(), ApiError> {
             _ => {}
         }
     }
+    if q.include.comparison.is_some() && matches!(q.date_range, DateRange::Times(..)) {
+        return Err(bad(
+            "include",
+            "#/include/comparisons: comparisons need a date_range of whole days, not date-times",
+        ));
+    }
     if q.include.time_labels && !matches!(q.dimension, Some(Dimension::Time(_))) {
         return Err(bad(
             "include",
@@ -516,6 +603,18 @@ mod tests {
         );
         assert_eq!((q.limit, q.offset), (5, 10));
         assert!(q.include.imports && q.include.total_rows && !q.include.time_labels);
+        assert_eq!(q.include.comparison, None);
+        let custom = parse(&body(json!({"include": {"comparisons": {
+            "mode": "custom", "date_range": ["2025-03-01", "2025-03-31"]
+        }}})))
+        .unwrap();
+        assert_eq!(
+            custom.include.comparison,
+            Some(Comparison::Custom(
+                "2025-03-01".parse().unwrap(),
+                "2025-03-31".parse().unwrap()
+            ))
+        );
         assert_eq!(
             q.date_range,
             DateRange::Dates("2026-03-01".parse().unwrap(), "2026-03-31".parse().unwrap())
@@ -553,9 +652,34 @@ mod tests {
                 "#/order_by/0/0",
             ),
             (
-                json!({"include": {"comparisons": {"mode": "previous_period"}}}),
+                json!({"include": {"comparisons": {"mode": "last_week"}}}),
                 "include",
-                "comparisons are not supported yet",
+                "#/include/comparisons/mode",
+            ),
+            (
+                json!({"include": {"comparisons": {"mode": "custom"}}}),
+                "include",
+                "#/include/comparisons/date_range",
+            ),
+            (
+                json!({"include": {"comparisons": {"mode": "custom", "date_range": ["2026-03-02", "2026-03-01"]}}}),
+                "include",
+                "after",
+            ),
+            (
+                json!({"include": {"comparisons": {"mode": "previous_period", "date_range": ["2026-03-01", "2026-03-02"]}}}),
+                "include",
+                "only mode custom",
+            ),
+            (
+                json!({"include": {"comparisons": {"mode": "year_over_year", "match_day_of_week": true}}}),
+                "include",
+                "match_day_of_week",
+            ),
+            (
+                json!({"include": {"comparisons": {"mode": "previous_period"}}, "date_range": ["2026-03-01T00:00:00Z", "2026-03-01T12:00:00Z"]}),
+                "include",
+                "whole days",
             ),
             (
                 json!({"include": {"time_labels": true}}),
