@@ -17,6 +17,7 @@ mod breakdowns;
 mod comparisons;
 mod expected;
 mod fixture;
+mod funnels;
 mod generated_sql;
 mod rollup;
 mod service;
@@ -28,6 +29,8 @@ use service::{on_own_database, reading, writing};
 const SITE: &str = "example.com";
 const BERLIN: &str = "berlin.example";
 const OTHER: &str = "other.org";
+/// Hand-made visits for funnels (`funnels::rows`), read by no other section.
+const FUNNEL_SITE: &str = "funnels.example";
 const SHARE_TOKEN: &str = "share-me-0123456789";
 
 const WEEK: [(&str, &str); 2] = [("period", "custom"), ("date", "2026-03-24,2026-03-31")];
@@ -176,4 +179,19 @@ fn v2_injection_attempts() {
 #[test]
 fn v2_imports() {
     writing(v2::imports_as_v1);
+}
+
+#[test]
+fn funnels_hand_made_visits() {
+    reading(funnels::hand_made_visits);
+}
+
+#[test]
+fn funnels_on_the_fixture() {
+    reading(funnels::on_the_fixture);
+}
+
+#[test]
+fn funnels_refusals_and_access() {
+    reading(funnels::refusals_and_access);
 }

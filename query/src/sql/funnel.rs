@@ -6,12 +6,11 @@
 //! visitor to the furthest step any of their visits reached; then visitors are counted by that
 //! step. A visitor counts for step `i` when one of their visits reached step `i` or further.
 //!
-//! `windowFunnel` orders a visit's matching events by time and, at equal seconds, by step
-//! (so a step and the next in the same second count as in order). A step counts once the
-//! previous one was reached, with any other events between; an event before the previous
-//! step counts for nothing (out of order); the same event may match several steps (a repeated
-//! page), counted again each time it comes after the step before. The window is a visit's
-//! longest span, so it never cuts a visit short.
+//! `windowFunnel` walks a visit's matching events in time order: a step counts once the
+//! previous one was reached, with any other events between; an event before the previous step
+//! counts for nothing (out of order); one event is never two steps, so a repeated step (a page
+//! seen again) needs an event of its own after the step before. Events of the same second
+//! come in no set order. The window is a visit's longest span, so it never cuts a visit short.
 
 use std::fmt::Write as _;
 
