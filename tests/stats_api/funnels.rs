@@ -69,6 +69,11 @@ pub fn rows() -> Vec<EventRow> {
     let late = utc_seconds("2026-03-26", 23, 59);
     push(8, 10, "DE", late, "/pricing");
     push(8, 10, "DE", late + 120, "!Signup");
+    // 2026-03-24: a pricing page view and a signup in the same second, in no knowable order:
+    // never counted as in order.
+    let same = utc_seconds("2026-03-24", 12, 0);
+    push(9, 11, "DE", same, "/pricing");
+    push(9, 11, "DE", same, "!Signup");
     stamp_visits(&mut rows);
     rows
 }
@@ -174,6 +179,11 @@ pub async fn hand_made_visits(s: &Service) {
     };
     assert_eq!(s.funnel_visitors(late("2026-03-26")).await, [1, 1]);
     assert_eq!(s.funnel_visitors(late("2026-03-27")).await, [0, 0]);
+    assert_eq!(
+        s.funnel_visitors(late("2026-03-24")).await,
+        [1, 0],
+        "the same second"
+    );
 }
 
 /// The furthest step of `steps` a visit reaches, walked in plain Rust: events in time order

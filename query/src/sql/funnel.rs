@@ -9,8 +9,15 @@
 //! `windowFunnel` walks a visit's matching events in time order: a step counts once the
 //! previous one was reached, with any other events between; an event before the previous step
 //! counts for nothing (out of order); one event is never two steps, so a repeated step (a page
-//! seen again) needs an event of its own after the step before. Events of the same second
-//! come in no set order. The window is a visit's longest span, so it never cuts a visit short.
+//! seen again) needs an event of its own after the step before.
+//!
+//! ClickHouse versions disagree on an event that matches two steps (18.16 counts it once,
+//! current versions twice) and on events of the same second. So each event is first repeated
+//! once per step it matches (`arrayJoin`), each copy stamped with a time of its own: sixteen
+//! ticks per second since the visit's start, the higher step earlier. Within one second a
+//! step's copy then always comes before the step before it: an event never counts twice, and
+//! two events of the same second never count as in order, on every version alike. The window
+//! is a visit's longest span, so it never cuts a visit short.
 
 use std::fmt::Write as _;
 
@@ -37,6 +44,11 @@ pub struct FunnelQuery<'a> {
     pub goals: &'a [Goal],
     pub steps: &'a [Step],
 }
+
+/// Ticks per second of a visit's own clock: more than a funnel's steps (see the module's
+/// comment).
+const TICKS: i64 = 16;
+const _: () = assert!(glimpse_core::funnels::MAX_STEPS < TICKS as usize);
 
 /// The statement's rows: visitors whose furthest step was `step` (1-based; 0 is left out).
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
@@ -91,15 +103,29 @@ pub fn funnel(q: &FunnelQuery) -> Sql {
         sql.template,
         "SELECT toUInt8(reached) AS step, count() AS visitors FROM (\
          SELECT visitor_id, max(level) AS reached FROM (\
-         SELECT visitor_id, windowFunnel({MAX_VISIT_SECS})(timestamp"
+         SELECT visitor_id, windowFunnel({})(at",
+        (MAX_VISIT_SECS + 1) * TICKS
     );
-    for step in q.steps {
-        sql.push(", ");
+    for i in 1..=q.steps.len() {
+        let _ = write!(sql.template, ", matched = {i}");
+    }
+    sql.push(
+        ") AS level FROM (SELECT visitor_id, session_id, \
+         arrayJoin(arrayFilter(x -> x > 0, [",
+    );
+    for (i, step) in q.steps.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("if(");
         step_condition(&mut sql, step, q.goals);
+        let _ = write!(sql.template, ", {}, 0)", i + 1);
     }
     let _ = write!(
         sql.template,
-        ") AS level FROM {}.events WHERE name != 'engagement' AND ",
+        "])) AS matched, toDateTime(toUInt32(greatest(toInt64(timestamp) - toInt64(visit_start), 0) \
+         * {TICKS} + {} - matched)) AS at FROM {}.events WHERE name != 'engagement' AND ",
+        TICKS - 1,
         q.database
     );
     visit_rows(&mut sql, &stats);
@@ -114,7 +140,7 @@ pub fn funnel(q: &FunnelQuery) -> Sql {
         step_condition(&mut sql, step, q.goals);
     }
     sql.push(
-        ") GROUP BY visitor_id, session_id) GROUP BY visitor_id) \
+        ")) GROUP BY visitor_id, session_id) GROUP BY visitor_id) \
          WHERE reached > 0 GROUP BY step ORDER BY step",
     );
     sql
@@ -149,7 +175,14 @@ mod tests {
             steps: &steps,
         });
         let t = &sql.template;
-        assert!(t.contains("windowFunnel(86400)(timestamp, (name = 'pageview' AND match(pathname, ?)), name = ?, (name = 'pageview'"), "{t}");
+        assert!(
+            t.contains("windowFunnel(1382416)(at, matched = 1, matched = 2, matched = 3)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("[if((name = 'pageview' AND match(pathname, ?)), 1, 0), if(name = ?, 2, 0), if((name = 'pageview'"),
+            "{t}"
+        );
         assert!(t.contains("visit_start >= toDateTime(?)"), "{t}");
         assert!(t.contains("GROUP BY visitor_id, session_id"), "{t}");
         assert!(
