@@ -186,10 +186,13 @@ pub async fn hand_made_visits(s: &Service) {
     );
 }
 
+/// Whether an event is a step.
+type StepTest = dyn Fn(&EventRow) -> bool;
+
 /// The furthest step of `steps` a visit reaches, walked in plain Rust: events in time order
 /// (the fixture's visits have one event per second at most), each taking the visit one step
 /// further when it is the next step; one event is never two steps.
-fn reached(events: &[&EventRow], steps: &[&dyn Fn(&EventRow) -> bool]) -> usize {
+fn reached(events: &[&EventRow], steps: &[&StepTest]) -> usize {
     let mut events = events.to_vec();
     events.sort_by_key(|e| e.timestamp);
     let mut level = 0;
@@ -212,7 +215,7 @@ pub async fn on_the_fixture(s: &Service) {
     let home = page("/");
     let pricing = page("/pricing");
     let docs = page("/docs");
-    let cases: Vec<(Value, Vec<&dyn Fn(&EventRow) -> bool>, Option<&str>)> = vec![
+    let cases: Vec<(Value, Vec<&StepTest>, Option<&str>)> = vec![
         (
             json!([{"page": "/"}, {"page": "/pricing"}, {"event": "Signup"}]),
             vec![&home, &pricing, &signup],
