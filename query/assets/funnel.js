@@ -64,7 +64,6 @@ async function loadFunnel() {
     body.replaceChildren(el('li', { class: 'empty', text }))
     note.textContent = ''
   }
-  card.hidden = false
   let saved
   try {
     saved = (await api('/api/v1/sites/funnels', { site_id: state.site }, { scoped: false })).funnels
@@ -79,12 +78,9 @@ async function loadFunnel() {
   if (seq !== funnelSeq) return
   pick.replaceChildren(...saved.map((f) => el('option', { value: f.name, text: f.name })))
   pick.disabled = saved.length < 2
-  if (!saved.length) {
-    pick.hidden = true
-    say('No funnels for this site yet (add them in its settings)')
-    return
-  }
-  pick.hidden = false
+  // No saved funnel: no card (they are added in the site's settings).
+  card.hidden = !saved.length
+  if (!saved.length) return
   const chosen = saved.some((f) => f.name === state.funnel) ? state.funnel : saved[0].name
   pick.value = chosen
   const range = funnelRange()
