@@ -151,7 +151,7 @@ pub fn parse(
 }
 
 /// A goal step must name one of the site's goals: a typo would read as nobody converting.
-fn check_goal_steps(site: &Site, steps: &[Step]) -> Result<(), ApiError> {
+pub(crate) fn check_goal_steps(site: &Site, steps: &[Step]) -> Result<(), ApiError> {
     for (i, step) in steps.iter().enumerate() {
         if let Step::Goal(name) = step {
             if !site.goals.iter().any(|g| &g.name == name) {

@@ -104,16 +104,7 @@ fn requested_funnel(body: &Value, site: &Site) -> Result<Funnel, ApiError> {
     let name = parse_name(body.get("name")).map_err(|e| ApiError::bad("name", e.to_string()))?;
     let steps =
         parse_steps(body.get("steps")).map_err(|e| ApiError::bad("steps", e.to_string()))?;
-    for (i, step) in steps.iter().enumerate() {
-        if let Step::Goal(goal) = step {
-            if !site.goals.iter().any(|g| &g.name == goal) {
-                return Err(ApiError::bad(
-                    "steps",
-                    format!("#/steps/{i}/goal: {goal:?} is not one of the site's goals"),
-                ));
-            }
-        }
-    }
+    crate::funnel::check_goal_steps(site, &steps)?;
     Ok(Funnel { name, steps })
 }
 
