@@ -5,8 +5,9 @@
 //! saved funnel in the Funnels card, with a filter in the view. Every figure the card shows
 //! (visitors, conversion, drop-off per step) must be `POST /api/v2/funnel`'s for the view, the
 //! visitors also recounted from the fixture by walking each visit; the headline's
-//! year-over-year figures must be the API's. Screenshots: `target/dashboard-funnel.png`,
-//! `target/dashboard-funnel-mobile.png`.
+//! year-over-year figures must be the API's; the site's settings list the funnels and save a
+//! new one. Screenshots: `target/dashboard-funnel.png`,
+//! `target/dashboard-funnel-mobile.png`, `target/settings-funnels.png`.
 
 mod common;
 
@@ -168,6 +169,8 @@ async fn start(rows: &[EventRow]) -> Service {
         .put_site(&Sites::new(&[]), SITE, "UTC")
         .await
         .unwrap();
+    let signup = glimpse_core::goals::Goal::parse("Signup").unwrap();
+    registry.put_goal(SITE, &signup).await.unwrap();
     registry.put_funnel(SITE, &checkout()).await.unwrap();
     let browse = Funnel {
         name: "Browse".into(),
@@ -175,10 +178,18 @@ async fn start(rows: &[EventRow]) -> Service {
     };
     registry.put_funnel(SITE, &browse).await.unwrap();
     let config = ch.config();
-    let key = glimpse_query::auth::create_key(&ch.client, "glimpse", &config, SITE, "funnel")
-        .await
-        .unwrap()
-        .0;
+    // A key that may also change the site: the driver saves a funnel in its settings.
+    let key = glimpse_query::auth::create_scoped_key(
+        &ch.client,
+        "glimpse",
+        &config,
+        SITE,
+        "funnel",
+        glimpse_query::accounts::KeyScope::Sites,
+    )
+    .await
+    .unwrap()
+    .0;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(glimpse_query::serve(
@@ -293,6 +304,25 @@ async fn dashboard_shows_a_saved_funnel_and_a_year_over_year_comparison_as_the_a
             "{metric} a year earlier"
         );
     }
+
+    // The site's settings list the saved funnels; the one saved there is the API's.
+    assert_eq!(facts["settings_funnels"], json!(["Browse", "Checkout"]));
+    let url = format!("{}/api/v1/sites/funnels?site_id={SITE}", s.base);
+    let saved = s.json(s.http.get(url)).await;
+    let docs = saved["funnels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "Docs")
+        .unwrap_or_else(|| panic!("{saved}"));
+    assert_eq!(
+        docs["steps"],
+        json!([{"page": "/"}, {"goal": "Signup"}, {"event": "Download"}])
+    );
+    assert_eq!(
+        facts["settings_after_save"],
+        json!(["Browse", "Checkout", "Docs"])
+    );
 
     // A phone: the same figures, nothing wider than the screen.
     assert_eq!(facts["mobile_overflow"], 0);

@@ -84,6 +84,20 @@ try {
   await page.screenshot({ path: join(shots, 'dashboard-funnel-mobile.png'), fullPage: true })
   await page.$eval('#funnel-card', (e) => e.scrollIntoView())
   await page.screenshot({ path: join(shots, 'dashboard-funnel-mobile-card.png') })
+
+  // The site's settings: the saved funnels listed, and a new one saved from the form.
+  await page.setViewport({ width: 1280, height: 900 })
+  await page.goto(`${base}/?site=${encodeURIComponent(site)}#settings`)
+  await page.waitForSelector('[data-section=funnels] [data-funnel]', { timeout: 20_000 })
+  const names = () => page.$$eval('[data-section=funnels] [data-funnel]', (rows) => rows.map((r) => r.dataset.funnel))
+  facts.settings_funnels = await names()
+  await page.type('#funnel-form input', 'Docs')
+  await page.type('#funnel-form textarea', '/\ngoal: Signup\nDownload')
+  await page.click('#funnel-form button[type=submit]')
+  await page.waitForSelector('[data-section=funnels] [data-funnel="Docs"]', { timeout: 10_000 })
+  facts.settings_after_save = await names()
+  await (await page.$('[data-section=funnels]')).screenshot({ path: join(shots, 'settings-funnels.png') })
+  log('settings shown')
 } finally {
   await b.close()
   rmSync(dir, { recursive: true, force: true })
