@@ -53,9 +53,21 @@ async function funnelPost(body) {
 /** The latest funnel load: an older answer is dropped. */
 let funnelSeq = 0
 
-/** Fills the Funnels card for the view; its own errors stay in the card. */
+/** Fills the Funnels card for the view; its own errors stay in the card. The steps are marked
+ * busy from the start (the list of funnels is read first), so that nothing reads old figures
+ * as the new funnel's. */
 async function loadFunnel() {
   const seq = ++funnelSeq
+  const body = $('funnel-steps')
+  body.setAttribute('aria-busy', 'true')
+  try {
+    await fillFunnel(seq)
+  } finally {
+    if (seq === funnelSeq) body.removeAttribute('aria-busy')
+  }
+}
+
+async function fillFunnel(seq) {
   const card = $('funnel-card')
   const pick = $('funnel-pick')
   const body = $('funnel-steps')
@@ -88,15 +100,11 @@ async function loadFunnel() {
     say('Funnels count whole days: pick another period')
     return
   }
-  body.setAttribute('aria-busy', 'true')
   try {
     const answer = await funnelPost({ site_id: state.site, ...range, filters: funnelFilters(), funnel: chosen })
-    if (seq !== funnelSeq) return
-    renderFunnel(answer)
+    if (seq === funnelSeq) renderFunnel(answer)
   } catch (e) {
-    say(`The funnel could not be counted: ${e.message}`)
-  } finally {
-    body.removeAttribute('aria-busy')
+    if (seq === funnelSeq) say(`The funnel could not be counted: ${e.message}`)
   }
 }
 
