@@ -1231,3 +1231,264 @@ async fn a_renamed_site_keeps_everything_and_accepts_both_domains() {
     assert!(again.get("first_domain").is_none(), "{again}");
     stop.cancel();
 }
+
+/// Saved funnels are managed like goals: admins save and delete them, readers list them and
+/// ask for their figures by name, a configured site's are read-only, every change is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_funnels_are_managed_with_the_sites_goals() {
+    let ch = TestClickHouse::start().await;
+    let stop = CancellationToken::new();
+    let Started {
+        config,
+        collector,
+        api,
+        owner,
+    } = start_with_owner(&ch, &stop).await;
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/api/v1/sites",
+            Some(json!({"domain": A})),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let admin = api
+        .new_user(
+            &ch,
+            &config,
+            "admin@example.com",
+            NewRole::Site(Role::Admin),
+            &[A],
+        )
+        .await;
+    let viewer = api
+        .new_user(
+            &ch,
+            &config,
+            "viewer@example.com",
+            NewRole::Site(Role::Viewer),
+            &[A],
+        )
+        .await;
+    let stats_key_a = {
+        let (key, _) =
+            auth::create_scoped_key(&ch.client, "glimpse", &config, A, "t", KeyScope::Stats)
+                .await
+                .unwrap();
+        Cred::Key(key)
+    };
+    let checkout = |steps: Value| Some(json!({"site_id": A, "name": "Checkout", "steps": steps}));
+    let with_goal = json!([{"page": "/pricing"}, {"goal": "Signup"}]);
+    // A goal step names one of the site's goals.
+    let (status, body) = api
+        .call(
+            Method::PUT,
+            "/api/v1/sites/funnels",
+            checkout(with_goal.clone()),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("#/steps/1/goal"), "{body}");
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            "/api/v1/sites/goals",
+            Some(json!({"site_id": A, "goal_type": "event", "event_name": "Signup"})),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = api
+        .call(
+            Method::PUT,
+            "/api/v1/sites/funnels",
+            checkout(with_goal.clone()),
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["labels"], json!(["Visit /pricing", "Signup"]));
+
+    // Who may change and read them.
+    let replaced = json!([{"page": "/"}, {"page": "/pricing*"}, {"goal": "Signup"}]);
+    for (who, cred, method, path, body, want) in [
+        (
+            "nobody",
+            &Cred::Nobody,
+            Method::PUT,
+            "/api/v1/sites/funnels".to_string(),
+            checkout(replaced.clone()),
+            401,
+        ),
+        (
+            "viewer",
+            &viewer,
+            Method::PUT,
+            "/api/v1/sites/funnels".to_string(),
+            checkout(replaced.clone()),
+            403,
+        ),
+        (
+            "stats key",
+            &stats_key_a,
+            Method::PUT,
+            "/api/v1/sites/funnels".to_string(),
+            checkout(replaced.clone()),
+            403,
+        ),
+        (
+            "viewer",
+            &viewer,
+            Method::DELETE,
+            format!("/api/v1/sites/funnels/Checkout?site_id={A}"),
+            None,
+            403,
+        ),
+        (
+            "viewer on B",
+            &viewer,
+            Method::GET,
+            format!("/api/v1/sites/funnels?site_id={B}"),
+            None,
+            404,
+        ),
+        (
+            "nobody",
+            &Cred::Nobody,
+            Method::GET,
+            format!("/api/v1/sites/funnels?site_id={A}"),
+            None,
+            401,
+        ),
+        (
+            "admin",
+            &admin,
+            Method::PUT,
+            "/api/v1/sites/funnels".to_string(),
+            checkout(replaced.clone()),
+            200,
+        ),
+        (
+            "admin, bad steps",
+            &admin,
+            Method::PUT,
+            "/api/v1/sites/funnels".to_string(),
+            checkout(json!([{"page": "/"}])),
+            400,
+        ),
+        (
+            "owner, configured site",
+            &owner,
+            Method::PUT,
+            "/api/v1/sites/funnels".to_string(),
+            Some(
+                json!({"site_id": CONFIGURED, "name": "X", "steps": [{"page": "/"}, {"page": "/a"}]}),
+            ),
+            400,
+        ),
+        (
+            "admin, unknown funnel",
+            &admin,
+            Method::DELETE,
+            format!("/api/v1/sites/funnels/Nope?site_id={A}"),
+            None,
+            404,
+        ),
+    ] {
+        let (status, got) = api.call(method.clone(), &path, body, cred).await;
+        assert_eq!(status, want, "{who} {method} {path}: {got}");
+    }
+    // Readers list it, replaced by the admin's steps; and ask for its figures by name.
+    for reader in [&viewer, &stats_key_a] {
+        let (status, list) = api
+            .call(
+                Method::GET,
+                &format!("/api/v1/sites/funnels?site_id={A}"),
+                None,
+                reader,
+            )
+            .await;
+        assert_eq!(status, 200, "{list}");
+        assert_eq!(list["funnels"].as_array().unwrap().len(), 1, "{list}");
+        assert_eq!(list["funnels"][0]["name"], "Checkout");
+        assert_eq!(list["funnels"][0]["steps"], replaced);
+    }
+    // Page views of the new site through the collector (once it knows the site): / then
+    // /pricing/pro a second later.
+    beacon_until(collector, A, 202).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(beacon(collector, A, "/pricing/pro").await, 202);
+    let started = Instant::now();
+    loop {
+        let (status, got) = api
+            .call(
+                Method::POST,
+                "/api/v2/funnel",
+                Some(json!({"site_id": A, "date_range": "day", "funnel": "Checkout"})),
+                &viewer,
+            )
+            .await;
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(got["meta"]["funnel"], "Checkout");
+        let visitors: Vec<u64> = got["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["visitors"].as_u64().unwrap())
+            .collect();
+        if visitors == [1, 1, 0] {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{got}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (status, body) = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/sites/funnels/Checkout?site_id={A}"),
+            None,
+            &admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, list) = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/sites/funnels?site_id={A}"),
+            None,
+            &owner,
+        )
+        .await;
+    assert_eq!(list["funnels"], json!([]), "{list}");
+    let (status, _) = api
+        .call(
+            Method::POST,
+            "/api/v2/funnel",
+            Some(json!({"site_id": A, "date_range": "day", "funnel": "Checkout"})),
+            &viewer,
+        )
+        .await;
+    assert_eq!(status, 404, "a deleted funnel");
+
+    let (status, log) = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/sites/audit?site_id={A}"),
+            None,
+            &owner,
+        )
+        .await;
+    assert_eq!(status, 200, "{log}");
+    let entries = log["entries"].as_array().unwrap();
+    let has = |actor: &str, action: &str| {
+        entries
+            .iter()
+            .any(|e| e["actor"] == actor && e["action"] == action && e["detail"] == "Checkout")
+    };
+    assert!(has("owner@example.com", "funnel.save"), "{log}");
+    assert!(has("admin@example.com", "funnel.save"), "{log}");
+    assert!(has("admin@example.com", "funnel.delete"), "{log}");
+    stop.cancel();
+}

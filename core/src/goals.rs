@@ -60,17 +60,23 @@ impl Goal {
         let GoalKind::Page(pattern) = &self.kind else {
             return None;
         };
-        let mut regex = String::from("^");
-        for (i, part) in pattern.split('*').enumerate() {
-            if i > 0 {
-                regex.push_str(".*");
-            }
-            // regex-syntax escapes only punctuation, which RE2 reads as the literal too.
-            regex.push_str(&regex_syntax::escape(part));
-        }
-        regex.push('$');
-        Some(regex)
+        Some(path_pattern_regex(pattern))
     }
+}
+
+/// A regular expression (RE2) matching the whole of a path `pattern`: its text literally, `*`
+/// as any characters. Page goals and funnel page steps share it.
+pub fn path_pattern_regex(pattern: &str) -> String {
+    let mut regex = String::from("^");
+    for (i, part) in pattern.split('*').enumerate() {
+        if i > 0 {
+            regex.push_str(".*");
+        }
+        // regex-syntax escapes only punctuation, which RE2 reads as the literal too.
+        regex.push_str(&regex_syntax::escape(part));
+    }
+    regex.push('$');
+    regex
 }
 
 /// Parses a site's goals; names must be unique.

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod csv_safe;
 pub mod db;
+pub mod funnels;
 pub mod geoip;
 pub mod goals;
 pub mod ip_prefix;

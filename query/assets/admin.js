@@ -252,7 +252,7 @@ async function settingsView(root) {
   }
   root.append(generalSection(info, configured))
   if (info.tracker) root.append(trackerSection(info))
-  root.append(goalsSection(site, configured), linksSection(site, configured), membersSection(site), keysSection(site), auditSection(site))
+  root.append(goalsSection(site, configured), funnelsSection(site, configured), linksSection(site, configured), membersSection(site), keysSection(site), auditSection(site))
   if (me && me.owner && !configured) root.append(deleteSection(site))
 }
 
@@ -362,6 +362,60 @@ function goalsSection(site, configured) {
     )
   }
   return section('goals', 'Goals', ...parts)
+}
+
+/** A step as written in the settings, one per line: `/path` (a page, `*` matching any part),
+ * `goal: Name`, or else a custom event's name. */
+function readStep(line) {
+  const text = line.trim()
+  if (text.startsWith('/')) return { page: text }
+  const goal = /^goal:\s*(.+)$/i.exec(text)
+  return goal ? { goal: goal[1].trim() } : { event: text }
+}
+const stepText = (s) => (s.page != null ? s.page : s.goal != null ? `goal: ${s.goal}` : s.event)
+
+function funnelsSection(site, configured) {
+  const name = el('input', { type: 'text', required: '', placeholder: 'Signup', maxlength: '120', spellcheck: 'false' })
+  const steps = el('textarea', { required: '', rows: '4', placeholder: '/pricing\ngoal: Signup\nPurchase', spellcheck: 'false' })
+  const { list, line, reload } = liveList('funnels', async () => {
+    const body = await send('GET', `/api/v1/sites/funnels${query({ site_id: site })}`)
+    return body.funnels.map((f) => {
+      const row = el('li', { 'data-funnel': f.name }, el('span', { class: 'grow' }, el('strong', { text: f.name }), el('span', { class: 'hint', text: ` ${f.labels.join(' → ')}` })))
+      if (!configured) {
+        row.append(
+          el('button', { type: 'button', class: 'link', text: 'Edit', 'aria-label': `Edit funnel ${f.name}`, onclick: () => {
+            name.value = f.name
+            steps.value = f.steps.map(stepText).join('\n')
+            name.focus()
+          } }),
+          el('button', {
+            type: 'button',
+            class: 'danger-link',
+            text: 'Delete',
+            'aria-label': `Delete funnel ${f.name}`,
+            onclick: () => send('DELETE', `/api/v1/sites/funnels/${encodeURIComponent(f.name)}`, { site_id: site }).then(reload, (e) => say(line, e)),
+          }),
+        )
+      }
+      return row
+    })
+  })
+  reload()
+  const parts = [el('p', { class: 'hint', text: 'A funnel counts the visitors who went through its steps in order within one visit: 2 to 8 steps, one per line — a page path (* matches any part), "goal: Name" for one of the goals, or a custom event\'s name. Saving under an existing name replaces its steps.' }), list, line]
+  if (!configured) {
+    const addLine = errorLine()
+    parts.push(
+      form({ id: 'funnel-form', class: 'admin-form' }, addLine, async () => {
+        const lines = steps.value.split('\n').filter((l) => l.trim())
+        await send('PUT', '/api/v1/sites/funnels', { site_id: site, name: name.value.trim(), steps: lines.map(readStep) })
+        name.value = ''
+        steps.value = ''
+        await reload()
+      }, field('Name', name), field('Steps, one per line', steps), submit('Save funnel')),
+      addLine,
+    )
+  }
+  return section('funnels', 'Funnels', ...parts)
 }
 
 function linksSection(site, configured) {

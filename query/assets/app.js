@@ -1,6 +1,6 @@
 // Glimpse dashboard: plain JavaScript over the stats API (/api/v1/…). Site, period, date,
 // filters, comparison and the chart's metric live in the URL (?site=&period=&date=&filters=
-// &comparison=&compare_from=&compare_to=&metric=), so a view can be bookmarked and shared; a share link adds &auth=TOKEN. People sign in with e-mail and password: the service
+// &comparison=&compare_from=&compare_to=&metric=&funnel=), so a view can be bookmarked and shared; a share link adds &auth=TOKEN. People sign in with e-mail and password: the service
 // sets an HttpOnly session cookie this script never sees. An API key entered in the other form
 // is kept in sessionStorage only (never a cookie, never localStorage). Data from the API
 // reaches the DOM only through textContent and attributes, never as HTML.
@@ -97,6 +97,7 @@ function readUrl() {
     compareFrom: q.get('compare_from') || '',
     compareTo: q.get('compare_to') || '',
     metric: q.get('metric') || 'visitors', // the chart's
+    funnel: q.get('funnel') || '', // the Funnels card's saved funnel
     tabs: {}, // the tab shown per card: not in the URL
   }
 }
@@ -117,6 +118,7 @@ function writeUrl(push) {
     if (state.compareTo) set('compare_to', state.compareTo)
   }
   if (state.metric !== 'visitors') set('metric', state.metric)
+  if (state.funnel) set('funnel', state.funnel)
   if (state.auth) set('auth', state.auth)
   // The hash is the admin view (#settings, #account): kept as it is.
   const url = `${location.pathname}?${q.join('&')}${location.hash}`
@@ -680,6 +682,7 @@ async function load() {
       api('/api/v1/stats/filtered'),
       api('/api/v1/stats/realtime/visitors', { site_id: state.site }, { scoped: false }).catch(() => null),
       ...CARDS.map((card, i) => loadCard(card, i, seq)),
+      loadFunnel(),
     ])
     if (seq !== loadSeq) return
     renderMetrics(aggregate.results, aggregate.comparison)
@@ -696,6 +699,7 @@ async function load() {
 
 function init() {
   buildCards()
+  initFunnelCard()
   $('login').addEventListener('submit', (e) => {
     e.preventDefault()
     const value = $('key').value.trim()

@@ -184,6 +184,15 @@ pub(crate) async fn fetch(state: &AppState, sql: &Sql) -> Result<Vec<StatsRow>, 
     run!(state, |client| sql.query(client).fetch_all::<StatsRow>())
 }
 
+pub(crate) async fn fetch_funnel(
+    state: &AppState,
+    sql: &Sql,
+) -> Result<Vec<crate::sql::FunnelRow>, ApiError> {
+    run!(state, |client| sql
+        .query(client)
+        .fetch_all::<crate::sql::FunnelRow>())
+}
+
 pub(crate) async fn aggregate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

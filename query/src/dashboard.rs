@@ -27,7 +27,7 @@ struct Asset {
     body: &'static [u8],
 }
 
-const SOURCES: [(&str, &str, &str, &[u8]); 5] = [
+const SOURCES: [(&str, &str, &str, &[u8]); 6] = [
     (
         "admin",
         "js",
@@ -39,6 +39,12 @@ const SOURCES: [(&str, &str, &str, &[u8]); 5] = [
         "js",
         "text/javascript; charset=utf-8",
         include_bytes!("../assets/chart.js"),
+    ),
+    (
+        "funnel",
+        "js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../assets/funnel.js"),
     ),
     (
         "app",

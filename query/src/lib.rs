@@ -16,6 +16,7 @@ pub mod auth;
 mod dashboard;
 pub mod db;
 pub mod error;
+pub mod funnel;
 mod mail;
 mod observe;
 pub mod params;
@@ -240,6 +241,15 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/stats/filtered", get(api::filtered))
         .route("/api/v1/stats/props", get(api::prop_names))
         .route("/api/v2/query", post(v2::query))
+        .route("/api/v2/funnel", post(funnel::query))
+        .route(
+            "/api/v1/sites/funnels",
+            get(sites_api::funnels::list).put(sites_api::funnels::put),
+        )
+        .route(
+            "/api/v1/sites/funnels/{name}",
+            delete(sites_api::funnels::delete),
+        )
         .route(
             "/api/v1/sites",
             get(sites_api::sites::list).post(sites_api::sites::create),

@@ -85,7 +85,7 @@ impl Request {
         range: Range,
         extras: Extras,
     ) -> Result<Self, ApiError> {
-        check_goals(&site, &params)?;
+        check_goals(&site, &params.filters)?;
         let comparison = params
             .compare
             .map(|c| period::compared(params.period, c, &range, &tz))
@@ -438,8 +438,8 @@ fn without_goal_filters(conditions: &[Condition]) -> Vec<Condition> {
 }
 
 /// Goal filters must name the site's goals: a typo would otherwise read as zero conversions.
-fn check_goals(site: &Site, params: &StatsParams) -> Result<(), ApiError> {
-    for f in all_filters(&params.filters) {
+pub(crate) fn check_goals(site: &Site, filters: &[Condition]) -> Result<(), ApiError> {
+    for f in all_filters(filters) {
         // Only the operators that name goals; the others match goal names by text.
         if f.property != Property::Event(EventProperty::Goal)
             || !matches!(f.op, FilterOp::Is | FilterOp::IsNot)

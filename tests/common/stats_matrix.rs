@@ -531,3 +531,50 @@ pub fn v2_statements(database: &str, timezone: &str) -> Vec<String> {
     }
     out.into_iter().collect()
 }
+
+/// Every distinct statement of a matrix of funnels (`glimpse_query::funnel`): page patterns,
+/// events, goals, repeated steps, 2 to 8 steps, under each v2 filter tree and date range form,
+/// for a site in `timezone`.
+pub fn funnel_statements(database: &str, timezone: &str) -> Vec<String> {
+    use serde_json::{json, Value};
+
+    let site = Site::parse(SiteConfig {
+        timezone: timezone.into(),
+        goals: GOALS.map(String::from).to_vec(),
+        ..SiteConfig::new("example.com")
+    })
+    .unwrap();
+    let now = "2026-03-29T12:00:00Z".parse().unwrap();
+    let mut out = BTreeSet::new();
+    let mut add = |body: Value| {
+        let request = glimpse_query::funnel::parse(&body, &site, None, now)
+            .unwrap_or_else(|e| panic!("{body}: {e}"));
+        out.insert(glimpse_query::funnel::statement(database, &site, &request).final_text());
+    };
+    let step_lists = [
+        json!([{"page": "/pricing"}, {"event": "Signup"}]),
+        json!([{"page": "/blog/*"}, {"goal": "Visit /a"}, {"goal": "Signup"}, {"page": "/blog/*"}]),
+        json!([
+            {"page": "/"}, {"page": "/a*"}, {"event": "A"}, {"event": "B"},
+            {"page": "/*/x"}, {"goal": "Visit /blog/*"}, {"event": "it's \"quoted\""}, {"page": "/"}
+        ]),
+    ];
+    for steps in &step_lists {
+        for filters in V2_FILTERS {
+            let filters: Value = serde_json::from_str(filters).unwrap();
+            add(
+                json!({"site_id": "example.com", "date_range": "30d", "filters": filters,
+                "steps": steps}),
+            );
+        }
+        for date_range in [
+            json!("day"),
+            json!("all"),
+            json!(["2026-03-01", "2026-03-31"]),
+            json!(["2026-03-29T01:00:00+01:00", "2026-03-29T05:59:59+02:00"]),
+        ] {
+            add(json!({"site_id": "example.com", "date_range": date_range, "steps": steps}));
+        }
+    }
+    out.into_iter().collect()
+}

@@ -17,6 +17,7 @@ mod breakdowns;
 mod comparisons;
 mod expected;
 mod fixture;
+mod funnels;
 mod generated_sql;
 mod rollup;
 mod service;
@@ -29,6 +30,8 @@ use service::{on_own_database, reading, writing};
 const SITE: &str = "example.com";
 const BERLIN: &str = "berlin.example";
 const OTHER: &str = "other.org";
+/// Hand-made visits for funnels (`funnels::rows`), read by no other section.
+const FUNNEL_SITE: &str = "funnels.example";
 const SHARE_TOKEN: &str = "share-me-0123456789";
 
 const WEEK: [(&str, &str); 2] = [("period", "custom"), ("date", "2026-03-24,2026-03-31")];
@@ -192,4 +195,19 @@ fn v2_comparison_month_ends() {
 #[test]
 fn v2_comparison_custom_and_breakdowns() {
     reading(v2_comparisons::custom_and_breakdowns);
+}
+
+#[test]
+fn funnels_hand_made_visits() {
+    reading(funnels::hand_made_visits);
+}
+
+#[test]
+fn funnels_on_the_fixture() {
+    reading(funnels::on_the_fixture);
+}
+
+#[test]
+fn funnels_refusals_and_access() {
+    reading(funnels::refusals_and_access);
 }

@@ -17,7 +17,8 @@ use tokio::runtime::Runtime;
 use crate::common::{self, TestClickHouse};
 use crate::expected::{Sums, GOALS};
 use crate::fixture::fixture;
-use crate::{BERLIN, OTHER, SHARE_TOKEN, SITE};
+use crate::funnels::{self, FUNNEL_GOALS};
+use crate::{BERLIN, FUNNEL_SITE, OTHER, SHARE_TOKEN, SITE};
 
 pub struct Service {
     pub ch: &'static TestClickHouse,
@@ -117,6 +118,11 @@ pub fn config(ch: &TestClickHouse, min_group_size: u64) -> Config {
             .unwrap(),
             Site::parse(site(BERLIN, "Europe/Berlin")).unwrap(),
             Site::parse(site(OTHER, "UTC")).unwrap(),
+            Site::parse(SiteConfig {
+                goals: FUNNEL_GOALS.map(String::from).to_vec(),
+                ..site(FUNNEL_SITE, "UTC")
+            })
+            .unwrap(),
         ],
         query: glimpse_core::config::QueryConfig {
             min_group_size,
@@ -140,7 +146,7 @@ async fn start(ch: &'static TestClickHouse, db: &'static str) -> Service {
         .insert::<EventRow>("events")
         .await
         .expect("insert");
-    for row in &fixture {
+    for row in fixture.iter().chain(&funnels::rows()) {
         insert.write(row).await.unwrap();
     }
     insert.end().await.unwrap();

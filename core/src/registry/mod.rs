@@ -1,4 +1,4 @@
-//! The live site registry: sites, goals and shared links managed at run time (the Sites API,
+//! The live site registry: sites, goals, funnels and shared links managed at run time (the Sites API,
 //! the dashboard, `glimpse site add`), stored in ClickHouse — the store every collector and
 //! query service already shares — beside the sites of the configuration file, which win and
 //! stay read-only. Readers merge both into [`Sites`]; [`live::LiveSites`] keeps a process's
@@ -13,6 +13,7 @@ pub mod live;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::version_now;
+use crate::funnels::{parse_steps, steps_json, Funnel};
 use crate::goals::Goal;
 use crate::schema::SITE_DATA_TABLES;
 use crate::site::{validate_domain, SharedLink, Site, SiteConfig, SiteError, Sites};
@@ -239,6 +240,11 @@ impl Registry {
                  SELECT site, name, '', 1, {version}, now() FROM {db}.shared_links \
                  WHERE site = ? GROUP BY site, name"
             ),
+            format!(
+                "INSERT INTO {db}.site_funnels (site, name, steps, deleted, version, changed_at) \
+                 SELECT site, name, '', 1, {version}, now() FROM {db}.site_funnels \
+                 WHERE site = ? GROUP BY site, name"
+            ),
         ] {
             self.client.query(&statement).bind(domain).execute().await?;
         }
@@ -322,6 +328,69 @@ impl Registry {
             ))
             .bind(site)
             .bind(goal)
+            .bind(version_now())
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    /// A site's saved funnels, by name. A stored row whose steps no longer read is skipped
+    /// with a warning.
+    pub async fn funnels(&self, site: &str) -> Result<Vec<Funnel>, RegistryError> {
+        let rows: Vec<(String, String)> = self
+            .client
+            .query(&format!(
+                "SELECT name, steps FROM (SELECT name, argMax(steps, version) AS steps, \
+                 argMax(deleted, version) AS gone FROM {}.site_funnels WHERE site = ? \
+                 GROUP BY name) WHERE gone = 0 ORDER BY name",
+                self.db
+            ))
+            .bind(site)
+            .fetch_all()
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(name, steps)| {
+                let parsed = serde_json::from_str(&steps)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| parse_steps(Some(&v)).map_err(|e| e.to_string()));
+                match parsed {
+                    Ok(steps) => Some(Funnel { name, steps }),
+                    Err(error) => {
+                        tracing::warn!(site, funnel = %name, %error, "stored funnel skipped");
+                        None
+                    }
+                }
+            })
+            .collect())
+    }
+
+    /// Saves a funnel, replacing the steps of one with the same name.
+    pub async fn put_funnel(&self, site: &str, funnel: &Funnel) -> Result<(), RegistryError> {
+        self.client
+            .query(&format!(
+                "INSERT INTO {}.site_funnels (site, name, steps, deleted, version, changed_at) \
+                 VALUES (?, ?, ?, 0, ?, now())",
+                self.db
+            ))
+            .bind(site)
+            .bind(&funnel.name)
+            .bind(steps_json(&funnel.steps).to_string())
+            .bind(version_now())
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_funnel(&self, site: &str, name: &str) -> Result<(), RegistryError> {
+        self.client
+            .query(&format!(
+                "INSERT INTO {}.site_funnels (site, name, steps, deleted, version, changed_at) \
+                 VALUES (?, ?, '', 1, ?, now())",
+                self.db
+            ))
+            .bind(site)
+            .bind(name)
             .bind(version_now())
             .execute()
             .await?;

@@ -73,7 +73,29 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create site_domains",
         statements: create_site_domains,
     },
+    Migration {
+        version: 19,
+        name: "create site_funnels",
+        statements: create_site_funnels,
+    },
 ];
+
+/// Saved funnels (`/api/v1/sites/funnels`): a name per site and its steps as the API's JSON
+/// list (`[{"page": "/pricing"}, {"event": "Signup"}]`). Versioned like the site's goals:
+/// readers take the newest row per `(site, name)`; saving under a name replaces its steps.
+fn create_site_funnels(_flavor: Flavor, db: &str) -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {db}.site_funnels (
+    site String,
+    name String,
+    steps String,
+    deleted UInt8,
+    version UInt64,
+    changed_at DateTime
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (site, name)"
+    )]
+}
 
 /// The domain a stored site goes by since it was renamed (`PUT /api/v1/sites/:site_id`
 /// `{domain}`). A site's data, goals, links, members and keys stay keyed by the domain it was

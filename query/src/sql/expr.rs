@@ -57,7 +57,7 @@ pub(super) fn named_empty(p: VisitProperty, expr: &str) -> String {
 }
 
 /// Whether an event reached `goal`.
-fn goal_condition(sql: &mut Sql, goal: &Goal) {
+pub(super) fn goal_condition(sql: &mut Sql, goal: &Goal) {
     match &goal.kind {
         GoalKind::Event(name) => {
             sql.push("name = ").bind_str(name);

@@ -33,10 +33,11 @@
 //! The parts, by job: `builder` (the `Sql` value and the conditions every statement shares),
 //! `expr` (properties, filters, keys), `stats` (the passes and the statement), `imported`
 //! (imported aggregates), `rolled` (reading the rollup), `lookups` (the smaller endpoints'
-//! statements). The rollup's upkeep statements live with it, in `crate::rollup`.
+//! statements), `funnel` (a funnel's steps). The rollup's upkeep statements live with it, in `crate::rollup`.
 
 mod builder;
 mod expr;
+mod funnel;
 mod imported;
 mod lookups;
 mod passes;
@@ -48,6 +49,7 @@ mod stats;
 pub(crate) use builder::{day_range, days_condition, rows_between};
 pub use builder::{day_runs, Sql, Value, DAY};
 pub(crate) use expr::{visit_value, MAX_VISIT_SECS};
+pub use funnel::{funnel, FunnelQuery, FunnelRow};
 pub use imported::imported_answers;
 pub use lookups::{current_visitors, dropped, imported_ranges, prop_names};
 pub use rolled_days::{rollup_groups, rollup_may_answer};

@@ -4,8 +4,8 @@
 //! Who may read which site is decided exactly as for v1 (`api::authorize`).
 
 mod answer;
-mod date_range;
-mod filters;
+pub(crate) mod date_range;
+pub(crate) mod filters;
 mod request;
 
 use std::collections::HashMap;
@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::params::{Endpoint, Format, Interval, Metric, Property, Sort, SortKey, StatsParams};
 use crate::plan::{self, Extras, PeriodPlan, Request};
 use crate::AppState;
+pub(crate) use request::parse_date_range;
 pub use request::{parse, Query};
 use request::{Dimension, OrderKey, V2Metric};
 
@@ -52,27 +53,7 @@ pub(crate) async fn query(
     State(state): State<Arc<AppState>>,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let headers = request.headers().clone();
-    // A share link's token comes in the query string, as for v1.
-    let share_token = request.uri().query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "auth")
-            .map(|(_, v)| v.into_owned())
-    });
-    let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::bad("body", "the body is too large or unreadable"))?;
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad("body", format!("#: the body is not JSON: {e}")))?;
-    // Credentials first, as v1: nothing else is looked at for a stranger.
-    let mut auth_query = HashMap::new();
-    if let Some(site_id) = body.get("site_id").and_then(Value::as_str) {
-        auth_query.insert("site_id".to_string(), site_id.to_string());
-    }
-    if let Some(token) = share_token {
-        auth_query.insert("auth".to_string(), token);
-    }
-    let site = api::authorize(&state, &headers, &auth_query).await?;
+    let (site, body) = authorized_body(&state, request).await?;
     let query = parse(&body)?;
     let request = translate(&query, site, Timestamp::now())?;
     let (plan, rolled) = api::stats_plan(&state, &request).await?;
@@ -143,6 +124,36 @@ async fn run_period(state: &AppState, period: &PeriodPlan) -> Result<answer::Fig
         total_visitors,
         row_count,
     })
+}
+
+/// A v2 request's JSON body and the site it names, once the caller may read it (keys,
+/// sessions, share links as for v1). Credentials first: nothing else is looked at for a
+/// stranger.
+pub(crate) async fn authorized_body(
+    state: &AppState,
+    request: axum::extract::Request,
+) -> Result<(Site, Value), ApiError> {
+    let headers = request.headers().clone();
+    // A share link's token comes in the query string, as for v1.
+    let share_token = request.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "auth")
+            .map(|(_, v)| v.into_owned())
+    });
+    let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::bad("body", "the body is too large or unreadable"))?;
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad("body", format!("#: the body is not JSON: {e}")))?;
+    let mut auth_query = HashMap::new();
+    if let Some(site_id) = body.get("site_id").and_then(Value::as_str) {
+        auth_query.insert("site_id".to_string(), site_id.to_string());
+    }
+    if let Some(token) = share_token {
+        auth_query.insert("auth".to_string(), token);
+    }
+    let site = api::authorize(state, &headers, &auth_query).await?;
+    Ok((site, body))
 }
 
 /// The v1 stats request that answers `query` on `site` (`now` for relative ranges), with

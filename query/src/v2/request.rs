@@ -207,7 +207,7 @@ fn parse_metrics(value: Option<&Value>) -> Result<Vec<V2Metric>, ApiError> {
     Ok(metrics)
 }
 
-fn parse_date_range(value: Option<&Value>) -> Result<DateRange, ApiError> {
+pub(crate) fn parse_date_range(value: Option<&Value>) -> Result<DateRange, ApiError> {
     let invalid = |v: &Value| {
         bad(
             "date_range",
