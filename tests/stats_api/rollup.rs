@@ -93,9 +93,11 @@ pub async fn rollup(s: &Service) {
     use glimpse_query::rollup::refresh;
     let now = jiff::Timestamp::now().as_second();
     let report = refresh(&s.ch.client, s.db, now).await.unwrap();
+    // Every row the service's database holds: the fixture and the funnels' hand-made visits.
     let visit_days: BTreeSet<(String, String)> = s
         .fixture
         .iter()
+        .chain(&crate::funnels::rows())
         .filter(|e| e.name != "engagement")
         .map(|e| {
             let day = jiff::Timestamp::from_second(i64::from(e.visit_start))
