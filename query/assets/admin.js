@@ -1,6 +1,6 @@
 // Glimpse dashboard, admin side: a site's settings (#settings), adding a site (#add-site), the
 // signed-in person's account (#account) and accepting an invitation (?invitation=TOKEN). Loaded
-// before app.js, whose helpers ($, el, api, authPost, state, me, sites, load) it uses once the
+// before app.js, whose helpers ($, el, api, authPost, jsonAnswer, state, me, sites, load) it uses once the
 // page runs. Like app.js, it puts data from the API in the DOM only as text and attributes.
 'use strict'
 
@@ -19,14 +19,7 @@ async function send(method, path, body) {
     referrerPolicy: 'strict-origin',
     cache: 'no-store',
   })
-  let answer = null
-  try {
-    answer = await response.json()
-  } catch {
-    // not JSON: the status says enough
-  }
-  if (!response.ok) throw new HttpError(response.status, (answer && answer.error) || `HTTP ${response.status}`)
-  return answer
+  return jsonAnswer(response)
 }
 const query = (params) => `?${new URLSearchParams(params)}`
 

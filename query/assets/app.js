@@ -159,6 +159,18 @@ class HttpError extends Error {
     this.status = status
   }
 }
+/** The JSON body of an answer (null when it is not JSON); an HttpError with the service's short
+ * reason (its `error` field) when the status is not a success. */
+async function jsonAnswer(response) {
+  let answer = null
+  try {
+    answer = await response.json()
+  } catch {
+    // not JSON: the status says enough
+  }
+  if (!response.ok) throw new HttpError(response.status, (answer && answer.error) || `HTTP ${response.status}`)
+  return answer
+}
 const key = () => sessionStorage.getItem(KEY_STORAGE)
 /** The signed-in person ({email, owner, sites}) or null. */
 let me = null
@@ -175,28 +187,17 @@ async function authPost(path, body = {}) {
     referrerPolicy: 'strict-origin',
     cache: 'no-store',
   })
-  let answer = null
-  try {
-    answer = await response.json()
-  } catch {
-    // not JSON: the status says enough
-  }
-  if (!response.ok) throw new HttpError(response.status, (answer && answer.error) || `HTTP ${response.status}`)
-  return answer
+  return jsonAnswer(response)
 }
 
 /** Who is signed in (null when nobody); says whether any user exists at all. */
 async function whoAmI() {
   const response = await fetch('/api/auth/me', { headers: { Accept: 'application/json' }, credentials: 'same-origin', cache: 'no-store' })
-  let body = null
-  try {
-    body = await response.json()
-  } catch {
-    // not JSON
+  if (response.status === 401) {
+    const body = await response.json().catch(() => null)
+    return { me: null, usersExist: !body || body.users_exist !== false }
   }
-  if (response.ok) return { me: body, usersExist: true }
-  if (response.status === 401) return { me: null, usersExist: !body || body.users_exist !== false }
-  throw new HttpError(response.status, (body && body.error) || `HTTP ${response.status}`)
+  return { me: await jsonAnswer(response), usersExist: true }
 }
 
 /** A stats API request: its URL (with the view's site, period and filters where `scoped`) and
@@ -221,14 +222,7 @@ function apiRequest(path, params, scoped) {
 
 async function api(path, params = {}, { scoped = true } = {}) {
   const response = await fetch(...apiRequest(path, params, scoped))
-  let body = null
-  try {
-    body = await response.json()
-  } catch {
-    // not JSON: the status says enough
-  }
-  if (!response.ok) throw new HttpError(response.status, (body && body.error) || `HTTP ${response.status}`)
-  return body
+  return jsonAnswer(response)
 }
 
 /** Downloads a report as the API's CSV (formula-safe cells, written by the server) with the
@@ -236,15 +230,7 @@ async function api(path, params = {}, { scoped = true } = {}) {
 async function downloadCsv(path, params, name) {
   const [url, init] = apiRequest(path, { ...params, format: 'csv' }, true)
   const response = await fetch(url, { ...init, headers: { ...init.headers, Accept: 'text/csv' } })
-  if (!response.ok) {
-    let message = `HTTP ${response.status}`
-    try {
-      message = (await response.json()).error || message
-    } catch {
-      // not JSON
-    }
-    throw new HttpError(response.status, message)
-  }
+  if (!response.ok) await jsonAnswer(response) // throws the service's reason
   const link = el('a', { href: URL.createObjectURL(await response.blob()), download: `${state.site}-${name}-${state.period}.csv` })
   document.body.append(link)
   link.click()

@@ -2,7 +2,7 @@
 // in the URL as &funnel=NAME) counted by POST /api/v2/funnel for the view's period and filters,
 // shown as a bar per step with its visitors, conversion from the first step and drop-off from
 // the step before. Loaded before app.js, whose helpers ($, el, api, key, state, writeUrl,
-// fail, parseFilter, formatNumber, isDate, validRange, HttpError) it uses once the page runs. Data from
+// fail, parseFilter, formatNumber, isDate, validRange, HttpError, jsonAnswer) it uses once the page runs. Data from
 // the API reaches the DOM only as text and attributes.
 'use strict'
 
@@ -40,14 +40,7 @@ async function funnelPost(body) {
     referrerPolicy: 'strict-origin',
     cache: 'no-store',
   })
-  let answer = null
-  try {
-    answer = await response.json()
-  } catch {
-    // not JSON: the status says enough
-  }
-  if (!response.ok) throw new HttpError(response.status, (answer && answer.error) || `HTTP ${response.status}`)
-  return answer
+  return jsonAnswer(response)
 }
 
 /** The latest funnel load: an older answer is dropped. */

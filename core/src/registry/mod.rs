@@ -305,33 +305,13 @@ impl Registry {
     /// Adds a goal (its text as configured: `Signup`, `Visit /pricing`); adding it again
     /// changes nothing.
     pub async fn put_goal(&self, site: &str, goal: &Goal) -> Result<(), RegistryError> {
-        self.client
-            .query(&format!(
-                "INSERT INTO {}.site_goals (site, goal, deleted, version, changed_at) \
-                 VALUES (?, ?, 0, ?, now())",
-                self.db
-            ))
-            .bind(site)
-            .bind(&goal.name)
-            .bind(version_now())
-            .execute()
-            .await?;
-        Ok(())
+        self.write_entry("site_goals", site, &[("goal", &goal.name)], false)
+            .await
     }
 
     pub async fn delete_goal(&self, site: &str, goal: &str) -> Result<(), RegistryError> {
-        self.client
-            .query(&format!(
-                "INSERT INTO {}.site_goals (site, goal, deleted, version, changed_at) \
-                 VALUES (?, ?, 1, ?, now())",
-                self.db
-            ))
-            .bind(site)
-            .bind(goal)
-            .bind(version_now())
-            .execute()
-            .await?;
-        Ok(())
+        self.write_entry("site_goals", site, &[("goal", goal)], true)
+            .await
     }
 
     /// A site's saved funnels, by name. A stored row whose steps no longer read is skipped
@@ -367,63 +347,52 @@ impl Registry {
 
     /// Saves a funnel, replacing the steps of one with the same name.
     pub async fn put_funnel(&self, site: &str, funnel: &Funnel) -> Result<(), RegistryError> {
-        self.client
-            .query(&format!(
-                "INSERT INTO {}.site_funnels (site, name, steps, deleted, version, changed_at) \
-                 VALUES (?, ?, ?, 0, ?, now())",
-                self.db
-            ))
-            .bind(site)
-            .bind(&funnel.name)
-            .bind(steps_json(&funnel.steps).to_string())
-            .bind(version_now())
-            .execute()
-            .await?;
-        Ok(())
+        let steps = steps_json(&funnel.steps).to_string();
+        let entry = [("name", funnel.name.as_str()), ("steps", &steps)];
+        self.write_entry("site_funnels", site, &entry, false).await
     }
 
     pub async fn delete_funnel(&self, site: &str, name: &str) -> Result<(), RegistryError> {
-        self.client
-            .query(&format!(
-                "INSERT INTO {}.site_funnels (site, name, steps, deleted, version, changed_at) \
-                 VALUES (?, ?, '', 1, ?, now())",
-                self.db
-            ))
-            .bind(site)
-            .bind(name)
-            .bind(version_now())
-            .execute()
-            .await?;
-        Ok(())
+        let entry = [("name", name), ("steps", "")];
+        self.write_entry("site_funnels", site, &entry, true).await
     }
 
     /// Stores a shared link (a new one, or a new token for a name: the old token stops
     /// working).
     pub async fn put_link(&self, site: &str, link: &SharedLink) -> Result<(), RegistryError> {
-        self.client
-            .query(&format!(
-                "INSERT INTO {}.shared_links (site, name, token, deleted, version, changed_at) \
-                 VALUES (?, ?, ?, 0, ?, now())",
-                self.db
-            ))
-            .bind(site)
-            .bind(&link.name)
-            .bind(&link.token)
-            .bind(version_now())
-            .execute()
-            .await?;
-        Ok(())
+        let entry = [("name", link.name.as_str()), ("token", &link.token)];
+        self.write_entry("shared_links", site, &entry, false).await
     }
 
     pub async fn delete_link(&self, site: &str, name: &str) -> Result<(), RegistryError> {
-        self.client
-            .query(&format!(
-                "INSERT INTO {}.shared_links (site, name, token, deleted, version, changed_at) \
-                 VALUES (?, ?, '', 1, ?, now())",
-                self.db
-            ))
-            .bind(site)
-            .bind(name)
+        let entry = [("name", name), ("token", "")];
+        self.write_entry("shared_links", site, &entry, true).await
+    }
+
+    /// Writes a new version of one of a site's entries (a goal, funnel or link): its name
+    /// column first, then its value, and whether it is deleted. Readers take the latest version
+    /// per name, so a deletion is a row too.
+    async fn write_entry(
+        &self,
+        table: &str,
+        site: &str,
+        entry: &[(&str, &str)],
+        deleted: bool,
+    ) -> Result<(), RegistryError> {
+        let columns: Vec<&str> = entry.iter().map(|(column, _)| *column).collect();
+        let mut insert = self.client.query(&format!(
+            "INSERT INTO {}.{table} (site, {}, deleted, version, changed_at) \
+             VALUES (?, {}, ?, ?, now())",
+            self.db,
+            columns.join(", "),
+            vec!["?"; entry.len()].join(", ")
+        ));
+        insert = insert.bind(site);
+        for (_, value) in entry {
+            insert = insert.bind(value);
+        }
+        insert
+            .bind(u8::from(deleted))
             .bind(version_now())
             .execute()
             .await?;

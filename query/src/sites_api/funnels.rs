@@ -14,7 +14,8 @@ use glimpse_core::funnels::{parse_name, parse_steps, Funnel, Step};
 use serde_json::{json, Value};
 
 use super::sites::registry_error;
-use super::{administered_site, changed, page, principal, readable_site, registry, Params};
+use super::SiteRequest;
+use super::{administered_site, changed, page, principal, registry, Params};
 use crate::audit;
 use crate::auth::Site;
 use crate::error::ApiError;
@@ -28,9 +29,7 @@ pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, params) = Params::read(request).await?;
-    let principal = principal(&state, &headers, &params).await?;
-    let site = readable_site(&state, &principal, params.required("site_id")?).await?;
+    let SiteRequest { params, site, .. } = SiteRequest::read(&state, request).await?;
     let funnels = registry(&state)
         .funnels(&site.domain)
         .await
@@ -114,10 +113,10 @@ pub(crate) async fn delete(
     Path(name): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, params) = Params::read(request).await?;
-    let principal = principal(&state, &headers, &params).await?;
-    let site = administered_site(&state, &principal, params.required("site_id")?).await?;
-    let funnels = registry(&state)
+    let request = SiteRequest::admin(&state, request).await?;
+    let site = &request.site;
+    let registry = registry(&state);
+    let funnels = registry
         .funnels(&site.domain)
         .await
         .map_err(registry_error)?;
@@ -128,14 +127,10 @@ pub(crate) async fn delete(
             site.domain
         )));
     }
-    super::writable(&state, &site)?;
-    registry(&state)
-        .delete_funnel(&site.domain, &name)
+    let removal = registry.delete_funnel(&site.domain, &name);
+    request
+        .remove_entry(&state, "funnel.delete", &name, removal)
         .await
-        .map_err(registry_error)?;
-    changed(&state);
-    audit::record_by(&state, &principal, "funnel.delete", &site.domain, &name).await;
-    Ok(Json(json!({ "deleted": "true" })).into_response())
 }
 
 #[cfg(test)]

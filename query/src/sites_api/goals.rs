@@ -13,7 +13,8 @@ use glimpse_core::goals::{Goal, GoalKind};
 use serde_json::{json, Value};
 
 use super::sites::registry_error;
-use super::{administered_site, changed, page, principal, readable_site, registry, Params};
+use super::SiteRequest;
+use super::{changed, page, registry, Params};
 use crate::audit;
 use crate::error::ApiError;
 use crate::AppState;
@@ -47,9 +48,7 @@ pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, params) = Params::read(request).await?;
-    let principal = principal(&state, &headers, &params).await?;
-    let site = readable_site(&state, &principal, params.required("site_id")?).await?;
+    let SiteRequest { params, site, .. } = SiteRequest::read(&state, request).await?;
     let mut goals: Vec<Value> = site
         .goals
         .iter()
@@ -112,9 +111,12 @@ pub(crate) async fn put(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, params) = Params::read(request).await?;
-    let principal = principal(&state, &headers, &params).await?;
-    let site = administered_site(&state, &principal, params.required("site_id")?).await?;
+    let SiteRequest {
+        params,
+        principal,
+        site,
+        ..
+    } = SiteRequest::admin(&state, request).await?;
     let goal = requested_goal(&params)?;
     if !site.goals.contains(&goal) {
         super::writable(&state, &site)?;
@@ -134,22 +136,18 @@ pub(crate) async fn delete(
     Path(wanted): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, params) = Params::read(request).await?;
-    let principal = principal(&state, &headers, &params).await?;
-    let site = administered_site(&state, &principal, params.required("site_id")?).await?;
+    let request = SiteRequest::admin(&state, request).await?;
+    let site = &request.site;
     let goal = site
         .goals
         .iter()
         .find(|g| goal_id(&site.domain, g) == wanted)
         .ok_or_else(|| ApiError::NotFound(format!("no goal {wanted} on site {}", site.domain)))?;
-    super::writable(&state, &site)?;
-    registry(&state)
-        .delete_goal(&site.domain, &goal.name)
+    let registry = registry(&state);
+    let removal = registry.delete_goal(&site.domain, &goal.name);
+    request
+        .remove_entry(&state, "goal.delete", &goal.name, removal)
         .await
-        .map_err(registry_error)?;
-    changed(&state);
-    audit::record_by(&state, &principal, "goal.delete", &site.domain, &goal.name).await;
-    Ok(Json(json!({ "deleted": "true" })).into_response())
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{administered_site, page, principal, Params};
+use super::page;
+use super::SiteRequest;
 use crate::accounts::cross_site::own_origin;
 use crate::accounts::{invitations, normalize_email, store, Role};
 use crate::error::ApiError;
@@ -47,9 +48,7 @@ pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, params) = Params::read(request).await?;
-    let principal = principal(&state, &headers, &params).await?;
-    let site = administered_site(&state, &principal, params.required("site_id")?).await?;
+    let SiteRequest { params, site, .. } = SiteRequest::admin(&state, request).await?;
     let tracked = state.db.track();
     let members = tracked
         .run(store::site_members(
@@ -93,9 +92,12 @@ pub(crate) async fn put(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, params) = Params::read(request).await?;
-    let principal = principal(&state, &headers, &params).await?;
-    let site = administered_site(&state, &principal, params.required("site_id")?).await?;
+    let SiteRequest {
+        headers,
+        params,
+        principal,
+        site,
+    } = SiteRequest::admin(&state, request).await?;
     let email = email_param(params.required("email")?)?;
     let role = parse_role(params.required("role")?)?;
     let client = state.db.background();
@@ -155,9 +157,9 @@ pub(crate) async fn delete(
     Path(email): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, params) = Params::read(request).await?;
-    let principal = principal(&state, &headers, &params).await?;
-    let site = administered_site(&state, &principal, params.required("site_id")?).await?;
+    let SiteRequest {
+        principal, site, ..
+    } = SiteRequest::admin(&state, request).await?;
     let email = email_param(&email)?;
     let client = state.db.background();
     let db = &state.database;
@@ -177,7 +179,7 @@ pub(crate) async fn delete(
         )));
     }
     audit::record_by(&state, &principal, "guest.remove", &site.domain, &email).await;
-    Ok(Json(json!({ "deleted": "true" })).into_response())
+    Ok(super::deleted())
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{administered_site, page, principal, Params};
+use super::page;
+use super::SiteRequest;
 use crate::accounts::{KeyScope, Principal};
 use crate::auth::{self, KeyError, KeyInfo};
 use crate::error::ApiError;
@@ -70,9 +71,7 @@ pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, params) = Params::read(request).await?;
-    let principal = principal(&state, &headers, &params).await?;
-    let site = administered_site(&state, &principal, params.required("site_id")?).await?;
+    let SiteRequest { params, site, .. } = SiteRequest::admin(&state, request).await?;
     let mut keys = site_keys(&state, &site.domain).await?;
     keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
     let (keys, meta) = page(keys, |k| k.key_id.clone(), &params)?;
@@ -85,9 +84,12 @@ pub(crate) async fn put(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, params) = Params::read(request).await?;
-    let principal = principal(&state, &headers, &params).await?;
-    let site = administered_site(&state, &principal, params.required("site_id")?).await?;
+    let SiteRequest {
+        params,
+        principal,
+        site,
+        ..
+    } = SiteRequest::admin(&state, request).await?;
     let name = params.required("name")?;
     if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(ApiError::bad(
@@ -130,9 +132,9 @@ pub(crate) async fn delete(
     Path(key_id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, params) = Params::read(request).await?;
-    let principal = principal(&state, &headers, &params).await?;
-    let site = administered_site(&state, &principal, params.required("site_id")?).await?;
+    let SiteRequest {
+        principal, site, ..
+    } = SiteRequest::admin(&state, request).await?;
     let keys = site_keys(&state, &site.domain).await?;
     let Some(key) = keys.iter().find(|k| k.key_id == key_id && k.revoked == 0) else {
         return Err(ApiError::NotFound(format!(
@@ -145,7 +147,7 @@ pub(crate) async fn delete(
         .map_err(key_error)?;
     let detail = format!("{} {}", key.key_id, key.name);
     audit::record_by(&state, &principal, "key.revoke", &site.domain, &detail).await;
-    Ok(Json(json!({ "deleted": "true" })).into_response())
+    Ok(super::deleted())
 }
 
 #[cfg(test)]

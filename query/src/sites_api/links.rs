@@ -15,7 +15,8 @@ use glimpse_core::site::SharedLink;
 use serde_json::{json, Value};
 
 use super::sites::registry_error;
-use super::{administered_site, changed, page, principal, registry, Params};
+use super::SiteRequest;
+use super::{changed, page, registry};
 use crate::accounts::cross_site::own_origin;
 use crate::audit;
 use crate::error::ApiError;
@@ -52,9 +53,12 @@ pub(crate) async fn list(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, params) = Params::read(request).await?;
-    let principal = principal(&state, &headers, &params).await?;
-    let site = administered_site(&state, &principal, params.required("site_id")?).await?;
+    let SiteRequest {
+        headers,
+        params,
+        site,
+        ..
+    } = SiteRequest::admin(&state, request).await?;
     let origin = origin(&state, peer, &headers);
     let mut links = site.shared_links.clone();
     links.sort_by(|a, b| a.name.cmp(&b.name));
@@ -72,9 +76,12 @@ pub(crate) async fn put(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, params) = Params::read(request).await?;
-    let principal = principal(&state, &headers, &params).await?;
-    let site = administered_site(&state, &principal, params.required("site_id")?).await?;
+    let SiteRequest {
+        headers,
+        params,
+        principal,
+        site,
+    } = SiteRequest::admin(&state, request).await?;
     let name = params.required("name")?;
     if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(ApiError::bad(
@@ -106,23 +113,19 @@ pub(crate) async fn delete(
     Path(name): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, params) = Params::read(request).await?;
-    let principal = principal(&state, &headers, &params).await?;
-    let site = administered_site(&state, &principal, params.required("site_id")?).await?;
+    let request = SiteRequest::admin(&state, request).await?;
+    let site = &request.site;
     if !site.shared_links.iter().any(|l| l.name == name) {
         return Err(ApiError::NotFound(format!(
             "no shared link {name:?} on site {}",
             site.domain
         )));
     }
-    super::writable(&state, &site)?;
-    registry(&state)
-        .delete_link(&site.domain, &name)
+    let registry = registry(&state);
+    let removal = registry.delete_link(&site.domain, &name);
+    request
+        .remove_entry(&state, "link.revoke", &name, removal)
         .await
-        .map_err(registry_error)?;
-    changed(&state);
-    audit::record_by(&state, &principal, "link.revoke", &site.domain, &name).await;
-    Ok(Json(json!({ "deleted": "true" })).into_response())
 }
 
 #[cfg(test)]

@@ -26,13 +26,17 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap};
 use serde_json::{json, Value};
 
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
 use crate::accounts::resolve;
 use crate::accounts::Principal;
 use crate::api::all_sites;
+use crate::audit;
 use crate::auth::Site;
 use crate::error::ApiError;
 use crate::AppState;
-use glimpse_core::registry::Registry;
+use glimpse_core::registry::{Registry, RegistryError};
 
 /// Largest body accepted: these requests carry a few short fields.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -196,6 +200,66 @@ pub(crate) async fn readable_site(
         Some(site) if principal.may_read(&site.domain) => Ok(site.clone()),
         _ => Err(ApiError::UnknownSite(site_id.to_string())),
     }
+}
+
+/// A request about one site, named by `site_id`: its headers and parameters, who asks, and the
+/// site (checked as [`readable_site`] or [`administered_site`] say).
+pub(crate) struct SiteRequest {
+    pub headers: HeaderMap,
+    pub params: Params,
+    pub principal: Principal,
+    pub site: Site,
+}
+
+impl SiteRequest {
+    /// A request that reads the site.
+    pub(crate) async fn read(state: &AppState, request: Request) -> Result<Self, ApiError> {
+        Self::checked(state, request, false).await
+    }
+
+    /// A request that changes the site.
+    pub(crate) async fn admin(state: &AppState, request: Request) -> Result<Self, ApiError> {
+        Self::checked(state, request, true).await
+    }
+
+    async fn checked(state: &AppState, request: Request, admin: bool) -> Result<Self, ApiError> {
+        let (headers, params) = Params::read(request).await?;
+        let principal = principal(state, &headers, &params).await?;
+        let site_id = params.required("site_id")?;
+        let site = if admin {
+            administered_site(state, &principal, site_id).await?
+        } else {
+            readable_site(state, &principal, site_id).await?
+        };
+        Ok(Self {
+            headers,
+            params,
+            principal,
+            site,
+        })
+    }
+
+    /// Removes one of the site's registry entries (a goal, link or funnel) through `removal`,
+    /// after refusing a configured site; then tells this service and audits `action` on
+    /// `target`. Answers Plausible's `{"deleted": "true"}`.
+    pub(crate) async fn remove_entry(
+        &self,
+        state: &AppState,
+        action: &str,
+        target: &str,
+        removal: impl std::future::Future<Output = Result<(), RegistryError>>,
+    ) -> Result<Response, ApiError> {
+        writable(state, &self.site)?;
+        removal.await.map_err(sites::registry_error)?;
+        changed(state);
+        audit::record_by(state, &self.principal, action, &self.site.domain, target).await;
+        Ok(deleted())
+    }
+}
+
+/// Plausible's answer to a deletion.
+pub(crate) fn deleted() -> Response {
+    Json(json!({ "deleted": "true" })).into_response()
 }
 
 /// Whether `domain` is managed in the configuration file (read-only here).
