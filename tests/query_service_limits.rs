@@ -304,3 +304,62 @@ async fn requests_without_an_api_key_are_rate_limited_per_client() {
     assert_eq!(keyed.status(), 200, "{:?}", keyed.text().await);
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_keys_and_cookies_are_limited_per_client_without_locking_out_good_keys() {
+    let ch = TestClickHouse::start().await;
+    let stop = CancellationToken::new();
+    let addr = query_service(&ch, &stop).await;
+    let http = reqwest::Client::new();
+    let stats = format!("http://{addr}/api/v1/stats/aggregate?site_id=example.com");
+    let key = |name: &'static str| {
+        let config = ch.config();
+        let client = ch.client.clone();
+        async move {
+            glimpse_query::auth::create_key(&client, "glimpse", &config, "example.com", name)
+                .await
+                .unwrap()
+                .0
+        }
+    };
+    let (good, fresh) = (key("good").await, key("fresh").await);
+    let status = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.unwrap();
+        let retry_after = response.headers().get("retry-after").cloned();
+        (response.status().as_u16(), retry_after)
+    };
+    assert_eq!(status(http.get(&stats).bearer_auth(&good)).await.0, 200);
+
+    // Junk keys from one address (a neighbour behind the same NAT, say): refused with 401,
+    // each one looked up, until the address's 30 refusals a minute are spent; then 429 with
+    // Retry-After, unread, for junk keys and junk session cookies alike.
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let junk = format!("junk-key-{i:04}-0123456789abcdef0123456789abcdef");
+        statuses.push(status(http.get(&stats).bearer_auth(junk)).await);
+    }
+    let codes: Vec<u16> = statuses.iter().map(|(s, _)| *s).collect();
+    assert!(codes[..30].iter().all(|s| *s == 401), "{codes:?}");
+    assert!(codes[31..].iter().all(|s| *s == 429), "{codes:?}");
+    let (_, retry_after) = statuses.last().unwrap();
+    let secs: u64 = retry_after
+        .as_ref()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&secs), "Retry-After: {secs}");
+    let cookie = http
+        .get(&stats)
+        .header("cookie", "glimpse_session=junk-session-token");
+    assert_eq!(status(cookie).await.0, 429, "a junk session cookie");
+
+    // A key accepted before still works from the blocked address; one never seen waits.
+    assert_eq!(status(http.get(&stats).bearer_auth(&good)).await.0, 200);
+    assert_eq!(status(http.get(&stats).bearer_auth(&fresh)).await.0, 429);
+    // Requests without credentials have their own bucket.
+    let share = format!("{stats}&auth=wrong-share-token-0123");
+    assert_eq!(status(http.get(&share)).await.0, 401);
+    stop.cancel();
+}

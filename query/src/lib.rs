@@ -30,12 +30,12 @@ pub mod v2;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -50,6 +50,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
+use crate::accounts::refused_credentials::presents_credentials;
 use crate::db::Db;
 use crate::error::ApiError;
 
@@ -78,6 +79,8 @@ struct AppState {
     public_origin: Option<String>,
     /// Sign-in attempts per account and per client address.
     logins: accounts::login_limit::LoginLimits,
+    /// Refused API keys and session cookies per client address.
+    refused: accounts::refused_credentials::RefusedCredentials,
 }
 
 /// Serves the query API on `listener` until `shutdown` resolves.
@@ -112,6 +115,7 @@ pub async fn serve(
             .as_deref()
             .and_then(accounts::cross_site::origin_of),
         logins: accounts::login_limit::LoginLimits::new(),
+        refused: accounts::refused_credentials::RefusedCredentials::new(),
     });
     // The dummy password hash, so that the first sign-in with an unknown e-mail takes as
     // long as any other.
@@ -142,6 +146,7 @@ pub async fn serve(
                     limiter.forget_idle();
                 }
                 state.logins.forget_idle();
+                state.refused.forget_idle();
             }
         });
     }
@@ -188,10 +193,21 @@ async fn request_context(
             let started = std::time::Instant::now();
             // The path only: the query string may hold a share token.
             let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-            let mut response = match limited(&state, peer, &request) {
+            let client = client_ip(peer.ip(), request.headers(), &state.trusted_proxies);
+            // Kept for after the answer, which says whether they were accepted.
+            let credentials =
+                presents_credentials(request.headers()).then(|| request.headers().clone());
+            let mut response = match limited(&state, client, credentials.as_ref(), &request) {
                 Some(wait) => ApiError::TooManyRequests(wait).into_response(),
                 None => next.run(request).await,
             };
+            if let Some(headers) = &credentials {
+                match response.status() {
+                    StatusCode::UNAUTHORIZED => state.refused.refused(client, headers),
+                    status if status.is_success() => state.refused.accepted(headers),
+                    _ => {}
+                }
+            }
             if let Ok(value) = HeaderValue::from_str(&id) {
                 response.headers_mut().insert("x-request-id", value);
             }
@@ -211,20 +227,25 @@ async fn request_context(
 /// `Some(wait)` when a request without an API key or session cookie (a share link, a
 /// refused request, a readiness check, a sign-in) is over its client's rate. The dashboard
 /// page and its assets cost nothing and are not limited; nor are requests with a key or the
-/// session cookie (a request with a cookie that is no valid session is refused, never tried as
-/// a share link, so a junk cookie does not open share tokens to unlimited guessing; sign-in
-/// has limits of its own).
-fn limited(state: &AppState, peer: SocketAddr, request: &Request) -> Option<Duration> {
-    let limiter = state.limiter.as_ref()?;
+/// session cookie, unless their client sent too many refused ones lately (`RefusedCredentials`: a
+/// request with a cookie that is no valid session is refused, never tried as a share link, so
+/// a junk cookie does not open share tokens to unlimited guessing; sign-in has limits of its
+/// own).
+fn limited(
+    state: &AppState,
+    client: IpAddr,
+    credentials: Option<&HeaderMap>,
+    request: &Request,
+) -> Option<Duration> {
     let path = request.uri().path();
     let costly = path.starts_with("/api/") || path == "/ready";
-    let identified = request.headers().contains_key(header::AUTHORIZATION)
-        || accounts::session::has_cookie(request.headers());
-    if !costly || identified {
+    if !costly {
         return None;
     }
-    let client = client_ip(peer.ip(), request.headers(), &state.trusted_proxies);
-    limiter.check(client).err()
+    if let Some(headers) = credentials {
+        return state.refused.blocked(client, headers);
+    }
+    state.limiter.as_ref()?.check(client).err()
 }
 
 fn router(state: Arc<AppState>) -> Router {

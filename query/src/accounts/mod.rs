@@ -18,6 +18,7 @@ pub(crate) mod invitations;
 pub(crate) mod login_limit;
 pub mod password;
 pub mod principal;
+pub(crate) mod refused_credentials;
 pub(crate) mod resolve;
 pub mod session;
 pub mod store;
