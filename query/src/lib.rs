@@ -81,6 +81,8 @@ struct AppState {
     logins: accounts::login_limit::LoginLimits,
     /// Refused API keys and session cookies per client address.
     refused: accounts::refused_credentials::RefusedCredentials,
+    /// Held while an invitation is accepted (`accounts::invitation_http`).
+    accepting: tokio::sync::Mutex<()>,
 }
 
 /// Serves the query API on `listener` until `shutdown` resolves.
@@ -116,6 +118,7 @@ pub async fn serve(
             .and_then(accounts::cross_site::origin_of),
         logins: accounts::login_limit::LoginLimits::new(),
         refused: accounts::refused_credentials::RefusedCredentials::new(),
+        accepting: tokio::sync::Mutex::new(()),
     });
     // The dummy password hash, so that the first sign-in with an unknown e-mail takes as
     // long as any other.

@@ -51,6 +51,11 @@ async fn pending(
         .logins
         .check_address(client)
         .map_err(ApiError::TooManyRequests)?;
+    find_pending(state, token).await
+}
+
+/// The pending invitation `token` is for, without counting an attempt.
+async fn find_pending(state: &AppState, token: &str) -> Result<(Invitation, Role), ApiError> {
     let tracked = state.db.track();
     let found = tracked
         .run(invitations::find(&tracked.client, &state.database, token))
@@ -91,7 +96,14 @@ pub(crate) async fn accept(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let accept: Accept = parse(&body)?;
-    let (invitation, role) = pending(&state, peer, &headers, accept.token.trim()).await?;
+    let token = accept.token.trim();
+    // Junk is refused (and counted) before waiting for the lock below.
+    pending(&state, peer, &headers, token).await?;
+    // One acceptance at a time in this process, checked again under the lock: a second one
+    // racing this one (a double click, the link opened twice) finds the invitation used,
+    // instead of creating the account twice with two passwords.
+    let _one_at_a_time = state.accepting.lock().await;
+    let (invitation, role) = find_pending(&state, token).await?;
     let email = invitation.email.clone();
     let tracked = state.db.track();
     let existing = tracked
@@ -99,10 +111,10 @@ pub(crate) async fn accept(
         .await?;
     let new_hash = match &existing {
         Some(user) => {
-            let client = client_ip(peer.ip(), &headers, &state.trusted_proxies);
+            // The attempt was counted for the client address by `pending`.
             state
                 .logins
-                .check(client, &email)
+                .check_account(&email)
                 .map_err(ApiError::TooManyRequests)?;
             if !verify(accept.password, Some(user.password_hash.clone())).await {
                 state.logins.failed(&email);
@@ -122,7 +134,8 @@ pub(crate) async fn accept(
             )
         }
     };
-    // Used first, so that a second acceptance racing this one is less likely to get through.
+    // Used first, so that an acceptance racing this one on another query service is less
+    // likely to get through.
     let client = state.db.background();
     invitations::mark_accepted(client, &state.database, &invitation).await?;
     match (&existing, new_hash) {

@@ -50,6 +50,12 @@ impl LoginLimits {
     /// `Err(wait)` when `client` or `email` may not try now. Counts as an attempt of `client`.
     pub fn check(&self, client: IpAddr, email: &str) -> Result<(), Duration> {
         self.per_address.check(client)?;
+        self.check_account(email)
+    }
+
+    /// `Err(wait)` when `email` may not try now, for an attempt already counted for its client
+    /// (by [`Self::check_address`]).
+    pub fn check_account(&self, email: &str) -> Result<(), Duration> {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let Some(times) = failures.get_mut(email) else {
             return Ok(());
