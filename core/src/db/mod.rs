@@ -29,6 +29,11 @@ use crate::config::{Config, ServerList};
 ///   re-sent batch, an erasure's count, a deleted site's rows. The other replicas are hot
 ///   standbys, used when the first is down.
 ///
+/// `insert_quorum` is deliberately not set: replicated deduplication (block hashes in
+/// ZooKeeper, shared by a shard's replicas) already makes a batch re-sent through another
+/// server land once, and with two replicas a quorum of 2 would refuse every insert into a shard
+/// while one replica is down — the outage `failover` exists for (README, "Scaling out").
+///
 /// `url` may list several servers of one cluster, comma-separated (`clickhouse_url`): the
 /// client then talks to the first that is up and fails over to the next ([`failover`]).
 pub fn connect(config: &Config, url: &str) -> clickhouse::Client {
