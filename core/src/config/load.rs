@@ -57,30 +57,46 @@ impl Config {
 
     /// `http://user:password@host:8123` is read as the URL without them plus
     /// `clickhouse_user`/`clickhouse_password`, so that the URL can be logged and the
-    /// credentials go in headers.
+    /// credentials go in headers. In a list of servers, every URL that has credentials must
+    /// have the same: Glimpse has one user for the cluster.
     fn take_url_credentials(&mut self) -> Result<(), ConfigError> {
         let Some(text) = &self.clickhouse_url else {
             return Ok(());
         };
-        let mut url = url::Url::parse(text)
-            .map_err(|e| ConfigError::invalid("clickhouse_url", e.to_string()))?;
+        let mut servers =
+            ServerList::parse(text).map_err(|e| ConfigError::invalid("clickhouse_url", e))?;
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8_lossy()
                 .into_owned()
         };
-        if !url.username().is_empty() {
-            self.clickhouse_user = decode(url.username());
+        let mut found: Option<(String, Option<String>)> = None;
+        for url in servers.urls_mut() {
+            if url.username().is_empty() && url.password().is_none() {
+                continue;
+            }
+            let these = (decode(url.username()), url.password().map(decode));
+            if found.as_ref().is_some_and(|f| *f != these) {
+                return Err(ConfigError::invalid(
+                    "clickhouse_url",
+                    "the servers' URLs hold different credentials: Glimpse uses one user \
+                     and password for every server",
+                ));
+            }
+            found = Some(these);
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
         }
-        if let Some(password) = url.password() {
-            self.clickhouse_password = decode(password).into();
-        }
-        if url.username().is_empty() && url.password().is_none() {
+        let Some((user, password)) = found else {
             return Ok(());
+        };
+        if !user.is_empty() {
+            self.clickhouse_user = user;
         }
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        self.clickhouse_url = Some(url.to_string());
+        if let Some(password) = password {
+            self.clickhouse_password = password.into();
+        }
+        self.clickhouse_url = Some(servers.to_string());
         Ok(())
     }
 

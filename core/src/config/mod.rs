@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 mod values;
 pub use crate::site::{Site, SiteConfig};
-pub use values::{CaCert, ClusterName, FsyncMode, FsyncPolicy, Secret};
+pub use values::{CaCert, ClusterName, FsyncMode, FsyncPolicy, Secret, ServerList};
 
 /// Everything an operator can set. Defaults are safe for a single-machine install.
 ///
@@ -34,6 +34,10 @@ pub struct Config {
     /// generated password), and other commands use the one a running `glimpse serve` started.
     /// Credentials in the URL (`http://user:password@host:8123`) are read as
     /// `clickhouse_user`/`clickhouse_password`.
+    ///
+    /// Several servers of one cluster, comma-separated (`http://ch1:8123,http://ch2:8123`):
+    /// requests go to the first that is up, and to the next while it is down (`db::failover`).
+    /// One set of credentials serves them all.
     pub clickhouse_url: Option<String>,
     pub clickhouse_user: String,
     pub clickhouse_password: Secret,
@@ -412,6 +416,11 @@ impl Config {
     }
 
     /// Where the visitor-id salts live.
+    /// `clickhouse_url` as its list of servers (validated when the configuration was loaded).
+    pub fn clickhouse_servers(&self) -> Option<ServerList> {
+        ServerList::parse(self.clickhouse_url.as_deref()?).ok()
+    }
+
     pub fn salt_dir(&self) -> PathBuf {
         self.collector
             .salt_dir

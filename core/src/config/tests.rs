@@ -59,6 +59,63 @@ fn credentials_in_the_clickhouse_url_become_user_and_password() {
 }
 
 #[test]
+fn clickhouse_url_lists_several_servers_with_one_set_of_credentials() {
+    Jail::expect_with(|jail| {
+        jail.set_env(
+            "GLIMPSE_CLICKHOUSE_URL",
+            "http://glimpse:p%40ss@10.0.0.1:8123, https://10.0.0.2:8443",
+        );
+        let c = Config::load(None).unwrap();
+        assert_eq!(
+            c.clickhouse_url.as_deref(),
+            Some("http://10.0.0.1:8123/,https://10.0.0.2:8443/")
+        );
+        assert_eq!(c.clickhouse_user, "glimpse");
+        assert_eq!(c.clickhouse_password, "p@ss");
+        let servers = c.clickhouse_servers().unwrap();
+        let hosts: Vec<_> = servers
+            .urls()
+            .iter()
+            .map(|u| u.host_str().unwrap())
+            .collect();
+        assert_eq!(hosts, ["10.0.0.1", "10.0.0.2"]);
+        // The same credentials on every URL are fine; different ones are refused, unquoted.
+        jail.set_env(
+            "GLIMPSE_CLICKHOUSE_URL",
+            "http://u:same@10.0.0.1:8123,http://u:same@10.0.0.2:8123",
+        );
+        assert_eq!(Config::load(None).unwrap().clickhouse_password, "same");
+        for (list, says) in [
+            (
+                "http://u:first-secret@10.0.0.1:8123,http://u:other-secret@10.0.0.2:8123",
+                "different credentials",
+            ),
+            (
+                "http://10.0.0.1:8123,,http://10.0.0.2:8123",
+                "server 2 of the list: empty",
+            ),
+            (
+                "http://10.0.0.1:8123,ftp://u:ftp-secret@x",
+                "server 2 of the list: must be",
+            ),
+            ("http://10.0.0.1:8123,not a url", "server 2 of the list"),
+            (
+                "http://10.0.0.1:8123,http://10.0.0.1:8123/x",
+                "listed twice",
+            ),
+        ] {
+            let err = load_err(jail, "GLIMPSE_CLICKHOUSE_URL", list);
+            assert!(
+                err.contains("clickhouse_url") && err.contains(says),
+                "{list}: {err}"
+            );
+            assert!(!err.contains("secret"), "a password in the message: {err}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
 fn secrets_are_read_from_the_file_glimpse_key_file_names() {
     Jail::expect_with(|jail| {
         jail.create_file("password", "s3cret\n")?;

@@ -5,14 +5,7 @@ use super::*;
 impl Config {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.clickhouse_url {
-            let parsed = url::Url::parse(url)
-                .map_err(|e| ConfigError::invalid("clickhouse_url", e.to_string()))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(ConfigError::invalid(
-                    "clickhouse_url",
-                    "must be an http:// or https:// URL of ClickHouse's HTTP interface",
-                ));
-            }
+            ServerList::parse(url).map_err(|e| ConfigError::invalid("clickhouse_url", e))?;
         }
         if self.clickhouse_cluster.is_some() && self.clickhouse_url.is_none() {
             return Err(ConfigError::invalid(

@@ -159,3 +159,76 @@ impl<'de> Deserialize<'de> for ClusterName {
         Self::parse(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
     }
 }
+
+/// `clickhouse_url` read as one or more ClickHouse HTTP URLs, comma-separated: servers of one
+/// cluster, used in this order (the first that is up; see `db::failover`). Each is an
+/// `http://` or `https://` URL with a host; none is listed twice. Error messages never quote
+/// a URL (it may hold a password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerList(Vec<url::Url>);
+
+impl ServerList {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        let mut urls: Vec<url::Url> = Vec::with_capacity(parts.len());
+        for (n, part) in (1..).zip(&parts) {
+            // Only the list's positions are named: the text may hold credentials.
+            let which = if parts.len() == 1 {
+                String::new()
+            } else {
+                format!("server {n} of the list: ")
+            };
+            if part.is_empty() {
+                return Err(format!(
+                    "{which}empty (servers are separated by one comma each)"
+                ));
+            }
+            let url = url::Url::parse(part).map_err(|e| format!("{which}{e}"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(format!(
+                    "{which}must be an http:// or https:// URL of ClickHouse's HTTP interface"
+                ));
+            }
+            if urls.iter().any(|u| same_server(u, &url)) {
+                return Err(format!("{which}the same server is listed twice"));
+            }
+            urls.push(url);
+        }
+        Ok(Self(urls))
+    }
+
+    /// In the configured order; never empty.
+    pub fn urls(&self) -> &[url::Url] {
+        &self.0
+    }
+
+    pub fn urls_mut(&mut self) -> &mut [url::Url] {
+        &mut self.0
+    }
+
+    pub fn first(&self) -> &url::Url {
+        &self.0[0]
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Display for ServerList {
+    /// As `clickhouse_url` is written: the URLs joined by commas.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let texts: Vec<&str> = self.0.iter().map(url::Url::as_str).collect();
+        f.write_str(&texts.join(","))
+    }
+}
+
+fn same_server(a: &url::Url, b: &url::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}

@@ -1,10 +1,11 @@
 //! ClickHouse: the connection every part of Glimpse uses, TLS to it, and the local server
 //! Glimpse starts when none is configured.
 
+pub mod failover;
 pub mod local;
 pub mod tls;
 
-use crate::config::Config;
+use crate::config::{Config, ServerList};
 
 /// A client for the configured ClickHouse, not bound to a database (migrations create it);
 /// `https://` URLs are verified against `clickhouse_ca_cert` or the system's roots.
@@ -27,8 +28,26 @@ use crate::config::Config;
 ///   just written (replication to the other replica is asynchronous): the spool's check of a
 ///   re-sent batch, an erasure's count, a deleted site's rows. The other replicas are hot
 ///   standbys, used when the first is down.
+///
+/// `insert_quorum` is deliberately not set: replicated deduplication (block hashes in
+/// ZooKeeper, shared by a shard's replicas) already makes a batch re-sent through another
+/// server land once, and with two replicas a quorum of 2 would refuse every insert into a shard
+/// while one replica is down — the outage `failover` exists for (README, "Scaling out").
+///
+/// `url` may list several servers of one cluster, comma-separated (`clickhouse_url`): the
+/// client then talks to the first that is up and fails over to the next ([`failover`]).
 pub fn connect(config: &Config, url: &str) -> clickhouse::Client {
-    let client = tls::client(config.clickhouse_ca_cert.as_ref())
+    let (client, url) = match ServerList::parse(url) {
+        Ok(list) if list.len() > 1 => (
+            failover::client(config, &list),
+            list.first().as_str().to_string(),
+        ),
+        _ => (
+            tls::client(config.clickhouse_ca_cert.as_ref()),
+            url.to_string(),
+        ),
+    };
+    let client = client
         .with_url(url)
         .with_user(&config.clickhouse_user)
         .with_password(config.clickhouse_password.expose())

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
@@ -20,18 +21,23 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A `clickhouse` client whose HTTP client speaks `http://` and `https://`, trusting `ca`'s
 /// certificates, or the system's roots without it.
 pub fn client(ca: Option<&CaCert>) -> clickhouse::Client {
-    let mut http = HttpConnector::new();
-    http.set_keepalive(Some(TCP_KEEPALIVE));
-    http.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls_config(ca))
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+    let connector = connector(ca);
     let http_client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .build(connector);
     clickhouse::Client::with_http_client(http_client)
+}
+
+/// The connector of [`client`]: TCP, then TLS for `https://` URIs.
+pub(super) fn connector(ca: Option<&CaCert>) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.set_keepalive(Some(TCP_KEEPALIVE));
+    http.enforce_http(false);
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(ca))
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
 }
 
 fn tls_config(ca: Option<&CaCert>) -> rustls::ClientConfig {
