@@ -3,8 +3,9 @@
 
 Usage: chdb_queries.py DIR REPEATS, where DIR (written by the benchmark) holds
   schema.json    the migration statements (modern flavor), in order
-  events.native  the benchmark's events, exported from the 18.16 server in Native format
-  rollup_daily.native, rollup_days.native  its per-day rollup, exported likewise
+  events.native.gz  the benchmark's events, exported from the 18.16 server in Native format,
+                    gzip-compressed
+  rollup_daily.native.gz, rollup_days.native.gz  its per-day rollup, exported likewise
   queries.json   [{"name": ..., "statements": [SQL, ...]}]: what one API request runs
 Loads the events, merges the table's parts (as the 18.16 run does with OPTIMIZE), then runs each
 request's statements REPEATS times (no warm-up, as in the 18.16 run) and prints one JSON line per query:
@@ -42,7 +43,8 @@ def main():
             sess.query(statement)
         started = time.perf_counter()
         for table in ("events", "rollup_daily", "rollup_days"):
-            native = os.path.join(work, f"{table}.native")
+            native = os.path.join(work, f"{table}.native.gz")
+            # The compression is told by the name's `.gz`.
             sess.query(f"INSERT INTO glimpse.{table} SELECT * FROM file('{native}', Native)")
             sess.query(f"OPTIMIZE TABLE glimpse.{table} FINAL")
         load_s = time.perf_counter() - started

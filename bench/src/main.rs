@@ -7,9 +7,11 @@
 //! ratios against the bare server measured in the same run. Loopback only; every run is
 //! bounded in time.
 
+mod generate;
 mod load;
 mod process;
 mod query;
+mod scale;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -64,6 +66,17 @@ enum Command {
         /// this Python (one that has `chdb-core`, e.g. `.venv/bin/python`).
         #[arg(long)]
         chdb: Option<PathBuf>,
+        /// Time the queries without the rollup too (the baseline) only up to this size: at
+        /// 100 M events each takes seconds.
+        #[arg(long, default_value_t = u64::MAX)]
+        baseline_max_size: u64,
+        /// Time the statements on chdb only up to this size (chdb loads a copy of the events).
+        #[arg(long, default_value_t = u64::MAX)]
+        chdb_max_size: u64,
+        /// Stop before the free space of the disk holding the temporary directory falls under
+        /// this many GB (the events take about 25-40 bytes each, the chdb copy as much again).
+        #[arg(long, default_value_t = 15)]
+        min_free_gb: u64,
     },
     /// Print the SQL the stats API sends for each of the query benchmark's dashboard queries
     /// (to time or EXPLAIN them by hand).
@@ -97,7 +110,17 @@ fn main() -> anyhow::Result<()> {
             sizes,
             repeats,
             chdb,
-        } => runtime.block_on(query::run(&sizes, repeats, chdb.as_deref())),
+            baseline_max_size,
+            chdb_max_size,
+            min_free_gb,
+        } => runtime.block_on(query::run(query::Options {
+            sizes: &sizes,
+            repeats,
+            chdb: chdb.as_deref(),
+            baseline_max_size,
+            chdb_max_size,
+            min_free_bytes: min_free_gb * 1_000_000_000,
+        })),
         Command::Sql { now, rolled } => {
             let now = match now {
                 Some(seconds) => jiff::Timestamp::from_second(seconds)?,

@@ -1,7 +1,8 @@
-//! The query benchmark: realistic events (power-law pages and sources, many visitors and
-//! visits, 90 days, 3 sites) written straight into ClickHouse in large batches, then every
-//! dashboard query timed through the stats API, p50/p95 over repeated runs, at growing data
-//! sizes (the scaling curve).
+//! The query benchmark: realistic events (`generate`: power-law pages and sources, many
+//! visitors and visits, 90 days, 3 sites) written straight into ClickHouse in bounded chunks,
+//! then every dashboard query and a funnel timed through the stats API, p50/p95 over repeated
+//! runs, at growing data sizes (the scaling curve), with the cost of loading, storing and
+//! keeping up the rollup beside them (`scale`).
 
 use std::time::{Duration, Instant};
 
@@ -9,102 +10,12 @@ use glimpse_core::config::Config;
 use glimpse_core::schema::EventRow;
 use glimpse_core::site::Site;
 
-const SITES: [&str; 3] = ["example.com", "shop.example", "blog.example"];
-const DAYS: u32 = 90;
+use crate::generate::{Generator, SITES, SOURCES};
+use crate::scale::{self, Memory, UpkeepFigures, CHUNK_ROWS};
 
-/// A deterministic generator (xorshift): the same data every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A power-law pick in 0..n: low indices much more likely (Zipf-like).
-    fn zipf(&mut self, n: usize) -> usize {
-        let u = (self.next() % 1_000_000) as f64 / 1_000_000.0;
-        ((n as f64).powf(u) - 1.0) as usize % n
-    }
-}
-
-const SOURCES: [&str; 12] = [
-    "",
-    "Google",
-    "",
-    "DuckDuckGo",
-    "Hacker News",
-    "Reddit",
-    "GitHub",
-    "Bing",
-    "X (Twitter)",
-    "newsletter",
-    "LinkedIn",
-    "Facebook",
-];
-const COUNTRIES: [&str; 10] = ["US", "DE", "GB", "FR", "IN", "BR", "JP", "NL", "CA", "SE"];
-const BROWSERS: [&str; 5] = ["Chrome", "Safari", "Firefox", "Edge", "Samsung Internet"];
-const DEVICES: [&str; 3] = ["desktop", "mobile", "tablet"];
-
-/// Visits whose events are written, `count` events in total, ending now.
-fn generate(rng: &mut Rng, count: u64, now: u32, out: &mut Vec<EventRow>) {
-    let start = now - DAYS * 86_400;
-    let mut written = 0;
-    while written < count {
-        let site = SITES[rng.zipf(SITES.len())];
-        let person = rng.next() % 2_000_000;
-        let session = rng.next();
-        let mut t = start + (rng.next() % u64::from(DAYS * 86_400)) as u32;
-        // As the collector assigns ids: one per person and day of the visit's start (the salt
-        // rotates at midnight UTC; a visit keeps its first day's id).
-        let visitor = (person ^ (u64::from(t / 86_400) << 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let pages = 1 + rng.zipf(8);
-        let source = SOURCES[rng.zipf(SOURCES.len())];
-        let country = COUNTRIES[rng.zipf(COUNTRIES.len())];
-        let browser = BROWSERS[rng.zipf(BROWSERS.len())];
-        let device = DEVICES[rng.zipf(DEVICES.len())];
-        let visit_rows = out.len();
-        for p in 0..pages {
-            let page = rng.zipf(500);
-            out.push(EventRow {
-                site: site.into(),
-                timestamp: t.min(now - 1),
-                name: if p > 0 && rng.next().is_multiple_of(25) {
-                    "Signup"
-                } else {
-                    "pageview"
-                }
-                .into(),
-                hostname: site.into(),
-                pathname: format!("/page/{page}"),
-                referrer_source: if p == 0 { source } else { "" }.into(),
-                visitor_id: visitor,
-                session_id: session,
-                browser: browser.into(),
-                browser_version: "131".into(),
-                os: "Linux".into(),
-                device: device.into(),
-                country: country.into(),
-                screen_width: 1280,
-                interactive: 1,
-                ..EventRow::default()
-            });
-            t += 5 + (rng.next() % 120) as u32;
-            written += 1;
-            if written >= count {
-                break;
-            }
-        }
-        // The visit columns, as the collector stamps them.
-        glimpse_collector::ingest::sessions::stamp_visits(&mut out[visit_rows..]);
-    }
-}
-
-async fn insert(client: &clickhouse::Client, rows: &[EventRow]) -> anyhow::Result<()> {
+pub async fn insert(client: &clickhouse::Client, rows: &[EventRow]) -> anyhow::Result<()> {
     let client = client.clone().with_database("glimpse");
-    for chunk in rows.chunks(500_000) {
+    for chunk in rows.chunks(CHUNK_ROWS) {
         let mut insert = client.insert::<EventRow>("events").await?;
         for row in chunk {
             insert.write(row).await?;
@@ -120,10 +31,22 @@ type Timings = Vec<(f64, f64)>;
 /// Results at one data size.
 struct SizeResult {
     events: u64,
+    /// Seconds generating and inserting this size's new events (`new_events`).
+    new_events: u64,
+    generate_secs: f64,
     insert_secs: f64,
-    rollup_secs: f64,
-    /// Through the API with no rollup (every question reads the events), then with it.
-    events_only: Timings,
+    upkeep: UpkeepFigures,
+    /// Bytes on disk of the events and of the rollup.
+    events_bytes: u64,
+    rollup_bytes: u64,
+    /// ClickHouse's memory after the inserts and at the end of the size's measurements.
+    memory_loaded: Memory,
+    memory_end: Memory,
+    /// Load averages at the start and the end of the size.
+    load: (String, String),
+    /// Through the API with no rollup (every question reads the events; skipped above
+    /// `--baseline-max-size`), then with it.
+    events_only: Option<Timings>,
     with_rollup: Timings,
     /// ClickHouse counting the period's rows, straight.
     floor: (f64, f64),
@@ -202,9 +125,21 @@ const V2_QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Every timed query's name: v1's, then v2's.
+/// A 4-step funnel over 30 days (`POST /api/v2/funnel`): pages of the generated power law
+/// (one by its pattern) and the generated custom event, counted in order within a visit. It
+/// reads the events (the rollup does not answer funnels).
+const FUNNEL: (&str, &str) = (
+    "v2 funnel, 4 steps, 30d",
+    r#"{"date_range": "30d", "steps": [{"page": "/page/0"}, {"page": "/page/1*"}, {"event": "Signup"}, {"page": "/page/2"}]}"#,
+);
+
+/// Every timed query's name: v1's, then v2's, then the funnel.
 fn names() -> impl Iterator<Item = &'static str> {
-    QUERIES.iter().chain(V2_QUERIES).map(|(name, _)| *name)
+    QUERIES
+        .iter()
+        .chain(V2_QUERIES)
+        .chain([&FUNNEL])
+        .map(|(name, _)| *name)
 }
 
 /// A v2 body for the largest site.
@@ -214,11 +149,30 @@ fn v2_body(body: &str) -> anyhow::Result<serde_json::Value> {
     Ok(body)
 }
 
-pub async fn run(
-    sizes: &[u64],
-    repeats: usize,
-    chdb: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
+/// What `glimpse-bench query` measures and how.
+pub struct Options<'a> {
+    /// Stored events at which to measure (cumulative).
+    pub sizes: &'a [u64],
+    pub repeats: usize,
+    /// A Python with chdb, to time the statements on current ClickHouse too.
+    pub chdb: Option<&'a std::path::Path>,
+    /// Up to which size to time the queries without the rollup too (the baseline).
+    pub baseline_max_size: u64,
+    /// Up to which size to time the statements on chdb too.
+    pub chdb_max_size: u64,
+    /// Stop before the free disk space falls under this many bytes.
+    pub min_free_bytes: u64,
+}
+
+pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
+    let Options {
+        sizes,
+        repeats,
+        chdb,
+        baseline_max_size,
+        chdb_max_size,
+        min_free_bytes,
+    } = options;
     let work = tempfile::tempdir()?;
     let clickhouse = glimpse_core::db::local::LocalClickHouse::start(
         &work.path().join("clickhouse"),
@@ -247,27 +201,56 @@ pub async fn run(
         listener,
         std::future::pending::<()>(),
     ));
+    println!(
+        "machine: {} cores, {}; load average {} at the start",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        crate::process::memory_description(),
+        scale::load_average()
+    );
 
     let now = glimpse_core::clock::unix_now();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut generator = Generator::new(now);
     let mut stored = 0u64;
     let mut table: Vec<SizeResult> = Vec::new();
     for &size in sizes {
-        let mut rows = Vec::with_capacity((size - stored) as usize);
-        generate(&mut rng, size - stored, now, &mut rows);
-        let started = Instant::now();
-        insert(&client, &rows).await?;
-        let insert_secs = started.elapsed().as_secs_f64();
+        let load_start = scale::load_average();
+        let baseline = size <= baseline_max_size;
+        let new_events = size.saturating_sub(stored);
+        // Generated and inserted a chunk at a time: memory is a chunk, whatever the size.
+        let (mut generate_secs, mut insert_secs) = (0.0, 0.0);
+        let mut rows = Vec::with_capacity(CHUNK_ROWS + 8);
+        let mut remaining = new_events;
+        while remaining > 0 {
+            let free = scale::free_bytes(work.path())?;
+            anyhow::ensure!(
+                free >= min_free_bytes,
+                "stopped at {} events: {} GB free on the disk, under the {} GB floor",
+                stored + new_events - remaining,
+                free / 1_000_000_000,
+                min_free_bytes / 1_000_000_000
+            );
+            rows.clear();
+            let started = Instant::now();
+            remaining -= generator.chunk(CHUNK_ROWS, remaining, &mut rows);
+            generate_secs += started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            insert(&client, &rows).await?;
+            insert_secs += started.elapsed().as_secs_f64();
+        }
+        drop(rows);
         println!(
-            "{size} events: inserted in {insert_secs:.1} s ({:.0} ns/event)",
-            insert_secs * 1e9 / (size - stored) as f64
+            "{size} events: {new_events} new ones generated in {generate_secs:.1} s, inserted in \
+             {insert_secs:.1} s ({:.0} events/s)",
+            new_events as f64 / insert_secs
         );
         stored = size;
-        drop(rows);
         let _ = client
             .query("OPTIMIZE TABLE glimpse.events")
             .execute()
             .await;
+        let memory_loaded = scale::memory(clickhouse.pid());
 
         // The baseline of the same run: no rollup, every question reads the events.
         for table in ["rollup_daily", "rollup_days"] {
@@ -276,14 +259,26 @@ pub async fn run(
                 .execute()
                 .await?;
         }
-        let events_only = time_api(&origin, &key, repeats).await?;
-        // The rollup as the query service keeps it: every day whose visits have ended.
-        let started = Instant::now();
-        let report = glimpse_query::rollup::refresh(&client, "glimpse", i64::from(now)).await?;
-        let rollup_secs = started.elapsed().as_secs_f64();
+        let events_only = if baseline {
+            Some(time_api(&origin, &key, repeats).await?)
+        } else {
+            None
+        };
+        // The rollup as a starting query service builds it (every day whose visits have
+        // ended), then its upkeep.
+        let upkeep = scale::measure_upkeep(&client, &mut generator, now).await?;
         println!(
-            "{size} events: rollup of {} site days built in {rollup_secs:.1} s",
-            report.days_built.len()
+            "{size} events: rollup of {} site days built in {:.1} s; upkeep: no-op {:.2} s \
+             ({} days read), full-fingerprint no-op {:.2} s, one day changed {:.2} s ({} days \
+             read, {} rebuilt)",
+            upkeep.days_built,
+            upkeep.build_secs,
+            upkeep.noop_secs,
+            upkeep.noop_days_checked,
+            upkeep.full_noop_secs,
+            upkeep.one_day_secs,
+            upkeep.one_day_checked,
+            upkeep.one_day_built
         );
         let with_rollup = time_api(&origin, &key, repeats).await?;
         // The floor, measured in the same run: ClickHouse counting the period's rows of the
@@ -301,35 +296,56 @@ pub async fn run(
             samples.push(t.elapsed());
         }
         let floor = percentiles(&mut samples);
+        let events_bytes = scale::table_bytes(&client, "events").await?;
+        let rollup_bytes = scale::table_bytes(&client, "rollup_daily").await?
+            + scale::table_bytes(&client, "rollup_days").await?;
+        println!(
+            "{size} events: {events_bytes} bytes of events on disk ({:.1} per event), \
+             {rollup_bytes} of rollup",
+            events_bytes as f64 / size as f64
+        );
         let chdb = match chdb {
-            Some(python) => {
-                let measured = time_on_chdb(python, &client, work.path(), now, repeats).await?;
+            Some(python) if size <= chdb_max_size => {
+                let measured =
+                    time_on_chdb(python, &client, work.path(), now, repeats, baseline).await?;
                 println!(
                     "{size} events on ClickHouse {} (chdb): measured",
                     measured.0
                 );
                 Some(measured)
             }
-            None => None,
+            _ => None,
         };
         table.push(SizeResult {
             events: size,
+            new_events,
+            generate_secs,
             insert_secs,
-            rollup_secs,
+            upkeep,
+            events_bytes,
+            rollup_bytes,
+            memory_loaded,
+            memory_end: scale::memory(clickhouse.pid()),
+            load: (load_start, scale::load_average()),
             events_only,
             with_rollup,
             floor,
             chdb,
         });
+        // After each size, so that a long run's first sizes are on record if a later one fails.
+        print_report(&table);
     }
     server.abort();
     clickhouse.stop().await;
+    Ok(())
+}
 
+fn print_report(table: &[SizeResult]) {
     println!();
     println!(
         "ClickHouse 18.16 through the stats API, p50 / p95 ms (events only → with the rollup):"
     );
-    print_table(&table, |r| Some((&r.events_only, &r.with_rollup)));
+    print_table(table, |r| Some((r.events_only.as_ref(), &r.with_rollup)));
     let floors: Vec<String> = table
         .iter()
         .map(|r| format!("{}: {:.0} / {:.0}", human(r.events), r.floor.0, r.floor.1))
@@ -338,31 +354,59 @@ pub async fn run(
         "floor (count() of the period's rows, straight to ClickHouse): {}",
         floors.join("; ")
     );
-    let builds: Vec<String> = table
-        .iter()
-        .map(|r| format!("{}: {:.1} s", human(r.events), r.rollup_secs))
-        .collect();
-    println!("rollup built from nothing: {}", builds.join("; "));
-    let inserts: Vec<String> = table
-        .iter()
-        .map(|r| format!("{}: {:.1} s", human(r.events), r.insert_secs))
-        .collect();
+    println!();
+    println!("Loading, storing and keeping up the rollup:");
+    println!();
     println!(
-        "events inserted (each size's new rows): {}",
-        inserts.join("; ")
+        "| events | new events: generated s / inserted s (events/s) | disk bytes per event \
+         (rollup MiB) | ClickHouse RSS MiB after insert / end (peak) \
+         | rollup built s (site-days) | upkeep no-op s (days read) | full-fingerprint no-op s \
+         | one day changed s (days read / rebuilt) | load average start → end |"
     );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    for r in table {
+        let u = &r.upkeep;
+        println!(
+            "| {} | {} : {:.1} / {:.1} ({:.0}) | {:.1} ({:.1}) | {:.0} / {:.0} ({:.0}) \
+             | {:.1} ({}) | {:.2} ({}) | {:.2} | {:.2} ({} / {}) | {} → {} |",
+            human(r.events),
+            human(r.new_events),
+            r.generate_secs,
+            r.insert_secs,
+            r.new_events as f64 / r.insert_secs,
+            r.events_bytes as f64 / r.events as f64,
+            r.rollup_bytes as f64 / 1_048_576.0,
+            r.memory_loaded.rss_mib,
+            r.memory_end.rss_mib,
+            r.memory_end.peak_rss_mib,
+            u.build_secs,
+            u.days_built,
+            u.noop_secs,
+            u.noop_days_checked,
+            u.full_noop_secs,
+            u.one_day_secs,
+            u.one_day_checked,
+            u.one_day_built,
+            r.load.0,
+            r.load.1
+        );
+    }
     if let Some((version, _, _)) = table.iter().find_map(|r| r.chdb.as_ref()) {
         println!();
         println!(
             "The same statements on ClickHouse {version}, in-process (chdb), same data and cores; \
              a request's statements one after another, no HTTP (events only → with the rollup):"
         );
-        print_table(&table, |r| r.chdb.as_ref().map(|(_, a, b)| (a, b)));
+        print_table(table, |r| {
+            r.chdb
+                .as_ref()
+                .map(|(_, a, b)| ((!a.is_empty()).then_some(a), b))
+        });
     }
-    Ok(())
 }
 
-/// Times every dashboard query through the API, v1's then v2's: (p50, p95) ms each.
+/// Times every dashboard query through the API, v1's then v2's, then the funnel: (p50, p95) ms
+/// each.
 async fn time_api(origin: &str, key: &str, repeats: usize) -> anyhow::Result<Timings> {
     let mut timings = Vec::new();
     for (_, path) in QUERIES {
@@ -388,13 +432,26 @@ async fn time_api(origin: &str, key: &str, repeats: usize) -> anyhow::Result<Tim
         }
         timings.push(percentiles(&mut samples));
     }
+    let url = format!("{origin}/api/v2/funnel");
+    let body = serde_json::to_vec(&v2_body(FUNNEL.1)?)?;
+    let mut samples = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let t = Instant::now();
+        let status = http_request(&url, key, Some(&body)).await?;
+        samples.push(t.elapsed());
+        anyhow::ensure!(status == 200, "{} answered {status}", FUNNEL.0);
+    }
+    timings.push(percentiles(&mut samples));
     Ok(timings)
 }
 
-/// A Markdown table: a row per query, per size "events only → with rollup" (p50 / p95), and
-/// the p95 speed-up at the largest size.
-fn print_table(table: &[SizeResult], pick: impl Fn(&SizeResult) -> Option<(&Timings, &Timings)>) {
-    let sizes: Vec<(&SizeResult, (&Timings, &Timings))> = table
+/// A Markdown table: a row per query, per size "events only → with rollup" (p50 / p95; the
+/// rollup's alone without a baseline), and the p95 speed-up at the largest size.
+fn print_table(
+    table: &[SizeResult],
+    pick: impl Fn(&SizeResult) -> Option<(Option<&Timings>, &Timings)>,
+) {
+    let sizes: Vec<(&SizeResult, (Option<&Timings>, &Timings))> = table
         .iter()
         .filter_map(|r| pick(r).map(|t| (r, t)))
         .collect();
@@ -407,31 +464,35 @@ fn print_table(table: &[SizeResult], pick: impl Fn(&SizeResult) -> Option<(&Timi
     for (i, name) in names().enumerate() {
         let cells: Vec<String> = sizes
             .iter()
-            .map(|(_, (plain, rolled))| {
-                format!(
+            .map(|(_, (plain, rolled))| match plain {
+                Some(plain) => format!(
                     "{:.0} / {:.0} → {:.0} / {:.0}",
                     plain[i].0, plain[i].1, rolled[i].0, rolled[i].1
-                )
+                ),
+                None => format!("{:.0} / {:.0}", rolled[i].0, rolled[i].1),
             })
             .collect();
         let speedup = sizes
             .last()
-            .map(|(_, (plain, rolled))| plain[i].1 / rolled[i].1)
-            .unwrap_or(f64::NAN);
-        println!("| {name} | {} | {speedup:.1}× |", cells.join(" | "));
+            .and_then(|(_, (plain, rolled))| plain.map(|plain| plain[i].1 / rolled[i].1))
+            .map(|s| format!("{s:.1}×"))
+            .unwrap_or_else(|| "-".into());
+        println!("| {name} | {} | {speedup} |", cells.join(" | "));
     }
 }
 
 /// Times the dashboard's statements on current ClickHouse through chdb
 /// (`bench/chdb_queries.py`), over the events and rollup stored so far, exported from the
-/// 18.16 server: the server version and (p50, p95) ms per query, over the events only and with
-/// the rollup.
+/// 18.16 server (gzip-compressed: a 100 M-event export would take tens of GB raw): the server
+/// version and (p50, p95) ms per query, over the events only (empty without `baseline`) and
+/// with the rollup.
 async fn time_on_chdb(
     python: &std::path::Path,
     client: &clickhouse::Client,
     work: &std::path::Path,
     now: u32,
     repeats: usize,
+    baseline: bool,
 ) -> anyhow::Result<(String, Timings, Timings)> {
     use anyhow::Context;
     let dir = work.join("chdb");
@@ -441,11 +502,12 @@ async fn time_on_chdb(
         let mut export = client
             .query(&format!("SELECT * FROM glimpse.{table}"))
             .fetch_bytes("Native")?;
-        let mut file = tokio::fs::File::create(dir.join(format!("{table}.native"))).await?;
+        let file = std::fs::File::create(dir.join(format!("{table}.native.gz")))?;
+        let mut file = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
         while let Some(chunk) = export.next().await? {
-            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
+            std::io::Write::write_all(&mut file, &chunk)?;
         }
-        tokio::io::AsyncWriteExt::flush(&mut file).await?;
+        file.finish()?;
     }
     let today = i64::from(now) / 86_400;
     let rolled =
@@ -456,8 +518,13 @@ async fn time_on_chdb(
         glimpse_core::schema::migration_statements(glimpse_core::schema::Flavor::Modern, "glimpse");
     std::fs::write(dir.join("schema.json"), serde_json::to_vec(&schema)?)?;
     let now = jiff::Timestamp::from_second(i64::from(now))?;
-    // Each query twice: over the events only, then with the rollup.
-    let queries: Vec<_> = dashboard_statements(now, &[])?
+    // Each query twice: over the events only (with a baseline), then with the rollup.
+    let events_only = if baseline {
+        dashboard_statements(now, &[])?
+    } else {
+        Vec::new()
+    };
+    let queries: Vec<_> = events_only
         .into_iter()
         .chain(dashboard_statements(now, &rolled)?)
         .map(|(name, statements)| serde_json::json!({ "name": name, "statements": statements }))
@@ -493,17 +560,18 @@ async fn time_on_chdb(
         }
     }
     let count = names().count();
+    let expected = if baseline { 2 * count } else { count };
     anyhow::ensure!(
-        figures.len() == 2 * count,
+        figures.len() == expected,
         "chdb answered {} queries",
         figures.len()
     );
-    let with_rollup = figures.split_off(count);
+    let with_rollup = figures.split_off(expected - count);
     Ok((version, figures, with_rollup))
 }
 
 /// The exact statements the stats API sends for each dashboard query (largest site, UTC),
-/// v1's then v2's. A breakdown's comparison is a second step on the page's keys: here the
+/// v1's, v2's, then the funnel's. A breakdown's comparison is a second step on the page's keys: here the
 /// generated sources, a page of them.
 pub fn dashboard_statements(
     now: jiff::Timestamp,
@@ -552,6 +620,11 @@ pub fn dashboard_statements(
             .and_then(|query| glimpse_query::v2::translate(&query, site.clone(), now));
         queries.push((*name, statements(name, request)?));
     }
+    let body = v2_body(FUNNEL.1)?;
+    let request = glimpse_query::funnel::parse(&body, &site, None, now)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", FUNNEL.0))?;
+    let funnel = glimpse_query::funnel::statement("glimpse", &site, &request).final_text();
+    queries.push((FUNNEL.0, vec![funnel]));
     Ok(queries)
 }
 
