@@ -15,6 +15,7 @@ pub mod protocols;
 pub mod pseudonym;
 pub mod referrer;
 pub mod sessions;
+pub mod shared_salts;
 pub mod useragent;
 
 pub use beacon::{Beacon, BeaconError, BeaconLimits};
