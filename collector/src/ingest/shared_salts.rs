@@ -272,7 +272,7 @@ impl SharedSalts {
 }
 
 fn decode_hex(hex: &str) -> Option<Zeroizing<Vec<u8>>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let bytes = (0..hex.len())
