@@ -403,6 +403,11 @@ mod tests {
         assert_eq!(a.session_id, b.session_id);
         let c = assign(&s, event("e.com", 7, 1000 + 59 * 60, "pageview", "/"), None);
         assert_eq!(c.visitor_id, 7);
+        // `assign` tells whether the event continued a visit open here.
+        let mut d = event("e.com", 7, 1000 + 60 * 60, "pageview", "/");
+        assert!(s.assign(&mut d, None));
+        let mut e = event("e.com", 8, 1000 + 60 * 60, "pageview", "/");
+        assert!(!s.assign(&mut e, None));
         assert_ne!(c.session_id, a.session_id);
         assert_eq!((a.visit_entry, b.visit_entry, c.visit_entry), (1, 0, 1));
     }
