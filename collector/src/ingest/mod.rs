@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod protocols;
 pub mod pseudonym;
 pub mod referrer;
+pub mod salt;
 pub mod sessions;
 pub mod shared_salts;
 pub mod useragent;

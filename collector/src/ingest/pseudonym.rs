@@ -27,19 +27,9 @@ use zeroize::Zeroizing;
 
 use glimpse_core::ip_prefix::hashing_network;
 
+pub use super::salt::{day_of, Day};
+use super::salt::{random_salt, Salt, SALT_LEN, SECONDS_PER_DAY};
 use super::shared_salts::{SharedSaltError, SharedSalts, PREPARE_AHEAD_SECS};
-
-pub(crate) const SALT_LEN: usize = 32;
-const SECONDS_PER_DAY: u64 = 86_400;
-
-/// A day as a count of days since the Unix epoch (UTC).
-pub type Day = u32;
-
-pub fn day_of(unix_secs: u64) -> Day {
-    (unix_secs / SECONDS_PER_DAY) as Day
-}
-
-pub(crate) type Salt = Zeroizing<[u8; SALT_LEN]>;
 
 /// The salts in force on one day: its own, and the previous day's (kept only to continue
 /// visits that cross midnight).
@@ -97,13 +87,6 @@ fn visitor_hash(salt: &[u8; SALT_LEN], site: &str, ip: IpAddr, user_agent: &str)
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest.as_bytes()[..8]);
     u64::from_le_bytes(first)
-}
-
-pub(crate) fn random_salt() -> Salt {
-    let mut salt = Zeroizing::new([0u8; SALT_LEN]);
-    // The OS CSPRNG failing is not something to limp on from.
-    getrandom::fill(salt.as_mut()).expect("the operating system's random number generator failed");
-    salt
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -29,7 +29,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::pseudonym::{random_salt, Day, Salt, SALT_LEN};
+use super::salt::{random_salt, Day, Salt, SALT_LEN};
 
 /// How long before midnight UTC tomorrow's salt is agreed: time for every collector to see
 /// the proposals, and for an unreachable cluster to come back, before the day starts.
