@@ -27,6 +27,45 @@ use ingest::sessions::Sessions;
 use ingest::BeaconLimits;
 use sink::{ClickHouseSink, Ingest, Sink, WriterConfig, WriterControl};
 
+/// How long a collector starting on a cluster waits for the migrations and the cluster's
+/// agreement on today's salt before it serves with a salt of its own (see
+/// [`SaltStore::open_shared`]).
+const SHARED_SALT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// How long a collector waits after proposing a salt for the other collectors' proposals.
+const SHARED_SALT_SETTLE: Duration = Duration::from_secs(5);
+
+/// The salts from `salt_dir`, or on a cluster with `salt_key` agreed through the cluster.
+async fn open_salts(config: &Config, readiness: &Readiness) -> Result<SaltStore, ServeError> {
+    let day = ingest::pseudonym::day_of(u64::from(glimpse_core::clock::unix_now()));
+    let (Some(_), Some(key), Some(client)) = (
+        &config.clickhouse_cluster,
+        &config.collector.salt_key,
+        &readiness.clickhouse,
+    ) else {
+        if config.clickhouse_cluster.is_some() {
+            tracing::warn!(
+                "clickhouse_cluster without salt_key: visitor-id salts stay in this collector's \
+                 salt_dir, so collectors agree on ids only if they share that directory"
+            );
+        }
+        return Ok(SaltStore::open(&config.salt_dir(), day)?);
+    };
+    // The table comes with migration 20, which this collector may be applying right now.
+    let deadline = tokio::time::Instant::now() + SHARED_SALT_PATIENCE;
+    while !readiness.migrated.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shared = ingest::shared_salts::SharedSalts::new(
+        client.clone(),
+        &config.clickhouse_database,
+        key.expose(),
+        SHARED_SALT_SETTLE,
+    );
+    let patience = deadline.saturating_duration_since(tokio::time::Instant::now());
+    Ok(SaltStore::open_shared(Arc::new(shared), day, patience).await)
+}
+
 /// What the collector did, once it has shut down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServeReport {
@@ -136,11 +175,7 @@ pub async fn serve_with_sink<S: Sink>(
     };
     let enrichers = Enrichers::from_config(&config, geo);
     let trusted_proxies = config.trusted_proxies();
-    let now = glimpse_core::clock::unix_now();
-    let salts = Arc::new(SaltStore::open(
-        &config.salt_dir(),
-        ingest::pseudonym::day_of(u64::from(now)),
-    )?);
+    let salts = Arc::new(open_salts(&config, &readiness).await?);
     // Sites added at run time, as last seen: accepted even if ClickHouse is down now.
     let sites_snapshot = config.data_dir.join("sites.json");
     enrichers.sites.restore(&sites_snapshot);

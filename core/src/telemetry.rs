@@ -34,6 +34,8 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ("glimpse_rows_lost_total", "Accepted event rows that could not be written (without the spool, at a shutdown past its deadline)."),
     ("glimpse_visits_evicted_total", "Open visits closed early because max_open_visits was reached."),
     ("glimpse_salt_rotations_total", "Daily rotations of the visitor-id salt."),
+    ("glimpse_salt_changes_total", "Times today's salt was replaced by the one the cluster agreed on (a late proposal won, or the cluster was unreachable)."),
+    ("glimpse_visits_begun_elsewhere_total", "Events that started a visit here although their visit had begun (engagement report, page reached from the same site): visits split between collectors or by a restart; an upper bound."),
     ("glimpse_erase_mutations_total", "ClickHouse deletions run for visitors' erase requests."),
     ("glimpse_spool_write_errors_total", "Failed writes to the on-disk spool (disk full, I/O error)."),
     ("glimpse_geoip_reloads_total", "GeoIP database reloads after its file changed, by result: ok, or failed (the file could not be used; the database loaded before stays in use)."),

@@ -168,7 +168,10 @@ pub async fn record(
         .into_iter()
         .map(|p| {
             let mut row = p.row;
-            state.sessions.assign(&mut row, p.previous_visitor_id);
+            let continued = state.sessions.assign(&mut row, p.previous_visitor_id);
+            if !continued {
+                count_visit_begun_elsewhere(beacon, &row);
+            }
             row
         })
         .collect();
@@ -179,6 +182,28 @@ pub async fn record(
         .map_err(IngestError::Unavailable)?;
     metrics::counter!("glimpse_events_accepted_total", "protocol" => protocol.label()).increment(1);
     Ok(())
+}
+
+/// Counts an event that started a visit here although its visit had begun already, as far as
+/// the beacon tells: an engagement report (sent after a page view of the same visit) or a page
+/// reached by a link from the same site. Its visit began on another collector (the load
+/// balancer moved the client: a collector died or was added) or before this collector
+/// restarted, or its visit ended idle (30 minutes) while the page stayed open: an upper bound
+/// of the visits split in two (`glimpse_visits_begun_elsewhere_total`).
+fn count_visit_begun_elsewhere(beacon: &Beacon, row: &glimpse_core::schema::EventRow) {
+    let signal = if row.name == "engagement" {
+        "engagement"
+    } else if beacon
+        .referrer
+        .as_deref()
+        .and_then(|r| url::Url::parse(r).ok())
+        .is_some_and(|r| r.host_str() == beacon.url.host_str())
+    {
+        "internal_referrer"
+    } else {
+        return;
+    };
+    metrics::counter!("glimpse_visits_begun_elsewhere_total", "signal" => signal).increment(1);
 }
 
 pub fn acceptable_content_type(value: &[u8]) -> bool {

@@ -14,7 +14,9 @@ pub mod pipeline;
 pub mod protocols;
 pub mod pseudonym;
 pub mod referrer;
+pub mod salt;
 pub mod sessions;
+pub mod shared_salts;
 pub mod useragent;
 
 pub use beacon::{Beacon, BeaconError, BeaconLimits};

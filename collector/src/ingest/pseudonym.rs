@@ -9,6 +9,9 @@
 //! creates the file atomically, the others read it. An expired salt's file is overwritten with
 //! zeros, synced and removed.
 //!
+//! On a cluster with `salt_key`, the salts come from the cluster instead
+//! ([`super::shared_salts`]) and no salt is written to `salt_dir`.
+//!
 //! Rotation runs on a timer ([`rotate_daily`]), not only when an event needs a salt: an idle
 //! collector would otherwise keep a salt in memory and on disk for as long as nobody visits.
 
@@ -24,17 +27,9 @@ use zeroize::Zeroizing;
 
 use glimpse_core::ip_prefix::hashing_network;
 
-const SALT_LEN: usize = 32;
-const SECONDS_PER_DAY: u64 = 86_400;
-
-/// A day as a count of days since the Unix epoch (UTC).
-pub type Day = u32;
-
-pub fn day_of(unix_secs: u64) -> Day {
-    (unix_secs / SECONDS_PER_DAY) as Day
-}
-
-type Salt = Zeroizing<[u8; SALT_LEN]>;
+pub use super::salt::{day_of, Day};
+use super::salt::{random_salt, Salt, SALT_LEN, SECONDS_PER_DAY};
+use super::shared_salts::{SharedSaltError, SharedSalts, PREPARE_AHEAD_SECS};
 
 /// The salts in force on one day: its own, and the previous day's (kept only to continue
 /// visits that cross midnight).
@@ -94,13 +89,6 @@ fn visitor_hash(salt: &[u8; SALT_LEN], site: &str, ip: IpAddr, user_agent: &str)
     u64::from_le_bytes(first)
 }
 
-fn random_salt() -> Salt {
-    let mut salt = Zeroizing::new([0u8; SALT_LEN]);
-    // The OS CSPRNG failing is not something to limp on from.
-    getrandom::fill(salt.as_mut()).expect("the operating system's random number generator failed");
-    salt
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SaltError {
     #[error("salt directory {path}: {source}")]
@@ -113,10 +101,19 @@ pub enum SaltError {
     Damaged(PathBuf),
 }
 
+/// Where a collector's salts come from.
+#[derive(Debug)]
+enum Source {
+    /// Files in `salt_dir` (one server, or collectors sharing a volume).
+    Files(PathBuf),
+    /// Agreed through the ClickHouse cluster (`clickhouse_cluster` with `salt_key`).
+    Cluster(Arc<SharedSalts>),
+}
+
 /// The salts of the current day, rotated at midnight UTC.
 #[derive(Debug)]
 pub struct SaltStore {
-    dir: PathBuf,
+    source: Source,
     current: RwLock<Arc<DailySalts>>,
 }
 
@@ -128,9 +125,44 @@ impl SaltStore {
         restrict_dir(dir)?;
         let salts = load_day(dir, day)?;
         Ok(Self {
-            dir: dir.to_path_buf(),
+            source: Source::Files(dir.to_path_buf()),
             current: RwLock::new(Arc::new(salts)),
         })
+    }
+
+    /// Salts agreed through the cluster: today's (and yesterday's, if still kept) agreed now,
+    /// trying for up to `patience`. A cluster unreachable that long leaves this collector on a
+    /// salt of its own until it is reachable again ([`rotate_daily`] then adopts the agreed
+    /// one): visitor ids differ between collectors meanwhile, never across days.
+    pub async fn open_shared(shared: Arc<SharedSalts>, day: Day, patience: Duration) -> Self {
+        let deadline = tokio::time::Instant::now() + patience;
+        let today = loop {
+            match shared.agree(day).await {
+                Ok(salt) => break salt,
+                Err(error) if tokio::time::Instant::now() >= deadline => {
+                    tracing::error!(
+                        %error,
+                        "visitor-id salt not agreed with the cluster; using one of this \
+                         collector's own until it is"
+                    );
+                    break random_salt();
+                }
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        };
+        // Yesterday's only if it exists: proposing a salt for a day that is over is pointless.
+        let yesterday = match day.checked_sub(1) {
+            Some(prev) => shared.recheck(prev).await.ok().flatten(),
+            None => None,
+        };
+        Self {
+            source: Source::Cluster(shared),
+            current: RwLock::new(Arc::new(DailySalts {
+                day,
+                today,
+                yesterday,
+            })),
+        }
     }
 
     /// The salts for the day of `unix_secs`, rotating first if that day has begun.
@@ -145,16 +177,81 @@ impl SaltStore {
         }
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         if current.day < day {
-            *current = Arc::new(load_day(&self.dir, day)?);
+            let next = match &self.source {
+                Source::Files(dir) => load_day(dir, day)?,
+                Source::Cluster(shared) => {
+                    // Agreed ahead of midnight ([`rotate_daily`]); else this collector's own
+                    // until the cluster answers.
+                    let today = shared.known(day).unwrap_or_else(|| {
+                        tracing::error!(
+                            day,
+                            "no agreed visitor-id salt for the new day; using one of this \
+                             collector's own until the cluster answers"
+                        );
+                        random_salt()
+                    });
+                    let yesterday = (current.day + 1 == day).then(|| current.today.clone());
+                    DailySalts {
+                        day,
+                        today,
+                        yesterday,
+                    }
+                }
+            };
+            *current = Arc::new(next);
             metrics::counter!("glimpse_salt_rotations_total").increment(1);
             tracing::info!(day, "visitor-id salt rotated");
         }
         Ok(current.clone())
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Replaces today's salt by the cluster's winner when they differ (a late proposal won).
+    fn adopt(&self, day: Day, today: Salt) {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.day == day && current.today.as_ref() != today.as_ref() {
+            let yesterday = current.yesterday.clone();
+            *current = Arc::new(DailySalts {
+                day,
+                today,
+                yesterday,
+            });
+            metrics::counter!("glimpse_salt_changes_total").increment(1);
+            tracing::warn!(
+                day,
+                "visitor-id salt changed to the one the cluster agreed on"
+            );
+        }
     }
+
+    /// The salt directory, for salts kept in files.
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.source {
+            Source::Files(dir) => Some(dir),
+            Source::Cluster(_) => None,
+        }
+    }
+}
+
+/// One minute's upkeep of cluster salts at `now`: today's winner checked again, tomorrow's
+/// agreed once [`PREPARE_AHEAD_SECS`] before midnight, days before yesterday deleted.
+async fn upkeep(store: &SaltStore, shared: &SharedSalts, now: u64) -> Result<(), SharedSaltError> {
+    let day = day_of(now);
+    if let Some(winner) = shared.recheck(day).await? {
+        store.adopt(day, winner);
+    } else if shared.known(day).is_none() {
+        // Started without the cluster: agree now, and use the agreed salt from now on.
+        let agreed = shared.agree(day).await?;
+        store.adopt(day, agreed);
+    }
+    let tomorrow = day + 1;
+    if u64::from(tomorrow) * SECONDS_PER_DAY - now <= PREPARE_AHEAD_SECS {
+        if shared.known(tomorrow).is_none() {
+            shared.agree(tomorrow).await?;
+        } else {
+            shared.recheck(tomorrow).await?;
+        }
+    }
+    shared.destroy_before(day.saturating_sub(1)).await
 }
 
 /// The wall clock the salts follow, so that tests can move it.
@@ -187,7 +284,7 @@ const MAX_ROTATION_SLEEP: Duration = Duration::from_secs(60);
 pub async fn rotate_daily(salts: Arc<SaltStore>, clock: Arc<dyn Clock>, stop: CancellationToken) {
     loop {
         let now = clock.unix_now();
-        let wait = match salts.salts_at(now) {
+        let mut wait = match salts.salts_at(now) {
             Ok(_) => {
                 let next_day = (now / SECONDS_PER_DAY + 1) * SECONDS_PER_DAY;
                 Duration::from_secs(next_day - now).min(MAX_ROTATION_SLEEP)
@@ -197,6 +294,16 @@ pub async fn rotate_daily(salts: Arc<SaltStore>, clock: Arc<dyn Clock>, stop: Ca
                 Duration::from_secs(5)
             }
         };
+        if let Source::Cluster(shared) = &salts.source {
+            let upkeep = upkeep(&salts, shared, now);
+            tokio::select! {
+                result = upkeep => if let Err(error) = result {
+                    tracing::error!(%error, "visitor-id salts on the cluster: upkeep failed; retrying");
+                    wait = wait.min(Duration::from_secs(5));
+                },
+                _ = stop.cancelled() => return,
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => return,

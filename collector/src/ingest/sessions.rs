@@ -306,8 +306,9 @@ impl Sessions {
     /// and stamps the row's visit columns. `previous_visitor_id` is the id the visitor had
     /// under yesterday's salt: a visit open under it continues across midnight, keeping
     /// yesterday's id until it ends. Engagement reports do not begin visits on their own.
-    /// Starting a visit when `max_open` are open first closes the one idle longest.
-    pub fn assign(&self, row: &mut EventRow, previous_visitor_id: Option<u64>) {
+    /// Starting a visit when `max_open` are open first closes the one idle longest. Returns
+    /// whether the row continued a visit open here.
+    pub fn assign(&self, row: &mut EventRow, previous_visitor_id: Option<u64>) -> bool {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let candidates = [Some(row.visitor_id), previous_visitor_id];
         for id in candidates.into_iter().flatten() {
@@ -319,14 +320,14 @@ impl Sessions {
                 // Most recently seen at the back: the front is the next to go.
                 if let Some(visit) = open.to_back(&key) {
                     visit.add(row);
-                    return;
+                    return true;
                 }
             }
         }
         let session_id = new_session_id();
         if row.name == ENGAGEMENT {
             stamp_lone(session_id, row);
-            return;
+            return false;
         }
         let visit = Visit::start(session_id, row);
         let key = (row.site.clone(), row.visitor_id);
@@ -340,6 +341,7 @@ impl Sessions {
             }
         }
         open.insert(key, visit);
+        false
     }
 
     /// Forgets visits idle for longer than the timeout (or past their longest); returns how
@@ -401,6 +403,11 @@ mod tests {
         assert_eq!(a.session_id, b.session_id);
         let c = assign(&s, event("e.com", 7, 1000 + 59 * 60, "pageview", "/"), None);
         assert_eq!(c.visitor_id, 7);
+        // `assign` tells whether the event continued a visit open here.
+        let mut d = event("e.com", 7, 1000 + 60 * 60, "pageview", "/");
+        assert!(s.assign(&mut d, None));
+        let mut e = event("e.com", 8, 1000 + 60 * 60, "pageview", "/");
+        assert!(!s.assign(&mut e, None));
         assert_ne!(c.session_id, a.session_id);
         assert_eq!((a.visit_entry, b.visit_entry, c.visit_entry), (1, 0, 1));
     }

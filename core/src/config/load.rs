@@ -118,7 +118,12 @@ impl Config {
 
 /// Settings that may instead be read from a file named by `GLIMPSE_<KEY>_FILE` (Docker and
 /// Kubernetes secrets), so that the secret is in no process environment.
-pub const SECRET_KEYS: [&str; 3] = ["clickhouse_password", "clickhouse_url", "smtp_url"];
+pub const SECRET_KEYS: [&str; 4] = [
+    "clickhouse_password",
+    "clickhouse_url",
+    "smtp_url",
+    "salt_key",
+];
 
 /// The content of the file `GLIMPSE_<KEY>_FILE` names, without its final line break.
 fn secret_from_file(key: &'static str) -> Result<Option<String>, ConfigError> {

@@ -142,6 +142,11 @@ pub struct CollectorConfig {
     /// Where the daily visitor-id salts live. Several collectors must share it (a shared
     /// volume). Default `<data_dir>/salts`.
     pub salt_dir: Option<PathBuf>,
+    /// On a cluster (`clickhouse_cluster`): a secret of at least 32 characters, the same on
+    /// every collector, with which the daily salts are sealed in ClickHouse's `visitor_salts`
+    /// so that collectors with separate data directories share them (no reader of ClickHouse
+    /// can use them without it). Unset: each collector keeps its salts in `salt_dir`.
+    pub salt_key: Option<Secret>,
     /// Parsed user agents kept in memory. Default 10000.
     pub user_agent_cache_size: usize,
     /// Most visits held open in memory (each at most ~4.5 KB; entry page, referrer and
@@ -318,6 +323,7 @@ impl Default for CollectorConfig {
             honor_gpc: true,
             honor_opt_out_cookie: true,
             salt_dir: None,
+            salt_key: None,
             user_agent_cache_size: 10_000,
             max_open_visits: crate::visit::DEFAULT_MAX_OPEN_VISITS,
             spool: true,

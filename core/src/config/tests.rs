@@ -168,6 +168,37 @@ fn clickhouse_ca_cert_must_be_a_pem_file_with_a_certificate() {
 }
 
 #[test]
+fn the_salt_key_is_a_long_secret_also_read_from_a_file() {
+    Jail::expect_with(|jail| {
+        assert!(Config::load(None).unwrap().collector.salt_key.is_none());
+        let key = "k".repeat(32);
+        jail.set_env("GLIMPSE_SALT_KEY", &key);
+        let c = Config::load(None).unwrap();
+        assert_eq!(
+            c.collector.salt_key.as_ref().map(|k| k.expose()),
+            Some(key.as_str())
+        );
+        assert!(!format!("{c:?}").contains(&key), "the key is never printed");
+        jail.set_env("GLIMPSE_SALT_KEY", "short");
+        let error = Config::load(None).unwrap_err().to_string();
+        assert!(
+            error.contains("salt_key") && error.contains("32"),
+            "{error}"
+        );
+        assert!(!error.contains("short"), "{error}");
+        jail.clear_env();
+        jail.create_file("salt.key", &format!("{key}\n"))?;
+        jail.set_env("GLIMPSE_SALT_KEY_FILE", "salt.key");
+        let c = Config::load(None).unwrap();
+        assert_eq!(
+            c.collector.salt_key.as_ref().map(|k| k.expose()),
+            Some(key.as_str())
+        );
+        Ok(())
+    });
+}
+
+#[test]
 fn clickhouse_cluster_is_a_plain_name_and_needs_a_url() {
     Jail::expect_with(|jail| {
         assert_eq!(Config::load(None).unwrap().clickhouse_cluster, None);

@@ -13,6 +13,15 @@ impl Config {
                 "needs clickhouse_url: Glimpse starts only single servers itself",
             ));
         }
+        if let Some(key) = &self.collector.salt_key {
+            // Long enough that guessing it is no shortcut to the salts it seals.
+            if key.expose().chars().count() < 32 {
+                return Err(ConfigError::invalid(
+                    "salt_key",
+                    "must be at least 32 characters (e.g. `openssl rand -hex 32`)",
+                ));
+            }
+        }
         let db = &self.clickhouse_database;
         if db.is_empty() || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(ConfigError::invalid(

@@ -78,7 +78,33 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "create site_funnels",
         statements: create_site_funnels,
     },
+    Migration {
+        version: 20,
+        name: "create visitor_salts",
+        statements: create_visitor_salts,
+    },
 ];
+
+/// The daily visitor-id salts collectors share on a cluster (`clickhouse_cluster` with
+/// `salt_key`; one server keeps them in files instead): each collector proposes a salt for a
+/// day, sealed with `salt_key`, and every collector uses the proposal with the smallest
+/// `proposal` number. Expired days are deleted by a mutation; the files of the parts it
+/// replaces are deleted within about a minute (`old_parts_lifetime`, `cleanup_delay_period`:
+/// 8 minutes and 30 s by default) rather than lingering. One partition per day: a day's rows
+/// never share a part with another day's.
+fn create_visitor_salts(_flavor: Flavor, db: &str) -> Vec<String> {
+    vec![format!(
+        "CREATE TABLE IF NOT EXISTS {db}.visitor_salts (
+    day UInt32,
+    proposal UInt64,
+    sealed String,
+    proposed_at DateTime
+) ENGINE = MergeTree()
+PARTITION BY day
+ORDER BY (day, proposal)
+SETTINGS old_parts_lifetime = 30, cleanup_delay_period = 10, cleanup_delay_period_random_add = 5"
+    )]
+}
 
 /// Saved funnels (`/api/v1/sites/funnels`): a name per site and its steps as the API's JSON
 /// list (`[{"page": "/pricing"}, {"event": "Signup"}]`). Versioned like the site's goals:
