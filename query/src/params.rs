@@ -361,6 +361,8 @@ pub enum SortKey {
     Metric(Metric),
     /// The property's value.
     Property,
+    /// One part of a several-dimension key (Stats API v2), by its index.
+    Part(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

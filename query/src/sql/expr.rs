@@ -341,7 +341,25 @@ fn bucket_expression(sql: &mut Sql, interval: Interval, column: &str, timezone: 
 /// The key of an event row (for `e`) or of a visit (for `v`, where buckets are the visit's
 /// start).
 pub(super) fn key_expression(sql: &mut Sql, q: &StatsQuery, of_visit: bool) {
-    match &q.group {
+    group_expression(sql, q, &q.group, of_visit);
+}
+
+/// The key of `group` (see `key_expression`). A tuple's parts are joined as
+/// `question::join_key` joins them, each escaped.
+fn group_expression(sql: &mut Sql, q: &StatsQuery, group: &Group, of_visit: bool) {
+    match group {
+        Group::Tuple(parts) => {
+            sql.push("concat(");
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", '\\x01\\x02', ");
+                }
+                sql.push("replaceAll(");
+                group_expression(sql, q, part, of_visit);
+                sql.push(", '\\x01', '\\x01\\x03')");
+            }
+            sql.push(")");
+        }
         Group::Total => {
             sql.push("''");
         }

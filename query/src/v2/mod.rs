@@ -22,6 +22,7 @@ use crate::auth::Site;
 use crate::error::ApiError;
 use crate::params::{Endpoint, Format, Interval, Metric, Property, Sort, SortKey, StatsParams};
 use crate::plan::{self, Extras, PeriodPlan, Request};
+use crate::sql::Group;
 use crate::AppState;
 pub(crate) use request::parse_date_range;
 pub use request::{parse, Query};
@@ -162,14 +163,25 @@ pub fn translate(query: &Query, site: Site, now: Timestamp) -> Result<Request, A
     let tz = plan::site_timezone(&site)?;
     let (period, range) =
         date_range::resolve(&query.date_range, query.date, &tz, site.retention_days, now)?;
-    let (endpoint, property, interval) = match &query.dimension {
-        None => (Endpoint::Aggregate, None, Interval::Date),
-        Some(Dimension::Time(interval)) => (
-            Endpoint::Timeseries,
+    let interval_of =
+        |i: &Option<Interval>| i.unwrap_or_else(|| date_range::auto_interval(&range));
+    let (endpoint, property, interval) = match query.dimensions.as_slice() {
+        [] => (Endpoint::Aggregate, None, Interval::Date),
+        [Dimension::Time(interval)] => (Endpoint::Timeseries, None, interval_of(interval)),
+        [Dimension::Property(p)] => (Endpoint::Breakdown, Some(p.clone()), Interval::Date),
+        // Several: a breakdown by all of them (`Request::grouped_by`); the time dimension's
+        // interval labels its values.
+        several => (
+            Endpoint::Breakdown,
             None,
-            interval.unwrap_or_else(|| date_range::auto_interval(&range)),
+            several
+                .iter()
+                .find_map(|d| match d {
+                    Dimension::Time(i) => Some(interval_of(i)),
+                    Dimension::Property(_) => None,
+                })
+                .unwrap_or(Interval::Date),
         ),
-        Some(Dimension::Property(p)) => (Endpoint::Breakdown, Some(p.clone()), Interval::Date),
     };
     let mut metrics: Vec<Metric> = Vec::new();
     for m in &query.metrics {
@@ -199,18 +211,45 @@ pub fn translate(query: &Query, site: Site, now: Timestamp) -> Result<Request, A
         total_visitors: query.metrics.contains(&V2Metric::Percentage),
         group_totals: query.metrics.contains(&V2Metric::GroupConversionRate),
     };
-    Request::typed(endpoint, site, tz, params, range, extras)
+    let request = Request::typed(endpoint, site, tz, params, range, extras)?;
+    if query.dimensions.len() < 2 {
+        return Ok(request);
+    }
+    let interval = request.params.interval;
+    let parts = query
+        .dimensions
+        .iter()
+        .map(|d| match d {
+            Dimension::Time(_) => Group::Bucket(interval),
+            Dimension::Property(p) => Group::Property(p.clone()),
+        })
+        .collect();
+    Ok(request.grouped_by(parts))
 }
 
 /// A breakdown's order in SQL: `order_by`, or the first metric descending. Percentages and
 /// conversion rates order as their visitors (one denominator for every row).
 fn breakdown_sort(query: &Query) -> Vec<Sort> {
     let metric_key = |m: V2Metric| SortKey::Metric(m.figure());
+    let several = query.dimensions.len() > 1;
     if query.order_by.is_empty() {
-        return vec![Sort {
-            key: metric_key(query.metrics[0]),
-            descending: true,
-        }];
+        // As Plausible: time first where there is a time dimension, then the first metric.
+        let time = query
+            .dimensions
+            .iter()
+            .position(|d| matches!(d, Dimension::Time(_)))
+            .filter(|_| several)
+            .map(|i| Sort {
+                key: SortKey::Part(i),
+                descending: false,
+            });
+        return time
+            .into_iter()
+            .chain([Sort {
+                key: metric_key(query.metrics[0]),
+                descending: true,
+            }])
+            .collect();
     }
     query
         .order_by
@@ -218,7 +257,8 @@ fn breakdown_sort(query: &Query) -> Vec<Sort> {
         .map(|(key, descending)| Sort {
             key: match key {
                 OrderKey::Metric(i) => metric_key(query.metrics[*i]),
-                OrderKey::Dimension => SortKey::Property,
+                OrderKey::Dimension(i) if several => SortKey::Part(*i),
+                OrderKey::Dimension(_) => SortKey::Property,
             },
             descending: *descending,
         })
