@@ -353,7 +353,7 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
 
 /// Stats API v2 filter trees: every operator, `and`/`or`/`not` nesting, visit and event
 /// filters mixed, the exit page and goals inside `not`.
-const V2_FILTERS: [&str; 8] = [
+const V2_FILTERS: [&str; 9] = [
     "[]",
     r#"[["is", "event:page", ["/a", "/b"]], ["is_not", "visit:country", ["DE"]]]"#,
     r#"[["contains", "visit:source", ["oo", "x'y"]], ["contains_not", "event:page", ["blog"]]]"#,
@@ -362,6 +362,8 @@ const V2_FILTERS: [&str; 8] = [
     r#"[["not", ["or", [["is", "visit:exit_page", ["/docs"]], ["contains", "event:props:plan", ["pro"]]]]]]"#,
     r#"[["or", [["and", [["is", "visit:city", ["Paris"]], ["not", ["is", "event:goal", ["Signup"]]]]], ["matches", "visit:referrer", ["google"]]]]]"#,
     r#"[["not", ["not", ["is", "event:hostname", ["example.com"]]]], ["contains_not", "event:goal", ["Visit"]]]"#,
+    // Case-insensitive, each operator, negated, on events, visits, the exit page and goals.
+    r#"[["contains", "event:page", ["/Blog", "x'Y"], {"case_sensitive": false}], ["is_not", "visit:country", ["de"], {"case_sensitive": false}], ["not", ["or", [["matches", "visit:exit_page", ["^/DOCS"], {"case_sensitive": false}], ["is", "event:goal", ["signup"], {"case_sensitive": false}], ["contains_not", "visit:source", ["GOO"], {"case_sensitive": false}], ["matches_not", "event:props:plan", ["^PRO$"], {"case_sensitive": false}]]]]]"#,
 ];
 
 /// Every distinct statement of a matrix of v2 queries (`glimpse_query::v2`), through the plan

@@ -176,3 +176,25 @@ impl Needs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuple_keys_split_back_exactly() {
+        for parts in [
+            vec!["Google".to_string(), "DE".to_string()],
+            vec!["".to_string(), "".to_string(), "".to_string()],
+            vec!["a\x01b".to_string(), "\x01\x02".to_string(), "c\x01".to_string()],
+        ] {
+            let key = join_key(&parts);
+            assert_eq!(split_key(&key, parts.len()), parts, "{key:?}");
+        }
+        assert_eq!(split_key("(other)", 2), ["(other)", "(other)"]);
+        // Keys sort as the tuples of their parts.
+        let a = join_key(&["a".into(), "z".into()]);
+        let b = join_key(&["a b".into(), "a".into()]);
+        assert!(a < b);
+    }
+}

@@ -161,13 +161,15 @@ fn leaf(parts: &[Value], path: &str) -> Result<Filter, ApiError> {
     for (i, value) in values.iter().enumerate() {
         check_value(op, value, &format!("{path}/2/{i}"))?;
     }
-    if let Some(modifiers) = modifiers {
-        check_modifiers(modifiers, &format!("{path}/3"))?;
-    }
+    let ignore_case = match modifiers {
+        Some(modifiers) => !case_sensitive(modifiers, &format!("{path}/3"))?,
+        None => false,
+    };
     Ok(Filter {
         property,
         op,
         values,
+        ignore_case,
     })
 }
 
@@ -216,17 +218,19 @@ fn check_regex(pattern: &str, path: &str) -> Result<(), ApiError> {
         })
 }
 
-fn check_modifiers(modifiers: &Value, path: &str) -> Result<(), ApiError> {
+/// Plausible's one modifier, `case_sensitive` (default true).
+fn case_sensitive(modifiers: &Value, path: &str) -> Result<bool, ApiError> {
     let object = modifiers
         .as_object()
         .ok_or_else(|| bad("filters", format!("{path}: modifiers are an object")))?;
+    let mut sensitive = true;
     for (key, value) in object {
         match (key.as_str(), value) {
-            ("case_sensitive", Value::Bool(true)) => {}
-            ("case_sensitive", Value::Bool(false)) => {
+            ("case_sensitive", Value::Bool(b)) => sensitive = *b,
+            ("case_sensitive", _) => {
                 return Err(bad(
                     "filters",
-                    format!("{path}: case-insensitive filters are not supported"),
+                    format!("{path}/case_sensitive: expected true or false"),
                 ))
             }
             _ => {
@@ -237,7 +241,7 @@ fn check_modifiers(modifiers: &Value, path: &str) -> Result<(), ApiError> {
             }
         }
     }
-    Ok(())
+    Ok(sensitive)
 }
 
 #[cfg(test)]
@@ -274,6 +278,9 @@ mod tests {
         };
         assert_eq!(children.len(), 2);
         assert_eq!(c[0].filters()[0].values, ["DE", "FR"]);
+        assert!(!c[0].filters()[0].ignore_case);
+        let c = parsed(json!([["contains", "event:page", ["/Blog"], {"case_sensitive": false}]]));
+        assert!(c.unwrap()[0].filters()[0].ignore_case);
     }
 
     #[test]
@@ -299,8 +306,12 @@ mod tests {
             (json!([["and", []]]), "#/filters/0"),
             (json!([["not", ["is", "time", ["x"]]]]), "#/filters/0/1/1"),
             (
-                json!([["is", "event:page", ["/"], {"case_sensitive": false}]]),
-                "case-insensitive",
+                json!([["is", "event:page", ["/"], {"case_sensitive": "no"}]]),
+                "#/filters/0/3/case_sensitive",
+            ),
+            (
+                json!([["is", "event:page", ["/"], {"case": false}]]),
+                "unknown modifier",
             ),
         ] {
             let error = parsed(filters.clone()).unwrap_err();

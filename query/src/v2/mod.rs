@@ -343,6 +343,45 @@ mod tests {
     }
 
     #[test]
+    fn several_dimensions_group_by_all_of_them() {
+        let r = request(json!({
+            "site_id": "example.com", "metrics": ["visitors", "bounce_rate"],
+            "date_range": "7d", "dimensions": ["time", "visit:source", "event:page"],
+            "order_by": [["event:page", "desc"]], "include": {"imports": true}
+        }))
+        .unwrap();
+        assert_eq!(r.endpoint, Endpoint::Breakdown);
+        assert_eq!(
+            r.group(),
+            Group::Tuple(vec![
+                Group::Bucket(Interval::Date),
+                Group::Property(Property::Visit(crate::params::VisitProperty::Source)),
+                Group::Property(Property::Event(crate::params::EventProperty::Page)),
+            ])
+        );
+        assert_eq!(r.params.sort[0].key, SortKey::Part(2));
+        // Neither imported tables nor the rollup hold combinations.
+        assert!(!r.imported && r.rolled_days_lookup("glimpse").is_none());
+        let plan = r.stats_plan("glimpse", 3, &[]).unwrap();
+        let sql = &plan.current.stats.template;
+        assert!(sql.contains("concat(replaceAll("), "{sql}");
+        assert!(sql.contains("splitByString('\\x01\\x02', key)[3] DESC"), "{sql}");
+        // Visits count once per key among their events: the join by visit.
+        assert!(sql.contains("GROUP BY session_id, key"), "{sql}");
+        // By default: time first, then the first metric.
+        let r = request(json!({
+            "site_id": "example.com", "metrics": ["visitors"], "date_range": "7d",
+            "dimensions": ["visit:device", "time:hour"]
+        }))
+        .unwrap();
+        assert_eq!(
+            r.params.sort.iter().map(|s| s.key).collect::<Vec<_>>(),
+            [SortKey::Part(1), SortKey::Metric(Metric::Visitors)]
+        );
+        assert_eq!(r.params.interval, Interval::Hour);
+    }
+
+    #[test]
     fn unknown_goals_are_refused_as_in_v1() {
         let error = request(json!({
             "site_id": "example.com", "metrics": ["visitors"], "date_range": "7d",
