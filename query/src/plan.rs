@@ -461,15 +461,11 @@ pub(crate) fn check_goals(site: &Site, filters: &[Condition]) -> Result<(), ApiE
         {
             continue;
         }
-        if let Some(unknown) = f
-            .values
-            .iter()
-            .find(|v| {
-                !site.goals.iter().any(|g| {
-                    g.name == **v || (f.ignore_case && g.name.to_lowercase() == v.to_lowercase())
-                })
+        if let Some(unknown) = f.values.iter().find(|v| {
+            !site.goals.iter().any(|g| {
+                g.name == **v || (f.ignore_case && g.name.to_lowercase() == v.to_lowercase())
             })
-        {
+        }) {
             let known: Vec<&str> = site.goals.iter().map(|g| g.name.as_str()).collect();
             return Err(ApiError::bad(
                 "filters",

@@ -394,7 +394,10 @@ pub fn v2_statements(database: &str, timezone: &str) -> Vec<String> {
         // A breakdown's comparison: the second step, on a page of keys (quotes included; by
         // several dimensions, joined keys, one with an escaped separator byte).
         let keys = if query.dimensions.len() > 1 {
-            ["/a\x01\x02x'y".to_string(), "a\x01\x03b\x01\x02c".to_string()]
+            [
+                "/a\x01\x02x'y".to_string(),
+                "a\x01\x03b\x01\x02c".to_string(),
+            ]
         } else {
             ["/a".to_string(), "x'y".to_string()]
         };
@@ -532,7 +535,9 @@ pub fn v2_statements(database: &str, timezone: &str) -> Vec<String> {
             .iter()
             .map(|d| d.as_str().unwrap())
             .collect();
-        let per_event = names.iter().any(|d| matches!(*d, "event:name" | "event:goal"));
+        let per_event = names
+            .iter()
+            .any(|d| matches!(*d, "event:name" | "event:goal"));
         let mut metrics: Vec<&str> = all
             .iter()
             .copied()

@@ -298,20 +298,22 @@ pub const PART_SEPARATOR: &str = "\u{1}";
 
 /// Every combination of one value from each list, joined.
 fn product(lists: Vec<Vec<String>>) -> Vec<String> {
-    lists.into_iter().fold(vec![Vec::new()], |acc, values| {
-        acc.iter()
-            .flat_map(|prefix: &Vec<String>| {
-                values.iter().map(move |v| {
-                    let mut next = prefix.clone();
-                    next.push(v.clone());
-                    next
+    lists
+        .into_iter()
+        .fold(vec![Vec::new()], |acc, values| {
+            acc.iter()
+                .flat_map(|prefix: &Vec<String>| {
+                    values.iter().map(move |v| {
+                        let mut next = prefix.clone();
+                        next.push(v.clone());
+                        next
+                    })
                 })
-            })
-            .collect()
-    })
-    .into_iter()
-    .map(|parts| parts.join(PART_SEPARATOR))
-    .collect()
+                .collect()
+        })
+        .into_iter()
+        .map(|parts| parts.join(PART_SEPARATOR))
+        .collect()
 }
 
 /// The keys event `e` of `visit` counts under.

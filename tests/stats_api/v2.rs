@@ -1340,7 +1340,11 @@ pub async fn several_dimensions(s: &Service) {
                 total,
             );
         }
-        assert_eq!(got["meta"]["total_rows"], json!(want.len()), "{dimensions:?}");
+        assert_eq!(
+            got["meta"]["total_rows"],
+            json!(want.len()),
+            "{dimensions:?}"
+        );
         let answered: Vec<&str> = dimensions
             .iter()
             .map(|d| if *d == "time" { "time:day" } else { *d })
@@ -1368,7 +1372,10 @@ pub async fn several_dimensions(s: &Service) {
         SITE,
         week(),
         &[Filter::new("visit:country", "is_not", &["FR"])],
-        Key::Tuple(vec![Key::Property("visit:device"), Key::Property("event:page")]),
+        Key::Tuple(vec![
+            Key::Property("visit:device"),
+            Key::Property("event:page"),
+        ]),
         0,
     );
     let mut ordered: Vec<(Vec<String>, &Sums)> =
@@ -1383,7 +1390,12 @@ pub async fn several_dimensions(s: &Service) {
         .iter()
         .skip(3)
         .take(4)
-        .map(|(k, sums)| (k.clone(), vec![json!(sums.visitors.len()), json!(sums.visits)]))
+        .map(|(k, sums)| {
+            (
+                k.clone(),
+                vec![json!(sums.visitors.len()), json!(sums.visits)],
+            )
+        })
         .collect();
     assert_eq!(tuple_rows(&got), page, "{got}");
     assert_eq!(got["meta"]["total_rows"], json!(want.len()));
@@ -1426,7 +1438,9 @@ pub async fn several_dimensions(s: &Service) {
         })
         .collect();
     assert!(
-        want_rows.iter().any(|(k, _)| k[0] == "(other)" && k[1] == "(other)"),
+        want_rows
+            .iter()
+            .any(|(k, _)| k[0] == "(other)" && k[1] == "(other)"),
         "{want_rows:?}"
     );
     assert_eq!(tuple_rows(&got), want_rows, "k=3");

@@ -132,7 +132,7 @@ pub(super) fn event_expression(sql: &mut Sql, p: &EventProperty, goals: &[Goal])
 /// for the negative operators), with `expr` written by `write_expr` once per use.
 ///
 /// With `ignore_case`, both sides are lower-cased by ClickHouse (`lowerUTF8`, the same rule
-/// for the text and the value) and a regular expression gets RE2's `(?i)` flag.
+/// for the text and the value); regular expressions come case-folded already (`v2::filters`).
 fn condition(
     sql: &mut Sql,
     op: FilterOp,
@@ -167,19 +167,6 @@ fn condition(
                 sql.push("position(");
                 lower_expr(sql);
                 sql.push(", lowerUTF8(").bind_str(value).push(")) > 0");
-            }
-            sql.push(")");
-        }
-        FilterOp::Matches | FilterOp::MatchesNot if ignore_case => {
-            sql.push(if op.is_negative() { "NOT (" } else { "(" });
-            for (i, value) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
-                // The pattern was checked as sent; `(?i)` before it keeps it valid RE2.
-                sql.push("match(");
-                write_expr(sql);
-                sql.push(", ").bind_str(&format!("(?i){value}")).push(")");
             }
             sql.push(")");
         }

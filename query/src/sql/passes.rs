@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use super::builder::{rows_between, Sql};
 use super::expr::{
-    event_rows, has_event_filters, key_expression, matching_visits,
-    row_conditions, started_in_period, visit_conditions, visit_rows, visit_value, MAX_VISIT_SECS,
+    event_rows, has_event_filters, key_expression, matching_visits, row_conditions,
+    started_in_period, visit_conditions, visit_rows, visit_value, MAX_VISIT_SECS,
 };
 use super::question::{Group, Needs, StatsQuery, SUMS};
 use super::rolled_days::not_rolled;

@@ -186,7 +186,11 @@ mod tests {
         for parts in [
             vec!["Google".to_string(), "DE".to_string()],
             vec!["".to_string(), "".to_string(), "".to_string()],
-            vec!["a\x01b".to_string(), "\x01\x02".to_string(), "c\x01".to_string()],
+            vec![
+                "a\x01b".to_string(),
+                "\x01\x02".to_string(),
+                "c\x01".to_string(),
+            ],
         ] {
             let key = join_key(&parts);
             assert_eq!(split_key(&key, parts.len()), parts, "{key:?}");

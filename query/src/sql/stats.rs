@@ -23,17 +23,17 @@ fn sort_expression(key: SortKey, group: &Group) -> String {
 
 fn metric_sort_expression(m: Metric) -> &'static str {
     match m {
-            Metric::Visitors => "visitors",
-            Metric::Visits => "visits",
-            Metric::Pageviews => "pageviews",
-            Metric::Events => "events",
-            Metric::ViewsPerVisit => "visit_pageviews / greatest(visits, 1)",
-            Metric::BounceRate => "bounces / greatest(visits, 1)",
-            Metric::VisitDuration => "duration / greatest(visits, 1)",
-            Metric::TimeOnPage => "engaged_ms / greatest(engaged_pages, 1)",
-            Metric::ScrollDepth => "scroll_sum / greatest(engaged_pages, 1)",
-            // Every row's rate has the same denominator.
-            Metric::ConversionRate => "visitors",
+        Metric::Visitors => "visitors",
+        Metric::Visits => "visits",
+        Metric::Pageviews => "pageviews",
+        Metric::Events => "events",
+        Metric::ViewsPerVisit => "visit_pageviews / greatest(visits, 1)",
+        Metric::BounceRate => "bounces / greatest(visits, 1)",
+        Metric::VisitDuration => "duration / greatest(visits, 1)",
+        Metric::TimeOnPage => "engaged_ms / greatest(engaged_pages, 1)",
+        Metric::ScrollDepth => "scroll_sum / greatest(engaged_pages, 1)",
+        // Every row's rate has the same denominator.
+        Metric::ConversionRate => "visitors",
     }
 }
 
@@ -90,7 +90,11 @@ pub fn stats(q: &StatsQuery) -> Sql {
         sql.push(" ORDER BY ");
         for sort in q.sort {
             let direction = if sort.descending { "DESC" } else { "ASC" };
-            let _ = write!(sql.template, "{} {direction}, ", sort_expression(sort.key, &q.group));
+            let _ = write!(
+                sql.template,
+                "{} {direction}, ",
+                sort_expression(sort.key, &q.group)
+            );
         }
         sql.push("key ASC");
     }

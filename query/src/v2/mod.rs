@@ -163,8 +163,7 @@ pub fn translate(query: &Query, site: Site, now: Timestamp) -> Result<Request, A
     let tz = plan::site_timezone(&site)?;
     let (period, range) =
         date_range::resolve(&query.date_range, query.date, &tz, site.retention_days, now)?;
-    let interval_of =
-        |i: &Option<Interval>| i.unwrap_or_else(|| date_range::auto_interval(&range));
+    let interval_of = |i: &Option<Interval>| i.unwrap_or_else(|| date_range::auto_interval(&range));
     let (endpoint, property, interval) = match query.dimensions.as_slice() {
         [] => (Endpoint::Aggregate, None, Interval::Date),
         [Dimension::Time(interval)] => (Endpoint::Timeseries, None, interval_of(interval)),
@@ -365,7 +364,10 @@ mod tests {
         let plan = r.stats_plan("glimpse", 3, &[]).unwrap();
         let sql = &plan.current.stats.template;
         assert!(sql.contains("concat(replaceAll("), "{sql}");
-        assert!(sql.contains("splitByString('\\x01\\x02', key)[3] DESC"), "{sql}");
+        assert!(
+            sql.contains("splitByString('\\x01\\x02', key)[3] DESC"),
+            "{sql}"
+        );
         // Visits count once per key among their events: the join by visit.
         assert!(sql.contains("GROUP BY session_id, key"), "{sql}");
         // By default: time first, then the first metric.

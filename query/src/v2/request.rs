@@ -565,7 +565,9 @@ fn check(q: &Query) -> Result<(), ApiError> {
                 // Its denominator is per row without the goal: by goal and more, per the
                 // other parts, which no statement groups by yet.
                 if *metric == V2Metric::GroupConversionRate && by_goal && several {
-                    return refuse("cannot be queried with event:goal among several dimensions yet");
+                    return refuse(
+                        "cannot be queried with event:goal among several dimensions yet",
+                    );
                 }
             }
             V2Metric::Percentage if q.dimensions.is_empty() => {
