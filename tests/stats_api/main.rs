@@ -151,6 +151,11 @@ fn v2_case_insensitive_filters() {
 }
 
 #[test]
+fn v2_match_day_of_week() {
+    reading(v2::match_day_of_week);
+}
+
+#[test]
 fn v2_goals() {
     reading(v2::goals);
 }

@@ -1593,3 +1593,48 @@ pub async fn case_insensitive_filters(s: &Service) {
     );
     println!("v2 case-insensitive: nested in not/or as expected; case-sensitive /BLOG finds none");
 }
+
+/// `match_day_of_week`: Saturday 28 to Tuesday 31 March faces the four days from the nearest
+/// earlier Saturday (21 to 24 March; the later one is the period's own start), not the
+/// calendar's previous four (Tuesday 24 to Friday 27).
+pub async fn match_day_of_week(s: &Service) {
+    let ask = |matched: bool| {
+        json!({
+            "site_id": SITE, "metrics": ["visitors", "pageviews"],
+            "date_range": ["2026-03-28", "2026-03-31"], "dimensions": ["visit:device"],
+            "include": {"comparisons": {"mode": "previous_period", "match_day_of_week": matched}},
+        })
+    };
+    for (matched, first, last) in [
+        (true, "2026-03-21", "2026-03-24"),
+        (false, "2026-03-24", "2026-03-27"),
+    ] {
+        let got = s.v2(ask(matched)).await;
+        assert_eq!(
+            got["meta"]["comparison_date_range"],
+            json!([
+                format!("{first}T00:00:00+00:00"),
+                format!("{last}T23:59:59+00:00")
+            ]),
+            "{got}"
+        );
+        let then = expected(
+            &s.fixture,
+            SITE,
+            day_range("UTC", first, last),
+            &[],
+            Key::Property("visit:device"),
+            0,
+        );
+        for row in got["results"].as_array().unwrap() {
+            let device = row["dimensions"][0].as_str().unwrap();
+            let before = then.get(device).cloned().unwrap_or_default();
+            assert_eq!(
+                row["comparison"]["metrics"],
+                json!([before.visitors.len(), before.pageviews]),
+                "{matched} {device}"
+            );
+        }
+    }
+    println!("v2 match_day_of_week: compared with 21-24 March (Saturday on), else 24-27");
+}

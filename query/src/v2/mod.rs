@@ -210,7 +210,16 @@ pub fn translate(query: &Query, site: Site, now: Timestamp) -> Result<Request, A
         total_visitors: query.metrics.contains(&V2Metric::Percentage),
         group_totals: query.metrics.contains(&V2Metric::GroupConversionRate),
     };
-    let request = Request::typed(endpoint, site, tz, params, range, extras)?;
+    let mut request = Request::typed(endpoint, site, tz, params, range, extras)?;
+    if query.include.match_day_of_week {
+        if let Some(compared) = &request.comparison {
+            request.comparison = Some(crate::period::matching_day_of_week(
+                compared,
+                &request.range,
+                &request.tz,
+            )?);
+        }
+    }
     if query.dimensions.len() < 2 {
         return Ok(request);
     }
@@ -336,6 +345,49 @@ mod tests {
             .unwrap();
         assert!(second.row_count.is_none() && second.total_visitors.is_some());
         assert!(second.stats.template.contains("key IN ("));
+        // Plausible's cases: the nearest day of the same weekday, never the period's own start.
+        for (range, mode, first, last) in [
+            (
+                json!("month"),
+                "previous_period",
+                "2026-02-01",
+                "2026-02-28",
+            ),
+            (
+                json!(["2023-03-01", "2023-03-02"]),
+                "previous_period",
+                "2023-02-22",
+                "2023-02-23",
+            ),
+            (
+                json!(["2023-01-01", "2023-01-31"]),
+                "previous_period",
+                "2022-12-04",
+                "2023-01-03",
+            ),
+            (
+                json!(["2023-01-01", "2023-03-01"]),
+                "year_over_year",
+                "2022-01-02",
+                "2022-03-02",
+            ),
+            (
+                json!(["2023-02-01", "2023-02-28"]),
+                "previous_period",
+                "2023-01-04",
+                "2023-01-31",
+            ),
+        ] {
+            let matched = json!({"mode": mode, "match_day_of_week": true});
+            let r = request(body(range.clone(), json!(["time:day"]), matched)).unwrap();
+            let compared = r.comparison.unwrap();
+            assert_eq!(
+                (compared.first.to_string(), compared.last.to_string()),
+                (first.to_string(), last.to_string()),
+                "{range} {mode}"
+            );
+            assert_eq!(compared.first.weekday(), r.range.first.weekday());
+        }
         let custom = json!({"mode": "custom", "date_range": ["2025-01-01", "2025-01-07"]});
         let r = request(body(json!("7d"), json!(["visit:device"]), custom)).unwrap();
         assert_eq!(r.comparison.unwrap().last.to_string(), "2025-01-07");

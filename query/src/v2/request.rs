@@ -85,6 +85,9 @@ pub struct Include {
     pub total_rows: bool,
     /// `comparisons`: what the period is compared with.
     pub comparison: Option<Comparison>,
+    /// `comparisons.match_day_of_week`: a previous period or year moved to start on the
+    /// same weekday (`period::matching_day_of_week`).
+    pub match_day_of_week: bool,
     /// `comparisons` as sent, for the answer's `query`.
     pub comparisons_json: Option<Value>,
 }
@@ -387,7 +390,9 @@ fn parse_include(value: Option<&Value>) -> Result<Include, ApiError> {
             "time_labels" => &mut include.time_labels,
             "total_rows" => &mut include.total_rows,
             "comparisons" => {
-                include.comparison = parse_comparisons(value)?;
+                let parsed = parse_comparisons(value)?;
+                include.comparison = parsed.map(|(c, _)| c);
+                include.match_day_of_week = parsed.is_some_and(|(_, m)| m);
                 include.comparisons_json = include.comparison.map(|_| value.clone());
                 continue;
             }
@@ -409,9 +414,10 @@ fn parse_include(value: Option<&Value>) -> Result<Include, ApiError> {
 }
 
 /// `{"mode": "previous_period" | "year_over_year"}` or `{"mode": "custom", "date_range":
-/// ["YYYY-MM-DD", "YYYY-MM-DD"]}`; `null` or `false`: none. Plausible's `match_day_of_week`
-/// is read but only `false` is answered: the compared dates are the calendar's.
-fn parse_comparisons(value: &Value) -> Result<Option<Comparison>, ApiError> {
+/// ["YYYY-MM-DD", "YYYY-MM-DD"]}`; `null` or `false`: none. With it, whether the weekdays
+/// are matched (`match_day_of_week`; as in Plausible, not for a custom range, whose dates
+/// are the client's).
+fn parse_comparisons(value: &Value) -> Result<Option<(Comparison, bool)>, ApiError> {
     let field = |path: &str, message: &str| {
         bad("include", format!("#/include/comparisons{path}: {message}"))
     };
@@ -434,16 +440,11 @@ fn parse_comparisons(value: &Value) -> Result<Option<Comparison>, ApiError> {
             &format!("unknown field {:?}", params::truncate(unknown)),
         ));
     }
-    match object.get("match_day_of_week") {
-        None | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true)) => {
-            return Err(field(
-                "/match_day_of_week",
-                "matching the day of the week is not supported; the same dates are compared",
-            ))
-        }
+    let match_day_of_week = match object.get("match_day_of_week") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
         Some(_) => return Err(field("/match_day_of_week", "expected true or false")),
-    }
+    };
     let mode = object.get("mode").and_then(Value::as_str);
     let date_range = object.get("date_range");
     let comparison = match mode {
@@ -483,7 +484,8 @@ fn parse_comparisons(value: &Value) -> Result<Option<Comparison>, ApiError> {
     if date_range.is_some() && !matches!(comparison, Comparison::Custom(..)) {
         return Err(field("/date_range", "only mode custom takes a date_range"));
     }
-    Ok(Some(comparison))
+    let match_day_of_week = match_day_of_week && !matches!(comparison, Comparison::Custom(..));
+    Ok(Some((comparison, match_day_of_week)))
 }
 
 fn parse_pagination(value: Option<&Value>) -> Result<(u64, u64), ApiError> {
@@ -767,9 +769,9 @@ mod tests {
                 "only mode custom",
             ),
             (
-                json!({"include": {"comparisons": {"mode": "year_over_year", "match_day_of_week": true}}}),
+                json!({"include": {"comparisons": {"mode": "year_over_year", "match_day_of_week": 1}}}),
                 "include",
-                "match_day_of_week",
+                "#/include/comparisons/match_day_of_week: expected true or false",
             ),
             (
                 json!({"include": {"comparisons": {"mode": "previous_period"}}, "date_range": ["2026-03-01T00:00:00Z", "2026-03-01T12:00:00Z"]}),
