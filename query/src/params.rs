@@ -272,6 +272,8 @@ pub struct Filter {
     pub op: FilterOp,
     /// One or more alternatives (`a|b`).
     pub values: Vec<String>,
+    /// Values match whatever their letters' case (v2's `{"case_sensitive": false}`).
+    pub ignore_case: bool,
 }
 
 /// Filters combined with `and`, `or` and `not` (Stats API v2). A request's conditions are a
@@ -361,6 +363,8 @@ pub enum SortKey {
     Metric(Metric),
     /// The property's value.
     Property,
+    /// One part of a several-dimension key (Stats API v2), by its index.
+    Part(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -779,6 +783,7 @@ pub fn parse_filters(text: &str) -> Result<Vec<Filter>, ApiError> {
             property,
             op,
             values,
+            ignore_case: false,
         });
     }
     if filters.len() > MAX_FILTERS {

@@ -115,6 +115,39 @@ pub fn compared(
     }
 }
 
+/// Plausible's `match_day_of_week`: the `compared` range moved to start on the weekday
+/// `current` starts on, at the nearest such day (not `current`'s own first day), its length
+/// kept.
+pub fn matching_day_of_week(
+    compared: &Range,
+    current: &Range,
+    tz: &TimeZone,
+) -> Result<Range, ApiError> {
+    let want = current.first.weekday().to_monday_zero_offset() as i64;
+    let have = compared.first.weekday().to_monday_zero_offset() as i64;
+    let later = (want - have).rem_euclid(7);
+    if later == 0 {
+        return Ok(compared.clone());
+    }
+    let earlier = later - 7;
+    // The nearest (ties cannot happen: 7 is odd), unless it is the current period's start.
+    let (near, far) = if later < -earlier {
+        (later, earlier)
+    } else {
+        (earlier, later)
+    };
+    let shift = if add_days(compared.first, near)? == current.first {
+        far
+    } else {
+        near
+    };
+    days(
+        add_days(compared.first, shift)?,
+        add_days(compared.last, shift)?,
+        tz,
+    )
+}
+
 /// For each of a timeseries' buckets (`current`, its labels), the index of the bucket of the
 /// comparison (`compared`) it faces, if any. Days, weeks and months face the one at the same
 /// place (the n-th day of one period and the n-th of the other; the longer period's last

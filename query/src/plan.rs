@@ -36,6 +36,9 @@ pub struct Request {
     pub imported: bool,
     /// What the plan answers beyond the metrics' figures (v2; none for v1).
     pub extras: Extras,
+    /// With two or more: the rows are grouped by all of these at once (v2's dimensions,
+    /// each a bucket or a property), whatever the endpoint and parameters say.
+    pub group_parts: Vec<Group>,
 }
 
 /// What a request answers beyond its metrics' figures (Stats API v2), each one more statement
@@ -101,11 +104,23 @@ impl Request {
             comparison,
             imported,
             extras,
+            group_parts: Vec::new(),
         })
+    }
+
+    /// The same breakdown grouped by all of `parts` at once (v2's several dimensions). No
+    /// imported data then: imported tables hold one property each.
+    pub fn grouped_by(mut self, parts: Vec<Group>) -> Self {
+        self.group_parts = parts;
+        self.imported = self.imported && sql::imported_answers(&self.group(), &self.params.filters);
+        self
     }
 
     /// How the request's rows are grouped.
     pub fn group(&self) -> Group {
+        if self.group_parts.len() > 1 {
+            return Group::Tuple(self.group_parts.clone());
+        }
         group_of(self.endpoint, &self.params)
     }
 
@@ -446,11 +461,11 @@ pub(crate) fn check_goals(site: &Site, filters: &[Condition]) -> Result<(), ApiE
         {
             continue;
         }
-        if let Some(unknown) = f
-            .values
-            .iter()
-            .find(|v| !site.goals.iter().any(|g| &g.name == *v))
-        {
+        if let Some(unknown) = f.values.iter().find(|v| {
+            !site.goals.iter().any(|g| {
+                g.name == **v || (f.ignore_case && g.name.to_lowercase() == v.to_lowercase())
+            })
+        }) {
             let known: Vec<&str> = site.goals.iter().map(|g| g.name.as_str()).collect();
             return Err(ApiError::bad(
                 "filters",

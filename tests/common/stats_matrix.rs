@@ -353,7 +353,7 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
 
 /// Stats API v2 filter trees: every operator, `and`/`or`/`not` nesting, visit and event
 /// filters mixed, the exit page and goals inside `not`.
-const V2_FILTERS: [&str; 8] = [
+const V2_FILTERS: [&str; 9] = [
     "[]",
     r#"[["is", "event:page", ["/a", "/b"]], ["is_not", "visit:country", ["DE"]]]"#,
     r#"[["contains", "visit:source", ["oo", "x'y"]], ["contains_not", "event:page", ["blog"]]]"#,
@@ -362,6 +362,8 @@ const V2_FILTERS: [&str; 8] = [
     r#"[["not", ["or", [["is", "visit:exit_page", ["/docs"]], ["contains", "event:props:plan", ["pro"]]]]]]"#,
     r#"[["or", [["and", [["is", "visit:city", ["Paris"]], ["not", ["is", "event:goal", ["Signup"]]]]], ["matches", "visit:referrer", ["google"]]]]]"#,
     r#"[["not", ["not", ["is", "event:hostname", ["example.com"]]]], ["contains_not", "event:goal", ["Visit"]]]"#,
+    // Case-insensitive, each operator, negated, on events, visits, the exit page and goals.
+    r#"[["contains", "event:page", ["/Blog", "x'Y"], {"case_sensitive": false}], ["is_not", "visit:country", ["de"], {"case_sensitive": false}], ["not", ["or", [["matches", "visit:exit_page", ["^/DOCS"], {"case_sensitive": false}], ["is", "event:goal", ["signup"], {"case_sensitive": false}], ["contains_not", "visit:source", ["GOO"], {"case_sensitive": false}], ["matches_not", "event:props:plan", ["^PRO$"], {"case_sensitive": false}]]]]]"#,
 ];
 
 /// Every distinct statement of a matrix of v2 queries (`glimpse_query::v2`), through the plan
@@ -389,8 +391,16 @@ pub fn v2_statements(database: &str, timezone: &str) -> Vec<String> {
                 .texts()
         };
         out.extend(texts(&[]));
-        // A breakdown's comparison: the second step, on a page of keys (quotes included).
-        let keys = ["/a".to_string(), "x'y".to_string()];
+        // A breakdown's comparison: the second step, on a page of keys (quotes included; by
+        // several dimensions, joined keys, one with an escaped separator byte).
+        let keys = if query.dimensions.len() > 1 {
+            [
+                "/a\x01\x02x'y".to_string(),
+                "a\x01\x03b\x01\x02c".to_string(),
+            ]
+        } else {
+            ["/a".to_string(), "x'y".to_string()]
+        };
         let compared = |rolled: &[i64]| {
             request
                 .breakdown_comparison(database, k, rolled, &keys)
@@ -508,6 +518,68 @@ pub fn v2_statements(database: &str, timezone: &str) -> Vec<String> {
                 0,
             );
         }
+    }
+    // Several dimensions: time with properties, events with visits, goals; each sorted by
+    // a dimension, paged, counted, k-suppressed, filtered; compared where not by time.
+    for dimensions in [
+        json!(["visit:source", "visit:country"]),
+        json!(["time:day", "visit:device"]),
+        json!(["time", "event:page"]),
+        json!(["event:page", "event:goal"]),
+        json!(["visit:device", "time:hour", "event:props:plan"]),
+        json!(["event:name", "visit:browser", "time:month"]),
+    ] {
+        let names: Vec<&str> = dimensions
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect();
+        let per_event = names
+            .iter()
+            .any(|d| matches!(*d, "event:name" | "event:goal"));
+        let mut metrics: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|m| !per_event || !matches!(*m, "time_on_page" | "scroll_depth"))
+            .collect();
+        metrics.push("percentage");
+        let timed = names.iter().any(|d| d.starts_with("time"));
+        for (filters, k) in [
+            ("[]", 0),
+            (V2_FILTERS[1], 5),
+            (V2_FILTERS[5], 0),
+            (V2_FILTERS[6], 5),
+        ] {
+            let filters: Value = serde_json::from_str(filters).unwrap();
+            let mut body = json!({
+                "site_id": "example.com", "metrics": metrics, "date_range": "7d",
+                "dimensions": dimensions, "filters": filters,
+                "include": {"total_rows": true},
+                "order_by": [[names[1], "desc"], [metrics[2], "asc"]],
+                "pagination": {"limit": 10, "offset": 20},
+            });
+            if !timed {
+                body["include"]["comparisons"] = json!({"mode": "previous_period"});
+            }
+            add(body, k);
+        }
+        // Default order (time first where there is one), the rollup's metrics, imports asked.
+        add(
+            json!({
+                "site_id": "example.com", "metrics": ["visitors", "pageviews"],
+                "date_range": "30d", "dimensions": dimensions, "include": {"imports": true},
+            }),
+            0,
+        );
+        add(
+            json!({
+                "site_id": "example.com", "metrics": ["visitors", "conversion_rate"],
+                "date_range": "28d", "dimensions": dimensions,
+                "filters": [["is", "event:goal", ["Signup", "Visit /a"]]],
+            }),
+            5,
+        );
     }
     for date_range in [
         json!("day"),

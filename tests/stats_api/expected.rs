@@ -139,6 +139,8 @@ pub struct Filter {
     /// v1's `==`, `!=`, `~`, or v2's operator names.
     pub op: &'static str,
     pub values: Vec<&'static str>,
+    /// v2's `{"case_sensitive": false}`.
+    pub ignore_case: bool,
 }
 
 impl Filter {
@@ -147,6 +149,15 @@ impl Filter {
             property,
             op,
             values: values.to_vec(),
+            ignore_case: false,
+        }
+    }
+
+    /// The same filter, whatever the letters' case.
+    pub fn ignoring_case(self) -> Self {
+        Self {
+            ignore_case: true,
+            ..self
         }
     }
 
@@ -167,13 +178,24 @@ impl Filter {
 
     /// Whether one of the values holds for `value` under the positive form of the operator.
     fn any_value(&self, value: &str) -> bool {
+        let fold = |s: &str| {
+            if self.ignore_case {
+                s.to_lowercase()
+            } else {
+                s.to_string()
+            }
+        };
+        let value = fold(value);
         match Self::positive(self.op) {
-            "is" => self.values.contains(&value),
-            "contains" => self.values.iter().any(|v| value.contains(v)),
-            _ => self
-                .values
-                .iter()
-                .any(|v| regex::Regex::new(v).unwrap().is_match(value)),
+            "is" => self.values.iter().any(|v| fold(v) == value),
+            "contains" => self.values.iter().any(|v| value.contains(&fold(v))),
+            _ => self.values.iter().any(|v| {
+                regex::RegexBuilder::new(v)
+                    .case_insensitive(self.ignore_case)
+                    .build()
+                    .unwrap()
+                    .is_match(&value)
+            }),
         }
     }
 
@@ -266,6 +288,63 @@ pub enum Key<'a> {
     Total,
     Bucket(&'a dyn Fn(u32) -> String),
     Property(&'a str),
+    /// Several at once (v2's dimensions): the row key is the parts' values joined by
+    /// [`PART_SEPARATOR`], which sorts below every character of the fixture's values, so
+    /// that keys sort as the tuples of their parts.
+    Tuple(Vec<Key<'a>>),
+}
+
+pub const PART_SEPARATOR: &str = "\u{1}";
+
+/// Every combination of one value from each list, joined.
+fn product(lists: Vec<Vec<String>>) -> Vec<String> {
+    lists
+        .into_iter()
+        .fold(vec![Vec::new()], |acc, values| {
+            acc.iter()
+                .flat_map(|prefix: &Vec<String>| {
+                    values.iter().map(move |v| {
+                        let mut next = prefix.clone();
+                        next.push(v.clone());
+                        next
+                    })
+                })
+                .collect()
+        })
+        .into_iter()
+        .map(|parts| parts.join(PART_SEPARATOR))
+        .collect()
+}
+
+/// The keys event `e` of `visit` counts under.
+fn event_keys(key: &Key, e: &EventRow, visit: &Visit) -> Vec<String> {
+    match key {
+        Key::Total => vec![String::new()],
+        Key::Bucket(f) => vec![f(e.timestamp)],
+        Key::Property(p) => match p.strip_prefix("visit:") {
+            Some(vp) => vec![visit.props[vp].clone()],
+            None => event_values(e, p),
+        },
+        Key::Tuple(parts) => product(parts.iter().map(|k| event_keys(k, e, visit)).collect()),
+    }
+}
+
+fn has_event_part(key: &Key) -> bool {
+    match key {
+        Key::Property(p) => !p.starts_with("visit:"),
+        Key::Tuple(parts) => parts.iter().any(has_event_part),
+        Key::Total | Key::Bucket(_) => false,
+    }
+}
+
+/// The keys of a visit's own (its properties, the bucket of its start), or with event
+/// properties among them, of `e`, one of its events.
+fn visit_keys(key: &Key, e: &EventRow, visit: &Visit) -> Vec<String> {
+    match key {
+        Key::Bucket(f) => vec![f(visit.start as u32)],
+        Key::Tuple(parts) => product(parts.iter().map(|k| visit_keys(k, e, visit)).collect()),
+        other => event_keys(other, e, visit),
+    }
 }
 
 #[derive(Default, Debug, Clone)]
@@ -359,15 +438,7 @@ pub fn expected_where(
             if !(start..end).contains(&(e.timestamp as i64)) || !event_ok(e, visit) {
                 continue;
             }
-            let keys = match &key {
-                Key::Total => vec![String::new()],
-                Key::Bucket(f) => vec![f(e.timestamp)],
-                Key::Property(p) => match p.strip_prefix("visit:") {
-                    Some(vp) => vec![visit.props[vp].clone()],
-                    None => event_values(e, p),
-                },
-            };
-            for k in keys {
+            for k in event_keys(&key, e, visit) {
                 let sums = event_sums.entry(k).or_default();
                 if e.name == "engagement" {
                     sums.engaged_pages += 1;
@@ -402,6 +473,14 @@ pub fn expected_where(
                     .flat_map(|e| event_values(e, p))
                     .collect(),
             },
+            // A visit counts once per key among its matching events.
+            Key::Tuple(_) if has_event_part(&key) => visit
+                .rows
+                .iter()
+                .filter(|e| e.name != "engagement" && event_ok(e, visit))
+                .flat_map(|e| visit_keys(&key, e, visit))
+                .collect(),
+            Key::Tuple(_) => visit_keys(&key, visit.rows[0], visit).into_iter().collect(),
         };
         if keys.is_empty() || !matching(visit) {
             continue;

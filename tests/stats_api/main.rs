@@ -141,6 +141,21 @@ fn v2_dimensions() {
 }
 
 #[test]
+fn v2_several_dimensions() {
+    reading(v2::several_dimensions);
+}
+
+#[test]
+fn v2_case_insensitive_filters() {
+    reading(v2::case_insensitive_filters);
+}
+
+#[test]
+fn v2_match_day_of_week() {
+    reading(v2::match_day_of_week);
+}
+
+#[test]
 fn v2_goals() {
     reading(v2::goals);
 }

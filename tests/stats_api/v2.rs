@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use crate::breakdowns::PROPERTIES;
 use crate::expected::{
     day_range, expected, expected_where, local_label, sorted, Cond, Filter, Key, Sums, GOALS,
+    PART_SEPARATOR,
 };
 use crate::service::Service;
 use crate::{BERLIN, SHARE_TOKEN, SITE, WEEK};
@@ -961,9 +962,42 @@ pub async fn refusals_and_access(s: &Service) {
             "not one of the site's goals",
         ),
         (
-            with(json!({"dimensions": ["event:page", "visit:source"]})),
+            with(json!({"dimensions": ["event:page", "visit:source", "visit:device", "time"]})),
             "dimensions",
-            "not supported yet",
+            "#/dimensions: at most 3 dimensions",
+        ),
+        (
+            with(json!({"dimensions": ["event:page", "event:page"]})),
+            "dimensions",
+            "#/dimensions/1: \"event:page\" is asked for twice",
+        ),
+        (
+            with(json!({"dimensions": ["time:day", "visit:source", "time:hour"]})),
+            "dimensions",
+            "#/dimensions/2: \"time:hour\" is a second time dimension",
+        ),
+        (
+            with(json!({"dimensions": ["visit:exit_page", "visit:source"]})),
+            "dimensions",
+            "#/dimensions/0: visit:exit_page cannot be combined",
+        ),
+        (
+            with(json!({"dimensions": ["time:day", "visit:source"],
+                "include": {"comparisons": {"mode": "previous_period"}}})),
+            "include",
+            "#/include/comparisons: comparisons are not supported with a time dimension",
+        ),
+        (
+            with(json!({"dimensions": ["event:goal", "visit:source"],
+                "metrics": ["visitors", "group_conversion_rate"]})),
+            "metrics",
+            "#/metrics/1: Metric `group_conversion_rate` cannot be queried with event:goal",
+        ),
+        (
+            with(json!({"dimensions": ["visit:source", "event:name"],
+                "metrics": ["visitors", "scroll_depth"]})),
+            "metrics",
+            "#/metrics/1: Metric `scroll_depth` is measured per page",
         ),
         (with(json!({"interval": "day"})), "body", "unknown field"),
     ] {
@@ -1202,4 +1236,405 @@ pub async fn imports_as_v1(s: &Service) {
         }
     }
     println!("v2 imports: totals, days, sources and pages as v1's with_imported");
+}
+
+/// The answer's rows as (dimension values, metric values).
+fn tuple_rows(got: &Value) -> Vec<(Vec<String>, Vec<Value>)> {
+    got["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no results: {got}"))
+        .iter()
+        .map(|r| {
+            let dimensions = r["dimensions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_str().unwrap().to_string())
+                .collect();
+            (dimensions, r["metrics"].as_array().unwrap().clone())
+        })
+        .collect()
+}
+
+/// An expected row's key as dimension values (`(other)` in each).
+fn parts_of(key: &str, n: usize) -> Vec<String> {
+    if key == "(other)" {
+        return vec![key.to_string(); n];
+    }
+    key.split(PART_SEPARATOR).map(String::from).collect()
+}
+
+/// Several dimensions at once: two and three, with time, event and visit properties and
+/// goals; each row's values in the order asked, its figures those of the fixture's events
+/// and visits grouped by all of them; the default order (time first where asked, then
+/// visitors descending); `total_rows`.
+pub async fn several_dimensions(s: &Service) {
+    let day = local_label("UTC", "%Y-%m-%d");
+    let hour = local_label("UTC", "%Y-%m-%d %H:00:00");
+    let month = local_label("UTC", "%Y-%m-01");
+    let total = expected(&s.fixture, SITE, week(), &[], Key::Total, 0)[""]
+        .visitors
+        .len();
+    let key = |name: &'static str| -> Key {
+        match name {
+            "time" | "time:day" => Key::Bucket(&day),
+            "time:hour" => Key::Bucket(&hour),
+            "time:month" => Key::Bucket(&month),
+            p => Key::Property(p),
+        }
+    };
+    for dimensions in [
+        vec!["visit:source", "visit:country"],
+        vec!["time:day", "visit:device"],
+        vec!["event:page", "event:goal"],
+        vec!["time", "event:props:plan"],
+        vec!["visit:device", "event:page", "visit:source"],
+        vec!["event:name", "visit:browser", "time:month"],
+        vec!["visit:os", "time:hour", "event:page"],
+    ] {
+        let per_event = dimensions
+            .iter()
+            .any(|d| matches!(*d, "event:name" | "event:goal"));
+        let mut metrics: Vec<&str> = METRICS
+            .iter()
+            .copied()
+            .filter(|m| !per_event || !matches!(*m, "time_on_page" | "scroll_depth"))
+            .collect();
+        metrics.push("percentage");
+        let got = s
+            .v2(json!({
+                "site_id": SITE, "metrics": metrics, "date_range": ["2026-03-24", "2026-03-31"],
+                "dimensions": dimensions, "include": {"total_rows": true},
+            }))
+            .await;
+        let want = expected(
+            &s.fixture,
+            SITE,
+            week(),
+            &[],
+            Key::Tuple(dimensions.iter().map(|d| key(d)).collect()),
+            0,
+        );
+        let n = dimensions.len();
+        // Time first where asked (ascending), then visitors descending, then the values.
+        let time = dimensions.iter().position(|d| d.starts_with("time"));
+        let mut ordered: Vec<(Vec<String>, &Sums)> =
+            want.iter().map(|(k, s)| (parts_of(k, n), s)).collect();
+        ordered.sort_by(|a, b| {
+            let by_time = time.map_or(std::cmp::Ordering::Equal, |i| a.0[i].cmp(&b.0[i]));
+            by_time
+                .then(b.1.visitors.len().cmp(&a.1.visitors.len()))
+                .then(a.0.cmp(&b.0))
+        });
+        let got_rows = tuple_rows(&got);
+        let keys: Vec<&Vec<String>> = got_rows.iter().map(|(k, _)| k).collect();
+        let want_keys: Vec<&Vec<String>> = ordered.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, want_keys, "{dimensions:?}");
+        assert!(want.len() > 5, "{dimensions:?}: a real breakdown");
+        for ((k, values), (_, sums)) in got_rows.iter().zip(&ordered) {
+            check_metrics(
+                &format!("{dimensions:?}={k:?}"),
+                &metrics,
+                values,
+                sums,
+                total,
+            );
+        }
+        assert_eq!(
+            got["meta"]["total_rows"],
+            json!(want.len()),
+            "{dimensions:?}"
+        );
+        let answered: Vec<&str> = dimensions
+            .iter()
+            .map(|d| if *d == "time" { "time:day" } else { *d })
+            .collect();
+        assert_eq!(got["query"]["dimensions"], json!(answered));
+        println!(
+            "v2 by {dimensions:?}: {} rows in order, all metrics equal",
+            keys.len()
+        );
+    }
+
+    // Ordered by the second dimension then a metric, one page of it, with a filter.
+    let got = s
+        .v2(json!({
+            "site_id": SITE, "metrics": ["visitors", "visits"],
+            "date_range": ["2026-03-24", "2026-03-31"],
+            "dimensions": ["visit:device", "event:page"],
+            "filters": [["is_not", "visit:country", ["FR"]]],
+            "order_by": [["event:page", "desc"], ["visits", "asc"]],
+            "pagination": {"limit": 4, "offset": 3}, "include": {"total_rows": true},
+        }))
+        .await;
+    let want = expected(
+        &s.fixture,
+        SITE,
+        week(),
+        &[Filter::new("visit:country", "is_not", &["FR"])],
+        Key::Tuple(vec![
+            Key::Property("visit:device"),
+            Key::Property("event:page"),
+        ]),
+        0,
+    );
+    let mut ordered: Vec<(Vec<String>, &Sums)> =
+        want.iter().map(|(k, s)| (parts_of(k, 2), s)).collect();
+    ordered.sort_by(|a, b| {
+        b.0[1]
+            .cmp(&a.0[1])
+            .then(a.1.visits.cmp(&b.1.visits))
+            .then(a.0.cmp(&b.0))
+    });
+    let page: Vec<(Vec<String>, Vec<Value>)> = ordered
+        .iter()
+        .skip(3)
+        .take(4)
+        .map(|(k, sums)| {
+            (
+                k.clone(),
+                vec![json!(sums.visitors.len()), json!(sums.visits)],
+            )
+        })
+        .collect();
+    assert_eq!(tuple_rows(&got), page, "{got}");
+    assert_eq!(got["meta"]["total_rows"], json!(want.len()));
+
+    // k-suppression (k = 3): rows under it merge into one `(other)` row, in every dimension.
+    let day27 = day_range("UTC", "2026-03-27", "2026-03-27");
+    let got = s
+        .v2_at(
+            &s.k_base,
+            &s.key,
+            json!({
+                "site_id": SITE, "metrics": ["visitors", "visits", "pageviews"],
+                "date_range": ["2026-03-27", "2026-03-27"],
+                "dimensions": ["visit:device", "visit:country"],
+            }),
+        )
+        .await;
+    let want = expected(
+        &s.fixture,
+        SITE,
+        day27,
+        &[],
+        Key::Tuple(vec![
+            Key::Property("visit:device"),
+            Key::Property("visit:country"),
+        ]),
+        3,
+    );
+    let want_rows: Vec<(Vec<String>, Vec<Value>)> = sorted(&want)
+        .into_iter()
+        .map(|(k, sums)| {
+            (
+                parts_of(k, 2),
+                vec![
+                    json!(sums.visitors.len()),
+                    json!(sums.visits),
+                    json!(sums.pageviews),
+                ],
+            )
+        })
+        .collect();
+    assert!(
+        want_rows
+            .iter()
+            .any(|(k, _)| k[0] == "(other)" && k[1] == "(other)"),
+        "{want_rows:?}"
+    );
+    assert_eq!(tuple_rows(&got), want_rows, "k=3");
+
+    // Comparisons match rows on all their dimensions: the previous four days' row of the same
+    // source and device, zero where that pair had nothing.
+    let got = s
+        .v2(json!({
+            "site_id": SITE, "metrics": ["visitors", "visits"],
+            "date_range": ["2026-03-28", "2026-03-31"],
+            "dimensions": ["visit:source", "visit:device"],
+            "include": {"comparisons": {"mode": "previous_period"}},
+        }))
+        .await;
+    let pair = || {
+        Key::Tuple(vec![
+            Key::Property("visit:source"),
+            Key::Property("visit:device"),
+        ])
+    };
+    let now = expected(
+        &s.fixture,
+        SITE,
+        day_range("UTC", "2026-03-28", "2026-03-31"),
+        &[],
+        pair(),
+        0,
+    );
+    let then = expected(
+        &s.fixture,
+        SITE,
+        day_range("UTC", "2026-03-24", "2026-03-27"),
+        &[],
+        pair(),
+        0,
+    );
+    let results = got["results"].as_array().unwrap();
+    assert_eq!(results.len(), now.len(), "{got}");
+    let mut missing_then = 0;
+    for (row, (k, sums)) in results.iter().zip(sorted(&now)) {
+        let parts = parts_of(k, 2);
+        assert_eq!(row["dimensions"], json!(parts));
+        assert_eq!(
+            row["metrics"],
+            json!([sums.visitors.len(), sums.visits]),
+            "{k}"
+        );
+        let before = then.get(k).cloned().unwrap_or_default();
+        missing_then += usize::from(!then.contains_key(k));
+        assert_eq!(row["comparison"]["dimensions"], json!(parts), "{row}");
+        assert_eq!(
+            row["comparison"]["metrics"],
+            json!([before.visitors.len(), before.visits]),
+            "{row}"
+        );
+    }
+    println!(
+        "v2 several dimensions: order_by a dimension, page, filter, k = 3 (other), \
+         comparisons on both values ({missing_then} pairs new in the period)"
+    );
+}
+
+/// `{"case_sensitive": false}`: each operator and its negation, on events, visits and goals,
+/// nested in `not`; the figures those of the fixture's events matched whatever the case, and
+/// different from the case-sensitive answer where the case differs.
+pub async fn case_insensitive_filters(s: &Service) {
+    let ci = json!({"case_sensitive": false});
+    let leaf = |op: &'static str, property: &'static str, values: &[&'static str]| {
+        (
+            json!([op, property, values, ci]),
+            Filter::new(property, op, values).ignoring_case(),
+        )
+    };
+    let cases = [
+        vec![leaf("contains", "event:page", &["/BLOG"])],
+        vec![leaf("contains_not", "event:page", &["/Blog/A", "DOCS"])],
+        vec![leaf("is", "visit:country", &["de", "Fr"])],
+        vec![
+            leaf("is_not", "visit:source", &["google"]),
+            leaf("matches", "event:page", &["^/(PRICING|Docs)$"]),
+        ],
+        vec![leaf("matches_not", "visit:browser", &["^fire"])],
+        vec![leaf("is", "event:goal", &["signup"])],
+        vec![leaf("contains", "event:props:plan", &["PR"])],
+    ];
+    let metrics = ["visitors", "visits", "pageviews", "events", "bounce_rate"];
+    for case in cases {
+        let filters: Vec<Value> = case.iter().map(|(json, _)| json.clone()).collect();
+        let expected_filters: Vec<Filter> = case.iter().map(|(_, f)| f.clone()).collect();
+        let got = s
+            .v2(json!({
+                "site_id": SITE, "metrics": metrics, "date_range": ["2026-03-24", "2026-03-31"],
+                "filters": filters, "dimensions": ["visit:device"],
+            }))
+            .await;
+        let want = expected(
+            &s.fixture,
+            SITE,
+            week(),
+            &expected_filters,
+            Key::Property("visit:device"),
+            0,
+        );
+        assert!(!want.is_empty(), "{filters:?}: the fixture has matches");
+        let want_rows: Vec<(String, Vec<Value>)> = sorted(&want)
+            .into_iter()
+            .map(|(k, sums)| (k.clone(), metrics.iter().map(|m| sums.metric(m)).collect()))
+            .collect();
+        assert_eq!(rows(&got), want_rows, "{filters:?}");
+        println!(
+            "v2 case-insensitive {filters:?}: {} rows as expected",
+            want_rows.len()
+        );
+    }
+    // The case matters without the modifier: `/BLOG` is no page of the fixture's.
+    let sensitive = s
+        .v2(json!({
+            "site_id": SITE, "metrics": ["visitors"], "date_range": ["2026-03-24", "2026-03-31"],
+            "filters": [["contains", "event:page", ["/BLOG"]]],
+        }))
+        .await;
+    assert_eq!(rows(&sensitive)[0].1, vec![json!(0)], "{sensitive}");
+    let insensitive = s
+        .v2(json!({
+            "site_id": SITE, "metrics": ["visitors"], "date_range": ["2026-03-24", "2026-03-31"],
+            "filters": [["contains", "event:page", ["/BLOG"], {"case_sensitive": true}]],
+        }))
+        .await;
+    assert_eq!(rows(&insensitive)[0].1, vec![json!(0)], "explicit true");
+    // Nested: not (country is "de" whatever the case, or page contains "/blog").
+    let tree = Cond::Not(Box::new(Cond::Or(vec![
+        Cond::Leaf(Filter::new("visit:country", "is", &["de"]).ignoring_case()),
+        Cond::Leaf(Filter::new("event:page", "contains", &["/BLOG"]).ignoring_case()),
+    ])));
+    let got = s
+        .v2(json!({
+            "site_id": SITE, "metrics": ["visitors", "pageviews"],
+            "date_range": ["2026-03-24", "2026-03-31"],
+            "filters": [["not", ["or", [
+                ["is", "visit:country", ["de"], ci],
+                ["contains", "event:page", ["/BLOG"], ci],
+            ]]]],
+        }))
+        .await;
+    let want = &expected_where(&s.fixture, SITE, week(), &tree, Key::Total, 0)[""];
+    assert_eq!(
+        rows(&got)[0].1,
+        vec![json!(want.visitors.len()), json!(want.pageviews)],
+        "{got}"
+    );
+    println!("v2 case-insensitive: nested in not/or as expected; case-sensitive /BLOG finds none");
+}
+
+/// `match_day_of_week`: Saturday 28 to Tuesday 31 March faces the four days from the nearest
+/// earlier Saturday (21 to 24 March; the later one is the period's own start), not the
+/// calendar's previous four (Tuesday 24 to Friday 27).
+pub async fn match_day_of_week(s: &Service) {
+    let ask = |matched: bool| {
+        json!({
+            "site_id": SITE, "metrics": ["visitors", "pageviews"],
+            "date_range": ["2026-03-28", "2026-03-31"], "dimensions": ["visit:device"],
+            "include": {"comparisons": {"mode": "previous_period", "match_day_of_week": matched}},
+        })
+    };
+    for (matched, first, last) in [
+        (true, "2026-03-21", "2026-03-24"),
+        (false, "2026-03-24", "2026-03-27"),
+    ] {
+        let got = s.v2(ask(matched)).await;
+        assert_eq!(
+            got["meta"]["comparison_date_range"],
+            json!([
+                format!("{first}T00:00:00+00:00"),
+                format!("{last}T23:59:59+00:00")
+            ]),
+            "{got}"
+        );
+        let then = expected(
+            &s.fixture,
+            SITE,
+            day_range("UTC", first, last),
+            &[],
+            Key::Property("visit:device"),
+            0,
+        );
+        for row in got["results"].as_array().unwrap() {
+            let device = row["dimensions"][0].as_str().unwrap();
+            let before = then.get(device).cloned().unwrap_or_default();
+            assert_eq!(
+                row["comparison"]["metrics"],
+                json!([before.visitors.len(), before.pageviews]),
+                "{matched} {device}"
+            );
+        }
+    }
+    println!("v2 match_day_of_week: compared with 21-24 March (Saturday on), else 24-27");
 }

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use super::builder::{rows_between, Sql};
 use super::question::{Group, StatsQuery};
-use crate::params::{Condition, EventProperty, FilterOp, Interval, Property, VisitProperty};
+use crate::params::{
+    Condition, EventProperty, Filter, FilterOp, Interval, Property, VisitProperty,
+};
 use crate::period::{HOUR_FORMAT, MINUTE_FORMAT};
 use glimpse_core::goals::{Goal, GoalKind};
 
@@ -128,8 +130,46 @@ pub(super) fn event_expression(sql: &mut Sql, p: &EventProperty, goals: &[Goal])
 
 /// `<expr> IN (…)`, `NOT IN`, or a disjunction of `position(…) > 0` or `match(…)` (negated
 /// for the negative operators), with `expr` written by `write_expr` once per use.
-fn condition(sql: &mut Sql, op: FilterOp, values: &[String], write_expr: &dyn Fn(&mut Sql)) {
+///
+/// With `ignore_case`, both sides are lower-cased by ClickHouse (`lowerUTF8`, the same rule
+/// for the text and the value); regular expressions come case-folded already (`v2::filters`).
+fn condition(
+    sql: &mut Sql,
+    op: FilterOp,
+    values: &[String],
+    ignore_case: bool,
+    write_expr: &dyn Fn(&mut Sql),
+) {
+    let lower_expr = |sql: &mut Sql| {
+        sql.push("lowerUTF8(");
+        write_expr(sql);
+        sql.push(")");
+    };
     match op {
+        FilterOp::Is | FilterOp::IsNot if ignore_case => {
+            // Not `IN (lowerUTF8(?), …)`: a list of expressions, which 18.16's IN does not take.
+            sql.push(if op == FilterOp::Is { "(" } else { "NOT (" });
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                lower_expr(sql);
+                sql.push(" = lowerUTF8(").bind_str(value).push(")");
+            }
+            sql.push(")");
+        }
+        FilterOp::Contains | FilterOp::ContainsNot if ignore_case => {
+            sql.push(if op.is_negative() { "NOT (" } else { "(" });
+            for (i, value) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                sql.push("position(");
+                lower_expr(sql);
+                sql.push(", lowerUTF8(").bind_str(value).push(")) > 0");
+            }
+            sql.push(")");
+        }
         FilterOp::Is | FilterOp::IsNot => {
             write_expr(sql);
             sql.push(if op == FilterOp::Is {
@@ -212,7 +252,7 @@ fn row_condition(sql: &mut Sql, q: &StatsQuery, c: &Condition, negate: bool) {
     match c {
         Condition::Filter(f) => {
             let op = if negate { f.op.negated() } else { f.op };
-            filter_condition(sql, q, &f.property, op, &f.values);
+            filter_condition(sql, q, f, op);
         }
         Condition::Not(inner) => row_condition(sql, q, inner, !negate),
         Condition::And(cs) | Condition::Or(cs) => {
@@ -234,17 +274,26 @@ fn row_condition(sql: &mut Sql, q: &StatsQuery, c: &Condition, negate: bool) {
 }
 
 /// One filter as a row condition.
-fn filter_condition(
-    sql: &mut Sql,
-    q: &StatsQuery,
-    property: &Property,
-    op: FilterOp,
-    values: &[String],
-) {
-    match property {
+fn filter_condition(sql: &mut Sql, q: &StatsQuery, f: &Filter, op: FilterOp) {
+    let (values, ignore_case) = (&f.values, f.ignore_case);
+    let same = |a: &str, b: &str| {
+        if ignore_case {
+            a.to_lowercase() == b.to_lowercase()
+        } else {
+            a == b
+        }
+    };
+    let contains = |a: &str, b: &str| {
+        if ignore_case {
+            a.to_lowercase().contains(&b.to_lowercase())
+        } else {
+            a.contains(b)
+        }
+    };
+    match &f.property {
         Property::Visit(p) if visit_column(*p).is_some() => {
             let value = visit_value(*p);
-            condition(sql, op, values, &|s: &mut Sql| {
+            condition(sql, op, values, ignore_case, &|s: &mut Sql| {
                 s.push(&value);
             });
         }
@@ -257,7 +306,7 @@ fn filter_condition(
             visit_rows(sql, q);
             sql.push(" GROUP BY session_id HAVING ");
             let value = visit_value(*p);
-            condition(sql, op, values, &|s: &mut Sql| {
+            condition(sql, op, values, ignore_case, &|s: &mut Sql| {
                 s.push(&value);
             });
             sql.push(")");
@@ -269,9 +318,9 @@ fn filter_condition(
                 .goals
                 .iter()
                 .filter(|g| match op {
-                    FilterOp::Is | FilterOp::IsNot => values.contains(&g.name),
+                    FilterOp::Is | FilterOp::IsNot => values.iter().any(|v| same(&g.name, v)),
                     FilterOp::Contains | FilterOp::ContainsNot => {
-                        values.iter().any(|v| g.name.contains(v.as_str()))
+                        values.iter().any(|v| contains(&g.name, v))
                     }
                     FilterOp::Matches | FilterOp::MatchesNot => false,
                 })
@@ -288,7 +337,7 @@ fn filter_condition(
             if name {
                 sql.push("(name = 'engagement' OR ");
             }
-            condition(sql, op, values, &|s: &mut Sql| {
+            condition(sql, op, values, ignore_case, &|s: &mut Sql| {
                 event_expression(s, p, q.goals)
             });
             if name {
@@ -341,7 +390,25 @@ fn bucket_expression(sql: &mut Sql, interval: Interval, column: &str, timezone: 
 /// The key of an event row (for `e`) or of a visit (for `v`, where buckets are the visit's
 /// start).
 pub(super) fn key_expression(sql: &mut Sql, q: &StatsQuery, of_visit: bool) {
-    match &q.group {
+    group_expression(sql, q, &q.group, of_visit);
+}
+
+/// The key of `group` (see `key_expression`). A tuple's parts are joined as
+/// `question::join_key` joins them, each escaped.
+fn group_expression(sql: &mut Sql, q: &StatsQuery, group: &Group, of_visit: bool) {
+    match group {
+        Group::Tuple(parts) => {
+            sql.push("concat(");
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", '\\x01\\x02', ");
+                }
+                sql.push("replaceAll(");
+                group_expression(sql, q, part, of_visit);
+                sql.push(", '\\x01', '\\x01\\x03')");
+            }
+            sql.push(")");
+        }
         Group::Total => {
             sql.push("''");
         }

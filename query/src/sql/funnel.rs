@@ -163,6 +163,7 @@ mod tests {
             property: Property::Visit(VisitProperty::Country),
             op: FilterOp::Is,
             values: vec!["FR".into()],
+            ignore_case: false,
         })];
         let sql = funnel(&FunnelQuery {
             database: "glimpse",

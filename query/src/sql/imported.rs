@@ -39,7 +39,8 @@ fn imported_table(
             &["custom_events", "visitors"],
             "if(kind = 'visitors', 'pageview', name)".to_string(),
         )),
-        Group::Property(Property::Event(_)) => None,
+        // Imported tables hold one property each: no combinations.
+        Group::Property(Property::Event(_)) | Group::Tuple(_) => None,
         Group::Property(Property::Visit(p)) => {
             let kind: &'static [&'static str] = match p {
                 VisitProperty::EntryPage => &["entry_pages"],

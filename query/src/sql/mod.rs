@@ -52,5 +52,6 @@ pub(crate) use expr::{visit_value, MAX_VISIT_SECS};
 pub use funnel::{funnel, FunnelQuery, FunnelRow};
 pub use imported::imported_answers;
 pub use lookups::{current_visitors, dropped, imported_ranges, prop_names};
+pub use question::split_key;
 pub use rolled_days::{rollup_groups, rollup_may_answer};
 pub use stats::{row_count, stats, Group, StatsQuery, StatsRow};

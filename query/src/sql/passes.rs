@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use super::builder::{rows_between, Sql};
 use super::expr::{
-    event_expression, event_rows, has_event_filters, key_expression, matching_visits,
-    row_conditions, started_in_period, visit_conditions, visit_rows, visit_value, MAX_VISIT_SECS,
+    event_rows, has_event_filters, key_expression, matching_visits, row_conditions,
+    started_in_period, visit_conditions, visit_rows, visit_value, MAX_VISIT_SECS,
 };
 use super::question::{Group, Needs, StatsQuery, SUMS};
 use super::rolled_days::not_rolled;
@@ -129,13 +129,14 @@ fn events_and_visits_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
 /// that need it (filters, buckets, visit metrics by event property) are not the rollup's.
 fn visits_pass(sql: &mut Sql, q: &StatsQuery) {
     let db = q.database;
-    if let Group::Property(Property::Event(p)) = &q.group {
-        // A visit counts once for each key among its matching events.
+    if q.group.has_event_part() {
+        // A visit counts once for each key among its matching events (the other parts of a
+        // tuple are the visit's: its properties, the bucket of its start).
         sql.push(
             "SELECT key, count() AS v_visits, sum(s_pageviews) AS v_visit_pageviews, \
              sum(s_bounce) AS v_bounces, sum(s_duration) AS v_duration FROM (SELECT session_id, ",
         );
-        event_expression(sql, p, q.goals);
+        key_expression(sql, q, true);
         let _ = write!(
             sql.template,
             " AS key FROM {db}.events WHERE name != 'engagement' AND "
@@ -215,8 +216,7 @@ pub(super) fn raw_source(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
         sql.push(")");
         return;
     }
-    let shared_key = matches!(q.group, Group::Total | Group::Property(Property::Visit(_)));
-    if needs.visits && shared_key && !has_event_filters(q) {
+    if needs.visits && q.group.is_shared_by_visit() && !has_event_filters(q) {
         sql.push("(");
         events_and_visits_pass(sql, q, needs);
         sql.push(")");

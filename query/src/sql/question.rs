@@ -13,6 +13,61 @@ pub enum Group {
     Bucket(Interval),
     /// A breakdown.
     Property(Property),
+    /// A breakdown by several parts (Stats API v2's dimensions), each a `Bucket` or a
+    /// `Property`: the key joins the parts' values (see [`join_key`]).
+    Tuple(Vec<Group>),
+}
+
+/// Between the parts of a `Tuple` key. A part's own \x01 bytes are written \x01\x03, so
+/// that the separator \x01\x02 never occurs inside a part and keys split back exactly. Not
+/// NUL: statements travel as C strings in places (chdb).
+const KEY_SEPARATOR: &str = "\x01\x02";
+pub(super) const ESCAPE: char = '\x01';
+const ESCAPED: &str = "\x01\x03";
+
+/// The parts of a `Tuple` key, `parts` of them; `(other)` (rows under the threshold merged)
+/// is `(other)` in every part.
+pub fn split_key(key: &str, parts: usize) -> Vec<String> {
+    if key == "(other)" {
+        return vec![key.to_string(); parts];
+    }
+    key.split(KEY_SEPARATOR)
+        .map(|part| part.replace(ESCAPED, &ESCAPE.to_string()))
+        .collect()
+}
+
+/// The key of a `Tuple` row whose parts are `parts`, as the statement writes it.
+#[cfg(test)]
+pub fn join_key(parts: &[String]) -> String {
+    parts
+        .iter()
+        .map(|p| p.replace(ESCAPE, ESCAPED))
+        .collect::<Vec<_>>()
+        .join(KEY_SEPARATOR)
+}
+
+impl Group {
+    /// Whether an event property is (part of) the key: visits then count once per key among
+    /// their events.
+    pub fn has_event_part(&self) -> bool {
+        match self {
+            Group::Property(Property::Event(_)) => true,
+            Group::Tuple(parts) => parts.iter().any(Group::has_event_part),
+            _ => false,
+        }
+    }
+
+    /// Whether every row of a visit has the same key, for events as for visits: the total,
+    /// and visit properties stamped on every row.
+    pub fn is_shared_by_visit(&self) -> bool {
+        match self {
+            Group::Total | Group::Property(Property::Visit(_)) => true,
+            Group::Tuple(parts) => parts
+                .iter()
+                .all(|p| matches!(p, Group::Property(Property::Visit(_)))),
+            Group::Bucket(_) | Group::Property(Property::Event(_)) => false,
+        }
+    }
 }
 
 /// One stats question in SQL terms.
@@ -117,7 +172,33 @@ impl Needs {
         Needs {
             visits: asked(is_visit_metric),
             engagement: asked(|m| matches!(m, Metric::TimeOnPage | Metric::ScrollDepth)),
-            states: q.min_group_size > 0 && matches!(q.group, Group::Property(_)),
+            states: q.min_group_size > 0 && matches!(q.group, Group::Property(_) | Group::Tuple(_)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuple_keys_split_back_exactly() {
+        for parts in [
+            vec!["Google".to_string(), "DE".to_string()],
+            vec!["".to_string(), "".to_string(), "".to_string()],
+            vec![
+                "a\x01b".to_string(),
+                "\x01\x02".to_string(),
+                "c\x01".to_string(),
+            ],
+        ] {
+            let key = join_key(&parts);
+            assert_eq!(split_key(&key, parts.len()), parts, "{key:?}");
+        }
+        assert_eq!(split_key("(other)", 2), ["(other)", "(other)"]);
+        // Keys sort as the tuples of their parts.
+        let a = join_key(&["a".into(), "z".into()]);
+        let b = join_key(&["a b".into(), "a".into()]);
+        assert!(a < b);
     }
 }

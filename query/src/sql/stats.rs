@@ -10,22 +10,30 @@ use super::question::{Needs, SUMS};
 use crate::params::{Metric, SortKey};
 
 /// What ORDER BY sorts on for a sort key: whitelisted expressions over the output columns.
-fn sort_expression(key: SortKey) -> &'static str {
-    match key {
-        SortKey::Property => "key",
-        SortKey::Metric(m) => match m {
-            Metric::Visitors => "visitors",
-            Metric::Visits => "visits",
-            Metric::Pageviews => "pageviews",
-            Metric::Events => "events",
-            Metric::ViewsPerVisit => "visit_pageviews / greatest(visits, 1)",
-            Metric::BounceRate => "bounces / greatest(visits, 1)",
-            Metric::VisitDuration => "duration / greatest(visits, 1)",
-            Metric::TimeOnPage => "engaged_ms / greatest(engaged_pages, 1)",
-            Metric::ScrollDepth => "scroll_sum / greatest(engaged_pages, 1)",
-            // Every row's rate has the same denominator.
-            Metric::ConversionRate => "visitors",
-        },
+fn sort_expression(key: SortKey, group: &Group) -> String {
+    match (key, group) {
+        // Each part of a tuple key is escaped in an order-keeping way: it sorts as its value.
+        (SortKey::Part(i), Group::Tuple(_)) => {
+            format!("splitByString('\\x01\\x02', key)[{}]", i + 1)
+        }
+        (SortKey::Property | SortKey::Part(_), _) => "key".to_string(),
+        (SortKey::Metric(m), _) => metric_sort_expression(m).to_string(),
+    }
+}
+
+fn metric_sort_expression(m: Metric) -> &'static str {
+    match m {
+        Metric::Visitors => "visitors",
+        Metric::Visits => "visits",
+        Metric::Pageviews => "pageviews",
+        Metric::Events => "events",
+        Metric::ViewsPerVisit => "visit_pageviews / greatest(visits, 1)",
+        Metric::BounceRate => "bounces / greatest(visits, 1)",
+        Metric::VisitDuration => "duration / greatest(visits, 1)",
+        Metric::TimeOnPage => "engaged_ms / greatest(engaged_pages, 1)",
+        Metric::ScrollDepth => "scroll_sum / greatest(engaged_pages, 1)",
+        // Every row's rate has the same denominator.
+        Metric::ConversionRate => "visitors",
     }
 }
 
@@ -82,7 +90,11 @@ pub fn stats(q: &StatsQuery) -> Sql {
         sql.push(" ORDER BY ");
         for sort in q.sort {
             let direction = if sort.descending { "DESC" } else { "ASC" };
-            let _ = write!(sql.template, "{} {direction}, ", sort_expression(sort.key));
+            let _ = write!(
+                sql.template,
+                "{} {direction}, ",
+                sort_expression(sort.key, &q.group)
+            );
         }
         sql.push("key ASC");
     }

@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::params::Endpoint;
 use crate::period;
 use crate::plan::{PeriodPlan, Request};
-use crate::sql::StatsRow;
+use crate::sql::{split_key, StatsRow};
 
 /// What the plan's statements returned for the current period.
 pub struct Figures {
@@ -36,9 +36,9 @@ pub struct Compared {
     pub withheld_when_missing: bool,
 }
 
-/// One answer row: its dimension value (if any), metric values and comparison.
+/// One answer row: its dimension values (one per dimension), metric values and comparison.
 struct Row {
-    dimension: Option<String>,
+    dimensions: Vec<String>,
     metrics: Vec<Value>,
     /// With a comparison: `{"dimensions", "metrics", "change"}`, `null` where there is
     /// nothing to compare with (no facing bucket, the `(other)` row, a withheld key).
@@ -67,7 +67,7 @@ fn values(query: &Query, plan: &PeriodPlan, figures: &Figures, row: &StatsRow) -
 
 /// A row's comparison: the compared row's dimension values and metrics, and the change of
 /// each metric as v1 reports it (percent; points for rates and percentages).
-fn comparison(query: &Query, now: &[Value], dimension: Option<String>, then: Vec<Value>) -> Value {
+fn comparison(query: &Query, now: &[Value], dimensions: Vec<String>, then: Vec<Value>) -> Value {
     let change: Vec<Value> = query
         .metrics
         .iter()
@@ -80,7 +80,7 @@ fn comparison(query: &Query, now: &[Value], dimension: Option<String>, then: Vec
         })
         .collect();
     json!({
-        "dimensions": dimension.into_iter().collect::<Vec<_>>(),
+        "dimensions": dimensions,
         "metrics": then,
         "change": change,
     })
@@ -101,8 +101,16 @@ pub fn shape(
             other => other,
         })
     };
+    let timed = query
+        .dimensions
+        .iter()
+        .any(|d| matches!(d, Dimension::Time(_)));
     let labels = match request.endpoint {
         Endpoint::Timeseries => Some(timeseries_labels(&request.range)?),
+        // Several dimensions with time: the labels for `meta` only.
+        Endpoint::Breakdown if timed && query.include.time_labels => {
+            Some(timeseries_labels(&request.range)?)
+        }
         _ => None,
     };
     let labels_then = match (&labels, compared) {
@@ -110,6 +118,12 @@ pub fn shape(
         _ => None,
     };
     let empty = StatsRow::default();
+    // A row's key as dimension values: a key of several joins their values.
+    let dimensions_of = |key: &str| match request.endpoint {
+        Endpoint::Aggregate => Vec::new(),
+        _ if query.dimensions.len() > 1 => split_key(key, query.dimensions.len()),
+        _ => vec![key.to_string()],
+    };
     let then_by_key: HashMap<&str, &StatsRow> = compared
         .map(|c| c.figures.rows.iter().map(|r| (r.key.as_str(), r)).collect())
         .unwrap_or_default();
@@ -120,7 +134,7 @@ pub fn shape(
             Some(row) => comparison(
                 query,
                 now,
-                (request.endpoint != Endpoint::Aggregate).then(|| key.to_string()),
+                dimensions_of(key),
                 values(query, &c.plan, &c.figures, row),
             ),
             None => Value::Null,
@@ -144,7 +158,7 @@ pub fn shape(
                     };
                     let comparison = compare(&metrics, &r.key, then);
                     Row {
-                        dimension: Some(r.key.clone()),
+                        dimensions: dimensions_of(&r.key),
                         metrics,
                         comparison,
                     }
@@ -179,7 +193,7 @@ pub fn shape(
                         None => compare(&metrics, "", None),
                     };
                     Row {
-                        dimension: Some(r.key.clone()),
+                        dimensions: vec![r.key.clone()],
                         metrics,
                         comparison,
                     }
@@ -195,7 +209,7 @@ pub fn shape(
             let then = compared.map(|c| c.figures.rows.first().unwrap_or(&empty));
             let comparison = compare(&metrics, "", then);
             let rows = vec![Row {
-                dimension: None,
+                dimensions: Vec::new(),
                 metrics,
                 comparison,
             }];
@@ -207,7 +221,7 @@ pub fn shape(
         .map(|r| {
             let mut row = json!({
                 "metrics": r.metrics,
-                "dimensions": r.dimension.into_iter().collect::<Vec<_>>(),
+                "dimensions": r.dimensions,
             });
             if let Some(comparison) = r.comparison {
                 row["comparison"] = comparison;
@@ -269,7 +283,7 @@ fn sort(rows: &mut [Row], order_by: &[(OrderKey, bool)]) {
     rows.sort_by(|a, b| {
         for (key, descending) in order_by {
             let ordering = match key {
-                OrderKey::Dimension => a.dimension.cmp(&b.dimension),
+                OrderKey::Dimension(i) => a.dimensions.get(*i).cmp(&b.dimensions.get(*i)),
                 OrderKey::Metric(i) => {
                     let (x, y) = (a.metrics[*i].as_f64(), b.metrics[*i].as_f64());
                     x.partial_cmp(&y).unwrap_or(Ordering::Equal)
@@ -299,25 +313,29 @@ fn page(rows: Vec<Row>, query: &Query) -> Vec<Row> {
 /// time zone), the dimension and order used.
 fn echo(query: &Query, request: &Request) -> Result<Value, ApiError> {
     let iso = |t: i64| iso(request, t);
-    let dimension = match &query.dimension {
-        Some(Dimension::Time(None)) => Some(
-            match request.params.interval {
+    // `time` as answered: with the interval that suited the range.
+    let dimensions: Vec<String> = query
+        .dimensions
+        .iter()
+        .zip(&query.dimension_names)
+        .map(|(d, name)| match d {
+            Dimension::Time(None) => match request.params.interval {
                 crate::params::Interval::Hour => "time:hour",
                 crate::params::Interval::Week => "time:week",
                 crate::params::Interval::Month => "time:month",
                 _ => "time:day",
             }
             .to_string(),
-        ),
-        _ => query.dimension_name.clone(),
-    };
+            _ => name.clone(),
+        })
+        .collect();
     let order_by: Vec<Value> = query
         .order_by
         .iter()
         .map(|(key, descending)| {
             let name = match key {
                 OrderKey::Metric(i) => query.metrics[*i].name().to_string(),
-                OrderKey::Dimension => dimension.clone().unwrap_or_default(),
+                OrderKey::Dimension(i) => dimensions[*i].clone(),
             };
             json!([name, if *descending { "desc" } else { "asc" }])
         })
@@ -327,7 +345,7 @@ fn echo(query: &Query, request: &Request) -> Result<Value, ApiError> {
         "metrics": query.metrics.iter().map(|m| m.name()).collect::<Vec<_>>(),
         "date_range": [iso(request.range.start)?, iso(request.range.end - 1)?],
         "filters": query.filters_json,
-        "dimensions": dimension.into_iter().collect::<Vec<_>>(),
+        "dimensions": dimensions,
         "order_by": order_by,
         "include": {
             "imports": query.include.imports,
@@ -353,16 +371,16 @@ mod tests {
     #[test]
     fn rows_sort_by_each_key_in_turn() {
         let row = |d: &str, v: u64| Row {
-            dimension: Some(d.into()),
+            dimensions: vec![d.into()],
             metrics: vec![json!(v)],
             comparison: None,
         };
         let mut rows = vec![row("b", 1), row("a", 2), row("c", 1)];
         sort(
             &mut rows,
-            &[(OrderKey::Metric(0), false), (OrderKey::Dimension, true)],
+            &[(OrderKey::Metric(0), false), (OrderKey::Dimension(0), true)],
         );
-        let order: Vec<_> = rows.iter().map(|r| r.dimension.clone().unwrap()).collect();
+        let order: Vec<_> = rows.iter().map(|r| r.dimensions[0].clone()).collect();
         assert_eq!(order, ["c", "b", "a"]);
     }
 }

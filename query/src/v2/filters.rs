@@ -161,13 +161,21 @@ fn leaf(parts: &[Value], path: &str) -> Result<Filter, ApiError> {
     for (i, value) in values.iter().enumerate() {
         check_value(op, value, &format!("{path}/2/{i}"))?;
     }
-    if let Some(modifiers) = modifiers {
-        check_modifiers(modifiers, &format!("{path}/3"))?;
-    }
+    let ignore_case = match modifiers {
+        Some(modifiers) => !case_sensitive(modifiers, &format!("{path}/3"))?,
+        None => false,
+    };
+    let regex = matches!(op, FilterOp::Matches | FilterOp::MatchesNot);
+    let values = if ignore_case && regex {
+        values.iter().map(|v| case_folded(v)).collect()
+    } else {
+        values
+    };
     Ok(Filter {
         property,
         op,
         values,
+        ignore_case,
     })
 }
 
@@ -216,17 +224,98 @@ fn check_regex(pattern: &str, path: &str) -> Result<(), ApiError> {
         })
 }
 
-fn check_modifiers(modifiers: &Value, path: &str) -> Result<(), ApiError> {
+/// `pattern` (checked already) matching whatever the letters' case: each letter `x` written
+/// as the class `[xX]`, each letter in a class with its other case. Not RE2's `(?i)`: before
+/// a match ClickHouse 18.16 looks for the pattern's literal text case-sensitively, and so
+/// misses `Firefox` for `(?i)fire`; classes leave it no literal text to look for.
+fn case_folded(pattern: &str) -> String {
+    use regex_syntax::ast::{self, Ast, ClassSetItem, LiteralKind};
+
+    /// The other case of `c`, if it has exactly one.
+    fn other_case(c: char) -> Option<char> {
+        let other: Vec<char> = if c.is_lowercase() {
+            c.to_uppercase().collect()
+        } else {
+            c.to_lowercase().collect()
+        };
+        match other.as_slice() {
+            [o] if *o != c => Some(*o),
+            _ => None,
+        }
+    }
+    /// Where the pattern's text is replaced: `(start, end, replacement)`.
+    struct Folds(Vec<(usize, usize, String)>);
+    impl ast::Visitor for Folds {
+        type Output = Vec<(usize, usize, String)>;
+        type Err = ();
+        fn finish(self) -> Result<Self::Output, ()> {
+            Ok(self.0)
+        }
+        fn visit_pre(&mut self, ast: &Ast) -> Result<(), ()> {
+            if let Ast::Literal(lit) = ast {
+                if let (LiteralKind::Verbatim, Some(o)) = (&lit.kind, other_case(lit.c)) {
+                    let span = (lit.span.start.offset, lit.span.end.offset);
+                    self.0.push((span.0, span.1, format!("[{}{o}]", lit.c)));
+                }
+            }
+            Ok(())
+        }
+        fn visit_class_set_item_pre(&mut self, item: &ClassSetItem) -> Result<(), ()> {
+            match item {
+                ClassSetItem::Literal(lit) if lit.kind == LiteralKind::Verbatim => {
+                    if let Some(o) = other_case(lit.c) {
+                        let span = (lit.span.start.offset, lit.span.end.offset);
+                        self.0.push((span.0, span.1, format!("{}{o}", lit.c)));
+                    }
+                }
+                // `a-f` and `A-F`, for ranges of ASCII letters of one case.
+                ClassSetItem::Range(r) => {
+                    let (a, b) = (r.start.c, r.end.c);
+                    let same_case = (a.is_ascii_lowercase() && b.is_ascii_lowercase())
+                        || (a.is_ascii_uppercase() && b.is_ascii_uppercase());
+                    if same_case {
+                        let swap = |c: char| other_case(c).unwrap_or(c);
+                        let span = (r.span.start.offset, r.span.end.offset);
+                        self.0
+                            .push((span.0, span.1, format!("{a}-{b}{}-{}", swap(a), swap(b))));
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    }
+    let Ok(ast) = ast::parse::Parser::new().parse(pattern) else {
+        return pattern.to_string();
+    };
+    let Ok(mut folds) = ast::visit(&ast, Folds(Vec::new())) else {
+        return pattern.to_string();
+    };
+    folds.sort_by_key(|f| f.0);
+    let mut out = String::with_capacity(pattern.len() * 2);
+    let mut at = 0;
+    for (start, end, replacement) in folds {
+        out.push_str(&pattern[at..start]);
+        out.push_str(&replacement);
+        at = end;
+    }
+    out.push_str(&pattern[at..]);
+    out
+}
+
+/// Plausible's one modifier, `case_sensitive` (default true).
+fn case_sensitive(modifiers: &Value, path: &str) -> Result<bool, ApiError> {
     let object = modifiers
         .as_object()
         .ok_or_else(|| bad("filters", format!("{path}: modifiers are an object")))?;
+    let mut sensitive = true;
     for (key, value) in object {
         match (key.as_str(), value) {
-            ("case_sensitive", Value::Bool(true)) => {}
-            ("case_sensitive", Value::Bool(false)) => {
+            ("case_sensitive", Value::Bool(b)) => sensitive = *b,
+            ("case_sensitive", _) => {
                 return Err(bad(
                     "filters",
-                    format!("{path}: case-insensitive filters are not supported"),
+                    format!("{path}/case_sensitive: expected true or false"),
                 ))
             }
             _ => {
@@ -237,7 +326,7 @@ fn check_modifiers(modifiers: &Value, path: &str) -> Result<(), ApiError> {
             }
         }
     }
-    Ok(())
+    Ok(sensitive)
 }
 
 #[cfg(test)]
@@ -274,6 +363,25 @@ mod tests {
         };
         assert_eq!(children.len(), 2);
         assert_eq!(c[0].filters()[0].values, ["DE", "FR"]);
+        assert!(!c[0].filters()[0].ignore_case);
+        let c = parsed(json!([["contains", "event:page", ["/Blog"], {"case_sensitive": false}]]));
+        assert!(c.unwrap()[0].filters()[0].ignore_case);
+    }
+
+    #[test]
+    fn case_folded_patterns_match_whatever_the_case() {
+        for (pattern, folded) in [
+            ("^fire", "^[fF][iI][rR][eE]"),
+            (
+                "^/(PRICING|Docs)$",
+                "^/([Pp][Rr][Ii][Cc][Ii][Nn][Gg]|[Dd][oO][cC][sS])$",
+            ),
+            (r"\d+[a-c_X]\.É", r"\d+[a-cA-C_Xx]\.[Éé]"),
+            (r"[^a]\w", r"[^aA]\w"),
+        ] {
+            assert_eq!(case_folded(pattern), folded);
+            check_regex(&case_folded(pattern), "#").unwrap();
+        }
     }
 
     #[test]
@@ -299,8 +407,12 @@ mod tests {
             (json!([["and", []]]), "#/filters/0"),
             (json!([["not", ["is", "time", ["x"]]]]), "#/filters/0/1/1"),
             (
-                json!([["is", "event:page", ["/"], {"case_sensitive": false}]]),
-                "case-insensitive",
+                json!([["is", "event:page", ["/"], {"case_sensitive": "no"}]]),
+                "#/filters/0/3/case_sensitive",
+            ),
+            (
+                json!([["is", "event:page", ["/"], {"case": false}]]),
+                "unknown modifier",
             ),
         ] {
             let error = parsed(filters.clone()).unwrap_err();

@@ -22,6 +22,7 @@ use crate::auth::Site;
 use crate::error::ApiError;
 use crate::params::{Endpoint, Format, Interval, Metric, Property, Sort, SortKey, StatsParams};
 use crate::plan::{self, Extras, PeriodPlan, Request};
+use crate::sql::Group;
 use crate::AppState;
 pub(crate) use request::parse_date_range;
 pub use request::{parse, Query};
@@ -162,14 +163,24 @@ pub fn translate(query: &Query, site: Site, now: Timestamp) -> Result<Request, A
     let tz = plan::site_timezone(&site)?;
     let (period, range) =
         date_range::resolve(&query.date_range, query.date, &tz, site.retention_days, now)?;
-    let (endpoint, property, interval) = match &query.dimension {
-        None => (Endpoint::Aggregate, None, Interval::Date),
-        Some(Dimension::Time(interval)) => (
-            Endpoint::Timeseries,
+    let interval_of = |i: &Option<Interval>| i.unwrap_or_else(|| date_range::auto_interval(&range));
+    let (endpoint, property, interval) = match query.dimensions.as_slice() {
+        [] => (Endpoint::Aggregate, None, Interval::Date),
+        [Dimension::Time(interval)] => (Endpoint::Timeseries, None, interval_of(interval)),
+        [Dimension::Property(p)] => (Endpoint::Breakdown, Some(p.clone()), Interval::Date),
+        // Several: a breakdown by all of them (`Request::grouped_by`); the time dimension's
+        // interval labels its values.
+        several => (
+            Endpoint::Breakdown,
             None,
-            interval.unwrap_or_else(|| date_range::auto_interval(&range)),
+            several
+                .iter()
+                .find_map(|d| match d {
+                    Dimension::Time(i) => Some(interval_of(i)),
+                    Dimension::Property(_) => None,
+                })
+                .unwrap_or(Interval::Date),
         ),
-        Some(Dimension::Property(p)) => (Endpoint::Breakdown, Some(p.clone()), Interval::Date),
     };
     let mut metrics: Vec<Metric> = Vec::new();
     for m in &query.metrics {
@@ -199,18 +210,54 @@ pub fn translate(query: &Query, site: Site, now: Timestamp) -> Result<Request, A
         total_visitors: query.metrics.contains(&V2Metric::Percentage),
         group_totals: query.metrics.contains(&V2Metric::GroupConversionRate),
     };
-    Request::typed(endpoint, site, tz, params, range, extras)
+    let mut request = Request::typed(endpoint, site, tz, params, range, extras)?;
+    if query.include.match_day_of_week {
+        if let Some(compared) = &request.comparison {
+            request.comparison = Some(crate::period::matching_day_of_week(
+                compared,
+                &request.range,
+                &request.tz,
+            )?);
+        }
+    }
+    if query.dimensions.len() < 2 {
+        return Ok(request);
+    }
+    let interval = request.params.interval;
+    let parts = query
+        .dimensions
+        .iter()
+        .map(|d| match d {
+            Dimension::Time(_) => Group::Bucket(interval),
+            Dimension::Property(p) => Group::Property(p.clone()),
+        })
+        .collect();
+    Ok(request.grouped_by(parts))
 }
 
 /// A breakdown's order in SQL: `order_by`, or the first metric descending. Percentages and
 /// conversion rates order as their visitors (one denominator for every row).
 fn breakdown_sort(query: &Query) -> Vec<Sort> {
     let metric_key = |m: V2Metric| SortKey::Metric(m.figure());
+    let several = query.dimensions.len() > 1;
     if query.order_by.is_empty() {
-        return vec![Sort {
-            key: metric_key(query.metrics[0]),
-            descending: true,
-        }];
+        // As Plausible: time first where there is a time dimension, then the first metric.
+        let time = query
+            .dimensions
+            .iter()
+            .position(|d| matches!(d, Dimension::Time(_)))
+            .filter(|_| several)
+            .map(|i| Sort {
+                key: SortKey::Part(i),
+                descending: false,
+            });
+        return time
+            .into_iter()
+            .chain([Sort {
+                key: metric_key(query.metrics[0]),
+                descending: true,
+            }])
+            .collect();
     }
     query
         .order_by
@@ -218,7 +265,8 @@ fn breakdown_sort(query: &Query) -> Vec<Sort> {
         .map(|(key, descending)| Sort {
             key: match key {
                 OrderKey::Metric(i) => metric_key(query.metrics[*i]),
-                OrderKey::Dimension => SortKey::Property,
+                OrderKey::Dimension(i) if several => SortKey::Part(*i),
+                OrderKey::Dimension(_) => SortKey::Property,
             },
             descending: *descending,
         })
@@ -297,9 +345,94 @@ mod tests {
             .unwrap();
         assert!(second.row_count.is_none() && second.total_visitors.is_some());
         assert!(second.stats.template.contains("key IN ("));
+        // Plausible's cases: the nearest day of the same weekday, never the period's own start.
+        for (range, mode, first, last) in [
+            (
+                json!("month"),
+                "previous_period",
+                "2026-02-01",
+                "2026-02-28",
+            ),
+            (
+                json!(["2023-03-01", "2023-03-02"]),
+                "previous_period",
+                "2023-02-22",
+                "2023-02-23",
+            ),
+            (
+                json!(["2023-01-01", "2023-01-31"]),
+                "previous_period",
+                "2022-12-04",
+                "2023-01-03",
+            ),
+            (
+                json!(["2023-01-01", "2023-03-01"]),
+                "year_over_year",
+                "2022-01-02",
+                "2022-03-02",
+            ),
+            (
+                json!(["2023-02-01", "2023-02-28"]),
+                "previous_period",
+                "2023-01-04",
+                "2023-01-31",
+            ),
+        ] {
+            let matched = json!({"mode": mode, "match_day_of_week": true});
+            let r = request(body(range.clone(), json!(["time:day"]), matched)).unwrap();
+            let compared = r.comparison.unwrap();
+            assert_eq!(
+                (compared.first.to_string(), compared.last.to_string()),
+                (first.to_string(), last.to_string()),
+                "{range} {mode}"
+            );
+            assert_eq!(compared.first.weekday(), r.range.first.weekday());
+        }
         let custom = json!({"mode": "custom", "date_range": ["2025-01-01", "2025-01-07"]});
         let r = request(body(json!("7d"), json!(["visit:device"]), custom)).unwrap();
         assert_eq!(r.comparison.unwrap().last.to_string(), "2025-01-07");
+    }
+
+    #[test]
+    fn several_dimensions_group_by_all_of_them() {
+        let r = request(json!({
+            "site_id": "example.com", "metrics": ["visitors", "bounce_rate"],
+            "date_range": "7d", "dimensions": ["time", "visit:source", "event:page"],
+            "order_by": [["event:page", "desc"]], "include": {"imports": true}
+        }))
+        .unwrap();
+        assert_eq!(r.endpoint, Endpoint::Breakdown);
+        assert_eq!(
+            r.group(),
+            Group::Tuple(vec![
+                Group::Bucket(Interval::Date),
+                Group::Property(Property::Visit(crate::params::VisitProperty::Source)),
+                Group::Property(Property::Event(crate::params::EventProperty::Page)),
+            ])
+        );
+        assert_eq!(r.params.sort[0].key, SortKey::Part(2));
+        // Neither imported tables nor the rollup hold combinations.
+        assert!(!r.imported && r.rolled_days_lookup("glimpse").is_none());
+        let plan = r.stats_plan("glimpse", 3, &[]).unwrap();
+        let sql = &plan.current.stats.template;
+        assert!(sql.contains("concat(replaceAll("), "{sql}");
+        assert!(
+            sql.contains("splitByString('\\x01\\x02', key)[3] DESC"),
+            "{sql}"
+        );
+        // Visits count once per key among their events: the join by visit.
+        assert!(sql.contains("GROUP BY session_id, key"), "{sql}");
+        // By default: time first, then the first metric.
+        let r = request(json!({
+            "site_id": "example.com", "metrics": ["visitors"], "date_range": "7d",
+            "dimensions": ["visit:device", "time:hour"]
+        }))
+        .unwrap();
+        assert_eq!(
+            r.params.sort.iter().map(|s| s.key).collect::<Vec<_>>(),
+            [SortKey::Part(1), SortKey::Metric(Metric::Visitors)]
+        );
+        assert_eq!(r.params.interval, Interval::Hour);
     }
 
     #[test]

@@ -74,7 +74,8 @@ pub const RELATIVE_RANGES: [&str; 10] = [
 pub enum OrderKey {
     /// The metric at this index of `metrics`.
     Metric(usize),
-    Dimension,
+    /// The dimension at this index of `dimensions`.
+    Dimension(usize),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,6 +85,9 @@ pub struct Include {
     pub total_rows: bool,
     /// `comparisons`: what the period is compared with.
     pub comparison: Option<Comparison>,
+    /// `comparisons.match_day_of_week`: a previous period or year moved to start on the
+    /// same weekday (`period::matching_day_of_week`).
+    pub match_day_of_week: bool,
     /// `comparisons` as sent, for the answer's `query`.
     pub comparisons_json: Option<Value>,
 }
@@ -103,9 +107,11 @@ pub struct Query {
     pub filters: Vec<Condition>,
     /// As sent, for the answer's `query`.
     pub filters_json: Value,
-    pub dimension: Option<Dimension>,
-    /// As sent (`[]` without).
-    pub dimension_name: Option<String>,
+    /// In the order sent; each row's `dimensions` hold one value per dimension, in this
+    /// order. At most [`MAX_DIMENSIONS`].
+    pub dimensions: Vec<Dimension>,
+    /// As sent.
+    pub dimension_names: Vec<String>,
     /// `(key, descending)`; empty: the default order.
     pub order_by: Vec<(OrderKey, bool)>,
     pub include: Include,
@@ -158,8 +164,8 @@ pub fn parse(body: &Value) -> Result<Query, ApiError> {
         }
     };
     let filters = filters::parse(object.get("filters"))?;
-    let (dimension, dimension_name) = parse_dimensions(object.get("dimensions"))?;
-    let order_by = parse_order_by(object.get("order_by"), &metrics, dimension_name.as_deref())?;
+    let (dimensions, dimension_names) = parse_dimensions(object.get("dimensions"))?;
+    let order_by = parse_order_by(object.get("order_by"), &metrics, &dimension_names)?;
     let include = parse_include(object.get("include"))?;
     let (limit, offset) = parse_pagination(object.get("pagination"))?;
     let query = Query {
@@ -172,8 +178,8 @@ pub fn parse(body: &Value) -> Result<Query, ApiError> {
             .get("filters")
             .cloned()
             .unwrap_or(Value::Array(vec![])),
-        dimension,
-        dimension_name,
+        dimensions,
+        dimension_names,
         order_by,
         include,
         limit,
@@ -245,45 +251,78 @@ pub(crate) fn parse_date_range(value: Option<&Value>) -> Result<DateRange, ApiEr
     }
 }
 
-fn parse_dimensions(
-    value: Option<&Value>,
-) -> Result<(Option<Dimension>, Option<String>), ApiError> {
+/// Most dimensions in one query. Each more multiplies the rows (a page by a country by a
+/// day is already the traffic's whole detail) and lengthens every key; Plausible's documented
+/// combinations take two or three.
+pub const MAX_DIMENSIONS: usize = 3;
+
+fn parse_dimensions(value: Option<&Value>) -> Result<(Vec<Dimension>, Vec<String>), ApiError> {
     let Some(value) = value else {
-        return Ok((None, None));
+        return Ok((Vec::new(), Vec::new()));
     };
     let list = value
         .as_array()
         .ok_or_else(|| bad("dimensions", "#/dimensions: expected a list of dimensions"))?;
-    match list.as_slice() {
-        [] => Ok((None, None)),
-        [item] => {
-            let name = item.as_str().ok_or_else(|| {
-                bad(
-                    "dimensions",
-                    format!("#/dimensions/0: Invalid dimension {}", short(item)),
-                )
-            })?;
-            let dimension = match name {
-                "time" => Dimension::Time(None),
-                "time:hour" => Dimension::Time(Some(Interval::Hour)),
-                "time:day" => Dimension::Time(Some(Interval::Date)),
-                "time:week" => Dimension::Time(Some(Interval::Week)),
-                "time:month" => Dimension::Time(Some(Interval::Month)),
-                _ => Dimension::Property(super::property(name, "dimensions", "#/dimensions/0")?),
-            };
-            Ok((Some(dimension), Some(name.to_string())))
-        }
-        _ => Err(bad(
+    if list.len() > MAX_DIMENSIONS {
+        return Err(bad(
             "dimensions",
-            "#/dimensions: combining dimensions is not supported yet; ask for one",
-        )),
+            format!("#/dimensions: at most {MAX_DIMENSIONS} dimensions in one query"),
+        ));
     }
+    let (mut dimensions, mut names) = (Vec::new(), Vec::<String>::new());
+    for (i, item) in list.iter().enumerate() {
+        let path = format!("#/dimensions/{i}");
+        let name = item.as_str().ok_or_else(|| {
+            bad(
+                "dimensions",
+                format!("{path}: Invalid dimension {}", short(item)),
+            )
+        })?;
+        let dimension = match name {
+            "time" => Dimension::Time(None),
+            "time:hour" => Dimension::Time(Some(Interval::Hour)),
+            "time:day" => Dimension::Time(Some(Interval::Date)),
+            "time:week" => Dimension::Time(Some(Interval::Week)),
+            "time:month" => Dimension::Time(Some(Interval::Month)),
+            _ => Dimension::Property(super::property(name, "dimensions", &path)?),
+        };
+        let refuse = |why: &str| {
+            Err(bad(
+                "dimensions",
+                format!("{path}: {:?} {why}", params::truncate(name)),
+            ))
+        };
+        if names.iter().any(|n| n == name) {
+            return refuse("is asked for twice");
+        }
+        if matches!(dimension, Dimension::Time(_))
+            && dimensions.iter().any(|d| matches!(d, Dimension::Time(_)))
+        {
+            return refuse("is a second time dimension; ask for one");
+        }
+        dimensions.push(dimension);
+        names.push(name.to_string());
+    }
+    let exit_page = Dimension::Property(Property::Visit(params::VisitProperty::ExitPage));
+    if dimensions.len() > 1 {
+        if let Some(i) = dimensions.iter().position(|d| *d == exit_page) {
+            // A visit's exit page is known at its end only: its statement groups by visit.
+            return Err(bad(
+                "dimensions",
+                format!(
+                    "#/dimensions/{i}: visit:exit_page cannot be combined with other \
+                     dimensions yet"
+                ),
+            ));
+        }
+    }
+    Ok((dimensions, names))
 }
 
 fn parse_order_by(
     value: Option<&Value>,
     metrics: &[V2Metric],
-    dimension: Option<&str>,
+    dimensions: &[String],
 ) -> Result<Vec<(OrderKey, bool)>, ApiError> {
     let Some(value) = value else {
         return Ok(Vec::new());
@@ -318,8 +357,8 @@ fn parse_order_by(
                 ))
             }
         };
-        let key = if Some(name) == dimension {
-            OrderKey::Dimension
+        let key = if let Some(at) = dimensions.iter().position(|d| d == name) {
+            OrderKey::Dimension(at)
         } else if let Some(at) = metrics.iter().position(|m| m.name() == name) {
             OrderKey::Metric(at)
         } else {
@@ -351,7 +390,9 @@ fn parse_include(value: Option<&Value>) -> Result<Include, ApiError> {
             "time_labels" => &mut include.time_labels,
             "total_rows" => &mut include.total_rows,
             "comparisons" => {
-                include.comparison = parse_comparisons(value)?;
+                let parsed = parse_comparisons(value)?;
+                include.comparison = parsed.map(|(c, _)| c);
+                include.match_day_of_week = parsed.is_some_and(|(_, m)| m);
                 include.comparisons_json = include.comparison.map(|_| value.clone());
                 continue;
             }
@@ -373,9 +414,10 @@ fn parse_include(value: Option<&Value>) -> Result<Include, ApiError> {
 }
 
 /// `{"mode": "previous_period" | "year_over_year"}` or `{"mode": "custom", "date_range":
-/// ["YYYY-MM-DD", "YYYY-MM-DD"]}`; `null` or `false`: none. Plausible's `match_day_of_week`
-/// is read but only `false` is answered: the compared dates are the calendar's.
-fn parse_comparisons(value: &Value) -> Result<Option<Comparison>, ApiError> {
+/// ["YYYY-MM-DD", "YYYY-MM-DD"]}`; `null` or `false`: none. With it, whether the weekdays
+/// are matched (`match_day_of_week`; as in Plausible, not for a custom range, whose dates
+/// are the client's).
+fn parse_comparisons(value: &Value) -> Result<Option<(Comparison, bool)>, ApiError> {
     let field = |path: &str, message: &str| {
         bad("include", format!("#/include/comparisons{path}: {message}"))
     };
@@ -398,16 +440,11 @@ fn parse_comparisons(value: &Value) -> Result<Option<Comparison>, ApiError> {
             &format!("unknown field {:?}", params::truncate(unknown)),
         ));
     }
-    match object.get("match_day_of_week") {
-        None | Some(Value::Bool(false)) => {}
-        Some(Value::Bool(true)) => {
-            return Err(field(
-                "/match_day_of_week",
-                "matching the day of the week is not supported; the same dates are compared",
-            ))
-        }
+    let match_day_of_week = match object.get("match_day_of_week") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
         Some(_) => return Err(field("/match_day_of_week", "expected true or false")),
-    }
+    };
     let mode = object.get("mode").and_then(Value::as_str);
     let date_range = object.get("date_range");
     let comparison = match mode {
@@ -447,7 +484,8 @@ fn parse_comparisons(value: &Value) -> Result<Option<Comparison>, ApiError> {
     if date_range.is_some() && !matches!(comparison, Comparison::Custom(..)) {
         return Err(field("/date_range", "only mode custom takes a date_range"));
     }
-    Ok(Some(comparison))
+    let match_day_of_week = match_day_of_week && !matches!(comparison, Comparison::Custom(..));
+    Ok(Some((comparison, match_day_of_week)))
 }
 
 fn parse_pagination(value: Option<&Value>) -> Result<(u64, u64), ApiError> {
@@ -488,12 +526,18 @@ fn parse_pagination(value: Option<&Value>) -> Result<(u64, u64), ApiError> {
 
 /// The rules between fields.
 fn check(q: &Query) -> Result<(), ApiError> {
-    let property = match &q.dimension {
-        Some(Dimension::Property(p)) => Some(p),
-        _ => None,
-    };
+    let properties: Vec<&Property> = q
+        .dimensions
+        .iter()
+        .filter_map(|d| match d {
+            Dimension::Property(p) => Some(p),
+            Dimension::Time(_) => None,
+        })
+        .collect();
+    let several = q.dimensions.len() > 1;
+    let timed = q.dimensions.iter().any(|d| matches!(d, Dimension::Time(_)));
     let goal = Property::Event(EventProperty::Goal);
-    let by_goal = property == Some(&goal);
+    let by_goal = properties.contains(&&goal);
     let goal_filtered = q.filters.iter().any(Condition::is_goal_filter);
     let nested_goal = q
         .filters
@@ -517,18 +561,27 @@ fn check(q: &Query) -> Result<(), ApiError> {
                 if !(by_goal || goal_filtered) {
                     return refuse("can only be queried with event:goal filters or dimensions");
                 }
-                if *metric == V2Metric::GroupConversionRate && q.dimension.is_none() {
+                if *metric == V2Metric::GroupConversionRate && q.dimensions.is_empty() {
                     return refuse("can only be queried with a dimension");
                 }
+                // Its denominator is per row without the goal: by goal and more, per the
+                // other parts, which no statement groups by yet.
+                if *metric == V2Metric::GroupConversionRate && by_goal && several {
+                    return refuse(
+                        "cannot be queried with event:goal among several dimensions yet",
+                    );
+                }
             }
-            V2Metric::Percentage if q.dimension.is_none() => {
+            V2Metric::Percentage if q.dimensions.is_empty() => {
                 return refuse("can only be queried with a dimension");
             }
             V2Metric::Stats(Metric::TimeOnPage | Metric::ScrollDepth)
-                if matches!(
-                    property,
-                    Some(Property::Event(EventProperty::Name | EventProperty::Goal))
-                ) =>
+                if properties.iter().any(|p| {
+                    matches!(
+                        p,
+                        Property::Event(EventProperty::Name | EventProperty::Goal)
+                    )
+                }) =>
             {
                 return refuse("is measured per page, not per event name or goal");
             }
@@ -541,14 +594,23 @@ fn check(q: &Query) -> Result<(), ApiError> {
             "#/include/comparisons: comparisons need a date_range of whole days, not date-times",
         ));
     }
-    if q.include.time_labels && !matches!(q.dimension, Some(Dimension::Time(_))) {
+    if q.include.comparison.is_some() && several && timed {
+        // A row faces the row of the compared period's facing bucket: not done for keys that
+        // combine a bucket with other values yet.
+        return Err(bad(
+            "include",
+            "#/include/comparisons: comparisons are not supported with a time dimension among \
+             several dimensions yet",
+        ));
+    }
+    if q.include.time_labels && !timed {
         return Err(bad(
             "include",
             "#/include/time_labels: needs a time dimension",
         ));
     }
     // Sorting by a rate per key is done in SQL only for what SQL knows.
-    let breakdown = property.is_some();
+    let breakdown = !properties.is_empty();
     if breakdown {
         if let Some((OrderKey::Metric(i), _)) = q
             .order_by
@@ -599,7 +661,7 @@ mod tests {
         assert_eq!(q.metrics[1], V2Metric::Percentage);
         assert_eq!(
             q.order_by,
-            [(OrderKey::Metric(2), false), (OrderKey::Dimension, true)]
+            [(OrderKey::Metric(2), false), (OrderKey::Dimension(0), true)]
         );
         assert_eq!((q.limit, q.offset), (5, 10));
         assert!(q.include.imports && q.include.total_rows && !q.include.time_labels);
@@ -642,9 +704,44 @@ mod tests {
                 "#/dimensions/0: unknown property \"visit:nope\"",
             ),
             (
-                json!({"dimensions": ["time", "visit:source"]}),
+                json!({"dimensions": ["time", "visit:source", "visit:device", "event:page"]}),
                 "dimensions",
-                "not supported yet",
+                "at most 3",
+            ),
+            (
+                json!({"dimensions": ["visit:source", "visit:source"]}),
+                "dimensions",
+                "#/dimensions/1: \"visit:source\" is asked for twice",
+            ),
+            (
+                json!({"dimensions": ["time:day", "time:week"]}),
+                "dimensions",
+                "#/dimensions/1: \"time:week\" is a second time dimension",
+            ),
+            (
+                json!({"dimensions": ["visit:source", "visit:exit_page"]}),
+                "dimensions",
+                "#/dimensions/1: visit:exit_page cannot be combined",
+            ),
+            (
+                json!({"dimensions": ["visit:source", 7]}),
+                "dimensions",
+                "#/dimensions/1: Invalid dimension 7",
+            ),
+            (
+                json!({"metrics": ["group_conversion_rate"], "dimensions": ["event:goal", "visit:source"]}),
+                "metrics",
+                "among several dimensions",
+            ),
+            (
+                json!({"metrics": ["time_on_page"], "dimensions": ["visit:source", "event:name"]}),
+                "metrics",
+                "per page",
+            ),
+            (
+                json!({"dimensions": ["time:day", "visit:source"], "include": {"comparisons": {"mode": "previous_period"}}}),
+                "include",
+                "time dimension among several",
             ),
             (
                 json!({"order_by": [["pageviews", "desc"]]}),
@@ -672,9 +769,9 @@ mod tests {
                 "only mode custom",
             ),
             (
-                json!({"include": {"comparisons": {"mode": "year_over_year", "match_day_of_week": true}}}),
+                json!({"include": {"comparisons": {"mode": "year_over_year", "match_day_of_week": 1}}}),
                 "include",
-                "match_day_of_week",
+                "#/include/comparisons/match_day_of_week: expected true or false",
             ),
             (
                 json!({"include": {"comparisons": {"mode": "previous_period"}}, "date_range": ["2026-03-01T00:00:00Z", "2026-03-01T12:00:00Z"]}),
