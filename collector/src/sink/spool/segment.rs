@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! header:  b"GLSPOOL1" | batch_id: u64 LE
-//! record:  len: u32 LE | crc32(payload): u32 LE | payload (JSON array of EventRow)
+//! record:  len: u32 LE | crc32(payload): u32 LE | payload (the rows: see `record`)
 //! ```
 //!
 //! Records are only appended. A crash can leave a torn last record. [`read`] stops at the first
@@ -17,6 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::record;
 use glimpse_core::schema::EventRow;
 
 const MAGIC: &[u8; 8] = b"GLSPOOL1";
@@ -59,14 +60,17 @@ pub fn create(path: &Path, batch_id: u64) -> std::io::Result<File> {
     Ok(file)
 }
 
-/// One record's bytes, ready to append.
+/// One record's bytes, ready to append (the current payload version).
 pub fn encode_record(rows: &[EventRow]) -> Vec<u8> {
-    // Serialising plain structs of strings and numbers cannot fail.
-    let payload = serde_json::to_vec(rows).unwrap_or_default();
-    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    // One allocation: the payload is encoded in place behind a header filled in after.
+    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + 512 * rows.len());
+    out.extend_from_slice(&[0; RECORD_HEADER_LEN]);
+    record::encode(rows, &mut out);
+    let payload = &out[RECORD_HEADER_LEN..];
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32fast::hash(payload).to_le_bytes();
+    out[..4].copy_from_slice(&len);
+    out[4..RECORD_HEADER_LEN].copy_from_slice(&crc);
     out
 }
 
@@ -162,7 +166,7 @@ fn record_at(bytes: &[u8], at: usize) -> Option<(Vec<EventRow>, usize)> {
     if crc32fast::hash(payload) != crc {
         return None;
     }
-    let rows = serde_json::from_slice::<Vec<EventRow>>(payload).ok()?;
+    let rows = record::decode(payload)?;
     Some((rows, start + len as usize))
 }
 
