@@ -1,5 +1,5 @@
-//! The spool's per-event costs: the record encoding (v2 binary against the v1 JSON it
-//! replaced, both ways) and the hand-off from request tasks to the appender thread and back
+//! The spool's per-event costs: the record encoding (and the decoding the shipper does) and
+//! the hand-off from request tasks to the appender thread and back
 //! (32 concurrent appends, as from 32 connections, with fsync out of the way so that what is
 //! measured is the hand-off). `cargo bench -p glimpse-collector --bench spool`.
 
@@ -7,9 +7,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use glimpse_collector::sink::spool::{
-    self, record, segment::encode_record, FsyncPolicy, SpoolConfig,
-};
+use glimpse_collector::sink::spool::{self, segment::encode_record, FsyncPolicy, SpoolConfig};
 use glimpse_collector::sink::{MemorySink, WriterControl};
 use glimpse_core::schema::EventRow;
 
@@ -53,28 +51,29 @@ fn typical_row() -> EventRow {
 
 fn encoding(c: &mut Criterion) {
     let rows = vec![typical_row()];
-    let v2 = encode_record(&rows);
-    let v1 = serde_json::to_vec(&rows).unwrap();
+    let record = encode_record(&rows);
     let mut group = c.benchmark_group("spool_record");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("encode_v2_binary", |b| {
+    group.bench_function("encode_one_buffer", |b| {
         b.iter(|| encode_record(black_box(&rows)))
     });
-    group.bench_function("encode_v1_json", |b| {
-        b.iter(|| serde_json::to_vec(black_box(&rows)).unwrap())
+    // What `encode_record` did before issue 21: serialise, then copy behind the header.
+    group.bench_function("encode_serialise_then_copy", |b| {
+        b.iter(|| {
+            let payload = serde_json::to_vec(black_box(&rows)).unwrap();
+            let mut out = Vec::with_capacity(8 + payload.len());
+            out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            out.extend_from_slice(&payload);
+            out
+        })
     });
-    group.bench_function("decode_v2_binary", |b| {
-        b.iter(|| record::decode(black_box(&v2[8..])).unwrap())
-    });
-    group.bench_function("decode_v1_json", |b| {
-        b.iter(|| record::decode(black_box(&v1)).unwrap())
+    // The shipper's side: every spooled row is parsed back before its insert.
+    group.bench_function("decode", |b| {
+        b.iter(|| serde_json::from_slice::<Vec<EventRow>>(black_box(&record[8..])).unwrap())
     });
     group.finish();
-    println!(
-        "spool record of one typical row: v2 {} bytes, v1 {} bytes (+8 header each)",
-        v2.len() - 8,
-        v1.len()
-    );
+    println!("spool record of one typical row: {} bytes", record.len());
 }
 
 fn hand_off(c: &mut Criterion) {

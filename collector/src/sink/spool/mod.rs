@@ -3,7 +3,6 @@
 //! ClickHouse acknowledged all of it. A crash, a ClickHouse outage or a shutdown deadline leaves
 //! accepted events on disk, and the next start ships them first.
 //!
-//! - `record`: a record's payload, the rows of one beacon (compact binary; older JSON read).
 //! - `segment`: the file format (self-delimiting checksummed records, damage detection and
 //!   resynchronisation).
 //! - `appender`: one OS thread that owns the open segment: appends, fsyncs per policy, acks,
@@ -15,7 +14,6 @@
 //! The spool holds processed rows only: no raw IP address or user agent ever reaches it.
 
 mod appender;
-pub mod record;
 pub mod segment;
 mod shipper;
 

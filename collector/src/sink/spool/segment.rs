@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! header:  b"GLSPOOL1" | batch_id: u64 LE
-//! record:  len: u32 LE | crc32(payload): u32 LE | payload (the rows: see `record`)
+//! record:  len: u32 LE | crc32(payload): u32 LE | payload (JSON array of EventRow)
 //! ```
 //!
 //! Records are only appended. A crash can leave a torn last record. [`read`] stops at the first
@@ -17,7 +17,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::record;
 use glimpse_core::schema::EventRow;
 
 const MAGIC: &[u8; 8] = b"GLSPOOL1";
@@ -60,12 +59,14 @@ pub fn create(path: &Path, batch_id: u64) -> std::io::Result<File> {
     Ok(file)
 }
 
-/// One record's bytes, ready to append (the current payload version).
+/// One record's bytes, ready to append.
 pub fn encode_record(rows: &[EventRow]) -> Vec<u8> {
-    // One allocation: the payload is encoded in place behind a header filled in after.
-    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + 512 * rows.len());
+    // One buffer, sized for a typical row, with the payload serialised in place behind a
+    // header filled in after: no second allocation and copy of the payload.
+    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + 1024 * rows.len());
     out.extend_from_slice(&[0; RECORD_HEADER_LEN]);
-    record::encode(rows, &mut out);
+    // Serialising plain structs of strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, rows);
     let payload = &out[RECORD_HEADER_LEN..];
     let len = (payload.len() as u32).to_le_bytes();
     let crc = crc32fast::hash(payload).to_le_bytes();
@@ -166,7 +167,7 @@ fn record_at(bytes: &[u8], at: usize) -> Option<(Vec<EventRow>, usize)> {
     if crc32fast::hash(payload) != crc {
         return None;
     }
-    let rows = record::decode(payload)?;
+    let rows = serde_json::from_slice::<Vec<EventRow>>(payload).ok()?;
     Some((rows, start + len as usize))
 }
 
