@@ -9,7 +9,7 @@ absolutize CARGO_TARGET_DIR
 cd "$root"
 ensure_base
 echo "==> micro-benchmarks (ns/event)"
-cargo bench --locked -p glimpse-collector --bench pipeline -- --warm-up-time 1 --measurement-time 3
+cargo bench --locked -p glimpse-collector --bench pipeline --bench spool -- --warm-up-time 1 --measurement-time 3
 echo "==> ingest load benchmark"
 cargo build --release --locked -p glimpse -p glimpse-bench
 target="$(cargo_target_dir)"

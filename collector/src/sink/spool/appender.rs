@@ -224,7 +224,11 @@ impl Appender {
         let Some(seq) = self.open.as_ref().map(|open| open.seq) else {
             return Err(WriteFailure::other("no open spool segment".into()));
         };
-        let bytes: Vec<u8> = run.iter().flat_map(|a| a.record.iter().copied()).collect();
+        // One memcpy per record (the profile showed a byte-by-byte `flat_map` collect here).
+        let mut bytes = Vec::with_capacity(run.iter().map(|a| a.record.len()).sum());
+        for append in run {
+            bytes.extend_from_slice(&append.record);
+        }
         if self.min_free_bytes > 0 {
             let needed = self.min_free_bytes + bytes.len() as u64;
             if free_space(&self.dir).is_some_and(|free| free < needed) {

@@ -61,12 +61,17 @@ pub fn create(path: &Path, batch_id: u64) -> std::io::Result<File> {
 
 /// One record's bytes, ready to append.
 pub fn encode_record(rows: &[EventRow]) -> Vec<u8> {
-    // Serialising plain structs of strings and numbers cannot fail.
-    let payload = serde_json::to_vec(rows).unwrap_or_default();
-    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    // One buffer, sized for a typical row, with the payload serialised in place behind a
+    // header filled in after: no second allocation and copy of the payload.
+    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + 1024 * rows.len());
+    out.extend_from_slice(&[0; RECORD_HEADER_LEN]);
+    // Serialising plain structs of strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, rows);
+    let payload = &out[RECORD_HEADER_LEN..];
+    let len = (payload.len() as u32).to_le_bytes();
+    let crc = crc32fast::hash(payload).to_le_bytes();
+    out[..4].copy_from_slice(&len);
+    out[4..RECORD_HEADER_LEN].copy_from_slice(&crc);
     out
 }
 
