@@ -1,23 +1,15 @@
 //! The audit log: each administrative change — who, what, when, on which site — in its own
 //! table (`audit_log`, migration 16), readable by the owner (every entry) and by a site's
-//! admins (that site's), through `GET /api/v1/sites/audit`. Entries name keys and links by
-//! their ids and names, never their secrets, and hold no visitor data.
+//! admins (that site's), through `GET /api/v1/sites/audit` (`sites_api::audit_log`). Entries
+//! name keys and links by their ids and names, never their secrets, and hold no visitor data.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::accounts::Principal;
-use crate::error::ApiError;
-use crate::sites_api::{administered_site, principal, Params};
 use crate::AppState;
 
 /// Most entries one answer holds.
-const MAX_ENTRIES: u64 = 1000;
+pub(crate) const MAX_ENTRIES: u64 = 1000;
 
 /// One change as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clickhouse::Row)]
@@ -135,32 +127,6 @@ pub async fn entries(
         query = query.bind(site);
     }
     query.fetch_all().await
-}
-
-/// `GET /api/v1/sites/audit?site_id=` (a site's admins and the owner) or without `site_id`
-/// (the owner: every entry). `limit` up to 1000, default 100.
-pub(crate) async fn list(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let (headers, params) = Params::read(request).await?;
-    let principal = principal(&state, &headers, &params).await?;
-    let site = match params.get("site_id") {
-        Some(site_id) => Some(administered_site(&state, &principal, site_id).await?.domain),
-        None if principal.is_owner() => None,
-        None => return Err(ApiError::bad("site_id", "site_id can't be blank")),
-    };
-    let limit = params.limit(100, MAX_ENTRIES as usize)? as u64;
-    let tracked = state.db.track();
-    let entries = tracked
-        .run(entries(
-            &tracked.client,
-            &state.database,
-            site.as_deref(),
-            limit,
-        ))
-        .await?;
-    Ok(Json(json!({ "entries": entries })).into_response())
 }
 
 #[cfg(test)]

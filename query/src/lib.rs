@@ -278,7 +278,7 @@ fn router(state: Arc<AppState>) -> Router {
             "/api/v1/sites",
             get(sites_api::sites::list).post(sites_api::sites::create),
         )
-        .route("/api/v1/sites/audit", get(audit::list))
+        .route("/api/v1/sites/audit", get(sites_api::audit_log::list))
         .route(
             "/api/v1/sites/goals",
             get(sites_api::goals::list).put(sites_api::goals::put),

@@ -13,6 +13,7 @@
 //! their members and invitations, `keys` their API keys; this module holds what they share:
 //! parameters, pagination and permission.
 
+pub(crate) mod audit_log;
 pub(crate) mod funnels;
 pub(crate) mod goals;
 pub(crate) mod guests;
