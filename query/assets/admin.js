@@ -168,10 +168,11 @@ function adminRoute() {
   const route = location.hash.slice(1)
   return ADMIN_VIEWS.includes(route) ? route : ''
 }
-let receivedPoll = null
+/** The settings view's polls (the tracker check), stopped when the view is left. */
+const adminPolls = new Set()
 function stopAdminPolling() {
-  clearInterval(receivedPoll)
-  receivedPoll = null
+  for (const poll of adminPolls) clearInterval(poll)
+  adminPolls.clear()
 }
 /** Opens `route` ('' for the stats) for `state`'s site. Not through `location.hash`: Chromium
  * fires popstate for that at once, which would read the site from the old URL. */
@@ -286,21 +287,36 @@ function trackerSection(info) {
     code.textContent = variants.find((v) => v.name === picker.value).snippet
   })
   const status = el('p', { id: 'received', class: 'received waiting', role: 'status', 'data-received': 'false', text: 'Waiting for the first event…' })
+  // Each check stops its own poll only: two loads at once render the view twice, and the
+  // discarded copy's poll (its status never shown, or no longer) must neither run on nor stop
+  // the shown one's, which left the shown status waiting until the next reload.
+  let poll = null
+  let ticks = 0
+  let shown = false
+  const stop = () => {
+    clearInterval(poll)
+    adminPolls.delete(poll)
+  }
   const check = async () => {
+    ticks += 1
+    if (status.isConnected) shown = true
+    else if (shown || ticks > 5) return stop()
+    if (status.dataset.received === 'true') return stop()
     try {
       const body = await api('/api/v1/stats/aggregate', { site_id: info.domain, period: '30d', metrics: 'visitors' }, { scoped: false })
       if (body.results.visitors.value > 0) {
         status.textContent = 'Received ✓ — events are arriving'
         status.className = 'received ok'
         status.dataset.received = 'true'
-        stopAdminPolling()
+        stop()
       }
     } catch (e) {
       status.textContent = `Could not check for events: ${e.message}`
     }
   }
   check()
-  receivedPoll = setInterval(check, 3000)
+  poll = setInterval(check, 3000)
+  adminPolls.add(poll)
   return section(
     'tracker',
     'Tracker snippet',
