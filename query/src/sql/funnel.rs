@@ -103,7 +103,7 @@ pub fn funnel(q: &FunnelQuery) -> Sql {
         sql.template,
         "SELECT toUInt8(reached) AS step, count() AS visitors FROM (\
          SELECT visitor_id, max(level) AS reached FROM (\
-         SELECT visitor_id, windowFunnel({})(at",
+         SELECT any(visitor_id) AS visitor_id, windowFunnel({})(at",
         (MAX_VISIT_SECS + 1) * TICKS
     );
     for i in 1..=q.steps.len() {
@@ -139,8 +139,15 @@ pub fn funnel(q: &FunnelQuery) -> Sql {
         }
         step_condition(&mut sql, step, q.goals);
     }
+    // Speed (issue 18): the visit grouping, over every visit with a step's row, is most of the
+    // time. Visits are grouped by `session_id` alone (every row of a visit carries its
+    // visitor's id, as the collector stamps it: one smaller key), and visits at level 0 are
+    // dropped before the visitor grouping (they count for nothing). Same answers; 4-step
+    // funnel, 10 M events on 18.16, median of 21 interleaved runs: 346 ms before, 289 after
+    // (574 -> 451 ms in a loaded run). Narrowing the rows to visits with a first step's row
+    // (`session_id IN` a pass on step 1) was no faster: the second pass costs what it saves.
     sql.push(
-        ")) GROUP BY visitor_id, session_id) GROUP BY visitor_id) \
+        ")) GROUP BY session_id HAVING level > 0) GROUP BY visitor_id) \
          WHERE reached > 0 GROUP BY step ORDER BY step",
     );
     sql
@@ -185,7 +192,7 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("visit_start >= toDateTime(?)"), "{t}");
-        assert!(t.contains("GROUP BY visitor_id, session_id"), "{t}");
+        assert!(t.contains("GROUP BY session_id HAVING level > 0"), "{t}");
         assert!(
             !t.contains("Signup") && !t.contains("'FR'"),
             "values are bound: {t}"
