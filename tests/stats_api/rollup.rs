@@ -238,7 +238,11 @@ pub async fn rollup(s: &Service) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(s.ch.count(&listed).await, 0, "{day} still listed after 10 s");
+    assert_eq!(
+        s.ch.count(&listed).await,
+        0,
+        "{day} still listed after 10 s"
+    );
 
     incremental_upkeep(s, now).await;
 }
