@@ -167,10 +167,20 @@ fn is_permanent(error: &clickhouse::error::Error) -> bool {
     match error {
         Error::BadResponse(text) => {
             server_code(text).is_some_and(|code| PERMANENT_CODES.contains(&code))
+                && !is_from_another_server(text)
         }
         Error::SchemaMismatch(_) => true,
         _ => false,
     }
+}
+
+/// Whether the exception is one a server relayed from another server of the cluster: a
+/// `Distributed` insert whose connection to a shard's replica broke (the replica was killed)
+/// fails with `ATTEMPT_TO_READ_AFTER_EOF` (32) or `CANNOT_READ_ALL_DATA` (33) "while receiving
+/// packet from" it — the codes of a truncated batch, but the batch is fine and the same insert
+/// succeeds through the next replica. Setting it aside lost acknowledged rows (issue 19).
+fn is_from_another_server(text: &str) -> bool {
+    text.contains("while receiving packet from")
 }
 
 /// The error code in a ClickHouse exception's text: `Code: 53, e.displayText() = DB::Exception:
@@ -256,6 +266,9 @@ mod tests {
             "Code: 193, e.displayText() = DB::Exception: Wrong password for user default",
             "Code: 242. DB::Exception: Table is in readonly mode. (TABLE_IS_READ_ONLY)",
             "Poco::Exception. Code: 1000, e.code() = 111, e.displayText() = Connection refused",
+            // A shard's replica killed during a `Distributed` insert (18.16's text).
+            "Code: 32, e.displayText() = DB::Exception: Attempt to read after eof: while receiving packet from 127.0.0.1:36015: Insertion status:\nWrote 1 blocks and 237 rows on shard 0 replica 0, 127.0.0.1:36015 (average 3 ms per block)\n, e.what() = DB::Exception",
+            "Code: 33. DB::Exception: Cannot read all data. Bytes read: 0. Bytes expected: 8.: while receiving packet from 10.0.0.2:9000. (CANNOT_READ_ALL_DATA)",
             "503 Service Unavailable",
             "502 Bad Gateway",
             "400 Bad Request",
