@@ -11,30 +11,23 @@ const CRATES: [&str; 4] = ["core/src", "collector/src", "query/src", "src"];
 /// A crate's modules: module path (`ingest::pipeline`) → file.
 fn modules(src: &Path) -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![src.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let relative = path.strip_prefix(src).unwrap().with_extension("");
-            let mut parts: Vec<String> = relative
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect();
-            if matches!(
-                parts.last().map(String::as_str),
-                Some("mod" | "lib" | "main")
-            ) {
-                parts.pop();
-            }
-            out.insert(parts.join("::"), path);
+    for entry in walkdir::WalkDir::new(src) {
+        let path = entry.unwrap().into_path();
+        if path.is_dir() || path.extension().is_none_or(|e| e != "rs") {
+            continue;
         }
+        let relative = path.strip_prefix(src).unwrap().with_extension("");
+        let mut parts: Vec<String> = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if matches!(
+            parts.last().map(String::as_str),
+            Some("mod" | "lib" | "main")
+        ) {
+            parts.pop();
+        }
+        out.insert(parts.join("::"), path);
     }
     out
 }
