@@ -13,8 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::{ClusterNode, TestCluster};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 const INSERTERS: u64 = 8;
 const ROWS_PER_BATCH: u64 = 20;
@@ -120,26 +118,12 @@ async fn acknowledged_inserts_survive_a_sigkill_of_a_shard_replica() {
     }
 
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let index = cluster
-        .nodes
-        .iter()
-        .position(|n| n.shard == 1 && n.replica == 1)
-        .unwrap();
-    let down = cluster.nodes.remove(index);
-    let pid = down.server.pid().expect("running") as i32;
-    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let killed = cluster.kill(1, 1).await;
     let killed_at = started.elapsed();
-    // The process is gone: this only reaps it and keeps the directory and ports.
-    let stopped = down.server.stop_for_restart().await;
     let acked_at_kill = acknowledged.lock().unwrap().len();
     tokio::time::sleep(OUTAGE).await;
-    let server = stopped.start_again().await.expect("starting it again");
+    cluster.start_again(killed).await;
     let restarted_at = started.elapsed();
-    cluster.nodes.push(ClusterNode {
-        shard: 1,
-        replica: 1,
-        server,
-    });
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     for inserter in inserters {

@@ -28,6 +28,13 @@ pub struct ClusterNode {
     pub server: LocalClickHouse,
 }
 
+/// A server [`TestCluster::kill`] killed.
+pub struct KilledNode {
+    shard: u32,
+    replica: u32,
+    stopped: glimpse_core::db::local::StoppedClickHouse,
+}
+
 impl ClusterNode {
     pub fn client(&self) -> clickhouse::Client {
         self.server.client()
@@ -162,6 +169,44 @@ impl TestCluster {
             clickhouse_cluster: Some(self.cluster_name()),
             ..super::test_config(first, self.dir.path().join("glimpse"))
         }
+    }
+
+    /// Kills the server of `shard` and `replica` (SIGKILL: its in-flight work is broken off,
+    /// as when a machine dies) and takes it out of [`Self::nodes`], keeping its directory and
+    /// ports for [`Self::start_again`].
+    pub async fn kill(&mut self, shard: u32, replica: u32) -> KilledNode {
+        let index = self
+            .nodes
+            .iter()
+            .position(|n| n.shard == shard && n.replica == replica)
+            .expect("no such server");
+        let node = self.nodes.remove(index);
+        let pid = node.server.pid().expect("running") as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("killing the server");
+        // The process is gone: this only reaps it.
+        KilledNode {
+            shard,
+            replica,
+            stopped: node.server.stop_for_restart().await,
+        }
+    }
+
+    /// Starts a killed server again, on its directory and ports, back in [`Self::nodes`].
+    pub async fn start_again(&mut self, killed: KilledNode) {
+        let server = killed
+            .stopped
+            .start_again()
+            .await
+            .expect("starting the server again");
+        self.nodes.push(ClusterNode {
+            shard: killed.shard,
+            replica: killed.replica,
+            server,
+        });
     }
 
     /// The server of `shard` and `replica` (1-based).
