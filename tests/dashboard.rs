@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::browser::{require_browser, run_driver};
-use common::TestClickHouse;
+use common::{insert_events, Lcg, TestClickHouse};
 use glimpse_core::schema::EventRow;
 use glimpse_core::site::{Site, SiteConfig};
 use glimpse_core::Config;
@@ -33,19 +33,6 @@ const HEADLINE: &str = "visitors,visits,pageviews,views_per_visit,bounce_rate,vi
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A small deterministic generator (64-bit LCG), so the fixture is the same on every run.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
 }
 
 /// The goals of `SITE`: a custom event and two page goals.
@@ -149,17 +136,7 @@ async fn start() -> Service {
     glimpse_core::schema::migrate(&ch.client, "glimpse")
         .await
         .expect("migrate");
-    let mut insert = ch
-        .client
-        .clone()
-        .with_database("glimpse")
-        .insert::<EventRow>("events")
-        .await
-        .expect("insert");
-    for row in &fixture() {
-        insert.write(row).await.unwrap();
-    }
-    insert.end().await.unwrap();
+    insert_events(&ch.client, "glimpse", &fixture()).await;
     ch.client
         .query(
             "INSERT INTO glimpse.dropped_events (site, date, reason, count) VALUES \

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::browser::{require_browser, run_driver};
-use common::TestClickHouse;
+use common::{insert_events, utc_day_start, Lcg, TestClickHouse};
 use glimpse_core::schema::EventRow;
 use glimpse_core::site::Site;
 use glimpse_core::Config;
@@ -29,26 +29,6 @@ const VIEW: [(&str, &str); 2] = [("period", "month"), ("date", "2026-03-15")];
 const CUSTOM: (&str, &str) = ("2026-03-10", "2026-03-16");
 const COMPARED: (&str, &str) = ("2026-03-01", "2026-03-07");
 const HEADLINE: &str = "visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration";
-
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
-fn day_start(date: &str) -> i64 {
-    let d: jiff::civil::Date = date.parse().unwrap();
-    d.to_zoned(jiff::tz::TimeZone::UTC)
-        .unwrap()
-        .timestamp()
-        .as_second()
-}
 
 /// Visits every day of March 2025 and March 2026 (more in 2026), from four sources.
 fn fixture() -> Vec<EventRow> {
@@ -64,7 +44,7 @@ fn fixture() -> Vec<EventRow> {
     let mut session_id = 0;
     for (year, base) in [(2025, 3u64), (2026, 5)] {
         for day in 1..=31 {
-            let start = day_start(&format!("{year}-03-{day:02}"));
+            let start = utc_day_start(&format!("{year}-03-{day:02}"));
             for v in 0..base + rng.next(6) {
                 session_id += 1;
                 let source = sources[rng.next(sources.len() as u64) as usize];
@@ -106,7 +86,7 @@ fn fixture() -> Vec<EventRow> {
 
 /// Visitors and page views of `[first, last]` (UTC dates), counted from the fixture.
 fn recount(rows: &[EventRow], first: &str, last: &str) -> (usize, usize) {
-    let (start, end) = (day_start(first), day_start(last) + 86_400);
+    let (start, end) = (utc_day_start(first), utc_day_start(last) + 86_400);
     let inside: Vec<&EventRow> = rows
         .iter()
         .filter(|r| (start..end).contains(&(r.timestamp as i64)))
@@ -148,17 +128,7 @@ async fn start(rows: &[EventRow]) -> Service {
     glimpse_core::schema::migrate(&ch.client, "glimpse")
         .await
         .expect("migrate");
-    let mut insert = ch
-        .client
-        .clone()
-        .with_database("glimpse")
-        .insert::<EventRow>("events")
-        .await
-        .unwrap();
-    for row in rows {
-        insert.write(row).await.unwrap();
-    }
-    insert.end().await.unwrap();
+    insert_events(&ch.client, "glimpse", rows).await;
     let config = Config {
         sites: vec![Site::new(SITE)],
         ..ch.config()

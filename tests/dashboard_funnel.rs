@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::browser::{require_browser, run_driver};
-use common::TestClickHouse;
+use common::{insert_events, utc_day_start, Lcg, TestClickHouse};
 use glimpse_core::funnels::{Funnel, Step};
 use glimpse_core::registry::Registry;
 use glimpse_core::schema::EventRow;
@@ -29,26 +29,6 @@ const SITE: &str = "shop.example";
 const VIEW: &str = "period=month&date=2026-03-15&filters=visit:source==Google";
 const FUNNEL: &str = "Checkout";
 
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
-
-fn day_start(date: &str) -> i64 {
-    let d: jiff::civil::Date = date.parse().unwrap();
-    d.to_zoned(jiff::tz::TimeZone::UTC)
-        .unwrap()
-        .timestamp()
-        .as_second()
-}
-
 /// Visits every day of March 2025 and 2026 wandering between the shop's pages and signing up,
 /// from two sources; some visitors come back.
 fn fixture() -> Vec<EventRow> {
@@ -58,7 +38,7 @@ fn fixture() -> Vec<EventRow> {
     let mut session_id = 0;
     for (year, base) in [(2025, 4u64), (2026, 6)] {
         for day in 1..=31u64 {
-            let start = day_start(&format!("{year}-03-{day:02}"));
+            let start = utc_day_start(&format!("{year}-03-{day:02}"));
             for v in 0..base + rng.next(5) {
                 session_id += 1;
                 let source = if rng.next(3) == 0 { "" } else { "Google" };
@@ -111,7 +91,7 @@ fn checkout() -> Funnel {
 /// Visitors per step of `checkout()` over the Google visits that started in March 2026,
 /// walking each visit's events in time order.
 fn recount(rows: &[EventRow]) -> Vec<u64> {
-    let (start, end) = (day_start("2026-03-01"), day_start("2026-04-01"));
+    let (start, end) = (utc_day_start("2026-03-01"), utc_day_start("2026-04-01"));
     let mut visits: HashMap<u64, Vec<&EventRow>> = HashMap::new();
     for r in rows {
         if (start..end).contains(&i64::from(r.visit_start)) && r.visit_referrer_source == "Google" {
@@ -152,17 +132,7 @@ async fn start(rows: &[EventRow]) -> Service {
     glimpse_core::schema::migrate(&ch.client, "glimpse")
         .await
         .expect("migrate");
-    let mut insert = ch
-        .client
-        .clone()
-        .with_database("glimpse")
-        .insert::<EventRow>("events")
-        .await
-        .unwrap();
-    for row in rows {
-        insert.write(row).await.unwrap();
-    }
-    insert.end().await.unwrap();
+    insert_events(&ch.client, "glimpse", rows).await;
     // A stored site, as the Sites API makes them, with its saved funnels.
     let registry = Registry::new(ch.client.clone(), "glimpse");
     registry

@@ -14,6 +14,47 @@ use std::time::Duration;
 use glimpse_core::db::local::LocalClickHouse;
 use glimpse_core::Config;
 
+/// A small deterministic generator (64-bit LCG), so a fixture is the same on every run.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next number below `n`.
+    pub fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Unix seconds of `date` (`YYYY-MM-DD`) at midnight UTC.
+pub fn utc_day_start(date: &str) -> i64 {
+    let d: jiff::civil::Date = date.parse().unwrap();
+    d.to_zoned(jiff::tz::TimeZone::UTC)
+        .unwrap()
+        .timestamp()
+        .as_second()
+}
+
+/// Inserts `rows` into `database.events` in one block.
+pub async fn insert_events(
+    client: &clickhouse::Client,
+    database: &str,
+    rows: &[glimpse_core::schema::EventRow],
+) {
+    let mut insert = client
+        .clone()
+        .with_database(database)
+        .insert::<glimpse_core::schema::EventRow>("events")
+        .await
+        .unwrap();
+    for row in rows {
+        insert.write(row).await.unwrap();
+    }
+    insert.end().await.unwrap();
+}
+
 /// A ClickHouse server of its own for one test, deleted afterwards.
 pub struct TestClickHouse {
     pub server: LocalClickHouse,

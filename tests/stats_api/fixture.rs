@@ -5,20 +5,8 @@ use glimpse_core::schema::EventRow;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 
+use crate::common::Lcg;
 use crate::{BERLIN, OTHER, SITE};
-
-/// A small deterministic generator (64-bit LCG), so the fixture is the same on every run.
-pub struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
 
 pub fn utc_seconds(date: &str, hour: i64, minute: i64) -> i64 {
     let d: Date = date.parse().unwrap();
