@@ -60,15 +60,24 @@ impl Nginx {
         )
         .unwrap();
         let addr = free_addr();
+        let access_log = dir.join("access.log");
         let site = shipped
             .replace("collector-a:8080", &collectors[0].to_string())
             .replace("collector-b:8080", &collectors[1].to_string())
-            .replace("listen 80;", &format!("listen {addr};"));
+            .replace("listen 80;", &format!("listen {addr};"))
+            // The test's own log of who reached which collector (the shipped file logs nothing).
+            .replace(
+                "access_log off;",
+                &format!("access_log {} affinity;", access_log.display()),
+            );
+        assert!(
+            shipped.contains("access_log off;"),
+            "no visitor addresses on disk"
+        );
         assert!(site.contains("hash $remote_addr consistent;"));
         assert!(!site.contains("collector-a") && !site.contains("listen 80;"));
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
         std::fs::write(dir.join("glimpse-collectors.conf"), site).unwrap();
-        let access_log = dir.join("access.log");
         let d = dir.display();
         let main = format!(
             "worker_processes 1;
@@ -77,7 +86,6 @@ error_log {d}/error.log info;
 events {{ worker_connections 256; }}
 http {{
     log_format affinity '$remote_addr $status $upstream_addr';
-    access_log {log} affinity;
     client_body_temp_path {d}/tmp/body;
     proxy_temp_path {d}/tmp/proxy;
     fastcgi_temp_path {d}/tmp/fastcgi;
@@ -86,7 +94,6 @@ http {{
     include {d}/glimpse-collectors.conf;
 }}
 ",
-            log = access_log.display()
         );
         std::fs::write(dir.join("nginx.conf"), main).unwrap();
         let child = Command::new(NGINX)
