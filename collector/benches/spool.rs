@@ -1,6 +1,6 @@
 //! The spool's per-event costs: the record encoding (and the decoding the shipper does) and
-//! the hand-off from request tasks to the appender thread and back
-//! (32 concurrent appends, as from 32 connections, with fsync out of the way so that what is
+//! the hand-off from request tasks to the open segment and back (32 concurrent appends, as
+//! from 32 connections, and one writer alone, with fsync out of the way so that what is
 //! measured is the hand-off). `cargo bench -p glimpse-collector --bench spool`.
 
 use std::hint::black_box;
@@ -115,6 +115,14 @@ fn hand_off(c: &mut Criterion) {
                 }
             })
         })
+    });
+    group.finish();
+    // One connection's appends, one after another: each is a group of its own, so this is
+    // the hand-off's fixed cost (two thread crossings) with no batching to share it.
+    let mut group = c.benchmark_group("spool_hand_off");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("append_one_writer", |b| {
+        b.iter(|| runtime.block_on(async { spool.append(vec![typical_row()]).await.unwrap() }))
     });
     group.finish();
     drop(spool);
