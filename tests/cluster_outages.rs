@@ -131,7 +131,9 @@ async fn get_json(url: &str, key: Option<&str>) -> (u16, Value) {
 /// The stats API's answer for today's page views of `example.com`.
 async fn stats(query_base: &str, key: &str) -> (u16, Value) {
     get_json(
-        &format!("{query_base}/api/v1/stats/aggregate?site_id=example.com&period=day&metrics=pageviews"),
+        &format!(
+            "{query_base}/api/v1/stats/aggregate?site_id=example.com&period=day&metrics=pageviews"
+        ),
         Some(key),
     )
     .await
@@ -293,7 +295,10 @@ async fn assert_stored_exactly_once(cluster: &TestCluster, accepted: &[String]) 
         "stored exactly once: {} page views, {counts:?} per shard, replicas agree",
         stored.len()
     );
-    assert!(counts[0] > 0 && counts[1] > 0, "a shard is empty: {counts:?}");
+    assert!(
+        counts[0] > 0 && counts[1] > 0,
+        "a shard is empty: {counts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,7 +405,10 @@ async fn a_shard_down_or_zookeeper_down_keeps_every_accepted_page_view_once() {
     );
     let ready = get_json(&format!("{}/ready", bases[0]), None).await;
     println!("shard 2 down: collector /ready {ready:?}");
-    assert_eq!(ready.0, 200, "a collector with room in its spool stays ready");
+    assert_eq!(
+        ready.0, 200,
+        "a collector with room in its spool stays ready"
+    );
     println!("shard 2 down: {}", shipping(&collectors).await);
     let written = collectors[0]
         .metric("glimpse_rows_written_total")
@@ -464,7 +472,10 @@ async fn a_shard_down_or_zookeeper_down_keeps_every_accepted_page_view_once() {
     );
     let ready = get_json(&format!("{}/ready", bases[0]), None).await;
     println!("ZooKeeper down: collector /ready {ready:?}");
-    assert_eq!(ready.0, 200, "a collector with room in its spool stays ready");
+    assert_eq!(
+        ready.0, 200,
+        "a collector with room in its spool stays ready"
+    );
     println!("ZooKeeper down: {}", shipping(&collectors).await);
     let pending = collectors[0]
         .metric("glimpse_spool_segments_pending")
@@ -488,7 +499,11 @@ async fn a_shard_down_or_zookeeper_down_keeps_every_accepted_page_view_once() {
     for collector in collectors {
         logs.push((collector.name, collector.stop().await));
     }
-    println!("statuses: {:?}, {} accepted", sent.statuses, sent.accepted.len());
+    println!(
+        "statuses: {:?}, {} accepted",
+        sent.statuses,
+        sent.accepted.len()
+    );
     assert_eq!(sent.accepted.len(), 4 * 2 * PER_PART, "{:?}", sent.statuses);
     assert_stored_exactly_once(&cluster, &sent.accepted).await;
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -509,12 +524,16 @@ async fn a_shard_down_or_zookeeper_down_keeps_every_accepted_page_view_once() {
         let mut codes = BTreeMap::<String, usize>::new();
         for line in log.lines().filter(|l| l.contains("batch not shipped yet")) {
             let code = line.split("Code: ").nth(1).map_or("no code", |rest| {
-                rest.split(|c: char| !c.is_ascii_digit()).next().unwrap_or("")
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .unwrap_or("")
             });
             *codes.entry(code.to_string()).or_default() += 1;
         }
         let set_aside = log.matches("dead-letter").count();
-        println!("{name}: retried shipments by error code {codes:?}, {set_aside} dead-letter lines");
+        println!(
+            "{name}: retried shipments by error code {codes:?}, {set_aside} dead-letter lines"
+        );
         assert_eq!(set_aside, 0, "{name} set a batch aside:\n{log}");
     }
     let refusals = query_log.matches("stats query failed").count();
