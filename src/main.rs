@@ -41,8 +41,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     // Exit 2: the configuration cannot be used (`glimpse config check` says the same).
-    // A collector (`serve` runs one) also needs what only collectors need (one source of salts
-    // on a cluster); the query service and admin commands sharing the file do not.
+    // A collector (`serve` runs one; `config check` answers for `serve`) also needs what only
+    // collectors need (one source of salts on a cluster); the query service and the admin
+    // commands sharing the file do not.
     let runs_a_collector = matches!(
         cli.command,
         app::Command::Serve | app::Command::Collector | app::Command::Config(_)

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{url_list, ClusterNode, TestCluster};
 use common::process::Glimpse;
-use common::{browser_client, free_addr, wait_for_200};
+use common::{browser_client, free_addr};
 use serde_json::Value;
 
 /// Page views sent through each collector in each part of the test.
@@ -165,6 +165,24 @@ async fn shipping(collectors: &[Glimpse]) -> String {
     out.join("\n")
 }
 
+/// Waits until `process` answers `/ready` with `200`; fails with its log.
+async fn wait_until_ready(process: &Glimpse, base: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = get_json(&format!("{base}/ready"), None).await;
+        if status == 200 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} not ready within {WAIT:?}: {status} {body}\n{}",
+            process.name,
+            process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until some insert of `collector` has failed since `errors_before`.
 async fn wait_for_insert_errors(collector: &Glimpse, errors_before: f64) -> f64 {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -214,6 +232,12 @@ async fn wait_until_drained(collectors: &[Glimpse], sent: &Sent) -> Duration {
 /// Files waiting in a server's queue of pending `Distributed` sends (`<table>/<shard>/*.bin`).
 fn pending_distributed_sends(node: &ClusterNode) -> Vec<String> {
     let dir = node.server.dir().join("data/data/glimpse");
+    // The check means nothing if the tables are elsewhere.
+    assert!(
+        dir.join("events").is_dir(),
+        "no {}",
+        dir.join("events").display()
+    );
     walkdir::WalkDir::new(&dir)
         .into_iter()
         .filter_map(Result::ok)
@@ -353,9 +377,8 @@ async fn a_shard_down_or_zookeeper_down_keeps_every_accepted_page_view_once() {
         &work.path().join("query"),
     );
     let query_base = format!("http://{query_addr}");
-    let http = reqwest::Client::new();
-    for base in bases.iter().chain([&query_base]) {
-        wait_for_200(&http, &format!("{base}/ready"), WAIT).await;
+    for (process, base) in collectors.iter().zip(&bases).chain([(&query, &query_base)]) {
+        wait_until_ready(process, base).await;
     }
 
     let mut sent = Sent::default();
