@@ -41,7 +41,20 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     // Exit 2: the configuration cannot be used (`glimpse config check` says the same).
-    let config = match glimpse_core::Config::load(cli.config.as_deref()) {
+    // A collector (`serve` runs one; `config check` answers for `serve`) also needs what only
+    // collectors need (one source of salts on a cluster); the query service and the admin
+    // commands sharing the file do not.
+    let runs_a_collector = matches!(
+        cli.command,
+        app::Command::Serve | app::Command::Collector | app::Command::Config(_)
+    );
+    let config = glimpse_core::Config::load(cli.config.as_deref()).and_then(|config| {
+        if runs_a_collector {
+            config.validate_for_collector()?;
+        }
+        Ok(config)
+    });
+    let config = match config {
         Ok(config) => config,
         Err(error) => {
             eprintln!("glimpse: {error}");

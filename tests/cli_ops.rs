@@ -55,6 +55,25 @@ fn config_check_accepts_a_valid_configuration_and_names_the_setting_of_an_invali
     assert_eq!(serve.status.code(), Some(2), "{}", text(&serve));
     assert_eq!(String::from_utf8_lossy(&serve.stderr), message);
 
+    // On a cluster, a collector without one source of salts is refused before it starts
+    // (exit 2, saying what to set), unless the operator says the salt directory is shared.
+    let cluster = [
+        ("GLIMPSE_CLICKHOUSE_URL", "http://127.0.0.1:1"),
+        ("GLIMPSE_CLICKHOUSE_CLUSTER", "glimpse"),
+    ];
+    for command in [&["config", "check"][..], &["collector"], &["serve"]] {
+        let refused = glimpse(&[command, &["--config", path]].concat(), &cluster);
+        assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+        let message = String::from_utf8_lossy(&refused.stderr).into_owned();
+        assert!(
+            message.contains("GLIMPSE_SALT_KEY") && message.contains("salt_dir_shared = true"),
+            "{message}"
+        );
+    }
+    let shared = [cluster[0], cluster[1], ("GLIMPSE_SALT_DIR_SHARED", "true")];
+    let check = glimpse(&["config", "check", "--config", path], &shared);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+
     // A file that does not exist is invalid too.
     let missing = glimpse(
         &["config", "check", "--config", "/nonexistent/glimpse.toml"],

@@ -34,11 +34,17 @@ fn visitor_ip(i: usize) -> String {
 }
 
 /// The cluster's configuration, with the proxy header believed so that every beacon has its
-/// own client address.
+/// own client address. One collector at a time, so its own `salt_dir` is the only one
+/// (`salt_dir_shared`; `tests/cluster_salts.rs` covers `salt_key`).
 fn config(cluster: &TestCluster) -> Config {
+    let base = cluster.config();
     Config {
         trusted_proxies: glimpse_core::proxies::ProxyNets::parse(&["127.0.0.1".into()]).unwrap(),
-        ..cluster.config()
+        collector: glimpse_core::config::CollectorConfig {
+            salt_dir_shared: true,
+            ..base.collector.clone()
+        },
+        ..base
     }
 }
 

@@ -1,8 +1,9 @@
 //! Several ClickHouse servers in `clickhouse_url`, end to end: two `glimpse collector`
-//! processes (separate data directories), each given two servers of the cluster
-//! (`common::cluster`: 2 shards × 2 replicas), and a `glimpse query` process. 6,000 page
-//! views go through both collectors while the first server of one collector's list (which is
-//! also the query service's first) is killed (SIGKILL) mid-load and later started again.
+//! processes (separate data directories, one shared salt directory), each given two servers
+//! of the cluster (`common::cluster`: 2 shards × 2 replicas), and a `glimpse query` process.
+//! 6,000 page views go through both collectors while the first server of one collector's
+//! list (which is also the query service's first) is killed (SIGKILL) mid-load and later
+//! started again.
 //!
 //! While it is down, that collector's beacons are stored through its second server (not kept
 //! in its spool until the first returns) and the stats API still answers; the collector logs
@@ -13,15 +14,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{ClusterNode, TestCluster};
+use common::cluster::{url_list, ClusterNode, TestCluster};
+use common::process::Glimpse;
 use common::{browser_client, free_addr, wait_for_200};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::Value;
 
 /// Page views sent through each collector, in three equal parts: before, during and after
@@ -31,83 +29,6 @@ const PARTS: usize = 3;
 /// Concurrent senders per collector.
 const SENDERS: usize = 16;
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A `glimpse` process of the test, its stderr in a file.
-struct Glimpse {
-    name: &'static str,
-    child: tokio::process::Child,
-    log: PathBuf,
-    metrics: std::net::SocketAddr,
-}
-
-impl Glimpse {
-    fn start(name: &'static str, command: &str, env: &[(&str, String)], dir: &Path) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let metrics = free_addr();
-        let mut process = tokio::process::Command::new(env!("CARGO_BIN_EXE_glimpse"));
-        process
-            .arg(command)
-            .env_remove("GLIMPSE_CLICKHOUSE_URL")
-            .env("GLIMPSE_DATA_DIR", dir)
-            .env("GLIMPSE_SITES", "example.com")
-            .env("GLIMPSE_CLICKHOUSE_CLUSTER", common::cluster::CLUSTER)
-            .env("GLIMPSE_TRUSTED_PROXIES", "127.0.0.1")
-            .env("GLIMPSE_METRICS_ADDR", metrics.to_string())
-            .env("GLIMPSE_SHUTDOWN_TIMEOUT_SECS", "20")
-            .env("GLIMPSE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true);
-        for (key, value) in env {
-            process.env(key, value);
-        }
-        let child = process.spawn().expect("starting glimpse");
-        Self {
-            name,
-            child,
-            log,
-            metrics,
-        }
-    }
-
-    /// The value of the counter or gauge `name` (without labels) on its `/metrics`.
-    async fn metric(&self, name: &str) -> Option<f64> {
-        let text = reqwest::get(format!("http://{}/metrics", self.metrics))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, and the exit within the shutdown timeout.
-    async fn stop(mut self) -> String {
-        let pid = self.child.id().expect("running") as i32;
-        kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{} did not stop:\n{}", self.name, self.log()))
-            .unwrap();
-        assert!(status.success(), "{}: {status}\n{}", self.name, self.log());
-        self.log()
-    }
-}
-
-/// `clickhouse_url` listing `nodes` in order, with the cluster's credentials in each URL.
-fn url_list(nodes: &[&ClusterNode]) -> String {
-    let urls: Vec<String> = nodes
-        .iter()
-        .map(|n| n.server.url_with_credentials())
-        .collect();
-    urls.join(",")
-}
 
 fn page(collector: usize, i: usize) -> String {
     format!("/c{collector}/{i}")
@@ -325,6 +246,7 @@ async fn collectors_and_the_query_service_fail_over_and_every_beacon_is_stored_o
     );
     let work = tempfile::tempdir().unwrap();
     let lists = [url_list(&[n11, n22]), url_list(&[n21, n12])];
+    let salts = work.path().join("salts");
     let mut collectors = Vec::new();
     let mut bases = Vec::new();
     for (i, list) in lists.iter().enumerate() {
@@ -337,6 +259,10 @@ async fn collectors_and_the_query_service_fail_over_and_every_beacon_is_stored_o
                 ("GLIMPSE_CLICKHOUSE_URL", list.clone()),
                 ("GLIMPSE_COLLECTOR_ADDR", addr.to_string()),
                 ("GLIMPSE_BATCH_MAX_DELAY_MS", "200".into()),
+                // Both collectors on this machine: one salt directory gives a visitor one id
+                // (tests/cluster_salts.rs covers `salt_key`).
+                ("GLIMPSE_SALT_DIR", salts.display().to_string()),
+                ("GLIMPSE_SALT_DIR_SHARED", "true".into()),
             ],
             &work.path().join(name),
         ));

@@ -43,12 +43,8 @@ async fn open_salts(config: &Config, readiness: &Readiness) -> Result<SaltStore,
         &config.collector.salt_key,
         &readiness.clickhouse,
     ) else {
-        if config.clickhouse_cluster.is_some() {
-            tracing::warn!(
-                "clickhouse_cluster without salt_key: visitor-id salts stay in this collector's \
-                 salt_dir, so collectors agree on ids only if they share that directory"
-            );
-        }
+        // On a cluster without `salt_key`, `salt_dir_shared` said the directory is shared
+        // (`Config::validate_for_collector`).
         return Ok(SaltStore::open(&config.salt_dir(), day)?);
     };
     // The table comes with migration 20, which this collector may be applying right now.
@@ -85,8 +81,8 @@ pub enum ServeError {
     GeoIp(#[from] ingest::geo::GeoError),
     #[error("visitor-id salts: {0}")]
     Salts(#[from] ingest::pseudonym::SaltError),
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] glimpse_core::config::ConfigError),
     #[error("{0}")]
     Spool(#[from] sink::spool::SpoolError),
     #[error(transparent)]
@@ -101,6 +97,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<ServeReport, ServeError> {
+    config.validate_for_collector()?;
     let url = config
         .clickhouse_url
         .clone()

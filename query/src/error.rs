@@ -72,6 +72,15 @@ impl ApiError {
 impl From<clickhouse::error::Error> for ApiError {
     fn from(error: clickhouse::error::Error) -> Self {
         tracing::warn!(%error, request_id = %crate::request_id::request_id(), "stats query failed");
+        // On a cluster a read needs every shard: with one out of reach ClickHouse refuses
+        // (never counts without it), and the answer says why in a way an API user can act on.
+        if glimpse_core::db::server_error::is_peer_unreachable(&error) {
+            return Self::Unavailable(
+                "a shard of the ClickHouse cluster cannot be reached, and counts without it \
+                 would be incomplete; try again later"
+                    .into(),
+            );
+        }
         Self::Database
     }
 }

@@ -217,6 +217,18 @@ impl TestCluster {
             .expect("no such server")
     }
 
+    /// Kills ZooKeeper (SIGKILL): the servers lose their sessions and their replicated tables
+    /// turn read-only. Its data stays for [`Self::start_zookeeper`].
+    pub fn stop_zookeeper(&mut self) {
+        self.zookeeper.kill();
+    }
+
+    /// Starts ZooKeeper again on its data and port, and waits until it answers (the servers
+    /// reconnect on their own schedule).
+    pub fn start_zookeeper(&mut self) {
+        self.zookeeper.spawn();
+    }
+
     /// Where ZooKeeper listens, for tests that look into it.
     pub fn zookeeper_port(&self) -> u16 {
         self.zookeeper.port
@@ -287,6 +299,15 @@ fn node_config(
     )
 }
 
+/// `clickhouse_url` listing `nodes` in order, with the cluster's credentials in each URL.
+pub fn url_list(nodes: &[&ClusterNode]) -> String {
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| n.server.url_with_credentials())
+        .collect();
+    urls.join(",")
+}
+
 fn free_port() -> u16 {
     super::free_addr().port()
 }
@@ -294,8 +315,10 @@ fn free_port() -> u16 {
 /// Debian's ZooKeeper in the foreground: its own `zoo.cfg`, data directory and port. Killed on
 /// drop.
 struct ZooKeeper {
-    child: Child,
+    /// `None` while stopped ([`TestCluster::stop_zookeeper`]).
+    child: Option<Child>,
     port: u16,
+    dir: PathBuf,
 }
 
 impl ZooKeeper {
@@ -303,9 +326,8 @@ impl ZooKeeper {
         let data = dir.join("data");
         std::fs::create_dir_all(&data).expect("ZooKeeper's data directory");
         let port = free_port();
-        let cfg = dir.join("zoo.cfg");
         std::fs::write(
-            &cfg,
+            dir.join("zoo.cfg"),
             format!(
                 "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={port}\n\
                  clientPortAddress=127.0.0.1\nadmin.enableServer=false\nmaxClientCnxns=0\n\
@@ -314,12 +336,29 @@ impl ZooKeeper {
             ),
         )
         .expect("writing zoo.cfg");
-        let log = std::fs::File::create(dir.join("zookeeper.log")).expect("ZooKeeper's log");
+        let mut zookeeper = Self {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        zookeeper.spawn();
+        zookeeper
+    }
+
+    /// Runs ZooKeeper on its `zoo.cfg` (its data and port as before) until it answers.
+    fn spawn(&mut self) {
+        let dir = &self.dir;
+        let log_path = dir.join("zookeeper.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("ZooKeeper's log");
         // The script `exec`s java, so the child is ZooKeeper itself. A small heap: the machine
         // is shared, and a test cluster's state is tiny.
         let child = Command::new(ZOOKEEPER_SCRIPT)
             .arg("start-foreground")
-            .arg(&cfg)
+            .arg(dir.join("zoo.cfg"))
             .env("ZOOCFGDIR", dir)
             .env("JMXDISABLE", "true")
             .env(
@@ -336,16 +375,16 @@ impl ZooKeeper {
             .unwrap_or_else(|e| {
                 panic!("starting {ZOOKEEPER_SCRIPT} (apt-get install zookeeper): {e}")
             });
-        let mut zookeeper = Self { child, port };
-        zookeeper.wait_until_ok(&dir.join("zookeeper.log"));
-        zookeeper
+        self.child = Some(child);
+        self.wait_until_ok(&log_path);
     }
 
     /// Until ZooKeeper answers `ruok` with `imok`.
     fn wait_until_ok(&mut self, log: &PathBuf) {
         let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        let child = self.child.as_mut().expect("started");
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = child.try_wait() {
                 panic!(
                     "ZooKeeper exited ({status}): {}",
                     std::fs::read_to_string(log).unwrap_or_default()
@@ -361,6 +400,14 @@ impl ZooKeeper {
                 "ZooKeeper did not answer within {STARTUP_TIMEOUT:?}"
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL, as when its machine dies.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -380,7 +427,6 @@ fn four_letters(port: u16, command: &str) -> String {
 
 impl Drop for ZooKeeper {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }

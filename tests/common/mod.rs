@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod browser;
 pub mod cluster;
+pub mod process;
 pub mod secrets;
 pub mod sql_recorder;
 pub mod stats_matrix;

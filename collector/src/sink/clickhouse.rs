@@ -4,6 +4,7 @@
 use std::sync::{Arc, OnceLock};
 
 use super::{Sink, SinkError};
+use glimpse_core::db::server_error::server_code;
 use glimpse_core::schema::{EventRow, Flavor, EVENTS_TABLE};
 
 /// Writes batches into the events table of one database.
@@ -183,18 +184,6 @@ fn is_from_another_server(text: &str) -> bool {
     text.contains("while receiving packet from")
 }
 
-/// The error code in a ClickHouse exception's text: `Code: 53, e.displayText() = DB::Exception:
-/// …` (18.16), `Code: 53. DB::Exception: …` (current), or just `Code: 53` (the crate's text
-/// when only the `X-ClickHouse-Exception-Code` header came back).
-fn server_code(text: &str) -> Option<u32> {
-    let after = &text[text.find("Code:")? + "Code:".len()..];
-    let after = after.trim_start();
-    let digits = after
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or(after, |end| &after[..end]);
-    digits.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use clickhouse::error::Error;
@@ -203,31 +192,6 @@ mod tests {
 
     fn bad(text: &str) -> Error {
         Error::BadResponse(text.to_string())
-    }
-
-    #[test]
-    fn the_code_is_read_from_old_and_current_server_texts() {
-        // ClickHouse 18.16.
-        assert_eq!(
-            server_code(
-                "Code: 16, e.displayText() = DB::Exception: No such column scroll_depth in table \
-                 glimpse.events, e.what() = DB::Exception"
-            ),
-            Some(16)
-        );
-        // Current ClickHouse.
-        assert_eq!(
-            server_code(
-                "Code: 53. DB::Exception: Type mismatch in IN or VALUES section. Expected: \
-                 UInt8. Got: String. (TYPE_MISMATCH) (version 26.1.1.1 (official build))"
-            ),
-            Some(53)
-        );
-        // Only the header.
-        assert_eq!(server_code("Code: 62"), Some(62));
-        assert_eq!(server_code("500 Internal Server Error"), None);
-        assert_eq!(server_code("Code: x"), None);
-        assert_eq!(server_code(""), None);
     }
 
     #[test]

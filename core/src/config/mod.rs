@@ -145,8 +145,14 @@ pub struct CollectorConfig {
     /// On a cluster (`clickhouse_cluster`): a secret of at least 32 characters, the same on
     /// every collector, with which the daily salts are sealed in ClickHouse's `visitor_salts`
     /// so that collectors with separate data directories share them (no reader of ClickHouse
-    /// can use them without it). Unset: each collector keeps its salts in `salt_dir`.
+    /// can use them without it). Unset: each collector keeps its salts in `salt_dir`, which
+    /// on a cluster needs `salt_dir_shared`.
     pub salt_key: Option<Secret>,
+    /// The operator's word that every collector uses the same `salt_dir` (a shared volume, or
+    /// a single collector): on a cluster, a collector without `salt_key` refuses to start
+    /// without it, since collectors with their own salts give one visitor several ids.
+    /// Default false.
+    pub salt_dir_shared: bool,
     /// Parsed user agents kept in memory. Default 10000.
     pub user_agent_cache_size: usize,
     /// Most visits held open in memory (each at most ~4.5 KB; entry page, referrer and
@@ -324,6 +330,7 @@ impl Default for CollectorConfig {
             honor_opt_out_cookie: true,
             salt_dir: None,
             salt_key: None,
+            salt_dir_shared: false,
             user_agent_cache_size: 10_000,
             max_open_visits: crate::visit::DEFAULT_MAX_OPEN_VISITS,
             spool: true,

@@ -471,3 +471,31 @@ fn mail_settings_are_checked_and_the_smtp_url_is_a_secret() {
         Ok(())
     });
 }
+
+#[test]
+fn a_collector_on_a_cluster_needs_one_source_of_salts() {
+    Jail::expect_with(|jail| {
+        jail.set_env("GLIMPSE_CLICKHOUSE_URL", "http://ch1:8123,http://ch2:8123");
+        // One server: each collector's own salt_dir is the single-machine setup.
+        assert!(Config::load(None).unwrap().validate_for_collector().is_ok());
+        jail.set_env("GLIMPSE_CLICKHOUSE_CLUSTER", "glimpse");
+        // Loading succeeds (the query service and admin commands share the file)...
+        let config = Config::load(None).unwrap();
+        // ...but a collector refuses it, saying what to set.
+        let error = config.validate_for_collector().unwrap_err().to_string();
+        assert!(
+            error.contains("salt_key")
+                && error.contains("GLIMPSE_SALT_KEY")
+                && error.contains("salt_dir_shared = true"),
+            "{error}"
+        );
+        jail.set_env("GLIMPSE_SALT_DIR_SHARED", "true");
+        let config = Config::load(None).unwrap();
+        assert!(config.collector.salt_dir_shared);
+        assert!(config.validate_for_collector().is_ok());
+        jail.set_env("GLIMPSE_SALT_DIR_SHARED", "false");
+        jail.set_env("GLIMPSE_SALT_KEY", "k".repeat(32));
+        assert!(Config::load(None).unwrap().validate_for_collector().is_ok());
+        Ok(())
+    });
+}

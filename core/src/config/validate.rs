@@ -110,6 +110,23 @@ impl Config {
 }
 
 impl Config {
+    /// What only a collector needs on top of [`Config::load`]'s checks (the query service and
+    /// the admin commands share the file and must not be refused for it): on a cluster, one
+    /// source of visitor-id salts for every collector — `salt_key`, or a `salt_dir` the
+    /// operator says is shared. Collectors with their own salt files would give one visitor
+    /// one id per collector, silently counting them several times.
+    pub fn validate_for_collector(&self) -> Result<(), ConfigError> {
+        let own_salts = self.collector.salt_key.is_none() && !self.collector.salt_dir_shared;
+        if self.clickhouse_cluster.is_some() && own_salts {
+            return Err(ConfigError::invalid(
+                "salt_key",
+                "a collector on a cluster needs it (the same on every collector), or \
+                 salt_dir_shared = true if every collector uses one salt_dir",
+            ));
+        }
+        Ok(())
+    }
+
     /// `smtp_url` must be a mail server's URL (its text is never put in the message: it may
     /// hold a password); `smtp_from` an address.
     fn validate_mail(&self) -> Result<(), ConfigError> {

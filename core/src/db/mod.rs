@@ -3,6 +3,7 @@
 
 pub mod failover;
 pub mod local;
+pub mod server_error;
 pub mod tls;
 
 use crate::config::{Config, ServerList};
