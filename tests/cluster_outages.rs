@@ -412,6 +412,16 @@ async fn a_shard_down_or_zookeeper_down_keeps_every_accepted_page_view_once() {
         part.statuses
     );
     sent.add(part);
+    // Part 1 may have been shipped before the kill (its sending is quick when the machine is
+    // idle): part 4 is sent wholly during the outage, so collector 1 has rows it cannot insert.
+    let part = send_part(&bases, 4).await;
+    assert_eq!(
+        part.statuses.get(&202),
+        Some(&(2 * PER_PART)),
+        "collectors refused beacons with shard 2 down: {:?}",
+        part.statuses
+    );
+    sent.add(part);
     wait_for_insert_errors(&collectors[0], errors_before).await;
     tokio::time::sleep(OUTAGE.saturating_sub(outage.elapsed())).await;
     let answer = stats(&query_base, &key).await;
@@ -481,6 +491,15 @@ async fn a_shard_down_or_zookeeper_down_keeps_every_accepted_page_view_once() {
         part.statuses
     );
     sent.add(part);
+    // As above: part 5 wholly during the outage.
+    let part = send_part(&bases, 5).await;
+    assert_eq!(
+        part.statuses.get(&202),
+        Some(&(2 * PER_PART)),
+        "collectors refused beacons with ZooKeeper down: {:?}",
+        part.statuses
+    );
+    sent.add(part);
     wait_for_insert_errors(&collectors[0], errors_before).await;
     tokio::time::sleep(OUTAGE.saturating_sub(outage.elapsed())).await;
     let answer = stats(&query_base, &key).await;
@@ -527,7 +546,7 @@ async fn a_shard_down_or_zookeeper_down_keeps_every_accepted_page_view_once() {
         sent.statuses,
         sent.accepted.len()
     );
-    assert_eq!(sent.accepted.len(), 4 * 2 * PER_PART, "{:?}", sent.statuses);
+    assert_eq!(sent.accepted.len(), 6 * 2 * PER_PART, "{:?}", sent.statuses);
     assert_stored_exactly_once(&cluster, &sent.accepted).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
