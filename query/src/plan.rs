@@ -219,11 +219,10 @@ impl Request {
     /// [`sampling_lookup`](Self::sampling_lookup)) exceed `threshold`, unless the rollup
     /// answers (`rolled` days, exact and already fast).
     pub fn sample(&mut self, rows: u64, threshold: u64, rolled: &[i64]) {
-        self.sampling = if rolled.is_empty() {
-            Sampling::for_rows(rows, threshold)
-        } else {
-            None
-        };
+        let may_sample = rolled.is_empty() && !self.imported && !self.params.exact;
+        self.sampling = may_sample
+            .then(|| Sampling::for_rows(rows, threshold))
+            .flatten();
     }
 
     /// The first step, where the rollup may answer the request: the lookup of the site's
@@ -748,6 +747,90 @@ mod tests {
         let rolled = r.stats_plan("glimpse", 0, &every_day).unwrap();
         assert!(!raw.current.stats.template.contains("rollup_daily"));
         assert!(rolled.current.stats.template.contains("rollup_daily"));
+    }
+
+    #[test]
+    fn large_periods_are_sampled_unless_the_rollup_answers_or_exact_figures_are_asked() {
+        let threshold = 1_000;
+        let filter = ("filters", "visit:country==DE");
+        let r = request(Endpoint::Aggregate, &[filter]);
+        assert!(r.sampling_lookup("glimpse", 0).is_none(), "0: sampling off");
+        let lookup = r.sampling_lookup("glimpse", threshold).expect("a lookup");
+        assert!(
+            lookup.template.contains("rollup_days"),
+            "{}",
+            lookup.template
+        );
+        let mut sampled = r.clone();
+        sampled.sample(1_000, threshold, &[]);
+        assert_eq!(sampled.sampling, None, "at the threshold: exact");
+        sampled.sample(2_001, threshold, &[]);
+        assert_eq!(
+            sampled.sampling,
+            Some(Sampling {
+                every: 3,
+                rows: 2_001
+            })
+        );
+        let cutoff = format!("visitor_id < {}", sql::sample_cutoff(3));
+        let text = |r: &Request| r.stats_plan("glimpse", 0, &[]).unwrap().texts().join(";");
+        assert!(text(&sampled).contains(&cutoff) && text(&sampled).contains(" * 3)"));
+        assert!(!text(&r).contains("visitor_id <") && !text(&r).contains(" * "));
+        // Days the rollup answers are exact already.
+        sampled.sample(2_001, threshold, &[20_000]);
+        assert_eq!(sampled.sampling, None);
+        // Asked for exact figures.
+        let exact = request(Endpoint::Aggregate, &[filter, ("sampling", "off")]);
+        assert!(exact.sampling_lookup("glimpse", threshold).is_none());
+        let mut exact = exact.clone();
+        exact.sample(1_000_000, threshold, &[]);
+        assert_eq!(exact.sampling, None);
+        let query: HashMap<String, String> = [("site_id", "example.com"), ("sampling", "on")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let now = "2026-03-29T12:00:00Z".parse().unwrap();
+        let error = Request::new(Endpoint::Aggregate, &query, site(), now).unwrap_err();
+        assert!(error.to_string().contains("auto or off"), "{error}");
+    }
+
+    #[test]
+    fn every_read_of_the_events_takes_the_same_sample() {
+        let shapes: [&[(&str, &str)]; 4] = [
+            // Visit metrics by an event property, with an event filter: events, visits by
+            // session and the matching visits, each a read of the events.
+            &[
+                ("property", "event:page"),
+                ("metrics", "visitors,visits,bounce_rate,pageviews"),
+                ("filters", "event:page==/a;visit:exit_page==/b"),
+            ],
+            &[
+                ("property", "visit:exit_page"),
+                ("metrics", "visitors,visits,time_on_page"),
+            ],
+            &[
+                ("property", "visit:source"),
+                ("metrics", "visitors,visits,conversion_rate"),
+                ("filters", "event:goal==Signup"),
+            ],
+            &[
+                ("property", "visit:country"),
+                ("metrics", "visitors,visits"),
+            ],
+        ];
+        for pairs in shapes {
+            let mut r = request(Endpoint::Breakdown, pairs);
+            r.sample(10_000, 1_000, &[]);
+            let every = r.sampling.expect("sampled").every;
+            for sql in r.stats_plan("glimpse", 3, &[]).unwrap().texts() {
+                let reads = sql.matches("FROM glimpse.events WHERE").count();
+                let sampled = sql
+                    .matches(&format!("visitor_id < {}", sql::sample_cutoff(every)))
+                    .count();
+                assert!(reads > 0, "{sql}");
+                assert_eq!(reads, sampled, "{pairs:?}: {sql}");
+            }
+        }
     }
 
     #[test]
