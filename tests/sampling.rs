@@ -400,3 +400,68 @@ async fn sampled_answers_lie_within_their_stated_error_and_exact_ones_are_exact(
     assert_eq!(response.status(), 400);
     assert!(response.text().await.unwrap().contains("sampling"));
 }
+
+/// A sample reads about 1 in N of the period's rows, not all of them: `visitor_id` follows
+/// `(site, day, name)` in the events' sort key, so ClickHouse skips the granules above the
+/// cutoff (as `SAMPLE` would on a sampling key). Checked with the plan's own statement and
+/// ClickHouse's `max_rows_to_read`, which refuses a statement whose index ranges hold more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sample_reads_a_share_of_the_rows() {
+    use glimpse_query::params::Endpoint;
+    use glimpse_query::plan::Request;
+
+    let ch = TestClickHouse::start().await;
+    glimpse_core::schema::migrate(&ch.client, DB).await.unwrap();
+    // 2 million page views over ten days, from uniform visitor ids, merged into one part.
+    ch.client
+        .query(
+            "INSERT INTO glimpse.events (site, timestamp, name, visitor_id, session_id, \
+             visit_start, visit_entry, country) SELECT 'example.com', \
+             toDateTime(1772323200 + (number % 10) * 86400 + 100), 'pageview', \
+             cityHash64(number), number, toDateTime(1772323200 + (number % 10) * 86400 + 100), \
+             1, 'DE' FROM numbers(2000000)",
+        )
+        .execute()
+        .await
+        .unwrap();
+    ch.client
+        .query("OPTIMIZE TABLE glimpse.events FINAL")
+        .execute()
+        .await
+        .unwrap();
+    let site = glimpse_query::auth::Site::parse(SiteConfig::new(SITE)).unwrap();
+    let query = [
+        ("site_id", SITE),
+        PERIOD[0],
+        PERIOD[1],
+        ("metrics", "visitors,pageviews"),
+        ("filters", "visit:country==DE"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let now = "2026-03-20T00:00:00Z".parse().unwrap();
+    let exact = Request::new(Endpoint::Aggregate, &query, site, now).unwrap();
+    let mut sampled = exact.clone();
+    sampled.sample(2_000_000, 200_000, &[]);
+    assert_eq!(sampled.sampling.map(|s| s.every), Some(10));
+    let statement = |r: &Request| r.stats_plan(DB, 0, &[]).unwrap().current.stats;
+    let limited = ch.client.clone().with_option("max_rows_to_read", "300000");
+    let row: glimpse_query::sql::StatsRow = statement(&sampled)
+        .query(&limited)
+        .fetch_one()
+        .await
+        .expect("a 1-in-10 sample reads under 300,000 of the 2,000,000 rows");
+    let estimate = row.pageviews as f64;
+    assert!(
+        (estimate - 2_000_000.0).abs() < 3.29 * (2_000_000.0 * 9.0f64).sqrt(),
+        "{row:?}"
+    );
+    let error = statement(&exact)
+        .query(&limited)
+        .fetch_one::<glimpse_query::sql::StatsRow>()
+        .await
+        .expect_err("the exact statement reads every row");
+    assert!(error.to_string().contains("Limit for rows"), "{error}");
+    println!("1 in 10 under 300,000 rows read: {row:?}");
+}
