@@ -446,7 +446,7 @@ async fn a_sample_reads_a_share_of_the_rows() {
     sampled.sample(2_000_000, 200_000, &[]);
     assert_eq!(sampled.sampling.map(|s| s.every), Some(10));
     let statement = |r: &Request| r.stats_plan(DB, 0, &[]).unwrap().current.stats;
-    let limited = ch.client.clone().with_option("max_rows_to_read", "300000");
+    let limited = ch.client.clone().with_setting("max_rows_to_read", "300000");
     let row: glimpse_query::sql::StatsRow = statement(&sampled)
         .query(&limited)
         .fetch_one()
