@@ -11,6 +11,7 @@ mod generate;
 mod load;
 mod process;
 mod query;
+mod sampled;
 mod scale;
 
 use std::convert::Infallible;

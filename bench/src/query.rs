@@ -281,6 +281,11 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
             upkeep.one_day_built
         );
         let with_rollup = time_api(&origin, &key, repeats).await?;
+        // The questions the service answers from a sample at this size (over its
+        // `sampling_threshold_rows`, by default 10 M events in the period): sampled against
+        // exact, time and error.
+        let sampled = crate::sampled::measure(&origin, &key, QUERIES, repeats).await?;
+        crate::sampled::print(size, &sampled);
         // The floor, measured in the same run: ClickHouse counting the period's rows of the
         // site, straight (no API), the least a question over the events must do.
         let mut samples = Vec::with_capacity(repeats);
