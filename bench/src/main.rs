@@ -11,6 +11,7 @@ mod generate;
 mod load;
 mod process;
 mod query;
+mod sampled;
 mod scale;
 
 use std::convert::Infallible;
@@ -77,6 +78,9 @@ enum Command {
         /// this many GB (the events take about 25-40 bytes each, the chdb copy as much again).
         #[arg(long, default_value_t = 15)]
         min_free_gb: u64,
+        /// The query service's `sampling_threshold_rows` (0: never sample).
+        #[arg(long, default_value_t = glimpse_core::config::QueryConfig::default().sampling_threshold_rows)]
+        sampling_threshold_rows: u64,
     },
     /// Print the SQL the stats API sends for each of the query benchmark's dashboard queries
     /// (to time or EXPLAIN them by hand).
@@ -113,6 +117,7 @@ fn main() -> anyhow::Result<()> {
             baseline_max_size,
             chdb_max_size,
             min_free_gb,
+            sampling_threshold_rows,
         } => runtime.block_on(query::run(query::Options {
             sizes: &sizes,
             repeats,
@@ -120,6 +125,7 @@ fn main() -> anyhow::Result<()> {
             baseline_max_size,
             chdb_max_size,
             min_free_bytes: min_free_gb * 1_000_000_000,
+            sampling_threshold_rows,
         })),
         Command::Sql { now, rolled } => {
             let now = match now {

@@ -162,6 +162,8 @@ pub struct Options<'a> {
     pub chdb_max_size: u64,
     /// Stop before the free disk space falls under this many bytes.
     pub min_free_bytes: u64,
+    /// The query service's `sampling_threshold_rows`.
+    pub sampling_threshold_rows: u64,
 }
 
 pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
@@ -172,6 +174,7 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
         baseline_max_size,
         chdb_max_size,
         min_free_bytes,
+        sampling_threshold_rows,
     } = options;
     let work = tempfile::tempdir()?;
     let clickhouse = glimpse_core::db::local::LocalClickHouse::start(
@@ -188,6 +191,7 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
         query: glimpse_core::config::QueryConfig {
             // Built below, after each size is loaded.
             rollup_interval_secs: 0,
+            sampling_threshold_rows,
             ..Default::default()
         },
         ..Config::default()
@@ -281,6 +285,11 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
             upkeep.one_day_built
         );
         let with_rollup = time_api(&origin, &key, repeats).await?;
+        // The questions the service answers from a sample at this size (over its
+        // `sampling_threshold_rows`, by default 10 M events in the period): sampled against
+        // exact, time and error.
+        let sampled = crate::sampled::measure(&origin, &key, QUERIES, repeats).await?;
+        crate::sampled::print(size, &sampled);
         // The floor, measured in the same run: ClickHouse counting the period's rows of the
         // site, straight (no API), the least a question over the events must do.
         let mut samples = Vec::with_capacity(repeats);

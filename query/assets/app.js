@@ -454,6 +454,7 @@ async function loadCard(card, index, seq) {
   card.download = () => ['/api/v1/stats/breakdown', { ...params, limit: 1000 }, `${card.title}-${tabs[active][1]}`.toLowerCase().replace(/[^a-z0-9]+/g, '-')]
   const body = await api('/api/v1/stats/breakdown', params)
   if (seq !== loadSeq) return
+  noteSampling(body)
   let rows = body.results
   if (card.events) rows = rows.filter((r) => !NOT_EVENTS.has(r.name))
   // Visits without a campaign or events without the property are not worth a row.
@@ -481,6 +482,17 @@ function renderFiltered(body) {
   }
   const parts = body.results.map((r) => `${integer.format(r.count)} ${REASONS[r.reason] || r.reason}`)
   box.textContent = `Not counted: ${integer.format(body.total)} requests filtered out (${parts.join(', ')}).`
+}
+
+/** The smallest sample among the answers shown (`sampling` in an answer: its figures are
+ * estimated from a sample of the visitors), said once under the cards. */
+let sampled = null
+function noteSampling(body) {
+  if (!body || !body.sampling) return
+  if (!sampled || body.sampling.rate < sampled.rate) sampled = body.sampling
+  const box = $('sampled')
+  box.hidden = false
+  box.textContent = `Some figures are estimated from a ${sampled.sample_percent}% sample of visitors (${integer.format(sampled.rows)} events in this period): counts are scaled up, rates and averages are not.`
 }
 
 function renderImported(aggregate) {
@@ -653,6 +665,8 @@ async function load() {
     if (!state.site) throw new Error(me && !key() ? 'your account has no site yet: ask the owner for a role on one' : 'this key reads no site yet: add one with `glimpse site add`')
     showPickers()
     renderFilters()
+    sampled = null
+    $('sampled').hidden = true
     const iv = interval()
     const props = await api('/api/v1/stats/props')
     CARDS[CARDS.length - 1].tabs = props.results.slice(0, 6).map((p) => [`event:props:${p}`, p])
@@ -675,6 +689,8 @@ async function load() {
     renderChart(timeseries.results, iv, metric, aggregate.comparison)
     renderFiltered(filtered)
     renderImported(aggregate)
+    noteSampling(aggregate)
+    noteSampling(timeseries)
     $('live').textContent = live == null ? '' : `${integer.format(live)} current visitor${live === 1 ? '' : 's'}`
     document.title = `${state.site} · Glimpse`
     document.body.dataset.state = 'ready'

@@ -110,6 +110,9 @@ pub fn rows(request: &Request, key: &str, lines: &[Line]) -> Response {
             if let Some(warning) = request.imported_warning() {
                 body["warning"] = json!(warning);
             }
+            if let Some(sampling) = &request.sampling {
+                body["sampling"] = sampling.json();
+            }
             Json(body).into_response()
         }
         Format::Csv => {

@@ -111,19 +111,35 @@ async fn prepare(
     Request::new(endpoint, &query, site, Timestamp::now())
 }
 
-/// The request's stats plan and the rolled days it was made with: where the rollup may
-/// answer, those days are looked up first (the plan's first step).
+/// The request's stats plan and the rolled days it was made with. The plan's first step,
+/// side by side: where the rollup may answer, the rolled days; where the period may be
+/// sampled, its number of events, after which `request` reads a sample if it is over the
+/// threshold (`Request::sample`).
 pub(crate) async fn stats_plan(
     state: &AppState,
-    request: &Request,
+    request: &mut Request,
 ) -> Result<(StatsPlan, Vec<i64>), ApiError> {
-    let rolled = match request.rolled_days_lookup(&state.database) {
-        Some(lookup) => run!(state, |client| rollup::fetch_days(
-            client,
-            &lookup.statement
-        ))?,
-        None => Vec::new(),
-    };
+    let threshold = state.config.query.sampling_threshold_rows;
+    let (rolled, rows) = tokio::try_join!(
+        async {
+            match request.rolled_days_lookup(&state.database) {
+                Some(lookup) => run!(state, |client| rollup::fetch_days(
+                    client,
+                    &lookup.statement
+                )),
+                None => Ok(Vec::new()),
+            }
+        },
+        async {
+            match request.sampling_lookup(&state.database, threshold) {
+                Some(sql) => fetch_count(state, &sql).await.map(Some),
+                None => Ok(None),
+            }
+        }
+    )?;
+    if let Some(rows) = rows {
+        request.sample(rows, threshold, &rolled);
+    }
     let plan = request.stats_plan(&state.database, state.config.query.min_group_size, &rolled)?;
     Ok((plan, rolled))
 }
@@ -198,8 +214,8 @@ pub(crate) async fn aggregate(
     headers: HeaderMap,
     query: Params,
 ) -> Result<Response, ApiError> {
-    let request = prepare(&state, &headers, query, Endpoint::Aggregate).await?;
-    let (plan, _) = stats_plan(&state, &request).await?;
+    let mut request = prepare(&state, &headers, query, Endpoint::Aggregate).await?;
+    let (plan, _) = stats_plan(&state, &mut request).await?;
     let (now, before) = execute(&state, &plan).await?;
     let empty = StatsRow::default();
     fn figures<'a>(period: &PeriodPlan, rows: &'a PeriodRows, empty: &'a StatsRow) -> Figures<'a> {
@@ -243,6 +259,9 @@ pub(crate) async fn aggregate(
     if let Some(warning) = request.imported_warning() {
         body["warning"] = json!(warning);
     }
+    if let Some(sampling) = &request.sampling {
+        body["sampling"] = sampling.json();
+    }
     Ok(Json(body).into_response())
 }
 
@@ -251,8 +270,8 @@ pub(crate) async fn timeseries(
     headers: HeaderMap,
     query: Params,
 ) -> Result<Response, ApiError> {
-    let request = prepare(&state, &headers, query, Endpoint::Timeseries).await?;
-    let (plan, _) = stats_plan(&state, &request).await?;
+    let mut request = prepare(&state, &headers, query, Endpoint::Timeseries).await?;
+    let (plan, _) = stats_plan(&state, &mut request).await?;
     let interval = request.params.interval;
     let labels = period::bucket_labels(&request.range, interval, &request.tz)?;
     let (now, before) = execute(&state, &plan).await?;
@@ -297,8 +316,8 @@ pub(crate) async fn breakdown(
     headers: HeaderMap,
     query: Params,
 ) -> Result<Response, ApiError> {
-    let request = prepare(&state, &headers, query, Endpoint::Breakdown).await?;
-    let (plan, rolled) = stats_plan(&state, &request).await?;
+    let mut request = prepare(&state, &headers, query, Endpoint::Breakdown).await?;
+    let (plan, rolled) = stats_plan(&state, &mut request).await?;
     let (now, _) = execute(&state, &plan).await?;
     // The comparison reads the page's keys only: a second step.
     let keys: Vec<String> = now

@@ -390,6 +390,9 @@ pub struct StatsParams {
     /// `with_imported=true`: add the site's imported aggregates (Plausible's export) where
     /// they can answer the question. Default false, as in Plausible's API v1.
     pub with_imported: bool,
+    /// `sampling=off`: exact figures even where the period is large enough to be sampled
+    /// (`sampling_threshold_rows`). Default false.
+    pub exact: bool,
     pub limit: u64,
     /// Rows skipped before the page (v1: `(page - 1) * limit`).
     pub offset: u64,
@@ -542,6 +545,16 @@ pub fn parse(endpoint: Endpoint, query: &HashMap<String, String>) -> Result<Stat
         ));
     }
 
+    let exact = match get("sampling") {
+        None | Some("auto") => false,
+        Some("off") => true,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "sampling",
+                format!("{:?} is not auto or off", truncate(other)),
+            ))
+        }
+    };
     let with_imported = match get("with_imported") {
         None | Some("false") => false,
         Some("true") => true,
@@ -619,6 +632,7 @@ pub fn parse(endpoint: Endpoint, query: &HashMap<String, String>) -> Result<Stat
         filters,
         compare,
         with_imported,
+        exact,
         limit,
         offset: (page - 1) * limit,
         sort: vec![sort],

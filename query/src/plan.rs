@@ -39,6 +39,68 @@ pub struct Request {
     /// With two or more: the rows are grouped by all of these at once (v2's dimensions,
     /// each a bucket or a property), whatever the endpoint and parameters say.
     pub group_parts: Vec<Group>,
+    /// Whether (and how) the request reads a sample of the visitors: set after the plan's
+    /// first step ([`sampling_lookup`](Self::sampling_lookup), [`sample`](Self::sample)).
+    pub sampling: Option<Sampling>,
+}
+
+/// A request that reads 1 in `every` visitors (and scales counts by `every`): the site had
+/// `rows` events in the period, over the `sampling_threshold_rows` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sampling {
+    pub every: u64,
+    pub rows: u64,
+}
+
+/// The error stated with sampled figures: a count `n` estimated from a sample of rate `r` of
+/// the visitors is within `Z · √(n · (1 − r) / r)` of the exact count 999 times in 1000, for
+/// counts of visitors (binomial; each visitor is kept or not). Counts of visits, page views
+/// and events vary more where visitors have many of them (√ of the mean per visitor times).
+pub const SAMPLING_ERROR_Z: f64 = 3.29;
+
+impl Sampling {
+    /// The sampling of a period with `rows` events under `threshold` (0: never): the smallest
+    /// 1-in-N that reads at most about `threshold` rows.
+    pub fn for_rows(rows: u64, threshold: u64) -> Option<Self> {
+        if threshold == 0 || rows <= threshold {
+            return None;
+        }
+        Some(Sampling {
+            every: rows.div_ceil(threshold),
+            rows,
+        })
+    }
+
+    /// The share of visitors read, 0 to 1.
+    pub fn rate(&self) -> f64 {
+        1.0 / self.every as f64
+    }
+
+    /// The stated margin (999 in 1000) of a sampled visitor count `n` (see
+    /// [`SAMPLING_ERROR_Z`]).
+    pub fn margin(&self, n: u64) -> f64 {
+        let r = self.rate();
+        SAMPLING_ERROR_Z * (n as f64 * (1.0 - r) / r).sqrt()
+    }
+
+    /// What an answer says about its sample (v1's `sampling`, v2's `meta.sampling`).
+    pub fn json(&self) -> serde_json::Value {
+        let percent = 100.0 / self.every as f64;
+        serde_json::json!({
+            "sample_percent": (percent * 100.0).round() / 100.0,
+            "rate": self.rate(),
+            "rows": self.rows,
+            "error_z": SAMPLING_ERROR_Z,
+            "note": format!(
+                "Estimated from {percent:.2}% of visitors, counts scaled by {}: a count of n \
+                 visitors is within ±{SAMPLING_ERROR_Z}·√(n·(1−rate)/rate) of the exact one \
+                 999 times in 1000 (more for visits, page views and events of visitors with \
+                 many); rates and averages are not scaled. Ask with sampling=off for exact \
+                 figures.",
+                self.every
+            ),
+        })
+    }
 }
 
 /// What a request answers beyond its metrics' figures (Stats API v2), each one more statement
@@ -105,6 +167,7 @@ impl Request {
             imported,
             extras,
             group_parts: Vec::new(),
+            sampling: None,
         })
     }
 
@@ -131,6 +194,35 @@ impl Request {
              property, so they cannot answer filtered questions, hourly intervals, or \
              breakdowns by city, host name, custom properties or goals.",
         )
+    }
+
+    /// With [`rolled_days_lookup`](Self::rolled_days_lookup), the plan's first step: the
+    /// number of the site's events in the period as the rollup listed them (its whole UTC
+    /// days; a cheap read of a small table), for deciding whether to sample. `None` where the
+    /// request is not sampled whatever its size: sampling off (`threshold` 0), exact figures
+    /// asked for, or imported aggregates added (exact daily totals that no sample scales).
+    pub fn sampling_lookup(&self, database: &str, threshold: u64) -> Option<Sql> {
+        if threshold == 0 || self.params.exact || self.imported {
+            return None;
+        }
+        let first = self.range.start.div_euclid(sql::DAY);
+        let last = (self.range.end - 1).div_euclid(sql::DAY);
+        Some(crate::rollup::listed_rows_statement(
+            database,
+            &self.site.domain,
+            first,
+            last,
+        ))
+    }
+
+    /// Reads a sample of the visitors if the period's `rows` (the answer of
+    /// [`sampling_lookup`](Self::sampling_lookup)) exceed `threshold`, unless the rollup
+    /// answers (`rolled` days, exact and already fast).
+    pub fn sample(&mut self, rows: u64, threshold: u64, rolled: &[i64]) {
+        let may_sample = rolled.is_empty() && !self.imported && !self.params.exact;
+        self.sampling = may_sample
+            .then(|| Sampling::for_rows(rows, threshold))
+            .flatten();
     }
 
     /// The first step, where the rollup may answer the request: the lookup of the site's
@@ -306,6 +398,7 @@ impl Request {
             imported: self.imported,
             rolled,
             keys: None,
+            sample: self.sampling.map(|s| s.every),
         }
     }
 
@@ -654,6 +747,90 @@ mod tests {
         let rolled = r.stats_plan("glimpse", 0, &every_day).unwrap();
         assert!(!raw.current.stats.template.contains("rollup_daily"));
         assert!(rolled.current.stats.template.contains("rollup_daily"));
+    }
+
+    #[test]
+    fn large_periods_are_sampled_unless_the_rollup_answers_or_exact_figures_are_asked() {
+        let threshold = 1_000;
+        let filter = ("filters", "visit:country==DE");
+        let r = request(Endpoint::Aggregate, &[filter]);
+        assert!(r.sampling_lookup("glimpse", 0).is_none(), "0: sampling off");
+        let lookup = r.sampling_lookup("glimpse", threshold).expect("a lookup");
+        assert!(
+            lookup.template.contains("rollup_days"),
+            "{}",
+            lookup.template
+        );
+        let mut sampled = r.clone();
+        sampled.sample(1_000, threshold, &[]);
+        assert_eq!(sampled.sampling, None, "at the threshold: exact");
+        sampled.sample(2_001, threshold, &[]);
+        assert_eq!(
+            sampled.sampling,
+            Some(Sampling {
+                every: 3,
+                rows: 2_001
+            })
+        );
+        let cutoff = format!("visitor_id < {}", sql::sample_cutoff(3));
+        let text = |r: &Request| r.stats_plan("glimpse", 0, &[]).unwrap().texts().join(";");
+        assert!(text(&sampled).contains(&cutoff) && text(&sampled).contains(" * 3)"));
+        assert!(!text(&r).contains("visitor_id <") && !text(&r).contains(" * "));
+        // Days the rollup answers are exact already.
+        sampled.sample(2_001, threshold, &[20_000]);
+        assert_eq!(sampled.sampling, None);
+        // Asked for exact figures.
+        let exact = request(Endpoint::Aggregate, &[filter, ("sampling", "off")]);
+        assert!(exact.sampling_lookup("glimpse", threshold).is_none());
+        let mut exact = exact.clone();
+        exact.sample(1_000_000, threshold, &[]);
+        assert_eq!(exact.sampling, None);
+        let query: HashMap<String, String> = [("site_id", "example.com"), ("sampling", "on")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let now = "2026-03-29T12:00:00Z".parse().unwrap();
+        let error = Request::new(Endpoint::Aggregate, &query, site(), now).unwrap_err();
+        assert!(error.to_string().contains("auto or off"), "{error}");
+    }
+
+    #[test]
+    fn every_read_of_the_events_takes_the_same_sample() {
+        let shapes: [&[(&str, &str)]; 4] = [
+            // Visit metrics by an event property, with an event filter: events, visits by
+            // session and the matching visits, each a read of the events.
+            &[
+                ("property", "event:page"),
+                ("metrics", "visitors,visits,bounce_rate,pageviews"),
+                ("filters", "event:page==/a;visit:exit_page==/b"),
+            ],
+            &[
+                ("property", "visit:exit_page"),
+                ("metrics", "visitors,visits,time_on_page"),
+            ],
+            &[
+                ("property", "visit:source"),
+                ("metrics", "visitors,visits,conversion_rate"),
+                ("filters", "event:goal==Signup"),
+            ],
+            &[
+                ("property", "visit:country"),
+                ("metrics", "visitors,visits"),
+            ],
+        ];
+        for pairs in shapes {
+            let mut r = request(Endpoint::Breakdown, pairs);
+            r.sample(10_000, 1_000, &[]);
+            let every = r.sampling.expect("sampled").every;
+            for sql in r.stats_plan("glimpse", 3, &[]).unwrap().texts() {
+                let reads = sql.matches("FROM glimpse.events WHERE").count();
+                let sampled = sql
+                    .matches(&format!("visitor_id < {}", sql::sample_cutoff(every)))
+                    .count();
+                assert!(reads > 0, "{sql}");
+                assert_eq!(reads, sampled, "{pairs:?}: {sql}");
+            }
+        }
     }
 
     #[test]

@@ -287,6 +287,7 @@ pub fn maintenance_statements(database: &str, site: &str) -> Vec<String> {
         changes::parts_statement(database),
         manifest_statement(database),
         rolled_days_statement(database, site, 20_530, 20_540),
+        listed_rows_statement(database, site, 20_530, 20_540),
     ];
     statements.extend(build_statements(database, site, (20_536, 20_537), 1));
     statements.extend(delete_statements(database, None, site, &days, Some(1)));
@@ -449,6 +450,22 @@ pub(crate) fn rolled_days_statement(database: &str, site: &str, first: i64, last
     );
     sql.bind_str(site).push(" AND ");
     sql::day_range(&mut sql, first, last);
+    sql
+}
+
+/// The number of a site's events on its rolled days from `first` to `last` (UTC days), as
+/// each day's newest build counted them: what the query plan weighs to decide whether to
+/// sample (`plan::Request::sampling_lookup`). One `UInt64`; days not rolled up count 0.
+pub(crate) fn listed_rows_statement(database: &str, site: &str, first: i64, last: i64) -> Sql {
+    let mut sql = Sql::default();
+    let _ = write!(
+        sql.template,
+        "SELECT toUInt64(sum(day_rows)) FROM (SELECT day, argMax(rows, version) AS day_rows \
+         FROM {database}.rollup_days WHERE site = "
+    );
+    sql.bind_str(site).push(" AND ");
+    sql::day_range(&mut sql, first, last);
+    sql.push(" GROUP BY day)");
     sql
 }
 

@@ -102,6 +102,22 @@ pub fn statements(database: &str, timezone: &str) -> Vec<String> {
             texts
         };
         out.extend(stats(&[]));
+        // Where a large period may be sampled: the lookup of its events, and the plan again
+        // reading 1 in 10 visitors (in one time zone: the sample's condition does not
+        // depend on it).
+        let lookup = request.sampling_lookup(database, 1);
+        if let Some(lookup) = lookup.filter(|_| timezone == "UTC") {
+            out.insert(lookup.final_text());
+            let mut sampled = request.clone();
+            sampled.sample(10, 1, &[]);
+            assert!(sampled.sampling.is_some());
+            out.extend(
+                sampled
+                    .stats_plan(database, k, &[])
+                    .unwrap_or_else(|e| panic!("{pairs:?}: {e}"))
+                    .texts(),
+            );
+        }
         // Where the rollup may answer: the lookup of the rolled days, and the plan again with
         // every day it looks at rolled up.
         if let Some(lookup) = request.rolled_days_lookup(database) {
@@ -391,6 +407,17 @@ pub fn v2_statements(database: &str, timezone: &str) -> Vec<String> {
                 .texts()
         };
         out.extend(texts(&[]));
+        // Sampled, 1 in 10 visitors (in one time zone, as for v1).
+        let mut sampled = request.clone();
+        sampled.sample(10, 1, &[]);
+        if timezone == "UTC" {
+            out.extend(
+                sampled
+                    .stats_plan(database, k, &[])
+                    .unwrap_or_else(|e| panic!("{body}: {e}"))
+                    .texts(),
+            );
+        }
         // A breakdown's comparison: the second step, on a page of keys (quotes included; by
         // several dimensions, joined keys, one with an escaped separator byte).
         let keys = if query.dimensions.len() > 1 {

@@ -241,6 +241,12 @@ pub struct QueryConfig {
     /// events are gone removed). Long periods are then read from a few rows per day. 0: off,
     /// every question reads the events. Default 600.
     pub rollup_interval_secs: u64,
+    /// Above this many events of a site in a period (as counted by the rollup's listing of
+    /// its days), questions the rollup cannot answer (filters, hours, several dimensions) read
+    /// a sample of the visitors, 1 in N with N = ⌈events / threshold⌉, and scale counts by N:
+    /// answers then carry `sampling` (v1) or `meta.sampling` (v2). 0: off, every answer exact
+    /// (a request may also ask for exact figures: `sampling=off`). Default 10000000.
+    pub sampling_threshold_rows: u64,
     /// The mail server invitations are sent through: `smtp://host:25` (unencrypted; add
     /// `?tls=required` for STARTTLS) or `smtps://user:password@host:465` (TLS). A secret (it
     /// may hold a password). Unset: no mail; the invitation link is only in the answer to
@@ -363,6 +369,7 @@ impl Default for QueryConfig {
             query_rate_limit_burst: 60,
             min_group_size: 0,
             rollup_interval_secs: 600,
+            sampling_threshold_rows: 10_000_000,
             smtp_url: None,
             smtp_from: None,
             dashboard_url: None,

@@ -97,6 +97,7 @@ pub fn funnel(q: &FunnelQuery) -> Sql {
         imported: false,
         rolled: &[],
         keys: None,
+        sample: None,
     };
     let mut sql = Sql::default();
     let _ = write!(

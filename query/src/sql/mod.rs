@@ -48,6 +48,7 @@ mod stats;
 
 pub(crate) use builder::{day_range, days_condition, rows_between};
 pub use builder::{day_runs, Sql, Value, DAY};
+pub use expr::sample_cutoff;
 pub(crate) use expr::{visit_value, MAX_VISIT_SECS};
 pub use funnel::{funnel, FunnelQuery, FunnelRow};
 pub use imported::imported_answers;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::builder::{rows_between, Sql};
 use super::expr::{
     event_rows, has_event_filters, key_expression, matching_visits, row_conditions,
-    started_in_period, visit_conditions, visit_rows, visit_value, MAX_VISIT_SECS,
+    sampled_visitors, started_in_period, visit_conditions, visit_rows, visit_value, MAX_VISIT_SECS,
 };
 use super::question::{Group, Needs, StatsQuery, SUMS};
 use super::rolled_days::not_rolled;
@@ -112,6 +112,7 @@ fn events_and_visits_pass(sql: &mut Sql, q: &StatsQuery, needs: Needs) {
         q.database
     );
     rows_between(sql, q.site, q.start, q.end + MAX_VISIT_SECS);
+    sampled_visitors(sql, q);
     sql.push(" AND (");
     in_period(sql);
     sql.push(" OR ");

@@ -102,6 +102,9 @@ pub struct StatsQuery<'a> {
     /// Only the rows of these keys (a breakdown's comparison: the keys of the page it
     /// compares); `None`: every key.
     pub keys: Option<&'a [String]>,
+    /// Read only 1 in N visitors (`sampled_visitors`) and scale counts by N; `None`: every
+    /// row. Never with rolled days or imported aggregates, which are exact (the caller checks).
+    pub sample: Option<u64>,
 }
 
 /// The columns every stats statement returns, from which all metrics are computed.

@@ -87,6 +87,7 @@ mod tests {
             page: None,
             imported: false,
             rolled,
+            sample: None,
         }
     }
 

@@ -50,6 +50,13 @@ pub fn stats(q: &StatsQuery) -> Sql {
     let mut sql = Sql::default();
     let k = q.min_group_size;
     let needs = Needs::of(q);
+    // A sample of 1 in N visitors: every count times N (rates and averages, quotients of two
+    // counts, come out the same). The `(other)` threshold compares the sampled visitors: a
+    // key shown then has at least k real visitors too.
+    let scale = match q.sample {
+        Some(n) if n > 1 => format!(" * {n}"),
+        _ => String::new(),
+    };
     if needs.states {
         // Keys with at least k visitors keep their name; the rest merge into one "(other)"
         // row, whose visitors are merged `uniq` states (a visitor in two small groups counts
@@ -61,10 +68,13 @@ pub fn stats(q: &StatsQuery) -> Sql {
             .push(if imported {
                 ", s_key, '(other)') AS key, toUInt64(uniqMerge(e_state) + sum(i_visitors)) AS visitors"
             } else {
-                ", s_key, '(other)') AS key, toUInt64(uniqMerge(e_state)) AS visitors"
+                ", s_key, '(other)') AS key, toUInt64(uniqMerge(e_state)"
             });
+        if !imported {
+            let _ = write!(sql.template, "{scale}) AS visitors");
+        }
         for (name, column) in SUMS {
-            let _ = write!(sql.template, ", toUInt64(sum({column})) AS {name}");
+            let _ = write!(sql.template, ", toUInt64(sum({column}){scale}) AS {name}");
         }
         sql.push(" FROM (SELECT key AS s_key, e_visitors, e_state");
         if imported {
@@ -78,9 +88,15 @@ pub fn stats(q: &StatsQuery) -> Sql {
         only_keys(&mut sql, q.keys);
         sql.push(") GROUP BY key");
     } else {
-        sql.push("SELECT key, toUInt64(e_visitors) AS visitors");
+        let _ = write!(
+            sql.template,
+            "SELECT key, toUInt64(e_visitors{scale}) AS visitors"
+        );
         for (name, column) in SUMS {
-            let _ = write!(sql.template, ", toUInt64(greatest({column}, 0)) AS {name}");
+            let _ = write!(
+                sql.template,
+                ", toUInt64(greatest({column}, 0){scale}) AS {name}"
+            );
         }
         sql.push(" FROM ");
         source(&mut sql, q, needs);
@@ -158,6 +174,7 @@ mod tests {
             imported: false,
             rolled: &[],
             keys: Some(&[hostile.to_string()]),
+            sample: None,
         };
         let sql = stats(&q);
         assert!(!sql.template.contains("DROP"), "{}", sql.template);

@@ -245,6 +245,9 @@ pub fn shape(
     if query.include.total_rows {
         meta.insert("total_rows".into(), json!(total_rows.unwrap_or(0)));
     }
+    if let Some(sampling) = &request.sampling {
+        meta.insert("sampling".into(), sampling.json());
+    }
     if let Some(range) = &request.comparison {
         // Which dates were compared: a year earlier or the previous month is not obvious.
         meta.insert(

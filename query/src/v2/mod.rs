@@ -56,8 +56,8 @@ pub(crate) async fn query(
 ) -> Result<Response, ApiError> {
     let (site, body) = authorized_body(&state, request).await?;
     let query = parse(&body)?;
-    let request = translate(&query, site, Timestamp::now())?;
-    let (plan, rolled) = api::stats_plan(&state, &request).await?;
+    let mut request = translate(&query, site, Timestamp::now())?;
+    let (plan, rolled) = api::stats_plan(&state, &mut request).await?;
     // The two periods are independent: ClickHouse runs them side by side.
     let (figures, before) = tokio::try_join!(run_period(&state, &plan.current), async {
         match &plan.comparison {
@@ -199,6 +199,7 @@ pub fn translate(query: &Query, site: Site, now: Timestamp) -> Result<Request, A
         filters: query.filters.clone(),
         compare: query.include.comparison,
         with_imported: query.include.imports,
+        exact: query.include.exact,
         limit: query.limit,
         offset: query.offset,
         sort: breakdown_sort(query),

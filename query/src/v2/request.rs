@@ -90,6 +90,8 @@ pub struct Include {
     pub match_day_of_week: bool,
     /// `comparisons` as sent, for the answer's `query`.
     pub comparisons_json: Option<Value>,
+    /// `sampling: false`: exact figures even for a period large enough to be sampled.
+    pub exact: bool,
 }
 
 /// Plausible's default and largest page.
@@ -394,6 +396,13 @@ fn parse_include(value: Option<&Value>) -> Result<Include, ApiError> {
                 include.comparison = parsed.map(|(c, _)| c);
                 include.match_day_of_week = parsed.is_some_and(|(_, m)| m);
                 include.comparisons_json = include.comparison.map(|_| value.clone());
+                continue;
+            }
+            "sampling" => {
+                let sampling = value
+                    .as_bool()
+                    .ok_or_else(|| bad("include", "#/include/sampling: expected true or false"))?;
+                include.exact = !sampling;
                 continue;
             }
             other => {
