@@ -120,15 +120,44 @@ impl Store {
         }
     }
 
-    /// Empties a table of `glimpse` (on the cluster its `_local` table on every server: a
-    /// replica's `TRUNCATE` is its own).
+    /// The servers to send a change of a sharded table's rows to: the server, or on the
+    /// cluster each shard's leader replica of `local`. A replicated `TRUNCATE` or `OPTIMIZE`
+    /// reaches the other replica by the replication log, and 18.16 forwards one sent to a
+    /// follower to the leader without a password.
+    async fn leaders(&self, local: &str) -> anyhow::Result<Vec<clickhouse::Client>> {
+        let cluster = match self {
+            Self::Single(server) => return Ok(vec![server.client()]),
+            Self::Cluster(cluster) => cluster,
+        };
+        let mut leaders = Vec::new();
+        for node in &cluster.nodes {
+            let leader: u8 = node
+                .client()
+                .query(
+                    "SELECT toUInt8(count()) FROM system.replicas \
+                     WHERE database = 'glimpse' AND table = ? AND is_leader",
+                )
+                .bind(local)
+                .fetch_one()
+                .await
+                .with_context(|| format!("is {} the leader of {local}", node.name()))?;
+            if leader == 1 {
+                leaders.push(node.client());
+            }
+        }
+        anyhow::ensure!(
+            leaders.len() == glimpse_localcluster::SHARDS as usize,
+            "{} leaders of {local} for {} shards",
+            leaders.len(),
+            glimpse_localcluster::SHARDS
+        );
+        Ok(leaders)
+    }
+
+    /// Empties a table of `glimpse` (on the cluster, its `_local` table on every server).
     pub async fn truncate(&self, table: &str) -> anyhow::Result<()> {
         let local = glimpse_core::schema::cluster::local_table(table, self.cluster().as_ref());
-        let clients = match self {
-            Self::Single(server) => vec![server.client()],
-            Self::Cluster(cluster) => cluster.nodes.iter().map(ClusterNode::client).collect(),
-        };
-        for client in clients {
+        for client in self.leaders(&local).await? {
             client
                 .query(&format!("TRUNCATE TABLE glimpse.{local}"))
                 .execute()
@@ -138,11 +167,11 @@ impl Store {
         Ok(())
     }
 
-    /// Merges the events' parts where it is cheap to ask (best effort, as before a size's
-    /// measurements: ClickHouse merges in the background anyway).
+    /// Merges the events' parts (best effort, as before a size's measurements: ClickHouse
+    /// merges in the background anyway).
     pub async fn optimize_events(&self) {
         let local = glimpse_core::schema::cluster::local_table("events", self.cluster().as_ref());
-        for client in self.one_copy() {
+        for client in self.leaders(&local).await.unwrap_or_default() {
             let _ = client
                 .query(&format!("OPTIMIZE TABLE glimpse.{local}"))
                 .execute()
