@@ -6,7 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const CRATES: [&str; 4] = ["core/src", "collector/src", "query/src", "src"];
+const CRATES: [&str; 5] = [
+    "core/src",
+    "collector/src",
+    "query/src",
+    "localcluster/src",
+    "src",
+];
 
 /// A crate's modules: module path (`ingest::pipeline`) → file.
 fn modules(src: &Path) -> BTreeMap<String, PathBuf> {
@@ -315,6 +321,7 @@ fn every_dependency_is_used() {
         ("collector", &["src"][..]),
         ("query", &["src"][..]),
         ("bench", &["src"][..]),
+        ("localcluster", &["src"][..]),
         (".", &["src"][..]),
     ] {
         let manifest = std::fs::read_to_string(root().join(dir).join("Cargo.toml")).unwrap();

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use common::cluster::{ClusterNode, TestCluster, REPLICAS, SHARDS};
+use common::cluster::{ClusterNode, NodeCount, TestCluster, REPLICAS, SHARDS};
 use common::{browser_client, wait_for_200};
 use glimpse_collector::sink::{ClickHouseSink, Sink as _};
 use glimpse_core::schema::{self, EventRow};

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::{ClusterNode, TestCluster};
+use common::cluster::{ClusterNode, NodeCount, TestCluster};
 use common::{free_addr, serve_metrics_until, wait_for_200, FIREFOX};
 use glimpse_core::config::Secret;
 use glimpse_core::schema;

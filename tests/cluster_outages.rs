@@ -524,7 +524,7 @@ async fn a_shard_down_or_zookeeper_down_keeps_every_accepted_page_view_once() {
         .await
         .unwrap_or(0.0);
     assert!(pending > 0.0, "collector 1's spool should hold the backlog");
-    cluster.start_zookeeper();
+    cluster.start_zookeeper().await;
     let back = Instant::now();
     let drained = wait_until_drained(&collectors, &sent).await;
     println!(

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{ClusterNode, TestCluster};
+use common::cluster::{ClusterNode, NodeCount, TestCluster};
 use common::{browser_client, wait_for_200, FIREFOX};
 use glimpse_collector::ingest::pseudonym::{self, Clock, SaltStore};
 use glimpse_collector::ingest::shared_salts::SharedSalts;

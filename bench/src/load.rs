@@ -1,6 +1,7 @@
 //! The load generator: keep-alive HTTP/1.1 clients posting realistic, varied beacons to one
 //! URL, either as fast as they can or at a fixed total rate, for a fixed time. Loopback only.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,24 +87,25 @@ pub fn beacon(i: u64) -> String {
     )
 }
 
-/// Runs `concurrency` clients against `url` for `duration`. With `rate` (requests/s in total),
-/// each client paces itself; without, each sends as fast as answers come.
-/// The client address request `i` claims (`X-Forwarded-For`) out of `clients` distinct ones,
-/// in the benchmarking range 198.18.0.0/15: only a header value, the traffic goes to loopback.
-pub fn client_address(i: u64, clients: u32) -> String {
-    let n = (i % u64::from(clients.max(1))) as u32;
+/// The client address request `i` claims (`X-Forwarded-For`) out of the distinct ones numbered
+/// `clients`, in the benchmarking range 198.18.0.0/15: only a header value, the traffic goes
+/// to loopback. Loads sent to different collectors get disjoint ranges, as a load balancer
+/// hashing on the client address would give them.
+pub fn client_address(i: u64, clients: &Range<u32>) -> String {
+    let count = u64::from(clients.end.saturating_sub(clients.start).max(1));
+    let n = clients.start + (i % count) as u32;
     format!("198.{}.{}.{}", 18 + (n >> 16 & 1), n >> 8 & 255, n & 255)
 }
 
-/// Runs `concurrency` clients against `url` for `duration`, as `clients` distinct visitor
-/// addresses (so the collector holds that many open visits). With `rate` (requests/s in
+/// Runs `concurrency` clients against `url` for `duration`, as the distinct visitor addresses
+/// numbered `clients` (so the collector holds that many open visits). With `rate` (requests/s in
 /// total), each client paces itself; without, each sends as fast as answers come.
 pub async fn run(
     url: &str,
     concurrency: usize,
     duration: Duration,
     rate: Option<f64>,
-    clients: u32,
+    clients: Range<u32>,
 ) -> LoadResult {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency)
@@ -117,6 +119,7 @@ pub async fn run(
             let client = client.clone();
             let uri = uri.clone();
             let bodies = bodies.clone();
+            let clients = clients.clone();
             tokio::spawn(async move {
                 let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
                 let (mut requests, mut accepted, mut errors) = (0u64, 0u64, 0u64);
@@ -134,7 +137,7 @@ pub async fn run(
                             "user-agent",
                             USER_AGENTS[(i % USER_AGENTS.len() as u64) as usize],
                         )
-                        .header("x-forwarded-for", client_address(i, clients))
+                        .header("x-forwarded-for", client_address(i, &clients))
                         .body(Full::new(
                             bodies[(i % bodies.len() as u64) as usize].clone(),
                         ))

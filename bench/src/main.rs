@@ -4,15 +4,18 @@
 //! that answers `202` and does nothing (the ceiling), then `glimpse collector` with the spool on
 //! and off against a real ClickHouse it starts, each driven by the same load generator; it
 //! prints throughput, latency, CPU, memory, rows landed per second and the end-to-end lag, and
-//! ratios against the bare server measured in the same run. Loopback only; every run is
-//! bounded in time.
+//! ratios against the bare server measured in the same run. `cluster-ingest` and
+//! `query --cluster` compare one ClickHouse server with a 2-shard × 2-replica cluster in the
+//! same run. Loopback only; every run is bounded in time.
 
+mod cluster_ingest;
 mod generate;
 mod load;
 mod process;
 mod query;
 mod sampled;
 mod scale;
+mod store;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -55,6 +58,22 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         clients: u32,
     },
+    /// Two collectors into the loopback cluster (ZooKeeper, 2 shards × 2 replicas) against
+    /// one collector into one server, the same load in the same run.
+    ClusterIngest {
+        /// The glimpse binary to measure (build it with --release).
+        #[arg(long, default_value = "target/release/glimpse")]
+        glimpse: PathBuf,
+        /// Seconds of each run.
+        #[arg(long, default_value_t = 15)]
+        duration: u64,
+        /// Keep-alive connections in total (split over the collectors).
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Distinct visitor addresses in total (split over the collectors).
+        #[arg(long, default_value_t = 10_000)]
+        clients: u32,
+    },
     /// The query benchmark: the dashboard's queries through the stats API at growing sizes.
     Query {
         /// Stored events at which to measure (cumulative).
@@ -81,6 +100,10 @@ enum Command {
         /// The query service's `sampling_threshold_rows` (0: never sample).
         #[arg(long, default_value_t = glimpse_core::config::QueryConfig::default().sampling_threshold_rows)]
         sampling_threshold_rows: u64,
+        /// Then the same on the loopback cluster (ZooKeeper, 2 shards × 2 replicas), and the
+        /// two side by side.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Print the SQL the stats API sends for each of the query benchmark's dashboard queries
     /// (to time or EXPLAIN them by hand).
@@ -110,6 +133,17 @@ fn main() -> anyhow::Result<()> {
             concurrency,
             clients,
         )),
+        Command::ClusterIngest {
+            glimpse,
+            duration,
+            concurrency,
+            clients,
+        } => runtime.block_on(cluster_ingest::run(cluster_ingest::Options {
+            glimpse,
+            duration: Duration::from_secs(duration),
+            concurrency,
+            clients,
+        })),
         Command::Query {
             sizes,
             repeats,
@@ -118,6 +152,7 @@ fn main() -> anyhow::Result<()> {
             chdb_max_size,
             min_free_gb,
             sampling_threshold_rows,
+            cluster,
         } => runtime.block_on(query::run(query::Options {
             sizes: &sizes,
             repeats,
@@ -126,6 +161,7 @@ fn main() -> anyhow::Result<()> {
             chdb_max_size,
             min_free_bytes: min_free_gb * 1_000_000_000,
             sampling_threshold_rows,
+            cluster,
         })),
         Command::Sql { now, rolled } => {
             let now = match now {
@@ -211,14 +247,14 @@ async fn ingest(
     process::wait_listening(addr).await?;
     let url = format!("http://{addr}/api/event");
     let cpu0 = bare.cpu_seconds();
-    let max = load::run(&url, concurrency, duration, None, clients).await;
+    let max = load::run(&url, concurrency, duration, None, 0..clients).await;
     let cpu = (bare.cpu_seconds() - cpu0) / max.seconds * 100.0;
     let half = load::run(
         &url,
         concurrency,
         Duration::from_secs(10),
         Some(max.rate() / 2.0),
-        clients,
+        0..clients,
     )
     .await;
     results.push(Measured {
@@ -273,7 +309,7 @@ async fn ingest(
         let url = format!("http://{addr}/api/event");
         let before = count(&ch).await;
         let cpu0 = child.cpu_seconds();
-        let max = load::run(&url, concurrency, duration, None, clients).await;
+        let max = load::run(&url, concurrency, duration, None, 0..clients).await;
         let cpu = (child.cpu_seconds() - cpu0) / max.seconds * 100.0;
         let load_end = Instant::now();
         // Rows landed and lag: until ClickHouse has every accepted event of this run.
@@ -292,7 +328,7 @@ async fn ingest(
             concurrency,
             Duration::from_secs(10),
             Some(max.rate() / 2.0),
-            clients,
+            0..clients,
         )
         .await;
         let rate_10k = load::run(
@@ -300,7 +336,7 @@ async fn ingest(
             concurrency,
             Duration::from_secs(10),
             Some(10_000.0),
-            clients,
+            0..clients,
         )
         .await;
         let at_10k = Some((rate_10k.rate(), child.rss_now_mib()));

@@ -2,7 +2,9 @@
 //! visitors and visits, 90 days, 3 sites) written straight into ClickHouse in bounded chunks,
 //! then every dashboard query and a funnel timed through the stats API, p50/p95 over repeated
 //! runs, at growing data sizes (the scaling curve), with the cost of loading, storing and
-//! keeping up the rollup beside them (`scale`).
+//! keeping up the rollup beside them (`scale`). With `--cluster`, the same again on the
+//! loopback cluster (2 shards × 2 replicas, `store`) after one server, in the same run, and
+//! the two side by side.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,7 @@ use glimpse_core::site::Site;
 
 use crate::generate::{Generator, SITES, SOURCES};
 use crate::scale::{self, Memory, UpkeepFigures, CHUNK_ROWS};
+use crate::store::Store;
 
 pub async fn insert(client: &clickhouse::Client, rows: &[EventRow]) -> anyhow::Result<()> {
     let client = client.clone().with_database("glimpse");
@@ -164,10 +167,32 @@ pub struct Options<'a> {
     pub min_free_bytes: u64,
     /// The query service's `sampling_threshold_rows`.
     pub sampling_threshold_rows: u64,
+    /// Measure on the loopback cluster too, after one server (chdb: one server's data only).
+    pub cluster: bool,
 }
 
 pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
-    let Options {
+    let mut runs = Vec::new();
+    let stores: &[bool] = if options.cluster {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    for &cluster in stores {
+        runs.push(run_on(cluster, &options).await?);
+    }
+    if let [(_, single), (_, cluster)] = &runs[..] {
+        print_comparison(single, cluster);
+    }
+    Ok(())
+}
+
+/// Every size on one server, or on the cluster: the store's name and its results.
+async fn run_on(
+    cluster: bool,
+    options: &Options<'_>,
+) -> anyhow::Result<(&'static str, Vec<SizeResult>)> {
+    let &Options {
         sizes,
         repeats,
         chdb,
@@ -175,18 +200,14 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
         chdb_max_size,
         min_free_bytes,
         sampling_threshold_rows,
+        cluster: _,
     } = options;
     let work = tempfile::tempdir()?;
-    let clickhouse = glimpse_core::db::local::LocalClickHouse::start(
-        &work.path().join("clickhouse"),
-        "clickhouse-server",
-    )
-    .await?;
-    let client = clickhouse.client();
-    glimpse_core::schema::migrate(&client, "glimpse").await?;
+    let store = Store::start(cluster, &work.path().join("clickhouse")).await?;
+    let client = store.client();
+    let on_cluster = store.cluster();
+    glimpse_core::schema::migrate_on(&client, "glimpse", on_cluster.as_ref()).await?;
     let config = Config {
-        clickhouse_url: Some(clickhouse.url().to_string()),
-        clickhouse_password: clickhouse.password().into(),
         sites: SITES.iter().map(|s| Site::new(*s)).collect(),
         query: glimpse_core::config::QueryConfig {
             // Built below, after each size is loaded.
@@ -194,7 +215,7 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
             sampling_threshold_rows,
             ..Default::default()
         },
-        ..Config::default()
+        ..store.config()
     };
     let (key, _) =
         glimpse_query::auth::create_key(&client, "glimpse", &config, "*", "bench").await?;
@@ -206,7 +227,8 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
         std::future::pending::<()>(),
     ));
     println!(
-        "machine: {} cores, {}; load average {} at the start",
+        "{}: machine: {} cores, {}; load average {} at the start",
+        store.name(),
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
@@ -250,18 +272,12 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
             new_events as f64 / insert_secs
         );
         stored = size;
-        let _ = client
-            .query("OPTIMIZE TABLE glimpse.events")
-            .execute()
-            .await;
-        let memory_loaded = scale::memory(clickhouse.pid());
+        store.optimize_events().await;
+        let memory_loaded = scale::memory_of(&store.pids());
 
         // The baseline of the same run: no rollup, every question reads the events.
         for table in ["rollup_daily", "rollup_days"] {
-            client
-                .query(&format!("TRUNCATE TABLE glimpse.{table}"))
-                .execute()
-                .await?;
+            store.truncate(table).await?;
         }
         let events_only = if baseline {
             Some(time_api(&origin, &key, repeats).await?)
@@ -270,7 +286,8 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
         };
         // The rollup as a starting query service builds it (every day whose visits have
         // ended), then its upkeep.
-        let upkeep = scale::measure_upkeep(&client, &mut generator, now).await?;
+        let upkeep =
+            scale::measure_upkeep(&client, on_cluster.as_ref(), &mut generator, now).await?;
         println!(
             "{size} events: rollup of {} site days built in {:.1} s; upkeep: no-op {:.2} s \
              ({} days read), full-fingerprint no-op {:.2} s, one day changed {:.2} s ({} days \
@@ -305,16 +322,16 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
             samples.push(t.elapsed());
         }
         let floor = percentiles(&mut samples);
-        let events_bytes = scale::table_bytes(&client, "events").await?;
-        let rollup_bytes = scale::table_bytes(&client, "rollup_daily").await?
-            + scale::table_bytes(&client, "rollup_days").await?;
+        let events_bytes = store.table_bytes("events").await?;
+        let rollup_bytes =
+            store.table_bytes("rollup_daily").await? + store.table_bytes("rollup_days").await?;
         println!(
             "{size} events: {events_bytes} bytes of events on disk ({:.1} per event), \
              {rollup_bytes} of rollup",
             events_bytes as f64 / size as f64
         );
         let chdb = match chdb {
-            Some(python) if size <= chdb_max_size => {
+            Some(python) if size <= chdb_max_size && !cluster => {
                 let measured =
                     time_on_chdb(python, &client, work.path(), now, repeats, baseline).await?;
                 println!(
@@ -334,7 +351,7 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
             events_bytes,
             rollup_bytes,
             memory_loaded,
-            memory_end: scale::memory(clickhouse.pid()),
+            memory_end: scale::memory_of(&store.pids()),
             load: (load_start, scale::load_average()),
             events_only,
             with_rollup,
@@ -342,17 +359,19 @@ pub async fn run(options: Options<'_>) -> anyhow::Result<()> {
             chdb,
         });
         // After each size, so that a long run's first sizes are on record if a later one fails.
-        print_report(&table);
+        print_report(store.name(), &table);
     }
     server.abort();
-    clickhouse.stop().await;
-    Ok(())
+    let name = store.name();
+    store.stop().await;
+    Ok((name, table))
 }
 
-fn print_report(table: &[SizeResult]) {
+fn print_report(store: &str, table: &[SizeResult]) {
     println!();
     println!(
-        "ClickHouse 18.16 through the stats API, p50 / p95 ms (events only → with the rollup):"
+        "{store}, ClickHouse 18.16 through the stats API, p50 / p95 ms (events only → with the \
+         rollup):"
     );
     print_table(table, |r| Some((r.events_only.as_ref(), &r.with_rollup)));
     let floors: Vec<String> = table
@@ -364,7 +383,10 @@ fn print_report(table: &[SizeResult]) {
         floors.join("; ")
     );
     println!();
-    println!("Loading, storing and keeping up the rollup:");
+    println!(
+        "{store}: loading, storing (one copy) and keeping up the rollup (RSS summed over the \
+         ClickHouse servers):"
+    );
     println!();
     println!(
         "| events | new events: generated s / inserted s (events/s) | disk bytes per event \
@@ -414,43 +436,94 @@ fn print_report(table: &[SizeResult]) {
     }
 }
 
+/// One server and the cluster side by side at each size measured on both: p50 / p95 ms over
+/// the events only (where both were timed) and with the rollup, and the p95 ratio cluster ÷
+/// one server.
+fn print_comparison(single: &[SizeResult], cluster: &[SizeResult]) {
+    let cell = |(p50, p95): (f64, f64)| format!("{p50:.0} / {p95:.0}");
+    let ratio = |one: (f64, f64), two: (f64, f64)| format!("{:.2}", two.1 / one.1);
+    for (one, two) in single.iter().zip(cluster) {
+        println!();
+        println!(
+            "{} events, p50 / p95 ms: one server beside the cluster (2 shards × 2 replicas), \
+             same run; ratio = cluster p95 ÷ one server's p95. Load average: one server {} → {}, \
+             cluster {} → {}",
+            human(one.events),
+            one.load.0,
+            one.load.1,
+            two.load.0,
+            two.load.1
+        );
+        let baseline = one.events_only.as_ref().zip(two.events_only.as_ref());
+        let mut header = "| query |".to_string();
+        if baseline.is_some() {
+            header.push_str(" 1 server, events only | cluster, events only | ratio |");
+        }
+        header.push_str(" 1 server, with rollup | cluster, with rollup | ratio |");
+        println!("{header}");
+        println!(
+            "| --- |{}",
+            " ---: |".repeat(header.matches('|').count() - 2)
+        );
+        for (i, name) in names().enumerate() {
+            let mut row = format!("| {name} |");
+            if let Some((a, b)) = baseline {
+                row.push_str(&format!(
+                    " {} | {} | {} |",
+                    cell(a[i]),
+                    cell(b[i]),
+                    ratio(a[i], b[i])
+                ));
+            }
+            let (a, b) = (one.with_rollup[i], two.with_rollup[i]);
+            row.push_str(&format!(" {} | {} | {} |", cell(a), cell(b), ratio(a, b)));
+            println!("{row}");
+        }
+        println!(
+            "floor (count() of the period's rows, straight): one server {}, cluster {}, ratio {}",
+            cell(one.floor),
+            cell(two.floor),
+            ratio(one.floor, two.floor)
+        );
+    }
+}
+
 /// Times every dashboard query through the API, v1's then v2's, then the funnel: (p50, p95) ms
-/// each.
+/// each. A query answered other than `200` is timed no further: its figures are NaN and the
+/// answer is printed (on the cluster some fail, and the others are still worth timing).
 async fn time_api(origin: &str, key: &str, repeats: usize) -> anyhow::Result<Timings> {
-    let mut timings = Vec::new();
-    for (_, path) in QUERIES {
-        let mut samples = Vec::with_capacity(repeats);
-        for _ in 0..repeats {
-            let url = format!("{origin}/api/v1/stats/{path}&site_id=example.com");
-            let t = Instant::now();
-            let status = http_request(&url, key, None).await?;
-            samples.push(t.elapsed());
-            anyhow::ensure!(status == 200, "{url} answered {status}");
-        }
-        timings.push(percentiles(&mut samples));
-    }
-    let url = format!("{origin}/api/v2/query");
-    for (name, body) in V2_QUERIES {
+    let v1 = QUERIES.iter().map(|(name, path)| {
+        let url = format!("{origin}/api/v1/stats/{path}&site_id=example.com");
+        anyhow::Ok((*name, url, None))
+    });
+    let v2 = V2_QUERIES.iter().map(|(name, body)| {
         let body = serde_json::to_vec(&v2_body(body)?)?;
+        anyhow::Ok((*name, format!("{origin}/api/v2/query"), Some(body)))
+    });
+    let funnel = std::iter::once(FUNNEL).map(|(name, body)| {
+        let body = serde_json::to_vec(&v2_body(body)?)?;
+        anyhow::Ok((name, format!("{origin}/api/v2/funnel"), Some(body)))
+    });
+    let mut timings = Vec::new();
+    for request in v1.chain(v2).chain(funnel) {
+        let (name, url, body) = request?;
         let mut samples = Vec::with_capacity(repeats);
         for _ in 0..repeats {
             let t = Instant::now();
-            let status = http_request(&url, key, Some(&body)).await?;
+            let status = http_request(&url, key, body.as_deref()).await?;
+            if status != 200 {
+                println!("{name}: {url} answered {status}; not timed");
+                samples.clear();
+                break;
+            }
             samples.push(t.elapsed());
-            anyhow::ensure!(status == 200, "{name} answered {status}");
         }
-        timings.push(percentiles(&mut samples));
+        timings.push(if samples.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            percentiles(&mut samples)
+        });
     }
-    let url = format!("{origin}/api/v2/funnel");
-    let body = serde_json::to_vec(&v2_body(FUNNEL.1)?)?;
-    let mut samples = Vec::with_capacity(repeats);
-    for _ in 0..repeats {
-        let t = Instant::now();
-        let status = http_request(&url, key, Some(&body)).await?;
-        samples.push(t.elapsed());
-        anyhow::ensure!(status == 200, "{} answered {status}", FUNNEL.0);
-    }
-    timings.push(percentiles(&mut samples));
     Ok(timings)
 }
 

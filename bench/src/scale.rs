@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use glimpse_core::config::ClusterName;
 use glimpse_query::rollup::{RefreshReport, Upkeep};
 
 use crate::generate::Generator;
@@ -53,6 +54,17 @@ pub fn memory(pid: Option<u32>) -> Memory {
     }
 }
 
+/// The memory of several ClickHouse servers (a cluster's), summed; the peaks are each server's
+/// own, so their sum is an upper bound of the peak of the sum.
+pub fn memory_of(pids: &[u32]) -> Memory {
+    pids.iter()
+        .map(|&pid| memory(Some(pid)))
+        .fold(Memory::default(), |sum, m| Memory {
+            rss_mib: sum.rss_mib + m.rss_mib,
+            peak_rss_mib: sum.peak_rss_mib + m.peak_rss_mib,
+        })
+}
+
 /// Bytes on disk of a table's active parts (`system.parts`; older servers call the column
 /// `bytes`).
 pub async fn table_bytes(client: &clickhouse::Client, table: &str) -> anyhow::Result<u64> {
@@ -96,9 +108,11 @@ pub struct UpkeepFigures {
 }
 
 /// Builds the rollup with a fresh [`Upkeep`] (the first refresh of a service), then times a
-/// no-op refresh, a full-fingerprint one, and one after late visits on one day 10 days ago.
+/// no-op refresh, a full-fingerprint one, and one after late visits on one day 10 days ago;
+/// on one server or, with `cluster`, as a query service in cluster mode does it.
 pub async fn measure_upkeep(
     client: &clickhouse::Client,
+    cluster: Option<&ClusterName>,
     generator: &mut Generator,
     now: u32,
 ) -> anyhow::Result<UpkeepFigures> {
@@ -107,7 +121,9 @@ pub async fn measure_upkeep(
     let timed = |started: Instant| started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let built = upkeep.refresh(client, "glimpse", i64::from(now)).await?;
+    let built = upkeep
+        .refresh_on(client, "glimpse", cluster, i64::from(now))
+        .await?;
     figures.build_secs = timed(started);
     figures.days_built = built.days_built.len();
     anyhow::ensure!(
@@ -116,7 +132,9 @@ pub async fn measure_upkeep(
     );
 
     let started = Instant::now();
-    let noop: RefreshReport = upkeep.refresh(client, "glimpse", i64::from(now)).await?;
+    let noop: RefreshReport = upkeep
+        .refresh_on(client, "glimpse", cluster, i64::from(now))
+        .await?;
     figures.noop_secs = timed(started);
     figures.noop_days_checked = noop.days_checked;
     anyhow::ensure!(
@@ -126,7 +144,8 @@ pub async fn measure_upkeep(
     );
 
     let started = Instant::now();
-    let full = glimpse_query::rollup::refresh(client, "glimpse", i64::from(now)).await?;
+    let full =
+        glimpse_query::rollup::refresh_on(client, "glimpse", cluster, i64::from(now)).await?;
     figures.full_noop_secs = timed(started);
     anyhow::ensure!(full.days_built.is_empty(), "{:?}", full.days_built);
 
@@ -138,7 +157,9 @@ pub async fn measure_upkeep(
     }
     crate::query::insert(client, &late).await?;
     let started = Instant::now();
-    let one_day = upkeep.refresh(client, "glimpse", i64::from(now)).await?;
+    let one_day = upkeep
+        .refresh_on(client, "glimpse", cluster, i64::from(now))
+        .await?;
     figures.one_day_secs = timed(started);
     figures.one_day_checked = one_day.days_checked;
     figures.one_day_built = one_day.days_built.len();

@@ -222,8 +222,9 @@ impl LocalClickHouse {
     /// Starts one node of a cluster: on ports chosen beforehand (every node's configuration
     /// names the others'), with `password` (a cluster's nodes share their credentials), and
     /// with the settings in `dir/config.d/*.xml` merged into the generated configuration by
-    /// ClickHouse itself (`remote_servers`, `macros`, `zookeeper`, …). The test cluster of
-    /// `tests/common/cluster.rs` starts four this way; Glimpse itself never starts a cluster.
+    /// ClickHouse itself (`remote_servers`, `macros`, `zookeeper`, …). The loopback cluster of
+    /// `glimpse-localcluster` (tests and benchmarks) starts four this way; Glimpse itself never
+    /// starts a cluster.
     pub async fn start_node(
         dir: &Path,
         bin: &str,
