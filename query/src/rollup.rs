@@ -73,13 +73,16 @@ impl Upkeep {
     ) -> Result<RefreshReport, clickhouse::error::Error> {
         let until = settled_until(now);
         // Read before the events: a change landing meanwhile shows in the next marks.
-        let marks = changes::partition_marks(client, database).await?;
-        let days = match &self.last {
-            Some((before, before_until)) if !marks.is_empty() => {
-                changes::changed_days(before, *before_until, &marks, until)
+        let parts = changes::active_parts(client, database).await?;
+        let marks = changes::partition_marks(&parts);
+        let mut days = None;
+        if let Some((before, before_until)) = self.last.as_ref().filter(|_| !marks.is_empty()) {
+            if let Some(found) = changes::changes(before, &parts) {
+                let mut ranges = found.ranges;
+                ranges.extend(changes::new_rows_days(client, database, &found.new_parts).await?);
+                days = Some(changes::days_to_read(ranges, *before_until, until));
             }
-            _ => None,
-        };
+        }
         let report = refresh_days(client, database, cluster, until, days.as_deref()).await?;
         // Kept only after a refresh that succeeded: a failed one is retried from the old marks.
         self.last = (!marks.is_empty()).then_some((marks, until));
@@ -285,6 +288,7 @@ pub fn maintenance_statements(database: &str, site: &str) -> Vec<String> {
         fingerprints_statement(database, 20_540 * DAY),
         day_fingerprints_statement(database, 20_535, 20_537),
         changes::parts_statement(database),
+        changes::new_rows_days_statement(database, &["202603_1_1_0", "202603_2_2_0"]),
         manifest_statement(database),
         rolled_days_statement(database, site, 20_530, 20_540),
     ];
