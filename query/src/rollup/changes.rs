@@ -6,17 +6,21 @@
 //! parts' row count and their highest block number. An insert (a collector's batch, a late
 //! spool, `glimpse import`) takes new, higher block numbers: its parts are the only ones above
 //! the last refresh's highest block, and the days of their rows — read from those parts alone
-//! (`_part`) — are the days it changed. An `ALTER … DELETE` (erasure, retention, a deleted
-//! site) lowers the row count of the blocks the last refresh saw: which days lost rows no part
-//! tells, so the whole month is fingerprinted again, and the day before it (a visit started on
-//! a month's last day may have rows in the next month; a visit lasts at most a day). Such a
-//! delete rewrites those parts anyway, so reading their month costs about what the delete did.
-//! A merge changes neither count nor blocks, so it costs nothing; a merge of new parts with
-//! older ones before the refresh saw them hides which rows are new: their month is read. The
-//! mutation version is left out on purpose: every `ALTER … DELETE` gives it to every part of
-//! the table, so it would make each erasure re-read all history. (Glimpse never runs
-//! `ALTER … UPDATE` on events, the one change that keeps both the count and the blocks.)
-//! Writes that bypass parts altogether do not exist: every change to a MergeTree table is one.
+//! (`_part`) — are the days it changed. A merge changes neither count nor blocks, so it costs
+//! nothing; a part merged from blocks seen and newer ones is read whole (its days include the
+//! new rows'), which costs what that merge re-covered. An `ALTER … DELETE` (erasure,
+//! retention, a deleted site; a mutation, which 18.16 runs after the statement returns) lowers
+//! the row count of the blocks seen: which days lost rows no part tells, so the whole month is
+//! fingerprinted again, and the day before it (a visit started on a month's last day may have
+//! rows in the next month; a visit lasts at most a day). Such a delete rewrites those parts
+//! anyway, so reading their month costs about what the delete did. Only while a delete is new
+//! or running (`system.mutations`) does a merged part count as a possible delete too. The
+//! mutation version in part names is left out on purpose: every `ALTER … DELETE` gives it to
+//! every part of the table, so it would make each erasure re-read all history. (Glimpse never
+//! runs `ALTER … UPDATE` on events, the one change that keeps both the count and the blocks.)
+//! Every write to a MergeTree table, Glimpse's or not, is a part or a mutation: nothing
+//! bypasses these marks, so no periodic full fingerprint is needed (a restarted service's
+//! first refresh is one).
 
 use std::collections::{HashMap, HashSet};
 
@@ -123,10 +127,12 @@ pub(super) struct Changes<'a> {
 }
 
 /// What changed since `before`; `None` when a changed partition id is not a month
-/// (`YYYYMM`): then every day is read.
+/// (`YYYYMM`): then every day is read. `deleted` tells whether rows may have been deleted
+/// since (a mutation of the events not yet finished at the last refresh).
 pub(super) fn changes<'a>(
     before: &HashMap<String, PartitionMark>,
     parts: &'a [Part],
+    deleted: bool,
 ) -> Option<Changes<'a>> {
     let now = partition_marks(parts);
     let changed: HashSet<&String> = before
@@ -137,21 +143,64 @@ pub(super) fn changes<'a>(
     let mut found = Changes::default();
     for partition in changed {
         let seen = before.get(partition);
-        // Parts of blocks the last refresh saw (possibly merged or mutated since) and parts
-        // of blocks written after it.
-        let is_new = |part: &Part| seen.is_none_or(|m| part.min_block > m.max_block);
-        let of_partition = || parts.iter().filter(|p| &p.partition == partition);
-        let straddles =
-            of_partition().any(|p| !is_new(p) && seen.is_some_and(|m| p.max_block > m.max_block));
-        let old_rows: u64 = of_partition().filter(|p| !is_new(p)).map(|p| p.rows).sum();
-        if !straddles && old_rows == seen.map_or(0, |m| m.rows) {
-            found.new_parts.extend(of_partition().filter(|p| is_new(p)));
+        let (mut old_rows, mut straddling_rows) = (0, 0);
+        let mut to_read = Vec::new();
+        for part in parts.iter().filter(|p| &p.partition == partition) {
+            match seen {
+                // Blocks the last refresh saw, possibly merged or mutated since.
+                Some(m) if part.max_block <= m.max_block => old_rows += part.rows,
+                // A merge of blocks it saw with newer ones: its rows hold the new rows' days.
+                Some(m) if part.min_block <= m.max_block => {
+                    straddling_rows += part.rows;
+                    to_read.push(part);
+                }
+                // Written after it.
+                _ => to_read.push(part),
+            }
+        }
+        let seen_rows = seen.map_or(0, |m| m.rows);
+        // Without a straddling part, the rows of the blocks seen tell a delete exactly; with
+        // one, only the absence of any delete since does.
+        let kept = if straddling_rows == 0 {
+            old_rows == seen_rows
+        } else {
+            !deleted && old_rows + straddling_rows >= seen_rows
+        };
+        if kept {
+            found.new_parts.extend(to_read);
         } else {
             let (first, last) = month_days(partition)?;
             found.ranges.push((first - 1, last));
         }
     }
     Some(found)
+}
+
+/// The ids of the mutations of `database.events` (the `ALTER … DELETE`s of erasure,
+/// retention and site deletion), each with whether it has finished.
+pub(super) fn mutations_statement(database: &str) -> Sql {
+    let mut sql = Sql::default();
+    sql.push("SELECT mutation_id, is_done FROM system.mutations WHERE database = ")
+        .bind_str(database)
+        .push(" AND table = 'events'");
+    sql
+}
+
+/// The mutations of `database.events` that have finished, and whether any has not.
+pub(super) async fn mutations(
+    client: &clickhouse::Client,
+    database: &str,
+) -> Result<(HashSet<String>, bool), clickhouse::error::Error> {
+    let rows: Vec<(String, u8)> = mutations_statement(database)
+        .query(client)
+        .fetch_all()
+        .await?;
+    let running = rows.iter().any(|(_, done)| *done == 0);
+    let done = rows
+        .into_iter()
+        .filter_map(|(id, done)| (done != 0).then_some(id))
+        .collect();
+    Ok((done, running))
 }
 
 /// The days a part's rows may have visits started on, told by its event times alone: from
@@ -325,26 +374,26 @@ mod tests {
             part("202603_5_9_1", 20, ("2026-03-01", "2026-03-31")),
         ];
         let before = partition_marks(&seen);
-        assert_eq!(changes(&before, &seen), Some(Changes::default()));
+        assert_eq!(changes(&before, &seen, false), Some(Changes::default()));
         // The same rows merged into another layout: nothing.
         let merged = vec![
             part("202602_1_4_2", 10, ("2026-02-01", "2026-02-28")),
             part("202603_5_7_2", 12, ("2026-03-01", "2026-03-20")),
             part("202603_8_9_1", 8, ("2026-03-10", "2026-03-31")),
         ];
-        assert_eq!(changes(&before, &merged), Some(Changes::default()));
+        assert_eq!(changes(&before, &merged, false), Some(Changes::default()));
         // A late row in March, new parts in a month not seen before (one already merged with
         // another new one): those parts, nothing read whole.
         let mut now = merged.clone();
         now.push(part("202603_10_10_0", 1, ("2026-03-12", "2026-03-12")));
         now.push(part("202511_11_12_1", 2, ("2025-11-15", "2025-11-16")));
-        let found = changes(&before, &now).unwrap();
+        let found = changes(&before, &now, false).unwrap();
         assert_eq!(names(&found), ["202511_11_12_1", "202603_10_10_0"]);
         assert!(found.ranges.is_empty());
         // A partition that is not a month is fine as long as only new parts are in it.
         let all = vec![part("all_0_0_0", 1, ("2026-03-01", "2026-03-01"))];
         assert_eq!(
-            names(&changes(&HashMap::new(), &all).unwrap()),
+            names(&changes(&HashMap::new(), &all, false).unwrap()),
             ["all_0_0_0"]
         );
     }
@@ -363,17 +412,30 @@ mod tests {
             part("202602_1_4_1_13", 9, ("2026-02-01", "2026-02-28")),
             seen[1].clone(),
         ];
-        let found = changes(&before, &erased).unwrap();
+        let found = changes(&before, &erased, true).unwrap();
         assert_eq!((names(&found), found.ranges), (vec![], vec![february]));
         // A partition gone (retention): its month.
-        let found = changes(&before, &seen[1..]).unwrap();
+        let found = changes(&before, &seen[1..], true).unwrap();
         assert_eq!(found.ranges, vec![february]);
-        // A late row merged with older parts before the refresh saw it: March whole.
+        // A late row merged with older parts before the refresh saw it: that merged part is
+        // read, unless a delete may have run since (then March whole).
         let merged = vec![
             seen[0].clone(),
             part("202603_5_10_2", 21, ("2026-03-01", "2026-03-31")),
         ];
-        let found = changes(&before, &merged).unwrap();
+        let found = changes(&before, &merged, false).unwrap();
+        assert_eq!(
+            (names(&found), found.ranges),
+            (vec!["202603_5_10_2"], vec![])
+        );
+        let found = changes(&before, &merged, true).unwrap();
+        assert_eq!((names(&found), found.ranges), (vec![], vec![march]));
+        // A merged part with fewer rows than were seen: a delete, whatever the mutations say.
+        let shrunk = vec![
+            seen[0].clone(),
+            part("202603_5_10_2", 19, ("2026-03-01", "2026-03-31")),
+        ];
+        let found = changes(&before, &shrunk, false).unwrap();
         assert_eq!((names(&found), found.ranges), (vec![], vec![march]));
         // A delete in March and a late row: March whole (the new part's days are in it).
         let mut both = vec![
@@ -381,12 +443,12 @@ mod tests {
             part("202603_5_9_1_14", 19, ("2026-03-01", "2026-03-31")),
         ];
         both.push(part("202603_15_15_0", 1, ("2026-03-12", "2026-03-12")));
-        let found = changes(&before, &both).unwrap();
+        let found = changes(&before, &both, true).unwrap();
         assert_eq!(found.ranges, vec![march]);
         // A changed partition that is not a month: every day is read.
         let all = vec![part("all_1_4_1_5", 1, ("2026-03-01", "2026-03-01"))];
         let before_all = partition_marks(&[part("all_1_4_1", 2, ("2026-03-01", "2026-03-01"))]);
-        assert_eq!(changes(&before_all, &all), None);
+        assert_eq!(changes(&before_all, &all, true), None);
     }
 
     #[test]
