@@ -241,10 +241,16 @@ pub(super) async fn new_rows_days(
         return Ok(Vec::new());
     }
     let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
-    let found: Vec<(String, String)> = new_rows_days_statement(database, &names)
-        .query(client)
-        .fetch_all()
-        .await?;
+    let mut found: Vec<(String, String)> = Vec::new();
+    // A few hundred names a statement keeps it far below ClickHouse's `max_query_size`.
+    for names in names.chunks(400) {
+        found.extend(
+            new_rows_days_statement(database, names)
+                .query(client)
+                .fetch_all::<(String, String)>()
+                .await?,
+        );
+    }
     let mut ranges = Vec::new();
     let mut read: HashSet<&str> = HashSet::new();
     for (part, day) in &found {
