@@ -82,13 +82,15 @@ impl Upkeep {
     ) -> Result<RefreshReport, clickhouse::error::Error> {
         let until = settled_until(now);
         // Read before the events: a change landing meanwhile shows in the next marks. The
-        // mutations before the parts: one finished by then has its deletes in them.
-        let (mutations_done, running) = changes::mutations(client, database).await?;
+        // mutations before the parts (one finished by then has its deletes in them) and after
+        // (one that appeared in between may have too).
+        let mutations = changes::mutations(client, database).await?;
         let parts = changes::active_parts(client, database).await?;
         let marks = changes::partition_marks(&parts);
         let mut days = None;
         if let Some(seen) = self.last.as_ref().filter(|_| !marks.is_empty()) {
-            let deleted = running || !mutations_done.is_subset(&seen.mutations_done);
+            let later = changes::mutations(client, database).await?;
+            let deleted = mutations.deleted_since(&seen.mutations_done, &later);
             if let Some(found) = changes::changes(&seen.marks, &parts, deleted) {
                 let mut ranges = found.ranges;
                 ranges.extend(changes::new_rows_days(client, database, &found.new_parts).await?);
@@ -100,7 +102,7 @@ impl Upkeep {
         self.last = (!marks.is_empty()).then_some(Seen {
             marks,
             until,
-            mutations_done,
+            mutations_done: mutations.done,
         });
         Ok(report)
     }

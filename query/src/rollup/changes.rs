@@ -186,21 +186,39 @@ pub(super) fn mutations_statement(database: &str) -> Sql {
     sql
 }
 
-/// The mutations of `database.events` that have finished, and whether any has not.
+/// The mutations of `database.events`: every one listed, and those finished.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Mutations {
+    pub all: HashSet<String>,
+    pub done: HashSet<String>,
+}
+
+impl Mutations {
+    /// Whether rows may have been deleted after `seen` (finished mutations read before the
+    /// last refresh's parts), up to `later` (the mutations read after this refresh's parts):
+    /// a mutation running, or one not finished by then, or one that appeared meanwhile.
+    pub fn deleted_since(&self, seen: &HashSet<String>, later: &Mutations) -> bool {
+        self.all.len() > self.done.len() || !self.done.is_subset(seen) || later.all != self.all
+    }
+}
+
+/// The mutations of `database.events`.
 pub(super) async fn mutations(
     client: &clickhouse::Client,
     database: &str,
-) -> Result<(HashSet<String>, bool), clickhouse::error::Error> {
+) -> Result<Mutations, clickhouse::error::Error> {
     let rows: Vec<(String, u8)> = mutations_statement(database)
         .query(client)
         .fetch_all()
         .await?;
-    let running = rows.iter().any(|(_, done)| *done == 0);
-    let done = rows
-        .into_iter()
-        .filter_map(|(id, done)| (done != 0).then_some(id))
-        .collect();
-    Ok((done, running))
+    let mut mutations = Mutations::default();
+    for (id, done) in rows {
+        if done != 0 {
+            mutations.done.insert(id.clone());
+        }
+        mutations.all.insert(id);
+    }
+    Ok(mutations)
 }
 
 /// The days a part's rows may have visits started on, told by its event times alone: from
@@ -455,6 +473,31 @@ mod tests {
         let all = vec![part("all_1_4_1_5", 1, ("2026-03-01", "2026-03-01"))];
         let before_all = partition_marks(&[part("all_1_4_1", 2, ("2026-03-01", "2026-03-01"))]);
         assert_eq!(changes(&before_all, &all, true), None);
+    }
+
+    #[test]
+    fn deletes_are_told_by_mutations_running_new_or_appearing() {
+        let ids = |ids: &[&str]| ids.iter().map(|id| id.to_string()).collect::<HashSet<_>>();
+        let of = |all: &[&str], done: &[&str]| Mutations {
+            all: ids(all),
+            done: ids(done),
+        };
+        let seen = ids(&["mutation_4.txt"]);
+        let quiet = of(&["mutation_4.txt"], &["mutation_4.txt"]);
+        assert!(!quiet.deleted_since(&seen, &quiet));
+        // One running, one finished since the last refresh, one appearing while the parts
+        // were read.
+        let running = of(&["mutation_4.txt", "mutation_9.txt"], &["mutation_4.txt"]);
+        assert!(running.deleted_since(&seen, &running));
+        let finished = of(
+            &["mutation_4.txt", "mutation_9.txt"],
+            &["mutation_4.txt", "mutation_9.txt"],
+        );
+        assert!(finished.deleted_since(&seen, &finished));
+        assert!(quiet.deleted_since(&seen, &finished));
+        // Old finished ones forgotten by the server change nothing.
+        let forgotten = of(&[], &[]);
+        assert!(!forgotten.deleted_since(&seen, &forgotten));
     }
 
     #[test]
