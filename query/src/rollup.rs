@@ -14,7 +14,7 @@
 
 mod changes;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use glimpse_core::config::ClusterName;
@@ -47,7 +47,16 @@ pub struct RefreshReport {
 /// so that the next one reads only the days that may have changed.
 #[derive(Debug, Default)]
 pub struct Upkeep {
-    last: Option<(HashMap<String, changes::PartitionMark>, i64)>,
+    last: Option<Seen>,
+}
+
+/// What the last refresh saw of the events.
+#[derive(Debug)]
+struct Seen {
+    marks: HashMap<String, changes::PartitionMark>,
+    until: i64,
+    /// The mutations finished by then: their deletes show in `marks`.
+    mutations_done: HashSet<String>,
 }
 
 impl Upkeep {
@@ -72,17 +81,29 @@ impl Upkeep {
         now: i64,
     ) -> Result<RefreshReport, clickhouse::error::Error> {
         let until = settled_until(now);
-        // Read before the events: a change landing meanwhile shows in the next marks.
-        let marks = changes::partition_marks(client, database).await?;
-        let days = match &self.last {
-            Some((before, before_until)) if !marks.is_empty() => {
-                changes::changed_days(before, *before_until, &marks, until)
+        // Read before the events: a change landing meanwhile shows in the next marks. The
+        // mutations before the parts (one finished by then has its deletes in them) and after
+        // (one that appeared in between may have too).
+        let mutations = changes::mutations(client, database).await?;
+        let parts = changes::active_parts(client, database).await?;
+        let marks = changes::partition_marks(&parts);
+        let mut days = None;
+        if let Some(seen) = self.last.as_ref().filter(|_| !marks.is_empty()) {
+            let later = changes::mutations(client, database).await?;
+            let deleted = mutations.deleted_since(&seen.mutations_done, &later);
+            if let Some(found) = changes::changes(&seen.marks, &parts, deleted) {
+                let mut ranges = found.ranges;
+                ranges.extend(changes::new_rows_days(client, database, &found.new_parts).await?);
+                days = Some(changes::days_to_read(ranges, seen.until, until));
             }
-            _ => None,
-        };
+        }
         let report = refresh_days(client, database, cluster, until, days.as_deref()).await?;
         // Kept only after a refresh that succeeded: a failed one is retried from the old marks.
-        self.last = (!marks.is_empty()).then_some((marks, until));
+        self.last = (!marks.is_empty()).then_some(Seen {
+            marks,
+            until,
+            mutations_done: mutations.done,
+        });
         Ok(report)
     }
 }
@@ -179,7 +200,7 @@ async fn refresh_days(
     };
     // Per site: the days to build, with their fingerprints.
     let mut to_build: BTreeMap<String, Vec<(i64, u64, u64)>> = BTreeMap::new();
-    let mut with_events = std::collections::HashSet::new();
+    let mut with_events = HashSet::new();
     for (site, day, rows, checksum) in events {
         let Some(number) = day_number(&day) else {
             continue;
@@ -285,6 +306,8 @@ pub fn maintenance_statements(database: &str, site: &str) -> Vec<String> {
         fingerprints_statement(database, 20_540 * DAY),
         day_fingerprints_statement(database, 20_535, 20_537),
         changes::parts_statement(database),
+        changes::mutations_statement(database),
+        changes::new_rows_days_statement(database, &["202603_1_1_0", "202603_2_2_0"]),
         manifest_statement(database),
         rolled_days_statement(database, site, 20_530, 20_540),
         listed_rows_statement(database, site, 20_530, 20_540),

@@ -248,8 +248,9 @@ pub async fn rollup(s: &Service) {
 }
 
 /// A running query service's refreshes read only the days whose events may have changed (told
-/// by the events' parts), and still rebuild exactly the changed days: a late row, an erasure,
-/// a month far from the others; a merge changes nothing.
+/// by the events' parts), and rebuild exactly the changed days and nothing else: a late row
+/// (its day alone is read), an import, an erasure, retention, a month far from the others; a
+/// merge changes nothing, nor does a refresh with nothing new.
 async fn incremental_upkeep(s: &Service, now: i64) {
     use glimpse_query::rollup::Upkeep;
     let mut upkeep = Upkeep::default();
@@ -271,7 +272,7 @@ async fn incremental_upkeep(s: &Service, now: i64) {
         "nothing changed, nothing read: {noop:?}"
     );
 
-    // A row in a month of its own: only that month (and the day before it) is read.
+    // A row in a month of its own: only its day is read.
     insert_visit(s, OTHER, utc_seconds("2025-11-15", 9, 0), "/upkeep", 9_001).await;
     let report = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
     assert_eq!(
@@ -304,25 +305,211 @@ async fn incremental_upkeep(s: &Service, now: i64) {
     );
     assert!(report.days_built.is_empty(), "{report:?}");
     assert_eq!(report.days_checked, 0, "{report:?}");
-    // A late row in March: March is read, only its day rebuilt.
+    // A late row on an old day: that day alone is read (every site's figures of it) and
+    // rebuilt, not its month.
     insert_visit(s, OTHER, utc_seconds("2026-03-20", 9, 0), "/upkeep", 9_002).await;
     let report = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
     assert_eq!(
         report.days_built,
         vec![(OTHER.to_string(), "2026-03-20".to_string())]
     );
-    assert!(report.days_checked <= march_days + 1, "{report:?}");
+    assert_eq!(
+        report.days_checked,
+        site_days_on(s, &["2026-03-20"]).await,
+        "{report:?}"
+    );
     assert!(report.days_removed.is_empty());
+    let late_row_read = report.days_checked;
+    let noop = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
+    assert_eq!(
+        (noop.days_built.len(), noop.days_checked),
+        (0, 0),
+        "{noop:?}"
+    );
+
+    // A late row merged with the parts seen before the refresh sees it: the merged part is
+    // read for its days, and still only the late row's day is rebuilt.
+    insert_visit(s, OTHER, utc_seconds("2026-03-21", 9, 0), "/upkeep", 9_005).await;
+    s.ch.client
+        .query(&format!("OPTIMIZE TABLE {}.events FINAL", s.db))
+        .execute()
+        .await
+        .unwrap();
+    let report = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
+    assert_eq!(
+        (report.days_built.clone(), report.days_removed.len()),
+        (vec![(OTHER.to_string(), "2026-03-21".to_string())], 0),
+        "{report:?}"
+    );
+
+    // An import (`glimpse import`, two batches on two old days): exactly those days.
+    let imported = [
+        visit_row(SITE, utc_seconds("2026-03-22", 10, 0), "/imported", 9_003),
+        visit_row(SITE, utc_seconds("2026-03-27", 11, 0), "/imported", 9_003),
+    ];
+    let lines: String = imported
+        .iter()
+        .map(|row| serde_json::to_string(row).unwrap() + "\n")
+        .collect();
+    let rows = glimpse_collector::admin::export::import(
+        &s.ch.client,
+        s.db,
+        lines.as_bytes(),
+        glimpse_collector::admin::export::Format::JsonLines,
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows, 2);
+    let report = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
+    let import_days = [
+        (SITE.to_string(), "2026-03-22".to_string()),
+        (SITE.to_string(), "2026-03-27".to_string()),
+    ];
+    assert_eq!(
+        site_days(&report.days_built),
+        BTreeSet::from(import_days.clone())
+    );
+    assert_eq!(
+        report.days_checked,
+        site_days_on(s, &["2026-03-22", "2026-03-27"]).await,
+        "{report:?}"
+    );
+    assert!(report.days_removed.is_empty());
+
+    // The erasure of that visitor (`glimpse erase`): exactly their days are rebuilt; which
+    // days lost rows no part tells, so their month is read.
+    let erased = glimpse_collector::admin::erase::visitor(&s.ch.client, s.db, None, SITE, 9_003)
+        .await
+        .unwrap();
+    assert_eq!(erased, 2);
+    let gone = glimpse_collector::admin::erase::wait_until_erased(
+        &s.ch.client,
+        s.db,
+        SITE,
+        9_003,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert!(gone, "the erasure did not run within 30 s");
+    let report = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
+    // Rebuilt without them, or removed where they were the day's only visitor.
+    assert_eq!(touched(&report), BTreeSet::from(import_days), "{report:?}");
+    assert_eq!(
+        report.days_checked,
+        site_days_between(s, "2026-02-28", "2026-03-31").await,
+        "March and the day before it: {report:?}"
+    );
+
+    // Retention (`glimpse retention apply`) keeping no full day of other.org as of March 31
+    // noon: exactly its days with rows before March 31 are rebuilt or removed.
+    let cutoff = utc_seconds("2026-03-31", 0, 0);
+    let expired = format!(
+        "SELECT DISTINCT toString(toDate(visit_start, 'UTC')) FROM {}.events WHERE site = '{OTHER}' \
+         AND timestamp < toDateTime({cutoff}) AND name != 'engagement'",
+        s.db
+    );
+    let expired: Vec<String> = s.ch.client.query(&expired).fetch_all().await.unwrap();
+    assert!(!expired.is_empty(), "other.org has days before March 31");
+    let mut other = glimpse_core::site::Site::new(OTHER);
+    other.retention_days = 0;
+    let as_of = utc_seconds("2026-03-31", 12, 0) as u32;
+    let retention =
+        glimpse_collector::admin::retention::apply(&s.ch.client, s.db, None, &[other], as_of)
+            .await
+            .unwrap();
+    assert_eq!(retention.rows_scheduled.len(), 1, "{retention:?}");
+    let deleted = glimpse_collector::admin::retention::wait_for_events_deleted(
+        &s.ch.client,
+        s.db,
+        OTHER,
+        cutoff as u32,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert!(deleted, "retention's delete did not run within 30 s");
+    let report = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
+    let want: BTreeSet<(String, String)> = expired
+        .iter()
+        .map(|day| (OTHER.to_string(), day.clone()))
+        .collect();
+    assert_eq!(touched(&report), want, "{report:?}");
+    let noop = upkeep.refresh(&s.ch.client, s.db, now).await.unwrap();
+    assert_eq!(
+        (
+            noop.days_built.len(),
+            noop.days_removed.len(),
+            noop.days_checked
+        ),
+        (0, 0, 0),
+        "{noop:?}"
+    );
     println!(
         "rollup upkeep: {march_days} days read at start, 0 when nothing changed, 1 for a month \
-         of its own, {} for a late row in March",
-        report.days_checked
+         of its own, {late_row_read} for a late row in March (every site's figures of its day); \
+         retention touched {} days of other.org",
+        expired.len()
     );
+}
+
+/// The `(site, day)`s of a report, as a set.
+fn site_days(days: &[(String, String)]) -> BTreeSet<(String, String)> {
+    days.iter().cloned().collect()
+}
+
+/// The `(site, day)`s a refresh rebuilt or removed.
+fn touched(report: &glimpse_query::rollup::RefreshReport) -> BTreeSet<(String, String)> {
+    report
+        .days_built
+        .iter()
+        .chain(&report.days_removed)
+        .cloned()
+        .collect()
+}
+
+/// How many `(site, UTC day)`s have visits from `first` to `last` (`YYYY-MM-DD`).
+async fn site_days_between(s: &Service, first: &str, last: &str) -> usize {
+    let sql = format!(
+        "SELECT count() FROM (SELECT DISTINCT site, toDate(visit_start, 'UTC') AS day \
+         FROM {}.events WHERE name != 'engagement' AND day >= toDate('{first}') \
+         AND day <= toDate('{last}'))",
+        s.db
+    );
+    s.ch.count(&sql).await as usize
+}
+
+/// How many `(site, UTC day)`s have visits on `days` (`YYYY-MM-DD`): what a refresh reading
+/// those days fingerprints.
+async fn site_days_on(s: &Service, days: &[&str]) -> usize {
+    let days: Vec<String> = days.iter().map(|d| format!("'{d}'")).collect();
+    let sql = format!(
+        "SELECT count() FROM (SELECT DISTINCT site, toString(toDate(visit_start, 'UTC')) AS day \
+         FROM {}.events WHERE name != 'engagement' AND day IN ({}))",
+        s.db,
+        days.join(", ")
+    );
+    s.ch.count(&sql).await as usize
 }
 
 /// Inserts a one-page visit of `visitor` on `site` at `time` straight into the events (as a
 /// collector's spool replayed late would).
 async fn insert_visit(s: &Service, site: &str, time: i64, path: &str, visitor: u64) {
+    let row = visit_row(site, time, path, visitor);
+    let mut insert =
+        s.ch.client
+            .clone()
+            .with_database(s.db)
+            .insert::<EventRow>("events")
+            .await
+            .unwrap();
+    insert.write(&row).await.unwrap();
+    insert.end().await.unwrap();
+}
+
+/// A one-page visit of `visitor` on `site` at `time`.
+fn visit_row(site: &str, time: i64, path: &str, visitor: u64) -> EventRow {
     let mut rows = vec![EventRow {
         site: site.into(),
         timestamp: time as u32,
@@ -334,15 +521,7 @@ async fn insert_visit(s: &Service, site: &str, time: i64, path: &str, visitor: u
         ..EventRow::default()
     }];
     stamp_visits(&mut rows);
-    let mut insert =
-        s.ch.client
-            .clone()
-            .with_database(s.db)
-            .insert::<EventRow>("events")
-            .await
-            .unwrap();
-    insert.write(&rows[0]).await.unwrap();
-    insert.end().await.unwrap();
+    rows.remove(0)
 }
 
 /// Deletes the events matching `condition` and waits until the mutation has run.
