@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{url_list, ClusterNode, TestCluster};
-use common::process::Glimpse;
-use common::{browser_client, free_addr, wait_for_200};
+use common::cluster::{local_pages, url_list, ClusterNode, TestCluster};
+use common::process::Services;
+use common::{browser_client, wait_for_200};
 use serde_json::Value;
 
 /// Page views sent through each collector, in three equal parts: before, during and after
@@ -202,20 +202,6 @@ fn record(
     }
 }
 
-/// Each page and how often it is stored in `node`'s own shard table.
-async fn local_pages(node: &ClusterNode) -> BTreeMap<String, u64> {
-    node.client()
-        .query(
-            "SELECT pathname, count() FROM glimpse.events_local WHERE site = 'example.com' \
-             GROUP BY pathname",
-        )
-        .fetch_all::<(String, u64)>()
-        .await
-        // The restarted server may refuse a moment; an empty answer is judged again.
-        .map(|rows| rows.into_iter().collect())
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collectors_and_the_query_service_fail_over_and_every_beacon_is_stored_once() {
     let started = Instant::now();
@@ -245,41 +231,16 @@ async fn collectors_and_the_query_service_fail_over_and_every_beacon_is_stored_o
         cluster.node(2, 2),
     );
     let work = tempfile::tempdir().unwrap();
-    let lists = [url_list(&[n11, n22]), url_list(&[n21, n12])];
-    let salts = work.path().join("salts");
-    let mut collectors = Vec::new();
-    let mut bases = Vec::new();
-    for (i, list) in lists.iter().enumerate() {
-        let addr = free_addr();
-        let name = ["collector-1", "collector-2"][i];
-        collectors.push(Glimpse::start(
-            name,
-            "collector",
-            &[
-                ("GLIMPSE_CLICKHOUSE_URL", list.clone()),
-                ("GLIMPSE_COLLECTOR_ADDR", addr.to_string()),
-                ("GLIMPSE_BATCH_MAX_DELAY_MS", "200".into()),
-                // Both collectors on this machine: one salt directory gives a visitor one id
-                // (tests/cluster_salts.rs covers `salt_key`).
-                ("GLIMPSE_SALT_DIR", salts.display().to_string()),
-                ("GLIMPSE_SALT_DIR_SHARED", "true".into()),
-            ],
-            &work.path().join(name),
-        ));
-        bases.push(format!("http://{addr}"));
-    }
-    let query_addr = free_addr();
-    let query = Glimpse::start(
-        "query",
-        "query",
-        &[
-            ("GLIMPSE_CLICKHOUSE_URL", url_list(&[n11, n12])),
-            ("GLIMPSE_QUERY_ADDR", query_addr.to_string()),
-            ("GLIMPSE_ROLLUP_INTERVAL_SECS", "0".into()),
-        ],
-        &work.path().join("query"),
+    let Services {
+        collectors,
+        bases,
+        query,
+        query_base,
+    } = Services::start(
+        work.path(),
+        [url_list(&[n11, n22]), url_list(&[n21, n12])],
+        url_list(&[n11, n12]),
     );
-    let query_base = format!("http://{query_addr}");
     let http = reqwest::Client::new();
     for base in bases.iter().chain([&query_base]) {
         wait_for_200(&http, &format!("{base}/ready"), WAIT).await;

@@ -92,3 +92,18 @@ pub fn url_list(nodes: &[&ClusterNode]) -> String {
         .collect();
     urls.join(",")
 }
+
+/// Each page and how often it is stored in `node`'s own shard table of `example.com`
+/// (empty while the server refuses: a restarted one may, for a moment).
+#[allow(dead_code)] // each test binary uses its own subset
+pub async fn local_pages(node: &ClusterNode) -> std::collections::BTreeMap<String, u64> {
+    node.client()
+        .query(
+            "SELECT pathname, count() FROM glimpse.events_local WHERE site = 'example.com' \
+             GROUP BY pathname",
+        )
+        .fetch_all::<(String, u64)>()
+        .await
+        .map(|rows| rows.into_iter().collect())
+        .unwrap_or_default()
+}

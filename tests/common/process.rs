@@ -80,3 +80,58 @@ impl Glimpse {
         self.log()
     }
 }
+
+/// Two `glimpse collector` processes (separate data directories under `work`, one shared salt
+/// directory, so a visitor gets one id through either) and a `glimpse query` process, each
+/// given its own list of servers (`clickhouse_url`).
+pub struct Services {
+    pub collectors: Vec<Glimpse>,
+    /// The collectors' `http://addr`.
+    pub bases: Vec<String>,
+    pub query: Glimpse,
+    pub query_base: String,
+}
+
+impl Services {
+    pub fn start(work: &Path, collector_lists: [String; 2], query_list: String) -> Self {
+        let salts = work.join("salts");
+        let mut collectors = Vec::new();
+        let mut bases = Vec::new();
+        for (i, list) in collector_lists.into_iter().enumerate() {
+            let addr = free_addr();
+            let name = ["collector-1", "collector-2"][i];
+            collectors.push(Glimpse::start(
+                name,
+                "collector",
+                &[
+                    ("GLIMPSE_CLICKHOUSE_URL", list),
+                    ("GLIMPSE_COLLECTOR_ADDR", addr.to_string()),
+                    ("GLIMPSE_BATCH_MAX_DELAY_MS", "200".into()),
+                    // Both collectors on this machine: one salt directory gives a visitor one
+                    // id (tests/cluster_salts.rs covers `salt_key`).
+                    ("GLIMPSE_SALT_DIR", salts.display().to_string()),
+                    ("GLIMPSE_SALT_DIR_SHARED", "true".into()),
+                ],
+                &work.join(name),
+            ));
+            bases.push(format!("http://{addr}"));
+        }
+        let query_addr = free_addr();
+        let query = Glimpse::start(
+            "query",
+            "query",
+            &[
+                ("GLIMPSE_CLICKHOUSE_URL", query_list),
+                ("GLIMPSE_QUERY_ADDR", query_addr.to_string()),
+                ("GLIMPSE_ROLLUP_INTERVAL_SECS", "0".into()),
+            ],
+            &work.join("query"),
+        );
+        Services {
+            collectors,
+            bases,
+            query,
+            query_base: format!("http://{query_addr}"),
+        }
+    }
+}
