@@ -29,6 +29,11 @@ use crate::config::{Config, ServerList};
 ///   just written (replication to the other replica is asynchronous): the spool's check of a
 ///   re-sent batch, an erasure's count, a deleted site's rows. The other replicas are hot
 ///   standbys, used when the first is down.
+/// - `prefer_localhost_replica = 0`: without it a server that is itself a replica of a shard
+///   reads and writes that shard on its own table, whatever the order, so a collector entering
+///   through a second replica and a query service entering through the first saw different
+///   rows until replication caught up (a read 560 of 600 right after a write; during a
+///   ZooKeeper outage, when replicas cannot fetch, for the whole outage).
 ///
 /// `insert_quorum` is deliberately not set: replicated deduplication (block hashes in
 /// ZooKeeper, shared by a shard's replicas) already makes a batch re-sent through another
@@ -57,7 +62,8 @@ pub fn connect(config: &Config, url: &str) -> clickhouse::Client {
         Some(_) => client
             .with_setting("insert_distributed_sync", "1")
             .with_setting("distributed_product_mode", "local")
-            .with_setting("load_balancing", "in_order"),
+            .with_setting("load_balancing", "in_order")
+            .with_setting("prefer_localhost_replica", "0"),
         None => client,
     }
 }
